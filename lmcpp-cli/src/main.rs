@@ -1,0 +1,3 @@
+//! The `lmcpp` command.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Supervises `llama-server` processes and talks to them, typed, over a Unix socket or HTTP.

@@ -1,0 +1,1 @@
+//! Typed request and response schemas for every `llama-server` endpoint, and `ServerArgs`.

@@ -1,0 +1,3 @@
+//! `cargo xtask`: the build matrix, code generation and checks for this workspace.
+
+fn main() {}
