@@ -1,1 +1,32 @@
 //! Supervises `llama-server` processes and talks to them, typed, over a Unix socket or HTTP.
+//!
+//! - [`Server::launch`] validates the binary and model, starts the server on a private
+//!   Unix socket (or HTTP on 127.0.0.1), and waits until `/health` says it is ready,
+//!   reporting an early exit with the server's last log lines as soon as it happens.
+//! - The server cannot outlive its parent: it gets its own process group, a parent-death
+//!   signal on Linux, and is stopped (SIGTERM, then SIGKILL) by [`Server::stop`] or on drop.
+//! - [`Registry`] lists and stops servers by their state files, checking each pid
+//!   against the kernel before trusting it.
+//! - [`Client`] is a pooled, concurrent, typed client over either transport, with
+//!   streaming endpoints as [`futures_util::Stream`]s.
+
+mod child;
+mod client;
+mod error;
+mod procfs;
+mod registry;
+mod runtime;
+mod server;
+mod shim;
+mod spawn;
+pub mod sse;
+
+pub use client::{
+    Client, ClientBuilder, DEFAULT_HEALTH_TIMEOUT, Endpoint, EventStream, RawResponse,
+};
+pub use error::{Error, Result};
+pub use registry::{Entry, Registry, ServerRecord, StaleReason, StopOutcome};
+pub use runtime::{MAX_SOCKET_PATH, default_runtime_dir, socket_path};
+pub use server::{HttpPort, LaunchOptions, Readiness, Server, TransportChoice, validate};
+pub(crate) use shim::api_error_from_text;
+pub use shim::{ApiError, ServerArgs};

@@ -1,0 +1,168 @@
+//! The one error type of this crate.
+
+use std::{io, path::PathBuf, process::ExitStatus, time::Duration};
+
+/// Everything that can go wrong while launching, supervising or talking to a server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The `llama-server` binary does not exist.
+    #[error("llama-server binary {path} does not exist; install or build it first")]
+    BinaryNotFound {
+        /// The path that was given.
+        path: PathBuf,
+    },
+    /// The binary exists but is not an executable regular file.
+    #[error("{path} is not an executable file; check the path and its permissions")]
+    BinaryNotExecutable {
+        /// The path that was given.
+        path: PathBuf,
+    },
+    /// The model file does not exist.
+    #[error("model file {path} does not exist; fetch the model first")]
+    ModelNotFound {
+        /// The path that was given.
+        path: PathBuf,
+    },
+    /// The model file does not start with the GGUF magic.
+    #[error(
+        "model file {path} is not a GGUF file (starts with {found:?}, expected \"GGUF\"); pass a .gguf model"
+    )]
+    ModelNotGguf {
+        /// The path that was given.
+        path: PathBuf,
+        /// The first bytes of the file, escaped.
+        found: String,
+    },
+    /// The typed server arguments could not be turned into a command line.
+    #[error("invalid server arguments: {message}")]
+    InvalidArgs {
+        /// What is wrong with them.
+        message: String,
+    },
+    /// The per-user runtime directory could not be created or is not private.
+    #[error("runtime directory {path} is unusable: {reason}; set another runtime dir")]
+    RuntimeDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// A file operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done, e.g. "cannot write".
+        action: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The operating system refused to start the process.
+    #[error("cannot start {binary}: {source}")]
+    Spawn {
+        /// The binary.
+        binary: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The requested TCP port is held by another process.
+    #[error(
+        "port {port} on {host} is already in use; pick another port or let lmcpp choose a free one"
+    )]
+    PortInUse {
+        /// The host the server was to bind.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+    /// The server exited before it became ready.
+    #[error("llama-server exited during start-up ({status}); see {log_path}; last log lines:\n{}", log_tail.join("\n"))]
+    Exited {
+        /// Its exit status.
+        status: ExitStatus,
+        /// The last lines of its log.
+        log_tail: Vec<String>,
+        /// The full log.
+        log_path: PathBuf,
+    },
+    /// The server did not become ready within the start-up timeout.
+    #[error("llama-server did not become ready within {timeout:?} (last /health: {}); raise the ready timeout or see {log_path}", last_health.as_deref().unwrap_or("no answer"))]
+    ReadyTimeout {
+        /// The timeout that elapsed.
+        timeout: Duration,
+        /// The last `/health` observation.
+        last_health: Option<String>,
+        /// The server's log.
+        log_path: PathBuf,
+    },
+    /// No verified server with this id is registered.
+    #[error("no running server with id {id}; run `lmcpp ps` to list servers")]
+    UnknownServer {
+        /// The id that was asked for.
+        id: String,
+    },
+    /// The process did not exit after SIGKILL within the bound.
+    #[error("process {pid} did not exit after SIGKILL")]
+    StopTimeout {
+        /// Its pid.
+        pid: u32,
+    },
+    /// The request could not be sent or the response could not be read.
+    #[error("request {method} {path} failed: {message}; is the server still running?")]
+    Transport {
+        /// HTTP method.
+        method: String,
+        /// Request path.
+        path: String,
+        /// What went wrong, with its causes.
+        message: String,
+    },
+    /// The request did not complete within its timeout.
+    #[error("request {method} {path} timed out after {timeout:?}; raise the request timeout")]
+    Timeout {
+        /// HTTP method.
+        method: String,
+        /// Request path.
+        path: String,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// The server answered with an error, either as a non-2xx status or as an error
+    /// event inside a stream (then `status` is the stream's 200).
+    #[error("server answered {status} to {path}: {}", error.message)]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Request path.
+        path: String,
+        /// The decoded `{"error":{...}}` body.
+        error: crate::ApiError,
+    },
+    /// The server's response could not be decoded into the expected type.
+    #[error("cannot decode the answer to {path}: {source}; body starts with {snippet:?}")]
+    Decode {
+        /// Request path.
+        path: String,
+        /// The first bytes of the body.
+        snippet: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Shorthand used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}

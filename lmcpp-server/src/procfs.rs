@@ -1,0 +1,72 @@
+//! What the kernel knows about a pid: liveness, executable and start time.
+//!
+//! Pids are recycled, so a recorded pid only names "our" process when all three agree
+//! with what was recorded at spawn time. Outside Linux there is no `/proc`: the
+//! executable and start time are then unknown and callers must treat the pid as
+//! unverifiable.
+
+use std::path::PathBuf;
+
+/// Whether a process with this pid exists and is not a zombie.
+pub(crate) fn alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 performs only the existence and permission check.
+    let exists = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && state(pid as u32) != Some('Z')
+}
+
+/// The process state letter from `/proc/<pid>/stat` (`R`, `S`, `Z`, ...).
+pub(crate) fn state(pid: u32) -> Option<char> {
+    stat_fields(pid)?.first()?.chars().next()
+}
+
+/// The process start time in clock ticks after boot (field 22 of `/proc/<pid>/stat`).
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    // Fields are counted after the parenthesised command name, which starts at field 3.
+    stat_fields(pid)?.get(22 - 3)?.parse().ok()
+}
+
+/// The path of the executable the process runs (`/proc/<pid>/exe`).
+pub(crate) fn exe(pid: u32) -> Option<PathBuf> {
+    if cfg!(target_os = "linux") {
+        std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+    } else {
+        None
+    }
+}
+
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may itself contain spaces and parentheses; it ends at the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_described() {
+        let me = std::process::id();
+        assert!(alive(me));
+        assert!(start_time(me).is_some());
+        assert_eq!(
+            exe(me),
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.canonicalize().ok())
+        );
+        assert!(!alive(0));
+        assert!(!alive(u32::MAX));
+    }
+}

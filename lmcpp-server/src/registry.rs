@@ -1,0 +1,347 @@
+//! The registry of running servers: one JSON state file per server in the runtime dir.
+//!
+//! A state file is only a claim. [`Registry::list`] checks each claim against the kernel
+//! (pid alive, `/proc/<pid>/exe` is the recorded binary, start time unchanged) and
+//! deletes the files and sockets of claims that no longer hold, and [`Registry::stop`]
+//! only ever signals a process whose claim holds.
+
+use std::{
+    io::{Read, Seek, SeekFrom, Write},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    client::Endpoint,
+    error::{Error, Result},
+    procfs,
+    runtime::{default_runtime_dir, ensure_private_dir},
+};
+
+/// What the registry records about a server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ServerRecord {
+    /// Registry id (12 hex digits).
+    pub id: String,
+    /// Process id.
+    pub pid: u32,
+    /// Canonical path of the binary the process runs.
+    pub exe: PathBuf,
+    /// Start time in clock ticks after boot (`/proc/<pid>/stat` field 22), if known.
+    pub start_time: Option<u64>,
+    /// Where the server listens.
+    pub endpoint: Endpoint,
+    /// The model it serves.
+    pub model: PathBuf,
+    /// Its log file (stdout and stderr).
+    pub log_path: PathBuf,
+    /// Its command line after the binary (secrets are passed by environment, not here).
+    pub args: Vec<String>,
+    /// Whether it was started to outlive the process that launched it.
+    pub detached: bool,
+    /// When it was started, in milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+}
+
+/// Why a state file no longer describes a running server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StaleReason {
+    /// No process with the recorded pid exists (or it is a zombie).
+    NotRunning,
+    /// The pid now runs another program: it was recycled.
+    OtherExecutable {
+        /// What `/proc/<pid>/exe` points at, if readable.
+        found: Option<PathBuf>,
+    },
+    /// The pid runs the same binary but is a different process (started at another time).
+    StartTimeChanged {
+        /// The start time that was recorded.
+        recorded: Option<u64>,
+        /// The start time found now.
+        found: Option<u64>,
+    },
+}
+
+/// One registry entry, checked against the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Entry {
+    /// The recorded process is running.
+    Live(ServerRecord),
+    /// The record is stale; its state file and socket have been removed.
+    Stale {
+        /// The record as it was on disk.
+        record: ServerRecord,
+        /// Why it is stale.
+        reason: StaleReason,
+    },
+}
+
+/// How [`Registry::stop`] ended a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopOutcome {
+    /// It exited after SIGTERM.
+    Terminated,
+    /// It needed SIGKILL.
+    Killed,
+}
+
+/// The directory holding state files, sockets and logs.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    dir: PathBuf,
+}
+
+impl Registry {
+    /// The registry in `dir` (created private on first write).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The registry in [`default_runtime_dir`].
+    pub fn open_default() -> Self {
+        Self::new(default_runtime_dir())
+    }
+
+    /// Its directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates the directory (mode 0700) if needed and checks it is private.
+    pub fn ensure_dir(&self) -> Result<()> {
+        ensure_private_dir(&self.dir)
+    }
+
+    pub(crate) fn state_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    /// The default log path of server `id`.
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.log"))
+    }
+
+    /// Writes `record` atomically (temporary file, then rename).
+    pub(crate) fn write(&self, record: &ServerRecord) -> Result<()> {
+        let path = self.state_path(&record.id);
+        let tmp = self.dir.join(format!(".{}.json.tmp", record.id));
+        let json = serde_json::to_vec_pretty(record)
+            .map_err(|e| Error::io("cannot encode state file", &path, std::io::Error::other(e)))?;
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&json)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io("cannot write state file", &path, e)
+        })
+    }
+
+    /// Removes the state file and socket of `record`. Missing files are fine; the log is kept.
+    pub(crate) fn remove(&self, record: &ServerRecord) {
+        let _ = std::fs::remove_file(self.state_path(&record.id));
+        if let Endpoint::Unix { socket } = &record.endpoint {
+            let _ = std::fs::remove_file(socket);
+        }
+    }
+
+    /// Reads the state file of `id` without checking it.
+    pub fn read(&self, id: &str) -> Result<Option<ServerRecord>> {
+        let path = self.state_path(id);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::io("cannot decode state file", &path, std::io::Error::other(e))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("cannot read state file", &path, e)),
+        }
+    }
+
+    /// Every entry, each checked against the kernel. Stale state files and their sockets
+    /// are deleted (and reported as [`Entry::Stale`]); unreadable state files are
+    /// deleted too.
+    pub fn list(&self) -> Result<Vec<Entry>> {
+        let dir = match std::fs::read_dir(&self.dir) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("cannot list", &self.dir, e)),
+        };
+        let mut entries = Vec::new();
+        for item in dir {
+            let item = item.map_err(|e| Error::io("cannot list", &self.dir, e))?;
+            let name = item.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if id.starts_with('.') {
+                continue;
+            }
+            let record = match self.read(id) {
+                Ok(Some(record)) => record,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "removing unreadable state file");
+                    let _ = std::fs::remove_file(item.path());
+                    continue;
+                }
+            };
+            match verify(&record) {
+                Ok(()) => entries.push(Entry::Live(record)),
+                Err(reason) => {
+                    self.remove(&record);
+                    entries.push(Entry::Stale { record, reason });
+                }
+            }
+        }
+        entries.sort_by_key(|e| match e {
+            Entry::Live(r) | Entry::Stale { record: r, .. } => r.started_at_ms,
+        });
+        Ok(entries)
+    }
+
+    /// The verified record of server `id`; a stale one is cleaned up and reported as
+    /// [`Error::UnknownServer`].
+    pub fn get(&self, id: &str) -> Result<ServerRecord> {
+        let unknown = || Error::UnknownServer { id: id.to_owned() };
+        let record = self.read(id)?.ok_or_else(unknown)?;
+        match verify(&record) {
+            Ok(()) => Ok(record),
+            Err(_) => {
+                self.remove(&record);
+                Err(unknown())
+            }
+        }
+    }
+
+    /// Stops server `id`: SIGTERM, up to `grace` for it to exit, then SIGKILL. Only a
+    /// process whose record verifies is signalled, and it is re-verified before SIGKILL.
+    pub async fn stop(&self, id: &str, grace: Duration) -> Result<StopOutcome> {
+        let record = self.get(id)?;
+        let pid = record.pid;
+        signal_verified(&record, libc::SIGTERM);
+        let outcome = if wait_gone(&record, grace).await {
+            StopOutcome::Terminated
+        } else {
+            signal_verified(&record, libc::SIGKILL);
+            if !wait_gone(&record, Duration::from_secs(5)).await {
+                return Err(Error::StopTimeout { pid });
+            }
+            StopOutcome::Killed
+        };
+        self.remove(&record);
+        Ok(outcome)
+    }
+
+    /// The last `n` lines of server `id`'s log (the server need not be running).
+    pub fn log_tail(&self, id: &str, n: usize) -> Result<Vec<String>> {
+        let record = self
+            .read(id)?
+            .ok_or_else(|| Error::UnknownServer { id: id.to_owned() })?;
+        log_tail(&record.log_path, 0, n)
+    }
+}
+
+/// Checks a record against the kernel.
+pub(crate) fn verify(record: &ServerRecord) -> Result<(), StaleReason> {
+    if !procfs::alive(record.pid) {
+        return Err(StaleReason::NotRunning);
+    }
+    let found = procfs::exe(record.pid);
+    if found.as_deref() != Some(record.exe.as_path()) {
+        return Err(StaleReason::OtherExecutable { found });
+    }
+    let now = procfs::start_time(record.pid);
+    if now.is_none() || now != record.start_time {
+        return Err(StaleReason::StartTimeChanged {
+            recorded: record.start_time,
+            found: now,
+        });
+    }
+    Ok(())
+}
+
+/// Signals the process (its group when it leads one) if the record still verifies.
+fn signal_verified(record: &ServerRecord, signal: libc::c_int) -> bool {
+    if verify(record).is_err() {
+        return false;
+    }
+    let Ok(pid) = libc::pid_t::try_from(record.pid) else {
+        return false;
+    };
+    // SAFETY: plain syscalls on a pid we just verified.
+    unsafe {
+        if libc::getpgid(pid) == pid {
+            libc::kill(-pid, signal) == 0
+        } else {
+            libc::kill(pid, signal) == 0
+        }
+    }
+}
+
+/// Polls until the recorded process is gone (not running, or the pid now names another
+/// process), for at most `timeout`.
+async fn wait_gone(record: &ServerRecord, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if verify(record).is_err() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The last `n` lines of `path` after byte offset `from`.
+pub(crate) fn log_tail(path: &Path, from: u64, n: usize) -> Result<Vec<String>> {
+    const WINDOW: u64 = 256 * 1024;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io("cannot open log", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("cannot read log", path, e))?
+        .len();
+    let start = from.max(len.saturating_sub(WINDOW));
+    file.seek(SeekFrom::Start(start))
+        .map_err(|e| Error::io("cannot read log", path, e))?;
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf)
+        .map_err(|e| Error::io("cannot read log", path, e))?;
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines: Vec<String> = text
+        .lines()
+        .rev()
+        .filter(|l| !l.trim().is_empty())
+        .take(n)
+        .map(str::to_owned)
+        .collect();
+    lines.reverse();
+    Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn log_tail_takes_the_last_lines_after_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        std::fs::write(&path, "old\nline 1\n\nline 2\nline 3\n").unwrap();
+        assert_eq!(log_tail(&path, 0, 2).unwrap(), ["line 2", "line 3"]);
+        assert_eq!(
+            log_tail(&path, 4, 10).unwrap(),
+            ["line 1", "line 2", "line 3"]
+        );
+        assert!(log_tail(&path, 100, 10).unwrap().is_empty());
+    }
+}

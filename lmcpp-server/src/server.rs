@@ -1,0 +1,640 @@
+//! Launching one `llama-server`, waiting for it to be ready, and stopping it.
+
+use std::{
+    io::Read,
+    net::{Ipv4Addr, TcpListener},
+    path::{Path, PathBuf},
+    process::ExitStatus,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use crate::{
+    ServerArgs,
+    child::ChildProc,
+    client::{Client, Endpoint},
+    error::{Error, Result},
+    procfs,
+    registry::{self, Registry, ServerRecord},
+    runtime::{self, ensure_private_dir, socket_path},
+    spawn::{SpawnSpec, spawn},
+};
+
+/// The line llama-server logs when it cannot bind its listening socket.
+const BIND_FAILURE: &str = "couldn't bind HTTP server socket";
+
+/// How many log lines an [`Readiness::Exited`] carries.
+const EXIT_TAIL_LINES: usize = 20;
+
+/// How many times a server whose port was taken between choosing and binding it is
+/// restarted on another port.
+const PORT_ATTEMPTS: u32 = 5;
+
+/// The host HTTP servers bind.
+const LOOPBACK: &str = "127.0.0.1";
+
+/// Which port an HTTP server listens on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum HttpPort {
+    /// A free port chosen by lmcpp (restarted on another one if it is taken meanwhile).
+    #[default]
+    Auto,
+    /// Exactly this port; [`Error::PortInUse`] if it is taken.
+    Fixed(u16),
+    /// This port if it is free, else a free one.
+    Prefer(u16),
+}
+
+/// How clients reach the server.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TransportChoice {
+    /// A Unix socket in the private runtime dir (the default).
+    #[default]
+    Unix,
+    /// HTTP on 127.0.0.1.
+    Http(HttpPort),
+}
+
+/// Everything [`Server::spawn`] needs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LaunchOptions {
+    /// The `llama-server` binary.
+    pub binary: PathBuf,
+    /// The GGUF model.
+    pub model: PathBuf,
+    /// Typed server arguments. Model, host and port are set by the launcher and
+    /// override whatever is here.
+    pub args: ServerArgs,
+    /// Extra command-line arguments appended verbatim, for flags `args` does not model.
+    pub extra_args: Vec<String>,
+    /// Unix socket (default) or HTTP.
+    pub transport: TransportChoice,
+    /// Runtime dir for state files, sockets and logs; default
+    /// [`runtime::default_runtime_dir`].
+    pub runtime_dir: Option<PathBuf>,
+    /// Where sockets go when the runtime dir path is too long for a socket path;
+    /// default `/tmp/lmcpp-<uid>`.
+    pub socket_fallback_dir: Option<PathBuf>,
+    /// Log file; default `<runtime dir>/<id>.log`.
+    pub log_path: Option<PathBuf>,
+    /// Working directory of the server; default the runtime dir.
+    pub cwd: Option<PathBuf>,
+    /// Extra environment variables for the server.
+    pub env: Vec<(String, String)>,
+    /// API key: given to the server by environment (never on the command line, where
+    /// `ps` would show it) and sent by the client.
+    pub api_key: Option<String>,
+    /// How long [`Server::wait_ready`] waits (default 120 s).
+    pub ready_timeout: Duration,
+    /// How long a stop waits after SIGTERM before SIGKILL (default 5 s).
+    pub stop_grace: Duration,
+    /// Start the server so that it outlives this process: no parent-death signal, own
+    /// session. Such a server is not stopped on drop after [`Server::detach`].
+    pub detached: bool,
+}
+
+impl LaunchOptions {
+    /// Options with defaults: Unix socket, default runtime dir, 120 s ready timeout.
+    pub fn new(binary: impl Into<PathBuf>, model: impl Into<PathBuf>) -> Self {
+        Self {
+            binary: binary.into(),
+            model: model.into(),
+            args: ServerArgs::default(),
+            extra_args: Vec::new(),
+            transport: TransportChoice::Unix,
+            runtime_dir: None,
+            socket_fallback_dir: None,
+            log_path: None,
+            cwd: None,
+            env: Vec::new(),
+            api_key: None,
+            ready_timeout: Duration::from_secs(120),
+            stop_grace: Duration::from_secs(5),
+            detached: false,
+        }
+    }
+}
+
+/// The outcome of waiting for a server to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Readiness {
+    /// `/health` answered 200.
+    Ready,
+    /// The process exited first.
+    Exited {
+        /// Its exit status.
+        status: ExitStatus,
+        /// The last lines of its log.
+        log_tail: Vec<String>,
+    },
+    /// The timeout elapsed; the server is still running.
+    TimedOut {
+        /// The last `/health` answer or connection error.
+        last_health: Option<String>,
+    },
+}
+
+/// Checks the binary and model before anything is spawned.
+pub fn validate(binary: &Path, model: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(binary).map_err(|_| Error::BinaryNotFound {
+        path: binary.to_owned(),
+    })?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(Error::BinaryNotExecutable {
+            path: binary.to_owned(),
+        });
+    }
+    let mut file = std::fs::File::open(model).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::ModelNotFound {
+            path: model.to_owned(),
+        },
+        _ => Error::io("cannot open model", model, e),
+    })?;
+    if !file
+        .metadata()
+        .map_err(|e| Error::io("cannot read model", model, e))?
+        .is_file()
+    {
+        return Err(Error::ModelNotGguf {
+            path: model.to_owned(),
+            found: "(not a regular file)".into(),
+        });
+    }
+    let mut magic = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match file.read(&mut magic[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("cannot read model", model, e)),
+        }
+    }
+    if &magic[..got] != b"GGUF" {
+        return Err(Error::ModelNotGguf {
+            path: model.to_owned(),
+            found: magic[..got].escape_ascii().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Environment variables as name/value pairs.
+type EnvVars = Vec<(String, String)>;
+
+/// Everything fixed before the first spawn attempt.
+#[derive(Debug)]
+struct Plan {
+    opts: LaunchOptions,
+    registry: Registry,
+    id: String,
+    exe: PathBuf,
+    model: PathBuf,
+    log_path: PathBuf,
+    cwd: PathBuf,
+    fallback_dir: PathBuf,
+}
+
+impl Plan {
+    fn prepare(opts: LaunchOptions) -> Result<Self> {
+        validate(&opts.binary, &opts.model)?;
+        let exe = opts
+            .binary
+            .canonicalize()
+            .map_err(|e| Error::io("cannot resolve", &opts.binary, e))?;
+        let model = opts
+            .model
+            .canonicalize()
+            .map_err(|e| Error::io("cannot resolve", &opts.model, e))?;
+        let registry = Registry::new(
+            opts.runtime_dir
+                .clone()
+                .unwrap_or_else(runtime::default_runtime_dir),
+        );
+        registry.ensure_dir()?;
+        let mut id = runtime::new_id();
+        while registry.state_path(&id).exists() {
+            id = runtime::new_id();
+        }
+        let log_path = opts
+            .log_path
+            .clone()
+            .unwrap_or_else(|| registry.log_path(&id));
+        let cwd = opts
+            .cwd
+            .clone()
+            .unwrap_or_else(|| registry.dir().to_owned());
+        let fallback_dir = opts
+            .socket_fallback_dir
+            .clone()
+            .unwrap_or_else(runtime::private_tmp_dir);
+        Ok(Self {
+            opts,
+            registry,
+            id,
+            exe,
+            model,
+            log_path,
+            cwd,
+            fallback_dir,
+        })
+    }
+
+    fn endpoint(&self, port: HttpPort) -> Result<Endpoint> {
+        match self.opts.transport {
+            TransportChoice::Unix => {
+                let socket = socket_path(self.registry.dir(), &self.id, &self.fallback_dir);
+                if let Some(parent) = socket.parent()
+                    && parent != self.registry.dir()
+                {
+                    ensure_private_dir(parent)?;
+                }
+                Ok(Endpoint::unix(socket))
+            }
+            TransportChoice::Http(_) => {
+                let port = match port {
+                    HttpPort::Auto => free_port()?,
+                    HttpPort::Prefer(p) => p,
+                    HttpPort::Fixed(p) => {
+                        if TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_err() {
+                            return Err(Error::PortInUse {
+                                host: LOOPBACK.into(),
+                                port: p,
+                            });
+                        }
+                        p
+                    }
+                };
+                Ok(Endpoint::http(LOOPBACK, port))
+            }
+        }
+    }
+
+    fn argv(&self, endpoint: &Endpoint) -> Result<(Vec<String>, EnvVars)> {
+        let mut args = self.opts.args.clone();
+        args.model = Some(self.model.clone());
+        match endpoint {
+            Endpoint::Unix { socket } => {
+                args.host = Some(socket.to_string_lossy().into_owned());
+                args.port = None;
+            }
+            Endpoint::Http { host, port } => {
+                args.host = Some(host.clone());
+                args.port = Some(*port);
+            }
+        }
+        let mut argv = args.to_argv().map_err(|e| Error::InvalidArgs {
+            message: e.to_string(),
+        })?;
+        argv.extend(self.opts.extra_args.iter().cloned());
+        let mut env = args.secret_env();
+        env.extend(self.opts.env.iter().cloned());
+        if let Some(key) = &self.opts.api_key {
+            env.push(("LLAMA_API_KEY".into(), key.clone()));
+        }
+        Ok((argv, env))
+    }
+
+    fn api_key(&self) -> Option<String> {
+        self.opts.api_key.clone().or_else(|| {
+            self.opts
+                .args
+                .secret_env()
+                .into_iter()
+                .find(|(k, _)| k == "LLAMA_API_KEY")
+                .map(|(_, v)| v)
+        })
+    }
+
+    fn client(&self, endpoint: &Endpoint) -> Client {
+        let mut builder = Client::builder(endpoint.clone());
+        if let Some(key) = self.api_key() {
+            builder = builder.api_key(key);
+        }
+        builder.build()
+    }
+
+    /// One spawn attempt on `endpoint`.
+    async fn spawn(&self, endpoint: Endpoint) -> Result<Attempt> {
+        let (args, env) = self.argv(&endpoint)?;
+        if let Endpoint::Unix { socket } = &endpoint {
+            let _ = std::fs::remove_file(socket);
+        }
+        let log_start = std::fs::metadata(&self.log_path)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let child = spawn(SpawnSpec {
+            program: self.exe.clone(),
+            args: args.clone(),
+            cwd: self.cwd.clone(),
+            env,
+            log: self.log_path.clone(),
+            detached: self.opts.detached,
+        })
+        .await?;
+        let child = ChildProc::new(child);
+        let pid = child.pid();
+        let record = ServerRecord {
+            id: self.id.clone(),
+            pid,
+            exe: self.exe.clone(),
+            start_time: procfs::start_time(pid),
+            endpoint: endpoint.clone(),
+            model: self.model.clone(),
+            log_path: self.log_path.clone(),
+            args,
+            detached: self.opts.detached,
+            started_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or_default(),
+        };
+        if let Err(e) = self.registry.write(&record) {
+            child.stop(self.opts.stop_grace).await;
+            return Err(e);
+        }
+        Ok(Attempt {
+            client: self.client(&endpoint),
+            child,
+            record,
+            log_start,
+        })
+    }
+}
+
+/// One running child and what belongs to it.
+#[derive(Debug)]
+struct Attempt {
+    child: ChildProc,
+    record: ServerRecord,
+    client: Client,
+    /// Log size before this attempt, so its tail does not show an earlier attempt.
+    log_start: u64,
+}
+
+/// A supervised `llama-server` process.
+///
+/// Dropping it stops the server (SIGTERM, then SIGKILL after the grace period), blocking
+/// the dropping thread for at most the grace period plus 5 s; prefer [`Server::stop`] in
+/// async code. On Linux an attached server is also killed by the kernel if this process
+/// dies without running destructors.
+#[derive(Debug)]
+pub struct Server {
+    plan: Plan,
+    current: Attempt,
+    port_attempts: u32,
+    /// Set once the process is stopped, has exited and been cleaned up, or is detached.
+    finished: bool,
+}
+
+impl Server {
+    /// Validates the inputs, picks the endpoint and starts the process; does not wait
+    /// for it to load (see [`Server::wait_ready`]).
+    pub async fn spawn(opts: LaunchOptions) -> Result<Self> {
+        let port = match opts.transport {
+            TransportChoice::Http(port) => port,
+            TransportChoice::Unix => HttpPort::Auto,
+        };
+        let plan = Plan::prepare(opts)?;
+        let endpoint = plan.endpoint(port)?;
+        let current = plan.spawn(endpoint).await?;
+        Ok(Self {
+            plan,
+            current,
+            port_attempts: 1,
+            finished: false,
+        })
+    }
+
+    /// Starts the server and waits until it is ready. A server that exits or times out
+    /// is an error (and a timed-out one is stopped).
+    pub async fn launch(opts: LaunchOptions) -> Result<Self> {
+        let mut server = Self::spawn(opts).await?;
+        match server.wait_ready().await? {
+            Readiness::Ready => Ok(server),
+            Readiness::Exited { status, log_tail } => {
+                if let (Endpoint::Http { host, port }, true) = (
+                    server.endpoint(),
+                    log_tail.iter().any(|l| l.contains(BIND_FAILURE)),
+                ) {
+                    return Err(Error::PortInUse {
+                        host: host.clone(),
+                        port: *port,
+                    });
+                }
+                Err(Error::Exited {
+                    status,
+                    log_tail,
+                    log_path: server.log_path().to_owned(),
+                })
+            }
+            Readiness::TimedOut { last_health } => {
+                let log_path = server.log_path().to_owned();
+                let timeout = server.plan.opts.ready_timeout;
+                server.stop().await?;
+                Err(Error::ReadyTimeout {
+                    timeout,
+                    last_health,
+                    log_path,
+                })
+            }
+        }
+    }
+
+    /// Polls `/health` (every 1 ms at first, backing off to 10 ms) while watching the
+    /// process, until it answers 200, the process exits (reported as soon as the
+    /// kernel reports the exit), or the ready timeout elapses. An HTTP server whose
+    /// lmcpp-chosen port was taken before it could bind is restarted on another port.
+    pub async fn wait_ready(&mut self) -> Result<Readiness> {
+        let timeout = self.plan.opts.ready_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last_health = None;
+        let mut delay = Duration::from_millis(1);
+        loop {
+            let child = self.current.child.clone();
+            let client = self.current.client.clone();
+            let exited = tokio::select! {
+                biased;
+                status = child.exited() => Some(status),
+                () = tokio::time::sleep_until(deadline) => {
+                    return Ok(Readiness::TimedOut { last_health });
+                }
+                probe = client.probe_health() => {
+                    match probe {
+                        Ok(res) if res.status.is_success() => return Ok(Readiness::Ready),
+                        Ok(res) => {
+                            last_health = Some(format!(
+                                "{} {}",
+                                res.status.as_u16(),
+                                String::from_utf8_lossy(&res.body).trim()
+                            ));
+                        }
+                        Err(e) => last_health = Some(e.to_string()),
+                    }
+                    None
+                }
+            };
+            let exited = match exited {
+                Some(status) => Some(status),
+                None => tokio::select! {
+                    biased;
+                    status = child.exited() => Some(status),
+                    () = tokio::time::sleep_until(deadline) => {
+                        return Ok(Readiness::TimedOut { last_health });
+                    }
+                    () = tokio::time::sleep(delay) => None,
+                },
+            };
+            delay = (delay * 2).min(Duration::from_millis(10));
+            let Some(status) = exited else {
+                continue;
+            };
+            let log_tail =
+                registry::log_tail(&self.plan.log_path, self.current.log_start, EXIT_TAIL_LINES)
+                    .unwrap_or_default();
+            self.plan.registry.remove(&self.current.record);
+            let retry = matches!(
+                self.plan.opts.transport,
+                TransportChoice::Http(HttpPort::Auto | HttpPort::Prefer(_))
+            ) && self.port_attempts < PORT_ATTEMPTS
+                && log_tail.iter().any(|l| l.contains(BIND_FAILURE));
+            if !retry {
+                self.finished = true;
+                return Ok(Readiness::Exited { status, log_tail });
+            }
+            tracing::debug!(endpoint = %self.endpoint(), "port taken, restarting on another port");
+            let endpoint = self.plan.endpoint(HttpPort::Auto)?;
+            self.current = self.plan.spawn(endpoint).await?;
+            self.port_attempts += 1;
+            self.finished = false;
+            last_health = None;
+            delay = Duration::from_millis(1);
+        }
+    }
+
+    /// A client for this server (cheap; clones share one connection pool).
+    pub fn client(&self) -> Client {
+        self.current.client.clone()
+    }
+
+    /// The registry id.
+    pub fn id(&self) -> &str {
+        &self.plan.id
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.current.child.pid()
+    }
+
+    /// Where the server listens.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.current.record.endpoint
+    }
+
+    /// The registry record.
+    pub fn record(&self) -> &ServerRecord {
+        &self.current.record
+    }
+
+    /// The log file.
+    pub fn log_path(&self) -> &Path {
+        &self.plan.log_path
+    }
+
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> Result<Vec<String>> {
+        registry::log_tail(&self.plan.log_path, 0, n)
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.current.child.status()
+    }
+
+    /// SIGTERM, up to the grace period, SIGKILL; reaps the process and removes its
+    /// state file and socket. Returns the exit status.
+    pub async fn stop(mut self) -> Result<ExitStatus> {
+        let status = self.current.child.stop(self.plan.opts.stop_grace).await;
+        self.plan.registry.remove(&self.current.record);
+        self.finished = true;
+        status.ok_or(Error::StopTimeout { pid: self.pid() })
+    }
+
+    /// Lets the server run on after this handle is dropped and returns its record, by
+    /// which [`Registry::stop`] can stop it later. Only a server launched with
+    /// [`LaunchOptions::detached`] also survives the exit of this process.
+    pub fn detach(mut self) -> ServerRecord {
+        self.finished = true;
+        self.current.record.clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.current.child.stop_blocking(self.plan.opts.stop_grace);
+        self.plan.registry.remove(&self.current.record);
+    }
+}
+
+/// A port that is free right now (the OS picks it; we release it for the server).
+fn free_port() -> Result<u16> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::io("cannot find a free port on", LOOPBACK, e))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn validation_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let exe = d.join("exe");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let noexec = d.join("noexec");
+        std::fs::write(&noexec, "").unwrap();
+        let gguf = d.join("m.gguf");
+        std::fs::write(&gguf, b"GGUF\x03\0\0\0").unwrap();
+        let text = d.join("m.txt");
+        std::fs::write(&text, b"hello").unwrap();
+        let short = d.join("short");
+        std::fs::write(&short, b"GG").unwrap();
+        let missing = d.join("missing");
+
+        let cases: Vec<(&Path, &Path, &str)> = vec![
+            (&exe, &gguf, "ok"),
+            (&missing, &gguf, "BinaryNotFound"),
+            (&noexec, &gguf, "BinaryNotExecutable"),
+            (d, &gguf, "BinaryNotExecutable"),
+            (&exe, &missing, "ModelNotFound"),
+            (&exe, &text, "ModelNotGguf"),
+            (&exe, &short, "ModelNotGguf"),
+            (&exe, d, "ModelNotGguf"),
+        ];
+        for (binary, model, want) in cases {
+            let got = match validate(binary, model) {
+                Ok(()) => "ok",
+                Err(Error::BinaryNotFound { .. }) => "BinaryNotFound",
+                Err(Error::BinaryNotExecutable { .. }) => "BinaryNotExecutable",
+                Err(Error::ModelNotFound { .. }) => "ModelNotFound",
+                Err(Error::ModelNotGguf { .. }) => "ModelNotGguf",
+                Err(e) => panic!("{e}"),
+            };
+            assert_eq!(got, want, "{binary:?} {model:?}");
+        }
+    }
+}
