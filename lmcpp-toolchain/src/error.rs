@@ -1,0 +1,422 @@
+//! The one error type of this crate.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while installing, building, downloading or caching.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No cache root could be determined.
+    #[error("cannot determine a cache directory: set LMCPP_HOME or pass an explicit cache root")]
+    NoCacheRoot,
+
+    /// A file system operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done ("create directory", "rename", ...).
+        op: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Waiting for a lock took longer than allowed.
+    #[error(
+        "timed out after {waited:?} waiting for lock {path} (held by {}); retry later or stop that process",
+        holder.as_deref().unwrap_or("an unknown holder")
+    )]
+    LockTimeout {
+        /// The lock file.
+        path: PathBuf,
+        /// Who held it, as recorded in the lock file, when known.
+        holder: Option<String>,
+        /// How long we waited.
+        waited: Duration,
+    },
+
+    /// A URL could not be parsed or uses an unsupported scheme.
+    #[error("invalid url {url}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+
+    /// The server answered with a status that is not success.
+    #[error("http status {status} from {url}{}", hint_for_status(*status))]
+    HttpStatus {
+        /// The URL that answered (after redirects).
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+    },
+
+    /// The request could not be sent or the response body could not be read.
+    #[error("request to {url} failed: {message}; check the network and retry")]
+    Http {
+        /// The URL requested.
+        url: String,
+        /// What failed, without any request headers.
+        message: String,
+    },
+
+    /// The host could not be reached at all (e.g. its name does not resolve); not retried.
+    #[error("cannot reach {url}: {message}; check the network or use another source")]
+    Unreachable {
+        /// The URL requested.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+
+    /// A server sent more redirects than allowed.
+    #[error("too many redirects (more than {limit}) starting at {url}")]
+    TooManyRedirects {
+        /// The URL first requested.
+        url: String,
+        /// The redirect limit.
+        limit: usize,
+    },
+
+    /// A downloaded file did not have the expected SHA-256 digest.
+    #[error(
+        "checksum mismatch for {url}: expected sha256 {expected}, found {found}; the partial file {} was deleted, retry or check the expected digest",
+        path.display()
+    )]
+    ChecksumMismatch {
+        /// The URL downloaded.
+        url: String,
+        /// The destination that was not written.
+        path: PathBuf,
+        /// The expected digest (lower-case hex).
+        expected: String,
+        /// The digest of the bytes received (lower-case hex).
+        found: String,
+    },
+
+    /// The body ended before `Content-Length` bytes arrived.
+    #[error(
+        "download of {url} was cut short at {received} of {expected} bytes; run again to resume from {}",
+        path.display()
+    )]
+    Truncated {
+        /// The URL downloaded.
+        url: String,
+        /// The partial file kept for resuming.
+        path: PathBuf,
+        /// Bytes present in the partial file.
+        received: u64,
+        /// Bytes expected in total.
+        expected: u64,
+    },
+
+    /// An archive contains an entry that would escape the destination or is otherwise unsafe.
+    #[error("refusing to extract {}: entry {entry:?} {reason}", archive.display())]
+    UnsafeArchive {
+        /// The archive file.
+        archive: PathBuf,
+        /// The offending entry name.
+        entry: String,
+        /// Why it is unsafe.
+        reason: String,
+    },
+
+    /// An archive could not be read.
+    #[error("cannot read archive {}: {message}", path.display())]
+    Archive {
+        /// The archive file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// Every configured source for llama.cpp failed.
+    #[error("could not obtain llama.cpp; tried:{}", format_attempts(attempts))]
+    AllSourcesFailed {
+        /// One entry per source tried, in order.
+        attempts: Vec<SourceAttempt>,
+    },
+
+    /// An explicitly requested backend is not available on this machine.
+    #[error("backend {backend} is unavailable: {reason}")]
+    BackendUnavailable {
+        /// The backend asked for.
+        backend: String,
+        /// What is missing.
+        reason: String,
+    },
+
+    /// No usable cmake was found and bootstrapping one failed.
+    #[error(
+        "no usable cmake (>= 3.14): {reason}; install cmake or make python3 with pip available"
+    )]
+    CmakeNotFound {
+        /// What was tried.
+        reason: String,
+    },
+
+    /// A program could not be started.
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A program ran but failed.
+    #[error("`{command}` failed ({status}){}{}", log.as_ref().map(|l| format!("; full log: {}", l.display())).unwrap_or_default(), tail_suffix(tail))]
+    CommandFailed {
+        /// The command line (program and arguments; never secrets).
+        command: String,
+        /// Exit status description.
+        status: String,
+        /// The log file with the full output, when there is one.
+        log: Option<PathBuf>,
+        /// The last lines of output.
+        tail: String,
+    },
+
+    /// `ensure_cached` found no published entry.
+    #[error(
+        "llama-server for this request is not installed at {}; run `lmcpp toolchain install` first",
+        entry.display()
+    )]
+    NotCached {
+        /// The entry directory that was checked.
+        entry: PathBuf,
+    },
+
+    /// A state or metadata file could not be parsed.
+    #[error("invalid state file {}: {message}; remove the entry and retry", path.display())]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// A build or install finished without producing an expected file.
+    #[error("expected artefact {} is missing after {stage}", path.display())]
+    ArtefactMissing {
+        /// The missing file.
+        path: PathBuf,
+        /// The stage that should have produced it.
+        stage: String,
+    },
+
+    /// A toolchain request is inconsistent.
+    #[error("invalid toolchain request: {reason}")]
+    InvalidRequest {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The entry failed too often and was purged.
+    #[error(
+        "{} failed {failures} times in a row and was purged; the next run starts clean: {last}",
+        entry.display()
+    )]
+    Purged {
+        /// The purged entry.
+        entry: PathBuf,
+        /// Consecutive failures counted.
+        failures: u32,
+        /// The last error message.
+        last: String,
+    },
+
+    /// A background task panicked or was cancelled.
+    #[error("background task failed: {message}")]
+    Task {
+        /// Description of the failure.
+        message: String,
+    },
+
+    /// A file that should be GGUF does not start with the `GGUF` magic.
+    #[error(
+        "{} is not a GGUF file (starts with {found:?}); check that the path points at a .gguf model",
+        path.display()
+    )]
+    GgufBadMagic {
+        /// The file.
+        path: PathBuf,
+        /// The first four bytes found.
+        found: [u8; 4],
+    },
+
+    /// A GGUF file has a version this reader does not understand.
+    #[error(
+        "{} has unsupported GGUF version {version} (supported: 2 and 3); convert it with a current llama.cpp",
+        path.display()
+    )]
+    GgufUnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found.
+        version: u32,
+    },
+
+    /// A GGUF file ends before the data its header declares.
+    #[error(
+        "{} is truncated: {what} at byte {offset} needs {needed} bytes but only {available} remain; the download is incomplete, pull it again",
+        path.display()
+    )]
+    GgufTruncated {
+        /// The file.
+        path: PathBuf,
+        /// Where the read started.
+        offset: u64,
+        /// What was being read ("metadata key", a key name, "tensor offset", ...).
+        what: String,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes left in the file.
+        available: u64,
+    },
+
+    /// A GGUF count or length is beyond any sane limit (a corrupt or hostile file).
+    #[error(
+        "{} is corrupt: {what} at byte {offset} is {value}, above the limit of {limit}",
+        path.display()
+    )]
+    GgufImplausible {
+        /// The file.
+        path: PathBuf,
+        /// Where the count or length was read.
+        offset: u64,
+        /// What the number counts.
+        what: String,
+        /// The number found.
+        value: u64,
+        /// The largest value accepted.
+        limit: u64,
+    },
+
+    /// A GGUF file is structurally invalid (unknown type, bad alignment, duplicate key, ...).
+    #[error("{} is not a valid GGUF file: {reason} (at byte {offset})", path.display())]
+    GgufInvalid {
+        /// The file.
+        path: PathBuf,
+        /// Where the problem was found.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A tensor's data would extend past the end of a GGUF file.
+    #[error(
+        "{} is truncated: tensor '{tensor}' ends at byte {end} but the file has {file_size} bytes; pull it again",
+        path.display()
+    )]
+    GgufTensorOutOfBounds {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Where its data would end.
+        end: u64,
+        /// The file size.
+        file_size: u64,
+    },
+
+    /// A GGUF file could not be built because its contents are inconsistent.
+    #[error("cannot write GGUF: {reason}")]
+    GgufWrite {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// One source that was tried while obtaining llama.cpp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceAttempt {
+    /// Which source ("github prebuilt", "pypi sdist", ...).
+    pub source: String,
+    /// Location tried (URL or path).
+    pub location: String,
+    /// Why it failed.
+    pub error: String,
+}
+
+impl fmt::Display for SourceAttempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.source, self.location, self.error)
+    }
+}
+
+fn format_attempts(attempts: &[SourceAttempt]) -> String {
+    if attempts.is_empty() {
+        return " nothing (no source configured)".to_owned();
+    }
+    attempts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("\n  {}. {a}", i + 1))
+        .collect()
+}
+
+fn hint_for_status(status: u16) -> &'static str {
+    match status {
+        401 | 403 => "; check the access token",
+        404 => "; check the version, tag or file name",
+        429 => "; rate limited, retry later",
+        500..=599 => "; the server failed, retry later",
+        _ => "",
+    }
+}
+
+fn tail_suffix(tail: &str) -> String {
+    if tail.trim().is_empty() {
+        String::new()
+    } else {
+        format!("\n{}", tail.trim_end())
+    }
+}
+
+impl Error {
+    /// Builds an [`Error::Io`].
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Whether retrying the same operation later could succeed (network hiccups, 5xx, 429).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Http { .. } | Self::Truncated { .. } => true,
+            Self::HttpStatus { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// Extension to attach a path and operation to `std::io::Result`.
+pub(crate) trait IoContext<T> {
+    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(op, path, e))
+    }
+}
+
+/// Turns a `spawn_blocking` join failure into an [`Error::Task`].
+pub(crate) fn join_error(e: tokio::task::JoinError) -> Error {
+    Error::Task {
+        message: e.to_string(),
+    }
+}

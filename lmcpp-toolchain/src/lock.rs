@@ -1,0 +1,322 @@
+//! Locks that wait: an in-process keyed async lock plus an OS file lock (`fs4`).
+//!
+//! Tasks of one process coalesce on the in-process layer (a file lock is per open file
+//! description, so two handles in one process could otherwise both "own" it on some
+//! platforms); processes coalesce on the file layer. A contended lock is reported through
+//! [`ProgressEvent::Waiting`] with the holder's pid and command line, which the holder
+//! writes into the lock file, and waited for until a deadline.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::Duration;
+
+use fs4::{FileExt, TryLockError};
+use tokio::sync::OwnedMutexGuard;
+use tokio::time::Instant;
+
+use crate::error::{Error, IoContext, Result};
+use crate::progress::{ProgressEvent, SharedProgress};
+
+type KeyedMutex = tokio::sync::Mutex<()>;
+
+static IN_PROCESS: LazyLock<Mutex<HashMap<PathBuf, Weak<KeyedMutex>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Longest pause between two attempts to take a contended file lock.
+const MAX_POLL: Duration = Duration::from_millis(100);
+
+/// An exclusive lock on a path, held by this task until dropped.
+#[derive(Debug)]
+pub struct LockGuard {
+    path: PathBuf,
+    file: Option<File>,
+    _in_process: OwnedMutexGuard<()>,
+}
+
+impl LockGuard {
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            // Closing the descriptor releases the lock too; unlocking first makes the release
+            // independent of any other handle to the same file description.
+            let _ = FileExt::unlock(&file);
+        }
+    }
+}
+
+fn keyed_mutex(path: &Path) -> Arc<KeyedMutex> {
+    let mut map = IN_PROCESS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(m) = map.get(path).and_then(Weak::upgrade) {
+        return m;
+    }
+    // Forget entries whose locks are gone so the map does not grow without bound.
+    map.retain(|_, w| w.strong_count() > 0);
+    let m = Arc::new(KeyedMutex::new(()));
+    map.insert(path.to_path_buf(), Arc::downgrade(&m));
+    m
+}
+
+/// Absolute form of `path` without requiring it to exist (the parent must exist).
+fn absolute_key(path: &Path) -> PathBuf {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    match (parent.map(std::fs::canonicalize), path.file_name()) {
+        (Some(Ok(dir)), Some(name)) => dir.join(name),
+        _ => std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+    }
+}
+
+/// Description of this process for the lock file: `pid <pid>: <command line>`.
+fn holder_description() -> String {
+    let mut cmd: String = std::env::args().collect::<Vec<_>>().join(" ");
+    if cmd.len() > 300 {
+        let mut cut = 300;
+        while !cmd.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        cmd.truncate(cut);
+        cmd.push_str(" ...");
+    }
+    format!("pid {}: {cmd}", std::process::id())
+}
+
+fn read_holder(path: &Path) -> Option<String> {
+    let mut s = String::new();
+    File::open(path).ok()?.read_to_string(&mut s).ok()?;
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+/// Takes an exclusive lock on `path` (created if missing, with its parent directory).
+///
+/// Tries first; on contention sends [`ProgressEvent::Waiting`] with the holder and waits,
+/// up to `timeout` in total, then fails with [`Error::LockTimeout`]. The returned guard
+/// releases both lock layers when dropped. Callers must re-check whatever state they are
+/// about to create after this returns: the previous holder probably just created it.
+pub async fn lock_exclusive(
+    path: &Path,
+    timeout: Duration,
+    progress: &SharedProgress,
+) -> Result<LockGuard> {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).ctx("create directory", dir)?;
+    }
+    let key = absolute_key(path);
+    let mutex = keyed_mutex(&key);
+    let in_process = match mutex.clone().try_lock_owned() {
+        Ok(g) => g,
+        Err(_) => {
+            progress.event(ProgressEvent::Waiting {
+                path: path.to_path_buf(),
+                holder: Some(format!(
+                    "another task in this process (pid {})",
+                    std::process::id()
+                )),
+            });
+            match tokio::time::timeout_at(deadline, mutex.lock_owned()).await {
+                Ok(g) => g,
+                Err(_) => {
+                    return Err(Error::LockTimeout {
+                        path: path.to_path_buf(),
+                        holder: read_holder(path),
+                        waited: start.elapsed(),
+                    });
+                }
+            }
+        }
+    };
+
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .ctx("open lock file", path)?;
+    let mut announced = false;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match FileExt::try_lock(&file) {
+            Ok(()) => break,
+            Err(TryLockError::WouldBlock) => {
+                if !announced {
+                    announced = true;
+                    progress.event(ProgressEvent::Waiting {
+                        path: path.to_path_buf(),
+                        holder: read_holder(path),
+                    });
+                }
+                if Instant::now() + pause > deadline {
+                    return Err(Error::LockTimeout {
+                        path: path.to_path_buf(),
+                        holder: read_holder(path),
+                        waited: start.elapsed(),
+                    });
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_POLL);
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
+        }
+    }
+    write_holder(&file);
+    Ok(LockGuard {
+        path: path.to_path_buf(),
+        file: Some(file),
+        _in_process: in_process,
+    })
+}
+
+/// Blocking variant of [`lock_exclusive`] for synchronous callers such as build scripts.
+///
+/// Only the file layer is taken, so it must not be mixed with async callers of the same
+/// path inside one process.
+pub fn lock_exclusive_blocking(path: &Path, timeout: Duration) -> Result<FileLockGuard> {
+    let start = std::time::Instant::now();
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).ctx("create directory", dir)?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .ctx("open lock file", path)?;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match FileExt::try_lock(&file) {
+            Ok(()) => break,
+            Err(TryLockError::WouldBlock) => {
+                if start.elapsed() + pause > timeout {
+                    return Err(Error::LockTimeout {
+                        path: path.to_path_buf(),
+                        holder: read_holder(path),
+                        waited: start.elapsed(),
+                    });
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(MAX_POLL);
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
+        }
+    }
+    write_holder(&file);
+    Ok(FileLockGuard { file: Some(file) })
+}
+
+/// A file lock taken by [`lock_exclusive_blocking`]; released on drop.
+#[derive(Debug)]
+pub struct FileLockGuard {
+    file: Option<File>,
+}
+
+impl Drop for FileLockGuard {
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            let _ = FileExt::unlock(&file);
+        }
+    }
+}
+
+fn write_holder(mut file: &File) {
+    // Advisory only: failing to record the holder must not fail the lock.
+    let _ = file.set_len(0);
+    let _ = file.seek(SeekFrom::Start(0));
+    let _ = file.write_all(holder_description().as_bytes());
+    let _ = file.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn second_locker_waits_and_reports_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let ev = events.clone();
+        let progress: SharedProgress = Arc::new(move |e: ProgressEvent| {
+            ev.lock().unwrap().push(e);
+        });
+        let first = lock_exclusive(&path, Duration::from_secs(5), &progress)
+            .await
+            .unwrap();
+        let err = lock_exclusive(&path, Duration::from_millis(50), &progress)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::LockTimeout { .. }), "{err}");
+        drop(first);
+        let _again = lock_exclusive(&path, Duration::from_secs(5), &progress)
+            .await
+            .unwrap();
+        let waits = events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, ProgressEvent::Waiting { .. }))
+            .count();
+        assert_eq!(waits, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tasks_are_mutually_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Arc::new(dir.path().join("y.lock"));
+        let inside = Arc::new(AtomicUsize::new(0));
+        let max = Arc::new(AtomicUsize::new(0));
+        let mut handles = Vec::new();
+        for _ in 0..8 {
+            let (path, inside, max) = (path.clone(), inside.clone(), max.clone());
+            handles.push(tokio::spawn(async move {
+                let p = crate::progress::no_progress();
+                let _g = lock_exclusive(&path, Duration::from_secs(10), &p)
+                    .await
+                    .unwrap();
+                let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                max.fetch_max(n, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                inside.fetch_sub(1, Ordering::SeqCst);
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        assert_eq!(max.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn file_lock_excludes_second_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z.lock");
+        let g = lock_exclusive_blocking(&path, Duration::from_secs(1)).unwrap();
+        assert!(
+            read_holder(&path)
+                .unwrap()
+                .contains(&std::process::id().to_string())
+        );
+        let err = lock_exclusive_blocking(&path, Duration::from_millis(20)).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::LockTimeout {
+                holder: Some(_),
+                ..
+            }
+        ));
+        drop(g);
+        lock_exclusive_blocking(&path, Duration::from_millis(20)).unwrap();
+    }
+}
