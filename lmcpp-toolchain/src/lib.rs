@@ -2,8 +2,10 @@
 
 pub mod cache;
 pub mod download;
+pub mod demo;
 pub mod error;
 pub mod fingerprint;
+pub mod gguf;
 pub mod lock;
 pub mod progress;
 

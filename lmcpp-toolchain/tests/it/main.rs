@@ -3,3 +3,4 @@
 
 mod download;
 mod server;
+mod gguf;
