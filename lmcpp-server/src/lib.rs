@@ -12,6 +12,7 @@
 
 mod child;
 mod client;
+mod endpoints;
 mod error;
 mod procfs;
 mod registry;
@@ -25,8 +26,11 @@ pub use client::{
     Client, ClientBuilder, DEFAULT_HEALTH_TIMEOUT, Endpoint, EventStream, RawResponse,
 };
 pub use error::{Error, Result};
+pub use lmcpp_types as types;
+/// The server's error object, as carried by [`Error::Api`].
+pub use lmcpp_types::ServerError as ApiError;
 pub use registry::{Entry, Registry, ServerRecord, StaleReason, StopOutcome};
 pub use runtime::{MAX_SOCKET_PATH, default_runtime_dir, socket_path};
 pub use server::{HttpPort, LaunchOptions, Readiness, Server, TransportChoice, validate};
+pub use shim::ServerArgs;
 pub(crate) use shim::api_error_from_text;
-pub use shim::{ApiError, ServerArgs};

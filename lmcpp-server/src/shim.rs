@@ -38,24 +38,11 @@ impl ServerArgs {
     }
 }
 
-/// Placeholder for `lmcpp_types::error::ServerError`.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-pub struct ApiError {
-    /// Code.
-    #[serde(default)]
-    pub code: u16,
-    /// Message.
-    #[serde(default)]
-    pub message: String,
-    /// Type.
-    #[serde(rename = "type", default)]
-    pub kind: String,
-}
-
-pub(crate) fn api_error_from_text(status: u16, text: &str) -> ApiError {
-    ApiError {
+pub(crate) fn api_error_from_text(status: u16, text: &str) -> crate::ApiError {
+    crate::ApiError {
         code: status,
         message: text.to_owned(),
-        kind: String::new(),
+        kind: lmcpp_types::error::ErrorType::Unknown(String::new()),
+        extra: Default::default(),
     }
 }
