@@ -2,4 +2,5 @@
 //! error bodies, `ServerArgs` rendering and validation.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod args;
 mod compat;
