@@ -1,1 +1,8 @@
-//! x
+//! End-to-end tests of lmcpp-server against the real llama-server and the demo model
+//! (prerequisites from `cargo xtask prepare`).
+#![allow(clippy::unwrap_used)]
+
+mod endpoints;
+mod lifecycle;
+mod streaming;
+mod support;

@@ -1,0 +1,210 @@
+//! Every typed endpoint against the real server, over a Unix socket and over HTTP.
+
+use lmcpp_server::{Client, Error, HttpPort, TransportChoice};
+use lmcpp_types::{
+    anthropic::MessagesRequest,
+    native::{
+        completion::CompletionRequest,
+        embedding::EmbeddingRequest,
+        infill::InfillRequest,
+        rerank::RerankRequest,
+        template::ApplyTemplateRequest,
+        tokenize::{DetokenizeRequest, TokenizeRequest},
+    },
+    openai::{
+        chat::{ChatCompletionRequest, ChatControlRequest},
+        completions::OaiCompletionRequest,
+        embeddings::OaiEmbeddingRequest,
+    },
+    props::PropsUpdate,
+    responses::ResponsesRequest,
+    slots::SlotFileRequest,
+};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::support::launch;
+
+fn req<T: DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).expect("request JSON matches the typed request")
+}
+
+fn transports() -> [TransportChoice; 2] {
+    [TransportChoice::Unix, TransportChoice::Http(HttpPort::Auto)]
+}
+
+fn chat() -> ChatCompletionRequest {
+    req(json!({
+        "messages": [{"role": "user", "content": "hello"}],
+        "max_tokens": 4, "temperature": 0.0, "seed": 1
+    }))
+}
+
+async fn generation_endpoints(client: &Client, slot_dir: &std::path::Path) {
+    let health = client.health().await.unwrap();
+    assert_eq!(health.status.as_str(), "ok");
+
+    let props = client.props().await.unwrap();
+    assert!(props.default_generation_settings.is_some());
+    let update: PropsUpdate = req(json!({}));
+    client.set_props(&update).await.unwrap();
+
+    let tokens = client
+        .tokenize(&TokenizeRequest::new("hello world"))
+        .await
+        .unwrap();
+    assert!(!tokens.ids().is_empty());
+    let text = client
+        .detokenize(&DetokenizeRequest::new(tokens.ids()))
+        .await
+        .unwrap();
+    assert!(text.content.contains("hello world"), "{text:?}");
+
+    let completion = client
+        .completion(&req::<CompletionRequest>(json!({
+            "prompt": "Once upon", "n_predict": 4, "temperature": 0.0
+        })))
+        .await
+        .unwrap();
+    assert!(!completion.content.is_empty());
+
+    let template = client
+        .apply_template(&req::<ApplyTemplateRequest>(json!({
+            "messages": [{"role": "user", "content": "hi"}]
+        })))
+        .await
+        .unwrap();
+    assert!(template.prompt.contains("hi"));
+
+    let slots = client.slots().await.unwrap();
+    assert_eq!(slots.len(), 4);
+    let file: SlotFileRequest = req(json!({"filename": "slot0.bin"}));
+    client.slot_save(0, &file).await.unwrap();
+    assert!(slot_dir.join("slot0.bin").exists());
+    client.slot_restore(0, &file).await.unwrap();
+    client.slot_erase(0).await.unwrap();
+
+    let metrics = client.metrics().await.unwrap();
+    assert!(metrics.llama().tokens_predicted_total.unwrap_or(0.0) >= 4.0);
+
+    assert!(client.lora_adapters().await.unwrap().is_empty());
+    client.set_lora_adapters(&Vec::new()).await.unwrap();
+
+    let models = client.models().await.unwrap();
+    assert_eq!(models.data.len(), 1);
+
+    let oai = client
+        .completions(&req::<OaiCompletionRequest>(json!({
+            "prompt": "Once upon", "max_tokens": 4, "temperature": 0.0
+        })))
+        .await
+        .unwrap();
+    assert_eq!(oai.choices.len(), 1);
+
+    let chat_res = client.chat_completions(&chat()).await.unwrap();
+    assert!(chat_res.text().is_some());
+    let counted = client.chat_input_tokens(&chat()).await.unwrap();
+    assert!(counted.input_tokens > 0);
+
+    let responses: ResponsesRequest = req(json!({"input": "hi", "max_output_tokens": 3}));
+    let res = client.responses(&responses).await.unwrap();
+    assert!(!res.output.is_empty());
+    assert!(
+        client
+            .responses_input_tokens(&responses)
+            .await
+            .unwrap()
+            .input_tokens
+            > 0
+    );
+
+    let messages: MessagesRequest = req(json!({
+        "model": "demo", "max_tokens": 3,
+        "messages": [{"role": "user", "content": "hi"}]
+    }));
+    let msg = client.messages(&messages).await.unwrap();
+    assert!(!msg.content.is_empty());
+    assert!(client.count_tokens(&messages).await.unwrap().input_tokens > 0);
+
+    // Endpoints this model or server cannot serve answer with typed errors.
+    let infill: InfillRequest = req(json!({"input_prefix": "def f(", "input_suffix": "1"}));
+    match client.infill(&infill).await {
+        Err(Error::Api {
+            status: 501, error, ..
+        }) => {
+            assert_eq!(error.kind.as_str(), "not_supported_error")
+        }
+        other => panic!("{other:?}"),
+    }
+    let rerank: RerankRequest = req(json!({"query": "a", "documents": ["b", "c"]}));
+    match client.rerank(&rerank).await {
+        Err(Error::Api {
+            status: 501, error, ..
+        }) => {
+            assert!(error.message.contains("--reranking"), "{error:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let control: ChatControlRequest = req(json!({"id": "chatcmpl-unknown", "action": "stop"}));
+    match client.chat_control(&control).await {
+        Err(Error::Api {
+            status: 400 | 404, ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    // Not in router mode: the router's load endpoint does not exist.
+    let load = req(json!({"model": "x"}));
+    match client.load_model(&load).await {
+        Err(Error::Api { status: 404, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(!client.router_models().await.unwrap().data.is_empty());
+}
+
+#[tokio::test]
+async fn every_generation_endpoint_over_both_transports() {
+    for transport in transports() {
+        let dir = tempfile::tempdir().unwrap();
+        let slot_dir = dir.path().join("slots");
+        std::fs::create_dir(&slot_dir).unwrap();
+        let server = launch(
+            dir.path(),
+            transport,
+            &[
+                "--metrics",
+                "--props",
+                "--slot-save-path",
+                slot_dir.to_str().unwrap(),
+            ],
+        )
+        .await;
+        generation_endpoints(&server.client(), &slot_dir).await;
+        server.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn embedding_endpoints_over_both_transports() {
+    for transport in transports() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = launch(
+            dir.path(),
+            transport,
+            &["--embeddings", "--pooling", "mean"],
+        )
+        .await;
+        let client = server.client();
+        let native = client
+            .embedding(&req::<EmbeddingRequest>(json!({"content": "hello"})))
+            .await
+            .unwrap();
+        assert_eq!(native.len(), 1);
+        assert_eq!(native[0].embedding[0].len(), 64);
+        let oai = client
+            .embeddings(&req::<OaiEmbeddingRequest>(json!({"input": ["a", "b"]})))
+            .await
+            .unwrap();
+        assert_eq!(oai.data.len(), 2);
+        server.stop().await.unwrap();
+    }
+}

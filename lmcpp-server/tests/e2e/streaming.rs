@@ -1,0 +1,177 @@
+//! Streaming, concurrency and error recovery against the real server.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lmcpp_server::{Error, HttpPort, TransportChoice};
+use lmcpp_types::{
+    native::completion::CompletionRequest,
+    openai::{chat::ChatCompletionRequest, completions::OaiCompletionRequest},
+};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::support::launch;
+
+fn req<T: DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).expect("request JSON matches the typed request")
+}
+
+#[tokio::test]
+async fn streamed_completion_and_chat_concatenate_to_the_plain_result() {
+    for transport in [TransportChoice::Unix, TransportChoice::Http(HttpPort::Auto)] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = launch(dir.path(), transport, &[]).await;
+        let client = server.client();
+
+        let completion: CompletionRequest = req(json!({
+            "prompt": "The quick brown fox", "n_predict": 24, "temperature": 0.0,
+            "seed": 42, "ignore_eos": true
+        }));
+        let plain = client.completion(&completion).await.unwrap();
+        let chunks: Vec<_> = client
+            .completion_stream(&completion)
+            .await
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect()
+            .await;
+        // One chunk per token, then the final one: it arrived incrementally.
+        assert!(chunks.len() >= 24, "{} chunks", chunks.len());
+        assert!(!chunks[0].stop && chunks.last().unwrap().stop);
+        let streamed: String = chunks.iter().map(|c| c.content.as_str()).collect();
+        assert_eq!(streamed, plain.content);
+
+        let chat: ChatCompletionRequest = req(json!({
+            "messages": [{"role": "user", "content": "Tell me a story"}],
+            "max_tokens": 24, "temperature": 0.0, "seed": 42
+        }));
+        let plain = client.chat_completions(&chat).await.unwrap();
+        let chunks: Vec<_> = client
+            .chat_completions_stream(&chat)
+            .await
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect()
+            .await;
+        assert!(chunks.len() > 3, "{} chunks", chunks.len());
+        let streamed: String = chunks
+            .iter()
+            .flat_map(|c| c.choices.iter())
+            .filter_map(|c| c.delta.content.as_deref())
+            .collect();
+        assert_eq!(streamed, plain.text().unwrap_or_default());
+
+        let oai: OaiCompletionRequest = req(json!({
+            "prompt": "Once", "max_tokens": 8, "temperature": 0.0, "seed": 42
+        }));
+        let plain = client.completions(&oai).await.unwrap();
+        let streamed: String = client
+            .completions_stream(&oai)
+            .await
+            .unwrap()
+            .map(|c| {
+                c.unwrap()
+                    .choices
+                    .first()
+                    .map(|c| c.text.clone())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .await
+            .concat();
+        assert_eq!(streamed, plain.choices[0].text);
+        server.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn sixteen_concurrent_completions_on_four_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch(dir.path(), TransportChoice::Unix, &[]).await;
+    let client = server.client();
+    let calls = (0..16).map(|i| {
+        let client = client.clone();
+        async move {
+            let r: CompletionRequest = req(json!({
+                "prompt": format!("Request number {i}"), "n_predict": 16, "ignore_eos": true
+            }));
+            client.completion(&r).await
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    for r in results {
+        assert_eq!(r.unwrap().tokens_predicted, 16);
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_error_answer_leaves_the_client_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch(dir.path(), TransportChoice::Http(HttpPort::Auto), &[]).await;
+    let client = server.client();
+    for _ in 0..3 {
+        let bad = client
+            .raw_json(
+                http::Method::POST,
+                "/v1/chat/completions/control",
+                Some(&json!({})),
+            )
+            .await;
+        assert!(
+            matches!(bad, Err(Error::Api { status: 400, .. })),
+            "{bad:?}"
+        );
+        let r: CompletionRequest = req(json!({"prompt": "hi", "n_predict": 2}));
+        client.completion(&r).await.unwrap();
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn dropping_a_stream_cancels_the_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch(
+        dir.path(),
+        TransportChoice::Unix,
+        &["--metrics", "--parallel", "1"],
+    )
+    .await;
+    let client = server.client();
+    let long: CompletionRequest = req(json!({
+        "prompt": "x", "n_predict": 1500, "ignore_eos": true
+    }));
+    let mut stream = client.completion_stream(&long).await.unwrap();
+    stream.next().await.unwrap().unwrap();
+    drop(stream);
+    // Once the slot is idle again, far fewer than the requested tokens were generated.
+    let mut idle = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < deadline {
+        if client
+            .slots()
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| !s.is_processing)
+        {
+            idle = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(idle);
+    let predicted = client
+        .metrics()
+        .await
+        .unwrap()
+        .llama()
+        .tokens_predicted_total
+        .unwrap_or(0.0);
+    assert!(
+        predicted < 1500.0,
+        "generated {predicted} tokens after the drop"
+    );
+    server.stop().await.unwrap();
+}
