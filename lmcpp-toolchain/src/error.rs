@@ -335,6 +335,52 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+
+    /// A model reference could not be parsed.
+    #[error(
+        "invalid model {input:?}: {reason}; use a path to a .gguf file, an http(s) URL, or owner/repo[:file.gguf|:QUANT][@revision]"
+    )]
+    InvalidModelSource {
+        /// The text given.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A local model file does not exist.
+    #[error("model file {} does not exist; check the path", path.display())]
+    ModelFileMissing {
+        /// The path given.
+        path: PathBuf,
+    },
+
+    /// Cache-only mode was asked for a model that is not in the store.
+    #[error(
+        "model {source_ref} is not in the model cache at {}; pull it once with network access (without cache-only/offline mode)",
+        root.display()
+    )]
+    ModelNotCached {
+        /// The model reference.
+        source_ref: String,
+        /// The store's directory.
+        root: PathBuf,
+    },
+
+    /// No file (or more than one) in a Hugging Face repository matches the request.
+    #[error(
+        "no single GGUF file in {repo}@{revision} matches {wanted}; available: {}",
+        if available.is_empty() { "none".to_owned() } else { available.join(", ") }
+    )]
+    NoMatchingModelFile {
+        /// `owner/repo`.
+        repo: String,
+        /// The revision listed.
+        revision: String,
+        /// What was asked for.
+        wanted: String,
+        /// The GGUF files the repository has.
+        available: Vec<String>,
+    },
 }
 
 /// One source that was tried while obtaining llama.cpp.

@@ -7,6 +7,7 @@ pub mod error;
 pub mod fingerprint;
 pub mod gguf;
 pub mod lock;
+pub mod models;
 pub mod progress;
 
 pub use cache::{CacheLayout, resolve_cache_root};

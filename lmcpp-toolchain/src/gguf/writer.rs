@@ -159,9 +159,16 @@ impl GgufWriter {
             _ => Path::new("."),
         };
         fs::create_dir_all(dir).ctx("create directory", dir)?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".gguf-")
-            .suffix(".tmp")
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".gguf-").suffix(".tmp");
+        // Temporary files are private by default; a model is an ordinary file (the umask
+        // still applies).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(fs::Permissions::from_mode(0o644));
+        }
+        let mut tmp = builder
             .tempfile_in(dir)
             .ctx("create temporary file in", dir)?;
         let written = self.write_to(tmp.as_file_mut()).ctx("write", tmp.path())?;

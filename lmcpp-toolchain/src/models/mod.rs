@@ -1,0 +1,768 @@
+//! The model store: pull GGUF models from URLs or Hugging Face into a content-addressed
+//! cache, verified by SHA-256, and list, remove, verify and inspect them.
+//!
+//! Layout under `<cache root>/models`:
+//!
+//! ```text
+//! blobs/<sha256>                 the files, named by content; published only once verified
+//! refs/<source key>.json         what each pulled reference resolved to (readable JSON)
+//! by-name/<source key>/<file>    a symlink to the blob, carrying the original file name
+//! downloads/<source key>.gguf    in-flight downloads whose digest is not known up front
+//! locks/<source key>.lock        one lock per reference (threads and processes)
+//! ```
+//!
+//! A pull takes the reference's lock, re-checks the refs (another task or process probably
+//! just pulled the same model), and otherwise downloads through the crate's one
+//! [`Downloader`] (`.part` file, `Range` resume validated by ETag, SHA-256 while streaming,
+//! retries honouring `Retry-After`, atomic rename).
+
+mod hf;
+mod source;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{CacheLayout, atomic_write};
+use crate::download::{DownloadOptions, DownloadSpec, Downloader, sha256_file};
+use crate::error::{Error, IoContext, Result};
+use crate::gguf::{GgufSummary, read_gguf_async};
+use crate::lock::lock_exclusive;
+use crate::progress::{ProgressEvent, SharedProgress, no_progress};
+
+pub use hf::{DEFAULT_HF_ENDPOINT, HfToken, default_token_file, resolve_endpoint};
+pub use source::{DEFAULT_REVISION, HfSelector, HfSource, ModelSource};
+
+/// How a [`ModelStore`] is set up.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ModelStoreOptions {
+    /// Cache root (the store lives in `<root>/models`); `None` resolves it as the toolchain
+    /// does (explicit override, then `LMCPP_HOME`, then the platform data directory).
+    pub cache_root: Option<PathBuf>,
+    /// Hugging Face endpoint; `None` uses `HF_ENDPOINT`, else the public endpoint.
+    pub hf_endpoint: Option<String>,
+    /// Token sent to the Hugging Face endpoint (never to the CDN it redirects to).
+    pub hf_token: Option<HfToken>,
+    /// Never use the network: pulls of models not in the store fail.
+    pub offline: bool,
+    /// How long to wait for another task or process pulling the same model.
+    pub lock_timeout: Duration,
+    /// Downloader tunables (timeouts, retries, backoff).
+    pub download: DownloadOptions,
+}
+
+impl Default for ModelStoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_root: None,
+            hf_endpoint: None,
+            hf_token: None,
+            offline: false,
+            lock_timeout: Duration::from_secs(4 * 3600),
+            download: DownloadOptions::default(),
+        }
+    }
+}
+
+impl ModelStoreOptions {
+    /// Defaults plus the Hugging Face token from `HF_TOKEN` or the token file, and
+    /// `HF_HUB_OFFLINE=1` as offline mode.
+    pub fn from_env() -> Self {
+        Self {
+            hf_token: HfToken::from_env(),
+            offline: std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v == "true"),
+            ..Self::default()
+        }
+    }
+
+    /// Defaults with an explicit cache root.
+    pub fn with_cache_root(root: impl Into<PathBuf>) -> Self {
+        Self {
+            cache_root: Some(root.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// Per-pull choices.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PullOptions {
+    /// Expected SHA-256 of the file (hex). Takes precedence over what the server says.
+    pub sha256: Option<String>,
+    /// Use only what is in the store; fail with [`Error::ModelNotCached`] otherwise.
+    pub cache_only: bool,
+}
+
+impl PullOptions {
+    /// Options that expect a given SHA-256.
+    pub fn sha256(hex: impl Into<String>) -> Self {
+        Self {
+            sha256: Some(hex.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Options for a cache-only lookup.
+    pub fn cache_only() -> Self {
+        Self {
+            cache_only: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// A model ready to load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct PulledModel {
+    /// The reference as given (normalised).
+    pub source: String,
+    /// Path to pass to `llama-server -m`: the readable by-name link when it could be
+    /// created, else the blob; for local sources, the file itself.
+    pub path: PathBuf,
+    /// The content-addressed file in the store (`None` for local sources).
+    pub blob: Option<PathBuf>,
+    /// SHA-256 of the file (`None` for local sources, which are not hashed).
+    pub sha256: Option<String>,
+    /// Size in bytes.
+    pub size: u64,
+    /// The file's original name.
+    pub file_name: String,
+    /// Bytes received over the network by this pull (0 when served from the store).
+    pub bytes_transferred: u64,
+    /// Whether the store already had it (no network used).
+    pub from_cache: bool,
+}
+
+/// What a pulled reference resolved to, as stored in `refs/<key>.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ModelRef {
+    /// The reference as given (normalised).
+    pub source: String,
+    /// Its cache key (the ref file's stem).
+    pub key: String,
+    /// The URL downloaded (after resolving Hugging Face names, before redirects).
+    pub url: String,
+    /// The original file name.
+    pub file_name: String,
+    /// SHA-256 of the content (the blob's name).
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag of the final response, when there was one.
+    pub etag: Option<String>,
+    /// The Hugging Face commit the revision pointed at (`X-Repo-Commit`), when known.
+    pub commit: Option<String>,
+    /// When it was pulled (seconds since the Unix epoch).
+    pub pulled_at: u64,
+}
+
+/// One entry of [`ModelStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct CachedModel {
+    /// The stored reference.
+    #[serde(flatten)]
+    pub reference: ModelRef,
+    /// The blob.
+    pub blob: PathBuf,
+    /// Whether the blob is present with the recorded size.
+    pub present: bool,
+}
+
+/// Outcome of re-hashing one blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub enum VerifyStatus {
+    /// The content matches its name.
+    Ok,
+    /// The content does not match; the blob was deleted so the next pull fetches it again.
+    Corrupt {
+        /// The digest found.
+        found: String,
+    },
+    /// A ref points at a blob that is not there.
+    Missing,
+}
+
+/// One entry of [`ModelStore::verify`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// The blob's expected digest.
+    pub sha256: String,
+    /// The blob.
+    pub blob: PathBuf,
+    /// The references pointing at it.
+    pub sources: Vec<String>,
+    /// What re-hashing found.
+    pub status: VerifyStatus,
+}
+
+/// A content-addressed, verified cache of GGUF models. Cheap to clone.
+#[derive(Clone)]
+pub struct ModelStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    endpoint: String,
+    token: Option<HfToken>,
+    offline: bool,
+    lock_timeout: Duration,
+    downloader: Downloader,
+    progress: SharedProgress,
+}
+
+impl std::fmt::Debug for ModelStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelStore")
+            .field("root", &self.inner.root)
+            .field("endpoint", &self.inner.endpoint)
+            .field("token", &self.inner.token)
+            .field("offline", &self.inner.offline)
+            .finish()
+    }
+}
+
+/// Resolved download of a remote source.
+struct Plan {
+    url: String,
+    file_name: String,
+    sha256: Option<String>,
+    headers: Vec<(String, String)>,
+    commit: Option<String>,
+}
+
+impl ModelStore {
+    /// Opens (and creates) the store; progress goes nowhere.
+    pub fn new(opts: ModelStoreOptions) -> Result<Self> {
+        Self::with_progress(opts, no_progress())
+    }
+
+    /// Opens (and creates) the store, reporting progress to `progress`.
+    pub fn with_progress(opts: ModelStoreOptions, progress: SharedProgress) -> Result<Self> {
+        let layout = CacheLayout::resolve(opts.cache_root.as_deref())?;
+        let root = layout.models();
+        for dir in ["blobs", "refs", "by-name", "downloads", "locks"] {
+            let d = root.join(dir);
+            std::fs::create_dir_all(&d).ctx("create directory", &d)?;
+        }
+        let mut download = opts.download;
+        download.lock_timeout = opts.lock_timeout;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                root,
+                endpoint: resolve_endpoint(opts.hf_endpoint.as_deref()),
+                token: opts.hf_token,
+                offline: opts.offline,
+                lock_timeout: opts.lock_timeout,
+                downloader: Downloader::new(download)?,
+                progress,
+            }),
+        })
+    }
+
+    /// The store's directory (`<cache root>/models`).
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The Hugging Face endpoint in use.
+    pub fn hf_endpoint(&self) -> &str {
+        &self.inner.endpoint
+    }
+
+    /// Path of the blob for a digest (whether or not it exists).
+    pub fn blob_path(&self, sha256: &str) -> PathBuf {
+        self.inner
+            .root
+            .join("blobs")
+            .join(sha256.to_ascii_lowercase())
+    }
+
+    fn ref_path(&self, key: &str) -> PathBuf {
+        self.inner.root.join("refs").join(format!("{key}.json"))
+    }
+
+    /// Parses `reference` and pulls it; see [`ModelStore::pull`].
+    pub async fn pull_str(&self, reference: &str, opts: &PullOptions) -> Result<PulledModel> {
+        self.pull(&ModelSource::parse(reference)?, opts).await
+    }
+
+    /// Makes `source` available locally and returns where it is.
+    ///
+    /// Idempotent: a reference already in the store is returned without any network use.
+    /// Local paths are checked and returned as they are. Concurrent pulls of the same
+    /// reference, in this process or others, wait for one another and transfer it once.
+    pub async fn pull(&self, source: &ModelSource, opts: &PullOptions) -> Result<PulledModel> {
+        match source {
+            ModelSource::Local(path) => local_model(source, path),
+            _ => self.pull_remote(source, opts).await,
+        }
+    }
+
+    async fn pull_remote(&self, source: &ModelSource, opts: &PullOptions) -> Result<PulledModel> {
+        let progress = &self.inner.progress;
+        let key = source.cache_key();
+        let expected = match &opts.sha256 {
+            Some(s) if hf::is_sha256(s.trim()) => Some(s.trim().to_ascii_lowercase()),
+            Some(s) => {
+                return Err(Error::InvalidRequest {
+                    reason: format!("expected sha256 {s:?} is not 64 hex characters"),
+                });
+            }
+            None => None,
+        };
+        let lock = self.inner.root.join("locks").join(format!("{key}.lock"));
+        let _guard = lock_exclusive(&lock, self.inner.lock_timeout, progress).await?;
+
+        if let Some(found) = self.cached(source, &key, expected.as_deref())? {
+            progress.event(ProgressEvent::Note {
+                message: format!("{source} is already in the model cache"),
+            });
+            return Ok(found);
+        }
+        if self.inner.offline || opts.cache_only {
+            return Err(Error::ModelNotCached {
+                source_ref: source.to_string(),
+                root: self.inner.root.clone(),
+            });
+        }
+
+        progress.event(ProgressEvent::Stage {
+            name: format!("pulling {source}"),
+        });
+        let mut plan = self.plan(source).await?;
+        if expected.is_some() {
+            plan.sha256 = expected;
+        }
+
+        // Known digest: download straight to the blob (the downloader verifies while
+        // streaming and publishes only a match). Unknown: download under the reference's
+        // key, then move the file to the blob named by the digest computed while streaming.
+        let (dest, known) = match &plan.sha256 {
+            Some(sha) => (self.blob_path(sha), true),
+            None => (
+                self.inner
+                    .root
+                    .join("downloads")
+                    .join(format!("{key}.gguf")),
+                false,
+            ),
+        };
+        let spec = DownloadSpec {
+            url: plan.url.clone(),
+            dest: dest.clone(),
+            expected_sha256: plan.sha256.clone(),
+            headers: plan.headers.clone(),
+        };
+        let done = self.inner.downloader.fetch(&spec, progress).await?;
+        let blob = self.blob_path(&done.sha256);
+        if !known {
+            if blob.is_file() {
+                std::fs::remove_file(&dest).ctx("remove", &dest)?;
+            } else {
+                std::fs::rename(&dest, &blob).ctx("rename into", &blob)?;
+            }
+        }
+
+        let reference = ModelRef {
+            source: source.to_string(),
+            key: key.clone(),
+            url: plan.url,
+            file_name: plan.file_name,
+            sha256: done.sha256.clone(),
+            size: done.size,
+            etag: done.etag,
+            commit: plan.commit,
+            pulled_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        let path = self.publish_ref(&reference)?;
+        progress.event(ProgressEvent::Done);
+        Ok(PulledModel {
+            source: reference.source,
+            path,
+            blob: Some(blob),
+            sha256: Some(reference.sha256),
+            size: reference.size,
+            file_name: reference.file_name,
+            bytes_transferred: done.bytes_transferred,
+            from_cache: false,
+        })
+    }
+
+    /// The stored result for `key`, if its blob is present (and matches `expected`).
+    fn cached(
+        &self,
+        source: &ModelSource,
+        key: &str,
+        expected: Option<&str>,
+    ) -> Result<Option<PulledModel>> {
+        let Some(r) = self.read_ref(&self.ref_path(key))? else {
+            return Ok(None);
+        };
+        if expected.is_some_and(|e| e != r.sha256) {
+            return Ok(None);
+        }
+        let blob = self.blob_path(&r.sha256);
+        let size = std::fs::metadata(&blob).map(|m| m.len()).ok();
+        if size != Some(r.size) {
+            return Ok(None);
+        }
+        let link = self.link_path(&r);
+        let path = if link.is_file() { link } else { blob.clone() };
+        Ok(Some(PulledModel {
+            source: source.to_string(),
+            path,
+            blob: Some(blob),
+            sha256: Some(r.sha256),
+            size: r.size,
+            file_name: r.file_name,
+            bytes_transferred: 0,
+            from_cache: true,
+        }))
+    }
+
+    /// Resolves a remote source to a URL, file name, headers and (maybe) a digest.
+    async fn plan(&self, source: &ModelSource) -> Result<Plan> {
+        match source {
+            ModelSource::Url(url) => Ok(Plan {
+                url: url.clone(),
+                file_name: file_name_of(url),
+                sha256: None,
+                headers: Vec::new(),
+                commit: None,
+            }),
+            ModelSource::HuggingFace(src) => self.plan_hf(src).await,
+            ModelSource::Local(_) => Err(Error::InvalidRequest {
+                reason: "local models are not downloaded".into(),
+            }),
+        }
+    }
+
+    async fn plan_hf(&self, src: &HfSource) -> Result<Plan> {
+        let endpoint = &self.inner.endpoint;
+        let headers: Vec<(String, String)> = self
+            .inner
+            .token
+            .iter()
+            .map(|t| ("Authorization".to_owned(), t.bearer()))
+            .collect();
+        let chosen = match &src.selector {
+            HfSelector::File(f) => hf::Chosen {
+                path: f.clone(),
+                sha256: None,
+                size: None,
+            },
+            _ => {
+                let entries = self.list_repo(src, &headers).await?;
+                hf::choose(src, &entries)?
+            }
+        };
+        let url = hf::resolve_url(endpoint, src, &chosen.path);
+        let mut sha256 = chosen.sha256;
+        let mut commit = None;
+        if sha256.is_none() {
+            // The resolve URL's first hop carries the LFS digest (`X-Linked-Etag`) and the
+            // commit; the body is only fetched afterwards.
+            let probe = self.inner.downloader.probe(&url, &headers).await?;
+            sha256 = probe
+                .first_header("x-linked-etag")
+                .map(|v| {
+                    v.trim()
+                        .trim_start_matches("W/")
+                        .trim_matches('"')
+                        .to_ascii_lowercase()
+                })
+                .filter(|v| hf::is_sha256(v));
+            commit = probe.first_header("x-repo-commit").map(str::to_owned);
+        }
+        Ok(Plan {
+            url,
+            file_name: chosen
+                .path
+                .rsplit('/')
+                .next()
+                .unwrap_or(&chosen.path)
+                .to_owned(),
+            sha256,
+            headers,
+            commit,
+        })
+    }
+
+    /// Downloads and parses the repository's file listing.
+    async fn list_repo(
+        &self,
+        src: &HfSource,
+        headers: &[(String, String)],
+    ) -> Result<Vec<hf::TreeEntry>> {
+        let url = hf::tree_url(&self.inner.endpoint, src);
+        let dir = tempfile::Builder::new()
+            .prefix(".listing-")
+            .tempdir_in(self.inner.root.join("downloads"))
+            .ctx(
+                "create temporary directory in",
+                self.inner.root.join("downloads"),
+            )?;
+        let dest = dir.path().join("tree.json");
+        let spec = DownloadSpec {
+            url: url.clone(),
+            dest: dest.clone(),
+            expected_sha256: None,
+            headers: headers.to_vec(),
+        };
+        // A listing is tiny; its byte counts would only confuse a progress bar.
+        self.inner.downloader.fetch(&spec, &no_progress()).await?;
+        let text = std::fs::read(&dest).ctx("read", &dest)?;
+        serde_json::from_slice(&text).map_err(|e| Error::Http {
+            url,
+            message: format!("the repository listing is not the expected JSON: {e}"),
+        })
+    }
+
+    fn link_path(&self, r: &ModelRef) -> PathBuf {
+        self.inner
+            .root
+            .join("by-name")
+            .join(&r.key)
+            .join(safe_file_name(&r.file_name))
+    }
+
+    /// Writes the ref atomically and (re)creates its by-name link; returns the path to use.
+    fn publish_ref(&self, r: &ModelRef) -> Result<PathBuf> {
+        let json = serde_json::to_vec_pretty(r).map_err(|e| Error::State {
+            path: self.ref_path(&r.key),
+            message: e.to_string(),
+        })?;
+        atomic_write(&self.ref_path(&r.key), &json)?;
+        let blob = self.blob_path(&r.sha256);
+        let link = self.link_path(r);
+        #[cfg(unix)]
+        {
+            if let Some(dir) = link.parent() {
+                std::fs::create_dir_all(dir).ctx("create directory", dir)?;
+            }
+            let _ = std::fs::remove_file(&link);
+            // Relative, so the whole store can be moved.
+            let target = Path::new("../../blobs").join(&r.sha256);
+            if std::os::unix::fs::symlink(&target, &link).is_ok() && link.is_file() {
+                return Ok(link);
+            }
+        }
+        Ok(blob)
+    }
+
+    fn read_ref(&self, path: &Path) -> Result<Option<ModelRef>> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("read", path, e)),
+        };
+        match serde_json::from_slice::<ModelRef>(&bytes) {
+            Ok(r) if hf::is_sha256(&r.sha256) => Ok(Some(r)),
+            // A damaged ref is treated as absent: the next pull rewrites it.
+            _ => Ok(None),
+        }
+    }
+
+    fn all_refs(&self) -> Result<Vec<ModelRef>> {
+        let dir = self.inner.root.join("refs");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
+            let path = entry.ctx("read directory", &dir)?.path();
+            if path.extension().is_some_and(|e| e == "json")
+                && let Some(r) = self.read_ref(&path)?
+            {
+                out.push(r);
+            }
+        }
+        out.sort_by(|a, b| a.source.cmp(&b.source));
+        Ok(out)
+    }
+
+    /// Every reference in the store, sorted by source.
+    pub fn list(&self) -> Result<Vec<CachedModel>> {
+        Ok(self
+            .all_refs()?
+            .into_iter()
+            .map(|reference| {
+                let blob = self.blob_path(&reference.sha256);
+                let present = std::fs::metadata(&blob).is_ok_and(|m| m.len() == reference.size);
+                CachedModel {
+                    reference,
+                    blob,
+                    present,
+                }
+            })
+            .collect())
+    }
+
+    /// Forgets `source`; deletes its blob when no other reference uses it.
+    /// Returns whether anything was removed.
+    pub async fn remove(&self, source: &ModelSource) -> Result<bool> {
+        let key = source.cache_key();
+        let lock = self.inner.root.join("locks").join(format!("{key}.lock"));
+        let _guard = lock_exclusive(&lock, self.inner.lock_timeout, &self.inner.progress).await?;
+        let ref_path = self.ref_path(&key);
+        let Some(r) = self.read_ref(&ref_path)? else {
+            return Ok(false);
+        };
+        std::fs::remove_file(&ref_path).ctx("remove", &ref_path)?;
+        let link_dir = self.inner.root.join("by-name").join(&key);
+        if link_dir.exists() {
+            std::fs::remove_dir_all(&link_dir).ctx("remove", &link_dir)?;
+        }
+        let still_used = self.all_refs()?.iter().any(|o| o.sha256 == r.sha256);
+        if !still_used {
+            let blob = self.blob_path(&r.sha256);
+            match std::fs::remove_file(&blob) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", &blob, e)),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Re-hashes every referenced blob. Corrupt blobs are deleted (their refs stay, so the
+    /// next pull downloads them again).
+    pub async fn verify(&self) -> Result<Vec<VerifyReport>> {
+        let mut by_sha: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for r in self.all_refs()? {
+            by_sha.entry(r.sha256).or_default().push(r.source);
+        }
+        let mut out = Vec::new();
+        for (sha256, sources) in by_sha {
+            let blob = self.blob_path(&sha256);
+            self.inner.progress.event(ProgressEvent::Stage {
+                name: format!("verifying {}", blob.display()),
+            });
+            let status = if !blob.is_file() {
+                VerifyStatus::Missing
+            } else {
+                let (found, _) = sha256_file(&blob).await?;
+                if found == sha256 {
+                    VerifyStatus::Ok
+                } else {
+                    std::fs::remove_file(&blob).ctx("remove", &blob)?;
+                    VerifyStatus::Corrupt { found }
+                }
+            };
+            out.push(VerifyReport {
+                sha256,
+                blob,
+                sources,
+                status,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The GGUF summary of a cached reference or a local file.
+    pub async fn inspect_source(&self, source: &ModelSource) -> Result<GgufSummary> {
+        let model = match source {
+            ModelSource::Local(p) => local_model(source, p)?,
+            _ => self.pull(source, &PullOptions::cache_only()).await?,
+        };
+        inspect(&model.path).await
+    }
+}
+
+/// The GGUF summary of any file (reads only the header, metadata and tensor infos).
+pub async fn inspect(path: &Path) -> Result<GgufSummary> {
+    Ok(read_gguf_async(path).await?.summary())
+}
+
+fn local_model(source: &ModelSource, path: &Path) -> Result<PulledModel> {
+    let path = expand_home(path);
+    let meta =
+        std::fs::metadata(&path).map_err(|_| Error::ModelFileMissing { path: path.clone() })?;
+    if !meta.is_file() {
+        return Err(Error::ModelFileMissing { path });
+    }
+    Ok(PulledModel {
+        source: source.to_string(),
+        file_name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        path,
+        blob: None,
+        sha256: None,
+        size: meta.len(),
+        bytes_transferred: 0,
+        from_cache: true,
+    })
+}
+
+/// `~/x` → `$HOME/x` (the shell does this for command lines, not for config files).
+fn expand_home(path: &Path) -> PathBuf {
+    if let Ok(rest) = path.strip_prefix("~")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return PathBuf::from(home).join(rest);
+    }
+    path.to_path_buf()
+}
+
+/// The last path segment of a URL, without query or fragment.
+fn file_name_of(url: &str) -> String {
+    let no_query = url.split(['?', '#']).next().unwrap_or(url);
+    let after_scheme = no_query
+        .split_once("://")
+        .map_or(no_query, |(_, rest)| rest);
+    // Skip the host: only path segments name a file.
+    let path = after_scheme.split_once('/').map_or("", |(_, path)| path);
+    let name = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    if name.is_empty() || name.contains(':') {
+        "model.gguf".to_owned()
+    } else {
+        safe_file_name(name)
+    }
+}
+
+/// A file name that is safe on every platform and cannot escape its directory.
+fn safe_file_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "._-+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let cleaned = cleaned.trim_start_matches('.').to_owned();
+    if cleaned.is_empty() {
+        "model.gguf".to_owned()
+    } else {
+        cleaned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_from_urls() {
+        assert_eq!(
+            file_name_of("https://h/a/b/m.Q4.gguf?download=1"),
+            "m.Q4.gguf"
+        );
+        assert_eq!(file_name_of("https://h/"), "model.gguf");
+        assert_eq!(file_name_of("https://h/x/..%2F..gguf"), "_2F..gguf");
+        assert_eq!(safe_file_name("../etc/passwd"), "_etc_passwd");
+    }
+}
