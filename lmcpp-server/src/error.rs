@@ -35,10 +35,11 @@ pub enum Error {
         found: String,
     },
     /// The typed server arguments could not be turned into a command line.
-    #[error("invalid server arguments: {message}")]
+    #[error("invalid server arguments: {source}")]
     InvalidArgs {
         /// What is wrong with them.
-        message: String,
+        #[source]
+        source: lmcpp_types::ArgsError,
     },
     /// The per-user runtime directory could not be created or is not private.
     #[error("runtime directory {path} is unusable: {reason}; set another runtime dir")]

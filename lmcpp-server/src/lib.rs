@@ -10,6 +10,7 @@
 //! - [`Client`] is a pooled, concurrent, typed client over either transport, with
 //!   streaming endpoints as [`futures_util::Stream`]s.
 
+mod apierror;
 mod child;
 mod client;
 mod endpoints;
@@ -18,10 +19,10 @@ mod procfs;
 mod registry;
 mod runtime;
 mod server;
-mod shim;
 mod spawn;
 pub mod sse;
 
+pub(crate) use apierror::api_error_from_text;
 pub use client::{
     Client, ClientBuilder, DEFAULT_HEALTH_TIMEOUT, Endpoint, EventStream, RawResponse,
 };
@@ -32,5 +33,3 @@ pub use lmcpp_types::ServerError as ApiError;
 pub use registry::{Entry, Registry, ServerRecord, StaleReason, StopOutcome};
 pub use runtime::{MAX_SOCKET_PATH, default_runtime_dir, socket_path};
 pub use server::{HttpPort, LaunchOptions, Readiness, Server, TransportChoice, validate};
-pub use shim::ServerArgs;
-pub(crate) use shim::api_error_from_text;

@@ -8,8 +8,9 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use lmcpp_types::ServerArgs;
+
 use crate::{
-    ServerArgs,
     child::ChildProc,
     client::{Client, Endpoint},
     error::{Error, Result},
@@ -65,10 +66,9 @@ pub struct LaunchOptions {
     /// The GGUF model.
     pub model: PathBuf,
     /// Typed server arguments. Model, host and port are set by the launcher and
-    /// override whatever is here.
+    /// override whatever is here; secrets (`api_key`, `hf_token`) reach the server
+    /// through its environment, and the client sends `api_key` with every request.
     pub args: ServerArgs,
-    /// Extra command-line arguments appended verbatim, for flags `args` does not model.
-    pub extra_args: Vec<String>,
     /// Unix socket (default) or HTTP.
     pub transport: TransportChoice,
     /// Runtime dir for state files, sockets and logs; default
@@ -83,9 +83,6 @@ pub struct LaunchOptions {
     pub cwd: Option<PathBuf>,
     /// Extra environment variables for the server.
     pub env: Vec<(String, String)>,
-    /// API key: given to the server by environment (never on the command line, where
-    /// `ps` would show it) and sent by the client.
-    pub api_key: Option<String>,
     /// How long [`Server::wait_ready`] waits (default 120 s).
     pub ready_timeout: Duration,
     /// How long a stop waits after SIGTERM before SIGKILL (default 5 s).
@@ -102,14 +99,12 @@ impl LaunchOptions {
             binary: binary.into(),
             model: model.into(),
             args: ServerArgs::default(),
-            extra_args: Vec::new(),
             transport: TransportChoice::Unix,
             runtime_dir: None,
             socket_fallback_dir: None,
             log_path: None,
             cwd: None,
             env: Vec::new(),
-            api_key: None,
             ready_timeout: Duration::from_secs(120),
             stop_grace: Duration::from_secs(5),
             detached: false,
@@ -287,33 +282,18 @@ impl Plan {
                 args.port = Some(*port);
             }
         }
-        let mut argv = args.to_argv().map_err(|e| Error::InvalidArgs {
-            message: e.to_string(),
-        })?;
-        argv.extend(self.opts.extra_args.iter().cloned());
-        let mut env = args.secret_env();
-        env.extend(self.opts.env.iter().cloned());
-        if let Some(key) = &self.opts.api_key {
-            env.push(("LLAMA_API_KEY".into(), key.clone()));
-        }
+        let argv = args
+            .to_argv()
+            .map_err(|source| Error::InvalidArgs { source })?;
+        let mut env = self.opts.env.clone();
+        env.extend(args.secret_env());
         Ok((argv, env))
-    }
-
-    fn api_key(&self) -> Option<String> {
-        self.opts.api_key.clone().or_else(|| {
-            self.opts
-                .args
-                .secret_env()
-                .into_iter()
-                .find(|(k, _)| k == "LLAMA_API_KEY")
-                .map(|(_, v)| v)
-        })
     }
 
     fn client(&self, endpoint: &Endpoint) -> Client {
         let mut builder = Client::builder(endpoint.clone());
-        if let Some(key) = self.api_key() {
-            builder = builder.api_key(key);
+        if let Some(key) = &self.opts.args.api_key {
+            builder = builder.api_key(key.clone());
         }
         builder.build()
     }

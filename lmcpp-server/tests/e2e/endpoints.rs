@@ -167,16 +167,11 @@ async fn every_generation_endpoint_over_both_transports() {
         let dir = tempfile::tempdir().unwrap();
         let slot_dir = dir.path().join("slots");
         std::fs::create_dir(&slot_dir).unwrap();
-        let server = launch(
-            dir.path(),
-            transport,
-            &[
-                "--metrics",
-                "--props",
-                "--slot-save-path",
-                slot_dir.to_str().unwrap(),
-            ],
-        )
+        let server = launch(dir.path(), transport, |args| {
+            args.metrics = true;
+            args.props = true;
+            args.slot_save_path = Some(slot_dir.clone());
+        })
         .await;
         generation_endpoints(&server.client(), &slot_dir).await;
         server.stop().await.unwrap();
@@ -187,11 +182,10 @@ async fn every_generation_endpoint_over_both_transports() {
 async fn embedding_endpoints_over_both_transports() {
     for transport in transports() {
         let dir = tempfile::tempdir().unwrap();
-        let server = launch(
-            dir.path(),
-            transport,
-            &["--embeddings", "--pooling", "mean"],
-        )
+        let server = launch(dir.path(), transport, |args| {
+            args.embeddings = true;
+            args.pooling = Some("mean".into());
+        })
         .await;
         let client = server.client();
         let native = client

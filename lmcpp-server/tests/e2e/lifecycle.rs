@@ -50,7 +50,7 @@ async fn a_held_port_is_handled() {
     let server = launch(
         dir.path(),
         TransportChoice::Http(HttpPort::Prefer(port)),
-        &[],
+        |_| {},
     )
     .await;
     let Endpoint::Http { port: got, .. } = server.endpoint().clone() else {
@@ -77,7 +77,7 @@ async fn a_sigkilled_parent_leaves_no_server_behind() {
     // launches a server and waits to be killed.
     if let Ok(dir) = std::env::var("LMCPP_E2E_HELPER_DIR") {
         let dir = PathBuf::from(dir);
-        let server = launch(&dir, TransportChoice::Unix, &[]).await;
+        let server = launch(&dir, TransportChoice::Unix, |_| {}).await;
         std::fs::write(dir.join("pid.tmp"), server.pid().to_string()).unwrap();
         std::fs::rename(dir.join("pid.tmp"), dir.join("pid")).unwrap();
         std::future::pending::<()>().await;
@@ -120,7 +120,7 @@ async fn a_sigkilled_parent_leaves_no_server_behind() {
 #[tokio::test]
 async fn a_recycled_pid_is_stale_and_its_process_is_not_signalled() {
     let dir = tempfile::tempdir().unwrap();
-    let server = launch(dir.path(), TransportChoice::Unix, &[]).await;
+    let server = launch(dir.path(), TransportChoice::Unix, |_| {}).await;
     let registry = Registry::new(dir.path().join("run"));
     let state = registry.dir().join(format!("{}.json", server.id()));
     let mut record: serde_json::Value =
@@ -165,7 +165,7 @@ async fn several_servers_at_once_and_a_detached_one() {
     let second_model = dir.path().join("second.gguf");
     std::fs::copy(&paths.demo_model, &second_model).unwrap();
 
-    let a = launch(dir.path(), TransportChoice::Unix, &[]).await;
+    let a = launch(dir.path(), TransportChoice::Unix, |_| {}).await;
     let mut opts = options(dir.path(), TransportChoice::Http(HttpPort::Auto));
     opts.model = second_model;
     let b = Server::launch(opts).await.unwrap();

@@ -21,7 +21,7 @@ fn req<T: DeserializeOwned>(value: serde_json::Value) -> T {
 async fn streamed_completion_and_chat_concatenate_to_the_plain_result() {
     for transport in [TransportChoice::Unix, TransportChoice::Http(HttpPort::Auto)] {
         let dir = tempfile::tempdir().unwrap();
-        let server = launch(dir.path(), transport, &[]).await;
+        let server = launch(dir.path(), transport, |_| {}).await;
         let client = server.client();
 
         let completion: CompletionRequest = req(json!({
@@ -88,7 +88,7 @@ async fn streamed_completion_and_chat_concatenate_to_the_plain_result() {
 #[tokio::test]
 async fn sixteen_concurrent_completions_on_four_slots() {
     let dir = tempfile::tempdir().unwrap();
-    let server = launch(dir.path(), TransportChoice::Unix, &[]).await;
+    let server = launch(dir.path(), TransportChoice::Unix, |_| {}).await;
     let client = server.client();
     let calls = (0..16).map(|i| {
         let client = client.clone();
@@ -109,7 +109,7 @@ async fn sixteen_concurrent_completions_on_four_slots() {
 #[tokio::test]
 async fn an_error_answer_leaves_the_client_usable() {
     let dir = tempfile::tempdir().unwrap();
-    let server = launch(dir.path(), TransportChoice::Http(HttpPort::Auto), &[]).await;
+    let server = launch(dir.path(), TransportChoice::Http(HttpPort::Auto), |_| {}).await;
     let client = server.client();
     for _ in 0..3 {
         let bad = client
@@ -132,11 +132,10 @@ async fn an_error_answer_leaves_the_client_usable() {
 #[tokio::test]
 async fn dropping_a_stream_cancels_the_generation() {
     let dir = tempfile::tempdir().unwrap();
-    let server = launch(
-        dir.path(),
-        TransportChoice::Unix,
-        &["--metrics", "--parallel", "1"],
-    )
+    let server = launch(dir.path(), TransportChoice::Unix, |args| {
+        args.metrics = true;
+        args.parallel = Some(1);
+    })
     .await;
     let client = server.client();
     let long: CompletionRequest = req(json!({

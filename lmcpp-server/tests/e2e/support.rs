@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use lmcpp_server::{LaunchOptions, Server, TransportChoice};
+use lmcpp_types::ServerArgs;
 use serde::Deserialize;
 
 /// `target/lmcpp-test/paths.json`, written by `cargo xtask prepare`.
@@ -51,16 +52,20 @@ pub(crate) fn options(dir: &Path, transport: TransportChoice) -> LaunchOptions {
     opts.socket_fallback_dir = Some(dir.join("s"));
     opts.transport = transport;
     opts.ready_timeout = std::time::Duration::from_secs(60);
-    opts.extra_args = ["-c", "2048", "--parallel", "4", "--threads", "1"]
-        .map(String::from)
-        .to_vec();
+    opts.args.ctx_size = Some(2048);
+    opts.args.parallel = Some(4);
+    opts.args.threads = Some(1);
     opts
 }
 
-/// Launches the demo model with `extra` flags appended.
-pub(crate) async fn launch(dir: &Path, transport: TransportChoice, extra: &[&str]) -> Server {
+/// Launches the demo model with the defaults of [`options`] changed by `configure`.
+pub(crate) async fn launch(
+    dir: &Path,
+    transport: TransportChoice,
+    configure: impl FnOnce(&mut ServerArgs),
+) -> Server {
     let mut opts = options(dir, transport);
-    opts.extra_args.extend(extra.iter().map(|s| s.to_string()));
+    configure(&mut opts.args);
     Server::launch(opts).await.expect("demo server launches")
 }
 

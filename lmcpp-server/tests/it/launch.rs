@@ -216,7 +216,7 @@ async fn runtime_dir_is_private_and_the_api_key_stays_off_the_command_line() {
         "echo \"key=$LLAMA_API_KEY\"; echo \"args=$*\"; exec sleep 60",
     );
     let mut opts = options(dir.path(), exe);
-    opts.api_key = Some("hunter2".into());
+    opts.args.api_key = Some("hunter2".into());
     opts.transport = TransportChoice::Http(HttpPort::Auto);
     let server = Server::spawn(opts).await.unwrap();
     let mode = std::fs::metadata(dir.path().join("run"))
