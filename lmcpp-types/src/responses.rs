@@ -192,20 +192,20 @@ pub struct ResponsesResponse {
     /// `response`.
     #[serde(default)]
     pub object: String,
-    /// Unix time.
-    #[serde(default)]
-    pub created_at: i64,
+    /// Unix time (absent in some stream events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<i64>,
     /// Unix time of completion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<i64>,
     /// Status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ResponseStatus>,
-    /// Model name.
-    #[serde(default)]
+    /// Model name (absent in the `response.created` event).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub model: String,
-    /// Output items.
-    #[serde(default)]
+    /// Output items (absent in the `response.created` event).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output: Vec<OutputItem>,
     /// Usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the build matrix, code generation and checks for this workspace.
 
 mod codegen;
+mod fixtures;
 mod schemas;
 
 use anyhow::{Result, bail};
@@ -14,6 +15,7 @@ fn main() -> Result<()> {
     match cmd.as_str() {
         "codegen" => codegen::run(&rest),
         "schemas" => schemas::run(&rest),
+        "fixtures" => fixtures::run(&rest),
         other => bail!("unknown xtask command `{other}`; try: codegen, schemas"),
     }
 }

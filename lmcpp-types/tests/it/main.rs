@@ -4,3 +4,4 @@
 
 mod args;
 mod compat;
+mod fixtures;
