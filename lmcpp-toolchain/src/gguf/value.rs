@@ -511,6 +511,8 @@ pub fn file_type_name(file_type: u32) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

@@ -223,6 +223,8 @@ pub(crate) fn choose(src: &HfSource, entries: &[TreeEntry]) -> Result<Chosen> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn entries(names: &[&str]) -> Vec<TreeEntry> {

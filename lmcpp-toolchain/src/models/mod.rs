@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{CacheLayout, atomic_write};
-use crate::download::{DownloadOptions, DownloadSpec, Downloader, sha256_file};
+use crate::download::{DownloadOptions, DownloadSpec, Downloaded, Downloader, sha256_file};
 use crate::error::{Error, IoContext, Result};
 use crate::gguf::{GgufSummary, read_gguf_async};
 use crate::lock::lock_exclusive;
@@ -37,7 +37,6 @@ pub use source::{DEFAULT_REVISION, HfSelector, HfSource, ModelSource};
 
 /// How a [`ModelStore`] is set up.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct ModelStoreOptions {
     /// Cache root (the store lives in `<root>/models`); `None` resolves it as the toolchain
     /// does (explicit override, then `LMCPP_HOME`, then the platform data directory).
@@ -89,7 +88,6 @@ impl ModelStoreOptions {
 
 /// Per-pull choices.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct PullOptions {
     /// Expected SHA-256 of the file (hex). Takes precedence over what the server says.
     pub sha256: Option<String>,
@@ -134,7 +132,8 @@ pub struct PulledModel {
     pub file_name: String,
     /// Bytes received over the network by this pull (0 when served from the store).
     pub bytes_transferred: u64,
-    /// Whether the store already had it (no network used).
+    /// Whether the store already had the file, so nothing was downloaded (resolving a new
+    /// reference may still have asked the server which file it names).
     pub from_cache: bool,
 }
 
@@ -363,7 +362,26 @@ impl ModelStore {
             expected_sha256: plan.sha256.clone(),
             headers: plan.headers.clone(),
         };
-        let done = self.inner.downloader.fetch(&spec, progress).await?;
+        // A blob is published only after its digest was verified, so an existing one is
+        // trusted without re-hashing (`verify` is the explicit re-check).
+        let existing = match &plan.sha256 {
+            Some(sha) => std::fs::metadata(self.blob_path(sha))
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| (sha.clone(), m.len())),
+            None => None,
+        };
+        let done = match existing {
+            Some((sha256, size)) => Downloaded {
+                path: dest.clone(),
+                sha256,
+                size,
+                bytes_transferred: 0,
+                etag: None,
+                final_url: plan.url.clone(),
+            },
+            None => self.inner.downloader.fetch(&spec, progress).await?,
+        };
         let blob = self.blob_path(&done.sha256);
         if !known {
             if blob.is_file() {
@@ -395,8 +413,8 @@ impl ModelStore {
             sha256: Some(reference.sha256),
             size: reference.size,
             file_name: reference.file_name,
+            from_cache: done.bytes_transferred == 0,
             bytes_transferred: done.bytes_transferred,
-            from_cache: false,
         })
     }
 
@@ -753,6 +771,8 @@ fn safe_file_name(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

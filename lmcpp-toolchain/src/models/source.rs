@@ -301,6 +301,8 @@ fn validate_repo(input: &str, repo: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn hf(repo: &str, selector: HfSelector, revision: &str) -> ModelSource {

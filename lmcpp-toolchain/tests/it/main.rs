@@ -4,3 +4,4 @@
 mod download;
 mod server;
 mod gguf;
+mod store;

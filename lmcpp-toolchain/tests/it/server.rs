@@ -281,6 +281,11 @@ impl TestServer {
         self.lock().requests.get(path).cloned().unwrap_or_default()
     }
 
+    /// Number of requests seen for any path.
+    pub fn total_hits(&self) -> usize {
+        self.lock().requests.values().map(Vec::len).sum()
+    }
+
     /// Body bytes handed to hyper for `path` (an upper bound of what the client received).
     pub fn bytes_sent(&self, path: &str) -> u64 {
         self.lock()

@@ -1,0 +1,623 @@
+//! The model store against a loopback server that behaves like Hugging Face: a tree
+//! listing, resolve URLs that redirect to a CDN path with `X-Linked-Etag`, ETags, ranges,
+//! dropped connections and 429s.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lmcpp_toolchain::models::{
+    HfToken, ModelSource, ModelStore, ModelStoreOptions, PullOptions, VerifyStatus,
+};
+use lmcpp_toolchain::{DownloadOptions, Error};
+
+use crate::download::{payload, sha};
+use crate::server::{Route, TestServer};
+
+const REPO: &str = "owner/tiny";
+const FILE: &str = "tiny-Q4_K_M.gguf";
+
+fn vocab_bytes() -> Vec<u8> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ggml-vocab-llama-spm.gguf");
+    std::fs::read(p).unwrap()
+}
+
+fn cdn_path(sha: &str) -> String {
+    format!("/cdn/{sha}")
+}
+
+fn resolve_path(file: &str) -> String {
+    format!("/{REPO}/resolve/main/{file}")
+}
+
+const TREE: &str = "/api/models/owner/tiny/tree/main";
+
+/// Serves `body` as `FILE` of `REPO`: listing (with the LFS sha256 when `list_sha`),
+/// resolve redirect with `X-Linked-Etag`, and the CDN file with an ETag.
+fn serve_hub(server: &TestServer, body: &[u8], list_sha: bool) -> String {
+    let digest = sha(body);
+    let lfs = if list_sha {
+        format!(
+            r#","lfs":{{"oid":"{digest}","size":{},"pointerSize":134}}"#,
+            body.len()
+        )
+    } else {
+        String::new()
+    };
+    let listing = format!(
+        r#"[{{"type":"file","oid":"1","size":12,"path":"README.md"}},
+            {{"type":"file","oid":"2","size":{n},"path":"{FILE}"{lfs}}},
+            {{"type":"file","oid":"3","size":{n},"path":"tiny-Q8_0.gguf"}},
+            {{"type":"file","oid":"4","size":9,"path":"mmproj-tiny-f16.gguf"}}]"#,
+        n = body.len()
+    );
+    server.route(
+        TREE,
+        Route::Status {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: listing.into_bytes().into(),
+        },
+    );
+    server.route(
+        &resolve_path(FILE),
+        Route::redirect(cdn_path(&digest))
+            .header("x-linked-etag", &format!("\"{digest}\""))
+            .header("x-linked-size", &body.len().to_string())
+            .header("x-repo-commit", "0123abcd"),
+    );
+    server.route(
+        &cdn_path(&digest),
+        Route::file(body.to_vec()).etag(&format!("cdn-{}", &digest[..8])),
+    );
+    digest
+}
+
+fn options(root: &Path, server: &TestServer) -> ModelStoreOptions {
+    ModelStoreOptions {
+        cache_root: Some(root.to_path_buf()),
+        hf_endpoint: Some(server.base()),
+        lock_timeout: Duration::from_secs(60),
+        download: DownloadOptions {
+            retries: 3,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(50),
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(20),
+            ..DownloadOptions::default()
+        },
+        ..ModelStoreOptions::default()
+    }
+}
+
+fn store(root: &Path, server: &TestServer) -> ModelStore {
+    ModelStore::new(options(root, server)).unwrap()
+}
+
+fn gets(server: &TestServer, path: &str) -> usize {
+    server
+        .requests(path)
+        .iter()
+        .filter(|r| r.method == http::Method::GET)
+        .count()
+}
+
+fn no_partials(root: &Path) {
+    let blobs = root.join("models/blobs");
+    for e in std::fs::read_dir(&blobs).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            name.len() == 64 || name.ends_with(".lock"),
+            "unexpected file {name} in {}",
+            blobs.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn pull_by_quant_lists_verifies_publishes_and_then_stays_offline() {
+    let server = TestServer::start().await;
+    let body = vocab_bytes();
+    let digest = serve_hub(&server, &body, true);
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &server);
+
+    let m = store
+        .pull_str("owner/tiny:q4_k_m", &PullOptions::default())
+        .await
+        .unwrap();
+    assert!(!m.from_cache);
+    assert_eq!(m.sha256.as_deref(), Some(digest.as_str()));
+    assert_eq!(m.size, body.len() as u64);
+    assert_eq!(m.bytes_transferred, body.len() as u64);
+    assert_eq!(m.file_name, FILE);
+    assert_eq!(m.path.file_name().unwrap().to_str(), Some(FILE));
+    assert_eq!(std::fs::read(&m.path).unwrap(), body);
+    let blob = m.blob.clone().unwrap();
+    assert_eq!(blob, dir.path().join("models/blobs").join(&digest));
+    // The listing gave the digest, so no probe was needed: one listing, one redirect, one GET.
+    assert_eq!(server.hits(TREE), 1);
+    assert_eq!(server.hits(&resolve_path(FILE)), 1);
+    assert_eq!(server.hits(&cdn_path(&digest)), 1);
+    no_partials(dir.path());
+
+    // Idempotent: already verified, so no network at all.
+    let before = server.total_hits();
+    let again = store
+        .pull_str("owner/tiny:q4_k_m", &PullOptions::default())
+        .await
+        .unwrap();
+    assert!(again.from_cache);
+    assert_eq!((again.bytes_transferred, &again.path), (0, &m.path));
+    assert_eq!(server.total_hits(), before);
+
+    // Another reference to the same content resolves (one listing) but downloads nothing.
+    let other = store
+        .pull_str("hf://owner/tiny:Q4_K_M@main", &PullOptions::default())
+        .await
+        .unwrap();
+    assert!(other.from_cache);
+    assert_eq!(other.blob, m.blob);
+    assert_eq!(server.hits(TREE), 2);
+    assert_eq!(server.hits(&cdn_path(&digest)), 1);
+
+    let listed = store.list().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(
+        listed
+            .iter()
+            .all(|c| c.present && c.reference.sha256 == digest)
+    );
+    let r = &listed[0].reference;
+    assert_eq!((r.file_name.as_str(), r.size), (FILE, body.len() as u64));
+    assert_eq!(r.url, server.url(&resolve_path(FILE)));
+
+    // The summary of what was pulled, from the store only.
+    let summary = store
+        .inspect_source(&ModelSource::parse("owner/tiny:q4_k_m").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(summary.vocab_size, Some(32000));
+}
+
+#[tokio::test]
+async fn pull_by_file_takes_the_digest_from_x_linked_etag() {
+    let server = TestServer::start().await;
+    let body = payload(200_000);
+    let digest = serve_hub(&server, &body, false);
+    let dir = tempfile::tempdir().unwrap();
+    let m = store(dir.path(), &server)
+        .pull_str(&format!("{REPO}:{FILE}"), &PullOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(m.sha256.as_deref(), Some(digest.as_str()));
+    // A named file needs no listing; the probe's first hop gave the digest and commit.
+    assert_eq!(server.hits(TREE), 0);
+    assert_eq!(gets(&server, &cdn_path(&digest)), 1);
+    let r = &store(dir.path(), &server).list().unwrap()[0].reference;
+    assert_eq!(r.commit.as_deref(), Some("0123abcd"));
+    assert_eq!(
+        r.etag.as_deref(),
+        Some(&format!("cdn-{}", &digest[..8])[..])
+    );
+}
+
+#[tokio::test]
+async fn checksum_mismatch_deletes_the_partial_and_publishes_nothing() {
+    let server = TestServer::start().await;
+    let body = payload(150_000);
+    let digest = serve_hub(&server, &body, false);
+    // The CDN serves other bytes than the digest the hub announced.
+    let mut evil = body.clone();
+    evil[1000] ^= 0xff;
+    server.route(&cdn_path(&digest), Route::file(evil.clone()).etag("x"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &server);
+    let err = store
+        .pull_str(&format!("{REPO}:{FILE}"), &PullOptions::default())
+        .await
+        .unwrap_err();
+    match &err {
+        Error::ChecksumMismatch {
+            expected, found, ..
+        } => {
+            assert_eq!(expected, &digest);
+            assert_eq!(found, &sha(&evil));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    no_partials(dir.path());
+    assert!(!dir.path().join("models/blobs").join(&digest).exists());
+    assert!(store.list().unwrap().is_empty());
+
+    // A caller-supplied digest wins over the hub's and is checked the same way.
+    let good = payload(1000);
+    server.route("/plain/m.gguf", Route::file(good.clone()));
+    let err = store
+        .pull_str(
+            &server.url("/plain/m.gguf"),
+            &PullOptions::sha256("ab".repeat(32)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ChecksumMismatch { .. }), "{err:?}");
+    let ok = store
+        .pull_str(
+            &server.url("/plain/m.gguf"),
+            &PullOptions::sha256(sha(&good)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.size, 1000);
+}
+
+#[tokio::test]
+async fn a_dropped_connection_resumes_with_range() {
+    let server = TestServer::start().await;
+    let body = payload(600_000);
+    let digest = serve_hub(&server, &body, true);
+    let chunk = 16 * 1024;
+    server.route(
+        &cdn_path(&digest),
+        Route::file(body.clone())
+            .etag("v1")
+            .chunk(chunk)
+            .truncate_first(1, 256 * 1024),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let m = store(dir.path(), &server)
+        .pull_str(REPO, &PullOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&m.path).unwrap(), body);
+    let reqs = server.requests(&cdn_path(&digest));
+    assert_eq!(reqs.len(), 2);
+    assert!(
+        reqs[1].headers.contains_key("range"),
+        "second request resumes"
+    );
+    assert_eq!(reqs[1].headers.get("if-range").unwrap(), "\"v1\"");
+    let sent = server.bytes_sent(&cdn_path(&digest));
+    assert!(
+        sent <= body.len() as u64 + chunk as u64,
+        "{sent} bytes sent for a {} byte file",
+        body.len()
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_are_retried_after_the_advertised_pause() {
+    let server = TestServer::start().await;
+    let body = payload(50_000);
+    let digest = serve_hub(&server, &body, true);
+    server.route(
+        &cdn_path(&digest),
+        Route::file(body.clone()).fail_first(2, 429, Some(0)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let m = store(dir.path(), &server)
+        .pull_str(&format!("{REPO}:Q4_K_M"), &PullOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(m.size, body.len() as u64);
+    let statuses: Vec<u16> = server
+        .requests(&cdn_path(&digest))
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, [429, 429, 200]);
+}
+
+#[tokio::test]
+async fn eight_concurrent_pulls_transfer_once() {
+    let server = TestServer::start().await;
+    let body = payload(400_000);
+    let digest = serve_hub(&server, &body, false);
+    server.route(
+        &cdn_path(&digest),
+        Route::file(body.clone())
+            .etag("v1")
+            .throttle(Duration::from_millis(2)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        // Separate store handles share nothing but the directory, like separate programs.
+        let s = store(dir.path(), &server);
+        tasks.push(tokio::spawn(async move {
+            s.pull_str("owner/tiny:Q4_K_M", &PullOptions::default())
+                .await
+        }));
+    }
+    let mut transferred = 0;
+    for t in tasks {
+        let m = t.await.unwrap().unwrap();
+        assert_eq!(m.sha256.as_deref(), Some(digest.as_str()));
+        transferred += m.bytes_transferred;
+    }
+    assert_eq!(transferred, body.len() as u64);
+    assert_eq!(gets(&server, &cdn_path(&digest)), 1);
+    assert_eq!(server.hits(TREE), 1);
+}
+
+#[tokio::test]
+async fn cache_only_errors_when_missing_and_never_connects() {
+    let server = TestServer::start().await;
+    let body = payload(10_000);
+    serve_hub(&server, &body, true);
+    let dir = tempfile::tempdir().unwrap();
+    let store_ = store(dir.path(), &server);
+    let err = store_
+        .pull_str(REPO, &PullOptions::cache_only())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ModelNotCached { .. }), "{err:?}");
+    assert!(err.to_string().contains("owner/tiny"), "{err}");
+    let offline = ModelStore::new(ModelStoreOptions {
+        offline: true,
+        ..options(dir.path(), &server)
+    })
+    .unwrap();
+    let err = offline
+        .pull_str(&server.url("/x.gguf"), &PullOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ModelNotCached { .. }), "{err:?}");
+    assert_eq!(server.total_hits(), 0);
+
+    // Once pulled, cache-only and offline lookups succeed without the network.
+    store_
+        .pull_str(REPO, &PullOptions::default())
+        .await
+        .unwrap();
+    let hits = server.total_hits();
+    let m = offline
+        .pull_str(REPO, &PullOptions::default())
+        .await
+        .unwrap();
+    assert!(m.from_cache);
+    store_
+        .pull_str(REPO, &PullOptions::cache_only())
+        .await
+        .unwrap();
+    assert_eq!(server.total_hits(), hits);
+}
+
+#[tokio::test]
+async fn the_token_goes_to_the_hub_only_and_is_never_shown() {
+    let server = TestServer::start().await;
+    let cdn = TestServer::start().await; // another origin, like a real CDN
+    let body = payload(5_000);
+    let digest = serve_hub(&server, &body, false);
+    server.route(
+        &resolve_path(FILE),
+        Route::redirect(cdn.url(&cdn_path(&digest))).header("x-linked-etag", &digest),
+    );
+    cdn.route(&cdn_path(&digest), Route::file(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let store = ModelStore::new(ModelStoreOptions {
+        hf_token: Some(HfToken::new("hf_s3cret")),
+        ..options(dir.path(), &server)
+    })
+    .unwrap();
+    assert!(!format!("{store:?}").contains("s3cret"));
+    let m = store
+        .pull_str(&format!("{REPO}:{FILE}"), &PullOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(m.sha256.as_deref(), Some(digest.as_str()));
+    let auth = |server: &TestServer, path: &str| {
+        server
+            .requests(path)
+            .iter()
+            .map(|r| {
+                r.headers
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap().to_owned())
+            })
+            .collect::<Vec<_>>()
+    };
+    let hub = auth(&server, &resolve_path(FILE));
+    assert!(!hub.is_empty());
+    assert!(
+        hub.iter().all(|a| a.as_deref() == Some("Bearer hf_s3cret")),
+        "{hub:?}"
+    );
+    let cdn_auth = auth(&cdn, &cdn_path(&digest));
+    assert!(!cdn_auth.is_empty());
+    assert!(cdn_auth.iter().all(Option::is_none), "{cdn_auth:?}");
+    for r in std::fs::read_dir(dir.path().join("models/refs")).unwrap() {
+        let text = std::fs::read_to_string(r.unwrap().path()).unwrap();
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+
+    // The listing request carries it too.
+    store.pull_str(REPO, &PullOptions::default()).await.unwrap();
+    assert_eq!(auth(&server, TREE), [Some("Bearer hf_s3cret".to_owned())]);
+}
+
+#[tokio::test]
+async fn unknown_quant_names_the_available_files() {
+    let server = TestServer::start().await;
+    serve_hub(&server, &payload(10), true);
+    let dir = tempfile::tempdir().unwrap();
+    let err = store(dir.path(), &server)
+        .pull_str("owner/tiny:IQ1_S", &PullOptions::default())
+        .await
+        .unwrap_err();
+    match &err {
+        Error::NoMatchingModelFile { available, .. } => {
+            assert_eq!(available, &[FILE.to_owned(), "tiny-Q8_0.gguf".to_owned()]);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn urls_without_a_digest_are_hashed_while_streaming() {
+    let server = TestServer::start().await;
+    let body = payload(70_000);
+    server.route("/files/model.gguf", Route::file(body.clone()).etag("u1"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &server);
+    let url = format!("{}?download=true", server.url("/files/model.gguf"));
+    let m = store.pull_str(&url, &PullOptions::default()).await.unwrap();
+    assert_eq!(m.sha256, Some(sha(&body)));
+    assert_eq!(m.file_name, "model.gguf");
+    assert_eq!(m.blob.unwrap(), store.blob_path(&sha(&body)));
+    // Nothing is left in the download area.
+    let leftovers: Vec<PathBuf> = std::fs::read_dir(dir.path().join("models/downloads"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.to_string_lossy().ends_with(".lock"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let again = store.pull_str(&url, &PullOptions::default()).await.unwrap();
+    assert!(again.from_cache);
+    assert_eq!(server.hits("/files/model.gguf"), 1);
+}
+
+#[tokio::test]
+async fn remove_keeps_shared_blobs_and_verify_finds_corruption() {
+    let server = TestServer::start().await;
+    let body = payload(30_000);
+    let digest = serve_hub(&server, &body, true);
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &server);
+    let a = ModelSource::parse("owner/tiny:Q4_K_M").unwrap();
+    let b = ModelSource::parse(&format!("owner/tiny:{FILE}")).unwrap();
+    let ma = store.pull(&a, &PullOptions::default()).await.unwrap();
+    store.pull(&b, &PullOptions::default()).await.unwrap();
+    let blob = ma.blob.unwrap();
+
+    let report = store.verify().await.unwrap();
+    assert_eq!(report.len(), 1);
+    assert_eq!(report[0].status, VerifyStatus::Ok);
+    assert_eq!(report[0].sources.len(), 2);
+
+    // Flip one byte behind the store's back: verify notices and drops the blob.
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[7] ^= 1;
+    std::fs::write(&blob, &bytes).unwrap();
+    let report = store.verify().await.unwrap();
+    assert_eq!(
+        report[0].status,
+        VerifyStatus::Corrupt { found: sha(&bytes) }
+    );
+    assert!(!blob.exists());
+    // The next pull downloads it again.
+    let again = store.pull(&a, &PullOptions::default()).await.unwrap();
+    assert!(!again.from_cache);
+    assert_eq!(std::fs::read(&blob).unwrap(), body);
+    assert_eq!(gets(&server, &cdn_path(&digest)), 2);
+
+    assert!(store.remove(&a).await.unwrap());
+    assert!(blob.exists(), "still used by the other reference");
+    assert!(!store.remove(&a).await.unwrap(), "already removed");
+    assert!(store.remove(&b).await.unwrap());
+    assert!(!blob.exists());
+    assert!(store.list().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn local_paths_are_used_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start().await;
+    let store = store(dir.path(), &server);
+    let file = dir.path().join("m.gguf");
+    std::fs::write(&file, b"GGUF").unwrap();
+    let m = store
+        .pull_str(file.to_str().unwrap(), &PullOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((m.path, m.size, m.blob), (file.clone(), 4, None));
+    let err = store
+        .pull_str(
+            dir.path().join("missing.gguf").to_str().unwrap(),
+            &PullOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ModelFileMissing { .. }), "{err:?}");
+    assert_eq!(server.total_hits(), 0);
+}
+
+/// Env var that turns the test binary into the pulling child of the SIGKILL test.
+const CHILD_ENV: &str = "LMCPP_TEST_STORE_KILL_CHILD";
+
+#[tokio::test]
+async fn sigkill_mid_pull_then_the_next_pull_resumes() {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        // Child mode: pull until killed.
+        let (endpoint, root) = spec.split_once('|').unwrap();
+        let mut opts = ModelStoreOptions::with_cache_root(root);
+        opts.hf_endpoint = Some(endpoint.to_owned());
+        let store = ModelStore::new(opts).unwrap();
+        let _ = store.pull_str(REPO, &PullOptions::default()).await;
+        return;
+    }
+
+    let server = TestServer::start().await;
+    // Bigger than the downloader's 1 MiB write buffer, so the `.part` on disk grows.
+    let body = payload(3 << 20);
+    let digest = serve_hub(&server, &body, true);
+    server.route(
+        &cdn_path(&digest),
+        Route::file(body.clone())
+            .etag("v1")
+            .chunk(16 * 1024)
+            .throttle(Duration::from_millis(10)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "store::sigkill_mid_pull_then_the_next_pull_resumes",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, format!("{}|{root}", server.base()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let part = dir
+        .path()
+        .join("models/blobs")
+        .join(format!("{digest}.part"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let len = std::fs::metadata(&part).map_or(0, |m| m.len());
+        if len >= 1 << 20 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child never wrote 1 MiB (part is {len} bytes)"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the child finished early"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap(); // SIGKILL: no cleanup runs in the child.
+    child.wait().unwrap();
+    let kept = std::fs::metadata(&part).unwrap().len();
+    assert!(kept >= 1 << 20);
+
+    server.route(&cdn_path(&digest), Route::file(body.clone()).etag("v1"));
+    let m = store(dir.path(), &server)
+        .pull_str(REPO, &PullOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&m.path).unwrap(), body);
+    assert!(
+        m.bytes_transferred <= body.len() as u64 - kept,
+        "resumed: {} transferred, {kept} were kept",
+        m.bytes_transferred
+    );
+    let last = server.requests(&cdn_path(&digest)).pop().unwrap();
+    assert_eq!(last.status, 206);
+}
