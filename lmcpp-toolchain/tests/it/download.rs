@@ -250,7 +250,13 @@ async fn rate_limit_and_server_errors_are_retried() {
 async fn redirects_are_followed_and_probe_keeps_first_hop() {
     let server = TestServer::start().await;
     let body = payload(5000);
-    server.route("/cdn/blob", Route::file(body.clone()).etag("blob-etag"));
+    server.route(
+        "/cdn/blob",
+        Route::file(body.clone())
+            .etag("blob-etag")
+            .header("x-served-by", "cdn"),
+    );
+    server.route("/temp", Route::redirect("/cdn/blob").with_status(307));
     server.route(
         "/resolve/main/model.gguf",
         Route::redirect("/cdn/blob")
@@ -270,6 +276,9 @@ async fn redirects_are_followed_and_probe_keeps_first_hop() {
     assert_eq!(probe.size, Some(5000));
     assert!(probe.accept_ranges);
     assert_eq!(server.requests("/cdn/blob")[0].method, http::Method::HEAD);
+    assert_eq!(probe.headers.get("x-served-by").unwrap(), "cdn");
+    let temp = dl.probe(&server.url("/temp"), &[]).await.unwrap();
+    assert_eq!((temp.first_status, temp.status), (307, 200));
 
     let dir = tempfile::tempdir().unwrap();
     let d = dl

@@ -1,7 +1,11 @@
 //! Fast integration tests of lmcpp-toolchain against a real loopback HTTP server.
 #![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
 
+mod archive;
 mod download;
+mod fixtures;
+mod procs;
+mod recipe;
 mod server;
 mod gguf;
 mod store;

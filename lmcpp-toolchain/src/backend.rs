@@ -1,0 +1,284 @@
+//! Compute backends: detection for `auto`, availability checks for explicit requests.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// The ggml backend llama-server is built or installed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Pick the best backend this machine supports (see [`detect`]).
+    #[default]
+    Auto,
+    /// Plain CPU.
+    Cpu,
+    /// NVIDIA CUDA.
+    Cuda,
+    /// Apple Metal.
+    Metal,
+    /// Vulkan.
+    Vulkan,
+}
+
+impl Backend {
+    /// Lower-case name, as used in fingerprints, asset names and state files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+            Self::Metal => "metal",
+            Self::Vulkan => "vulkan",
+        }
+    }
+
+    /// CMake flags that select this backend.
+    pub fn cmake_flags(self) -> Vec<String> {
+        match self {
+            Self::Auto | Self::Cpu => vec![],
+            Self::Cuda => vec!["-DGGML_CUDA=ON".into()],
+            Self::Metal => vec!["-DGGML_METAL=ON".into()],
+            Self::Vulkan => vec!["-DGGML_VULKAN=ON".into()],
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda),
+            "metal" => Ok(Self::Metal),
+            "vulkan" => Ok(Self::Vulkan),
+            other => Err(Error::InvalidRequest {
+                reason: format!("unknown backend {other:?}; use cpu, cuda, metal, vulkan or auto"),
+            }),
+        }
+    }
+}
+
+/// The outcome of backend detection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detection {
+    /// The backend chosen (never [`Backend::Auto`]).
+    pub backend: Backend,
+    /// Why, in a sentence fragment ("nvidia driver found at /proc/driver/nvidia").
+    pub reason: String,
+}
+
+/// What the machine offers, as far as cheap probes can tell.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Probes {
+    /// Evidence of an NVIDIA driver (`nvidia-smi` on PATH or `/proc/driver/nvidia`).
+    pub nvidia: Option<String>,
+    /// Whether the CUDA toolkit (`nvcc`) is present, needed to build with CUDA.
+    pub nvcc: Option<String>,
+    /// Apple silicon (Metal is always there).
+    pub apple_silicon: bool,
+    /// Evidence of a Vulkan loader.
+    pub vulkan: Option<String>,
+}
+
+impl Probes {
+    /// Probes this machine.
+    pub fn probe() -> Self {
+        let nvidia = if Path::new("/proc/driver/nvidia").exists() {
+            Some("nvidia driver found at /proc/driver/nvidia".to_owned())
+        } else {
+            find_on_path("nvidia-smi").map(|p| format!("nvidia-smi found at {}", p.display()))
+        };
+        let nvcc = find_on_path("nvcc")
+            .or_else(|| {
+                let p = Path::new("/usr/local/cuda/bin/nvcc");
+                p.exists().then(|| p.to_path_buf())
+            })
+            .map(|p| format!("nvcc found at {}", p.display()));
+        let apple_silicon = cfg!(all(target_os = "macos", target_arch = "aarch64"));
+        let vulkan = vulkan_loader();
+        Self {
+            nvidia,
+            nvcc,
+            apple_silicon,
+            vulkan,
+        }
+    }
+}
+
+fn vulkan_loader() -> Option<String> {
+    let candidates: &[&str] = if cfg!(target_os = "windows") {
+        &["C:\\Windows\\System32\\vulkan-1.dll"]
+    } else if cfg!(target_os = "macos") {
+        &[
+            "/usr/local/lib/libvulkan.1.dylib",
+            "/opt/homebrew/lib/libvulkan.1.dylib",
+        ]
+    } else {
+        &[
+            "/usr/lib/x86_64-linux-gnu/libvulkan.so.1",
+            "/usr/lib/aarch64-linux-gnu/libvulkan.so.1",
+            "/usr/lib64/libvulkan.so.1",
+            "/usr/lib/libvulkan.so.1",
+        ]
+    };
+    candidates
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .map(|p| format!("vulkan loader found at {p}"))
+}
+
+/// Finds an executable on `PATH`.
+pub fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+        if cfg!(windows) {
+            let exe = dir.join(format!("{name}.exe"));
+            if exe.is_file() {
+                return Some(exe);
+            }
+        }
+    }
+    None
+}
+
+/// Picks a backend for `auto` from the probes: CUDA, then Metal, then Vulkan, then CPU.
+pub fn choose(probes: &Probes) -> Detection {
+    if let Some(r) = &probes.nvidia {
+        return Detection {
+            backend: Backend::Cuda,
+            reason: r.clone(),
+        };
+    }
+    if probes.apple_silicon {
+        return Detection {
+            backend: Backend::Metal,
+            reason: "apple silicon has metal".into(),
+        };
+    }
+    if let Some(r) = &probes.vulkan {
+        return Detection {
+            backend: Backend::Vulkan,
+            reason: r.clone(),
+        };
+    }
+    Detection {
+        backend: Backend::Cpu,
+        reason: "no nvidia driver, metal or vulkan loader found".into(),
+    }
+}
+
+/// Detects the backend for `auto` on this machine.
+pub fn detect() -> Detection {
+    choose(&Probes::probe())
+}
+
+/// Checks that `backend` can be used here; `building` also requires the build toolkit.
+///
+/// Returns [`Error::BackendUnavailable`] naming what is missing.
+pub fn check_available(backend: Backend, building: bool, probes: &Probes) -> Result<(), Error> {
+    let missing = |reason: &str| {
+        Err(Error::BackendUnavailable {
+            backend: backend.to_string(),
+            reason: reason.to_owned(),
+        })
+    };
+    match backend {
+        Backend::Auto | Backend::Cpu => Ok(()),
+        Backend::Cuda => {
+            if probes.nvidia.is_none() {
+                return missing(
+                    "no nvidia driver (nvidia-smi not on PATH, no /proc/driver/nvidia); install the nvidia driver or choose another backend",
+                );
+            }
+            if building && probes.nvcc.is_none() {
+                return missing(
+                    "the cuda toolkit (nvcc) is needed to build; install it or use install-only mode",
+                );
+            }
+            Ok(())
+        }
+        Backend::Metal => {
+            if probes.apple_silicon || cfg!(target_os = "macos") {
+                Ok(())
+            } else {
+                missing("metal exists only on macos; choose cpu, cuda or vulkan")
+            }
+        }
+        Backend::Vulkan => {
+            if probes.vulkan.is_none() {
+                return missing(
+                    "no vulkan loader (libvulkan) found; install the vulkan loader and driver or choose another backend",
+                );
+            }
+            if building && find_on_path("glslc").is_none() {
+                return missing("the vulkan sdk (glslc) is needed to build; install it");
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn auto_prefers_cuda_then_metal_then_vulkan() {
+        let mut p = Probes::default();
+        assert_eq!(choose(&p).backend, Backend::Cpu);
+        p.vulkan = Some("v".into());
+        assert_eq!(choose(&p).backend, Backend::Vulkan);
+        p.apple_silicon = true;
+        assert_eq!(choose(&p).backend, Backend::Metal);
+        p.nvidia = Some("n".into());
+        let d = choose(&p);
+        assert_eq!((d.backend, d.reason.as_str()), (Backend::Cuda, "n"));
+    }
+
+    #[test]
+    fn explicit_backends_fail_fast_naming_what_is_missing() {
+        let p = Probes::default();
+        let err = check_available(Backend::Cuda, true, &p).unwrap_err();
+        assert!(err.to_string().contains("nvidia"), "{err}");
+        let with_driver = Probes {
+            nvidia: Some("x".into()),
+            ..Probes::default()
+        };
+        let err = check_available(Backend::Cuda, true, &with_driver).unwrap_err();
+        assert!(err.to_string().contains("nvcc"), "{err}");
+        check_available(Backend::Cuda, false, &with_driver).unwrap();
+        assert!(check_available(Backend::Vulkan, false, &p).is_err());
+        check_available(Backend::Cpu, true, &p).unwrap();
+    }
+
+    #[test]
+    fn parse_round_trips() {
+        for b in [
+            Backend::Auto,
+            Backend::Cpu,
+            Backend::Cuda,
+            Backend::Metal,
+            Backend::Vulkan,
+        ] {
+            assert_eq!(b.as_str().parse::<Backend>().unwrap(), b);
+        }
+        assert!("rocm".parse::<Backend>().is_err());
+    }
+}

@@ -1,0 +1,318 @@
+//! The pure part of the recipe: which sources, asset names, CMake arguments and artefacts a
+//! request means on a given OS and architecture. Used by the recipe and by `cargo xtask matrix`.
+
+use serde::Serialize;
+
+use crate::backend::Backend;
+use crate::request::{Mode, Source, ToolchainRequest};
+
+/// One source the recipe will try, resolved to locations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedSource {
+    /// The source as requested.
+    pub source: Source,
+    /// URLs or paths to fetch, in order (a CUDA prebuilt has two archives).
+    pub locations: Vec<String>,
+    /// Why this source will be skipped, when it will be.
+    pub skip: Option<String>,
+}
+
+/// Everything the recipe will do for a request, decided without touching the machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// Target OS (`linux`, `macos`, `windows`).
+    pub os: String,
+    /// Target architecture (`x86_64`, `aarch64`).
+    pub arch: String,
+    /// The backend planned for (`auto` is planned as `cpu`).
+    pub backend: Backend,
+    /// The mode.
+    pub mode: Mode,
+    /// Sources in the order they are tried.
+    pub sources: Vec<PlannedSource>,
+    /// Prebuilt asset file names for this target (empty when none exists).
+    pub prebuilt_assets: Vec<String>,
+    /// CMake configure arguments (besides `-S`/`-B`).
+    pub cmake_args: Vec<String>,
+    /// CMake build targets.
+    pub build_targets: Vec<String>,
+    /// Files published in `bin/`.
+    pub artefacts: Vec<String>,
+}
+
+fn exe(os: &str, name: &str) -> String {
+    if os == "windows" {
+        format!("{name}.exe")
+    } else {
+        name.to_owned()
+    }
+}
+
+/// Release asset names for a target, or why there is none.
+///
+/// Linux and macOS assets are `.tar.gz`, Windows assets `.zip`; CUDA needs a second
+/// `cudart-` archive. A backend without an asset is an error, never a silent CPU fallback.
+pub fn prebuilt_assets(
+    tag: &str,
+    os: &str,
+    arch: &str,
+    backend: Backend,
+    cuda_label: &str,
+) -> Result<Vec<String>, String> {
+    let a = match arch {
+        "x86_64" | "x64" | "amd64" => "x64",
+        "aarch64" | "arm64" => "arm64",
+        other => return Err(format!("no prebuilt assets for architecture {other}")),
+    };
+    let backend = if backend == Backend::Auto {
+        Backend::Cpu
+    } else {
+        backend
+    };
+    let none = |why: &str| {
+        Err(format!(
+            "no prebuilt {backend} asset for {os}-{arch}: {why}"
+        ))
+    };
+    match os {
+        "linux" => match backend {
+            Backend::Cpu => Ok(vec![format!("llama-{tag}-bin-ubuntu-{a}.tar.gz")]),
+            Backend::Vulkan => Ok(vec![format!("llama-{tag}-bin-ubuntu-vulkan-{a}.tar.gz")]),
+            Backend::Cuda if a == "x64" => Ok(vec![
+                format!("llama-{tag}-bin-ubuntu-cuda-{cuda_label}-{a}.tar.gz"),
+                format!("cudart-llama-bin-ubuntu-cuda-{cuda_label}-{a}.tar.gz"),
+            ]),
+            Backend::Cuda => none("cuda assets exist for x64 only"),
+            _ => none("metal exists only on macos"),
+        },
+        "macos" => match backend {
+            Backend::Cpu | Backend::Metal => Ok(vec![format!("llama-{tag}-bin-macos-{a}.tar.gz")]),
+            _ => none("macos assets support cpu and metal only"),
+        },
+        "windows" => match backend {
+            Backend::Cpu => Ok(vec![format!("llama-{tag}-bin-win-cpu-{a}.zip")]),
+            Backend::Vulkan => Ok(vec![format!("llama-{tag}-bin-win-vulkan-{a}.zip")]),
+            Backend::Cuda if a == "x64" => Ok(vec![
+                format!("llama-{tag}-bin-win-cuda-{cuda_label}-{a}.zip"),
+                format!("cudart-llama-bin-win-cuda-{cuda_label}-{a}.zip"),
+            ]),
+            Backend::Cuda => none("cuda assets exist for x64 only"),
+            _ => none("metal exists only on macos"),
+        },
+        other => Err(format!("no prebuilt assets for {other}")),
+    }
+}
+
+/// CMake configure arguments for a request on a target.
+pub fn cmake_args(request: &ToolchainRequest, backend: Backend, os: &str) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DLLAMA_CURL=OFF",
+        "-DLLAMA_BUILD_TESTS=OFF",
+        "-DLLAMA_BUILD_EXAMPLES=OFF",
+        "-DLLAMA_BUILD_TOOLS=ON",
+        "-DLLAMA_BUILD_SERVER=ON",
+        "-DBUILD_SHARED_LIBS=OFF",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(backend.cmake_flags());
+    if os == "macos" && backend != Backend::Metal {
+        // Metal is on by default on macOS; a CPU request must not get it silently.
+        args.push("-DGGML_METAL=OFF".into());
+    }
+    if request.features.rpc {
+        args.push("-DGGML_RPC=ON".into());
+    }
+    args.extend(request.cmake_args.iter().cloned());
+    args
+}
+
+/// Plans `request` for `target_os` / `target_arch` (Rust's `std::env::consts` spelling).
+pub fn plan(request: &ToolchainRequest, target_os: &str, target_arch: &str) -> Plan {
+    let backend = if request.backend == Backend::Auto {
+        Backend::Cpu
+    } else {
+        request.backend
+    };
+    let repo = request.github_repo.trim_end_matches('/');
+    let tag = request.version.tag.as_deref();
+    let assets =
+        tag.map(|t| prebuilt_assets(t, target_os, target_arch, backend, &request.cuda_label));
+    let sources = request
+        .sources
+        .iter()
+        .map(|s| {
+            let mode_skip = if s.is_prebuilt() && !request.mode.allows_prebuilt() {
+                Some(format!(
+                    "{} mode does not install prebuilt binaries",
+                    request.mode
+                ))
+            } else if !s.is_prebuilt() && !request.mode.allows_build() {
+                Some(format!("{} mode does not build from source", request.mode))
+            } else {
+                None
+            };
+            let (locations, skip) = match s {
+                Source::GithubRelease => match (&assets, tag) {
+                    (Some(Ok(names)), Some(t)) => (
+                        names
+                            .iter()
+                            .map(|n| format!("{repo}/releases/download/{t}/{n}"))
+                            .collect(),
+                        None,
+                    ),
+                    (Some(Err(why)), _) => (vec![], Some(why.clone())),
+                    _ => (
+                        vec![],
+                        Some(format!(
+                            "no release tag known for commit {}; set {} or request a tag",
+                            request.version.commit,
+                            crate::request::TAG_ENV
+                        )),
+                    ),
+                },
+                Source::GithubSource => {
+                    let r = tag.map_or_else(
+                        || format!("{repo}/archive/{}.tar.gz", request.version.commit),
+                        |t| format!("{repo}/archive/refs/tags/{t}.tar.gz"),
+                    );
+                    (vec![r], None)
+                }
+                Source::PypiSdist => match &request.version.pypi {
+                    Some(p) => (
+                        vec![format!("pip download llama-cpp-python=={}", p.version)],
+                        None,
+                    ),
+                    None => (
+                        vec![],
+                        Some("no llama-cpp-python version vendors this llama.cpp".into()),
+                    ),
+                },
+                Source::LocalDir(p) => (vec![p.display().to_string()], None),
+                Source::LocalArchive { path, .. } => (vec![path.display().to_string()], None),
+                Source::Url { url, .. } | Source::PrebuiltUrl { url, .. } => {
+                    (vec![url.clone()], None)
+                }
+            };
+            PlannedSource {
+                source: s.clone(),
+                locations,
+                skip: mode_skip.or(skip),
+            }
+        })
+        .collect();
+    let mut build_targets = vec!["llama-server".to_owned()];
+    let mut artefacts = vec![exe(target_os, "llama-server")];
+    if request.features.rpc {
+        // The CMake target is `ggml-rpc-server` in the pinned llama.cpp (it was `rpc-server`
+        // before); the binary is published as `rpc-server` either way.
+        build_targets.push("ggml-rpc-server".into());
+        artefacts.push(exe(target_os, "rpc-server"));
+    }
+    Plan {
+        os: target_os.to_owned(),
+        arch: target_arch.to_owned(),
+        backend,
+        mode: request.mode,
+        sources,
+        prebuilt_assets: match assets {
+            Some(Ok(a)) => a,
+            _ => vec![],
+        },
+        cmake_args: cmake_args(request, backend, target_os),
+        build_targets,
+        artefacts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn asset_names_per_target() {
+        let cases: &[(&str, &str, Backend, &[&str])] = &[
+            (
+                "linux",
+                "x86_64",
+                Backend::Cpu,
+                &["llama-b1-bin-ubuntu-x64.tar.gz"],
+            ),
+            (
+                "linux",
+                "aarch64",
+                Backend::Cpu,
+                &["llama-b1-bin-ubuntu-arm64.tar.gz"],
+            ),
+            (
+                "linux",
+                "x86_64",
+                Backend::Vulkan,
+                &["llama-b1-bin-ubuntu-vulkan-x64.tar.gz"],
+            ),
+            (
+                "linux",
+                "x86_64",
+                Backend::Cuda,
+                &[
+                    "llama-b1-bin-ubuntu-cuda-12.4-x64.tar.gz",
+                    "cudart-llama-bin-ubuntu-cuda-12.4-x64.tar.gz",
+                ],
+            ),
+            (
+                "macos",
+                "aarch64",
+                Backend::Metal,
+                &["llama-b1-bin-macos-arm64.tar.gz"],
+            ),
+            (
+                "windows",
+                "x86_64",
+                Backend::Cpu,
+                &["llama-b1-bin-win-cpu-x64.zip"],
+            ),
+            (
+                "windows",
+                "x86_64",
+                Backend::Cuda,
+                &[
+                    "llama-b1-bin-win-cuda-12.4-x64.zip",
+                    "cudart-llama-bin-win-cuda-12.4-x64.zip",
+                ],
+            ),
+        ];
+        for (os, arch, b, want) in cases {
+            assert_eq!(
+                prebuilt_assets("b1", os, arch, *b, "12.4").unwrap(),
+                want.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                "{os} {arch} {b}"
+            );
+        }
+        assert!(prebuilt_assets("b1", "linux", "x86_64", Backend::Metal, "12.4").is_err());
+        assert!(prebuilt_assets("b1", "macos", "aarch64", Backend::Cuda, "12.4").is_err());
+    }
+
+    #[test]
+    fn default_plan_builds_both_targets_statically() {
+        let p = plan(&ToolchainRequest::default(), "linux", "x86_64");
+        assert_eq!(p.build_targets, ["llama-server", "ggml-rpc-server"]);
+        assert!(p.cmake_args.contains(&"-DGGML_RPC=ON".to_owned()));
+        assert!(p.cmake_args.contains(&"-DBUILD_SHARED_LIBS=OFF".to_owned()));
+        let kinds: Vec<_> = p.sources.iter().map(|s| s.source.kind()).collect();
+        assert_eq!(kinds, ["github-release", "github-source", "pypi-sdist"]);
+        let w = plan(&ToolchainRequest::default(), "windows", "x86_64");
+        assert_eq!(w.artefacts, ["llama-server.exe", "rpc-server.exe"]);
+        let mut cuda = ToolchainRequest {
+            backend: Backend::Cuda,
+            mode: Mode::BuildOnly,
+            ..ToolchainRequest::default()
+        };
+        cuda.version.tag = Some("b1".into());
+        let c = plan(&cuda, "linux", "x86_64");
+        assert!(c.cmake_args.contains(&"-DGGML_CUDA=ON".to_owned()));
+        assert!(c.sources[0].skip.as_deref().unwrap().contains("build-only"));
+        assert_eq!(c.prebuilt_assets.len(), 2);
+    }
+}

@@ -1,0 +1,252 @@
+//! The recipe against a loopback "GitHub": install, verify, fingerprints, remove, fail limit.
+
+use std::sync::Arc;
+
+use lmcpp_toolchain::{EntryStatus, Error, Source, no_progress};
+
+use crate::download::sha;
+use crate::fixtures::{
+    Item, asset_path, host_asset, prebuilt_request, serve_release, toolchain, zip,
+};
+use crate::server::{Route, TestServer};
+
+#[tokio::test]
+async fn installs_a_prebuilt_tar_gz_and_reuses_it() {
+    let server = TestServer::start().await;
+    let bytes = serve_release(&server, 0);
+    let root = tempfile::tempdir().unwrap();
+    let tc = toolchain(root.path());
+    let mut req = prebuilt_request(&server);
+    req.version.asset_sha256.insert(host_asset(), sha(&bytes));
+    let i = tc.ensure(&req, &no_progress()).await.unwrap();
+    assert_eq!(i.llama_server, i.entry_dir.join("bin/llama-server"));
+    assert_eq!(
+        i.rpc_server.as_deref(),
+        Some(i.entry_dir.join("bin/rpc-server").as_path())
+    );
+    assert!(i.entry_dir.join("bin/libggml.so").is_file());
+    assert!(i.entry_dir.starts_with(root.path().join("toolchains")));
+    assert!(i.source.starts_with("github-release"), "{}", i.source);
+    assert_eq!(i.source_dir, None);
+    tc.validate(&req).await.unwrap();
+
+    let again = tc.ensure(&req, &no_progress()).await.unwrap();
+    assert_eq!(again, i);
+    assert_eq!(tc.ensure_cached(&req).await.unwrap(), i);
+    assert_eq!(server.hits(&asset_path()), 1);
+    let list = tc.list().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].status, Some(EntryStatus::Ready));
+    assert!(list[0].usable && list[0].size > 0);
+    assert_eq!(list[0].version, crate::fixtures::TAG);
+    // No scratch or partial files are left next to the entry.
+    let names: Vec<String> = std::fs::read_dir(root.path().join("toolchains"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains("scratch")), "{names:?}");
+}
+
+#[tokio::test]
+async fn installs_a_prebuilt_zip_from_any_url() {
+    let server = TestServer::start().await;
+    let server_script = crate::fixtures::FAKE_SERVER.as_bytes().to_vec();
+    let bytes = zip(&[
+        Item::Dir("llama-bin/"),
+        Item::File("llama-bin/llama-server", server_script, 0o755),
+    ]);
+    server.route("/assets/llama.zip", Route::file(bytes.clone()));
+    let root = tempfile::tempdir().unwrap();
+    let tc = toolchain(root.path());
+    let mut req = prebuilt_request(&server);
+    req.sources = vec![Source::PrebuiltUrl {
+        url: server.url("/assets/llama.zip"),
+        sha256: Some(sha(&bytes)),
+    }];
+    let i = tc.ensure(&req, &no_progress()).await.unwrap();
+    assert!(i.llama_server.is_file());
+    assert_eq!(i.rpc_server, None);
+    tc.validate(&req).await.unwrap();
+}
+
+#[tokio::test]
+async fn checksum_mismatch_fails_and_publishes_nothing() {
+    let server = TestServer::start().await;
+    serve_release(&server, 0);
+    let root = tempfile::tempdir().unwrap();
+    let tc = toolchain(root.path());
+    let mut req = prebuilt_request(&server);
+    req.version
+        .asset_sha256
+        .insert(host_asset(), "ab".repeat(32));
+    let err = tc.ensure(&req, &no_progress()).await.unwrap_err();
+    assert!(matches!(err, Error::AllSourcesFailed { .. }), "{err}");
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    let (_, entry) = tc.entry_for(&req).unwrap();
+    assert!(!entry.join("bin").exists());
+    let state = lmcpp_toolchain::recipe::read_state(&entry)
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.status, EntryStatus::Failed);
+    assert_eq!(state.failures, 1);
+    assert!(matches!(
+        tc.ensure_cached(&req).await.unwrap_err(),
+        Error::NotCached { .. }
+    ));
+    // The corrupt download was deleted, not kept for a later "resume".
+    let downloads: Vec<_> = std::fs::read_dir(root.path().join("downloads"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    assert!(downloads.is_empty(), "{downloads:?}");
+}
+
+#[tokio::test]
+async fn missing_asset_names_the_url_and_every_source_tried() {
+    let server = TestServer::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let tc = toolchain(root.path());
+    let mut req = prebuilt_request(&server);
+    req.mode = lmcpp_toolchain::Mode::BuildOrInstall;
+    req.sources = vec![
+        Source::GithubRelease,
+        Source::LocalDir(root.path().join("no-such-checkout")),
+    ];
+    let err = tc.ensure(&req, &no_progress()).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&server.url(&asset_path())), "{msg}");
+    assert!(msg.contains("404"), "{msg}");
+    assert!(
+        msg.contains("local-dir") && msg.contains("no-such-checkout"),
+        "{msg}"
+    );
+    match err {
+        Error::AllSourcesFailed { attempts } => assert_eq!(attempts.len(), 2),
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[tokio::test]
+async fn fingerprint_change_makes_a_new_entry_and_remove_takes_only_one() {
+    let server = TestServer::start().await;
+    serve_release(&server, 0);
+    let root = tempfile::tempdir().unwrap();
+    let tc = toolchain(root.path());
+    let a = prebuilt_request(&server);
+    let mut b = a.clone();
+    b.cmake_args.push("-DGGML_NATIVE=OFF".into());
+    let ia = tc.ensure(&a, &no_progress()).await.unwrap();
+    let ib = tc.ensure(&b, &no_progress()).await.unwrap();
+    assert_ne!(ia.fingerprint, ib.fingerprint);
+    assert_ne!(ia.entry_dir, ib.entry_dir);
+    assert!(ia.llama_server.is_file() && ib.llama_server.is_file());
+    assert_eq!(tc.list().unwrap().len(), 2);
+
+    assert!(tc.remove(&a, &no_progress()).await.unwrap());
+    assert!(!ia.entry_dir.exists());
+    assert!(ib.llama_server.is_file());
+    assert_eq!(tc.ensure_cached(&b).await.unwrap(), ib);
+    assert!(!tc.remove(&a, &no_progress()).await.unwrap());
+    let left: Vec<_> = tc
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.fingerprint)
+        .collect();
+    assert_eq!(left, vec![ib.fingerprint]);
+}
+
+#[tokio::test]
+async fn fail_limit_purges_the_entry_and_the_next_run_starts_clean() {
+    let server = TestServer::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let tc = toolchain(root.path()).with_fail_limit(2);
+    let req = prebuilt_request(&server);
+    let (_, entry) = tc.entry_for(&req).unwrap();
+    let read = || lmcpp_toolchain::recipe::read_state(&entry).unwrap();
+
+    tc.ensure(&req, &no_progress()).await.unwrap_err();
+    assert_eq!(read().unwrap().failures, 1);
+    tc.ensure(&req, &no_progress()).await.unwrap_err();
+    assert!(!entry.exists(), "purged after the second failure");
+    tc.ensure(&req, &no_progress()).await.unwrap_err();
+    assert_eq!(read().unwrap().failures, 1);
+
+    // Once the asset appears the entry recovers and the failure count resets.
+    serve_release(&server, 0);
+    tc.ensure(&req, &no_progress()).await.unwrap();
+    let s = read().unwrap();
+    assert_eq!((s.status, s.failures), (EntryStatus::Ready, 0));
+}
+
+#[tokio::test]
+async fn prune_removes_failed_entries_only() {
+    let server = TestServer::start().await;
+    serve_release(&server, 0);
+    let root = tempfile::tempdir().unwrap();
+    let tc = toolchain(root.path());
+    let good = prebuilt_request(&server);
+    let mut bad = good.clone();
+    bad.sources = vec![Source::PrebuiltUrl {
+        url: server.url("/nothing.tar.gz"),
+        sha256: None,
+    }];
+    let ok = tc.ensure(&good, &no_progress()).await.unwrap();
+    tc.ensure(&bad, &no_progress()).await.unwrap_err();
+    let (_, bad_entry) = tc.entry_for(&bad).unwrap();
+    assert!(bad_entry.exists());
+    let removed = tc.prune(&no_progress()).await.unwrap();
+    assert_eq!(removed, vec![bad_entry.clone()]);
+    assert!(ok.llama_server.is_file());
+}
+
+#[tokio::test]
+async fn explicit_unavailable_backend_fails_before_any_work() {
+    let server = TestServer::start().await;
+    serve_release(&server, 0);
+    let root = tempfile::tempdir().unwrap();
+    let tc = toolchain(root.path());
+    for backend in [
+        lmcpp_toolchain::Backend::Cuda,
+        lmcpp_toolchain::Backend::Vulkan,
+    ] {
+        let mut req = prebuilt_request(&server);
+        req.backend = backend;
+        req.mode = lmcpp_toolchain::Mode::BuildOnly;
+        let err = tc.ensure(&req, &no_progress()).await.unwrap_err();
+        assert!(matches!(err, Error::BackendUnavailable { .. }), "{err}");
+    }
+    assert_eq!(server.hits(&asset_path()), 0);
+    assert!(!root.path().join("toolchains").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_tasks_racing_a_cold_entry_download_once() {
+    let server = TestServer::start().await;
+    serve_release(&server, 50);
+    let root = tempfile::tempdir().unwrap();
+    let tc = Arc::new(toolchain(root.path()));
+    let req = Arc::new(prebuilt_request(&server));
+    let waits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (tc, req, waits) = (tc.clone(), req.clone(), waits.clone());
+        tasks.push(tokio::spawn(async move {
+            let p: lmcpp_toolchain::SharedProgress =
+                Arc::new(move |e: lmcpp_toolchain::ProgressEvent| {
+                    if matches!(e, lmcpp_toolchain::ProgressEvent::Waiting { .. }) {
+                        waits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                });
+            tc.ensure(&req, &p).await
+        }));
+    }
+    let mut paths = Vec::new();
+    for t in tasks {
+        paths.push(t.await.unwrap().unwrap().llama_server);
+    }
+    paths.dedup();
+    assert_eq!(paths.len(), 1, "{paths:?}");
+    assert_eq!(server.hits(&asset_path()), 1);
+}
