@@ -146,3 +146,45 @@ fn chat_request_with_every_role_parts_tools_and_schema_encodes() {
         serde_json::from_value(json!({"type": "hologram", "data": 1})).unwrap();
     assert!(matches!(unknown, ContentPart::Other(_)));
 }
+
+#[test]
+fn unknown_tagged_variants_are_kept_verbatim() {
+    use lmcpp_types::anthropic::MessagesStreamEvent;
+    use lmcpp_types::responses::OutputItem;
+    let raw = json!({"type": "future_event", "payload": [1, 2, 3]});
+    let ev: MessagesStreamEvent = serde_json::from_value(raw.clone()).unwrap();
+    assert!(matches!(&ev, MessagesStreamEvent::Other(v) if *v == raw));
+    assert_eq!(serde_json::to_value(&ev).unwrap(), raw);
+
+    let item: OutputItem =
+        serde_json::from_value(json!({"type": "web_search_call", "id": "x"})).unwrap();
+    assert!(matches!(item, OutputItem::Other(_)));
+
+    let rf: ResponseFormat =
+        serde_json::from_value(json!({"type": "grammar", "grammar": "root ::= \"a\""})).unwrap();
+    assert!(matches!(rf, ResponseFormat::Other(_)));
+    let rf: ResponseFormat =
+        serde_json::from_value(json!({"type": "json_object", "schema": {"type": "string"}}))
+            .unwrap();
+    assert!(matches!(rf, ResponseFormat::JsonObject { schema: Some(_) }));
+}
+
+#[test]
+fn schemas_are_listed_by_name() {
+    let all = lmcpp_types::schema::all();
+    let names: std::collections::BTreeSet<&str> = all.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names.len(), all.len(), "duplicate schema names");
+    for want in [
+        "ChatCompletionRequest",
+        "CompletionChunk",
+        "ErrorBody",
+        "Props",
+        "MessagesRequest",
+    ] {
+        assert!(names.contains(want), "{want} missing");
+    }
+    let chat = lmcpp_types::schema::get("chatcompletionrequest").expect("case-insensitive lookup");
+    assert_eq!(chat["title"], "ChatCompletionRequest");
+    assert!(chat["properties"]["messages"].is_object(), "{chat}");
+    assert!(lmcpp_types::schema::get("NoSuchType").is_none());
+}

@@ -325,3 +325,80 @@ fn typed_values_of_key_fixtures() {
             .any(|f| f.kind == Some(MetricKind::Counter))
     );
 }
+
+fn request_type(path: &str) -> Option<&'static str> {
+    // Erase takes no body.
+    if path.ends_with("action=erase") {
+        return None;
+    }
+    Some(match path.split('?').next().unwrap_or(path) {
+        "/completion" => "CompletionRequest",
+        "/infill" => "InfillRequest",
+        "/tokenize" => "TokenizeRequest",
+        "/detokenize" => "DetokenizeRequest",
+        "/apply-template" | "/v1/chat/completions" | "/v1/chat/completions/input_tokens" => {
+            "ChatCompletionRequest"
+        }
+        "/v1/chat/completions/control" => "ChatControlRequest",
+        "/embedding" | "/embeddings" => "EmbeddingRequest",
+        "/v1/embeddings" => "OaiEmbeddingRequest",
+        "/v1/completions" => "OaiCompletionRequest",
+        "/v1/responses" | "/v1/responses/input_tokens" => "ResponsesRequest",
+        "/v1/messages" | "/v1/messages/count_tokens" => "MessagesRequest",
+        "/reranking" => "RerankRequest",
+        "/slots/0" | "/slots/99" => "SlotFileRequest",
+        "/lora-adapters" => "LoraAdaptersRequest",
+        "/props" => "PropsUpdate",
+        "/models/load" | "/models/unload" => "ModelRequest",
+        _ => return None,
+    })
+}
+
+fn check_request(ty: &str, raw: &Value) -> Result<(), String> {
+    use lmcpp_types::{anthropic as an, native as na, openai as oa};
+    match ty {
+        "CompletionRequest" => roundtrip::<na::completion::CompletionRequest>(raw),
+        "InfillRequest" => roundtrip::<na::infill::InfillRequest>(raw),
+        "TokenizeRequest" => roundtrip::<na::tokenize::TokenizeRequest>(raw),
+        "DetokenizeRequest" => roundtrip::<na::tokenize::DetokenizeRequest>(raw),
+        "ChatCompletionRequest" => roundtrip::<oa::chat::ChatCompletionRequest>(raw),
+        "ChatControlRequest" => roundtrip::<oa::chat::ChatControlRequest>(raw),
+        "EmbeddingRequest" => roundtrip::<na::embedding::EmbeddingRequest>(raw),
+        "OaiEmbeddingRequest" => roundtrip::<oa::embeddings::OaiEmbeddingRequest>(raw),
+        "OaiCompletionRequest" => roundtrip::<oa::completions::OaiCompletionRequest>(raw),
+        "ResponsesRequest" => roundtrip::<responses::ResponsesRequest>(raw),
+        "MessagesRequest" => roundtrip::<an::MessagesRequest>(raw),
+        "RerankRequest" => roundtrip::<na::rerank::RerankRequest>(raw),
+        "SlotFileRequest" => roundtrip::<slots::SlotFileRequest>(raw),
+        "LoraAdaptersRequest" => roundtrip::<lora::LoraAdaptersRequest>(raw),
+        "PropsUpdate" => roundtrip::<props::PropsUpdate>(raw),
+        "ModelRequest" => roundtrip::<router::ModelRequest>(raw),
+        other => Err(format!("no request type `{other}`")),
+    }
+}
+
+/// The requests the server accepted while recording decode into the typed requests and
+/// re-encode to the same JSON, so a client built on these types can send them.
+#[test]
+fn recorded_requests_round_trip_through_request_types() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for e in index() {
+        let name = e["name"].as_str().expect("name");
+        let path = e["path"].as_str().expect("path");
+        let accepted = e["status"].as_u64().is_some_and(|s| s < 400);
+        let (Some(ty), Some(raw), true) = (
+            request_type(path),
+            e.get("request").filter(|r| !r.is_null()),
+            accepted,
+        ) else {
+            continue;
+        };
+        checked += 1;
+        if let Err(err) = check_request(ty, raw) {
+            failures.push(format!("{name} ({ty}): {err}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(checked >= 40, "only {checked} requests checked");
+}
