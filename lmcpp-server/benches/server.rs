@@ -1,0 +1,292 @@
+//! Benchmarks of lmcpp-server against reference tools, run side by side and reported as
+//! ratios: `/tokenize` throughput vs `oha` (UDS and TCP), UDS vs TCP, launch-to-ready vs a
+//! shell loop polling `/health`, and streaming time-to-first-chunk vs `curl -N`.
+//!
+//! Needs the prerequisites of the end-to-end tests (`cargo xtask prepare`), `curl`, and
+//! `oha` on `PATH` (or in `LMCPP_OHA`) for the throughput reference; without `oha` those
+//! two ratios are reported as missing.
+#![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
+use lmcpp_server::{Client, Endpoint, HttpPort, LaunchOptions, Server, TransportChoice};
+use lmcpp_types::native::{completion::CompletionRequest, tokenize::TokenizeRequest};
+use serde::Deserialize;
+
+const CONCURRENCY: usize = 8;
+const LOAD_SECS: u64 = 3;
+const LAUNCH_RUNS: usize = 5;
+const TTFC_RUNS: usize = 15;
+const TOKENIZE_BODY: &str = r#"{"content":"The quick brown fox jumps over the lazy dog"}"#;
+
+#[derive(Deserialize)]
+struct Paths {
+    llama_server: PathBuf,
+    demo_model: PathBuf,
+}
+
+fn paths() -> Paths {
+    let file = std::env::var_os("LMCPP_TEST_PATHS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/lmcpp-test/paths.json")
+        });
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {} ({e}); run `cargo xtask prepare` first",
+            file.display()
+        )
+    });
+    serde_json::from_str(&text).expect("paths.json is well-formed")
+}
+
+fn options(paths: &Paths, dir: &Path, transport: TransportChoice) -> LaunchOptions {
+    let mut opts = LaunchOptions::new(&paths.llama_server, &paths.demo_model);
+    opts.runtime_dir = Some(dir.join("run"));
+    opts.transport = transport;
+    opts.args.ctx_size = Some(2048);
+    opts.args.parallel = Some(4);
+    opts
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `/tokenize` requests per second through one shared client.
+async fn client_rps(client: &Client) -> f64 {
+    let req: TokenizeRequest = serde_json::from_str(TOKENIZE_BODY).unwrap();
+    // Warm the pool.
+    client.tokenize(&req).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(LOAD_SECS);
+    let started = Instant::now();
+    let workers = (0..CONCURRENCY).map(|_| {
+        let client = client.clone();
+        let req = req.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                client.tokenize(&req).await.unwrap();
+                n += 1;
+            }
+            n
+        })
+    });
+    let total: u64 = futures_util::future::join_all(workers)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .sum();
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+fn oha() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("LMCPP_OHA") {
+        return Some(PathBuf::from(p));
+    }
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("oha"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// `/tokenize` requests per second measured by oha at the same concurrency.
+fn oha_rps(oha: &Path, endpoint: &Endpoint) -> Option<f64> {
+    let mut cmd = Command::new(oha);
+    cmd.args(["--no-tui", "--output-format", "json"])
+        .args([
+            "-z",
+            &format!("{LOAD_SECS}s"),
+            "-c",
+            &CONCURRENCY.to_string(),
+        ])
+        .args(["-m", "POST", "-H", "content-type: application/json"])
+        .args(["-d", TOKENIZE_BODY]);
+    match endpoint {
+        Endpoint::Unix { socket } => {
+            cmd.arg("--unix-socket")
+                .arg(socket)
+                .arg("http://localhost/tokenize");
+        }
+        Endpoint::Http { host, port } => {
+            cmd.arg(format!("http://{host}:{port}/tokenize"));
+        }
+        _ => return None,
+    }
+    let out = cmd.output().ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    json["summary"]["requestsPerSec"].as_f64()
+}
+
+/// Milliseconds from spawning to a 200 `/health`, through `Server::launch`.
+async fn lmcpp_launch_ms(paths: &Paths, dir: &Path) -> f64 {
+    let started = Instant::now();
+    let server = Server::launch(options(paths, dir, TransportChoice::Unix))
+        .await
+        .unwrap();
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    server.stop().await.unwrap();
+    ms
+}
+
+/// The same with a shell loop polling `/health` every 10 ms with curl.
+fn shell_launch_ms(paths: &Paths, dir: &Path) -> f64 {
+    let sock = dir.join("shell.sock");
+    let _ = std::fs::remove_file(&sock);
+    let script = format!(
+        "start=$(date +%s%N); {bin} -m {model} -c 2048 -np 4 --host {sock} > {log} 2>&1 & pid=$!; \
+         until curl -sf --unix-socket {sock} http://x/health > /dev/null; do sleep 0.01; done; \
+         end=$(date +%s%N); kill $pid; wait $pid; echo $(( (end - start) / 1000 ))",
+        bin = paths.llama_server.display(),
+        model = paths.demo_model.display(),
+        sock = sock.display(),
+        log = dir.join("shell.log").display(),
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let micros: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0.0);
+    micros / 1e3
+}
+
+fn ttfc_request() -> CompletionRequest {
+    serde_json::from_value(serde_json::json!({
+        "prompt": "Once upon a time ".repeat(40), "n_predict": 8, "cache_prompt": false
+    }))
+    .unwrap()
+}
+
+/// Milliseconds from sending a streaming completion to its first chunk.
+async fn lmcpp_ttfc_ms(client: &Client) -> f64 {
+    let req = ttfc_request();
+    let started = Instant::now();
+    let mut stream = client.completion_stream(&req).await.unwrap();
+    stream.next().await.unwrap().unwrap();
+    started.elapsed().as_secs_f64() * 1e3
+}
+
+/// The same with `curl -N` (curl's own time to the first response byte).
+fn curl_ttfc_ms(socket: &Path) -> f64 {
+    let mut body = serde_json::to_value(ttfc_request()).unwrap();
+    body["stream"] = true.into();
+    let out = Command::new("curl")
+        .args(["-sN", "-o", "/dev/null", "-w", "%{time_starttransfer}"])
+        .arg("--unix-socket")
+        .arg(socket)
+        .args([
+            "http://x/completion",
+            "-H",
+            "content-type: application/json",
+        ])
+        .args(["-d", &body.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse::<f64>()
+        .unwrap_or(0.0)
+        * 1e3
+}
+
+async fn run() {
+    let paths = paths();
+    let dir = tempfile::tempdir().unwrap();
+    let uds = Server::launch(options(&paths, dir.path(), TransportChoice::Unix))
+        .await
+        .unwrap();
+    let tcp = Server::launch(options(
+        &paths,
+        dir.path(),
+        TransportChoice::Http(HttpPort::Auto),
+    ))
+    .await
+    .unwrap();
+
+    println!("lmcpp-server benchmarks (concurrency {CONCURRENCY}, {LOAD_SECS} s per load run)");
+    let uds_rps = client_rps(&uds.client()).await;
+    let tcp_rps = client_rps(&tcp.client()).await;
+    match oha() {
+        Some(oha) => {
+            for (name, endpoint, ours) in [
+                ("UDS", uds.endpoint(), uds_rps),
+                ("TCP", tcp.endpoint(), tcp_rps),
+            ] {
+                match oha_rps(&oha, endpoint) {
+                    Some(theirs) => println!(
+                        "/tokenize {name}: lmcpp {ours:.0} req/s, oha {theirs:.0} req/s, \
+                         ratio {:.2} (target >= 0.9)",
+                        ours / theirs
+                    ),
+                    None => println!("/tokenize {name}: lmcpp {ours:.0} req/s, oha failed"),
+                }
+            }
+        }
+        None => println!(
+            "/tokenize: lmcpp UDS {uds_rps:.0} req/s, TCP {tcp_rps:.0} req/s; \
+             oha reference missing (install it with `cargo install oha` or set LMCPP_OHA)"
+        ),
+    }
+    println!("/tokenize UDS/TCP ratio (lmcpp): {:.2}", uds_rps / tcp_rps);
+
+    let Endpoint::Unix { socket } = uds.endpoint().clone() else {
+        unreachable!("launched on a Unix socket")
+    };
+    let (mut fresh, mut pooled, mut curl) = (Vec::new(), Vec::new(), Vec::new());
+    let shared = uds.client();
+    lmcpp_ttfc_ms(&shared).await;
+    for _ in 0..TTFC_RUNS {
+        // A new client per run opens a new connection, as curl does.
+        fresh.push(lmcpp_ttfc_ms(&Client::new(uds.endpoint().clone())).await);
+        pooled.push(lmcpp_ttfc_ms(&shared).await);
+        curl.push(curl_ttfc_ms(&socket));
+    }
+    let (fresh, pooled, curl) = (median(fresh), median(pooled), median(curl));
+    println!(
+        "streaming time to first chunk (UDS, median of {TTFC_RUNS}): curl -N {curl:.2} ms, \
+         lmcpp new connection {fresh:.2} ms (ratio {:.2}), pooled {pooled:.2} ms \
+         (ratio {:.2}) (target <= 1.1)",
+        fresh / curl,
+        pooled / curl
+    );
+    uds.stop().await.unwrap();
+    tcp.stop().await.unwrap();
+
+    let mut ours = Vec::new();
+    let mut shell = Vec::new();
+    for _ in 0..LAUNCH_RUNS {
+        ours.push(lmcpp_launch_ms(&paths, dir.path()).await);
+        shell.push(shell_launch_ms(&paths, dir.path()));
+    }
+    let (ours, shell) = (median(ours), median(shell));
+    println!(
+        "launch to ready: lmcpp {ours:.1} ms, shell loop {shell:.1} ms, \
+         overhead {:.1} ms (target <= 25 ms), ratio {:.2}",
+        ours - shell,
+        ours / shell
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without
+    // it, and must not spend half a minute benchmarking.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("lmcpp-server benchmarks: run them with `cargo bench -p lmcpp-server`");
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run());
+}
