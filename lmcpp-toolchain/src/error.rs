@@ -244,8 +244,9 @@ pub enum Error {
 
     /// A file that should be GGUF does not start with the `GGUF` magic.
     #[error(
-        "{} is not a GGUF file (starts with {found:?}); check that the path points at a .gguf model",
-        path.display()
+        "{} is not a GGUF file (it starts with \"{}\", not \"GGUF\"); check that the path points at a .gguf model",
+        path.display(),
+        found.escape_ascii()
     )]
     GgufBadMagic {
         /// The file.

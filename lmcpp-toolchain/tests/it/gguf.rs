@@ -262,8 +262,9 @@ fn truncated_vocab_file_is_reported_as_truncated() {
     let bytes = std::fs::read(vocab_fixture()).unwrap();
     // Every boundary of the header, then a spread of offsets through the metadata.
     let mut cuts: Vec<usize> = (0..=24).collect();
-    cuts.extend((25..bytes.len()).step_by(997));
-    cuts.push(bytes.len() - 1);
+    // A prime step lands at varied places inside keys, types, lengths and strings.
+    cuts.extend((25..bytes.len()).step_by(7919));
+    cuts.extend(bytes.len() - 40..bytes.len());
     for cut in cuts {
         let err = read_gguf_bytes(&bytes[..cut]).unwrap_err();
         assert!(
@@ -505,4 +506,23 @@ fn mutation_fuzz_never_panics() {
     }
     // The mutations are not all harmless and not all fatal: the fuzzer explores both sides.
     assert!(outcomes[0] > 1000 && outcomes[1] > 100, "{outcomes:?}");
+}
+
+#[test]
+fn error_messages_name_the_problem_and_the_fix() {
+    let mut bytes = b"GGML\x03\x00\x00\x00".to_vec();
+    bytes.extend([0u8; 16]);
+    let msg = read_gguf_bytes(&bytes).unwrap_err().to_string();
+    assert!(msg.contains("starts with \"GGML\""), "{msg}");
+    let msg = read_gguf_bytes(&sample_bytes()[..100])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("truncated") && msg.contains("pull it again"),
+        "{msg}"
+    );
+    let msg = read_gguf(Path::new("/nonexistent/model.gguf"))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("/nonexistent/model.gguf"), "{msg}");
 }
