@@ -339,11 +339,27 @@ pub(crate) fn fields(opts: &[Opt]) -> Vec<Field> {
 }
 
 fn doc_escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
+    let escaped = s
+        .replace('\\', "\\\\")
         .replace('[', "\\[")
         .replace(']', "\\]")
         .replace('<', "\\<")
-        .replace('>', "\\>")
+        .replace('>', "\\>");
+    // Bare URLs become autolinks so rustdoc renders them (and does not warn).
+    let mut out = String::with_capacity(escaped.len());
+    let mut rest = escaped.as_str();
+    while let Some(i) = rest.find("https://").or_else(|| rest.find("http://")) {
+        out.push_str(&rest[..i]);
+        let url_len = rest[i..]
+            .find(|c: char| c.is_whitespace() || c == ')' || c == '\\')
+            .unwrap_or(rest.len() - i);
+        out.push('<');
+        out.push_str(&rest[i..i + url_len]);
+        out.push('>');
+        rest = &rest[i + url_len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn render(opts: &[Opt]) -> String {

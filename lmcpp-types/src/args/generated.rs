@@ -51,7 +51,7 @@ pub struct ServerArgs {
     pub ubatch_size: Option<i64>,
     #[doc = "`--keep` `N`: number of tokens to keep from the initial prompt (default: 0, -1 = all)"]
     pub keep: Option<i64>,
-    #[doc = "`--swa-full`: use full-size SWA cache (default: false) \\[(more info)\\](https://github.com/ggml-org/llama.cpp/pull/13194#issuecomment-2868343055) (env `LLAMA_ARG_SWA_FULL`)"]
+    #[doc = "`--swa-full`: use full-size SWA cache (default: false) \\[(more info)\\](<https://github.com/ggml-org/llama.cpp/pull/13194#issuecomment-2868343055>) (env `LLAMA_ARG_SWA_FULL`)"]
     pub swa_full: bool,
     #[doc = "`-fa`, `--flash-attn` `[on|off|auto]`: set Flash Attention use ('on', 'off', or 'auto', default: 'auto') (env `LLAMA_ARG_FLASH_ATTN`)"]
     pub flash_attn: Option<String>,
@@ -95,7 +95,7 @@ pub struct ServerArgs {
     pub load_mode: Option<String>,
     #[doc = "`-lzm`, `--lazy-mode` `MODE`: on-demand reading of certain tensors, for example per-layer embeddings (default: auto) - on: read the rows of such tensors from disk on demand instead of keeping them resident (requires mmap) - auto: on, but only for tensors larger than 4 GiB - off: always keep them resident (env `LLAMA_ARG_LAZY_MODE`)"]
     pub lazy_mode: Option<String>,
-    #[doc = "`--numa` `TYPE`: attempt optimizations that help on some NUMA systems - distribute: spread execution evenly over all nodes - isolate: only spawn threads on CPUs on the node that execution started on - numactl: use the CPU map provided by numactl if run without this previously, it is recommended to drop the system page cache before using this see https://github.com/ggml-org/llama.cpp/issues/1437 (env `LLAMA_ARG_NUMA`)"]
+    #[doc = "`--numa` `TYPE`: attempt optimizations that help on some NUMA systems - distribute: spread execution evenly over all nodes - isolate: only spawn threads on CPUs on the node that execution started on - numactl: use the CPU map provided by numactl if run without this previously, it is recommended to drop the system page cache before using this see <https://github.com/ggml-org/llama.cpp/issues/1437> (env `LLAMA_ARG_NUMA`)"]
     pub numa: Option<String>,
     #[doc = "`-dev`, `--device` `<dev1,dev2,..>`: comma-separated list of devices to use for offloading (none = don't offload) use --list-devices to see a list of available devices (env `LLAMA_ARG_DEVICE`) Rendered comma-separated."]
     pub device: Vec<String>,
@@ -215,7 +215,7 @@ pub struct ServerArgs {
     pub dry_penalty_last_n: Option<i64>,
     #[doc = "`--dry-sequence-breaker` `STRING`: add sequence breaker for DRY sampling, clearing out default breakers ('\\\\n', ':', '\"', '*') in the process; use \"none\" to not use any sequence breakers"]
     pub dry_sequence_breaker: Option<String>,
-    #[doc = "`--adaptive-target` `N`: adaptive-p: select tokens near this probability (valid range 0.0 to 1.0; negative = disabled) (default: -1.00) \\[(more info)\\](https://github.com/ggml-org/llama.cpp/pull/17927)"]
+    #[doc = "`--adaptive-target` `N`: adaptive-p: select tokens near this probability (valid range 0.0 to 1.0; negative = disabled) (default: -1.00) \\[(more info)\\](<https://github.com/ggml-org/llama.cpp/pull/17927>)"]
     pub adaptive_target: Option<f64>,
     #[doc = "`--adaptive-decay` `N`: adaptive-p: decay rate for target adaptation over time. lower values are more reactive, higher values are more stable. (valid range 0.0 to 0.99) (default: 0.90)"]
     pub adaptive_decay: Option<f64>,
@@ -235,9 +235,9 @@ pub struct ServerArgs {
     pub grammar: Option<String>,
     #[doc = "`--grammar-file` `FNAME`: file to read grammar from"]
     pub grammar_file: Option<PathBuf>,
-    #[doc = "`-j`, `--json-schema` `SCHEMA`: JSON schema to constrain generations (https://json-schema.org/), e.g. `{\"type\": \"object\"}` for any JSON object"]
+    #[doc = "`-j`, `--json-schema` `SCHEMA`: JSON schema to constrain generations (<https://json-schema.org/>), e.g. `{\"type\": \"object\"}` for any JSON object"]
     pub json_schema: Option<String>,
-    #[doc = "`-jf`, `--json-schema-file` `FILE`: File containing a JSON schema to constrain generations (https://json-schema.org/), e.g. `{\"type\": \"object\"}` for any JSON object"]
+    #[doc = "`-jf`, `--json-schema-file` `FILE`: File containing a JSON schema to constrain generations (<https://json-schema.org/>), e.g. `{\"type\": \"object\"}` for any JSON object"]
     pub json_schema_file: Option<PathBuf>,
     #[doc = "`-bs`, `--backend-sampling`: enable backend sampling (experimental) (default: disabled) (env `LLAMA_ARG_BACKEND_SAMPLING`)"]
     pub backend_sampling: bool,
@@ -333,11 +333,11 @@ pub struct ServerArgs {
     pub lookup_cache_dynamic: Option<PathBuf>,
     #[doc = "`--kv-unified-per-slot` `N`: context limit per parallel slot (default: unset, behavior unchanged). when set without -c/--ctx-size, the shared KV pool is sized to n_parallel*N (env `LLAMA_ARG_KV_UNIFIED_PER_SLOT`)"]
     pub kv_unified_per_slot: Option<i64>,
-    #[doc = "`-ctxcp`, `--ctx-checkpoints`, `--swa-checkpoints` `N`: max number of context checkpoints to create per slot (default: 32)\\[(more info)\\](https://github.com/ggml-org/llama.cpp/pull/15293) (env `LLAMA_ARG_CTX_CHECKPOINTS`)"]
+    #[doc = "`-ctxcp`, `--ctx-checkpoints`, `--swa-checkpoints` `N`: max number of context checkpoints to create per slot (default: 32)\\[(more info)\\](<https://github.com/ggml-org/llama.cpp/pull/15293>) (env `LLAMA_ARG_CTX_CHECKPOINTS`)"]
     pub ctx_checkpoints: Option<i64>,
     #[doc = "`-cms`, `--checkpoint-min-step` `N`: minimum spacing between context checkpoints in tokens (default: 8192, 0 = no minimum) (env `LLAMA_ARG_CHECKPOINT_MIN_SPACING_NT`)"]
     pub checkpoint_min_step: Option<i64>,
-    #[doc = "`-cram`, `--cache-ram` `N`: set the maximum cache size in MiB (default: 8192, -1 - no limit, 0 - disable)\\[(more info)\\](https://github.com/ggml-org/llama.cpp/pull/16391) (env `LLAMA_ARG_CACHE_RAM`)"]
+    #[doc = "`-cram`, `--cache-ram` `N`: set the maximum cache size in MiB (default: 8192, -1 - no limit, 0 - disable)\\[(more info)\\](<https://github.com/ggml-org/llama.cpp/pull/16391>) (env `LLAMA_ARG_CACHE_RAM`)"]
     pub cache_ram: Option<i64>,
     #[doc = "`-kvu`, `--kv-unified`, `-no-kvu`, `--no-kv-unified`: use single unified KV buffer shared across all sequences (default: enabled if number of slots is auto) (env `LLAMA_ARG_KV_UNIFIED`)"]
     pub kv_unified: Option<bool>,
@@ -445,7 +445,7 @@ pub struct ServerArgs {
     pub threads_http: Option<i64>,
     #[doc = "`--cache-prompt`, `--no-cache-prompt`: whether to enable prompt caching (default: enabled) (env `LLAMA_ARG_CACHE_PROMPT`)"]
     pub cache_prompt: Option<bool>,
-    #[doc = "`--cache-reuse` `N`: min chunk size to attempt reusing from the cache via KV shifting, requires prompt caching to be enabled (default: 0) \\[(card)\\](https://ggml.ai/f0.png) (env `LLAMA_ARG_CACHE_REUSE`)"]
+    #[doc = "`--cache-reuse` `N`: min chunk size to attempt reusing from the cache via KV shifting, requires prompt caching to be enabled (default: 0) \\[(card)\\](<https://ggml.ai/f0.png>) (env `LLAMA_ARG_CACHE_REUSE`)"]
     pub cache_reuse: Option<i64>,
     #[doc = "`--metrics`: enable prometheus compatible metrics endpoint (default: disabled) (env `LLAMA_ARG_ENDPOINT_METRICS`)"]
     pub metrics: bool,
@@ -477,7 +477,7 @@ pub struct ServerArgs {
     pub reasoning_budget: Option<i64>,
     #[doc = "`--reasoning-budget-message` `MESSAGE`: message injected before the end-of-thinking tag when reasoning budget is exhausted (default: none) (env `LLAMA_ARG_THINK_BUDGET_MESSAGE`)"]
     pub reasoning_budget_message: Option<String>,
-    #[doc = "`--reasoning-preserve`, `--no-reasoning-preserve`: preserve reasoning trace in the full history, not just the last assistant message (default: enabled) compatible with certain templates having 'supports_preserve_reasoning' capability example: https://docs.z.ai/guides/capabilities/thinking-mode#preserved-thinking (env `LLAMA_ARG_REASONING_PRESERVE`)"]
+    #[doc = "`--reasoning-preserve`, `--no-reasoning-preserve`: preserve reasoning trace in the full history, not just the last assistant message (default: enabled) compatible with certain templates having 'supports_preserve_reasoning' capability example: <https://docs.z.ai/guides/capabilities/thinking-mode#preserved-thinking> (env `LLAMA_ARG_REASONING_PRESERVE`)"]
     pub reasoning_preserve: Option<bool>,
     #[doc = "`--chat-template` `JINJA_TEMPLATE`: set custom jinja chat template (default: template taken from model's metadata) if suffix/prefix are specified, template will be disabled only commonly used templates are accepted (unless --jinja is set before this flag): list of built-in templates: bailing, bailing-think, bailing2, chatglm3, chatglm4, chatml, command-r, deepseek, deepseek-ocr, deepseek2, deepseek3, exaone-moe, exaone3, exaone4, falcon3, gemma, gigachat, glmedge, gpt-oss, granite, granite-4.0, granite-4.1, grok-2, hunyuan-dense, hunyuan-moe, hunyuan-vl, kimi-k2, llama2, llama2-sys, llama2-sys-bos, llama2-sys-strip, llama3, llama4, megrez, minicpm, mistral-v1, mistral-v3, mistral-v3-tekken, mistral-v7, mistral-v7-tekken, monarch, openchat, orion, pangu-embedded, phi3, phi4, rwkv-world, seed_oss, smolvlm, solar-open, vicuna, vicuna-orca, yandex, zephyr (env `LLAMA_ARG_CHAT_TEMPLATE`)"]
     pub chat_template: Option<String>,
