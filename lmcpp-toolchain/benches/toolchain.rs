@@ -1,2 +1,167 @@
-//! x
-fn main() {}
+//! Benchmarks reported as ratios against a reference measured in the same run:
+//! a warm `ensure()` against a bare `stat` of the published binary, and downloader
+//! throughput (hashing in the same pass) against `curl` fetching the same loopback file.
+//!
+//! Run with `cargo bench -p lmcpp-toolchain --bench toolchain`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    missing_docs
+)]
+
+#[path = "../tests/it/server.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod server;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use lmcpp_toolchain::backend::Probes;
+use lmcpp_toolchain::{
+    Backend, DownloadOptions, DownloadSpec, Downloader, LlamaVersion, Mode, Source, Toolchain,
+    ToolchainRequest, no_progress,
+};
+use server::{Route, TestServer};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+fn fake_release(top: &str) -> Vec<u8> {
+    let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut b = tar::Builder::new(enc);
+    for name in ["llama-server", "rpc-server"] {
+        let body = b"#!/bin/sh\necho 'version: 1 (fake)'\n";
+        let mut h = tar::Header::new_gnu();
+        h.set_path(format!("{top}/{name}")).unwrap();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append(&h, &body[..]).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+async fn warm_ensure(rounds: usize) {
+    let server = TestServer::start().await;
+    let tag = "b1";
+    let asset = lmcpp_toolchain::plan::prebuilt_assets(
+        tag,
+        std::env::consts::OS,
+        std::env::consts::ARCH,
+        Backend::Cpu,
+        "12.4",
+    )
+    .unwrap()
+    .remove(0);
+    let top = asset.trim_end_matches(".tar.gz").trim_end_matches(".zip");
+    server.route(
+        &format!("/r/releases/download/{tag}/{asset}"),
+        Route::file(fake_release(top)),
+    );
+    let root = tempfile::tempdir().unwrap();
+    let tc = Toolchain::new(Some(root.path()))
+        .unwrap()
+        .with_probes(Probes::default());
+    let req = ToolchainRequest {
+        version: LlamaVersion::tag(tag),
+        sources: vec![Source::GithubRelease],
+        backend: Backend::Cpu,
+        mode: Mode::InstallOnly,
+        github_repo: server.url("/r"),
+        ..ToolchainRequest::default()
+    };
+    let installed = tc.ensure(&req, &no_progress()).await.unwrap();
+    let p = no_progress();
+    let mut ensure = Vec::with_capacity(rounds);
+    let mut stat = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        std::hint::black_box(tc.ensure(&req, &p).await.unwrap());
+        ensure.push(t.elapsed());
+        let t = Instant::now();
+        std::hint::black_box(std::fs::metadata(&installed.llama_server).unwrap());
+        stat.push(t.elapsed());
+    }
+    let (e, s) = (median(ensure), median(stat));
+    println!(
+        "warm ensure: {:>9.1} us   bare stat: {:>7.1} us   ratio ensure/stat: {:.1}x   (target: ensure < 5 ms)",
+        e.as_secs_f64() * 1e6,
+        s.as_secs_f64() * 1e6,
+        e.as_secs_f64() / s.as_secs_f64().max(1e-9)
+    );
+}
+
+async fn throughput(size: usize, rounds: usize) {
+    let server = TestServer::start().await;
+    let mut x: u64 = 88172645463325252;
+    let body: Vec<u8> = (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    server.route("/blob", Route::file(body).etag("b").chunk(256 * 1024));
+    let dir = tempfile::tempdir().unwrap();
+    let dl = Downloader::new(DownloadOptions::default()).unwrap();
+    let mut ours = Vec::new();
+    let mut curl = Vec::new();
+    for i in 0..rounds {
+        let dest = dir.path().join(format!("ours-{i}"));
+        let t = Instant::now();
+        dl.fetch(
+            &DownloadSpec::new(server.url("/blob"), &dest),
+            &no_progress(),
+        )
+        .await
+        .unwrap();
+        ours.push(t.elapsed());
+        std::fs::remove_file(&dest).unwrap();
+
+        let dest = dir.path().join(format!("curl-{i}"));
+        let url = server.url("/blob");
+        let t = Instant::now();
+        let status = tokio::process::Command::new("curl")
+            .args(["-s", "-f", "-o"])
+            .arg(&dest)
+            .arg(&url)
+            .status()
+            .await
+            .expect("curl on PATH");
+        curl.push(t.elapsed());
+        assert!(status.success());
+        std::fs::remove_file(&dest).unwrap();
+    }
+    let mb = size as f64 / (1024.0 * 1024.0);
+    let (o, c) = (median(ours), median(curl));
+    println!(
+        "download {mb:.0} MiB: lmcpp {:>7.1} MiB/s (sha-256 in the same pass)   curl {:>7.1} MiB/s   ratio lmcpp/curl: {:.2}   (target >= 0.9)",
+        mb / o.as_secs_f64(),
+        mb / c.as_secs_f64(),
+        c.as_secs_f64() / o.as_secs_f64()
+    );
+}
+
+fn main() {
+    // `cargo test --benches` runs this binary with `--bench` absent; keep that quick.
+    let full = std::env::args().any(|a| a == "--bench");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (rounds, size, dl_rounds) = if full {
+        (500, 256 << 20, 5)
+    } else {
+        (20, 8 << 20, 1)
+    };
+    rt.block_on(async {
+        warm_ensure(rounds).await;
+        throughput(size, dl_rounds).await;
+    });
+    let _ = std::io::stdout().flush();
+}

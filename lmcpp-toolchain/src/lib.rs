@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod backend;
+pub mod build_script;
 pub mod cache;
 pub mod cmake;
 pub mod download;
@@ -27,5 +28,5 @@ pub use lock::{LockGuard, lock_exclusive};
 pub use manage::{EntryInfo, RequestStatus};
 pub use plan::{Plan, plan};
 pub use progress::{NoProgress, Progress, ProgressEvent, SharedProgress, no_progress};
-pub use recipe::{EntryState, EntryStatus, Installed, Toolchain};
+pub use recipe::{BuildDriver, EntryState, EntryStatus, Installed, Toolchain};
 pub use request::{Features, LlamaVersion, Mode, Source, ToolchainRequest};

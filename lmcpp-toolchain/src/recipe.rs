@@ -185,6 +185,17 @@ struct Outcome {
     cmake_args: Vec<String>,
 }
 
+/// How a source tree is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BuildDriver {
+    /// The cmake command line, with output streamed to `build.log` and progress events.
+    #[default]
+    CmakeCli,
+    /// The `cmake` crate, for use inside a downstream crate's `build.rs` (see
+    /// [`crate::build_script`]); output goes to cargo's build-script log.
+    CmakeCrate,
+}
+
 /// The entry point: installs, builds and manages cached `llama-server` toolchains.
 #[derive(Debug, Clone)]
 pub struct Toolchain {
@@ -193,6 +204,7 @@ pub struct Toolchain {
     pub(crate) lock_timeout: Duration,
     pub(crate) fail_limit: u32,
     probes: Option<Probes>,
+    driver: BuildDriver,
 }
 
 impl Toolchain {
@@ -205,7 +217,14 @@ impl Toolchain {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             fail_limit: DEFAULT_FAIL_LIMIT,
             probes: None,
+            driver: BuildDriver::CmakeCli,
         })
+    }
+
+    /// Chooses how source trees are built.
+    pub fn with_build_driver(mut self, driver: BuildDriver) -> Self {
+        self.driver = driver;
+        self
     }
 
     /// Uses this downloader (e.g. with other timeouts or retries).
@@ -566,16 +585,28 @@ impl Toolchain {
         let log = entry.join(BUILD_LOG);
         std::fs::write(&log, b"").ctx("create", &log)?;
         let build_dir = scratch.join("build");
-        cmake::configure_and_build(
-            &cmake,
-            tree,
-            &build_dir,
-            &plan.cmake_args,
-            &plan.build_targets,
-            &log,
-            progress,
-        )
-        .await?;
+        match self.driver {
+            BuildDriver::CmakeCli => {
+                cmake::configure_and_build(
+                    &cmake,
+                    tree,
+                    &build_dir,
+                    &plan.cmake_args,
+                    &plan.build_targets,
+                    &log,
+                    progress,
+                )
+                .await?;
+            }
+            BuildDriver::CmakeCrate => {
+                let (tree, out, plan) = (tree.to_path_buf(), scratch.to_path_buf(), plan.clone());
+                tokio::task::spawn_blocking(move || {
+                    crate::build_script::build_with_cmake_crate(&cmake, &tree, &out, &plan)
+                })
+                .await
+                .map_err(crate::error::join_error)??;
+            }
+        }
         let bin = scratch.join("bin");
         std::fs::create_dir_all(&bin).ctx("create directory", &bin)?;
         for artefact in &plan.artefacts {
