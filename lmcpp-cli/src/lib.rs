@@ -1,5 +1,33 @@
 //! The lmcpp facade: re-exports the three library crates and a small high-level API.
+//!
+//! Depend on this one crate to get everything:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), lmcpp::Error> {
+//! use lmcpp::types::native::completion::CompletionRequest;
+//!
+//! // Ensures llama-server (installed or built, cached), the model, and a supervised server
+//! // on a private Unix socket; the server stops when `running` is dropped.
+//! let running = lmcpp::Lmcpp::builder().model("demo").start().await?;
+//! let answer = running
+//!     .client()
+//!     .completion(&CompletionRequest::new("Once upon a time").n_predict(16))
+//!     .await?;
+//! println!("{}", answer.content);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The modules [`types`], [`toolchain`] and [`server`] are the underlying crates
+//! (`lmcpp-types`, `lmcpp-toolchain`, `lmcpp-server`) for everything the builder does not
+//! cover.
 
+mod facade;
+
+pub use facade::{
+    DEFAULT_MODEL, DEMO_MODEL, Error, Lmcpp, LmcppBuilder, ModelResolution, Running,
+    ensure_demo_model, resolve_model,
+};
 pub use lmcpp_server as server;
 pub use lmcpp_toolchain as toolchain;
 pub use lmcpp_types as types;

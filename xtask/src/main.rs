@@ -1,21 +1,29 @@
 //! `cargo xtask`: the build matrix, code generation and checks for this workspace.
 
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod codegen;
 mod fixtures;
+mod prepare;
 mod schemas;
+mod test;
 
 use anyhow::{Result, bail};
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let Some(cmd) = args.next() else {
-        bail!("usage: cargo xtask <codegen|schemas> [--check]");
+        bail!("usage: cargo xtask <prepare|test|codegen|schemas|fixtures> [args]");
     };
     let rest: Vec<String> = args.collect();
     match cmd.as_str() {
         "codegen" => codegen::run(&rest),
         "schemas" => schemas::run(&rest),
         "fixtures" => fixtures::run(&rest),
-        other => bail!("unknown xtask command `{other}`; try: codegen, schemas"),
+        "prepare" => prepare::run(&rest),
+        "test" => test::run(&rest),
+        other => {
+            bail!("unknown xtask command `{other}`; try: prepare, test, codegen, schemas, fixtures")
+        }
     }
 }

@@ -1,0 +1,327 @@
+//! The `lmcpp` command line: argument definitions only.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// lmcpp: a supervised local llama-server and a typed client, with nothing to set up by hand.
+#[derive(Debug, Parser)]
+#[command(name = "lmcpp", version, about, long_about = None)]
+pub(crate) struct Cli {
+    /// Cache root for toolchains and models (default: $LMCPP_HOME, else the platform data dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(crate) home: Option<PathBuf>,
+    /// Runtime directory for server state files, sockets and logs
+    /// (default: $XDG_RUNTIME_DIR/lmcpp, else a private directory under /tmp).
+    #[arg(long, global = true, value_name = "DIR", env = "LMCPP_RUNTIME_DIR")]
+    pub(crate) runtime_dir: Option<PathBuf>,
+    /// Print machine-readable JSON where a command lists or reports.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// No progress output.
+    #[arg(long, short, global = true)]
+    pub(crate) quiet: bool,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Install, build and manage llama-server toolchains.
+    #[command(subcommand)]
+    Toolchain(ToolchainCmd),
+    /// Fetch, list, verify and inspect GGUF models.
+    #[command(subcommand)]
+    Model(ModelCmd),
+    /// Start a llama-server with a model (foreground, or --detach).
+    Serve(ServeArgs),
+    /// List servers started by lmcpp.
+    Ps,
+    /// Stop a server started by lmcpp (never any other process).
+    Stop(StopArgs),
+    /// Show a server's log.
+    Logs(LogsArgs),
+    /// Complete a prompt.
+    Complete(CompleteArgs),
+    /// Chat interactively (streamed; `/exit` or end of input to leave).
+    Chat(ChatArgs),
+    /// Compute embeddings for texts.
+    Embed(EmbedArgs),
+    /// Tokenize text.
+    Tokenize(TokenizeArgs),
+    /// Turn token ids back into text.
+    Detokenize(DetokenizeArgs),
+    /// Show the server's properties.
+    Props(TargetArgs),
+    /// Check the server's health.
+    Health(TargetArgs),
+    /// Show the server's Prometheus metrics.
+    Metrics(TargetArgs),
+    /// The one-shot main job: ensure toolchain and model, start a server, stream the answer.
+    Run(RunArgs),
+    /// Print JSON Schemas of the request and response types.
+    Schema(SchemaArgs),
+}
+
+/// Which llama-server build to use.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ToolchainOpts {
+    /// llama.cpp version pin (default: the pinned version of this release).
+    #[arg(long = "llama-version", value_name = "VERSION")]
+    pub(crate) version: Option<String>,
+    /// Backend.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub(crate) backend: BackendArg,
+    /// Install prebuilt only, build from source only, or either.
+    #[arg(long, value_enum, default_value_t = ModeArg::BuildOrInstall)]
+    pub(crate) mode: ModeArg,
+    /// Where the source comes from: a directory, an archive path, or a URL
+    /// (default: GitHub, then the PyPI sdist).
+    #[arg(long, value_name = "DIR|ARCHIVE|URL")]
+    pub(crate) source: Option<String>,
+    /// Extra CMake argument (repeatable), e.g. --cmake-arg=-DGGML_NATIVE=OFF.
+    #[arg(long = "cmake-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub(crate) cmake_args: Vec<String>,
+    /// Do not build rpc-server (the distributed backend) alongside llama-server.
+    #[arg(long)]
+    pub(crate) no_rpc: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BackendArg {
+    Auto,
+    Cpu,
+    Cuda,
+    Metal,
+    Vulkan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ModeArg {
+    InstallOnly,
+    BuildOnly,
+    BuildOrInstall,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ToolchainCmd {
+    /// Ensure a llama-server is installed (prebuilt or built, per --mode).
+    Install(ToolchainOpts),
+    /// Build llama-server from source (same as install --mode build-only).
+    Build(ToolchainOpts),
+    /// List cached toolchains.
+    List,
+    /// Show the state of the toolchain a request maps to.
+    Status(ToolchainOpts),
+    /// Remove the toolchain a request maps to (only that one).
+    Remove(ToolchainOpts),
+    /// Remove failed and partial toolchain entries.
+    Prune,
+    /// Print the path of the llama-server binary (cache only; never builds).
+    Path(ToolchainOpts),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ModelCmd {
+    /// Fetch a model into the cache and verify it.
+    Pull(PullArgs),
+    /// List cached models.
+    List,
+    /// Remove a cached model.
+    Rm {
+        /// Model source or sha256 as shown by `lmcpp model list`.
+        model: String,
+    },
+    /// Re-hash cached models and report any that do not match.
+    Verify {
+        /// Only this model (default: all).
+        model: Option<String>,
+    },
+    /// Show what a GGUF file is: architecture, sizes, tokenizer, chat template.
+    Inspect {
+        /// A path, or a model source that is already cached.
+        model: String,
+    },
+    /// Write the generated tiny demo model (random weights, real vocabulary).
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PullArgs {
+    /// `path`, `https://…/x.gguf`, or Hugging Face `owner/repo[:file|:quant][@revision]`.
+    pub(crate) model: String,
+    /// Expected SHA-256 of the file.
+    #[arg(long)]
+    pub(crate) sha256: Option<String>,
+    /// Never touch the network; fail if the model is not cached.
+    #[arg(long)]
+    pub(crate) cache_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Where to write the model (default: the model cache).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) out: Option<PathBuf>,
+    /// Seed for the random weights.
+    #[arg(long, default_value_t = 42)]
+    pub(crate) seed: u64,
+    #[command(flatten)]
+    pub(crate) toolchain: ToolchainOpts,
+}
+
+/// How to reach a server: an existing one, or one started on the fly for a model.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TargetArgs {
+    /// Id of a running server (see `lmcpp ps`); default: the only one running.
+    #[arg(long, value_name = "ID", conflicts_with = "model")]
+    pub(crate) server: Option<String>,
+    /// Start a server for this model just for this command.
+    #[arg(long, value_name = "MODEL")]
+    pub(crate) model: Option<String>,
+    /// Talk to any llama-server at this URL (http://host:port) or socket path.
+    #[arg(long, value_name = "URL|SOCKET", conflicts_with_all = ["server", "model"])]
+    pub(crate) url: Option<String>,
+    /// API key for the server (read from the environment only).
+    #[arg(long, env = "LLAMA_API_KEY", hide_env_values = true, hide = true)]
+    pub(crate) api_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Model: path, URL, or Hugging Face `owner/repo[:file|:quant]`; `demo` for the demo model.
+    #[arg(long, short)]
+    pub(crate) model: String,
+    /// Listen on HTTP (127.0.0.1) instead of a Unix socket.
+    #[arg(long)]
+    pub(crate) http: bool,
+    /// Port for --http (default: a free one).
+    #[arg(long, requires = "http")]
+    pub(crate) port: Option<u16>,
+    /// Keep running after this command exits.
+    #[arg(long)]
+    pub(crate) detach: bool,
+    /// rpc-server workers to offload to, as host:port,host:port.
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
+    pub(crate) rpc: Vec<String>,
+    /// Seconds to wait for the server to become ready.
+    #[arg(long, default_value_t = 120)]
+    pub(crate) ready_timeout: u64,
+    #[command(flatten)]
+    pub(crate) toolchain: ToolchainOpts,
+    /// Extra llama-server flags, after `--`.
+    #[arg(last = true, value_name = "LLAMA_SERVER_ARGS")]
+    pub(crate) extra: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StopArgs {
+    /// Server id (see `lmcpp ps`).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub(crate) id: Option<String>,
+    /// Stop every server this tool started (never other processes).
+    #[arg(long)]
+    pub(crate) all: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LogsArgs {
+    /// Server id (see `lmcpp ps`).
+    pub(crate) id: String,
+    /// Keep printing new lines as they are written.
+    #[arg(long, short)]
+    pub(crate) follow: bool,
+    /// How many lines from the end.
+    #[arg(long, short = 'n', default_value_t = 50)]
+    pub(crate) lines: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GenOpts {
+    /// Tokens to generate (-1: until the model stops).
+    #[arg(
+        long,
+        short = 'n',
+        default_value_t = 128,
+        allow_negative_numbers = true
+    )]
+    pub(crate) n_predict: i32,
+    /// Sampling temperature.
+    #[arg(long)]
+    pub(crate) temperature: Option<f32>,
+    /// Sampling seed.
+    #[arg(long)]
+    pub(crate) seed: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompleteArgs {
+    /// The prompt.
+    pub(crate) prompt: String,
+    /// Print tokens as they are generated.
+    #[arg(long)]
+    pub(crate) stream: bool,
+    #[command(flatten)]
+    pub(crate) gen_opts: GenOpts,
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChatArgs {
+    /// A system prompt.
+    #[arg(long)]
+    pub(crate) system: Option<String>,
+    #[command(flatten)]
+    pub(crate) gen_opts: GenOpts,
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EmbedArgs {
+    /// Texts to embed.
+    #[arg(required = true)]
+    pub(crate) texts: Vec<String>,
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenizeArgs {
+    /// Text to tokenize.
+    pub(crate) text: String,
+    /// Also show each token's text piece.
+    #[arg(long)]
+    pub(crate) pieces: bool,
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DetokenizeArgs {
+    /// Token ids.
+    #[arg(required = true)]
+    pub(crate) tokens: Vec<i32>,
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The prompt.
+    pub(crate) prompt: String,
+    /// Model (default: a small instruct model from Hugging Face; offline, the demo model).
+    #[arg(long, short)]
+    pub(crate) model: Option<String>,
+    #[command(flatten)]
+    pub(crate) gen_opts: GenOpts,
+    #[command(flatten)]
+    pub(crate) toolchain: ToolchainOpts,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SchemaArgs {
+    /// Type name (default: list the names).
+    pub(crate) name: Option<String>,
+}

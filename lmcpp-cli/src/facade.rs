@@ -1,0 +1,317 @@
+//! The high-level API: toolchain + model + supervised server + typed client in one call.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lmcpp_server::{Client, LaunchOptions, Server, TransportChoice};
+use lmcpp_toolchain::demo::{DemoOptions, write_demo_model};
+use lmcpp_toolchain::models::{ModelStore, ModelStoreOptions, PullOptions};
+use lmcpp_toolchain::{
+    Backend, CacheLayout, Installed, ProgressEvent, SharedProgress, Toolchain, ToolchainRequest,
+    no_progress,
+};
+use lmcpp_types::args::ServerArgs;
+
+/// The model name that selects the generated demo model.
+pub const DEMO_MODEL: &str = "demo";
+
+/// The model `lmcpp run` uses when none is given: a small real instruct model. Its SHA-256
+/// is the one Hugging Face reports for the file (checked while downloading).
+pub const DEFAULT_MODEL: &str = "Qwen/Qwen2.5-0.5B-Instruct-GGUF:qwen2.5-0.5b-instruct-q4_k_m.gguf";
+
+/// The vocabulary file (inside the llama.cpp source tree) the demo model takes its
+/// tokenizer from.
+const DEMO_VOCAB: &str = "models/ggml-vocab-llama-spm.gguf";
+
+/// Errors of the high-level API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Installing or building llama-server, or fetching a model, failed.
+    #[error(transparent)]
+    Toolchain(#[from] lmcpp_toolchain::Error),
+    /// Starting or talking to the server failed.
+    #[error(transparent)]
+    Server(#[from] lmcpp_server::Error),
+    /// The demo model needs the llama.cpp source tree for its vocabulary.
+    #[error(
+        "the demo model needs a llama.cpp source tree for its vocabulary, but toolchain {fingerprint} \
+         was installed from prebuilt binaries; build one with `lmcpp toolchain build` or pass a model"
+    )]
+    NoSourceTree {
+        /// The toolchain entry that has no source tree.
+        fingerprint: String,
+    },
+}
+
+/// How a model reference was resolved.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ModelResolution {
+    /// The GGUF file to load.
+    pub path: PathBuf,
+    /// A one-line notice for the user when a fallback was taken.
+    pub notice: Option<String>,
+}
+
+/// Entry point of the high-level API.
+#[derive(Debug)]
+pub struct Lmcpp;
+
+impl Lmcpp {
+    /// A builder with defaults: the pinned llama.cpp, backend `auto`, the demo model
+    /// unless [`LmcppBuilder::model`] is called, a Unix socket.
+    pub fn builder() -> LmcppBuilder {
+        LmcppBuilder::default()
+    }
+}
+
+/// Configures and starts a supervised server. See [`Lmcpp::builder`].
+pub struct LmcppBuilder {
+    home: Option<PathBuf>,
+    model: String,
+    request: ToolchainRequest,
+    transport: TransportChoice,
+    args: ServerArgs,
+    runtime_dir: Option<PathBuf>,
+    ready_timeout: Duration,
+    progress: SharedProgress,
+    detached: bool,
+}
+
+impl std::fmt::Debug for LmcppBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LmcppBuilder")
+            .field("home", &self.home)
+            .field("model", &self.model)
+            .field("request", &self.request)
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for LmcppBuilder {
+    fn default() -> Self {
+        Self {
+            home: None,
+            model: DEMO_MODEL.to_owned(),
+            request: ToolchainRequest::default(),
+            transport: TransportChoice::Unix,
+            args: ServerArgs::default(),
+            runtime_dir: None,
+            ready_timeout: Duration::from_secs(120),
+            progress: no_progress(),
+            detached: false,
+        }
+    }
+}
+
+impl LmcppBuilder {
+    /// The model: a path, a URL, Hugging Face `owner/repo[:file|:quant][@revision]`, or
+    /// [`DEMO_MODEL`].
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.model = model.into();
+        self
+    }
+
+    /// The backend to install or build for (default `auto`).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.request.backend = backend;
+        self
+    }
+
+    /// The whole toolchain request (version, mode, sources, CMake args, features).
+    pub fn toolchain_request(mut self, request: ToolchainRequest) -> Self {
+        self.request = request;
+        self
+    }
+
+    /// Cache root for toolchains and models (default `$LMCPP_HOME`, else the data dir).
+    pub fn home(mut self, home: impl Into<PathBuf>) -> Self {
+        self.home = Some(home.into());
+        self
+    }
+
+    /// Runtime dir for state files, sockets and logs.
+    pub fn runtime_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.runtime_dir = Some(dir.into());
+        self
+    }
+
+    /// Unix socket (default) or HTTP on 127.0.0.1.
+    pub fn transport(mut self, transport: TransportChoice) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Extra server arguments (model, host and port are set by lmcpp).
+    pub fn args(mut self, args: ServerArgs) -> Self {
+        self.args = args;
+        self
+    }
+
+    /// How long to wait for the server to load the model (default 120 s).
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// Where progress goes (default: nowhere).
+    pub fn progress(mut self, progress: SharedProgress) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// Start the server so that it outlives this process (call [`Server::detach`] on it).
+    pub fn detached(mut self, detached: bool) -> Self {
+        self.detached = detached;
+        self
+    }
+
+    /// Ensures the toolchain and the model, starts the server and waits until it is ready.
+    pub async fn start(self) -> Result<Running, Error> {
+        let toolchain = Toolchain::new(self.home.as_deref())?;
+        let installed = toolchain.ensure(&self.request, &self.progress).await?;
+        let store = ModelStore::with_progress(
+            ModelStoreOptions {
+                cache_root: self.home.clone(),
+                ..ModelStoreOptions::from_env()
+            },
+            self.progress.clone(),
+        )?;
+        let model = resolve_model(
+            Some(&self.model),
+            &store,
+            toolchain.layout(),
+            &installed,
+            &self.progress,
+        )
+        .await?;
+        let mut opts = LaunchOptions::new(&installed.llama_server, &model.path);
+        opts.args = self.args;
+        opts.transport = self.transport;
+        opts.runtime_dir = self.runtime_dir;
+        opts.ready_timeout = self.ready_timeout;
+        opts.detached = self.detached;
+        self.progress.event(ProgressEvent::Stage {
+            name: format!("starting llama-server with {}", model.path.display()),
+        });
+        let server = Server::launch(opts).await?;
+        self.progress.event(ProgressEvent::Done);
+        Ok(Running {
+            server,
+            toolchain: installed,
+            model,
+        })
+    }
+}
+
+/// A running, supervised server with everything that went into it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Running {
+    /// The supervised process; stopped when dropped unless detached.
+    pub server: Server,
+    /// The toolchain it runs from.
+    pub toolchain: Installed,
+    /// The model it serves.
+    pub model: ModelResolution,
+}
+
+impl Running {
+    /// A typed client for the server.
+    pub fn client(&self) -> Client {
+        self.server.client()
+    }
+}
+
+/// Writes (once) and returns the demo model of the cache at `layout`, taking its
+/// vocabulary from the toolchain's llama.cpp source tree.
+pub async fn ensure_demo_model(
+    layout: &CacheLayout,
+    installed: &Installed,
+) -> Result<PathBuf, Error> {
+    let source = installed
+        .source_dir
+        .clone()
+        .ok_or_else(|| Error::NoSourceTree {
+            fingerprint: installed.fingerprint.clone(),
+        })?;
+    let opts = DemoOptions::default();
+    let path = layout
+        .models()
+        .join("demo")
+        .join(format!("demo-{:x}.gguf", opts.seed));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let out = path.clone();
+    let vocab = source.join(DEMO_VOCAB);
+    let written = tokio::task::spawn_blocking(move || {
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| lmcpp_toolchain::Error::io("create directory", dir, e))?;
+        }
+        write_demo_model(&vocab, &out, &opts)
+    })
+    .await
+    .map_err(|e| {
+        lmcpp_toolchain::Error::io("write the demo model", &path, std::io::Error::other(e))
+    })??;
+    Ok(written.path)
+}
+
+/// Resolves a model reference to a local GGUF file.
+///
+/// `None` means the default: [`DEFAULT_MODEL`] when the network allows, else the demo
+/// model with a notice. [`DEMO_MODEL`] is the generated demo model; anything else goes
+/// through the model store (local path, URL or Hugging Face, verified and cached).
+pub async fn resolve_model(
+    model: Option<&str>,
+    store: &ModelStore,
+    layout: &CacheLayout,
+    installed: &Installed,
+    progress: &SharedProgress,
+) -> Result<ModelResolution, Error> {
+    match model {
+        Some(DEMO_MODEL) => Ok(ModelResolution {
+            path: ensure_demo_model(layout, installed).await?,
+            notice: None,
+        }),
+        Some(reference) => {
+            let local = Path::new(reference);
+            if local.is_file() {
+                return Ok(ModelResolution {
+                    path: local.to_path_buf(),
+                    notice: None,
+                });
+            }
+            let pulled = store.pull_str(reference, &PullOptions::default()).await?;
+            Ok(ModelResolution {
+                path: pulled.path,
+                notice: None,
+            })
+        }
+        None => {
+            progress.event(ProgressEvent::Stage {
+                name: format!("fetching the default model {DEFAULT_MODEL}"),
+            });
+            match store.pull_str(DEFAULT_MODEL, &PullOptions::default()).await {
+                Ok(pulled) => Ok(ModelResolution {
+                    path: pulled.path,
+                    notice: None,
+                }),
+                Err(err) => {
+                    let reason = err.to_string();
+                    let reason = reason.lines().next().unwrap_or_default().to_owned();
+                    Ok(ModelResolution {
+                        path: ensure_demo_model(layout, installed).await?,
+                        notice: Some(format!(
+                            "could not fetch {DEFAULT_MODEL} ({reason}); using the generated demo model, whose answers are random text"
+                        )),
+                    })
+                }
+            }
+        }
+    }
+}

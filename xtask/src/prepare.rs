@@ -1,0 +1,122 @@
+//! `cargo xtask prepare`: everything the end-to-end tests need, made through the project's
+//! own code — `llama-server` from the toolchain cache (built on first use) and the demo model.
+//!
+//! The toolchain lives in its normal cache (`$LMCPP_HOME`, else the platform data dir), so
+//! the ~10 minute first build is paid once per machine, not once per clone or test run.
+//! The demo model and `paths.json` go to `target/lmcpp-test/` of this checkout.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use lmcpp_toolchain::demo::{DemoOptions, write_demo_model};
+use lmcpp_toolchain::{ProgressEvent, SharedProgress, Toolchain, ToolchainRequest};
+
+/// Paths handed to the end-to-end tests, as written to `target/lmcpp-test/paths.json`.
+pub(crate) struct Prepared {
+    pub(crate) paths_json: PathBuf,
+}
+
+/// The workspace root (the parent of `xtask/`).
+pub(crate) fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The vocab file the demo model takes its tokenizer from.
+pub(crate) const DEMO_VOCAB: &str = "models/ggml-vocab-llama-spm.gguf";
+
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    if let Some(bad) = args.first() {
+        bail!("`cargo xtask prepare` takes no arguments (got `{bad}`)");
+    }
+    prepare().map(|_| ())
+}
+
+/// Plain-line progress for xtask output (CI logs are not terminals).
+pub(crate) fn line_progress() -> SharedProgress {
+    let last = std::sync::Mutex::new((String::new(), 0u8, 0u64));
+    Arc::new(move |event: ProgressEvent| {
+        let Ok(mut last) = last.lock() else { return };
+        match event {
+            ProgressEvent::Stage { name } => {
+                eprintln!("xtask: {name}");
+                *last = (name, 0, 0);
+            }
+            ProgressEvent::BuildPercent { percent, .. } if percent >= last.1 + 10 => {
+                last.1 = percent;
+                eprintln!("xtask:   build {percent}%");
+            }
+            ProgressEvent::Bytes { done, total } if done >= last.2 + (32 << 20) => {
+                last.2 = done;
+                let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
+                eprintln!("xtask:   {done} bytes{of}");
+            }
+            ProgressEvent::Waiting { path, holder } => eprintln!(
+                "xtask: waiting for {} (lock {})",
+                holder.as_deref().unwrap_or("another process"),
+                path.display()
+            ),
+            ProgressEvent::Note { message } => eprintln!("xtask: {message}"),
+            _ => {}
+        }
+    })
+}
+
+pub(crate) fn prepare() -> Result<Prepared> {
+    let started = Instant::now();
+    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    let toolchain = Toolchain::new(None).context("opening the toolchain cache")?;
+    eprintln!(
+        "xtask: toolchain cache {}",
+        toolchain.layout().root().display()
+    );
+    let request = ToolchainRequest::default();
+    let progress = line_progress();
+    let installed = rt
+        .block_on(toolchain.ensure(&request, &progress))
+        .context("ensuring llama-server through lmcpp-toolchain")?;
+    eprintln!(
+        "xtask: llama-server {} ({}, {})",
+        installed.llama_server.display(),
+        installed.backend,
+        installed.source
+    );
+    let source_dir = installed.source_dir.clone().context(
+        "the cached toolchain has no llama.cpp source tree to take the demo vocabulary from; \
+         remove it with `cargo run -p lmcpp-cli -- toolchain remove` and run prepare again",
+    )?;
+    let vocab = source_dir.join(DEMO_VOCAB);
+    let out_dir = workspace_root().join("target").join("lmcpp-test");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let demo = out_dir.join("demo.gguf");
+    let model = write_demo_model(&vocab, &demo, &DemoOptions::default())
+        .with_context(|| format!("writing the demo model from {}", vocab.display()))?;
+    eprintln!(
+        "xtask: demo model {} ({} bytes)",
+        model.path.display(),
+        model.size
+    );
+    let paths = serde_json::json!({
+        "llama_server": installed.llama_server,
+        "rpc_server": installed.rpc_server,
+        "demo_model": model.path,
+        "vocab_gguf": vocab,
+        "source_dir": source_dir,
+    });
+    let paths_json = out_dir.join("paths.json");
+    let tmp = out_dir.join("paths.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&paths)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &paths_json)
+        .with_context(|| format!("publishing {}", paths_json.display()))?;
+    eprintln!(
+        "xtask: prepared {} in {:.1}s",
+        paths_json.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Prepared { paths_json })
+}

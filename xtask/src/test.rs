@@ -1,0 +1,43 @@
+//! `cargo xtask test`: prepare the end-to-end prerequisites, then run every test.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::prepare::{prepare, workspace_root};
+
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let prepared = prepare()?;
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let has_nextest = Command::new(&cargo)
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut cmd = Command::new(&cargo);
+    if has_nextest {
+        cmd.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    } else {
+        eprintln!("xtask: cargo-nextest not found; using cargo test");
+        cmd.args(["test", "--workspace", "--no-fail-fast"]);
+    }
+    cmd.args(args)
+        .current_dir(&root)
+        .env("LMCPP_TEST_PATHS", &prepared.paths_json);
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd.status().context("running the test runner")?;
+    if !status.success() {
+        bail!("tests failed ({status})");
+    }
+    // nextest does not run doc tests; the README's library example is one.
+    let status = Command::new(&cargo)
+        .args(["test", "--workspace", "--doc"])
+        .current_dir(&root)
+        .env("LMCPP_TEST_PATHS", &prepared.paths_json)
+        .status()
+        .context("running doc tests")?;
+    if !status.success() {
+        bail!("doc tests failed ({status})");
+    }
+    Ok(())
+}
