@@ -221,20 +221,6 @@ pub enum Error {
         reason: String,
     },
 
-    /// The entry failed too often and was purged.
-    #[error(
-        "{} failed {failures} times in a row and was purged; the next run starts clean: {last}",
-        entry.display()
-    )]
-    Purged {
-        /// The purged entry.
-        entry: PathBuf,
-        /// Consecutive failures counted.
-        failures: u32,
-        /// The last error message.
-        last: String,
-    },
-
     /// A background task panicked or was cancelled.
     #[error("background task failed: {message}")]
     Task {
