@@ -302,15 +302,58 @@ impl Tool {
     }
 }
 
+open_enum! {
+    /// The string forms of `tool_choice`.
+    pub enum ToolChoiceMode {
+        /// Never call tools.
+        None = "none",
+        /// The model decides.
+        Auto = "auto",
+        /// The model must call a tool.
+        Required = "required",
+    }
+}
+
+/// The function named by a `tool_choice` object.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+pub struct ToolChoiceFunction {
+    /// Function name.
+    pub name: String,
+}
+
+/// `{"type":"function","function":{"name":...}}`: force one function.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+pub struct NamedToolChoice {
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The function.
+    pub function: ToolChoiceFunction,
+}
+
 /// `tool_choice`: a mode string or a named function.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum ToolChoice {
     /// `none`, `auto` or `required`.
-    Mode(String),
-    /// `{"type":"function","function":{"name":...}}`.
-    Named(Value),
+    Mode(ToolChoiceMode),
+    /// A named function.
+    Function(NamedToolChoice),
+    /// A shape this version does not model.
+    Other(Value),
+}
+
+impl ToolChoice {
+    /// Forces the function `name`.
+    pub fn function(name: impl Into<String>) -> Self {
+        ToolChoice::Function(NamedToolChoice {
+            kind: "function".to_owned(),
+            function: ToolChoiceFunction { name: name.into() },
+        })
+    }
 }
 
 /// `response_format.json_schema` in the OpenAI shape.

@@ -188,3 +188,22 @@ fn schemas_are_listed_by_name() {
     assert!(chat["properties"]["messages"].is_object(), "{chat}");
     assert!(lmcpp_types::schema::get("NoSuchType").is_none());
 }
+
+#[test]
+fn tool_choice_forms() {
+    use lmcpp_types::openai::chat::{ToolChoice, ToolChoiceMode};
+    let auto: ToolChoice = serde_json::from_value(json!("auto")).unwrap();
+    assert_eq!(auto, ToolChoice::Mode(ToolChoiceMode::Auto));
+    let named = ToolChoice::function("get_weather");
+    let v = serde_json::to_value(&named).unwrap();
+    assert_eq!(
+        v,
+        json!({"type": "function", "function": {"name": "get_weather"}})
+    );
+    assert_eq!(serde_json::from_value::<ToolChoice>(v).unwrap(), named);
+    let future: ToolChoice = serde_json::from_value(json!("sometimes")).unwrap();
+    assert_eq!(
+        future,
+        ToolChoice::Mode(ToolChoiceMode::Unknown("sometimes".into()))
+    );
+}
