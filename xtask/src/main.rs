@@ -4,6 +4,7 @@
 
 mod codegen;
 mod fixtures;
+mod matrix;
 mod prepare;
 mod schemas;
 mod test;
@@ -13,7 +14,7 @@ use anyhow::{Result, bail};
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let Some(cmd) = args.next() else {
-        bail!("usage: cargo xtask <prepare|test|codegen|schemas|fixtures> [args]");
+        bail!("usage: cargo xtask <prepare|test|matrix|codegen|schemas|fixtures> [args]");
     };
     let rest: Vec<String> = args.collect();
     match cmd.as_str() {
@@ -21,9 +22,12 @@ fn main() -> Result<()> {
         "schemas" => schemas::run(&rest),
         "fixtures" => fixtures::run(&rest),
         "prepare" => prepare::run(&rest),
+        "matrix" => matrix::run(&rest),
         "test" => test::run(&rest),
         other => {
-            bail!("unknown xtask command `{other}`; try: prepare, test, codegen, schemas, fixtures")
+            bail!(
+                "unknown xtask command `{other}`; try: prepare, test, matrix, codegen, schemas, fixtures"
+            )
         }
     }
 }
