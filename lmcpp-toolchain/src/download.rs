@@ -195,6 +195,8 @@ impl std::fmt::Debug for Downloader {
 /// Outcome of one attempt that is worth retrying.
 enum Attempt {
     Done(Downloaded),
+    /// The partial file was discarded; start over at once without spending a retry.
+    Restart,
     Retry {
         error: Error,
         after: Option<Duration>,
@@ -282,9 +284,17 @@ impl Downloader {
         }
 
         let mut retry = 0u32;
+        let mut restarts = 0u32;
         loop {
             match self.attempt(spec, expected.as_deref(), progress).await? {
                 Attempt::Done(d) => return Ok(d),
+                Attempt::Restart if restarts < 2 => restarts += 1,
+                Attempt::Restart => {
+                    return Err(Error::Http {
+                        url: spec.url.clone(),
+                        message: "the server keeps rejecting the resumed range".into(),
+                    });
+                }
                 Attempt::Retry { error, after } => {
                     if retry >= self.opts.retries {
                         return Err(error);
@@ -361,13 +371,7 @@ impl Downloader {
         if status == StatusCode::RANGE_NOT_SATISFIABLE && offset > 0 {
             // The part is as long as (or longer than) the resource, or the resource changed.
             discard_part(&part, &meta_path);
-            return Ok(Attempt::Retry {
-                error: Error::HttpStatus {
-                    url: final_url,
-                    status: status.as_u16(),
-                },
-                after: Some(Duration::ZERO),
-            });
+            return Ok(Attempt::Restart);
         }
         if !status.is_success() {
             let after = retry_after(&headers);
@@ -391,13 +395,7 @@ impl Downloader {
         if !resume && status == StatusCode::PARTIAL_CONTENT {
             // A range we did not ask for, or for a different representation: start over.
             discard_part(&part, &meta_path);
-            return Ok(Attempt::Retry {
-                error: Error::Http {
-                    url: final_url,
-                    message: "unexpected partial content".into(),
-                },
-                after: Some(Duration::ZERO),
-            });
+            return Ok(Attempt::Restart);
         }
         if offset > 0 && !resume {
             progress.event(ProgressEvent::Note {

@@ -376,3 +376,26 @@ async fn local_paths_and_file_urls_are_sources() {
     assert_eq!(a.sha256, b.sha256);
     assert_eq!(sha256_file(&dir.path().join("b")).await.unwrap().1, 1234);
 }
+
+#[tokio::test]
+async fn unsatisfiable_range_discards_the_part_and_restarts() {
+    let server = TestServer::start().await;
+    let long = payload(200_000);
+    server.route(
+        "/f",
+        Route::file(long).etag("same").truncate_first(1, 100_000),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let spec = DownloadSpec::new(server.url("/f"), dir.path().join("f"));
+    downloader(0)
+        .fetch(&spec, &no_progress())
+        .await
+        .unwrap_err();
+    // The resource shrank below the part without changing its ETag: the server answers 416.
+    let short = payload(10_000);
+    server.route("/f", Route::file(short.clone()).etag("same"));
+    let d = downloader(0).fetch(&spec, &no_progress()).await.unwrap();
+    assert_eq!(d.sha256, sha(&short));
+    let statuses: Vec<u16> = server.requests("/f").iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 416, 200]);
+}
