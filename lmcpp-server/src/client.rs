@@ -83,6 +83,9 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 
 type Body = Full<Bytes>;
 
+/// `Accept` of streaming requests.
+const EVENT_STREAM: &str = "text/event-stream";
+
 enum Transport {
     Tcp(HyperClient<HttpConnector, Body>),
     Unix(HyperClient<UnixConnector, Body>),
@@ -252,6 +255,12 @@ impl Client {
             .method(method.clone())
             .uri(self.uri(path)?)
             .header(header::ACCEPT, accept);
+        if accept == EVENT_STREAM {
+            // llama-server closes the connection after every streamed response although
+            // it announces keep-alive; a pooled connection would then fail the next
+            // request. Asking for the close keeps such connections out of the pool.
+            req = req.header(header::CONNECTION, "close");
+        }
         if body.is_some() {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
@@ -385,7 +394,7 @@ impl Client {
             obj.insert("stream".into(), serde_json::Value::Bool(true));
         }
         let bytes = encode(path, &value)?;
-        let fut = self.send(Method::POST, path, Some(bytes), "text/event-stream");
+        let fut = self.send(Method::POST, path, Some(bytes), EVENT_STREAM);
         let res = match self.timeout {
             None => fut.await?,
             Some(t) => tokio::time::timeout(t, fut)

@@ -268,22 +268,46 @@ pub(crate) fn verify(record: &ServerRecord) -> Result<(), StaleReason> {
     Ok(())
 }
 
-/// Signals the process (its group when it leads one) if the record still verifies.
+/// Signals the process if the record still verifies.
+///
+/// On Linux the process is first pinned with a pidfd and verified afterwards: a pidfd
+/// refers to one process, never to a later one that reuses the pid, so nothing can be
+/// recycled between the check and the signal. Elsewhere (or on kernels without pidfds)
+/// the window between check and `kill` remains, as small as two syscalls.
 fn signal_verified(record: &ServerRecord, signal: libc::c_int) -> bool {
-    if verify(record).is_err() {
-        return false;
-    }
     let Ok(pid) = libc::pid_t::try_from(record.pid) else {
         return false;
     };
-    // SAFETY: plain syscalls on a pid we just verified.
-    unsafe {
-        if libc::getpgid(pid) == pid {
-            libc::kill(-pid, signal) == 0
-        } else {
-            libc::kill(pid, signal) == 0
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if let Ok(fd) = i32::try_from(fd)
+            && fd >= 0
+        {
+            // SAFETY: the fd was just returned to us and is owned by nobody else.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            if verify(record).is_err() {
+                return false;
+            }
+            // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
+            return unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    signal,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            } == 0;
         }
     }
+    if verify(record).is_err() {
+        return false;
+    }
+    // SAFETY: plain syscall on a pid we just verified.
+    unsafe { libc::kill(pid, signal) == 0 }
 }
 
 /// Polls until the recorded process is gone (not running, or the pid now names another

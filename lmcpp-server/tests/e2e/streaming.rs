@@ -174,3 +174,19 @@ async fn dropping_a_stream_cancels_the_generation() {
     );
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn plain_requests_after_streams_reuse_no_dead_connection() {
+    // llama-server closes the connection after a streamed response; a client that
+    // pooled it would fail the next request about half of the time.
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch(dir.path(), TransportChoice::Unix, |_| {}).await;
+    let client = server.client();
+    let r: CompletionRequest = req(json!({"prompt": "hi", "n_predict": 2}));
+    for _ in 0..10 {
+        let chunks: Vec<_> = client.completion_stream(&r).await.unwrap().collect().await;
+        assert!(chunks.iter().all(Result::is_ok));
+        client.completion(&r).await.unwrap();
+    }
+    server.stop().await.unwrap();
+}
