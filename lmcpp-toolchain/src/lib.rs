@@ -1,4 +1,18 @@
 //! Installs or builds `llama-server`, fetches and verifies models, and reads/writes GGUF files.
+//!
+//! The toolchain half is [`Toolchain`]: a [`ToolchainRequest`] (llama.cpp version, sources,
+//! backend, mode, CMake arguments, features) maps to a fingerprinted cache entry under
+//! `<root>/toolchains/`, which [`Toolchain::ensure`] fills from a prebuilt release or a
+//! source build, under a lock that waits, with an atomic publish.
+//!
+//! ```no_run
+//! # async fn run() -> lmcpp_toolchain::Result<()> {
+//! use lmcpp_toolchain::{Toolchain, ToolchainRequest, no_progress};
+//! let toolchain = Toolchain::new(None)?; // $LMCPP_HOME, else the platform data dir
+//! let installed = toolchain.ensure(&ToolchainRequest::default(), &no_progress()).await?;
+//! println!("{}", installed.llama_server.display());
+//! # Ok(()) }
+//! ```
 
 pub mod archive;
 pub mod backend;
