@@ -9,6 +9,26 @@
 //!   against the kernel before trusting it.
 //! - [`Client`] is a pooled, concurrent, typed client over either transport, with
 //!   streaming endpoints as [`futures_util::Stream`]s.
+//!
+//! ```no_run
+//! # async fn demo() -> lmcpp_server::Result<()> {
+//! use futures_util::StreamExt;
+//! use lmcpp_server::{LaunchOptions, Server};
+//! use lmcpp_types::native::completion::CompletionRequest;
+//!
+//! let mut opts = LaunchOptions::new("/path/to/llama-server", "/path/to/model.gguf");
+//! opts.args.ctx_size = Some(4096);
+//! let server = Server::launch(opts).await?;
+//! let client = server.client();
+//! let request = CompletionRequest::new("Once upon a time").n_predict(32);
+//! let mut stream = client.completion_stream(&request).await?;
+//! while let Some(chunk) = stream.next().await {
+//!     let _text = chunk?.content;
+//! }
+//! server.stop().await?;
+//! # Ok(())
+//! # }
+//! ```
 
 mod apierror;
 mod child;
