@@ -532,6 +532,36 @@ fn render(opts: &[Opt]) -> String {
     }
     let _ = writeln!(s, "        env\n    }}\n}}\n");
 
+    // Every field set, for the unit test that checks each field renders its own flag.
+    let _ = writeln!(
+        s,
+        "/// A `ServerArgs` with every field set to a sample value (tests only).\n\
+         #[cfg(test)]\npub(crate) fn every_field_set() -> ServerArgs {{\n    ServerArgs {{"
+    );
+    for f in &fields {
+        let v = match &f.kind {
+            Kind::Switch => "true".to_owned(),
+            Kind::Toggle { .. } => "Some(false)".to_owned(),
+            Kind::Secret { .. } => "Some(\"secret\".to_owned())".to_owned(),
+            Kind::Value { ty } => match *ty {
+                "i64" => "Some(1)".to_owned(),
+                "f64" => "Some(0.5)".to_owned(),
+                "u16" => "Some(8080)".to_owned(),
+                "PathBuf" => "Some(PathBuf::from(\"/x\"))".to_owned(),
+                _ => "Some(\"x y\".to_owned())".to_owned(),
+            },
+            Kind::List { ty } => {
+                if *ty == "PathBuf" {
+                    "vec![PathBuf::from(\"/a\"), PathBuf::from(\"/b\")]".to_owned()
+                } else {
+                    "vec![\"a\".to_owned(), \"b\".to_owned()]".to_owned()
+                }
+            }
+        };
+        let _ = writeln!(s, "        {}: {v},", f.name);
+    }
+    let _ = writeln!(s, "        extra: Vec::new(),\n    }}\n}}\n");
+
     // Flag table.
     let _ = writeln!(
         s,

@@ -167,3 +167,49 @@ impl ServerArgs {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each field renders one of its own spellings followed by its value, so no field of
+    /// the generated struct is silently dropped or rendered under another flag.
+    #[test]
+    fn every_field_renders_its_own_flag() {
+        let all = generated::every_field_set();
+        let mut argv = Vec::new();
+        all.render_flags(&mut argv);
+        let mut missing = Vec::new();
+        for info in FLAGS.iter().filter(|f| !f.secret) {
+            let Some(pos) = argv.iter().position(|a| info.flags.contains(&a.as_str())) else {
+                missing.push(info.field);
+                continue;
+            };
+            if info.value.is_some() {
+                let value = argv.get(pos + 1).map(String::as_str).unwrap_or_default();
+                assert!(
+                    !value.starts_with("--"),
+                    "{} has no value: {argv:?}",
+                    info.field
+                );
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "fields that render nothing: {missing:?}"
+        );
+        assert!(
+            !argv.iter().any(|a| a.contains("secret")),
+            "a secret reached argv"
+        );
+        assert_eq!(
+            all.secret_env().len(),
+            FLAGS.iter().filter(|f| f.secret).count()
+        );
+        let toggles_off = argv.iter().filter(|a| a.starts_with("--no-")).count();
+        assert!(
+            toggles_off > 20,
+            "`Some(false)` toggles render their `--no-` form"
+        );
+    }
+}
