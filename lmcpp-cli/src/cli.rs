@@ -15,6 +15,9 @@ pub(crate) struct Cli {
     /// (default: $XDG_RUNTIME_DIR/lmcpp, else a private directory under /tmp).
     #[arg(long, global = true, value_name = "DIR", env = "LMCPP_RUNTIME_DIR")]
     pub(crate) runtime_dir: Option<PathBuf>,
+    /// Use this llama-server binary instead of one from the toolchain cache.
+    #[arg(long, global = true, value_name = "PATH", env = "LMCPP_SERVER_BIN")]
+    pub(crate) llama_server: Option<PathBuf>,
     /// Print machine-readable JSON where a command lists or reports.
     #[arg(long, global = true)]
     pub(crate) json: bool,

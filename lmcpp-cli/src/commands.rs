@@ -32,6 +32,7 @@ use crate::target::{self, live_servers};
 /// What every command may need.
 pub(crate) struct Ctx {
     pub(crate) home: Option<PathBuf>,
+    pub(crate) llama_server: Option<PathBuf>,
     pub(crate) runtime_dir: Option<PathBuf>,
     pub(crate) json: bool,
     pub(crate) progress: SharedProgress,
@@ -65,9 +66,29 @@ impl Ctx {
     }
 }
 
+impl Ctx {
+    /// A facade builder carrying the global options.
+    pub(crate) fn builder(&self, model: String) -> lmcpp::LmcppBuilder {
+        let mut builder = Lmcpp::builder()
+            .model(model)
+            .progress(self.progress.clone());
+        if let Some(home) = &self.home {
+            builder = builder.home(home);
+        }
+        if let Some(dir) = &self.runtime_dir {
+            builder = builder.runtime_dir(dir);
+        }
+        if let Some(bin) = &self.llama_server {
+            builder = builder.llama_server(bin);
+        }
+        builder
+    }
+}
+
 pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let ctx = Ctx {
         home: cli.home,
+        llama_server: cli.llama_server,
         runtime_dir: cli.runtime_dir,
         json: cli.json,
         progress: Renderer::shared(cli.quiet),
@@ -457,7 +478,7 @@ async fn model(ctx: &Ctx, cmd: ModelCmd) -> Result<ExitCode> {
             let installed = tc.ensure(&request(&args.toolchain)?, &ctx.progress).await?;
             let path = match args.out {
                 None if args.seed == lmcpp::toolchain::demo::DemoOptions::default().seed => {
-                    lmcpp::ensure_demo_model(tc.layout(), &installed).await?
+                    lmcpp::ensure_demo_model(tc.layout(), Some(&installed)).await?
                 }
                 out => {
                     let source = installed.source_dir.clone().ok_or_else(|| {
@@ -511,21 +532,15 @@ async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
     } else {
         TransportChoice::Unix
     };
-    let mut builder = Lmcpp::builder()
-        .model(args.model.clone())
+    let running = ctx
+        .builder(args.model.clone())
         .toolchain_request(request(&args.toolchain)?)
         .transport(transport)
         .args(server_args(args.extra, args.rpc))
         .ready_timeout(Duration::from_secs(args.ready_timeout))
-        .progress(ctx.progress.clone())
-        .detached(args.detach);
-    if let Some(home) = &ctx.home {
-        builder = builder.home(home);
-    }
-    if let Some(dir) = &ctx.runtime_dir {
-        builder = builder.runtime_dir(dir);
-    }
-    let running = builder.start().await?;
+        .detached(args.detach)
+        .start()
+        .await?;
     if let Some(notice) = &running.model.notice {
         eprintln!("lmcpp: {notice}");
     }
@@ -745,13 +760,19 @@ async fn chat(ctx: &Ctx, args: ChatArgs) -> Result<ExitCode> {
 
 async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     let tc = ctx.toolchain()?;
-    let installed = tc.ensure(&request(&args.toolchain)?, &ctx.progress).await?;
+    let (binary, installed) = match &ctx.llama_server {
+        Some(bin) => (bin.clone(), None),
+        None => {
+            let installed = tc.ensure(&request(&args.toolchain)?, &ctx.progress).await?;
+            (installed.llama_server.clone(), Some(installed))
+        }
+    };
     let store = ctx.store()?;
     let model = lmcpp::resolve_model(
         args.model.as_deref(),
         &store,
         tc.layout(),
-        &installed,
+        installed.as_ref(),
         &ctx.progress,
     )
     .await?;
@@ -762,7 +783,7 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     let registry = ctx.registry();
     let reuse = live_servers(&registry)?
         .into_iter()
-        .find(|r| same_file(&r.model, &model.path) && same_file(&r.exe, &installed.llama_server));
+        .find(|r| same_file(&r.model, &model.path) && same_file(&r.exe, &binary));
     let req = chat_request(&[ChatMessage::user(args.prompt)], &args.gen_opts);
     if let Some(record) = reuse {
         eprintln!(
@@ -773,17 +794,11 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         stream_chat(&client, &req).await?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut builder = Lmcpp::builder()
-        .model(model.path.display().to_string())
+    let running = ctx
+        .builder(model.path.display().to_string())
         .toolchain_request(request(&args.toolchain)?)
-        .progress(ctx.progress.clone());
-    if let Some(home) = &ctx.home {
-        builder = builder.home(home);
-    }
-    if let Some(dir) = &ctx.runtime_dir {
-        builder = builder.runtime_dir(dir);
-    }
-    let running = builder.start().await?;
+        .start()
+        .await?;
     let result = stream_chat(&running.client(), &req).await;
     running.server.stop().await?;
     result?;

@@ -35,12 +35,12 @@ pub enum Error {
     Server(#[from] lmcpp_server::Error),
     /// The demo model needs the llama.cpp source tree for its vocabulary.
     #[error(
-        "the demo model needs a llama.cpp source tree for its vocabulary, but toolchain {fingerprint} \
-         was installed from prebuilt binaries; build one with `lmcpp toolchain build` or pass a model"
+        "the demo model needs a llama.cpp source tree for its vocabulary, but {what} has none; \
+         build a toolchain with `lmcpp toolchain build` or pass a model path"
     )]
     NoSourceTree {
-        /// The toolchain entry that has no source tree.
-        fingerprint: String,
+        /// The toolchain entry (or explicit binary) without a source tree.
+        what: String,
     },
 }
 
@@ -77,6 +77,7 @@ pub struct LmcppBuilder {
     ready_timeout: Duration,
     progress: SharedProgress,
     detached: bool,
+    llama_server: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for LmcppBuilder {
@@ -102,6 +103,7 @@ impl Default for LmcppBuilder {
             ready_timeout: Duration::from_secs(120),
             progress: no_progress(),
             detached: false,
+            llama_server: None,
         }
     }
 }
@@ -168,10 +170,23 @@ impl LmcppBuilder {
         self
     }
 
+    /// Use this `llama-server` binary instead of one from the toolchain cache. The demo
+    /// model then needs a toolchain with a source tree, so pass a model path too.
+    pub fn llama_server(mut self, binary: impl Into<PathBuf>) -> Self {
+        self.llama_server = Some(binary.into());
+        self
+    }
+
     /// Ensures the toolchain and the model, starts the server and waits until it is ready.
     pub async fn start(self) -> Result<Running, Error> {
         let toolchain = Toolchain::new(self.home.as_deref())?;
-        let installed = toolchain.ensure(&self.request, &self.progress).await?;
+        let (binary, installed) = match &self.llama_server {
+            Some(binary) => (binary.clone(), None),
+            None => {
+                let installed = toolchain.ensure(&self.request, &self.progress).await?;
+                (installed.llama_server.clone(), Some(installed))
+            }
+        };
         let store = ModelStore::with_progress(
             ModelStoreOptions {
                 cache_root: self.home.clone(),
@@ -183,11 +198,11 @@ impl LmcppBuilder {
             Some(&self.model),
             &store,
             toolchain.layout(),
-            &installed,
+            installed.as_ref(),
             &self.progress,
         )
         .await?;
-        let mut opts = LaunchOptions::new(&installed.llama_server, &model.path);
+        let mut opts = LaunchOptions::new(&binary, &model.path);
         opts.args = self.args;
         opts.transport = self.transport;
         opts.runtime_dir = self.runtime_dir;
@@ -212,8 +227,8 @@ impl LmcppBuilder {
 pub struct Running {
     /// The supervised process; stopped when dropped unless detached.
     pub server: Server,
-    /// The toolchain it runs from.
-    pub toolchain: Installed,
+    /// The toolchain it runs from (`None` when a binary was given explicitly).
+    pub toolchain: Option<Installed>,
     /// The model it serves.
     pub model: ModelResolution,
 }
@@ -229,13 +244,15 @@ impl Running {
 /// vocabulary from the toolchain's llama.cpp source tree.
 pub async fn ensure_demo_model(
     layout: &CacheLayout,
-    installed: &Installed,
+    installed: Option<&Installed>,
 ) -> Result<PathBuf, Error> {
     let source = installed
-        .source_dir
-        .clone()
+        .and_then(|i| i.source_dir.clone())
         .ok_or_else(|| Error::NoSourceTree {
-            fingerprint: installed.fingerprint.clone(),
+            what: installed.map_or_else(
+                || "an explicitly given llama-server".to_owned(),
+                |i| format!("toolchain {}", i.fingerprint),
+            ),
         })?;
     let opts = DemoOptions::default();
     let path = layout
@@ -270,7 +287,7 @@ pub async fn resolve_model(
     model: Option<&str>,
     store: &ModelStore,
     layout: &CacheLayout,
-    installed: &Installed,
+    installed: Option<&Installed>,
     progress: &SharedProgress,
 ) -> Result<ModelResolution, Error> {
     match model {

@@ -52,17 +52,45 @@ fn main() -> ExitCode {
     }
 }
 
-/// Library errors that mean the input was wrong (a missing or non-GGUF model file).
+/// Library errors that mean the input was wrong (a missing or non-GGUF model file, an
+/// unknown server id, an invalid request).
 fn is_bad_input(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
-        matches!(
-            e.downcast_ref::<lmcpp::server::Error>(),
-            Some(
-                lmcpp::server::Error::ModelNotFound { .. }
-                    | lmcpp::server::Error::ModelNotGguf { .. }
-                    | lmcpp::server::Error::UnknownServer { .. }
-                    | lmcpp::server::Error::BinaryNotFound { .. }
-            )
-        )
+        if let Some(e) = e.downcast_ref::<lmcpp::Error>() {
+            return match e {
+                lmcpp::Error::Toolchain(t) => toolchain_bad_input(t),
+                lmcpp::Error::Server(s) => server_bad_input(s),
+                _ => false,
+            };
+        }
+        e.downcast_ref::<lmcpp::toolchain::Error>()
+            .is_some_and(toolchain_bad_input)
+            || e.downcast_ref::<lmcpp::server::Error>()
+                .is_some_and(server_bad_input)
     })
+}
+
+fn toolchain_bad_input(e: &lmcpp::toolchain::Error) -> bool {
+    use lmcpp::toolchain::Error as T;
+    matches!(
+        e,
+        T::ModelFileMissing { .. }
+            | T::InvalidModelSource { .. }
+            | T::GgufBadMagic { .. }
+            | T::InvalidRequest { .. }
+            | T::InvalidUrl { .. }
+    )
+}
+
+fn server_bad_input(e: &lmcpp::server::Error) -> bool {
+    use lmcpp::server::Error as S;
+    matches!(
+        e,
+        S::ModelNotFound { .. }
+            | S::ModelNotGguf { .. }
+            | S::UnknownServer { .. }
+            | S::BinaryNotFound { .. }
+            | S::BinaryNotExecutable { .. }
+            | S::InvalidArgs { .. }
+    )
 }

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use lmcpp::Running;
 use lmcpp::server::{Client, Endpoint, Entry, Registry};
-use lmcpp::{Lmcpp, Running};
 
 use crate::BadInput;
 use crate::cli::TargetArgs;
@@ -68,16 +68,7 @@ pub(crate) async fn resolve(ctx: &Ctx, t: &TargetArgs) -> Result<Target> {
         });
     }
     if let Some(model) = &t.model {
-        let mut builder = Lmcpp::builder()
-            .model(model.clone())
-            .progress(ctx.progress.clone());
-        if let Some(home) = &ctx.home {
-            builder = builder.home(home);
-        }
-        if let Some(dir) = &ctx.runtime_dir {
-            builder = builder.runtime_dir(dir);
-        }
-        let running = builder.start().await?;
+        let running = ctx.builder(model.clone()).start().await?;
         if let Some(notice) = &running.model.notice {
             eprintln!("lmcpp: {notice}");
         }

@@ -1,0 +1,252 @@
+//! End-to-end tests of the `lmcpp` binary against the real llama-server and the demo model
+//! (both provided by `cargo xtask prepare`; see `target/lmcpp-test/paths.json`).
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+struct Paths {
+    llama_server: PathBuf,
+    demo_model: PathBuf,
+}
+
+/// Reads the prerequisites; fails (never skips) with the command that provides them.
+fn paths() -> Paths {
+    let file = std::env::var_os("LMCPP_TEST_PATHS").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/lmcpp-test/paths.json"),
+        PathBuf::from,
+    );
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {} ({e}): run `cargo xtask prepare` first (or `cargo xtask test`)",
+            file.display()
+        )
+    });
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let get = |k: &str| {
+        PathBuf::from(v[k].as_str().unwrap_or_else(|| {
+            panic!(
+                "{k} missing in {}; run `cargo xtask prepare`",
+                file.display()
+            )
+        }))
+    };
+    Paths {
+        llama_server: get("llama_server"),
+        demo_model: get("demo_model"),
+    }
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    paths: Paths,
+}
+
+impl Env {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            paths: paths(),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lmcpp"));
+        c.arg("--home")
+            .arg(self.dir.path().join("home"))
+            .arg("--runtime-dir")
+            .arg(self.dir.path().join("run"))
+            .arg("--llama-server")
+            .arg(&self.paths.llama_server)
+            .arg("--quiet")
+            .args(args)
+            .env_remove("LMCPP_HOME");
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "lmcpp {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let text = self.ok(&all);
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("lmcpp {args:?}: not JSON ({e}): {text}"))
+    }
+
+    fn model(&self) -> &str {
+        self.paths.demo_model.to_str().unwrap()
+    }
+}
+
+/// Stops every server of this test's runtime dir even when an assertion failed.
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["stop", "--all"]).output();
+    }
+}
+
+fn pid_alive(pid: u64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+}
+
+#[test]
+fn run_answers_a_prompt() {
+    let env = Env::new();
+    let out = env.ok(&[
+        "run",
+        "--model",
+        env.model(),
+        "-n",
+        "8",
+        "--seed",
+        "1",
+        "Hello",
+    ]);
+    assert!(!out.trim().is_empty(), "no answer streamed");
+    // The one-shot server is gone afterwards.
+    assert_eq!(env.json(&["ps"]), serde_json::json!([]));
+}
+
+#[test]
+fn serve_detach_ps_complete_chat_stop() {
+    let env = Env::new();
+    let record = env.json(&["serve", "--model", env.model(), "--detach"]);
+    let id = record["id"].as_str().unwrap().to_owned();
+    let pid = record["pid"].as_u64().unwrap();
+    assert!(pid_alive(pid));
+
+    let ps = env.json(&["ps"]);
+    assert_eq!(ps.as_array().unwrap().len(), 1, "{ps}");
+    assert_eq!(ps[0]["id"], id.as_str());
+
+    let done = env.json(&[
+        "complete",
+        "Once upon a time",
+        "-n",
+        "6",
+        "--temperature",
+        "0",
+        "--server",
+        &id,
+    ]);
+    assert!(done["content"].is_string(), "{done}");
+    assert!(done["tokens_predicted"].as_u64().unwrap() > 0, "{done}");
+
+    // Streaming output equals the non-streamed answer at temperature 0.
+    let streamed = env.ok(&[
+        "complete",
+        "Once upon a time",
+        "-n",
+        "6",
+        "--temperature",
+        "0",
+        "--stream",
+    ]);
+    assert_eq!(
+        streamed.trim_end_matches('\n'),
+        done["content"].as_str().unwrap()
+    );
+
+    let tokens = env.json(&["tokenize", "Hello world"]);
+    assert!(!tokens["tokens"].as_array().unwrap().is_empty(), "{tokens}");
+
+    // Chat with piped input: two turns, then /exit.
+    let mut chat = env
+        .cmd(&["chat", "-n", "4", "--server", &id])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = chat.stdin.take().unwrap();
+        stdin.write_all(b"Hi there\nAnd again\n/exit\n").unwrap();
+    }
+    let out = chat.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        answers.lines().count(),
+        2,
+        "one answer line per turn: {answers:?}"
+    );
+
+    assert_eq!(env.json(&["health"])["status"], "ok");
+    let props = env.json(&["props"]);
+    assert!(
+        props["model_path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with(".gguf")),
+        "{props}"
+    );
+
+    env.ok(&["stop", &id]);
+    assert!(!pid_alive(pid), "server {pid} still running after stop");
+    assert_eq!(env.json(&["ps"]), serde_json::json!([]));
+}
+
+#[test]
+fn embed_with_a_pooling_server() {
+    let env = Env::new();
+    let record = env.json(&[
+        "serve",
+        "--model",
+        env.model(),
+        "--detach",
+        "--",
+        "--embeddings",
+        "--pooling",
+        "mean",
+    ]);
+    let id = record["id"].as_str().unwrap().to_owned();
+    let v = env.json(&["embed", "first text", "second text", "--server", &id]);
+    println!("embed: {}", &v.to_string()[..v.to_string().len().min(200)]);
+    assert_eq!(
+        v.as_array().map(Vec::len),
+        Some(2),
+        "two embeddings expected: {v}"
+    );
+}
+
+#[test]
+fn a_non_gguf_model_and_an_unknown_server_are_bad_input() {
+    let env = Env::new();
+    let bogus = env.dir.path().join("bogus.gguf");
+    // GGUF magic, then garbage: passes lmcpp's check, fails in llama-server itself.
+    std::fs::write(&bogus, b"GGUF\x03\x00\x00\x00garbage that is not a model").unwrap();
+    let out = env
+        .cmd(&["serve", "--model", bogus.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exited during start-up"), "{err}");
+
+    let out = env
+        .cmd(&["complete", "x", "--server", "ffffffffffff"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ffffffffffff"));
+}
