@@ -153,6 +153,55 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// An `rpc-server` worker named in `--rpc` did not accept a TCP connection; nothing
+    /// was spawned.
+    #[error(
+        "rpc worker {addr} is unreachable ({reason}); start it there (`lmcpp rpc-worker --bind {addr}`) or fix the --rpc list"
+    )]
+    RpcWorkerUnreachable {
+        /// The worker address as given (`host:port`).
+        addr: String,
+        /// Why it could not be reached.
+        reason: String,
+    },
+    /// llama-server aborted because it lost the connection to one of its `rpc-server`
+    /// workers (ggml RPC has no reconnect: the server must be restarted).
+    #[error(
+        "llama-server lost its rpc worker connection (workers: {}) and exited ({status}); restart the worker, then the server; see {log_path}",
+        workers.join(", ")
+    )]
+    RpcWorkerLost {
+        /// The workers the server was using.
+        workers: Vec<String>,
+        /// The server's exit status.
+        status: ExitStatus,
+        /// The last lines of the server's log.
+        log_tail: Vec<String>,
+        /// The server's log.
+        log_path: PathBuf,
+    },
+    /// An `rpc-server` worker exited before it accepted connections.
+    #[error("rpc-server exited during start-up ({status}); see {log_path}; last log lines:\n{}", log_tail.join("\n"))]
+    RpcWorkerExited {
+        /// Its exit status.
+        status: ExitStatus,
+        /// The last lines of its log.
+        log_tail: Vec<String>,
+        /// The full log.
+        log_path: PathBuf,
+    },
+    /// An `rpc-server` worker did not accept connections within the start-up timeout.
+    #[error(
+        "rpc-server did not accept connections on {addr} within {timeout:?}; raise the ready timeout or see {log_path}"
+    )]
+    RpcWorkerReadyTimeout {
+        /// The address it should listen on.
+        addr: String,
+        /// The timeout that elapsed.
+        timeout: Duration,
+        /// Its log.
+        log_path: PathBuf,
+    },
 }
 
 /// Shorthand used across the crate.

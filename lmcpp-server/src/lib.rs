@@ -7,6 +7,8 @@
 //!   signal on Linux, and is stopped (SIGTERM, then SIGKILL) by [`Server::stop`] or on drop.
 //! - [`Registry`] lists and stops servers by their state files, checking each pid
 //!   against the kernel before trusting it.
+//! - [`RpcWorker`] supervises a ggml `rpc-server` worker the same way, and a server
+//!   launched with `--rpc` workers first checks that each one is reachable.
 //! - [`Client`] is a pooled, concurrent, typed client over either transport, with
 //!   streaming endpoints as [`futures_util::Stream`]s.
 //!
@@ -37,6 +39,7 @@ mod endpoints;
 mod error;
 mod procfs;
 mod registry;
+mod rpc;
 mod runtime;
 mod server;
 mod spawn;
@@ -50,6 +53,10 @@ pub use error::{Error, Result};
 pub use lmcpp_types as types;
 /// The server's error object, as carried by [`Error::Api`].
 pub use lmcpp_types::ServerError as ApiError;
-pub use registry::{Entry, Registry, ServerRecord, StaleReason, StopOutcome};
+pub use registry::{Entry, ProcessKind, Registry, ServerRecord, StaleReason, StopOutcome};
+pub use rpc::{
+    DEFAULT_RPC_HOST, DEFAULT_RPC_PORT, RpcWorker, RpcWorkerOptions, WORKER_CHECK_TIMEOUT,
+    check_workers,
+};
 pub use runtime::{MAX_SOCKET_PATH, default_runtime_dir, socket_path};
 pub use server::{HttpPort, LaunchOptions, Readiness, Server, TransportChoice, validate};

@@ -20,12 +20,37 @@ use crate::{
     runtime::{default_runtime_dir, ensure_private_dir},
 };
 
+/// What kind of process a registry record describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ProcessKind {
+    /// A `llama-server` (state files written before kinds existed are servers).
+    #[default]
+    Server,
+    /// A ggml `rpc-server` worker; its `endpoint` is the TCP address of its RPC listener
+    /// (not HTTP) and its `model` is empty.
+    RpcWorker,
+}
+
+impl std::fmt::Display for ProcessKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Server => "server",
+            Self::RpcWorker => "rpc-worker",
+        })
+    }
+}
+
 /// What the registry records about a server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ServerRecord {
     /// Registry id (12 hex digits).
     pub id: String,
+    /// Whether this is a `llama-server` or an `rpc-server` worker.
+    #[serde(default)]
+    pub kind: ProcessKind,
     /// Process id.
     pub pid: u32,
     /// Canonical path of the binary the process runs.

@@ -320,6 +320,7 @@ impl Plan {
         let pid = child.pid();
         let record = ServerRecord {
             id: self.id.clone(),
+            kind: crate::registry::ProcessKind::Server,
             pid,
             exe: self.exe.clone(),
             start_time: procfs::start_time(pid),
@@ -380,6 +381,9 @@ impl Server {
             TransportChoice::Unix => HttpPort::Auto,
         };
         let plan = Plan::prepare(opts)?;
+        // llama-server aborts on an unreachable worker with a core-dump-sized log and no
+        // typed reason; name the worker before anything is spawned instead.
+        crate::rpc::check_workers(&plan.opts.args.rpc, crate::rpc::WORKER_CHECK_TIMEOUT).await?;
         let endpoint = plan.endpoint(port)?;
         let current = plan.spawn(endpoint).await?;
         Ok(Self {

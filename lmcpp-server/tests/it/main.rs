@@ -4,4 +4,5 @@
 mod client;
 mod launch;
 mod registry;
+mod rpc;
 mod support;

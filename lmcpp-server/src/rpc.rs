@@ -1,0 +1,600 @@
+//! Supervised ggml `rpc-server` workers, and the reachability check run before a
+//! `llama-server` is pointed at workers with `--rpc`.
+//!
+//! A worker lends its CPU or GPU to a `llama-server` on another (or the same) machine. It
+//! speaks ggml's binary RPC protocol over TCP, which is unauthenticated: anyone who can
+//! connect can allocate memory and run graphs on it. Workers therefore bind 127.0.0.1
+//! unless an address is given explicitly, and must only ever listen on a trusted network.
+//!
+//! A worker is contained exactly like a server: it is started through the crate's one
+//! spawn helper (own process group, parent-death signal), stopped with SIGTERM then
+//! SIGKILL, recorded in the [`Registry`] with [`ProcessKind::RpcWorker`], and its output
+//! goes to a log file. It is ready once its port accepts a TCP connection; an exit
+//! before that is reported with the last log lines.
+//!
+//! Facts about the pinned `rpc-server` that shape this module: it binds IPv4 literals
+//! only, serves one client connection at a time (a `llama-server` holds its connection
+//! for its whole life), has a listen backlog of one, and fails a bind by printing
+//! `Failed to create server socket` and exiting with status 0. A `llama-server` whose
+//! worker disappears aborts (`Remote RPC server crashed ...`) rather than failing the
+//! request; [`Server::rpc_worker_lost`] recognises that exit.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::ExitStatus,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use crate::{
+    child::ChildProc,
+    client::Endpoint,
+    error::{Error, Result},
+    procfs,
+    registry::{self, ProcessKind, Registry, ServerRecord},
+    runtime,
+    server::Server,
+    spawn::{SpawnSpec, spawn},
+};
+
+/// The address workers bind when none is given: loopback only.
+pub const DEFAULT_RPC_HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// The port `rpc-server` itself defaults to.
+pub const DEFAULT_RPC_PORT: u16 = 50052;
+
+/// How long the pre-launch check waits for each worker to accept a connection.
+pub const WORKER_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What `rpc-server` prints when it cannot bind its port.
+const BIND_FAILURE: &str = "Failed to create server socket";
+
+/// What `llama-server` prints when it aborts because a worker went away.
+const WORKER_LOST: &str = "Remote RPC server crashed";
+
+/// How many log lines an early exit carries.
+const EXIT_TAIL_LINES: usize = 20;
+
+/// How often a worker whose lmcpp-chosen port was taken before it could bind is
+/// restarted on another port.
+const PORT_ATTEMPTS: u32 = 5;
+
+/// Everything [`RpcWorker::launch`] needs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RpcWorkerOptions {
+    /// The `rpc-server` binary.
+    pub binary: PathBuf,
+    /// The IPv4 address to bind (`rpc-server` accepts no names and no IPv6); default
+    /// 127.0.0.1. Anything else exposes an unauthenticated service to that network.
+    pub host: Ipv4Addr,
+    /// The port; `None` picks a free one (and retries on another if it is taken before
+    /// the worker binds it).
+    pub port: Option<u16>,
+    /// Threads for the CPU device (`-t`; `rpc-server` defaults to 1).
+    pub threads: Option<u32>,
+    /// Devices to serve (`-d`, e.g. `CUDA0`); default: every accelerator, else the CPU.
+    pub devices: Vec<String>,
+    /// Enables the worker's tensor cache (`-c`) in this directory (passed as
+    /// `LLAMA_CACHE`, so the cache never lands in the home directory by accident).
+    pub cache_dir: Option<PathBuf>,
+    /// Logs every RPC command the worker receives (`GGML_RPC_DEBUG=1`); verbose.
+    pub debug_log: bool,
+    /// Further `rpc-server` arguments, appended as given.
+    pub extra_args: Vec<String>,
+    /// Runtime dir for the state file and log; default [`runtime::default_runtime_dir`].
+    pub runtime_dir: Option<PathBuf>,
+    /// Log file; default `<runtime dir>/<id>.log`.
+    pub log_path: Option<PathBuf>,
+    /// Working directory; default the runtime dir.
+    pub cwd: Option<PathBuf>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// How long [`RpcWorker::launch`] waits for the port to accept connections
+    /// (default 30 s).
+    pub ready_timeout: Duration,
+    /// How long a stop waits after SIGTERM before SIGKILL (default 5 s).
+    pub stop_grace: Duration,
+    /// Start the worker so that it outlives this process (no parent-death signal, own
+    /// session); it is not stopped on drop after [`RpcWorker::detach`].
+    pub detached: bool,
+}
+
+impl RpcWorkerOptions {
+    /// Options with defaults: 127.0.0.1, a free port, default runtime dir.
+    pub fn new(binary: impl Into<PathBuf>) -> Self {
+        Self {
+            binary: binary.into(),
+            host: DEFAULT_RPC_HOST,
+            port: None,
+            threads: None,
+            devices: Vec::new(),
+            cache_dir: None,
+            debug_log: false,
+            extra_args: Vec::new(),
+            runtime_dir: None,
+            log_path: None,
+            cwd: None,
+            env: Vec::new(),
+            ready_timeout: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(5),
+            detached: false,
+        }
+    }
+
+    /// The `rpc-server` command line after the binary, for `port`.
+    fn argv(&self, port: u16) -> Vec<String> {
+        let mut args = vec![
+            "--host".to_owned(),
+            self.host.to_string(),
+            "--port".to_owned(),
+            port.to_string(),
+        ];
+        if let Some(threads) = self.threads {
+            args.extend(["--threads".to_owned(), threads.to_string()]);
+        }
+        if !self.devices.is_empty() {
+            args.extend(["--device".to_owned(), self.devices.join(",")]);
+        }
+        if self.cache_dir.is_some() {
+            args.push("--cache".to_owned());
+        }
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+
+    /// Environment added to the inherited one.
+    fn env(&self) -> Vec<(String, String)> {
+        let mut env = self.env.clone();
+        if let Some(dir) = &self.cache_dir {
+            env.push(("LLAMA_CACHE".into(), dir.to_string_lossy().into_owned()));
+        }
+        if self.debug_log {
+            env.push(("GGML_RPC_DEBUG".into(), "1".into()));
+        }
+        env
+    }
+}
+
+/// A supervised `rpc-server` worker.
+///
+/// Dropping it stops the worker (SIGTERM, then SIGKILL after the grace period), blocking
+/// for at most the grace period plus 5 s; prefer [`RpcWorker::stop`] in async code.
+#[derive(Debug)]
+pub struct RpcWorker {
+    registry: Registry,
+    record: ServerRecord,
+    child: ChildProc,
+    stop_grace: Duration,
+    /// Set once stopped, or detached.
+    finished: bool,
+}
+
+impl RpcWorker {
+    /// Starts the worker and waits until its port accepts TCP connections, watching the
+    /// process meanwhile: an early exit is [`Error::RpcWorkerExited`] (or
+    /// [`Error::PortInUse`] for a fixed port that is taken), no connection within the
+    /// ready timeout is [`Error::RpcWorkerReadyTimeout`] (and the worker is stopped).
+    pub async fn launch(opts: RpcWorkerOptions) -> Result<Self> {
+        check_binary(&opts.binary)?;
+        let exe = opts
+            .binary
+            .canonicalize()
+            .map_err(|e| Error::io("cannot resolve", &opts.binary, e))?;
+        let registry = Registry::new(
+            opts.runtime_dir
+                .clone()
+                .unwrap_or_else(runtime::default_runtime_dir),
+        );
+        registry.ensure_dir()?;
+        let mut id = runtime::new_id();
+        while registry.state_path(&id).exists() {
+            id = runtime::new_id();
+        }
+        let log_path = opts
+            .log_path
+            .clone()
+            .unwrap_or_else(|| registry.log_path(&id));
+        let cwd = opts
+            .cwd
+            .clone()
+            .unwrap_or_else(|| registry.dir().to_owned());
+        let deadline = tokio::time::Instant::now() + opts.ready_timeout;
+
+        let mut attempt = 1;
+        loop {
+            let port = match opts.port {
+                Some(port) => {
+                    if TcpListener::bind((opts.host, port)).is_err() {
+                        return Err(Error::PortInUse {
+                            host: opts.host.to_string(),
+                            port,
+                        });
+                    }
+                    port
+                }
+                None => free_port(opts.host)?,
+            };
+            let log_start = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
+            let args = opts.argv(port);
+            let child = spawn(SpawnSpec {
+                program: exe.clone(),
+                args: args.clone(),
+                cwd: cwd.clone(),
+                env: opts.env(),
+                log: log_path.clone(),
+                detached: opts.detached,
+            })
+            .await?;
+            let child = ChildProc::new(child);
+            let pid = child.pid();
+            let record = ServerRecord {
+                id: id.clone(),
+                kind: ProcessKind::RpcWorker,
+                pid,
+                exe: exe.clone(),
+                start_time: procfs::start_time(pid),
+                endpoint: Endpoint::http(opts.host.to_string(), port),
+                model: PathBuf::new(),
+                log_path: log_path.clone(),
+                args,
+                detached: opts.detached,
+                started_at_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or_default(),
+            };
+            let worker = Self {
+                registry: registry.clone(),
+                record,
+                child,
+                stop_grace: opts.stop_grace,
+                finished: false,
+            };
+            // From here on, dropping `worker` stops the process and removes the record.
+            registry.write(&worker.record)?;
+            let probe = probe_addr(opts.host, port);
+            match wait_listening(&worker.child, probe, deadline).await {
+                Listening::Ready => return Ok(worker),
+                Listening::TimedOut => {
+                    let addr = worker.address();
+                    worker.stop().await?;
+                    return Err(Error::RpcWorkerReadyTimeout {
+                        addr,
+                        timeout: opts.ready_timeout,
+                        log_path,
+                    });
+                }
+                Listening::Exited(status) => {
+                    let mut worker = worker;
+                    worker.finished = true;
+                    registry.remove(&worker.record);
+                    let log_tail = registry::log_tail(&log_path, log_start, EXIT_TAIL_LINES)
+                        .unwrap_or_default();
+                    let bind_failed = log_tail.iter().any(|l| l.contains(BIND_FAILURE));
+                    if bind_failed && opts.port.is_none() && attempt < PORT_ATTEMPTS {
+                        tracing::debug!(port, "rpc worker port taken, restarting on another port");
+                        attempt += 1;
+                        continue;
+                    }
+                    if bind_failed && let Some(port) = opts.port {
+                        return Err(Error::PortInUse {
+                            host: opts.host.to_string(),
+                            port,
+                        });
+                    }
+                    return Err(Error::RpcWorkerExited {
+                        status,
+                        log_tail,
+                        log_path,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The address to give `llama-server --rpc` (`host:port`).
+    pub fn address(&self) -> String {
+        match &self.record.endpoint {
+            Endpoint::Http { host, port } => format!("{host}:{port}"),
+            other => other.to_string(),
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        match &self.record.endpoint {
+            Endpoint::Http { port, .. } => *port,
+            _ => 0,
+        }
+    }
+
+    /// The registry id.
+    pub fn id(&self) -> &str {
+        &self.record.id
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// The registry record (kind [`ProcessKind::RpcWorker`]).
+    pub fn record(&self) -> &ServerRecord {
+        &self.record
+    }
+
+    /// The log file.
+    pub fn log_path(&self) -> &Path {
+        &self.record.log_path
+    }
+
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> Result<Vec<String>> {
+        registry::log_tail(&self.record.log_path, 0, n)
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.child.status()
+    }
+
+    /// Resolves when the worker exits (for foreground supervision).
+    pub async fn exited(&self) -> ExitStatus {
+        self.child.exited().await
+    }
+
+    /// SIGTERM, up to the grace period, SIGKILL; reaps the process and removes its state
+    /// file. Returns the exit status.
+    pub async fn stop(mut self) -> Result<ExitStatus> {
+        let status = self.child.stop(self.stop_grace).await;
+        self.registry.remove(&self.record);
+        self.finished = true;
+        status.ok_or(Error::StopTimeout { pid: self.pid() })
+    }
+
+    /// Lets the worker run on after this handle is dropped and returns its record, by
+    /// which [`Registry::stop`] can stop it later. Only a worker launched with
+    /// [`RpcWorkerOptions::detached`] also survives the exit of this process.
+    pub fn detach(mut self) -> ServerRecord {
+        self.finished = true;
+        self.record.clone()
+    }
+}
+
+impl Drop for RpcWorker {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.child.stop_blocking(self.stop_grace);
+        self.registry.remove(&self.record);
+    }
+}
+
+impl Server {
+    /// When this server has exited because it lost a worker connection (llama-server
+    /// aborts with `Remote RPC server crashed ...` when a worker goes away), the typed
+    /// [`Error::RpcWorkerLost`]; `None` while it runs or when it exited for another
+    /// reason. A request in flight at that moment fails with [`Error::Transport`].
+    pub fn rpc_worker_lost(&self) -> Option<Error> {
+        let status = self.exit_status()?;
+        let log_tail = self.log_tail(EXIT_TAIL_LINES * 10).ok()?;
+        if !log_tail.iter().any(|l| l.contains(WORKER_LOST)) {
+            return None;
+        }
+        Some(Error::RpcWorkerLost {
+            workers: rpc_list(&self.record().args),
+            status,
+            log_tail,
+            log_path: self.log_path().to_owned(),
+        })
+    }
+}
+
+/// The workers on a command line (`--rpc a,b`).
+fn rpc_list(args: &[String]) -> Vec<String> {
+    args.iter()
+        .position(|a| a == "--rpc")
+        .and_then(|i| args.get(i + 1))
+        .map(|list| list.split(',').map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// Checks that every worker in `addrs` (`host:port`) accepts a TCP connection within
+/// `timeout`, all at once; the first unreachable one, in list order, is the error.
+pub async fn check_workers(addrs: &[String], timeout: Duration) -> Result<()> {
+    let checks = addrs.iter().map(|addr| check_worker(addr, timeout));
+    for result in futures_util::future::join_all(checks).await {
+        result?;
+    }
+    Ok(())
+}
+
+/// Connects to one worker and closes the connection again.
+async fn check_worker(addr: &str, timeout: Duration) -> Result<()> {
+    let unreachable = |reason: String| Error::RpcWorkerUnreachable {
+        addr: addr.to_owned(),
+        reason,
+    };
+    if addr
+        .rsplit_once(':')
+        .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+    {
+        return Err(unreachable("not a host:port address".into()));
+    }
+    let attempt = async {
+        let targets: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|e| unreachable(format!("cannot resolve it: {e}")))?
+            .collect();
+        let mut last = None;
+        for target in targets {
+            match tokio::net::TcpStream::connect(target).await {
+                Ok(_stream) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(unreachable(match last {
+            Some(e) => e.to_string(),
+            None => "its name resolves to no address".into(),
+        }))
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(unreachable(format!(
+            "no connection within {timeout:?}; a worker serves one llama-server at a time, \
+             so another server may be holding it"
+        ))),
+    }
+}
+
+/// How waiting for the port ended.
+enum Listening {
+    Ready,
+    Exited(ExitStatus),
+    TimedOut,
+}
+
+/// Polls `addr` with TCP connects (1 ms apart at first, backing off to 20 ms) until one
+/// succeeds, the child exits, or `deadline` passes.
+async fn wait_listening(
+    child: &ChildProc,
+    addr: SocketAddr,
+    deadline: tokio::time::Instant,
+) -> Listening {
+    let mut delay = Duration::from_millis(1);
+    loop {
+        let connected = tokio::select! {
+            biased;
+            status = child.exited() => return Listening::Exited(status),
+            () = tokio::time::sleep_until(deadline) => return Listening::TimedOut,
+            res = tokio::net::TcpStream::connect(addr) => res.is_ok(),
+        };
+        // A connect can win the race against an exit that already happened (another
+        // process on the port); trust it only while our child still runs.
+        if connected && child.status().is_none() {
+            return Listening::Ready;
+        }
+        tokio::select! {
+            biased;
+            status = child.exited() => return Listening::Exited(status),
+            () = tokio::time::sleep_until(deadline) => return Listening::TimedOut,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Where to probe a worker bound to `host`: loopback for the wildcard address.
+fn probe_addr(host: Ipv4Addr, port: u16) -> SocketAddr {
+    let host = if host.is_unspecified() {
+        Ipv4Addr::LOCALHOST
+    } else {
+        host
+    };
+    SocketAddr::from((host, port))
+}
+
+/// A port that is free on `host` right now (the OS picks it; we release it for the worker).
+fn free_port(host: Ipv4Addr) -> Result<u16> {
+    TcpListener::bind((host, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::io("cannot find a free port on", host.to_string(), e))
+}
+
+/// The binary exists and is an executable regular file.
+fn check_binary(binary: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(binary).map_err(|_| Error::BinaryNotFound {
+        path: binary.to_owned(),
+    })?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(Error::BinaryNotExecutable {
+            path: binary.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn argv_renders_every_option() {
+        let mut opts = RpcWorkerOptions::new("/bin/rpc-server");
+        assert_eq!(opts.argv(7), ["--host", "127.0.0.1", "--port", "7"]);
+        assert!(opts.env().is_empty());
+        opts.host = Ipv4Addr::new(192, 168, 1, 20);
+        opts.threads = Some(4);
+        opts.devices = vec!["CUDA0".into(), "CUDA1".into()];
+        opts.cache_dir = Some("/c".into());
+        opts.debug_log = true;
+        opts.extra_args = vec!["--x".into()];
+        assert_eq!(
+            opts.argv(50052),
+            [
+                "--host",
+                "192.168.1.20",
+                "--port",
+                "50052",
+                "--threads",
+                "4",
+                "--device",
+                "CUDA0,CUDA1",
+                "--cache",
+                "--x"
+            ]
+        );
+        assert_eq!(
+            opts.env(),
+            [
+                ("LLAMA_CACHE".to_owned(), "/c".to_owned()),
+                ("GGML_RPC_DEBUG".to_owned(), "1".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn rpc_list_reads_the_command_line() {
+        let args: Vec<String> = ["--model", "m", "--rpc", "a:1,b:2", "-ngl", "99"]
+            .map(String::from)
+            .into();
+        assert_eq!(rpc_list(&args), ["a:1", "b:2"]);
+        assert!(rpc_list(&args[..2]).is_empty());
+    }
+
+    #[test]
+    fn wildcard_binds_are_probed_on_loopback() {
+        assert_eq!(
+            probe_addr(Ipv4Addr::UNSPECIFIED, 9),
+            "127.0.0.1:9".parse().unwrap()
+        );
+        assert_eq!(
+            probe_addr(Ipv4Addr::new(10, 0, 0, 2), 9),
+            "10.0.0.2:9".parse().unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_and_closed_addresses_are_named() {
+        let closed = {
+            let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let open = listener.local_addr().unwrap().to_string();
+        let t = Duration::from_secs(2);
+        check_workers(std::slice::from_ref(&open), t).await.unwrap();
+        for bad in ["no-port", "host:notaport", closed.as_str()] {
+            let addrs = vec![open.clone(), bad.to_owned()];
+            match check_workers(&addrs, t).await {
+                Err(Error::RpcWorkerUnreachable { addr, .. }) => assert_eq!(addr, bad),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+}

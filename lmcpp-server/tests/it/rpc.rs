@@ -1,0 +1,185 @@
+//! ggml RPC workers without a real `rpc-server`: the pre-launch reachability check, and
+//! worker start-up failures against stand-in scripts.
+
+use std::{net::TcpListener, path::Path, time::Duration};
+
+use lmcpp_server::{
+    Error, LaunchOptions, ProcessKind, Registry, RpcWorker, RpcWorkerOptions, Server,
+};
+
+use crate::support::{fake_gguf, script};
+
+/// An address on 127.0.0.1 where nothing listens (bound once, then released).
+fn closed_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+fn worker_options(dir: &Path, binary: std::path::PathBuf) -> RpcWorkerOptions {
+    let mut opts = RpcWorkerOptions::new(binary);
+    opts.runtime_dir = Some(dir.join("run"));
+    opts.stop_grace = Duration::from_secs(2);
+    opts
+}
+
+#[tokio::test]
+async fn unreachable_worker_is_named_before_llama_server_is_spawned() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("spawned");
+    let exe = script(
+        dir.path(),
+        "server",
+        &format!("touch {}; exec sleep 60", marker.display()),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let live = listener.local_addr().unwrap().to_string();
+    let dead = closed_addr();
+
+    let mut opts = LaunchOptions::new(exe, fake_gguf(dir.path()));
+    opts.runtime_dir = Some(dir.path().join("run"));
+    opts.socket_fallback_dir = Some(dir.path().join("s"));
+    opts.args.rpc = vec![live.clone(), dead.clone()];
+    let started = std::time::Instant::now();
+    match Server::launch(opts).await {
+        Err(e @ Error::RpcWorkerUnreachable { .. }) => {
+            let Error::RpcWorkerUnreachable { addr, .. } = &e else {
+                unreachable!()
+            };
+            assert_eq!(addr, &dead);
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&dead) && msg.contains("lmcpp rpc-worker"),
+                "{msg}"
+            );
+        }
+        other => panic!("expected RpcWorkerUnreachable, got {other:?}"),
+    }
+    // A refused connection is immediate; it must not wait out the check timeout.
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(!marker.exists(), "llama-server was spawned");
+    let run = dir.path().join("run");
+    assert!(Registry::new(&run).list().unwrap().is_empty());
+    let logs: Vec<_> = std::fs::read_dir(&run)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(logs.is_empty(), "files were created: {logs:?}");
+}
+
+#[tokio::test]
+async fn worker_exit_during_start_up_carries_the_log_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = script(
+        dir.path(),
+        "rpc-server",
+        "echo \"args: $*\"; echo 'No devices found' >&2; exit 1",
+    );
+    let mut opts = worker_options(dir.path(), exe);
+    opts.threads = Some(3);
+    match RpcWorker::launch(opts).await {
+        Err(Error::RpcWorkerExited {
+            status, log_tail, ..
+        }) => {
+            assert_eq!(status.code(), Some(1));
+            assert_eq!(
+                log_tail.last().map(String::as_str),
+                Some("No devices found")
+            );
+            let args = &log_tail[0];
+            assert!(
+                args.starts_with("args: --host 127.0.0.1 --port ")
+                    && args.ends_with(" --threads 3"),
+                "{args}"
+            );
+        }
+        other => panic!("expected RpcWorkerExited, got {other:?}"),
+    }
+    assert!(
+        Registry::new(dir.path().join("run"))
+            .list()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn taken_auto_port_is_retried_and_a_silent_worker_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("count");
+    // The first start fails its bind the way rpc-server does (message, status 0); the
+    // second never listens.
+    let exe = script(
+        dir.path(),
+        "rpc-server",
+        &format!(
+            "if [ -e {c} ]; then echo \"second $*\"; exec sleep 60; fi; touch {c}; \
+             echo 'Failed to create server socket' >&2; exit 0",
+            c = count.display()
+        ),
+    );
+    let mut opts = worker_options(dir.path(), exe);
+    opts.ready_timeout = Duration::from_millis(500);
+    let log_dir = dir.path().join("run");
+    match RpcWorker::launch(opts).await {
+        Err(Error::RpcWorkerReadyTimeout { addr, log_path, .. }) => {
+            assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+            let log = std::fs::read_to_string(&log_path).unwrap();
+            assert!(log.contains("Failed to create server socket"), "{log}");
+            assert!(log.contains("second --host 127.0.0.1"), "{log}");
+        }
+        other => panic!("expected RpcWorkerReadyTimeout, got {other:?}"),
+    }
+    // The timed-out worker was stopped and unregistered.
+    assert!(Registry::new(&log_dir).list().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn held_fixed_port_is_refused_before_spawning() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("spawned");
+    let exe = script(
+        dir.path(),
+        "rpc-server",
+        &format!("touch {}; exec sleep 60", marker.display()),
+    );
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let mut opts = worker_options(dir.path(), exe);
+    opts.port = Some(port);
+    match RpcWorker::launch(opts).await {
+        Err(Error::PortInUse { port: p, .. }) => assert_eq!(p, port),
+        other => panic!("expected PortInUse, got {other:?}"),
+    }
+    assert!(!marker.exists());
+}
+
+#[test]
+fn state_files_without_a_kind_are_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = serde_json::json!({
+        "id": "0123456789ab",
+        "pid": 1,
+        "exe": "/bin/llama-server",
+        "start_time": 1,
+        "endpoint": {"transport": "http", "host": "127.0.0.1", "port": 1},
+        "model": "/m.gguf",
+        "log_path": "/x.log",
+        "args": [],
+        "detached": false,
+        "started_at_ms": 1,
+    });
+    std::fs::write(
+        dir.path().join("0123456789ab.json"),
+        serde_json::to_vec(&record).unwrap(),
+    )
+    .unwrap();
+    let registry = Registry::new(dir.path());
+    let read = registry.read("0123456789ab").unwrap().unwrap();
+    assert_eq!(read.kind, ProcessKind::Server);
+    let json = serde_json::to_value(&read).unwrap();
+    assert_eq!(json["kind"], "server");
+    assert_eq!(ProcessKind::RpcWorker.to_string(), "rpc-worker");
+    assert_eq!(
+        serde_json::to_value(ProcessKind::RpcWorker).unwrap(),
+        "rpc-worker"
+    );
+}
