@@ -4,5 +4,6 @@
 
 mod endpoints;
 mod lifecycle;
+mod rpc;
 mod streaming;
 mod support;

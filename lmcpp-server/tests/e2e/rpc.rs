@@ -1,0 +1,179 @@
+//! Two real `rpc-server` workers on loopback and a `llama-server` that offloads the demo
+//! model to both: completions work, the workers receive tensors and graphs, losing a
+//! worker is reported typed, and restarting worker and server recovers.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use lmcpp_server::{
+    Entry, Error, ProcessKind, Registry, RpcWorker, RpcWorkerOptions, Server, StaleReason,
+    TransportChoice,
+};
+use lmcpp_types::native::completion::CompletionRequest;
+
+use crate::support::{eventually, options, running};
+
+/// The `rpc_server` entry of the prerequisites file, failing with the command that
+/// provides it.
+pub(crate) fn rpc_server() -> PathBuf {
+    let file = std::env::var_os("LMCPP_TEST_PATHS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/lmcpp-test/paths.json")
+        });
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {} ({e}); run `cargo xtask prepare` first",
+            file.display()
+        )
+    });
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "{} is malformed ({e}); run `cargo xtask prepare`",
+            file.display()
+        )
+    });
+    let path = value["rpc_server"].as_str().map(PathBuf::from);
+    match path {
+        Some(p) if p.is_file() => p,
+        _ => panic!(
+            "{} names no rpc-server binary (rpc_server: {}); run `cargo xtask prepare` \
+             with a toolchain that builds rpc-server",
+            file.display(),
+            value["rpc_server"]
+        ),
+    }
+}
+
+/// A loopback worker that logs every RPC command it receives.
+async fn worker(dir: &Path, port: Option<u16>) -> RpcWorker {
+    let mut opts = RpcWorkerOptions::new(rpc_server());
+    opts.runtime_dir = Some(dir.join("run"));
+    opts.port = port;
+    opts.threads = Some(1);
+    opts.debug_log = true;
+    RpcWorker::launch(opts).await.expect("rpc-server starts")
+}
+
+/// The demo model on a server that puts every layer on the two workers.
+async fn server(dir: &Path, workers: &[String]) -> Server {
+    let mut opts = options(dir, TransportChoice::Unix);
+    opts.args.rpc = workers.to_vec();
+    // Without this the layers stay on the local CPU and the workers only hold buffers.
+    opts.args.gpu_layers = Some(99);
+    opts.args.parallel = Some(1);
+    Server::launch(opts)
+        .await
+        .expect("llama-server starts with --rpc")
+}
+
+async fn complete(server: &Server) -> lmcpp_server::Result<String> {
+    let req = CompletionRequest::new("Once upon a time").n_predict(8);
+    Ok(server.client().completion(&req).await?.content)
+}
+
+fn kinds(registry: &Registry) -> Vec<(ProcessKind, String, bool)> {
+    let mut v: Vec<_> = registry
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|e| match e {
+            Entry::Live(r) => (r.kind, r.id, true),
+            Entry::Stale { record, .. } => (record.kind, record.id, false),
+            _ => unreachable!("unknown entry kind"),
+        })
+        .collect();
+    v.sort_by(|a, b| a.1.cmp(&b.1));
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_loopback_workers_serve_then_fail_typed_and_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::new(dir.path().join("run"));
+    let w1 = worker(dir.path(), None).await;
+    let w2 = worker(dir.path(), None).await;
+    assert_ne!(w1.port(), w2.port());
+    assert!(w1.address().starts_with("127.0.0.1:"));
+    let addrs = vec![w1.address(), w2.address()];
+
+    let server1 = server(dir.path(), &addrs).await;
+    assert!(server1.record().args.join(" ").contains(&addrs.join(",")));
+    complete(&server1)
+        .await
+        .expect("completion through both workers");
+
+    // Both workers received the model's tensors and computed graphs.
+    for w in [&w1, &w2] {
+        let log = std::fs::read_to_string(w.log_path()).unwrap();
+        for marker in ["[set_tensor]", "[graph_compute]"] {
+            assert!(
+                log.contains(marker),
+                "worker {} log lacks {marker}:\n{}",
+                w.address(),
+                w.log_tail(20).unwrap().join("\n")
+            );
+        }
+    }
+    let mut expected = vec![
+        (ProcessKind::Server, server1.id().to_owned(), true),
+        (ProcessKind::RpcWorker, w1.id().to_owned(), true),
+        (ProcessKind::RpcWorker, w2.id().to_owned(), true),
+    ];
+    expected.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(kinds(&registry), expected);
+
+    // Kill worker 1 outright: llama-server has no way to continue without it.
+    let (w1_id, w1_port, w1_pid) = (w1.id().to_owned(), w1.port(), w1.pid());
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &w1_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(eventually(Duration::from_secs(10), || w1.exit_status().is_some()).await);
+    match complete(&server1).await {
+        Err(Error::Transport { .. }) => {}
+        other => panic!("expected the request to fail with a transport error, got {other:?}"),
+    }
+    // llama-server aborts on the lost connection (it may take a while: it prints a
+    // backtrace first); the handle classifies that exit.
+    assert!(
+        eventually(Duration::from_secs(60), || server1.exit_status().is_some()).await,
+        "llama-server kept running without its worker"
+    );
+    match server1.rpc_worker_lost() {
+        Some(Error::RpcWorkerLost { workers, .. }) => assert_eq!(workers, addrs),
+        other => panic!("expected RpcWorkerLost, got {other:?}"),
+    }
+    // The registry reports the dead worker (and the dead server) as stale.
+    let listed = registry.list().unwrap();
+    let w1_entry = listed.iter().find_map(|e| match e {
+        Entry::Stale { record, reason } if record.id == w1_id => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(w1_entry, Some(StaleReason::NotRunning), "{listed:?}");
+    assert!(listed.iter().any(|e| matches!(e,
+        Entry::Live(r) if r.id == w2.id() && r.kind == ProcessKind::RpcWorker)));
+    drop(w1);
+    server1.stop().await.unwrap();
+
+    // Restart the worker on its old port and the server: it works again.
+    let w1 = worker(dir.path(), Some(w1_port)).await;
+    assert_eq!(w1.address(), addrs[0]);
+    let server2 = server(dir.path(), &addrs).await;
+    complete(&server2)
+        .await
+        .expect("completion after restarting worker and server");
+    let log = std::fs::read_to_string(w1.log_path()).unwrap();
+    assert!(log.contains("[graph_compute]"));
+
+    let server_pid = server2.pid();
+    server2.stop().await.unwrap();
+    let (p1, p2) = (w1.pid(), w2.pid());
+    w1.stop().await.unwrap();
+    w2.stop().await.unwrap();
+    assert!(!running(server_pid) && !running(p1) && !running(p2));
+    assert!(registry.list().unwrap().is_empty());
+}
