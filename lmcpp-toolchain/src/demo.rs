@@ -4,8 +4,9 @@
 //! GGUF files in its source tree. This module takes the tokenizer from one of them and adds
 //! seeded random `F32` weights for a 2-layer, 64-wide llama, which `llama-server` loads in
 //! well under a second and serves completion, chat and embeddings from (the output is
-//! gibberish, which is all a test needs). The bytes depend only on the vocab file and
-//! [`DemoOptions`].
+//! gibberish, which is all a test needs). With `--reranking` it also answers `/reranking`
+//! (rank pooling without a classifier head scores by the last token's embedding). The
+//! bytes depend only on the vocab file and [`DemoOptions`].
 
 use std::path::{Path, PathBuf};
 

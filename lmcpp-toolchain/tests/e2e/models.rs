@@ -95,7 +95,7 @@ impl Drop for Server {
 }
 
 impl Server {
-    fn start(binary: &Path, model: &Path, dir: &Path) -> Server {
+    fn start(binary: &Path, model: &Path, dir: &Path, extra: &[&str]) -> Server {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -106,7 +106,8 @@ impl Server {
             .arg("-m")
             .arg(model)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["-c", "512", "--embeddings", "--pooling", "mean"])
+            .args(["-c", "512"])
+            .args(extra)
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
@@ -228,9 +229,16 @@ async fn demo_model_pulled_through_the_store_serves_llama_server() {
     std::fs::create_dir_all(&server_dir).unwrap();
     let path = pulled.path.clone();
     let binary = p.llama_server.clone();
-    let server = tokio::task::spawn_blocking(move || Server::start(&binary, &path, &server_dir))
-        .await
-        .unwrap();
+    let server = tokio::task::spawn_blocking(move || {
+        Server::start(
+            &binary,
+            &path,
+            &server_dir,
+            &["--embeddings", "--pooling", "mean"],
+        )
+    })
+    .await
+    .unwrap();
 
     tokio::task::spawn_blocking(move || {
         // Tokenization matches llama.cpp's reference for this vocab.
@@ -290,4 +298,30 @@ async fn demo_model_pulled_through_the_store_serves_llama_server() {
     })
     .await
     .unwrap();
+}
+
+#[test]
+fn demo_model_serves_reranking() {
+    let p = paths();
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo.gguf");
+    write_demo_model(&p.vocab_gguf, &demo, &DemoOptions::default()).unwrap();
+    // Rank pooling on a model without a classifier head scores by the last token's
+    // embedding: meaningless numbers, but a real `/reranking` round trip.
+    let server = Server::start(&p.llama_server, &demo, dir.path(), &["--reranking"]);
+    let r = server.post(
+        "/reranking",
+        json!({ "query": "what is a llama", "documents": ["a llama", "rust", "hello"] }),
+    );
+    let mut indexes: Vec<u64> = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            assert!(x["relevance_score"].is_number(), "{x}");
+            x["index"].as_u64().unwrap()
+        })
+        .collect();
+    indexes.sort_unstable();
+    assert_eq!(indexes, [0, 1, 2], "{r}");
 }
