@@ -1,5 +1,6 @@
 //! The build path with real cmake on a tiny CMake project shaped like llama.cpp (it has
-//! `tools/server` and builds `llama-server` and `rpc-server`), through both build drivers:
+//! `tools/server`, and targets `llama-server` and `ggml-rpc-server` whose binary is named
+//! `rpc-server`, like the pinned llama.cpp), through both build drivers:
 //! the cmake command line (progress and `build.log`) and the `cmake` crate as a build
 //! script would use it. Uses the default cache root so the cmake that
 //! `cargo xtask prepare` bootstrapped is reused; the entries are removed afterwards.
@@ -24,7 +25,10 @@ fn tiny_tree(dir: &Path) {
          option(GGML_RPC \"rpc\" OFF)\n\
          set(CMAKE_RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)\n\
          add_executable(llama-server main.c)\n\
-         if (GGML_RPC)\n  add_executable(rpc-server main.c)\nendif()\n",
+         if (GGML_RPC)\n\
+           add_executable(ggml-rpc-server main.c)\n\
+           set_target_properties(ggml-rpc-server PROPERTIES OUTPUT_NAME rpc-server)\n\
+         endif()\n",
     )
     .unwrap();
     std::fs::write(
@@ -68,7 +72,7 @@ async fn cmake_cli_driver_builds_logs_and_reports_progress() {
     assert!(percents.lock().unwrap().contains(&100));
     let log = std::fs::read_to_string(installed.entry_dir.join("build.log")).unwrap();
     assert!(
-        log.contains("-DGGML_RPC=ON") && log.contains("--target llama-server rpc-server"),
+        log.contains("-DGGML_RPC=ON") && log.contains("--target llama-server ggml-rpc-server"),
         "{log}"
     );
     let state = lmcpp_toolchain::recipe::read_state(&installed.entry_dir)
