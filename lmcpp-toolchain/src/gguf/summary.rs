@@ -108,3 +108,88 @@ impl GgufSummary {
         }
     }
 }
+
+/// `4200000` → `4.2M`.
+fn human_count(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1_000_000_000, "B"), (1_000_000, "M"), (1_000, "K")];
+    for (scale, unit) in UNITS {
+        if n >= scale {
+            return format!("{:.1}{unit}", n as f64 / scale as f64);
+        }
+    }
+    n.to_string()
+}
+
+/// `17438336` → `16.6 MiB`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (scale, unit) in UNITS {
+        if n >= scale {
+            return format!("{:.1} {unit}", n as f64 / scale as f64);
+        }
+    }
+    format!("{n} B")
+}
+
+impl std::fmt::Display for GgufSummary {
+    /// One `label  value` line per known fact, for terminals.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unknown = || "unknown".to_owned();
+        let num = |v: Option<u64>| v.map_or_else(unknown, |v| v.to_string());
+        let rows = [
+            (
+                "architecture",
+                self.architecture.clone().unwrap_or_else(unknown),
+            ),
+            ("name", self.name.clone().unwrap_or_else(unknown)),
+            ("parameters", human_count(self.parameter_count)),
+            (
+                "quantization",
+                self.quantization.clone().unwrap_or_else(unknown),
+            ),
+            ("context length", num(self.context_length)),
+            ("embedding length", num(self.embedding_length)),
+            ("layers", num(self.block_count)),
+            ("attention heads", num(self.head_count)),
+            (
+                "vocabulary",
+                match (&self.vocab_size, &self.tokenizer_model) {
+                    (Some(n), Some(m)) => format!("{n} tokens ({m} tokenizer)"),
+                    (Some(n), None) => format!("{n} tokens"),
+                    (None, Some(m)) => format!("{m} tokenizer"),
+                    (None, None) => unknown(),
+                },
+            ),
+            (
+                "chat template",
+                self.chat_template
+                    .as_ref()
+                    .map_or_else(|| "none".to_owned(), |t| format!("yes ({} bytes)", t.len())),
+            ),
+            ("tensors", self.tensor_count.to_string()),
+            ("file size", human_bytes(self.file_size)),
+            ("gguf version", self.version.to_string()),
+        ];
+        for (i, (label, value)) in rows.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{label:<17}{value}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_count(999), "999");
+        assert_eq!(human_count(4_200_000), "4.2M");
+        assert_eq!(human_count(7_241_732_096), "7.2B");
+        assert_eq!(human_bytes(17_438_336), "16.6 MiB");
+        assert_eq!(human_bytes(512), "512 B");
+    }
+}

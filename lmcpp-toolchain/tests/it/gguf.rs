@@ -526,3 +526,23 @@ fn error_messages_name_the_problem_and_the_fix() {
         .to_string();
     assert!(msg.contains("/nonexistent/model.gguf"), "{msg}");
 }
+
+#[test]
+fn summary_prints_one_line_per_fact() {
+    let text = read_gguf(&vocab_fixture()).unwrap().summary().to_string();
+    let expected = "\
+architecture     llama
+name             llama-spm
+parameters       0
+quantization     F16
+context length   4096
+embedding length 4096
+layers           32
+attention heads  32
+vocabulary       32000 tokens (llama tokenizer)
+chat template    none
+tensors          0
+file size        706.9 KiB
+gguf version     3";
+    assert_eq!(text, expected);
+}
