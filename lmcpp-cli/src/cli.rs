@@ -38,7 +38,10 @@ pub(crate) enum Command {
     Model(ModelCmd),
     /// Start a llama-server with a model (foreground, or --detach).
     Serve(ServeArgs),
-    /// List servers started by lmcpp.
+    /// Run a ggml rpc-server worker that lends this machine to a llama-server elsewhere
+    /// (unauthenticated: trusted networks only).
+    RpcWorker(RpcWorkerArgs),
+    /// List servers and rpc workers started by lmcpp.
     Ps,
     /// Stop a server started by lmcpp (never any other process).
     Stop(StopArgs),
@@ -215,6 +218,37 @@ pub(crate) struct ServeArgs {
     /// Extra llama-server flags, after `--`.
     #[arg(last = true, value_name = "LLAMA_SERVER_ARGS")]
     pub(crate) extra: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RpcWorkerArgs {
+    /// IPv4 address and port to listen on; the port defaults to 50052, and 0 picks a free
+    /// one. Anything but 127.0.0.1 exposes an unauthenticated service to that network.
+    #[arg(long, value_name = "ADDR[:PORT]", default_value = "127.0.0.1:50052")]
+    pub(crate) bind: String,
+    /// Keep running after this command exits.
+    #[arg(long)]
+    pub(crate) detach: bool,
+    /// Threads for the CPU device (rpc-server's default is 1).
+    #[arg(long, short)]
+    pub(crate) threads: Option<u32>,
+    /// Devices to serve, e.g. CUDA0,CUDA1 (default: every accelerator, else the CPU).
+    #[arg(long, value_name = "DEV,...", value_delimiter = ',')]
+    pub(crate) device: Vec<String>,
+    /// Cache tensors sent by clients in this directory (rpc-server -c).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cache_dir: Option<PathBuf>,
+    /// Log every RPC command the worker receives (verbose).
+    #[arg(long)]
+    pub(crate) debug_log: bool,
+    /// Use this rpc-server binary instead of the toolchain's.
+    #[arg(long, value_name = "PATH", env = "LMCPP_RPC_SERVER_BIN")]
+    pub(crate) rpc_server: Option<PathBuf>,
+    /// Seconds to wait for the worker to accept connections.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) ready_timeout: u64,
+    #[command(flatten)]
+    pub(crate) toolchain: ToolchainOpts,
 }
 
 #[derive(Debug, Args)]

@@ -8,7 +8,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
 use lmcpp::Lmcpp;
-use lmcpp::server::{Entry, HttpPort, Registry, TransportChoice, default_runtime_dir};
+use lmcpp::server::{
+    Endpoint, Entry, HttpPort, ProcessKind, Registry, RpcWorker, RpcWorkerOptions, TransportChoice,
+    default_runtime_dir,
+};
 use lmcpp::toolchain::models::{ModelSource, ModelStore, ModelStoreOptions, PullOptions};
 use lmcpp::toolchain::{
     Backend, Features, LlamaVersion, Mode, SharedProgress, Source, Toolchain, ToolchainRequest,
@@ -23,11 +26,11 @@ use serde_json::json;
 
 use crate::BadInput;
 use crate::cli::{
-    BackendArg, ChatArgs, Cli, Command, CompleteArgs, GenOpts, ModeArg, ModelCmd, RunArgs,
-    ServeArgs, ToolchainCmd, ToolchainOpts,
+    BackendArg, ChatArgs, Cli, Command, CompleteArgs, GenOpts, ModeArg, ModelCmd, RpcWorkerArgs,
+    RunArgs, ServeArgs, ToolchainCmd, ToolchainOpts,
 };
 use crate::render::Renderer;
-use crate::target::{self, live_servers};
+use crate::target::{self, live_records, live_servers};
 
 /// What every command may need.
 pub(crate) struct Ctx {
@@ -97,6 +100,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Toolchain(cmd) => toolchain(&ctx, cmd).await,
         Command::Model(cmd) => model(&ctx, cmd).await,
         Command::Serve(args) => serve(&ctx, args).await,
+        Command::RpcWorker(args) => rpc_worker(&ctx, args).await,
         Command::Ps => ps(&ctx),
         Command::Stop(args) => stop(&ctx, args.id, args.all).await,
         Command::Logs(args) => logs(&ctx, &args.id, args.lines, args.follow).await,
@@ -577,6 +581,86 @@ async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
     }
 }
 
+/// Parses `--bind ADDR[:PORT]` (IPv4 only, like rpc-server); port 0 means "pick one".
+fn parse_bind(bind: &str) -> Result<(std::net::Ipv4Addr, Option<u16>)> {
+    let bad = || {
+        BadInput(format!(
+            "--bind {bind}: write it as an IPv4 address with an optional port, \
+             e.g. 127.0.0.1:50052 or 192.168.1.20 (rpc-server accepts no host names)"
+        ))
+    };
+    let (host, port) = match bind.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>().map_err(|_| bad())?),
+        None => (bind, lmcpp::server::DEFAULT_RPC_PORT),
+    };
+    let host = host.parse().map_err(|_| bad())?;
+    Ok((host, (port != 0).then_some(port)))
+}
+
+async fn rpc_worker(ctx: &Ctx, args: RpcWorkerArgs) -> Result<ExitCode> {
+    let (host, port) = parse_bind(&args.bind)?;
+    let binary = match args.rpc_server {
+        Some(path) => path,
+        None => {
+            let installed = ctx
+                .toolchain()?
+                .ensure(&request(&args.toolchain)?, &ctx.progress)
+                .await?;
+            installed.rpc_server.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "toolchain {} has no rpc-server; build one without --no-rpc \
+                     (`lmcpp toolchain build`) or pass --rpc-server PATH",
+                    installed.fingerprint
+                )
+            })?
+        }
+    };
+    let mut opts = RpcWorkerOptions::new(binary);
+    opts.host = host;
+    opts.port = port;
+    opts.threads = args.threads;
+    opts.devices = args.device;
+    opts.cache_dir = args.cache_dir;
+    opts.debug_log = args.debug_log;
+    opts.runtime_dir = ctx.runtime_dir.clone();
+    opts.ready_timeout = Duration::from_secs(args.ready_timeout);
+    opts.detached = args.detach;
+    if !host.is_loopback() {
+        eprintln!(
+            "lmcpp: warning: ggml RPC is unauthenticated; anyone who can reach {host} can use \
+             this worker. Only run it on a trusted network."
+        );
+    }
+    let worker = RpcWorker::launch(opts).await?;
+    let record = worker.record().clone();
+    if ctx.json {
+        ctx.print_json(&serde_json::to_value(&record)?)?;
+    } else {
+        println!("{} {}", record.id, worker.address());
+    }
+    if args.detach {
+        let _ = worker.detach();
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "lmcpp: rpc worker listening on {} (log {}); point a server at it with \
+         `lmcpp serve --rpc {}`; Ctrl-C to stop",
+        worker.address(),
+        record.log_path.display(),
+        worker.address()
+    );
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {
+            worker.stop().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        status = worker.exited() => {
+            let tail = worker.log_tail(20).unwrap_or_default();
+            anyhow::bail!("rpc-server exited ({status}); last log lines:\n{}", tail.join("\n"));
+        }
+    }
+}
+
 fn ps(ctx: &Ctx) -> Result<ExitCode> {
     let entries = ctx.registry().list()?;
     let live: Vec<_> = entries
@@ -591,14 +675,24 @@ fn ps(ctx: &Ctx) -> Result<ExitCode> {
     } else if live.is_empty() {
         println!("no servers running");
     } else {
-        println!("{:<13} {:>8}  {:<40} MODEL", "ID", "PID", "ENDPOINT");
+        println!(
+            "{:<13} {:<10} {:>8}  {:<40} MODEL",
+            "ID", "KIND", "PID", "ENDPOINT"
+        );
         for r in live {
+            let (endpoint, model) = match (&r.kind, &r.endpoint) {
+                (ProcessKind::RpcWorker, Endpoint::Http { host, port }) => {
+                    (format!("rpc://{host}:{port}"), "-".to_owned())
+                }
+                _ => (r.endpoint.to_string(), r.model.display().to_string()),
+            };
             println!(
-                "{:<13} {:>8}  {:<40} {}",
+                "{:<13} {:<10} {:>8}  {:<40} {}",
                 r.id,
+                r.kind.to_string(),
                 r.pid,
-                r.endpoint.to_string(),
-                r.model.display()
+                endpoint,
+                model
             );
         }
     }
@@ -608,7 +702,10 @@ fn ps(ctx: &Ctx) -> Result<ExitCode> {
 async fn stop(ctx: &Ctx, id: Option<String>, all: bool) -> Result<ExitCode> {
     let registry = ctx.registry();
     let ids: Vec<String> = if all {
-        live_servers(&registry)?.into_iter().map(|r| r.id).collect()
+        // Servers before workers: a server whose worker vanishes aborts noisily.
+        let mut live = live_records(&registry)?;
+        live.sort_by_key(|r| r.kind != ProcessKind::Server);
+        live.into_iter().map(|r| r.id).collect()
     } else {
         id.into_iter().collect()
     };

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use lmcpp::Running;
-use lmcpp::server::{Client, Endpoint, Entry, Registry};
+use lmcpp::server::{Client, Endpoint, Entry, ProcessKind, Registry};
 
 use crate::BadInput;
 use crate::cli::TargetArgs;
@@ -40,8 +40,15 @@ pub(crate) fn parse_url(url: &str) -> Result<Endpoint> {
     Ok(Endpoint::unix(PathBuf::from(url)))
 }
 
-/// Live servers in the registry.
+/// Live servers in the registry (not rpc workers, which speak no HTTP).
 pub(crate) fn live_servers(registry: &Registry) -> Result<Vec<lmcpp::server::ServerRecord>> {
+    let mut live = live_records(registry)?;
+    live.retain(|r| r.kind == ProcessKind::Server);
+    Ok(live)
+}
+
+/// Live entries of every kind in the registry: servers and rpc workers.
+pub(crate) fn live_records(registry: &Registry) -> Result<Vec<lmcpp::server::ServerRecord>> {
     Ok(registry
         .list()
         .context("reading the server registry")?
@@ -79,7 +86,17 @@ pub(crate) async fn resolve(ctx: &Ctx, t: &TargetArgs) -> Result<Target> {
     }
     let registry = ctx.registry();
     let record = match &t.server {
-        Some(id) => registry.get(id)?,
+        Some(id) => {
+            let record = registry.get(id)?;
+            if record.kind != ProcessKind::Server {
+                return Err(BadInput(format!(
+                    "{id} is an rpc worker, not a llama-server; pass the id of a server \
+                     (see `lmcpp ps`)"
+                ))
+                .into());
+            }
+            record
+        }
         None => {
             let mut live = live_servers(&registry)?;
             match live.len() {
