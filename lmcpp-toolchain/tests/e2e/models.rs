@@ -325,3 +325,49 @@ fn demo_model_serves_reranking() {
     indexes.sort_unstable();
     assert_eq!(indexes, [0, 1, 2], "{r}");
 }
+
+/// Every vocab GGUF of the llama.cpp source tree parses, summarises, and rewrites to the
+/// same bytes (they have no tensors, so metadata is all there is).
+#[test]
+fn every_vocab_in_the_source_tree_reads_and_round_trips() {
+    let p = paths();
+    let dir = p
+        .source_dir
+        .as_ref()
+        .map(|d| d.join("models"))
+        .filter(|d| d.is_dir())
+        .or_else(|| p.vocab_gguf.parent().map(Path::to_path_buf))
+        .unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("ggml-vocab-") && name.ends_with(".gguf")
+        })
+        .collect();
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "no ggml-vocab-*.gguf in {}",
+        dir.display()
+    );
+    for path in &files {
+        let file = read_gguf(path).unwrap_or_else(|e| panic!("{e}"));
+        let s = file.summary();
+        assert!(s.tokenizer_model.is_some(), "{}", path.display());
+        assert!(s.vocab_size.unwrap_or(0) > 0, "{}", path.display());
+
+        let mut w = lmcpp_toolchain::gguf::GgufWriter::new();
+        for (k, v) in file.metadata.iter() {
+            w.set(k, v.clone());
+        }
+        let mut out = Vec::new();
+        w.write_to(&mut out).unwrap();
+        let original = std::fs::read(path).unwrap();
+        assert!(file.tensors.is_empty(), "{}", path.display());
+        // The writer always writes version 3; versions 2 and 3 differ only in that field.
+        out[4..8].copy_from_slice(&file.version.to_le_bytes());
+        assert!(out == original, "{} does not round-trip", path.display());
+    }
+}
