@@ -541,18 +541,75 @@ async fn local_paths_are_used_in_place() {
     assert_eq!(server.total_hits(), 0);
 }
 
-/// Env var that turns the test binary into the pulling child of the SIGKILL test.
-const CHILD_ENV: &str = "LMCPP_TEST_STORE_KILL_CHILD";
+/// Env var that turns the test binary into a pulling child process: `<endpoint>|<root>`.
+const CHILD_ENV: &str = "LMCPP_TEST_STORE_CHILD";
+
+/// In a child process (spawned by [`spawn_child`]), pulls `REPO` and returns true; the test
+/// then ends, so its exit status is the pull's outcome.
+async fn child_mode() -> bool {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return false;
+    };
+    let (endpoint, root) = spec.split_once('|').unwrap();
+    let mut opts = ModelStoreOptions::with_cache_root(root);
+    opts.hf_endpoint = Some(endpoint.to_owned());
+    let store = ModelStore::new(opts).unwrap();
+    store.pull_str(REPO, &PullOptions::default()).await.unwrap();
+    true
+}
+
+/// Runs the test `name` of this binary as a child process in [`child_mode`].
+fn spawn_child(name: &str, server: &TestServer, root: &Path) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, format!("{}|{}", server.base(), root.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn concurrent_pulls_in_separate_processes_transfer_once() {
+    if child_mode().await {
+        return;
+    }
+    let server = TestServer::start().await;
+    let body = payload(1 << 20);
+    let digest = serve_hub(&server, &body, true);
+    server.route(
+        &cdn_path(&digest),
+        Route::file(body.clone())
+            .etag("v1")
+            .throttle(Duration::from_millis(5)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            spawn_child(
+                "store::concurrent_pulls_in_separate_processes_transfer_once",
+                &server,
+                dir.path(),
+            )
+        })
+        .collect();
+    for mut c in children {
+        let status = tokio::task::spawn_blocking(move || c.wait().unwrap())
+            .await
+            .unwrap();
+        assert!(status.success(), "a child pull failed: {status}");
+    }
+    assert_eq!(gets(&server, &cdn_path(&digest)), 1);
+    let m = store(dir.path(), &server)
+        .pull_str(REPO, &PullOptions::cache_only())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&m.path).unwrap(), body);
+}
 
 #[tokio::test]
 async fn sigkill_mid_pull_then_the_next_pull_resumes() {
-    if let Ok(spec) = std::env::var(CHILD_ENV) {
-        // Child mode: pull until killed.
-        let (endpoint, root) = spec.split_once('|').unwrap();
-        let mut opts = ModelStoreOptions::with_cache_root(root);
-        opts.hf_endpoint = Some(endpoint.to_owned());
-        let store = ModelStore::new(opts).unwrap();
-        let _ = store.pull_str(REPO, &PullOptions::default()).await;
+    if child_mode().await {
         return;
     }
 
@@ -568,19 +625,11 @@ async fn sigkill_mid_pull_then_the_next_pull_resumes() {
             .throttle(Duration::from_millis(10)),
     );
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_str().unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "store::sigkill_mid_pull_then_the_next_pull_resumes",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, format!("{}|{root}", server.base()))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_child(
+        "store::sigkill_mid_pull_then_the_next_pull_resumes",
+        &server,
+        dir.path(),
+    );
 
     let part = dir
         .path()
