@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+mod rpc;
+
 struct Paths {
     llama_server: PathBuf,
     demo_model: PathBuf,
