@@ -478,7 +478,7 @@ fn mutation_fuzz_never_panics() {
         state.wrapping_mul(0x2545_f491_4f6c_dd1d)
     };
     let mut outcomes = [0usize; 2];
-    for i in 0..20_000 {
+    for i in 0..50_000 {
         let mut bytes = seeds[i % seeds.len()].clone();
         let mutations = 1 + next() % 4;
         for _ in 0..mutations {
