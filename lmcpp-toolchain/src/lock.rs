@@ -215,6 +215,19 @@ pub fn lock_exclusive_blocking(path: &Path, timeout: Duration) -> Result<FileLoc
     Ok(FileLockGuard { file: Some(file) })
 }
 
+/// Who holds the lock at `path` right now, without waiting: `None` when it is free (or
+/// there is no lock file), else the recorded holder (or `"unknown holder"`).
+pub fn current_holder(path: &Path) -> Option<String> {
+    let file = OpenOptions::new().read(true).write(true).open(path).ok()?;
+    match FileExt::try_lock(&file) {
+        Ok(()) => {
+            let _ = FileExt::unlock(&file);
+            None
+        }
+        Err(_) => Some(read_holder(path).unwrap_or_else(|| "unknown holder".to_owned())),
+    }
+}
+
 /// A file lock taken by [`lock_exclusive_blocking`]; released on drop.
 #[derive(Debug)]
 pub struct FileLockGuard {
@@ -316,7 +329,9 @@ mod tests {
                 ..
             }
         ));
+        assert!(current_holder(&path).unwrap().starts_with("pid "));
         drop(g);
+        assert_eq!(current_holder(&path), None);
         lock_exclusive_blocking(&path, Duration::from_millis(20)).unwrap();
     }
 }

@@ -8,7 +8,7 @@ use tokio::process::Command;
 use crate::backend::Backend;
 use crate::cache::{dir_size, remove_all};
 use crate::error::{Error, Result};
-use crate::lock::lock_exclusive;
+use crate::lock::{current_holder, lock_exclusive};
 use crate::progress::SharedProgress;
 use crate::recipe::{EntryState, EntryStatus, Installed, Toolchain, installed_from, read_state};
 use crate::request::ToolchainRequest;
@@ -38,6 +38,9 @@ pub struct EntryInfo {
     pub last_error: Option<String>,
     /// Seconds since the Unix epoch of the last update.
     pub updated_unix: u64,
+    /// Who is working on the entry right now (holds its lock), e.g. `pid 42: lmcpp ...`.
+    /// A `building` entry without a holder was left by a killed run; `prune` removes it.
+    pub busy: Option<String>,
 }
 
 fn info(dir: &Path, fingerprint: String, state: Option<&EntryState>) -> EntryInfo {
@@ -53,6 +56,10 @@ fn info(dir: &Path, fingerprint: String, state: Option<&EntryState>) -> EntryInf
         failures: state.map_or(0, |s| s.failures),
         last_error: state.and_then(|s| s.last_error.clone()),
         updated_unix: state.map_or(0, |s| s.updated_unix),
+        busy: dir.file_name().and_then(|n| {
+            let lock = dir.with_file_name(format!("{}.lock", n.to_string_lossy()));
+            current_holder(&lock)
+        }),
     }
 }
 

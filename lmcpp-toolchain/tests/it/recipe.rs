@@ -250,3 +250,75 @@ async fn eight_tasks_racing_a_cold_entry_download_once() {
     assert_eq!(paths.len(), 1, "{paths:?}");
     assert_eq!(server.hits(&asset_path()), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_entry_is_waited_for_with_the_holder_reported() {
+    let server = TestServer::start().await;
+    serve_release(&server, 0);
+    let root = tempfile::tempdir().unwrap();
+    let tc = Arc::new(toolchain(root.path()));
+    let req = prebuilt_request(&server);
+    let (fp, _) = tc.entry_for(&req).unwrap();
+    let lock = root.path().join("toolchains").join(format!("{fp}.lock"));
+    let guard =
+        lmcpp_toolchain::lock_exclusive(&lock, std::time::Duration::from_secs(5), &no_progress())
+            .await
+            .unwrap();
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let progress: lmcpp_toolchain::SharedProgress =
+        Arc::new(move |e: lmcpp_toolchain::ProgressEvent| {
+            let _ = tx.send(e);
+        });
+    let waiter = {
+        let (tc, req) = (tc.clone(), req.clone());
+        tokio::spawn(async move { tc.ensure(&req, &progress).await })
+    };
+    let holder = loop {
+        match rx.recv().await.unwrap() {
+            lmcpp_toolchain::ProgressEvent::Waiting { path, holder } => {
+                assert_eq!(path, lock);
+                break holder.unwrap();
+            }
+            _ => continue,
+        }
+    };
+    assert!(holder.contains(&std::process::id().to_string()), "{holder}");
+    // While waiting nothing was downloaded; the list shows who is busy.
+    assert_eq!(server.hits(&asset_path()), 0);
+    drop(guard);
+    let installed = waiter.await.unwrap().unwrap();
+    assert!(installed.llama_server.is_file());
+    assert_eq!(server.hits(&asset_path()), 1);
+
+    let _held =
+        lmcpp_toolchain::lock_exclusive(&lock, std::time::Duration::from_secs(5), &no_progress())
+            .await
+            .unwrap();
+    let busy = tc.list().unwrap().remove(0).busy.unwrap();
+    assert!(busy.contains(&std::process::id().to_string()), "{busy}");
+}
+
+#[tokio::test]
+async fn lock_timeout_is_an_error_naming_the_holder() {
+    let server = TestServer::start().await;
+    serve_release(&server, 0);
+    let root = tempfile::tempdir().unwrap();
+    let tc = toolchain(root.path()).with_lock_timeout(std::time::Duration::from_millis(50));
+    let req = prebuilt_request(&server);
+    let (fp, _) = tc.entry_for(&req).unwrap();
+    let lock = root.path().join("toolchains").join(format!("{fp}.lock"));
+    let _guard =
+        lmcpp_toolchain::lock_exclusive(&lock, std::time::Duration::from_secs(5), &no_progress())
+            .await
+            .unwrap();
+    let err = tc.ensure(&req, &no_progress()).await.unwrap_err();
+    match &err {
+        Error::LockTimeout { path, holder, .. } => {
+            assert_eq!(path, &lock);
+            assert!(holder.as_deref().unwrap().starts_with("pid "), "{err}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert_eq!(server.hits(&asset_path()), 0);
+}
