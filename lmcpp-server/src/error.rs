@@ -175,7 +175,7 @@ pub enum Error {
         workers: Vec<String>,
         /// The server's exit status.
         status: ExitStatus,
-        /// The last lines of the server's log.
+        /// The server's log from the abort line on (at most 20 lines).
         log_tail: Vec<String>,
         /// The server's log.
         log_path: PathBuf,

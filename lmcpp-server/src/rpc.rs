@@ -52,6 +52,9 @@ const BIND_FAILURE: &str = "Failed to create server socket";
 /// What `llama-server` prints when it aborts because a worker went away.
 const WORKER_LOST: &str = "Remote RPC server crashed";
 
+/// How many trailing server log lines are searched for [`WORKER_LOST`].
+const LOST_SEARCH_LINES: usize = 2000;
+
 /// How many log lines an early exit carries.
 const EXIT_TAIL_LINES: usize = 20;
 
@@ -379,10 +382,12 @@ impl Server {
     /// reason. A request in flight at that moment fails with [`Error::Transport`].
     pub fn rpc_worker_lost(&self) -> Option<Error> {
         let status = self.exit_status()?;
-        let log_tail = self.log_tail(EXIT_TAIL_LINES * 10).ok()?;
-        if !log_tail.iter().any(|l| l.contains(WORKER_LOST)) {
-            return None;
-        }
+        // The abort line is followed by a backtrace (gdb's, when installed) of a few dozen
+        // to a few hundred lines; search generously, report the lines from it on.
+        let mut log_tail = self.log_tail(LOST_SEARCH_LINES).ok()?;
+        let at = log_tail.iter().rposition(|l| l.contains(WORKER_LOST))?;
+        log_tail.drain(..at);
+        log_tail.truncate(EXIT_TAIL_LINES);
         Some(Error::RpcWorkerLost {
             workers: rpc_list(&self.record().args),
             status,

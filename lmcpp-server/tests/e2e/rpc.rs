@@ -144,7 +144,15 @@ async fn two_loopback_workers_serve_then_fail_typed_and_recover() {
         "llama-server kept running without its worker"
     );
     match server1.rpc_worker_lost() {
-        Some(Error::RpcWorkerLost { workers, .. }) => assert_eq!(workers, addrs),
+        Some(Error::RpcWorkerLost {
+            workers, log_tail, ..
+        }) => {
+            assert_eq!(workers, addrs);
+            assert!(
+                log_tail[0].contains("Remote RPC server crashed"),
+                "{log_tail:?}"
+            );
+        }
         other => panic!("expected RpcWorkerLost, got {other:?}"),
     }
     // The registry reports the dead worker (and the dead server) as stale.
