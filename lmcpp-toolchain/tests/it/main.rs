@@ -4,8 +4,8 @@
 mod archive;
 mod download;
 mod fixtures;
+mod gguf;
 mod procs;
 mod recipe;
 mod server;
-mod gguf;
 mod store;
