@@ -573,6 +573,9 @@ async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
             }
             () = tokio::time::sleep(Duration::from_millis(500)) => {
                 if let Some(status) = server.exit_status() {
+                    if let Some(lost) = server.rpc_worker_lost() {
+                        return Err(lost.into());
+                    }
                     let tail = server.log_tail(20).unwrap_or_default();
                     anyhow::bail!("llama-server exited ({status}); last log lines:\n{}", tail.join("\n"));
                 }
