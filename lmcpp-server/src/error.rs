@@ -105,6 +105,16 @@ pub enum Error {
         /// The id that was asked for.
         id: String,
     },
+    /// The recorded pid is alive but this platform cannot confirm it is the server.
+    #[error(
+        "cannot verify that process {pid} is still server {id} on this platform; stop it by hand if it is"
+    )]
+    Unverifiable {
+        /// The id that was asked for.
+        id: String,
+        /// The recorded pid.
+        pid: u32,
+    },
     /// The process did not exit after SIGKILL within the bound.
     #[error("process {pid} did not exit after SIGKILL")]
     StopTimeout {
@@ -163,6 +173,18 @@ pub enum Error {
         addr: String,
         /// Why it could not be reached.
         reason: String,
+    },
+    /// An `rpc-server` worker named in `--rpc` accepted a connection but did not answer the
+    /// ggml RPC handshake: it is serving another llama-server (a worker serves one at a
+    /// time), or it is not an `rpc-server`. Nothing was spawned.
+    #[error(
+        "rpc worker {addr} accepted a connection but did not answer within {timeout:?}; it serves one llama-server at a time, so stop the server using it (or start another worker), or check that {addr} is an rpc-server"
+    )]
+    RpcWorkerBusy {
+        /// The worker address as given (`host:port`).
+        addr: String,
+        /// How long the handshake was given.
+        timeout: Duration,
     },
     /// llama-server aborted because it lost the connection to one of its `rpc-server`
     /// workers (ggml RPC has no reconnect: the server must be restarted).

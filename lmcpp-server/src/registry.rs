@@ -97,6 +97,9 @@ pub enum StaleReason {
 pub enum Entry {
     /// The recorded process is running.
     Live(ServerRecord),
+    /// The pid is alive, but this platform cannot confirm that it is still the recorded
+    /// process (no `/proc`); the entry is neither cleaned nor ever signalled.
+    Unverifiable(ServerRecord),
     /// The record is stale; its state file and socket have been removed.
     Stale {
         /// The record as it was on disk.
@@ -218,6 +221,10 @@ impl Registry {
                     continue;
                 }
             };
+            if !can_verify() && procfs::alive(record.pid) {
+                entries.push(Entry::Unverifiable(record));
+                continue;
+            }
             match verify(&record) {
                 Ok(()) => entries.push(Entry::Live(record)),
                 Err(reason) => {
@@ -227,7 +234,9 @@ impl Registry {
             }
         }
         entries.sort_by_key(|e| match e {
-            Entry::Live(r) | Entry::Stale { record: r, .. } => r.started_at_ms,
+            Entry::Live(r) | Entry::Stale { record: r, .. } | Entry::Unverifiable(r) => {
+                r.started_at_ms
+            }
         });
         Ok(entries)
     }
@@ -237,6 +246,12 @@ impl Registry {
     pub fn get(&self, id: &str) -> Result<ServerRecord> {
         let unknown = || Error::UnknownServer { id: id.to_owned() };
         let record = self.read(id)?.ok_or_else(unknown)?;
+        if !can_verify() && procfs::alive(record.pid) {
+            return Err(Error::Unverifiable {
+                id: id.to_owned(),
+                pid: record.pid,
+            });
+        }
         match verify(&record) {
             Ok(()) => Ok(record),
             Err(_) => {
@@ -272,6 +287,12 @@ impl Registry {
             .ok_or_else(|| Error::UnknownServer { id: id.to_owned() })?;
         log_tail(&record.log_path, 0, n)
     }
+}
+
+/// Whether this platform can tell a recorded process from a recycled pid (it needs
+/// `/proc/<pid>/exe` and `/proc/<pid>/stat`).
+fn can_verify() -> bool {
+    cfg!(target_os = "linux")
 }
 
 /// Checks a record against the kernel.

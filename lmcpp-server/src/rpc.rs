@@ -406,8 +406,13 @@ fn rpc_list(args: &[String]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Checks that every worker in `addrs` (`host:port`) accepts a TCP connection within
-/// `timeout`, all at once; the first unreachable one, in list order, is the error.
+/// Checks every worker in `addrs` (`host:port`), all at once; the first failing one, in
+/// list order, is the error. A worker must accept a TCP connection within `timeout`
+/// ([`Error::RpcWorkerUnreachable`]) and answer the ggml RPC handshake within `timeout`
+/// ([`Error::RpcWorkerBusy`]: a worker serves one llama-server at a time and leaves
+/// everyone else waiting in its accept queue). A worker that answers the handshake in a
+/// way this version does not understand (another protocol revision) passes: the server
+/// has the final word on compatibility.
 pub async fn check_workers(addrs: &[String], timeout: Duration) -> Result<()> {
     let checks = addrs.iter().map(|addr| check_worker(addr, timeout));
     for result in futures_util::future::join_all(checks).await {
@@ -416,7 +421,7 @@ pub async fn check_workers(addrs: &[String], timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-/// Connects to one worker and closes the connection again.
+/// Connects to one worker, says hello, and closes the connection again.
 async fn check_worker(addr: &str, timeout: Duration) -> Result<()> {
     let unreachable = |reason: String| Error::RpcWorkerUnreachable {
         addr: addr.to_owned(),
@@ -428,7 +433,7 @@ async fn check_worker(addr: &str, timeout: Duration) -> Result<()> {
     {
         return Err(unreachable("not a host:port address".into()));
     }
-    let attempt = async {
+    let connect = async {
         let targets: Vec<SocketAddr> = tokio::net::lookup_host(addr)
             .await
             .map_err(|e| unreachable(format!("cannot resolve it: {e}")))?
@@ -436,7 +441,7 @@ async fn check_worker(addr: &str, timeout: Duration) -> Result<()> {
         let mut last = None;
         for target in targets {
             match tokio::net::TcpStream::connect(target).await {
-                Ok(_stream) => return Ok(()),
+                Ok(stream) => return Ok(stream),
                 Err(e) => last = Some(e),
             }
         }
@@ -445,13 +450,52 @@ async fn check_worker(addr: &str, timeout: Duration) -> Result<()> {
             None => "its name resolves to no address".into(),
         }))
     };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(result) => result,
-        Err(_) => Err(unreachable(format!(
-            "no connection within {timeout:?}; a worker serves one llama-server at a time, \
-             so another server may be holding it"
-        ))),
+    let mut stream = match tokio::time::timeout(timeout, connect).await {
+        Ok(result) => result?,
+        Err(_) => return Err(unreachable(format!("no connection within {timeout:?}"))),
+    };
+    match tokio::time::timeout(timeout, hello(&mut stream)).await {
+        Err(_) => Err(Error::RpcWorkerBusy {
+            addr: addr.to_owned(),
+            timeout,
+        }),
+        Ok(Ok((major, minor, patch))) => {
+            tracing::debug!(addr, "rpc worker speaks protocol {major}.{minor}.{patch}");
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(addr, error = %e, "rpc worker did not complete the handshake; leaving the verdict to llama-server");
+            Ok(())
+        }
     }
+}
+
+/// `RPC_CMD_HELLO`, fixed across protocol versions.
+const RPC_CMD_HELLO: u8 = 14;
+
+/// Size of the capability block in a hello request (protocol 7).
+const HELLO_CAPS: usize = 16;
+
+/// The ggml RPC handshake: `HELLO` with all-zero capabilities (plain TCP, no transport
+/// upgrade); the answer starts with the protocol version.
+async fn hello(stream: &mut tokio::net::TcpStream) -> std::io::Result<(u8, u8, u8)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = Vec::with_capacity(1 + 8 + HELLO_CAPS);
+    request.push(RPC_CMD_HELLO);
+    request.extend_from_slice(&(HELLO_CAPS as u64).to_le_bytes());
+    request.extend_from_slice(&[0; HELLO_CAPS]);
+    stream.write_all(&request).await?;
+    let mut size = [0u8; 8];
+    stream.read_exact(&mut size).await?;
+    let size = u64::from_le_bytes(size);
+    if !(3..=1024).contains(&size) {
+        return Err(std::io::Error::other(format!(
+            "a hello answer of {size} bytes is not a ggml RPC answer"
+        )));
+    }
+    let mut answer = vec![0; size as usize];
+    stream.read_exact(&mut answer).await?;
+    Ok((answer[0], answer[1], answer[2]))
 }
 
 /// How waiting for the port ended.
@@ -584,20 +628,58 @@ mod tests {
         );
     }
 
+    /// A stand-in worker that answers every hello like protocol 7.0.0 does, or closes
+    /// the connection at once when `answer` is false.
+    async fn fake_worker(answer: bool) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                if !answer {
+                    continue;
+                }
+                let mut request = [0u8; 1 + 8 + HELLO_CAPS];
+                conn.read_exact(&mut request).await.unwrap();
+                assert_eq!(request[0], RPC_CMD_HELLO);
+                let mut answer = (4 + HELLO_CAPS as u64).to_le_bytes().to_vec();
+                answer.extend_from_slice(&[7, 0, 0, 0]);
+                answer.extend_from_slice(&[0; HELLO_CAPS]);
+                conn.write_all(&answer).await.unwrap();
+            }
+        });
+        addr
+    }
+
     #[tokio::test]
-    async fn malformed_and_closed_addresses_are_named() {
+    async fn each_failure_names_its_worker() {
         let closed = {
             let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
             l.local_addr().unwrap().to_string()
         };
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let open = listener.local_addr().unwrap().to_string();
-        let t = Duration::from_secs(2);
-        check_workers(std::slice::from_ref(&open), t).await.unwrap();
-        for bad in ["no-port", "host:notaport", closed.as_str()] {
-            let addrs = vec![open.clone(), bad.to_owned()];
+        // Accepts (through the kernel's queue) but never answers, like a busy worker.
+        let silent = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let silent = silent
+            .local_addr()
+            .map(|a| (a.to_string(), silent))
+            .unwrap();
+        let good = fake_worker(true).await;
+        let odd = fake_worker(false).await;
+        let t = Duration::from_millis(300);
+        // A worker that hangs up on the handshake is left to llama-server to judge.
+        check_workers(&[good.clone(), odd], t).await.unwrap();
+        for (bad, want) in [
+            ("no-port", "unreachable"),
+            ("host:notaport", "unreachable"),
+            (closed.as_str(), "unreachable"),
+            (silent.0.as_str(), "busy"),
+        ] {
+            let addrs = vec![good.clone(), bad.to_owned()];
             match check_workers(&addrs, t).await {
-                Err(Error::RpcWorkerUnreachable { addr, .. }) => assert_eq!(addr, bad),
+                Err(Error::RpcWorkerUnreachable { addr, .. }) if want == "unreachable" => {
+                    assert_eq!(addr, bad)
+                }
+                Err(Error::RpcWorkerBusy { addr, .. }) if want == "busy" => assert_eq!(addr, bad),
                 other => panic!("{bad}: {other:?}"),
             }
         }

@@ -125,6 +125,12 @@ async fn two_loopback_workers_serve_then_fail_typed_and_recover() {
     expected.sort_by(|a, b| a.1.cmp(&b.1));
     assert_eq!(kinds(&registry), expected);
 
+    // While the server holds them, the workers are busy for anyone else.
+    match lmcpp_server::check_workers(&addrs[..1], Duration::from_millis(500)).await {
+        Err(Error::RpcWorkerBusy { addr, .. }) => assert_eq!(addr, addrs[0]),
+        other => panic!("expected RpcWorkerBusy, got {other:?}"),
+    }
+
     // Kill worker 1 outright: llama-server has no way to continue without it.
     let (w1_id, w1_port, w1_pid) = (w1.id().to_owned(), w1.port(), w1.pid());
     let killed = std::process::Command::new("kill")
@@ -184,4 +190,29 @@ async fn two_loopback_workers_serve_then_fail_typed_and_recover() {
     w2.stop().await.unwrap();
     assert!(!running(server_pid) && !running(p1) && !running(p2));
     assert!(registry.list().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_pre_launch_handshake_is_the_one_rpc_server_expects() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = worker(dir.path(), None).await;
+    lmcpp_server::check_workers(&[w.address()], Duration::from_secs(5))
+        .await
+        .unwrap();
+    // The worker logs the hello it answered (debug log) and no complaint about it.
+    assert!(
+        eventually(Duration::from_secs(5), || std::fs::read_to_string(
+            w.log_path()
+        )
+        .is_ok_and(|l| l.contains("[hello] version:")))
+        .await,
+        "{:?}",
+        w.log_tail(20)
+    );
+    let log = std::fs::read_to_string(w.log_path()).unwrap();
+    assert!(
+        !log.contains("mismatch") && !log.contains("Expected HELLO"),
+        "{log}"
+    );
+    w.stop().await.unwrap();
 }

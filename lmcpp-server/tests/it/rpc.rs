@@ -15,6 +15,42 @@ fn closed_addr() -> String {
     listener.local_addr().unwrap().to_string()
 }
 
+/// A stand-in worker that answers the ggml RPC hello (1-byte command, 8-byte size,
+/// 24-byte capabilities) like a protocol 7.0.0 `rpc-server`.
+async fn answering_worker() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut request = [0u8; 1 + 8 + 24];
+            if conn.read_exact(&mut request).await.is_err() {
+                continue;
+            }
+            let mut answer = 28u64.to_le_bytes().to_vec();
+            answer.extend_from_slice(&[7, 0, 0, 0]);
+            answer.extend_from_slice(&[0; 24]);
+            let _ = conn.write_all(&answer).await;
+        }
+    });
+    addr
+}
+
+/// A server script that leaves a marker if it is ever started, and options for it.
+fn marked_server(dir: &Path, rpc: Vec<String>) -> (LaunchOptions, std::path::PathBuf) {
+    let marker = dir.join("spawned");
+    let exe = script(
+        dir,
+        "server",
+        &format!("touch {}; exec sleep 60", marker.display()),
+    );
+    let mut opts = LaunchOptions::new(exe, fake_gguf(dir));
+    opts.runtime_dir = Some(dir.join("run"));
+    opts.socket_fallback_dir = Some(dir.join("s"));
+    opts.args.rpc = rpc;
+    (opts, marker)
+}
+
 fn worker_options(dir: &Path, binary: std::path::PathBuf) -> RpcWorkerOptions {
     let mut opts = RpcWorkerOptions::new(binary);
     opts.runtime_dir = Some(dir.join("run"));
@@ -25,20 +61,9 @@ fn worker_options(dir: &Path, binary: std::path::PathBuf) -> RpcWorkerOptions {
 #[tokio::test]
 async fn unreachable_worker_is_named_before_llama_server_is_spawned() {
     let dir = tempfile::tempdir().unwrap();
-    let marker = dir.path().join("spawned");
-    let exe = script(
-        dir.path(),
-        "server",
-        &format!("touch {}; exec sleep 60", marker.display()),
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let live = listener.local_addr().unwrap().to_string();
+    let live = answering_worker().await;
     let dead = closed_addr();
-
-    let mut opts = LaunchOptions::new(exe, fake_gguf(dir.path()));
-    opts.runtime_dir = Some(dir.path().join("run"));
-    opts.socket_fallback_dir = Some(dir.path().join("s"));
-    opts.args.rpc = vec![live.clone(), dead.clone()];
+    let (opts, marker) = marked_server(dir.path(), vec![live, dead.clone()]);
     let started = std::time::Instant::now();
     match Server::launch(opts).await {
         Err(e @ Error::RpcWorkerUnreachable { .. }) => {
@@ -59,10 +84,31 @@ async fn unreachable_worker_is_named_before_llama_server_is_spawned() {
     assert!(!marker.exists(), "llama-server was spawned");
     let run = dir.path().join("run");
     assert!(Registry::new(&run).list().unwrap().is_empty());
-    let logs: Vec<_> = std::fs::read_dir(&run)
+    let files: Vec<_> = std::fs::read_dir(&run)
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
         .unwrap_or_default();
-    assert!(logs.is_empty(), "files were created: {logs:?}");
+    assert!(files.is_empty(), "files were created: {files:?}");
+}
+
+#[tokio::test]
+async fn busy_worker_is_named_before_llama_server_is_spawned() {
+    let dir = tempfile::tempdir().unwrap();
+    // The kernel accepts the connection into the queue; nobody answers, which is what a
+    // worker that is serving another llama-server looks like.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = silent.local_addr().unwrap().to_string();
+    let (opts, marker) = marked_server(dir.path(), vec![answering_worker().await, busy.clone()]);
+    match Server::launch(opts).await {
+        Err(e @ Error::RpcWorkerBusy { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&busy) && msg.contains("one llama-server at a time"),
+                "{msg}"
+            );
+        }
+        other => panic!("expected RpcWorkerBusy, got {other:?}"),
+    }
+    assert!(!marker.exists(), "llama-server was spawned");
 }
 
 #[tokio::test]
