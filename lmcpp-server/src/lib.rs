@@ -45,14 +45,14 @@ mod server;
 mod spawn;
 pub mod sse;
 
+/// The server's error object, as carried by [`Error::Api`].
+pub type ApiError = lmcpp_types::ServerError;
+
 pub(crate) use apierror::api_error_from_text;
 pub use client::{
     Client, ClientBuilder, DEFAULT_HEALTH_TIMEOUT, Endpoint, EventStream, RawResponse,
 };
 pub use error::{Error, Result};
-pub use lmcpp_types as types;
-/// The server's error object, as carried by [`Error::Api`].
-pub use lmcpp_types::ServerError as ApiError;
 pub use registry::{Entry, ProcessKind, Registry, ServerRecord, StaleReason, StopOutcome};
 pub use rpc::{
     DEFAULT_RPC_HOST, DEFAULT_RPC_PORT, RpcWorker, RpcWorkerOptions, WORKER_CHECK_TIMEOUT,
