@@ -474,7 +474,7 @@ async fn check_worker(addr: &str, timeout: Duration) -> Result<()> {
 const RPC_CMD_HELLO: u8 = 14;
 
 /// Size of the capability block in a hello request (protocol 7).
-const HELLO_CAPS: usize = 16;
+const HELLO_CAPS: usize = 24;
 
 /// The ggml RPC handshake: `HELLO` with all-zero capabilities (plain TCP, no transport
 /// upgrade); the answer starts with the protocol version.
