@@ -289,3 +289,42 @@ async fn parent_death_kills_the_server() {
         "server {pid} outlived its SIGKILLed parent"
     );
 }
+
+#[test]
+fn a_server_outlives_the_thread_that_spawned_it_but_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = script(dir.path(), "server", "exec sleep 60");
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+
+    // The parent-death signal is tied to the thread that forks; spawning from a
+    // short-lived thread must not kill the server when that thread ends.
+    let opts = options(dir.path(), exe.clone());
+    let server = std::thread::spawn(move || runtime().block_on(Server::spawn(opts)).unwrap())
+        .join()
+        .unwrap();
+    let pid = server.pid();
+    let rt = runtime();
+    let died = rt.block_on(eventually(Duration::from_millis(300), || !running(pid)));
+    assert!(!died, "server died with the thread that spawned it");
+    rt.block_on(server.stop()).unwrap();
+
+    // A panic unwinds through the handle, which stops the server.
+    let opts = options(dir.path(), exe);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let panicked = std::thread::spawn(move || {
+        runtime().block_on(async {
+            let server = Server::spawn(opts).await.unwrap();
+            tx.send(server.pid()).unwrap();
+            panic!("parent panics while the server runs");
+        })
+    })
+    .join();
+    assert!(panicked.is_err());
+    let pid = rx.recv().unwrap();
+    assert!(!running(pid), "server outlived the panic");
+}
