@@ -26,7 +26,7 @@ async fn streamed_completion_and_chat_concatenate_to_the_plain_result() {
 
         let completion: CompletionRequest = req(json!({
             "prompt": "The quick brown fox", "n_predict": 24, "temperature": 0.0,
-            "seed": 42, "ignore_eos": true
+            "seed": 42, "ignore_eos": true, "timings_per_token": true
         }));
         let plain = client.completion(&completion).await.unwrap();
         let chunks: Vec<_> = client
@@ -36,9 +36,15 @@ async fn streamed_completion_and_chat_concatenate_to_the_plain_result() {
             .map(|c| c.unwrap())
             .collect()
             .await;
-        // One chunk per token, then the final one: it arrived incrementally.
+        // One chunk per token, each sent when its token was generated: the first one
+        // left the server when one token of 24 existed.
         assert!(chunks.len() >= 24, "{} chunks", chunks.len());
         assert!(!chunks[0].stop && chunks.last().unwrap().stop);
+        let predicted = |c: &lmcpp_types::native::completion::CompletionChunk| {
+            c.timings.as_ref().and_then(|t| t.predicted_n)
+        };
+        assert_eq!(predicted(&chunks[0]), Some(1));
+        assert_eq!(predicted(chunks.last().unwrap()), Some(24));
         let streamed: String = chunks.iter().map(|c| c.content.as_str()).collect();
         assert_eq!(streamed, plain.content);
 
