@@ -8,7 +8,7 @@
 //! - [`Registry`] lists and stops servers by their state files, checking each pid
 //!   against the kernel before trusting it.
 //! - [`RpcWorker`] supervises a ggml `rpc-server` worker the same way, and a server
-//!   launched with `--rpc` workers first checks that each one is reachable.
+//!   launched with `--rpc` workers first checks that each one is reachable and free.
 //! - [`Client`] is a pooled, concurrent, typed client over either transport, with
 //!   streaming endpoints as [`futures_util::Stream`]s.
 //!

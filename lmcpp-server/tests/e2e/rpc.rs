@@ -216,3 +216,53 @@ async fn the_pre_launch_handshake_is_the_one_rpc_server_expects() {
     );
     w.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_attached_worker_dies_with_its_parent_and_with_its_handle() {
+    // Two roles in one test: with the variable set this process is the helper that
+    // launches a worker and waits to be killed.
+    if let Ok(dir) = std::env::var("LMCPP_E2E_RPC_HELPER_DIR") {
+        let dir = PathBuf::from(dir);
+        let w = worker(&dir, None).await;
+        std::fs::write(dir.join("pid.tmp"), w.pid().to_string()).unwrap();
+        std::fs::rename(dir.join("pid.tmp"), dir.join("pid")).unwrap();
+        std::future::pending::<()>().await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "rpc::an_attached_worker_dies_with_its_parent_and_with_its_handle",
+            "--nocapture",
+        ])
+        .env("LMCPP_E2E_RPC_HELPER_DIR", dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pidfile = dir.path().join("pid");
+    assert!(eventually(Duration::from_secs(30), || pidfile.exists()).await);
+    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
+    assert!(running(pid));
+    helper.kill().unwrap();
+    helper.wait().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || !running(pid)).await,
+        "rpc-server {pid} outlived its SIGKILLed parent"
+    );
+
+    // The orphaned record is reported stale (and cleaned up) by the next listing.
+    let registry = Registry::new(dir.path().join("run"));
+    let listed = registry.list().unwrap();
+    assert!(
+        matches!(listed.as_slice(), [Entry::Stale { record, reason: StaleReason::NotRunning }]
+            if record.pid == pid && record.kind == ProcessKind::RpcWorker),
+        "{listed:?}"
+    );
+
+    // Dropping the handle stops the worker and removes its record.
+    let w = worker(dir.path(), None).await;
+    let pid = w.pid();
+    drop(w);
+    assert!(!running(pid));
+    assert!(registry.list().unwrap().is_empty());
+}
