@@ -416,7 +416,7 @@ impl Downloader {
         std::fs::write(&meta_path, meta_json).ctx("write", &meta_path)?;
 
         // A blocking writer hashes and writes while this task receives the next chunk.
-        // Frames travel in batches of about 1 MiB: one cross-thread wake-up per batch
+        // Frames travel in batches of about 256 KiB: one cross-thread wake-up per batch
         // instead of one per frame keeps the transfer close to a plain copy.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(8);
         let part_w = part.clone();
@@ -447,13 +447,15 @@ impl Downloader {
                 }
                 file.set_len(written).ctx("truncate", &part_w)?;
             }
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            let mut out = std::io::BufWriter::with_capacity(256 << 10, file);
             while let Some(batch) = rx.blocking_recv() {
                 for chunk in batch {
                     hasher.update(&chunk);
                     out.write_all(&chunk).ctx("write", &part_w)?;
                     written += chunk.len() as u64;
                 }
+                // Hand each batch to the OS, so a killed process loses at most one batch.
+                out.flush().ctx("write", &part_w)?;
             }
             let file = out
                 .into_inner()
@@ -471,7 +473,7 @@ impl Downloader {
             total,
         });
         let mut stream_error = None;
-        const BATCH: usize = 1 << 20;
+        const BATCH: usize = 256 << 10;
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batch_len = 0usize;
         let idle = self.opts.idle_timeout;

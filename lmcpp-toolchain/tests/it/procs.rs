@@ -155,7 +155,11 @@ async fn killed_mid_download_the_next_run_resumes_and_succeeds() {
     tc.validate(&req).await.unwrap();
     assert!(i.llama_server.is_file());
     let reqs = server.requests(&asset_path());
-    assert_eq!(reqs.len(), 2);
+    let seen: Vec<_> = reqs
+        .iter()
+        .map(|r| (r.status, r.headers.get("range").cloned()))
+        .collect();
+    assert_eq!(reqs.len(), 2, "{seen:?}");
     assert!(
         reqs[1].headers.contains_key("range"),
         "the second run resumed"
