@@ -107,20 +107,26 @@ async fn throughput(size: usize, rounds: usize) {
         .collect();
     server.route("/blob", Route::file(body).etag("b").chunk(256 * 1024));
     let dir = tempfile::tempdir().unwrap();
-    let dl = Downloader::new(DownloadOptions::default()).unwrap();
-    let mut ours = Vec::new();
-    let mut curl = Vec::new();
+    let durable = Downloader::new(DownloadOptions::default()).unwrap();
+    let no_sync = Downloader::new(DownloadOptions {
+        fsync: false,
+        ..DownloadOptions::default()
+    })
+    .unwrap();
+    let (mut ours, mut ours_nosync, mut curl) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..rounds {
-        let dest = dir.path().join(format!("ours-{i}"));
-        let t = Instant::now();
-        dl.fetch(
-            &DownloadSpec::new(server.url("/blob"), &dest),
-            &no_progress(),
-        )
-        .await
-        .unwrap();
-        ours.push(t.elapsed());
-        std::fs::remove_file(&dest).unwrap();
+        for (dl, times) in [(&durable, &mut ours), (&no_sync, &mut ours_nosync)] {
+            let dest = dir.path().join(format!("ours-{i}"));
+            let t = Instant::now();
+            dl.fetch(
+                &DownloadSpec::new(server.url("/blob"), &dest),
+                &no_progress(),
+            )
+            .await
+            .unwrap();
+            times.push(t.elapsed());
+            std::fs::remove_file(&dest).unwrap();
+        }
 
         let dest = dir.path().join(format!("curl-{i}"));
         let url = server.url("/blob");
@@ -137,11 +143,16 @@ async fn throughput(size: usize, rounds: usize) {
         std::fs::remove_file(&dest).unwrap();
     }
     let mb = size as f64 / (1024.0 * 1024.0);
-    let (o, c) = (median(ours), median(curl));
+    let (o, n, c) = (median(ours), median(ours_nosync), median(curl));
     println!(
-        "download {mb:.0} MiB: lmcpp {:>7.1} MiB/s (sha-256 in the same pass)   curl {:>7.1} MiB/s   ratio lmcpp/curl: {:.2}   (target >= 0.9)",
+        "download {mb:.0} MiB: lmcpp {:>7.1} MiB/s with fsync, {:>7.1} MiB/s without (sha-256 in the same pass)   curl {:>7.1} MiB/s (no fsync)",
         mb / o.as_secs_f64(),
+        mb / n.as_secs_f64(),
         mb / c.as_secs_f64(),
+    );
+    println!(
+        "ratio lmcpp/curl: {:.2} without fsync, {:.2} with fsync   (target >= 0.9)",
+        c.as_secs_f64() / n.as_secs_f64(),
         c.as_secs_f64() / o.as_secs_f64()
     );
 }

@@ -55,6 +55,9 @@ pub struct DownloadOptions {
     pub lock_timeout: Duration,
     /// `User-Agent` header.
     pub user_agent: String,
+    /// Fsync the file before publishing it (on by default, so a published file survives a
+    /// crash; turn off only for scratch downloads).
+    pub fsync: bool,
 }
 
 impl Default for DownloadOptions {
@@ -68,6 +71,7 @@ impl Default for DownloadOptions {
             max_backoff: Duration::from_secs(30),
             lock_timeout: Duration::from_secs(4 * 3600),
             user_agent: concat!("lmcpp/", env!("CARGO_PKG_VERSION")).to_owned(),
+            fsync: true,
         }
     }
 }
@@ -420,6 +424,7 @@ impl Downloader {
         // instead of one per frame keeps the transfer close to a plain copy.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(8);
         let part_w = part.clone();
+        let fsync = self.opts.fsync;
         let writer = tokio::task::spawn_blocking(move || -> Result<(Sha256, u64)> {
             let mut hasher = Sha256::new();
             let mut opts = std::fs::OpenOptions::new();
@@ -447,20 +452,18 @@ impl Downloader {
                 }
                 file.set_len(written).ctx("truncate", &part_w)?;
             }
-            let mut out = std::io::BufWriter::with_capacity(256 << 10, file);
+            // Chunks are written as they come (hyper hands over large frames); nothing is held
+            // back in a user-space buffer, so a killed process loses at most one batch.
             while let Some(batch) = rx.blocking_recv() {
                 for chunk in batch {
                     hasher.update(&chunk);
-                    out.write_all(&chunk).ctx("write", &part_w)?;
+                    file.write_all(&chunk).ctx("write", &part_w)?;
                     written += chunk.len() as u64;
                 }
-                // Hand each batch to the OS, so a killed process loses at most one batch.
-                out.flush().ctx("write", &part_w)?;
             }
-            let file = out
-                .into_inner()
-                .map_err(|e| Error::io("write", &part_w, e.into_error()))?;
-            file.sync_all().ctx("sync", &part_w)?;
+            if fsync {
+                file.sync_all().ctx("sync", &part_w)?;
+            }
             Ok((hasher, written))
         });
 
