@@ -213,23 +213,23 @@ impl Toolchain {
             };
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let scratch = name.ends_with(".scratch") || name.starts_with(".tmp-");
-                if !scratch {
-                    continue;
-                }
                 // Scratch dirs belong to a locked entry while in use.
-                let key = name
-                    .trim_start_matches('.')
-                    .trim_start_matches("tmp-")
-                    .trim_end_matches(".extracting")
-                    .trim_end_matches(".scratch");
+                let key = if let Some(fp) = crate::recipe::scratch_owner(&name) {
+                    fp.to_owned()
+                } else if let Some(rest) = name.strip_prefix(".tmp-") {
+                    rest.trim_end_matches(".extracting").to_owned()
+                } else {
+                    continue;
+                };
                 let lock = dir.join(format!("{key}.lock"));
                 let Ok(_g) = lock_exclusive(&lock, Duration::ZERO, progress).await else {
                     continue;
                 };
+                // Best effort: a build orphaned by a killed run may still be writing here.
                 let p = e.path();
-                remove_all(&p)?;
-                removed.push(p);
+                if remove_all(&p).is_ok() {
+                    removed.push(p);
+                }
             }
         }
         Ok(removed)

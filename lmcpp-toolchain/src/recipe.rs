@@ -3,7 +3,7 @@
 //!
 //! An entry directory `<root>/toolchains/<fingerprint>/` holds `state.json`, `build.log`
 //! and, once published, `bin/`. Its lock is `<root>/toolchains/<fingerprint>.lock` and its
-//! scratch dir `<root>/toolchains/.<fingerprint>.scratch` (same filesystem, so the publish
+//! scratch dir `<root>/toolchains/.<fingerprint>.<pid>.scratch` (same filesystem, so the publish
 //! is a rename). A run that fails records the failure; after `fail_limit` consecutive
 //! failures the entry is purged so the next run starts clean.
 
@@ -366,7 +366,14 @@ impl Toolchain {
         };
         std::fs::create_dir_all(&entry).ctx("create directory", &entry)?;
         write_state(&entry, &state)?;
-        let scratch = self.layout.toolchains().join(format!(".{fp}.scratch"));
+        // Scratch dirs of earlier runs of this entry are stale (we hold its lock). They are
+        // removed best effort: a build orphaned by a killed run may still be writing into
+        // one, which is why every run works in its own directory.
+        clear_stale_scratch(&self.layout.toolchains(), &fp);
+        let scratch = self
+            .layout
+            .toolchains()
+            .join(format!(".{fp}.{}.scratch", std::process::id()));
         remove_all(&scratch)?;
         std::fs::create_dir_all(&scratch).ctx("create directory", &scratch)?;
 
@@ -631,6 +638,24 @@ impl Toolchain {
     }
 }
 
+/// The fingerprint a scratch directory name (`.<fp>.<pid>.scratch`) belongs to.
+pub(crate) fn scratch_owner(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".scratch")?;
+    Some(rest.split('.').next().unwrap_or(rest))
+}
+
+fn clear_stale_scratch(toolchains: &Path, fp: &str) {
+    let Ok(rd) = std::fs::read_dir(toolchains) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if scratch_owner(&name) == Some(fp) {
+            let _ = remove_all(&e.path());
+        }
+    }
+}
+
 /// The archives (URL and expected digest) of a prebuilt source.
 fn prebuilt_archives(
     request: &ToolchainRequest,
@@ -667,4 +692,17 @@ fn make_executable(path: &Path) -> Result<()> {
     #[cfg(not(unix))]
     let _ = path;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_names_map_to_their_entry() {
+        assert_eq!(scratch_owner(".abc123.42.scratch"), Some("abc123"));
+        assert_eq!(scratch_owner(".abc123.scratch"), Some("abc123"));
+        assert_eq!(scratch_owner("abc123.lock"), None);
+        assert_eq!(scratch_owner(".tmp-x"), None);
+    }
 }

@@ -178,10 +178,20 @@ async fn killed_mid_extract_the_next_run_succeeds() {
     let tc = toolchain(&cache);
     let req = prebuilt_request_for(&server.base());
     let (fp, entry) = tc.entry_for(&req).unwrap();
-    let extracting = cache
-        .join("toolchains")
-        .join(format!(".{fp}.scratch"))
-        .join("prebuilt-0.extracting");
+    let toolchains = cache.join("toolchains");
+    // `.<fingerprint>.<pid>.scratch/prebuilt-0.extracting` of the child, whatever its pid.
+    let extracting = move || {
+        std::fs::read_dir(&toolchains).ok().and_then(|rd| {
+            rd.flatten()
+                .map(|e| e.path().join("prebuilt-0.extracting"))
+                .find(|p| {
+                    p.exists()
+                        && p.parent()
+                            .and_then(|d| d.file_name())
+                            .is_some_and(|n| n.to_string_lossy().starts_with(&format!(".{fp}.")))
+                })
+        })
+    };
     let mut child = spawn_child(
         "procs::killed_mid_extract_the_next_run_succeeds",
         &cache,
@@ -191,7 +201,7 @@ async fn killed_mid_extract_the_next_run_succeeds() {
     let bin = entry.join("bin");
     wait_for(
         "extraction to start",
-        || extracting.exists(),
+        || extracting().is_some(),
         || assert!(!bin.exists(), "bin/ visible before extraction finished"),
     )
     .await;
@@ -201,5 +211,11 @@ async fn killed_mid_extract_the_next_run_succeeds() {
 
     let i = tc.ensure(&req, &no_progress()).await.unwrap();
     assert!(i.llama_server.is_file());
-    assert!(!extracting.exists());
+    assert!(extracting().is_none());
+    let left: Vec<_> = std::fs::read_dir(cache.join("toolchains"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".scratch"))
+        .collect();
+    assert!(left.is_empty(), "stale scratch dirs: {left:?}");
 }
