@@ -41,6 +41,15 @@ impl LockGuard {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Deletes the lock file while the lock is still held (when the thing it guards is
+    /// being removed). Waiters notice and re-create it, so exclusion is preserved. On
+    /// platforms without inode checks the file is kept.
+    pub fn unlink(&self) {
+        if cfg!(unix) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl Drop for LockGuard {
@@ -136,18 +145,15 @@ pub async fn lock_exclusive(
         }
     };
 
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .ctx("open lock file", path)?;
     let mut announced = false;
     let mut pause = Duration::from_millis(5);
-    loop {
+    let file = loop {
+        let file = open_lock_file(path)?;
         match FileExt::try_lock(&file) {
-            Ok(()) => break,
+            // The previous holder may have unlinked the file (removing its entry) after we
+            // opened it; a lock on an unlinked file excludes nobody, so open it again.
+            Ok(()) if still_linked(&file, path) => break file,
+            Ok(()) => continue,
             Err(TryLockError::WouldBlock) => {
                 if !announced {
                     announced = true;
@@ -168,7 +174,7 @@ pub async fn lock_exclusive(
             }
             Err(TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
         }
-    }
+    };
     write_holder(&file);
     Ok(LockGuard {
         path: path.to_path_buf(),
@@ -186,17 +192,12 @@ pub fn lock_exclusive_blocking(path: &Path, timeout: Duration) -> Result<FileLoc
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).ctx("create directory", dir)?;
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .ctx("open lock file", path)?;
     let mut pause = Duration::from_millis(5);
-    loop {
+    let file = loop {
+        let file = open_lock_file(path)?;
         match FileExt::try_lock(&file) {
-            Ok(()) => break,
+            Ok(()) if still_linked(&file, path) => break file,
+            Ok(()) => continue,
             Err(TryLockError::WouldBlock) => {
                 if start.elapsed() + pause > timeout {
                     return Err(Error::LockTimeout {
@@ -210,7 +211,7 @@ pub fn lock_exclusive_blocking(path: &Path, timeout: Duration) -> Result<FileLoc
             }
             Err(TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
         }
-    }
+    };
     write_holder(&file);
     Ok(FileLockGuard { file: Some(file) })
 }
@@ -239,6 +240,33 @@ impl Drop for FileLockGuard {
         if let Some(file) = self.file.take() {
             let _ = FileExt::unlock(&file);
         }
+    }
+}
+
+fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .ctx("open lock file", path)
+}
+
+/// Whether `file` is still the file at `path` (it was not unlinked or replaced).
+fn still_linked(file: &File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        true
     }
 }
 
@@ -309,6 +337,26 @@ mod tests {
             h.await.unwrap();
         }
         assert_eq!(max.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn an_unlinked_lock_file_is_detected_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.lock");
+        // A waiter that opened the file before the holder unlinked it...
+        let early = open_lock_file(&path).unwrap();
+        assert!(still_linked(&early, &path));
+        let holder = lock_exclusive_blocking(&path, Duration::from_secs(1)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        drop(holder);
+        // ...would win a lock that excludes nobody, so it must notice and start over.
+        FileExt::try_lock(&early).unwrap();
+        assert!(!still_linked(&early, &path));
+        let fresh = lock_exclusive_blocking(&path, Duration::from_secs(1)).unwrap();
+        assert!(path.exists());
+        let err = lock_exclusive_blocking(&path, Duration::from_millis(20)).unwrap_err();
+        assert!(matches!(err, Error::LockTimeout { .. }));
+        drop(fresh);
     }
 
     #[test]

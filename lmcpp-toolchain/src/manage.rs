@@ -174,9 +174,10 @@ impl Toolchain {
             return Ok(false);
         }
         let lock = self.layout.toolchains().join(format!("{fingerprint}.lock"));
-        let _g = lock_exclusive(&lock, self.lock_timeout, progress).await?;
+        let guard = lock_exclusive(&lock, self.lock_timeout, progress).await?;
         let existed = dir.exists();
         remove_all(&dir)?;
+        guard.unlink();
         Ok(existed)
     }
 
@@ -194,7 +195,7 @@ impl Toolchain {
                 .toolchains()
                 .join(format!("{}.lock", e.fingerprint));
             // Someone working on it right now holds the lock; do not wait for them.
-            let Ok(_g) = lock_exclusive(&lock, Duration::ZERO, progress).await else {
+            let Ok(guard) = lock_exclusive(&lock, Duration::ZERO, progress).await else {
                 continue;
             };
             if read_state(&e.dir)
@@ -205,6 +206,7 @@ impl Toolchain {
                 continue;
             }
             remove_all(&e.dir)?;
+            guard.unlink();
             removed.push(e.dir);
         }
         for dir in [self.layout.toolchains(), self.layout.sources()] {

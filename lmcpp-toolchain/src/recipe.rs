@@ -328,7 +328,7 @@ impl Toolchain {
         }
         self.layout.create()?;
         let lock_path = self.layout.toolchains().join(format!("{fp}.lock"));
-        let _guard = lock_exclusive(&lock_path, self.lock_timeout, progress).await?;
+        let guard = lock_exclusive(&lock_path, self.lock_timeout, progress).await?;
         // A corrupt state file is treated like a missing one: the entry is rebuilt.
         let previous = read_state(&entry).unwrap_or_default();
         if let Some(state) = &previous
@@ -398,7 +398,9 @@ impl Toolchain {
                             state.failures
                         ),
                     });
-                    let _ = remove_all(&entry);
+                    if remove_all(&entry).is_ok() {
+                        guard.unlink();
+                    }
                 } else {
                     let _ = write_state(&entry, &state);
                 }

@@ -145,6 +145,12 @@ async fn fingerprint_change_makes_a_new_entry_and_remove_takes_only_one() {
 
     assert!(tc.remove(&a, &no_progress()).await.unwrap());
     assert!(!ia.entry_dir.exists());
+    let lock = |fp: &str| root.path().join("toolchains").join(format!("{fp}.lock"));
+    assert!(
+        !lock(&ia.fingerprint).exists(),
+        "the removed entry's lock file is gone"
+    );
+    assert!(lock(&ib.fingerprint).exists());
     assert!(ib.llama_server.is_file());
     assert_eq!(tc.ensure_cached(&b).await.unwrap(), ib);
     assert!(!tc.remove(&a, &no_progress()).await.unwrap());
