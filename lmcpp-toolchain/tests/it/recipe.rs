@@ -328,3 +328,87 @@ async fn lock_timeout_is_an_error_naming_the_holder() {
     }
     assert_eq!(server.hits(&asset_path()), 0);
 }
+
+/// A source archive shaped like llama.cpp (one top folder, `CMakeLists.txt`, `tools/server`).
+fn tiny_source_archive() -> Vec<u8> {
+    crate::fixtures::tar_gz(&[
+        Item::File(
+            "llama.cpp-b9999/CMakeLists.txt",
+            b"cmake_minimum_required(VERSION 3.14)\nproject(tiny C)\n\
+              set(CMAKE_RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)\n\
+              add_executable(llama-server main.c)\n\
+              add_executable(ggml-rpc-server main.c)\n\
+              set_target_properties(ggml-rpc-server PROPERTIES OUTPUT_NAME rpc-server)\n"
+                .to_vec(),
+            0o644,
+        ),
+        Item::File(
+            "llama.cpp-b9999/main.c",
+            b"int main(void) { return 0; }\n".to_vec(),
+            0o644,
+        ),
+        Item::File(
+            "llama.cpp-b9999/tools/server/README.md",
+            b"x".to_vec(),
+            0o644,
+        ),
+        Item::File(
+            "llama.cpp-b9999/models/ggml-vocab-llama-spm.gguf",
+            b"GGUF".to_vec(),
+            0o644,
+        ),
+    ])
+}
+
+#[tokio::test]
+async fn source_archives_are_fetched_verified_and_published_once() {
+    let server = TestServer::start().await;
+    let archive = tiny_source_archive();
+    server.route("/src/tiny.tar.gz", Route::file(archive.clone()).etag("s"));
+    let root = tempfile::tempdir().unwrap();
+    let local = root.path().join("tiny.tar.gz");
+    std::fs::write(&local, &archive).unwrap();
+    let tc = toolchain(root.path());
+    let mut req = prebuilt_request(&server);
+    req.mode = lmcpp_toolchain::Mode::BuildOnly;
+    // No Python here: a missing cmake cannot be bootstrapped, so the run stops right after
+    // the source stage unless cmake is on PATH (then the tiny project really builds).
+    req.python = root.path().join("no-python").display().to_string();
+    req.sources = vec![
+        Source::Url {
+            url: server.url("/src/missing.tar.gz"),
+            sha256: None,
+        },
+        Source::LocalArchive {
+            path: local.clone(),
+            sha256: Some("cd".repeat(32)),
+        },
+        Source::Url {
+            url: server.url("/src/tiny.tar.gz"),
+            sha256: Some(sha(&archive)),
+        },
+    ];
+    let result = tc.ensure(&req, &no_progress()).await;
+    let sources: Vec<_> = std::fs::read_dir(root.path().join("sources"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(sources.len(), 1, "{sources:?}");
+    assert!(sources[0].join("tools/server/README.md").is_file());
+    assert!(
+        sources[0]
+            .join("models/ggml-vocab-llama-spm.gguf")
+            .is_file()
+    );
+    match result {
+        Ok(i) => {
+            assert_eq!(i.source_dir.as_deref(), Some(sources[0].as_path()));
+            assert!(i.source.contains("/src/tiny.tar.gz"), "{}", i.source);
+        }
+        Err(e) => assert!(matches!(e, Error::CmakeNotFound { .. }), "{e}"),
+    }
+    assert_eq!(server.hits("/src/tiny.tar.gz"), 1);
+    // The failed attempts came first and are not retried once a source worked.
+    assert_eq!(server.hits("/src/missing.tar.gz"), 1);
+}
