@@ -412,3 +412,48 @@ async fn source_archives_are_fetched_verified_and_published_once() {
     // The failed attempts came first and are not retried once a source worked.
     assert_eq!(server.hits("/src/missing.tar.gz"), 1);
 }
+
+#[tokio::test]
+async fn cuda_prebuilt_merges_the_cudart_archive_and_never_falls_back_to_cpu() {
+    let server = TestServer::start().await;
+    let assets = lmcpp_toolchain::plan::prebuilt_assets(
+        crate::fixtures::TAG,
+        std::env::consts::OS,
+        std::env::consts::ARCH,
+        lmcpp_toolchain::Backend::Cuda,
+        "12.4",
+    )
+    .unwrap();
+    assert_eq!(assets.len(), 2, "{assets:?}");
+    let base = format!(
+        "/ggml-org/llama.cpp/releases/download/{}",
+        crate::fixtures::TAG
+    );
+    let main = crate::fixtures::tar_gz_files(&crate::fixtures::release_items("llama-cuda", 0));
+    let cudart = crate::fixtures::tar_gz(&[Item::File(
+        "cudart/lib/libcudart.so.12",
+        b"fake".to_vec(),
+        0o644,
+    )]);
+    serve_release(&server, 0); // the CPU asset exists too, and must not be picked
+    let root = tempfile::tempdir().unwrap();
+    let tc = toolchain(root.path()).with_probes(lmcpp_toolchain::backend::Probes {
+        nvidia: Some("test driver".into()),
+        ..Default::default()
+    });
+    let mut req = prebuilt_request(&server);
+    req.backend = lmcpp_toolchain::Backend::Cuda;
+
+    // Without the CUDA assets the request fails; it does not install the CPU build.
+    let err = tc.ensure(&req, &no_progress()).await.unwrap_err();
+    assert!(err.to_string().contains(&assets[0]), "{err}");
+    assert_eq!(server.hits(&asset_path()), 0);
+
+    server.route(&format!("{base}/{}", assets[0]), Route::file(main));
+    server.route(&format!("{base}/{}", assets[1]), Route::file(cudart));
+    let i = tc.ensure(&req, &no_progress()).await.unwrap();
+    assert_eq!(i.backend, lmcpp_toolchain::Backend::Cuda);
+    assert!(i.entry_dir.join("bin/libcudart.so.12").is_file());
+    assert!(i.llama_server.is_file());
+    assert_eq!(server.hits(&asset_path()), 0);
+}
