@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-/// Whether a process with this pid exists and is not a zombie.
+/// Whether a process with this pid exists and is neither a zombie nor dead.
 pub(crate) fn alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
@@ -18,7 +18,7 @@ pub(crate) fn alive(pid: u32) -> bool {
     // SAFETY: signal 0 performs only the existence and permission check.
     let exists = unsafe { libc::kill(pid, 0) } == 0
         || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    exists && state(pid as u32) != Some('Z')
+    exists && !matches!(state(pid as u32), Some('Z' | 'X'))
 }
 
 /// The process state letter from `/proc/<pid>/stat` (`R`, `S`, `Z`, ...).

@@ -356,12 +356,14 @@ fn signal_verified(record: &ServerRecord, signal: libc::c_int) -> bool {
     unsafe { libc::kill(pid, signal) == 0 }
 }
 
-/// Polls until the recorded process is gone (not running, or the pid now names another
-/// process), for at most `timeout`.
+/// Polls until the recorded process is gone (dead or a zombie, or the pid now names a
+/// process started at another time), for at most `timeout`.
 async fn wait_gone(record: &ServerRecord, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
-        if verify(record).is_err() {
+        // Not `verify`: a process in the middle of exiting has already lost its
+        // executable link but still exists; only death or a new process counts.
+        if !procfs::alive(record.pid) || procfs::start_time(record.pid) != record.start_time {
             return true;
         }
         if Instant::now() >= deadline {
