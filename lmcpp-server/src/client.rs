@@ -22,10 +22,11 @@ use hyper_util::{
 use hyperlocal::UnixConnector;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use lmcpp_types::sse::{SseEvent, SseParser};
+
 use crate::{
     ApiError,
     error::{Error, Result},
-    sse::{SseEvent, SseParser},
 };
 
 /// Where a server listens.

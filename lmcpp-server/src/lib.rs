@@ -43,7 +43,6 @@ mod rpc;
 mod runtime;
 mod server;
 mod spawn;
-pub mod sse;
 
 /// The server's error object, as carried by [`Error::Api`].
 pub type ApiError = lmcpp_types::ServerError;

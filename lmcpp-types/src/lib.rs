@@ -27,7 +27,7 @@
 //! | [`anthropic`] | `POST /v1/messages` (+ stream events), `POST /v1/messages/count_tokens` |
 //! | [`router`] | router mode: `GET /models`, `POST /models/load`, `POST /models/unload`, `/models/sse` |
 //! | [`args`] | `ServerArgs`: every `llama-server` flag, rendered to argv |
-//! | [`sse`] | splitting a streamed body into `data:` payloads |
+//! | [`sse`] | the incremental Server-Sent Events parser the client streams with |
 //! | [`schema`] | JSON Schemas of the request/response types (feature `schemars`) |
 //!
 //! # Conventions

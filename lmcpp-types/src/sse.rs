@@ -1,14 +1,22 @@
-//! A small server-sent-events decoder for the streaming endpoints: turns raw bytes into
-//! events and `data:` payloads. Pure parsing, no I/O.
+//! Server-Sent Events as the streaming endpoints send them: an incremental parser (the
+//! subset of the WHATWG rules a client needs) and helpers to read `data:` payloads. Pure
+//! parsing, no I/O.
+//!
+//! Bytes arrive in arbitrary pieces; the parser buffers only the current unfinished line.
+//! Lines end with LF, CRLF or a lone CR (also when the CR and LF arrive in different
+//! pieces). Comment lines (`:` first, used by servers as pings) are skipped, several
+//! `data:` lines of one event are joined with `\n`, and an event is dispatched at a blank
+//! line. Interpreting `[DONE]` or an error payload is the caller's business
+//! ([`SseEvent::is_done`], [`SseEvent::json`]).
 
-/// One server-sent event.
+/// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SseEvent {
-    /// The `event:` field, if any (`/v1/messages`, `/v1/responses`, `error`).
+    /// The `event:` field, if the event had one (`/v1/messages`, `/v1/responses`, `error`).
     pub event: Option<String>,
-    /// The `data:` lines joined with `\n`.
+    /// The `data:` lines, joined with `\n`.
     pub data: String,
-    /// The `id:` field, if any.
+    /// The `id:` field, if the event had one.
     pub id: Option<String>,
 }
 
@@ -24,65 +32,82 @@ impl SseEvent {
     }
 }
 
-/// Incremental decoder: feed it chunks as they arrive, get complete events back.
-/// Comment lines (`: ping`) are skipped; `\n`, `\r\n` and `\r` line ends are accepted.
+/// Incremental parser; feed it with [`SseParser::push`] and finish with [`SseParser::finish`].
 #[derive(Debug, Default)]
-pub struct SseDecoder {
-    buf: Vec<u8>,
+pub struct SseParser {
+    /// Bytes of the line that has not ended yet.
+    line: Vec<u8>,
+    /// The previous piece ended with CR, so a leading LF of the next piece belongs to it.
+    after_cr: bool,
+    /// The event being assembled.
     current: SseEvent,
+    /// Whether any `data:` field was seen for the current event.
     has_data: bool,
 }
 
-impl SseDecoder {
-    /// A new decoder.
+impl SseParser {
+    /// A parser at the start of a stream.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Feeds bytes and returns the events they completed.
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
-        self.buf.extend_from_slice(bytes);
-        let mut out = Vec::new();
-        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') {
-            // A lone `\r` at the end of the buffer may be followed by `\n` in the next chunk.
-            if self.buf[pos] == b'\r' && pos + 1 == self.buf.len() {
-                break;
+    /// Feeds the next piece of the stream and appends every event it completes to `out`.
+    pub fn push(&mut self, mut bytes: &[u8], out: &mut impl Extend<SseEvent>) {
+        if self.after_cr && !bytes.is_empty() {
+            self.after_cr = false;
+            if let [b'\n', rest @ ..] = bytes {
+                bytes = rest;
             }
-            let skip = if self.buf[pos] == b'\r' && self.buf.get(pos + 1) == Some(&b'\n') {
-                2
+        }
+        while let Some(pos) = bytes.iter().position(|b| *b == b'\n' || *b == b'\r') {
+            let (head, tail) = bytes.split_at(pos);
+            let line = if self.line.is_empty() {
+                String::from_utf8_lossy(head).into_owned()
             } else {
-                1
+                self.line.extend_from_slice(head);
+                let line = String::from_utf8_lossy(&self.line).into_owned();
+                self.line.clear();
+                line
             };
-            let line: Vec<u8> = self.buf.drain(..pos + skip).take(pos).collect();
-            let line = String::from_utf8_lossy(&line).into_owned();
-            if let Some(ev) = self.line(&line) {
-                out.push(ev);
+            self.line_done(&line, out);
+            bytes = &tail[1..];
+            if tail[0] == b'\r' {
+                match bytes {
+                    [b'\n', rest @ ..] => bytes = rest,
+                    [] => self.after_cr = true,
+                    _ => {}
+                }
             }
         }
-        out
+        self.line.extend_from_slice(bytes);
     }
 
-    /// Flushes a final event that was not followed by a blank line.
-    pub fn finish(&mut self) -> Option<SseEvent> {
-        if !self.buf.is_empty() {
-            let rest = String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into_owned();
-            let trimmed = rest.trim_end_matches(['\r', '\n']).to_owned();
-            if let Some(ev) = self.line(&trimmed) {
-                return Some(ev);
-            }
+    /// Ends the stream: an unterminated last line is processed and an event still being
+    /// assembled is dispatched (servers that close without the final blank line lose
+    /// nothing).
+    pub fn finish(&mut self, out: &mut impl Extend<SseEvent>) {
+        if !self.line.is_empty() {
+            let line = String::from_utf8_lossy(&self.line).into_owned();
+            self.line.clear();
+            self.line_done(&line, out);
         }
-        self.dispatch()
+        self.line_done("", out);
+        self.after_cr = false;
     }
 
-    fn line(&mut self, line: &str) -> Option<SseEvent> {
+    fn line_done(&mut self, line: &str, out: &mut impl Extend<SseEvent>) {
         if line.is_empty() {
-            return self.dispatch();
+            let event = std::mem::take(&mut self.current);
+            if std::mem::take(&mut self.has_data) {
+                out.extend(std::iter::once(event));
+            }
+            return;
         }
         if line.starts_with(':') {
-            return None;
+            return;
         }
         let (field, value) = match line.split_once(':') {
-            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
             None => (line, ""),
         };
         match field {
@@ -94,30 +119,180 @@ impl SseDecoder {
                 self.has_data = true;
             }
             "event" => self.current.event = Some(value.to_owned()),
-            "id" => self.current.id = Some(value.to_owned()),
+            "id" if !value.contains('\0') => self.current.id = Some(value.to_owned()),
             _ => {}
         }
-        None
-    }
-
-    fn dispatch(&mut self) -> Option<SseEvent> {
-        let ev = std::mem::take(&mut self.current);
-        let had = std::mem::replace(&mut self.has_data, false);
-        had.then_some(ev)
     }
 }
 
 /// Splits a complete SSE body into events.
 pub fn parse_sse(text: &str) -> Vec<SseEvent> {
-    let mut d = SseDecoder::new();
-    let mut out = d.push(text.as_bytes());
-    out.extend(d.finish());
+    let mut parser = SseParser::new();
+    let mut out = Vec::new();
+    parser.push(text.as_bytes(), &mut out);
+    parser.finish(&mut out);
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ev(event: Option<&str>, data: &str) -> SseEvent {
+        SseEvent {
+            event: event.map(str::to_owned),
+            data: data.to_owned(),
+            id: None,
+        }
+    }
+
+    /// Parses `input` split into pieces at every possible position (one split, and
+    /// byte by byte) and checks that all of them give `expected`.
+    fn check(name: &str, input: &str, expected: &[SseEvent]) {
+        let bytes = input.as_bytes();
+        let mut splits: Vec<Vec<&[u8]>> = vec![vec![bytes], bytes.chunks(1).collect()];
+        for i in 0..=bytes.len() {
+            splits.push(vec![&bytes[..i], &[], &bytes[i..]]);
+        }
+        for pieces in splits {
+            let mut parser = SseParser::new();
+            let mut out = Vec::new();
+            for piece in &pieces {
+                parser.push(piece, &mut out);
+            }
+            parser.finish(&mut out);
+            assert_eq!(out, expected, "case {name:?}, pieces {pieces:?}");
+        }
+    }
+
+    #[test]
+    fn table() {
+        let cases: &[(&str, &str, Vec<SseEvent>)] = &[
+            ("empty stream", "", vec![]),
+            (
+                "one event",
+                "data: {\"a\":1}\n\n",
+                vec![ev(None, "{\"a\":1}")],
+            ),
+            (
+                "two events",
+                "data: a\n\ndata: b\n\n",
+                vec![ev(None, "a"), ev(None, "b")],
+            ),
+            (
+                "crlf",
+                "data: a\r\n\r\ndata: b\r\n\r\n",
+                vec![ev(None, "a"), ev(None, "b")],
+            ),
+            (
+                "lone cr",
+                "data: a\r\rdata: b\r\r",
+                vec![ev(None, "a"), ev(None, "b")],
+            ),
+            (
+                "mixed endings",
+                "data: a\r\n\ndata: b\n\r\n",
+                vec![ev(None, "a"), ev(None, "b")],
+            ),
+            (
+                "multi-line data",
+                "data: a\ndata: b\ndata:\n\n",
+                vec![ev(None, "a\nb\n")],
+            ),
+            ("no space after colon", "data:x\n\n", vec![ev(None, "x")]),
+            (
+                "only one space stripped",
+                "data:  x\n\n",
+                vec![ev(None, " x")],
+            ),
+            (
+                "comment ping",
+                ":\n\n: ping\ndata: a\n\n",
+                vec![ev(None, "a")],
+            ),
+            (
+                "blank lines without data",
+                "\n\n\n\ndata: a\n\n\n",
+                vec![ev(None, "a")],
+            ),
+            ("field without colon", "data\n\n", vec![ev(None, "")]),
+            (
+                "unknown field ignored",
+                "retry: 10\nfoo: bar\ndata: a\n\n",
+                vec![ev(None, "a")],
+            ),
+            (
+                "named event",
+                "event: error\ndata: {}\n\n",
+                vec![ev(Some("error"), "{}")],
+            ),
+            (
+                "event name reset",
+                "event: x\ndata: 1\n\ndata: 2\n\n",
+                vec![ev(Some("x"), "1"), ev(None, "2")],
+            ),
+            (
+                "event without data not dispatched",
+                "event: x\n\ndata: 2\n\n",
+                vec![ev(None, "2")],
+            ),
+            (
+                "done marker",
+                "data: {}\n\ndata: [DONE]\n\n",
+                vec![ev(None, "{}"), ev(None, "[DONE]")],
+            ),
+            ("missing final blank line", "data: a\n", vec![ev(None, "a")]),
+            ("missing final newline", "data: a", vec![ev(None, "a")]),
+            (
+                "utf-8 kept whole",
+                "data: h\u{e9}llo \u{1f600}\n\n",
+                vec![ev(None, "h\u{e9}llo \u{1f600}")],
+            ),
+            (
+                "colon inside value",
+                "data: {\"a\":\"b:c\"}\n\n",
+                vec![ev(None, "{\"a\":\"b:c\"}")],
+            ),
+        ];
+        for (name, input, expected) in cases {
+            check(name, input, expected);
+        }
+    }
+
+    #[test]
+    fn id_field() {
+        let mut parser = SseParser::new();
+        let mut out = Vec::new();
+        parser.push(b"id: 7\ndata: a\n\n", &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].id.as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn events_are_emitted_as_soon_as_complete() {
+        let mut parser = SseParser::new();
+        let mut out = Vec::new();
+        parser.push(b"data: a\n", &mut out);
+        assert!(out.is_empty());
+        parser.push(b"\ndata: b", &mut out);
+        assert_eq!(out, vec![ev(None, "a")]);
+    }
+
+    #[test]
+    fn large_stream_in_odd_pieces() {
+        let mut input = String::new();
+        for i in 0..2000 {
+            input.push_str(&format!("data: {{\"i\":{i}}}\r\n\r\n"));
+        }
+        let mut parser = SseParser::new();
+        let mut out = Vec::new();
+        for piece in input.as_bytes().chunks(7) {
+            parser.push(piece, &mut out);
+        }
+        parser.finish(&mut out);
+        assert_eq!(out.len(), 2000);
+        assert_eq!(out[1999].data, "{\"i\":1999}");
+    }
 
     #[test]
     fn splits_events_comments_and_crlf() {
@@ -135,10 +310,11 @@ mod tests {
         let body = b"data: {\"content\":\"hi\"}\r\n\r\ndata: {\"content\":\"!\"}\n\n";
         let whole = parse_sse(std::str::from_utf8(body).unwrap_or_default());
         for split in 0..body.len() {
-            let mut d = SseDecoder::new();
-            let mut evs = d.push(&body[..split]);
-            evs.extend(d.push(&body[split..]));
-            evs.extend(d.finish());
+            let mut parser = SseParser::new();
+            let mut evs = Vec::new();
+            parser.push(&body[..split], &mut evs);
+            parser.push(&body[split..], &mut evs);
+            parser.finish(&mut evs);
             assert_eq!(evs, whole, "split at {split}");
         }
     }
