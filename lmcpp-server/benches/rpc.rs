@@ -7,39 +7,24 @@
 #![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs)]
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
 use lmcpp_server::{LaunchOptions, RpcWorker, RpcWorkerOptions, Server, TransportChoice};
+use lmcpp_toolchain::prepared::PreparedPaths;
 use lmcpp_types::native::completion::CompletionRequest;
-use serde::Deserialize;
 
 /// Tokens generated per run.
 const N_PREDICT: i32 = 128;
 /// Measured runs per configuration (after one warm-up).
 const RUNS: usize = 7;
 
-#[derive(Deserialize)]
-struct Paths {
-    llama_server: PathBuf,
-    demo_model: PathBuf,
-    rpc_server: Option<PathBuf>,
-}
-
-fn paths() -> Paths {
-    let file = std::env::var_os("LMCPP_TEST_PATHS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/lmcpp-test/paths.json")
-        });
-    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {} ({e}); run `cargo xtask prepare` first",
-            file.display()
-        )
-    });
-    serde_json::from_str(&text).expect("paths.json is well-formed")
+fn paths() -> PreparedPaths {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    PreparedPaths::load(root).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -54,7 +39,7 @@ struct Speed {
     server: f64,
 }
 
-async fn measure(paths: &Paths, dir: &Path, rpc: Vec<String>) -> Speed {
+async fn measure(paths: &PreparedPaths, dir: &Path, rpc: Vec<String>) -> Speed {
     let mut opts = LaunchOptions::new(&paths.llama_server, &paths.demo_model);
     opts.runtime_dir = Some(dir.join("run"));
     opts.transport = TransportChoice::Unix;

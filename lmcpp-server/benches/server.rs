@@ -15,8 +15,8 @@ use std::{
 
 use futures_util::StreamExt;
 use lmcpp_server::{Client, Endpoint, HttpPort, LaunchOptions, Server, TransportChoice};
+use lmcpp_toolchain::prepared::PreparedPaths;
 use lmcpp_types::native::{completion::CompletionRequest, tokenize::TokenizeRequest};
-use serde::Deserialize;
 
 const CONCURRENCY: usize = 8;
 const LOAD_SECS: u64 = 2;
@@ -25,28 +25,14 @@ const LAUNCH_RUNS: usize = 5;
 const TTFC_RUNS: usize = 30;
 const TOKENIZE_BODY: &str = r#"{"content":"The quick brown fox jumps over the lazy dog"}"#;
 
-#[derive(Deserialize)]
-struct Paths {
-    llama_server: PathBuf,
-    demo_model: PathBuf,
+fn paths() -> PreparedPaths {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    PreparedPaths::load(root).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn paths() -> Paths {
-    let file = std::env::var_os("LMCPP_TEST_PATHS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/lmcpp-test/paths.json")
-        });
-    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {} ({e}); run `cargo xtask prepare` first",
-            file.display()
-        )
-    });
-    serde_json::from_str(&text).expect("paths.json is well-formed")
-}
-
-fn options(paths: &Paths, dir: &Path, transport: TransportChoice) -> LaunchOptions {
+fn options(paths: &PreparedPaths, dir: &Path, transport: TransportChoice) -> LaunchOptions {
     let mut opts = LaunchOptions::new(&paths.llama_server, &paths.demo_model);
     opts.runtime_dir = Some(dir.join("run"));
     opts.transport = transport;
@@ -127,7 +113,7 @@ fn oha_rps(oha: &Path, endpoint: &Endpoint) -> Option<f64> {
 }
 
 /// Milliseconds from spawning to a 200 `/health`, through `Server::launch`.
-async fn lmcpp_launch_ms(paths: &Paths, dir: &Path) -> f64 {
+async fn lmcpp_launch_ms(paths: &PreparedPaths, dir: &Path) -> f64 {
     let started = Instant::now();
     let server = Server::launch(options(paths, dir, TransportChoice::Unix))
         .await
@@ -138,7 +124,7 @@ async fn lmcpp_launch_ms(paths: &Paths, dir: &Path) -> f64 {
 }
 
 /// The same with a shell loop polling `/health` every 10 ms with curl.
-fn shell_launch_ms(paths: &Paths, dir: &Path) -> f64 {
+fn shell_launch_ms(paths: &PreparedPaths, dir: &Path) -> f64 {
     let sock = dir.join("shell.sock");
     let _ = std::fs::remove_file(&sock);
     let script = format!(

@@ -368,6 +368,14 @@ pub enum Error {
         /// The GGUF files the repository has.
         available: Vec<String>,
     },
+    /// The end-to-end test prerequisites are missing or incomplete.
+    #[error("test prerequisites {}: {reason}; run `cargo xtask prepare` (or `cargo xtask test`)", path.display())]
+    TestPrerequisites {
+        /// The `paths.json` that was read.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// One source that was tried while obtaining llama.cpp.

@@ -28,6 +28,7 @@ pub mod lock;
 pub mod manage;
 pub mod models;
 pub mod plan;
+pub mod prepared;
 pub mod progress;
 pub mod recipe;
 pub mod request;

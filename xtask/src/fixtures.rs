@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use lmcpp_toolchain::prepared::PreparedPaths;
+
 use crate::codegen::workspace_root;
 
 const DIR: &str = "lmcpp-types/tests/fixtures";
@@ -75,17 +77,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         bail!("`cargo xtask fixtures` takes no options");
     }
     let root = workspace_root();
-    let paths = read_paths(&root)?;
-    let server_bin = PathBuf::from(
-        paths["llama_server"]
-            .as_str()
-            .context("paths.json: llama_server")?,
-    );
-    let model = PathBuf::from(
-        paths["demo_model"]
-            .as_str()
-            .context("paths.json: demo_model")?,
-    );
+    let paths = PreparedPaths::load(&root)?;
+    let server_bin = paths.llama_server;
+    let model = paths.demo_model;
     let out_dir = root.join(DIR);
     std::fs::create_dir_all(&out_dir)?;
     let work = std::env::temp_dir().join(format!("lmcpp-fixtures-{}", std::process::id()));
@@ -696,19 +690,6 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 fn path_str(p: &Path) -> Result<&str> {
     p.to_str()
         .with_context(|| format!("{} is not UTF-8", p.display()))
-}
-
-fn read_paths(root: &Path) -> Result<Value> {
-    let file = std::env::var_os("LMCPP_TEST_PATHS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/lmcpp-test/paths.json"));
-    let text = std::fs::read_to_string(&file).with_context(|| {
-        format!(
-            "reading {}; run `cargo xtask prepare` first",
-            file.display()
-        )
-    })?;
-    Ok(serde_json::from_str(&text)?)
 }
 
 fn start(bin: &Path, work: &Path, name: &str, args: &[&str]) -> Result<Server> {

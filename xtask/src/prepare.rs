@@ -11,9 +11,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use lmcpp_toolchain::demo::{DemoOptions, write_demo_model};
+use lmcpp_toolchain::prepared::PreparedPaths;
 use lmcpp_toolchain::{ProgressEvent, SharedProgress, Toolchain, ToolchainRequest};
 
-/// Paths handed to the end-to-end tests, as written to `target/lmcpp-test/paths.json`.
+/// Where the end-to-end prerequisites were recorded.
 pub(crate) struct Prepared {
     pub(crate) paths_json: PathBuf,
 }
@@ -100,19 +101,16 @@ pub(crate) fn prepare() -> Result<Prepared> {
         model.path.display(),
         model.size
     );
-    let paths = serde_json::json!({
-        "llama_server": installed.llama_server,
-        "rpc_server": installed.rpc_server,
-        "demo_model": model.path,
-        "vocab_gguf": vocab,
-        "source_dir": source_dir,
-    });
-    let paths_json = out_dir.join("paths.json");
-    let tmp = out_dir.join("paths.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&paths)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &paths_json)
-        .with_context(|| format!("publishing {}", paths_json.display()))?;
+    let paths_json = PreparedPaths::default_location(&workspace_root());
+    PreparedPaths {
+        llama_server: installed.llama_server.clone(),
+        rpc_server: installed.rpc_server.clone(),
+        demo_model: model.path.clone(),
+        vocab_gguf: vocab,
+        source_dir: Some(source_dir),
+    }
+    .write(&paths_json)
+    .with_context(|| format!("writing {}", paths_json.display()))?;
     eprintln!(
         "xtask: prepared {} in {:.1}s",
         paths_json.display(),

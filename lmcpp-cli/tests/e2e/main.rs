@@ -3,46 +3,24 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
+
+use lmcpp::toolchain::prepared::PreparedPaths;
 
 mod rpc;
 
-struct Paths {
-    llama_server: PathBuf,
-    demo_model: PathBuf,
-}
-
 /// Reads the prerequisites; fails (never skips) with the command that provides them.
-fn paths() -> Paths {
-    let file = std::env::var_os("LMCPP_TEST_PATHS").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/lmcpp-test/paths.json"),
-        PathBuf::from,
-    );
-    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {} ({e}): run `cargo xtask prepare` first (or `cargo xtask test`)",
-            file.display()
-        )
-    });
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let get = |k: &str| {
-        PathBuf::from(v[k].as_str().unwrap_or_else(|| {
-            panic!(
-                "{k} missing in {}; run `cargo xtask prepare`",
-                file.display()
-            )
-        }))
-    };
-    Paths {
-        llama_server: get("llama_server"),
-        demo_model: get("demo_model"),
-    }
+fn paths() -> PreparedPaths {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    PreparedPaths::load(root).unwrap_or_else(|e| panic!("{e}"))
 }
 
 struct Env {
     dir: tempfile::TempDir,
-    paths: Paths,
+    paths: PreparedPaths,
 }
 
 impl Env {

@@ -7,24 +7,13 @@ use super::{Env, pid_alive};
 
 /// The `rpc_server` of the prerequisites file; fails with the command that provides it.
 fn rpc_server() -> PathBuf {
-    let file = std::env::var_os("LMCPP_TEST_PATHS").map_or_else(
-        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/lmcpp-test/paths.json"),
-        PathBuf::from,
-    );
-    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {} ({e}): run `cargo xtask prepare` first",
-            file.display()
-        )
-    });
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    match v["rpc_server"].as_str().map(PathBuf::from) {
-        Some(p) if p.is_file() => p,
-        _ => panic!(
-            "rpc_server missing in {}; run `cargo xtask prepare`",
-            file.display()
-        ),
-    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    super::paths()
+        .rpc_server(root)
+        .map(PathBuf::from)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn kinds(ps: &serde_json::Value) -> Vec<(String, String)> {

@@ -18,33 +18,13 @@ use crate::support::{eventually, options, running};
 /// The `rpc_server` entry of the prerequisites file, failing with the command that
 /// provides it.
 pub(crate) fn rpc_server() -> PathBuf {
-    let file = std::env::var_os("LMCPP_TEST_PATHS")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    crate::support::paths()
+        .rpc_server(root)
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/lmcpp-test/paths.json")
-        });
-    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {} ({e}); run `cargo xtask prepare` first",
-            file.display()
-        )
-    });
-    let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!(
-            "{} is malformed ({e}); run `cargo xtask prepare`",
-            file.display()
-        )
-    });
-    let path = value["rpc_server"].as_str().map(PathBuf::from);
-    match path {
-        Some(p) if p.is_file() => p,
-        _ => panic!(
-            "{} names no rpc-server binary (rpc_server: {}); run `cargo xtask prepare` \
-             with a toolchain that builds rpc-server",
-            file.display(),
-            value["rpc_server"]
-        ),
-    }
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A loopback worker that logs every RPC command it receives.

@@ -1,47 +1,17 @@
 //! Prerequisites (from `cargo xtask prepare`) and launch helpers for the end-to-end tests.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use lmcpp_server::{LaunchOptions, Server, TransportChoice};
+use lmcpp_toolchain::prepared::PreparedPaths;
 use lmcpp_types::ServerArgs;
-use serde::Deserialize;
-
-/// `target/lmcpp-test/paths.json`, written by `cargo xtask prepare`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct Paths {
-    pub(crate) llama_server: PathBuf,
-    pub(crate) demo_model: PathBuf,
-}
 
 /// Reads the prerequisites, failing with the command that creates them.
-pub(crate) fn paths() -> Paths {
-    let file = std::env::var_os("LMCPP_TEST_PATHS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/lmcpp-test/paths.json")
-        });
-    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {} ({e}); run `cargo xtask prepare` first to build llama-server \
-             and generate the demo model",
-            file.display()
-        )
-    });
-    let paths: Paths = serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!(
-            "{} is malformed ({e}); run `cargo xtask prepare`",
-            file.display()
-        )
-    });
-    for p in [&paths.llama_server, &paths.demo_model] {
-        assert!(
-            p.exists(),
-            "{} (from {}) is missing; run `cargo xtask prepare`",
-            p.display(),
-            file.display()
-        );
-    }
-    paths
+pub(crate) fn paths() -> PreparedPaths {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    PreparedPaths::load(root).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Launch options for the demo model with a private runtime dir under `dir`.

@@ -12,43 +12,20 @@ use std::time::{Duration, Instant};
 use lmcpp_toolchain::demo::{DemoOptions, write_demo_model};
 use lmcpp_toolchain::gguf::read_gguf;
 use lmcpp_toolchain::models::{ModelStore, ModelStoreOptions, PullOptions};
+use lmcpp_toolchain::prepared::PreparedPaths;
 use serde_json::{Value, json};
 
-struct Paths {
-    llama_server: PathBuf,
-    vocab_gguf: PathBuf,
-    source_dir: Option<PathBuf>,
-}
-
 /// The test prerequisites written by `cargo xtask prepare`.
-fn paths() -> Paths {
-    let file = std::env::var_os("LMCPP_TEST_PATHS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/lmcpp-test/paths.json")
-        });
-    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {} ({e}); run `cargo xtask prepare` first",
-            file.display()
-        )
-    });
-    let v: Value = serde_json::from_str(&text).expect("paths.json is JSON");
-    let get = |k: &str| {
-        v[k].as_str()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| panic!("{} lacks `{k}`; run `cargo xtask prepare`", file.display()))
-    };
-    Paths {
-        llama_server: get("llama_server"),
-        vocab_gguf: get("vocab_gguf"),
-        source_dir: v["source_dir"].as_str().map(PathBuf::from),
-    }
+fn paths() -> PreparedPaths {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    PreparedPaths::load(root).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The token ids llama.cpp's own tokenizer test expects for `text`, from the
 /// `<vocab>.inp` / `<vocab>.out` pair shipped next to the vocab file.
-fn reference_tokens(p: &Paths, text: &str) -> Vec<u64> {
+fn reference_tokens(p: &PreparedPaths, text: &str) -> Vec<u64> {
     let name = p
         .vocab_gguf
         .file_name()

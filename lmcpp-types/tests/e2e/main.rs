@@ -11,39 +11,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lmcpp_toolchain::prepared::PreparedPaths;
 use lmcpp_types::ServerArgs;
 use lmcpp_types::health::{HealthResponse, HealthStatus};
 use lmcpp_types::openai::models::ModelList;
 use lmcpp_types::props::Props;
 
-struct Paths {
-    llama_server: PathBuf,
-    demo_model: PathBuf,
-}
-
-fn paths() -> Paths {
-    let file = std::env::var_os("LMCPP_TEST_PATHS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/lmcpp-test/paths.json")
-        });
-    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {} ({e}); run `cargo xtask prepare` first",
-            file.display()
-        )
-    });
-    let v: serde_json::Value = serde_json::from_str(&text).expect("paths.json is JSON");
-    let get = |k: &str| {
-        PathBuf::from(
-            v[k].as_str()
-                .unwrap_or_else(|| panic!("paths.json lacks `{k}`; run `cargo xtask prepare`")),
-        )
-    };
-    Paths {
-        llama_server: get("llama_server"),
-        demo_model: get("demo_model"),
-    }
+fn paths() -> PreparedPaths {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    PreparedPaths::load(root).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Kills the server when the test ends, however it ends.
