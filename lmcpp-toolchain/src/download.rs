@@ -454,11 +454,16 @@ impl Downloader {
             }
             // Chunks are written as they come (hyper hands over large frames); nothing is held
             // back in a user-space buffer, so a killed process loses at most one batch.
+            let mut flushed = written;
             while let Some(batch) = rx.blocking_recv() {
                 for chunk in batch {
                     hasher.update(&chunk);
                     file.write_all(&chunk).ctx("write", &part_w)?;
                     written += chunk.len() as u64;
+                }
+                if fsync && written - flushed >= WRITEBACK_STEP {
+                    start_writeback(&file, flushed, written - flushed);
+                    flushed = written;
                 }
             }
             if fsync {
@@ -986,6 +991,28 @@ async fn copy_local(
     .await
     .map_err(join_error)?
 }
+
+/// How much written data may wait in the page cache before writeback is started.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// Asks the kernel to start writing a range of `file` to disk without waiting for it, so
+/// the disk works while the transfer goes on and the final `fsync` before the atomic
+/// rename finds little left to flush. Advisory: durability still comes from that `fsync`.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a valid open fd and a byte range; the call only schedules writeback and
+    // touches none of our memory. Its result is advisory and ignored on purpose.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &std::fs::File, _offset: u64, _len: u64) {}
 
 #[cfg(test)]
 mod tests {
