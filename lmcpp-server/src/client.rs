@@ -14,12 +14,10 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body as _, Incoming};
-use hyper_util::{
-    client::legacy::{Client as HyperClient, connect::HttpConnector},
-    rt::TokioExecutor,
+use hyper::{
+    body::{Body as _, Incoming},
+    client::conn::http1::SendRequest,
 };
-use hyperlocal::UnixConnector;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use lmcpp_types::sse::{SseEvent, SseParser};
@@ -27,6 +25,7 @@ use lmcpp_types::sse::{SseEvent, SseParser};
 use crate::{
     ApiError,
     error::{Error, Result},
+    pool::{Body, Pool},
 };
 
 /// Where a server listens.
@@ -78,23 +77,12 @@ impl std::fmt::Display for Endpoint {
 /// Default timeout of `/health` requests.
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// llama-server (cpp-httplib) closes idle keep-alive connections after 5 s; dropping
-/// ours earlier avoids sending a request into a connection the server is closing.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
-
-type Body = Full<Bytes>;
-
 /// `Accept` of streaming requests.
 const EVENT_STREAM: &str = "text/event-stream";
 
-enum Transport {
-    Tcp(HyperClient<HttpConnector, Body>),
-    Unix(HyperClient<UnixConnector, Body>),
-}
-
 struct Inner {
     endpoint: Endpoint,
-    transport: Transport,
+    pool: Pool,
     auth: Option<HeaderValue>,
     health_timeout: Duration,
 }
@@ -151,22 +139,7 @@ impl ClientBuilder {
 
     /// Builds the client. Must be called inside a tokio runtime only when requests are made.
     pub fn build(self) -> Client {
-        let transport = match &self.endpoint {
-            Endpoint::Http { .. } => {
-                let mut connector = HttpConnector::new();
-                connector.set_nodelay(true);
-                Transport::Tcp(
-                    HyperClient::builder(TokioExecutor::new())
-                        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-                        .build(connector),
-                )
-            }
-            Endpoint::Unix { .. } => Transport::Unix(
-                HyperClient::builder(TokioExecutor::new())
-                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-                    .build(UnixConnector),
-            ),
-        };
+        let pool = Pool::new(&self.endpoint);
         let auth = self
             .api_key
             .and_then(|key| HeaderValue::from_str(&format!("Bearer {key}")).ok())
@@ -177,7 +150,7 @@ impl ClientBuilder {
         Client {
             inner: Arc::new(Inner {
                 endpoint: self.endpoint,
-                transport,
+                pool,
                 auth,
                 health_timeout: self.health_timeout,
             }),
@@ -232,50 +205,54 @@ impl Client {
         }
     }
 
-    fn uri(&self, path: &str) -> Result<hyper::Uri> {
-        let uri = match &self.inner.endpoint {
-            Endpoint::Unix { socket } => Ok(hyperlocal::Uri::new(socket, path).into()),
-            Endpoint::Http { .. } => format!("{}{path}", self.inner.endpoint).parse(),
-        };
-        uri.map_err(|e| Error::Transport {
-            method: String::new(),
-            path: path.to_owned(),
-            message: format!("invalid request path: {e}"),
-        })
-    }
-
-    /// Sends one request and returns the response head with its unread body.
+    /// Sends one request and returns the response head with its unread body, and the
+    /// connection's sender for [`Pool::put`] once that body has been read.
     async fn send(
         &self,
-        method: Method,
+        method: &Method,
         path: &str,
         body: Option<Bytes>,
         accept: &'static str,
-    ) -> Result<Response<Incoming>> {
-        let mut req = Request::builder()
-            .method(method.clone())
-            .uri(self.uri(path)?)
-            .header(header::ACCEPT, accept);
+    ) -> Result<(Response<Incoming>, SendRequest<Body>)> {
+        // Over an explicit connection HTTP/1 wants the origin form (`/path?query`); the
+        // server is named by the `Host` header.
+        let uri = if path.starts_with('/') {
+            hyper::Uri::try_from(path).map_err(|e| e.to_string())
+        } else {
+            Err("it must start with `/`".to_owned())
+        }
+        .map_err(|e| Error::Transport {
+            method: method.to_string(),
+            path: path.to_owned(),
+            message: format!("invalid request path: {e}"),
+        })?;
+        let has_body = body.is_some();
+        let mut req = Request::new(Full::new(body.unwrap_or_default()));
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = uri;
+        let headers = req.headers_mut();
+        headers.insert(header::HOST, self.inner.pool.host().clone());
+        headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
         if accept == EVENT_STREAM {
             // llama-server closes the connection after every streamed response although
             // it announces keep-alive; a pooled connection would then fail the next
             // request. Asking for the close keeps such connections out of the pool.
-            req = req.header(header::CONNECTION, "close");
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if body.is_some() {
-            req = req.header(header::CONTENT_TYPE, "application/json");
+        if has_body {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
         }
         if let Some(auth) = &self.inner.auth {
-            req = req.header(header::AUTHORIZATION, auth.clone());
+            headers.insert(header::AUTHORIZATION, auth.clone());
         }
-        let req = req
-            .body(Full::new(body.unwrap_or_default()))
-            .map_err(|e| transport_error(&method, path, &e))?;
-        let res = match &self.inner.transport {
-            Transport::Tcp(c) => c.request(req).await,
-            Transport::Unix(c) => c.request(req).await,
-        };
-        res.map_err(|e| transport_error(&method, path, &e))
+        self.inner
+            .pool
+            .send(req)
+            .await
+            .map_err(|e| transport_error(method, path, &e))
     }
 
     /// Sends one request and reads the whole body, within `timeout` if given.
@@ -287,10 +264,9 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<RawResponse> {
         let fut = async {
-            let res = self
-                .send(method.clone(), path, body, "application/json")
-                .await?;
+            let (res, sender) = self.send(&method, path, body, "application/json").await?;
             let status = res.status();
+            let reusable = keeps_alive(&res);
             let content_type = res
                 .headers()
                 .get(header::CONTENT_TYPE)
@@ -302,6 +278,11 @@ impl Client {
                 .await
                 .map_err(|e| transport_error(&method, path, &e))?
                 .to_bytes();
+            // Only now is the connection free for another request; an exchange that
+            // failed or timed out before this point drops the sender, which closes it.
+            if reusable {
+                self.inner.pool.put(sender);
+            }
             Ok(RawResponse {
                 status,
                 content_type,
@@ -395,8 +376,10 @@ impl Client {
             obj.insert("stream".into(), serde_json::Value::Bool(true));
         }
         let bytes = encode(path, &value)?;
-        let fut = self.send(Method::POST, path, Some(bytes), EVENT_STREAM);
-        let res = match self.timeout {
+        let fut = self.send(&Method::POST, path, Some(bytes), EVENT_STREAM);
+        // The connection was asked to close after this response, so its sender is
+        // dropped at once and the connection lives only as long as the body.
+        let (res, _) = match self.timeout {
             None => fut.await?,
             Some(t) => tokio::time::timeout(t, fut)
                 .await
@@ -418,6 +401,16 @@ impl Client {
         }
         Ok(EventStream::new(path, res.into_body()))
     }
+}
+
+/// Whether the connection may carry another request after this response.
+fn keeps_alive(res: &Response<Incoming>) -> bool {
+    let close = res
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    !close && res.version() == http::Version::HTTP_11
 }
 
 fn encode<B: Serialize + ?Sized>(path: &str, body: &B) -> Result<Bytes> {

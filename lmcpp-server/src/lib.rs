@@ -37,6 +37,7 @@ mod child;
 mod client;
 mod endpoints;
 mod error;
+mod pool;
 mod procfs;
 mod registry;
 mod rpc;
