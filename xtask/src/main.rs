@@ -2,6 +2,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod codegen;
 mod fixtures;
 mod matrix;
@@ -14,7 +15,7 @@ use anyhow::{Result, bail};
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let Some(cmd) = args.next() else {
-        bail!("usage: cargo xtask <prepare|test|matrix|codegen|schemas|fixtures> [args]");
+        bail!("usage: cargo xtask <prepare|test|bench|matrix|codegen|schemas|fixtures> [args]");
     };
     let rest: Vec<String> = args.collect();
     match cmd.as_str() {
@@ -24,9 +25,10 @@ fn main() -> Result<()> {
         "prepare" => prepare::run(&rest),
         "matrix" => matrix::run(&rest),
         "test" => test::run(&rest),
+        "bench" => bench::run(&rest),
         other => {
             bail!(
-                "unknown xtask command `{other}`; try: prepare, test, matrix, codegen, schemas, fixtures"
+                "unknown xtask command `{other}`; try: prepare, test, bench, matrix, codegen, schemas, fixtures"
             )
         }
     }
