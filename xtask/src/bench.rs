@@ -69,7 +69,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 /// `oha` from `LMCPP_OHA`, `PATH` or `target/tools`, installed there when missing.
 fn ensure_oha(cargo: &str, root: &Path) -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("LMCPP_OHA") {
-        return Ok(PathBuf::from(p));
+        // Benchmarks run in their package's directory, so a relative path would break.
+        return std::path::absolute(&p).with_context(|| format!("resolving LMCPP_OHA {p:?}"));
     }
     if let Some(p) = on_path("oha") {
         return Ok(p);
