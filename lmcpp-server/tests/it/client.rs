@@ -91,6 +91,65 @@ async fn many_requests_run_concurrently_on_one_client() {
 }
 
 #[tokio::test]
+async fn connections_go_back_to_the_pool_but_streamed_ones_do_not() {
+    for mock in support::both().await {
+        let client = Client::new(mock.endpoint.clone());
+        let calls = (0..BARRIER).map(|_| {
+            let client = client.clone();
+            async move { client.get::<bool>("/barrier").await }
+        });
+        let results = tokio::time::timeout(
+            Duration::from_secs(20),
+            futures_util::future::join_all(calls),
+        )
+        .await
+        .expect("requests were serialised");
+        assert!(results.into_iter().all(|r| r.unwrap()));
+        assert_eq!(mock.stats.connections.load(Ordering::SeqCst), BARRIER);
+        // Every one of those connections is idle now, so neither sequential nor
+        // concurrent requests need a new one.
+        for _ in 0..3 {
+            let _: Value = client.get("/health").await.unwrap();
+        }
+        let calls = (0..4).map(|_| {
+            let client = client.clone();
+            async move { client.get::<Value>("/health").await }
+        });
+        for r in futures_util::future::join_all(calls).await {
+            r.unwrap();
+        }
+        assert_eq!(mock.stats.connections.load(Ordering::SeqCst), BARRIER);
+        // A streamed response asks for the close, so its connection is not pooled, and
+        // the request after it does not trip over the closed connection.
+        let client = Client::new(mock.endpoint.clone());
+        let stream = client.stream::<_, Chunk>("/sse", &json!({})).await.unwrap();
+        assert_eq!(stream.count().await, 3);
+        assert_eq!(mock.stats.connections.load(Ordering::SeqCst), BARRIER + 1);
+        let _: Value = client.get("/health").await.unwrap();
+        let _: Value = client.get("/health").await.unwrap();
+        assert_eq!(mock.stats.connections.load(Ordering::SeqCst), BARRIER + 2);
+    }
+}
+
+#[tokio::test]
+async fn bad_paths_are_transport_errors_not_panics() {
+    let mock = support::tcp().await;
+    let client = Client::new(mock.endpoint.clone());
+    for path in ["health", "/a b", ""] {
+        match client.get::<Value>(path).await {
+            Err(Error::Transport {
+                path: p, message, ..
+            }) => {
+                assert_eq!(p, path);
+                assert!(message.contains("invalid request path"), "{message}");
+            }
+            other => panic!("{path:?}: {other:?}"),
+        }
+    }
+    let _: Value = client.get("/health").await.unwrap();
+}
+
+#[tokio::test]
 async fn timeouts_are_per_request() {
     for mock in support::both().await {
         let client = Client::new(mock.endpoint.clone());
