@@ -136,7 +136,7 @@ fn sample_writer() -> GgufWriter {
     w
 }
 
-fn sample_bytes() -> Vec<u8> {
+pub(crate) fn sample_bytes() -> Vec<u8> {
     let mut out = Vec::new();
     sample_writer().write_to(&mut out).unwrap();
     out

@@ -5,6 +5,7 @@ mod archive;
 mod download;
 mod fixtures;
 mod gguf;
+mod gguf_fuzz;
 mod procs;
 mod recipe;
 mod server;
