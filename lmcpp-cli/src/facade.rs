@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use lmcpp_server::{Client, LaunchOptions, Server, TransportChoice};
 use lmcpp_toolchain::demo::{DemoOptions, write_demo_model};
+use lmcpp_toolchain::download::DownloadOptions;
 use lmcpp_toolchain::models::{ModelStore, ModelStoreOptions, PullOptions};
 use lmcpp_toolchain::{
     Backend, CacheLayout, Installed, ProgressEvent, SharedProgress, Toolchain, ToolchainRequest,
@@ -18,6 +19,9 @@ pub const DEMO_MODEL: &str = "demo";
 /// The model `lmcpp run` uses when none is given: a small real instruct model. Its SHA-256
 /// is the one Hugging Face reports for the file (checked while downloading).
 pub const DEFAULT_MODEL: &str = "Qwen/Qwen2.5-0.5B-Instruct-GGUF:qwen2.5-0.5b-instruct-q4_k_m.gguf";
+
+/// How long `run` waits to connect to the hub for the default model before falling back.
+const DEFAULT_MODEL_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The vocabulary file (inside the llama.cpp source tree) the demo model takes its
 /// tokenizer from.
@@ -280,8 +284,8 @@ pub async fn ensure_demo_model(
 
 /// Resolves a model reference to a local GGUF file.
 ///
-/// `None` means the default: [`DEFAULT_MODEL`] when the network allows, else the demo
-/// model with a notice. [`DEMO_MODEL`] is the generated demo model; anything else goes
+/// `None` means the default: [`DEFAULT_MODEL`] when the network allows (tried with a
+/// 10 s connect timeout and one retry), else the demo model with a notice. [`DEMO_MODEL`] is the generated demo model; anything else goes
 /// through the model store (local path, URL or Hugging Face, verified and cached).
 pub async fn resolve_model(
     model: Option<&str>,
@@ -313,7 +317,21 @@ pub async fn resolve_model(
             progress.event(ProgressEvent::Stage {
                 name: format!("fetching the default model {DEFAULT_MODEL}"),
             });
-            match store.pull_str(DEFAULT_MODEL, &PullOptions::default()).await {
+            // There is a fallback, so an unreachable hub should cost seconds, not the
+            // minutes a store with the default retry budget would spend on a dead network.
+            let quick = ModelStore::with_progress(
+                ModelStoreOptions {
+                    cache_root: Some(layout.root().to_path_buf()),
+                    download: DownloadOptions {
+                        connect_timeout: DEFAULT_MODEL_CONNECT_TIMEOUT,
+                        retries: 1,
+                        ..DownloadOptions::default()
+                    },
+                    ..ModelStoreOptions::from_env()
+                },
+                progress.clone(),
+            )?;
+            match quick.pull_str(DEFAULT_MODEL, &PullOptions::default()).await {
                 Ok(pulled) => Ok(ModelResolution {
                     path: pulled.path,
                     notice: None,
