@@ -169,9 +169,9 @@ pub(crate) struct DemoArgs {
     /// Where to write the model (default: the model cache).
     #[arg(long, value_name = "PATH")]
     pub(crate) out: Option<PathBuf>,
-    /// Seed for the random weights.
-    #[arg(long, default_value_t = 42)]
-    pub(crate) seed: u64,
+    /// Seed for the random weights (default: the seed of the demo model `--model demo` uses).
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
     #[command(flatten)]
     pub(crate) toolchain: ToolchainOpts,
 }

@@ -70,10 +70,10 @@ impl Ctx {
 }
 
 impl Ctx {
-    /// A facade builder carrying the global options.
-    pub(crate) fn builder(&self, model: String) -> lmcpp::LmcppBuilder {
+    /// A facade builder carrying the global options; `None` is the default model.
+    pub(crate) fn builder(&self, model: Option<String>) -> lmcpp::LmcppBuilder {
         let mut builder = Lmcpp::builder()
-            .model(model)
+            .model_or_default(model)
             .progress(self.progress.clone());
         if let Some(home) = &self.home {
             builder = builder.home(home);
@@ -480,38 +480,14 @@ async fn model(ctx: &Ctx, cmd: ModelCmd) -> Result<ExitCode> {
         ModelCmd::Demo(args) => {
             let tc = ctx.toolchain()?;
             let installed = tc.ensure(&request(&args.toolchain)?, &ctx.progress).await?;
-            let path = match args.out {
-                None if args.seed == lmcpp::toolchain::demo::DemoOptions::default().seed => {
-                    lmcpp::ensure_demo_model(tc.layout(), Some(&installed)).await?
-                }
-                out => {
-                    let source = installed.source_dir.clone().ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "toolchain {} has no llama.cpp source tree for the vocabulary; \
-                             build one with `lmcpp toolchain build`",
-                            installed.fingerprint
-                        )
-                    })?;
-                    let out = out.unwrap_or_else(|| {
-                        tc.layout()
-                            .models()
-                            .join("demo")
-                            .join(format!("demo-{:x}.gguf", args.seed))
-                    });
-                    let vocab = source.join("models/ggml-vocab-llama-spm.gguf");
-                    let opts = lmcpp::toolchain::demo::DemoOptions::with_seed(args.seed);
-                    let target = out.clone();
-                    tokio::task::spawn_blocking(move || {
-                        if let Some(dir) = target.parent() {
-                            std::fs::create_dir_all(dir)?;
-                        }
-                        lmcpp::toolchain::demo::write_demo_model(&vocab, &target, &opts)
-                            .map_err(anyhow::Error::from)
-                    })
-                    .await??;
-                    out
-                }
-            };
+            let path = lmcpp::demo_model(
+                tc.layout(),
+                Some(&installed),
+                args.seed
+                    .unwrap_or(lmcpp::toolchain::demo::DemoOptions::default().seed),
+                args.out.as_deref(),
+            )
+            .await?;
             if ctx.json {
                 ctx.print_json(&json!({ "path": path }))?;
             } else {
@@ -537,7 +513,7 @@ async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
         TransportChoice::Unix
     };
     let running = ctx
-        .builder(args.model.clone())
+        .builder(Some(args.model.clone()))
         .toolchain_request(request(&args.toolchain)?)
         .transport(transport)
         .args(server_args(args.extra, args.rpc))
@@ -734,30 +710,32 @@ async fn logs(ctx: &Ctx, id: &str, lines: usize, follow: bool) -> Result<ExitCod
         println!("{line}");
     }
     if follow {
+        use std::io::{Read, Seek, SeekFrom};
         let path = registry.log_path(id);
         let mut pos = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let mut fresh = Vec::new();
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
                 () = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
-            let Ok(bytes) = std::fs::read(&path) else {
+            let Ok(mut file) = std::fs::File::open(&path) else {
                 return Ok(ExitCode::SUCCESS);
             };
-            let len = bytes.len() as u64;
-            if len > pos {
-                let mut out = std::io::stdout().lock();
-                out.write_all(&bytes[pos as usize..])?;
-                out.flush()?;
-                pos = len;
-            } else if len < pos {
+            if file.metadata()?.len() < pos {
+                // The log was truncated or replaced: start over.
                 pos = 0;
             }
-            let alive = registry
-                .list()?
-                .iter()
-                .any(|e| matches!(e, Entry::Live(r) if r.id == id));
-            if !alive {
+            // Only what was appended since the last look is read.
+            file.seek(SeekFrom::Start(pos))?;
+            fresh.clear();
+            pos += file.read_to_end(&mut fresh)? as u64;
+            if !fresh.is_empty() {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&fresh)?;
+                out.flush()?;
+            }
+            if registry.get(id).is_err() {
                 return Ok(ExitCode::SUCCESS);
             }
         }
@@ -859,32 +837,19 @@ async fn chat(ctx: &Ctx, args: ChatArgs) -> Result<ExitCode> {
 }
 
 async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
-    let tc = ctx.toolchain()?;
-    let (binary, installed) = match &ctx.llama_server {
-        Some(bin) => (bin.clone(), None),
-        None => {
-            let installed = tc.ensure(&request(&args.toolchain)?, &ctx.progress).await?;
-            (installed.llama_server.clone(), Some(installed))
-        }
-    };
-    let store = ctx.store()?;
-    let model = lmcpp::resolve_model(
-        args.model.as_deref(),
-        &store,
-        tc.layout(),
-        installed.as_ref(),
-        &ctx.progress,
-    )
-    .await?;
-    if let Some(notice) = &model.notice {
+    let resolved = ctx
+        .builder(args.model)
+        .toolchain_request(request(&args.toolchain)?)
+        .resolve()
+        .await?;
+    if let Some(notice) = &resolved.model.notice {
         eprintln!("lmcpp: {notice}");
     }
-    // Reuse a server this tool already runs for the same model and binary.
-    let registry = ctx.registry();
-    let reuse = live_servers(&registry)?
-        .into_iter()
-        .find(|r| same_file(&r.model, &model.path) && same_file(&r.exe, &binary));
     let req = chat_request(&[ChatMessage::user(args.prompt)], &args.gen_opts);
+    // Reuse a server this tool already runs for the same model and binary.
+    let reuse = live_servers(&ctx.registry())?.into_iter().find(|r| {
+        same_file(&r.model, &resolved.model.path) && same_file(&r.exe, resolved.binary())
+    });
     if let Some(record) = reuse {
         eprintln!(
             "lmcpp: using running server {} ({})",
@@ -894,11 +859,7 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         stream_chat(&client, &req).await?;
         return Ok(ExitCode::SUCCESS);
     }
-    let running = ctx
-        .builder(model.path.display().to_string())
-        .toolchain_request(request(&args.toolchain)?)
-        .start()
-        .await?;
+    let running = resolved.start().await?;
     let result = stream_chat(&running.client(), &req).await;
     running.server.stop().await?;
     result?;

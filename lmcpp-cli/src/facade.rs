@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lmcpp_server::{Client, LaunchOptions, Server, TransportChoice};
-use lmcpp_toolchain::demo::{DemoOptions, write_demo_model};
+use lmcpp_toolchain::demo::{DEMO_VOCAB, DemoOptions, write_demo_model};
 use lmcpp_toolchain::download::DownloadOptions;
 use lmcpp_toolchain::models::{ModelStore, ModelStoreOptions, PullOptions};
 use lmcpp_toolchain::{
@@ -22,10 +22,6 @@ pub const DEFAULT_MODEL: &str = "Qwen/Qwen2.5-0.5B-Instruct-GGUF:qwen2.5-0.5b-in
 
 /// How long `run` waits to connect to the hub for the default model before falling back.
 const DEFAULT_MODEL_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The vocabulary file (inside the llama.cpp source tree) the demo model takes its
-/// tokenizer from.
-const DEMO_VOCAB: &str = "models/ggml-vocab-llama-spm.gguf";
 
 /// Errors of the high-level API.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +69,7 @@ impl Lmcpp {
 /// Configures and starts a supervised server. See [`Lmcpp::builder`].
 pub struct LmcppBuilder {
     home: Option<PathBuf>,
-    model: String,
+    model: Option<String>,
     request: ToolchainRequest,
     transport: TransportChoice,
     args: ServerArgs,
@@ -99,7 +95,7 @@ impl Default for LmcppBuilder {
     fn default() -> Self {
         Self {
             home: None,
-            model: DEMO_MODEL.to_owned(),
+            model: Some(DEMO_MODEL.to_owned()),
             request: ToolchainRequest::default(),
             transport: TransportChoice::Unix,
             args: ServerArgs::default(),
@@ -116,7 +112,14 @@ impl LmcppBuilder {
     /// The model: a path, a URL, Hugging Face `owner/repo[:file|:quant][@revision]`, or
     /// [`DEMO_MODEL`].
     pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.model = model.into();
+        self.model = Some(model.into());
+        self
+    }
+
+    /// Like [`LmcppBuilder::model`], where `None` means [`DEFAULT_MODEL`] when the network
+    /// allows it and the demo model (with a notice in [`ModelResolution::notice`]) when not.
+    pub fn model_or_default(mut self, model: Option<String>) -> Self {
+        self.model = model;
         self
     }
 
@@ -183,6 +186,12 @@ impl LmcppBuilder {
 
     /// Ensures the toolchain and the model, starts the server and waits until it is ready.
     pub async fn start(self) -> Result<Running, Error> {
+        self.resolve().await?.start().await
+    }
+
+    /// Ensures the toolchain and the model without starting anything, so a caller can
+    /// look at them first (e.g. to reuse a server that already runs them).
+    pub async fn resolve(self) -> Result<Resolved, Error> {
         let toolchain = Toolchain::new(self.home.as_deref())?;
         let (binary, installed) = match &self.llama_server {
             Some(binary) => (binary.clone(), None),
@@ -199,28 +208,66 @@ impl LmcppBuilder {
             self.progress.clone(),
         )?;
         let model = resolve_model(
-            Some(&self.model),
+            self.model.as_deref(),
             &store,
             toolchain.layout(),
             installed.as_ref(),
             &self.progress,
         )
         .await?;
-        let mut opts = LaunchOptions::new(&binary, &model.path);
-        opts.args = self.args;
-        opts.transport = self.transport;
-        opts.runtime_dir = self.runtime_dir;
-        opts.ready_timeout = self.ready_timeout;
-        opts.detached = self.detached;
+        let mut launch = LaunchOptions::new(&binary, &model.path);
+        launch.args = self.args;
+        launch.transport = self.transport;
+        launch.runtime_dir = self.runtime_dir;
+        launch.ready_timeout = self.ready_timeout;
+        launch.detached = self.detached;
+        Ok(Resolved {
+            toolchain: installed,
+            model,
+            launch,
+            progress: self.progress,
+        })
+    }
+}
+
+/// A toolchain and a model, ready to be started. See [`LmcppBuilder::resolve`].
+#[non_exhaustive]
+pub struct Resolved {
+    /// The toolchain (`None` when a binary was given explicitly).
+    pub toolchain: Option<Installed>,
+    /// The model.
+    pub model: ModelResolution,
+    launch: LaunchOptions,
+    progress: SharedProgress,
+}
+
+impl std::fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolved")
+            .field("toolchain", &self.toolchain)
+            .field("model", &self.model)
+            .field("launch", &self.launch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Resolved {
+    /// The `llama-server` binary that [`Resolved::start`] will run.
+    pub fn binary(&self) -> &Path {
+        &self.launch.binary
+    }
+
+    /// Starts the server and waits until it is ready.
+    pub async fn start(self) -> Result<Running, Error> {
         self.progress.event(ProgressEvent::Stage {
-            name: format!("starting llama-server with {}", model.path.display()),
+            name: format!("starting llama-server with {}", self.model.path.display()),
         });
-        let server = Server::launch(opts).await?;
+        let server = Server::launch(self.launch).await?;
         self.progress.event(ProgressEvent::Done);
         Ok(Running {
             server,
-            toolchain: installed,
-            model,
+            toolchain: self.toolchain,
+            model: self.model,
         })
     }
 }
@@ -244,11 +291,23 @@ impl Running {
     }
 }
 
-/// Writes (once) and returns the demo model of the cache at `layout`, taking its
+/// Writes (once) and returns the default demo model of the cache at `layout`, taking its
 /// vocabulary from the toolchain's llama.cpp source tree.
 pub async fn ensure_demo_model(
     layout: &CacheLayout,
     installed: Option<&Installed>,
+) -> Result<PathBuf, Error> {
+    demo_model(layout, installed, DemoOptions::default().seed, None).await
+}
+
+/// The demo model with weights from `seed`, written to `out` (default: the model cache,
+/// where an existing file of that seed is reused as is). The vocabulary comes from the
+/// toolchain's llama.cpp source tree.
+pub async fn demo_model(
+    layout: &CacheLayout,
+    installed: Option<&Installed>,
+    seed: u64,
+    out: Option<&Path>,
 ) -> Result<PathBuf, Error> {
     let source = installed
         .and_then(|i| i.source_dir.clone())
@@ -258,22 +317,27 @@ pub async fn ensure_demo_model(
                 |i| format!("toolchain {}", i.fingerprint),
             ),
         })?;
-    let opts = DemoOptions::default();
-    let path = layout
-        .models()
-        .join("demo")
-        .join(format!("demo-{:x}.gguf", opts.seed));
-    if path.is_file() {
-        return Ok(path);
-    }
-    let out = path.clone();
+    let path = match out {
+        Some(out) => out.to_path_buf(),
+        None => {
+            let cached = layout
+                .models()
+                .join("demo")
+                .join(format!("demo-{seed:x}.gguf"));
+            if cached.is_file() {
+                return Ok(cached);
+            }
+            cached
+        }
+    };
+    let target = path.clone();
     let vocab = source.join(DEMO_VOCAB);
     let written = tokio::task::spawn_blocking(move || {
-        if let Some(dir) = out.parent() {
+        if let Some(dir) = target.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| lmcpp_toolchain::Error::io("create directory", dir, e))?;
         }
-        write_demo_model(&vocab, &out, &opts)
+        write_demo_model(&vocab, &target, &DemoOptions::with_seed(seed))
     })
     .await
     .map_err(|e| {

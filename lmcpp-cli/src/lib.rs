@@ -25,8 +25,8 @@
 mod facade;
 
 pub use facade::{
-    DEFAULT_MODEL, DEMO_MODEL, Error, Lmcpp, LmcppBuilder, ModelResolution, Running,
-    ensure_demo_model, resolve_model,
+    DEFAULT_MODEL, DEMO_MODEL, Error, Lmcpp, LmcppBuilder, ModelResolution, Resolved, Running,
+    demo_model, ensure_demo_model, resolve_model,
 };
 pub use lmcpp_server as server;
 pub use lmcpp_toolchain as toolchain;

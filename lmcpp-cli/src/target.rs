@@ -75,7 +75,7 @@ pub(crate) async fn resolve(ctx: &Ctx, t: &TargetArgs) -> Result<Target> {
         });
     }
     if let Some(model) = &t.model {
-        let running = ctx.builder(model.clone()).start().await?;
+        let running = ctx.builder(Some(model.clone())).start().await?;
         if let Some(notice) = &running.model.notice {
             eprintln!("lmcpp: {notice}");
         }

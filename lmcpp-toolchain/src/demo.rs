@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::gguf::{GgufValue, GgufWriter, read_gguf};
 
+/// The vocab GGUF, relative to a llama.cpp source tree, that the demo model takes its
+/// tokenizer from.
+pub const DEMO_VOCAB: &str = "models/ggml-vocab-llama-spm.gguf";
+
 /// A ChatML template, so `/v1/chat/completions` works and llama.cpp recognises the format.
 pub const DEMO_CHAT_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use lmcpp_toolchain::demo::{DemoOptions, write_demo_model};
+use lmcpp_toolchain::demo::{DEMO_VOCAB, DemoOptions, write_demo_model};
 use lmcpp_toolchain::prepared::PreparedPaths;
 use lmcpp_toolchain::{ProgressEvent, SharedProgress, Toolchain, ToolchainRequest};
 
@@ -26,9 +26,6 @@ pub(crate) fn workspace_root() -> PathBuf {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
 }
-
-/// The vocab file the demo model takes its tokenizer from.
-pub(crate) const DEMO_VOCAB: &str = "models/ggml-vocab-llama-spm.gguf";
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     if let Some(bad) = args.first() {
