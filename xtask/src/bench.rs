@@ -14,7 +14,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::prepare::{prepare, workspace_root};
+use crate::prepare::prepare;
+use crate::workspace_root;
 
 /// The `oha` release the benchmark numbers were taken with.
 const OHA_VERSION: &str = "1.16.0";

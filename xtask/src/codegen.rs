@@ -7,9 +7,10 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
+use crate::workspace_root;
 use anyhow::{Context, Result, bail};
 
 const HELP: &str = "lmcpp-types/llama-server-help.txt";
@@ -81,13 +82,6 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         std::fs::write(&out, code).with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(())
-}
-
-pub(crate) fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn capture(bin: &Path, dest: &Path) -> Result<()> {

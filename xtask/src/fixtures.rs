@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use lmcpp_toolchain::prepared::PreparedPaths;
 
-use crate::codegen::workspace_root;
+use crate::workspace_root;
 
 const DIR: &str = "lmcpp-types/tests/fixtures";
 

@@ -10,6 +10,8 @@ mod prepare;
 mod schemas;
 mod test;
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{Result, bail};
 
 fn main() -> Result<()> {
@@ -32,4 +34,12 @@ fn main() -> Result<()> {
             )
         }
     }
+}
+
+/// The workspace root (the parent of `xtask/`).
+pub(crate) fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+
+use crate::workspace_root;
 use lmcpp_toolchain::demo::{DEMO_VOCAB, DemoOptions, write_demo_model};
 use lmcpp_toolchain::prepared::PreparedPaths;
 use lmcpp_toolchain::{ProgressEvent, SharedProgress, Toolchain, ToolchainRequest};
@@ -17,14 +19,6 @@ use lmcpp_toolchain::{ProgressEvent, SharedProgress, Toolchain, ToolchainRequest
 /// Where the end-to-end prerequisites were recorded.
 pub(crate) struct Prepared {
     pub(crate) paths_json: PathBuf,
-}
-
-/// The workspace root (the parent of `xtask/`).
-pub(crate) fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
@@ -88,7 +82,10 @@ pub(crate) fn prepare() -> Result<Prepared> {
          remove it with `cargo run -p lmcpp-cli -- toolchain remove` and run prepare again",
     )?;
     let vocab = source_dir.join(DEMO_VOCAB);
-    let out_dir = workspace_root().join("target").join("lmcpp-test");
+    let paths_json = PreparedPaths::default_location(&workspace_root());
+    let out_dir = paths_json
+        .parent()
+        .map_or_else(workspace_root, Path::to_path_buf);
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let demo = out_dir.join("demo.gguf");
     let model = write_demo_model(&vocab, &demo, &DemoOptions::default())
@@ -98,7 +95,6 @@ pub(crate) fn prepare() -> Result<Prepared> {
         model.path.display(),
         model.size
     );
-    let paths_json = PreparedPaths::default_location(&workspace_root());
     PreparedPaths {
         llama_server: installed.llama_server.clone(),
         rpc_server: installed.rpc_server.clone(),

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{Context, Result, bail};
 
-use crate::codegen::workspace_root;
+use crate::workspace_root;
 
 const DIR: &str = "lmcpp-types/schemas";
 

@@ -4,7 +4,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::prepare::{prepare, workspace_root};
+use crate::prepare::prepare;
+use crate::workspace_root;
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let prepared = prepare()?;
