@@ -34,11 +34,19 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
 
 /// The path of the executable the process runs (`/proc/<pid>/exe`).
 pub(crate) fn exe(pid: u32) -> Option<PathBuf> {
-    if cfg!(target_os = "linux") {
-        std::fs::read_link(format!("/proc/{pid}/exe")).ok()
-    } else {
-        None
+    if !cfg!(target_os = "linux") {
+        return None;
     }
+    let link = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    // When the binary was deleted or replaced while running (a toolchain entry removed or
+    // rebuilt), the kernel appends " (deleted)". The process still runs the recorded
+    // binary; the start-time check, not the path, is what rejects a recycled pid.
+    Some(
+        match link.to_str().and_then(|l| l.strip_suffix(" (deleted)")) {
+            Some(path) => PathBuf::from(path),
+            None => link,
+        },
+    )
 }
 
 fn stat_fields(pid: u32) -> Option<Vec<String>> {

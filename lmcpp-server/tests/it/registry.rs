@@ -202,3 +202,49 @@ async fn verified_entry_is_live_and_can_be_stopped() {
     assert!(!sleeper.alive());
     assert!(registry.list().unwrap().is_empty());
 }
+
+/// Removing or rebuilding a toolchain entry deletes the binary of servers still running
+/// from it; the kernel then reports `<path> (deleted)` as their executable. Such a server
+/// is still ours: it must stay listed and stoppable, not be cleaned up as stale.
+#[tokio::test]
+async fn a_running_server_whose_binary_was_deleted_stays_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::new(dir.path());
+    let sleep = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v sleep"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let binary = dir.path().join("llama-server");
+    std::fs::copy(sleep.trim(), &binary).unwrap();
+    let mut server = Sleeper(Command::new(&binary).arg("60").spawn().unwrap());
+    let pid = server.0.id();
+    // The recorded path is canonical, as the launcher records it.
+    let exe = binary.canonicalize().unwrap();
+    let socket = dir.path().join("d.sock");
+    write_record(
+        dir.path(),
+        "dddddddddddd",
+        pid,
+        &exe,
+        start_time(pid),
+        &socket,
+    );
+    std::fs::remove_file(&binary).unwrap();
+    let link = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert!(link.to_string_lossy().ends_with(" (deleted)"), "{link:?}");
+
+    match registry.list().unwrap().as_slice() {
+        [Entry::Live(record)] => assert_eq!(record.pid, pid),
+        other => panic!("{other:?}"),
+    }
+    let outcome = registry
+        .stop("dddddddddddd", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(outcome, StopOutcome::Terminated);
+    assert!(!server.alive());
+}
