@@ -78,10 +78,22 @@ async fn measure(paths: &PreparedPaths, dir: &Path, rpc: Vec<String>) -> Speed {
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without
+    // it, and must not start workers and servers for a benchmark.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "lmcpp-server rpc benchmark: run it with `cargo bench -p lmcpp-server --bench rpc`"
+        );
+        return;
+    }
     let paths = paths();
-    let rpc_server = paths.rpc_server.clone().unwrap_or_else(|| {
-        panic!("paths.json has no rpc_server; run `cargo xtask prepare` with the RPC feature")
-    });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let rpc_server = paths
+        .rpc_server(root)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_path_buf();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();

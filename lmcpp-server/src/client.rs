@@ -20,6 +20,7 @@ use hyper::{
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use lmcpp_types::error::{ErrorBody, ErrorType};
 use lmcpp_types::sse::{SseEvent, SseParser};
 
 use crate::{
@@ -449,18 +450,25 @@ fn snippet(body: &[u8]) -> String {
 /// Builds [`Error::Api`] from an error answer; a body that is not the usual
 /// `{"error":{...}}` is kept as the message.
 pub(crate) fn api_error(path: &str, status: u16, body: &[u8]) -> Error {
-    #[derive(Deserialize)]
-    struct Wrapper {
-        error: ApiError,
-    }
-    let error = match serde_json::from_slice::<Wrapper>(body) {
-        Ok(w) => w.error,
-        Err(_) => crate::api_error_from_text(status, &String::from_utf8_lossy(body)),
-    };
+    let error = ErrorBody::parse(body).map_or_else(
+        || api_error_from_text(status, &String::from_utf8_lossy(body)),
+        |b| b.error,
+    );
     Error::Api {
         status,
         path: path.to_owned(),
         error,
+    }
+}
+
+/// An error object for an answer that is not the usual `{"error":{...}}`: the text is the
+/// message.
+fn api_error_from_text(status: u16, text: &str) -> ApiError {
+    ApiError {
+        code: status,
+        message: text.to_owned(),
+        kind: ErrorType::Unknown(String::new()),
+        extra: Default::default(),
     }
 }
 
@@ -551,7 +559,7 @@ pub(crate) fn classify<T: DeserializeOwned>(path: &str, event: &SseEvent) -> Cla
 
 fn stream_error(path: &str, err: &serde_json::Value) -> Error {
     let error = serde_json::from_value::<ApiError>(err.clone())
-        .unwrap_or_else(|_| crate::api_error_from_text(200, &err.to_string()));
+        .unwrap_or_else(|_| api_error_from_text(200, &err.to_string()));
     Error::Api {
         status: 200,
         path: path.to_owned(),

@@ -32,7 +32,6 @@
 //! # }
 //! ```
 
-mod apierror;
 mod child;
 mod client;
 mod endpoints;
@@ -48,7 +47,6 @@ mod spawn;
 /// The server's error object, as carried by [`Error::Api`].
 pub type ApiError = lmcpp_types::ServerError;
 
-pub(crate) use apierror::api_error_from_text;
 pub use client::{
     Client, ClientBuilder, DEFAULT_HEALTH_TIMEOUT, Endpoint, EventStream, RawResponse,
 };

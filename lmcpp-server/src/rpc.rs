@@ -389,21 +389,12 @@ impl Server {
         log_tail.drain(..at);
         log_tail.truncate(EXIT_TAIL_LINES);
         Some(Error::RpcWorkerLost {
-            workers: rpc_list(&self.record().args),
+            workers: self.args().rpc.clone(),
             status,
             log_tail,
             log_path: self.log_path().to_owned(),
         })
     }
-}
-
-/// The workers on a command line (`--rpc a,b`).
-fn rpc_list(args: &[String]) -> Vec<String> {
-    args.iter()
-        .position(|a| a == "--rpc")
-        .and_then(|i| args.get(i + 1))
-        .map(|list| list.split(',').map(str::to_owned).collect())
-        .unwrap_or_default()
 }
 
 /// Checks every worker in `addrs` (`host:port`), all at once; the first failing one, in
@@ -605,15 +596,6 @@ mod tests {
                 ("GGML_RPC_DEBUG".to_owned(), "1".to_owned())
             ]
         );
-    }
-
-    #[test]
-    fn rpc_list_reads_the_command_line() {
-        let args: Vec<String> = ["--model", "m", "--rpc", "a:1,b:2", "-ngl", "99"]
-            .map(String::from)
-            .into();
-        assert_eq!(rpc_list(&args), ["a:1", "b:2"]);
-        assert!(rpc_list(&args[..2]).is_empty());
     }
 
     #[test]

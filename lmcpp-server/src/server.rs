@@ -373,6 +373,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// The typed arguments the server was launched with.
+    pub(crate) fn args(&self) -> &ServerArgs {
+        &self.plan.opts.args
+    }
+
     /// Validates the inputs, picks the endpoint and starts the process; does not wait
     /// for it to load (see [`Server::wait_ready`]).
     pub async fn spawn(opts: LaunchOptions) -> Result<Self> {

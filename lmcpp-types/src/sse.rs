@@ -304,18 +304,4 @@ mod tests {
         assert_eq!(evs[1].data, "x\ny");
         assert!(evs[2].is_done());
     }
-
-    #[test]
-    fn chunk_boundaries_do_not_matter() {
-        let body = b"data: {\"content\":\"hi\"}\r\n\r\ndata: {\"content\":\"!\"}\n\n";
-        let whole = parse_sse(std::str::from_utf8(body).unwrap_or_default());
-        for split in 0..body.len() {
-            let mut parser = SseParser::new();
-            let mut evs = Vec::new();
-            parser.push(&body[..split], &mut evs);
-            parser.push(&body[split..], &mut evs);
-            parser.finish(&mut evs);
-            assert_eq!(evs, whole, "split at {split}");
-        }
-    }
 }
