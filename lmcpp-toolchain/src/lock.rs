@@ -116,7 +116,11 @@ pub async fn lock_exclusive(
     progress: &SharedProgress,
 ) -> Result<LockGuard> {
     let start = Instant::now();
-    let deadline = start + timeout;
+    // A caller may pass `Duration::MAX` to mean "wait forever"; a century is that, and
+    // unlike the sum it cannot overflow.
+    let deadline = start
+        .checked_add(timeout)
+        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600));
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).ctx("create directory", dir)?;
     }
@@ -283,6 +287,16 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn an_unbounded_timeout_means_wait_not_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("forever.lock");
+        let guard = lock_exclusive(&path, Duration::MAX, &crate::no_progress())
+            .await
+            .unwrap();
+        drop(guard);
+    }
 
     #[tokio::test]
     async fn second_locker_waits_and_reports_holder() {
