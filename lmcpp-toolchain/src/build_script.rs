@@ -52,26 +52,33 @@ pub fn ensure_for_build_script(request: &ToolchainRequest) -> Result<Installed> 
     println!("cargo:rerun-if-env-changed={}", crate::cache::HOME_ENV);
     println!("cargo:rerun-if-env-changed={}", crate::request::TAG_ENV);
     let tc = Toolchain::new(None)?.with_build_driver(BuildDriver::CmakeCrate);
-    if std::env::var_os("CMAKE").is_none() && request.mode.allows_build() {
-        let layout: CacheLayout = tc.layout().clone();
-        let cmake = {
-            let rt = runtime()?;
-            rt.block_on(find_or_bootstrap(
-                &layout,
-                &request.python,
-                DEFAULT_LOCK_TIMEOUT,
-                &no_progress(),
-            ))?
-            // The runtime and its threads are gone when this block ends.
-        };
-        if crate::backend::find_on_path("cmake").as_deref() != Some(cmake.path.as_path()) {
-            // SAFETY: build scripts run this on their only thread; the runtime above has been
-            // dropped, so no other thread of this process reads the environment concurrently.
-            unsafe { std::env::set_var("CMAKE", &cmake.path) };
+    // A published entry needs neither cmake nor the network: answer from the cache first.
+    let cached = runtime()?.block_on(tc.ensure_cached(request)).ok();
+    let installed = match cached {
+        Some(installed) => installed,
+        None => {
+            if std::env::var_os("CMAKE").is_none() && request.mode.allows_build() {
+                let layout: CacheLayout = tc.layout().clone();
+                let cmake = {
+                    let rt = runtime()?;
+                    rt.block_on(find_or_bootstrap(
+                        &layout,
+                        &request.python,
+                        DEFAULT_LOCK_TIMEOUT,
+                        &no_progress(),
+                    ))?
+                    // The runtime and its threads are gone when this block ends.
+                };
+                if crate::backend::find_on_path("cmake").as_deref() != Some(cmake.path.as_path()) {
+                    // SAFETY: build scripts run this on their only thread; the runtime above
+                    // has been dropped, so no other thread of this process reads the
+                    // environment concurrently.
+                    unsafe { std::env::set_var("CMAKE", &cmake.path) };
+                }
+            }
+            runtime()?.block_on(tc.ensure(request, &no_progress()))?
         }
-    }
-    let rt = runtime()?;
-    let installed = rt.block_on(tc.ensure(request, &no_progress()))?;
+    };
     println!(
         "cargo:rustc-env={SERVER_ENV}={}",
         installed.llama_server.display()

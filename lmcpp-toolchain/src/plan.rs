@@ -40,7 +40,8 @@ pub struct Plan {
     pub artefacts: Vec<String>,
 }
 
-fn exe(os: &str, name: &str) -> String {
+/// The file name of executable `name` on `os`.
+pub(crate) fn exe(os: &str, name: &str) -> String {
     if os == "windows" {
         format!("{name}.exe")
     } else {

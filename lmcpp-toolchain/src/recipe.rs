@@ -170,11 +170,7 @@ pub(crate) fn installed_from(entry: &Path, state: &EntryState) -> Option<Install
 }
 
 fn exe_name(name: &str) -> String {
-    if cfg!(windows) {
-        format!("{name}.exe")
-    } else {
-        name.to_owned()
-    }
+    crate::plan::exe(std::env::consts::OS, name)
 }
 
 /// What a successful run leaves in scratch.
@@ -203,7 +199,8 @@ pub struct Toolchain {
     pub(crate) downloader: Downloader,
     pub(crate) lock_timeout: Duration,
     pub(crate) fail_limit: u32,
-    probes: Option<Probes>,
+    /// Machine probes, taken once per `Toolchain` on first need (or fixed by tests).
+    probes: std::sync::OnceLock<Probes>,
     driver: BuildDriver,
 }
 
@@ -216,7 +213,7 @@ impl Toolchain {
             downloader: Downloader::new(DownloadOptions::default())?,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             fail_limit: DEFAULT_FAIL_LIMIT,
-            probes: None,
+            probes: std::sync::OnceLock::new(),
             driver: BuildDriver::CmakeCli,
         })
     }
@@ -247,7 +244,7 @@ impl Toolchain {
 
     /// Uses fixed machine probes instead of probing (for tests and planning).
     pub fn with_probes(mut self, probes: Probes) -> Self {
-        self.probes = Some(probes);
+        self.probes = std::sync::OnceLock::from(probes);
         self
     }
 
@@ -261,19 +258,23 @@ impl Toolchain {
         &self.downloader
     }
 
-    fn probes(&self) -> Probes {
-        self.probes.clone().unwrap_or_else(Probes::probe)
+    fn probes(&self) -> &Probes {
+        self.probes.get_or_init(Probes::probe)
     }
 
     /// Resolves `auto` and checks an explicit backend is usable, before any work.
     pub fn resolve_backend(&self, request: &ToolchainRequest) -> Result<(Backend, String)> {
-        let probes = self.probes();
-        if request.backend == Backend::Auto {
-            let d = backend::choose(&probes);
-            return Ok((d.backend, d.reason));
+        match request.backend {
+            Backend::Auto => {
+                let d = backend::choose(self.probes());
+                return Ok((d.backend, d.reason));
+            }
+            // The CPU is always there; no need to look at the machine.
+            Backend::Cpu => return Ok((Backend::Cpu, "requested".into())),
+            _ => {}
         }
         let building = request.mode == Mode::BuildOnly;
-        backend::check_available(request.backend, building, &probes)?;
+        backend::check_available(request.backend, building, self.probes())?;
         Ok((request.backend, "requested".into()))
     }
 

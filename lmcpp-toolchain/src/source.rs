@@ -9,7 +9,7 @@ use tokio::process::Command;
 use crate::archive::{ArchiveKind, extract};
 use crate::cache::{CacheLayout, remove_all};
 use crate::cmake::run_logged;
-use crate::download::{DownloadSpec, Downloader, sha256_file};
+use crate::download::{DownloadSpec, Downloaded, Downloader, sha256_file};
 use crate::error::{Error, IoContext, Result};
 use crate::fingerprint::Fingerprint;
 use crate::lock::lock_exclusive;
@@ -38,12 +38,13 @@ fn file_name_of(url: &str) -> String {
     }
 }
 
-/// Downloads `url` into `downloads/` under a name unique to the URL.
+/// Downloads `url` into `downloads/` under a name unique to the URL; the result carries
+/// the SHA-256 computed while streaming.
 pub(crate) async fn download_archive(
     ctx: &Ctx<'_>,
     url: &str,
     sha256: Option<&str>,
-) -> Result<PathBuf> {
+) -> Result<Downloaded> {
     let key = Fingerprint::new("lmcpp/download/v1")
         .field("url", url)
         .finish();
@@ -56,8 +57,7 @@ pub(crate) async fn download_archive(
     });
     let mut spec = DownloadSpec::new(url, &dest);
     spec.expected_sha256 = sha256.map(str::to_owned);
-    let d = ctx.downloader.fetch(&spec, ctx.progress).await?;
-    Ok(d.path)
+    ctx.downloader.fetch(&spec, ctx.progress).await
 }
 
 /// Finds the directory holding `llama-server` inside an extracted prebuilt archive.
@@ -94,7 +94,7 @@ pub(crate) async fn install_prebuilt(
         let kind = ArchiveKind::from_name(url).ok_or_else(|| Error::InvalidRequest {
             reason: format!("cannot tell the archive format of {url} (want .tar.gz, .tar or .zip)"),
         })?;
-        let file = download_archive(ctx, url, sha.as_deref()).await?;
+        let file = download_archive(ctx, url, sha.as_deref()).await?.path;
         ctx.progress.event(ProgressEvent::Stage {
             name: format!("extracting {}", file_name_of(url)),
         });
@@ -285,8 +285,11 @@ pub(crate) async fn source_archive(
     location: &str,
     sha256: Option<&str>,
 ) -> Result<PathBuf> {
-    let file = download_archive(ctx, location, sha256).await?;
-    let (digest, _) = sha256_file(&file).await?;
+    let Downloaded {
+        path: file,
+        sha256: digest,
+        ..
+    } = download_archive(ctx, location, sha256).await?;
     let key = Fingerprint::new("lmcpp/source/v1")
         .field("kind", "archive")
         .field("sha256", &digest)

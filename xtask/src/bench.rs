@@ -73,7 +73,7 @@ fn ensure_oha(cargo: &str, root: &Path) -> Result<PathBuf> {
         // Benchmarks run in their package's directory, so a relative path would break.
         return std::path::absolute(&p).with_context(|| format!("resolving LMCPP_OHA {p:?}"));
     }
-    if let Some(p) = on_path("oha") {
+    if let Some(p) = lmcpp_toolchain::backend::find_on_path("oha") {
         return Ok(p);
     }
     let tools = root.join("target").join("tools");
@@ -99,11 +99,4 @@ fn ensure_oha(cargo: &str, root: &Path) -> Result<PathBuf> {
          or point LMCPP_OHA at a binary",
         tools.display()
     )
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
 }
