@@ -2,6 +2,7 @@
 //! (prerequisites from `cargo xtask prepare`).
 #![allow(clippy::unwrap_used)]
 
+mod args;
 mod endpoints;
 mod lifecycle;
 mod rpc;
