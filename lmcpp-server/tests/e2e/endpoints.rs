@@ -20,14 +20,9 @@ use lmcpp_types::{
     responses::ResponsesRequest,
     slots::SlotFileRequest,
 };
-use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::support::launch;
-
-fn req<T: DeserializeOwned>(value: serde_json::Value) -> T {
-    serde_json::from_value(value).expect("request JSON matches the typed request")
-}
+use crate::support::{launch, req};
 
 fn transports() -> [TransportChoice; 2] {
     [TransportChoice::Unix, TransportChoice::Http(HttpPort::Auto)]

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod args;
+mod demo_model;
 mod endpoints;
 mod lifecycle;
 mod rpc;

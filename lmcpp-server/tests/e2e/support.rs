@@ -5,6 +5,7 @@ use std::path::Path;
 use lmcpp_server::{LaunchOptions, Server, TransportChoice};
 use lmcpp_toolchain::prepared::PreparedPaths;
 use lmcpp_types::ServerArgs;
+use serde::de::DeserializeOwned;
 
 /// Reads the prerequisites, failing with the command that creates them.
 pub(crate) fn paths() -> PreparedPaths {
@@ -12,6 +13,11 @@ pub(crate) fn paths() -> PreparedPaths {
         .parent()
         .expect("workspace root");
     PreparedPaths::load(root).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A typed request from its JSON, as the server's docs write it.
+pub(crate) fn req<T: DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).expect("request JSON matches the typed request")
 }
 
 /// Launch options for the demo model with a private runtime dir under `dir`.
