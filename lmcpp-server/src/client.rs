@@ -3,7 +3,6 @@
 use std::{
     collections::VecDeque,
     marker::PhantomData,
-    path::PathBuf,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -18,62 +17,17 @@ use hyper::{
     body::{Body as _, Incoming},
     client::conn::http1::SendRequest,
 };
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Serialize, de::DeserializeOwned};
 
 use lmcpp_types::error::{ErrorBody, ErrorType};
 use lmcpp_types::sse::{SseEvent, SseParser};
 
 use crate::{
     ApiError,
+    endpoint::Endpoint,
     error::{Error, Result},
     pool::{Body, Pool},
 };
-
-/// Where a server listens.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "transport", rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Endpoint {
-    /// A Unix domain socket.
-    Unix {
-        /// The socket path.
-        socket: PathBuf,
-    },
-    /// Plain HTTP over TCP.
-    Http {
-        /// Host name or IP address.
-        host: String,
-        /// TCP port.
-        port: u16,
-    },
-}
-
-impl Endpoint {
-    /// A Unix socket endpoint.
-    pub fn unix(socket: impl Into<PathBuf>) -> Self {
-        Self::Unix {
-            socket: socket.into(),
-        }
-    }
-
-    /// An HTTP endpoint.
-    pub fn http(host: impl Into<String>, port: u16) -> Self {
-        Self::Http {
-            host: host.into(),
-            port,
-        }
-    }
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Unix { socket } => write!(f, "unix:{}", socket.display()),
-            Self::Http { host, port } if host.contains(':') => write!(f, "http://[{host}]:{port}"),
-            Self::Http { host, port } => write!(f, "http://{host}:{port}"),
-        }
-    }
-}
 
 /// Default timeout of `/health` requests.
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -714,15 +668,5 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn endpoints_display() {
-        assert_eq!(
-            Endpoint::http("127.0.0.1", 8080).to_string(),
-            "http://127.0.0.1:8080"
-        );
-        assert_eq!(Endpoint::http("::1", 80).to_string(), "http://[::1]:80");
-        assert_eq!(Endpoint::unix("/a/b.sock").to_string(), "unix:/a/b.sock");
     }
 }

@@ -34,6 +34,7 @@
 
 mod child;
 mod client;
+mod endpoint;
 mod endpoints;
 mod error;
 mod pool;
@@ -43,13 +44,13 @@ mod rpc;
 mod runtime;
 mod server;
 mod spawn;
+mod supervised;
 
 /// The server's error object, as carried by [`Error::Api`].
 pub type ApiError = lmcpp_types::ServerError;
 
-pub use client::{
-    Client, ClientBuilder, DEFAULT_HEALTH_TIMEOUT, Endpoint, EventStream, RawResponse,
-};
+pub use client::{Client, ClientBuilder, DEFAULT_HEALTH_TIMEOUT, EventStream, RawResponse};
+pub use endpoint::Endpoint;
 pub use error::{Error, Result};
 pub use registry::{Entry, ProcessKind, Registry, ServerRecord, StaleReason, StopOutcome};
 pub use rpc::{

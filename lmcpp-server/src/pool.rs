@@ -23,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use hyperlocal::UnixConnector;
 use tower_service::Service as _;
 
-use crate::client::Endpoint;
+use crate::endpoint::Endpoint;
 
 /// The request body type of every connection.
 pub(crate) type Body = Full<Bytes>;

@@ -14,7 +14,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    client::Endpoint,
+    endpoint::Endpoint,
     error::{Error, Result},
     procfs,
     runtime::{default_runtime_dir, ensure_private_dir},

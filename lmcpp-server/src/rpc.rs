@@ -17,24 +17,23 @@
 //! for its whole life), has a listen backlog of one, and fails a bind by printing
 //! `Failed to create server socket` and exiting with status 0. A `llama-server` whose
 //! worker disappears aborts (`Remote RPC server crashed ...`) rather than failing the
-//! request; [`Server::rpc_worker_lost`] recognises that exit.
+//! request; [`crate::Server::rpc_worker_lost`] recognises that exit.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr, TcpListener},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::ExitStatus,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use crate::{
     child::ChildProc,
-    client::Endpoint,
+    endpoint::Endpoint,
     error::{Error, Result},
-    procfs,
-    registry::{self, ProcessKind, Registry, ServerRecord},
-    runtime,
-    server::Server,
-    spawn::{SpawnSpec, spawn},
+    registry::{ProcessKind, ServerRecord},
+    supervised::{
+        EnvVars, Launch, PORT_ATTEMPTS, Prepared, ProcessOptions, Supervised, fixed_port, free_port,
+    },
 };
 
 /// The address workers bind when none is given: loopback only.
@@ -48,19 +47,6 @@ pub const WORKER_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What `rpc-server` prints when it cannot bind its port.
 const BIND_FAILURE: &str = "Failed to create server socket";
-
-/// What `llama-server` prints when it aborts because a worker went away.
-const WORKER_LOST: &str = "Remote RPC server crashed";
-
-/// How many trailing server log lines are searched for [`WORKER_LOST`].
-const LOST_SEARCH_LINES: usize = 2000;
-
-/// How many log lines an early exit carries.
-const EXIT_TAIL_LINES: usize = 20;
-
-/// How often a worker whose lmcpp-chosen port was taken before it could bind is
-/// restarted on another port.
-const PORT_ATTEMPTS: u32 = 5;
 
 /// Everything [`RpcWorker::launch`] needs.
 #[derive(Debug, Clone)]
@@ -85,7 +71,7 @@ pub struct RpcWorkerOptions {
     pub debug_log: bool,
     /// Further `rpc-server` arguments, appended as given.
     pub extra_args: Vec<String>,
-    /// Runtime dir for the state file and log; default [`runtime::default_runtime_dir`].
+    /// Runtime dir for the state file and log; default [`crate::default_runtime_dir`].
     pub runtime_dir: Option<PathBuf>,
     /// Log file; default `<runtime dir>/<id>.log`.
     pub log_path: Option<PathBuf>,
@@ -146,8 +132,20 @@ impl RpcWorkerOptions {
         args
     }
 
+    /// The options every supervised process has.
+    fn process(&self) -> ProcessOptions {
+        ProcessOptions {
+            runtime_dir: self.runtime_dir.clone(),
+            log_path: self.log_path.clone(),
+            cwd: self.cwd.clone(),
+            env: self.env(),
+            stop_grace: self.stop_grace,
+            detached: self.detached,
+        }
+    }
+
     /// Environment added to the inherited one.
-    fn env(&self) -> Vec<(String, String)> {
+    fn env(&self) -> EnvVars {
         let mut env = self.env.clone();
         if let Some(dir) = &self.cache_dir {
             env.push(("LLAMA_CACHE".into(), dir.to_string_lossy().into_owned()));
@@ -165,12 +163,7 @@ impl RpcWorkerOptions {
 /// for at most the grace period plus 5 s; prefer [`RpcWorker::stop`] in async code.
 #[derive(Debug)]
 pub struct RpcWorker {
-    registry: Registry,
-    record: ServerRecord,
-    child: ChildProc,
-    stop_grace: Duration,
-    /// Set once stopped, or detached.
-    finished: bool,
+    process: Supervised,
 }
 
 impl RpcWorker {
@@ -179,126 +172,62 @@ impl RpcWorker {
     /// [`Error::PortInUse`] for a fixed port that is taken), no connection within the
     /// ready timeout is [`Error::RpcWorkerReadyTimeout`] (and the worker is stopped).
     pub async fn launch(opts: RpcWorkerOptions) -> Result<Self> {
-        check_binary(&opts.binary)?;
-        let exe = opts
-            .binary
-            .canonicalize()
-            .map_err(|e| Error::io("cannot resolve", &opts.binary, e))?;
-        let registry = Registry::new(
-            opts.runtime_dir
-                .clone()
-                .unwrap_or_else(runtime::default_runtime_dir),
-        );
-        registry.ensure_dir()?;
-        let mut id = runtime::new_id();
-        while registry.state_path(&id).exists() {
-            id = runtime::new_id();
-        }
-        let log_path = opts
-            .log_path
-            .clone()
-            .unwrap_or_else(|| registry.log_path(&id));
-        let cwd = opts
-            .cwd
-            .clone()
-            .unwrap_or_else(|| registry.dir().to_owned());
+        let prepared = Prepared::new(ProcessKind::RpcWorker, &opts.binary, opts.process())?;
         let deadline = tokio::time::Instant::now() + opts.ready_timeout;
-
+        let host = IpAddr::V4(opts.host);
         let mut attempt = 1;
         loop {
             let port = match opts.port {
-                Some(port) => {
-                    if TcpListener::bind((opts.host, port)).is_err() {
-                        return Err(Error::PortInUse {
-                            host: opts.host.to_string(),
-                            port,
-                        });
-                    }
-                    port
-                }
-                None => free_port(opts.host)?,
+                Some(port) => fixed_port(host, port)?,
+                None => free_port(host)?,
             };
-            let log_start = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
-            let args = opts.argv(port);
-            let child = spawn(SpawnSpec {
-                program: exe.clone(),
-                args: args.clone(),
-                cwd: cwd.clone(),
-                env: opts.env(),
-                log: log_path.clone(),
-                detached: opts.detached,
-            })
-            .await?;
-            let child = ChildProc::new(child);
-            let pid = child.pid();
-            let record = ServerRecord {
-                id: id.clone(),
-                kind: ProcessKind::RpcWorker,
-                pid,
-                exe: exe.clone(),
-                start_time: procfs::start_time(pid),
-                endpoint: Endpoint::http(opts.host.to_string(), port),
-                model: PathBuf::new(),
-                log_path: log_path.clone(),
-                args,
-                detached: opts.detached,
-                started_at_ms: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or_default(),
-            };
-            let worker = Self {
-                registry: registry.clone(),
-                record,
-                child,
-                stop_grace: opts.stop_grace,
-                finished: false,
-            };
-            // From here on, dropping `worker` stops the process and removes the record.
-            registry.write(&worker.record)?;
+            let mut process = prepared
+                .spawn(Launch {
+                    args: opts.argv(port),
+                    env: Vec::new(),
+                    endpoint: Endpoint::http(opts.host.to_string(), port),
+                    model: PathBuf::new(),
+                })
+                .await?;
             let probe = probe_addr(opts.host, port);
-            match wait_listening(&worker.child, probe, deadline).await {
-                Listening::Ready => return Ok(worker),
+            let status = match wait_listening(process.child(), probe, deadline).await {
+                Listening::Ready => return Ok(Self { process }),
                 Listening::TimedOut => {
+                    let worker = Self { process };
                     let addr = worker.address();
                     worker.stop().await?;
                     return Err(Error::RpcWorkerReadyTimeout {
                         addr,
                         timeout: opts.ready_timeout,
-                        log_path,
+                        log_path: prepared.log_path().to_owned(),
                     });
                 }
-                Listening::Exited(status) => {
-                    let mut worker = worker;
-                    worker.finished = true;
-                    registry.remove(&worker.record);
-                    let log_tail = registry::log_tail(&log_path, log_start, EXIT_TAIL_LINES)
-                        .unwrap_or_default();
-                    let bind_failed = log_tail.iter().any(|l| l.contains(BIND_FAILURE));
-                    if bind_failed && opts.port.is_none() && attempt < PORT_ATTEMPTS {
-                        tracing::debug!(port, "rpc worker port taken, restarting on another port");
-                        attempt += 1;
-                        continue;
-                    }
-                    if bind_failed && let Some(port) = opts.port {
-                        return Err(Error::PortInUse {
-                            host: opts.host.to_string(),
-                            port,
-                        });
-                    }
-                    return Err(Error::RpcWorkerExited {
-                        status,
-                        log_tail,
-                        log_path,
-                    });
-                }
+                Listening::Exited(status) => status,
+            };
+            let log_tail = process.retire();
+            let bind_failed = log_tail.iter().any(|l| l.contains(BIND_FAILURE));
+            if bind_failed && opts.port.is_none() && attempt < PORT_ATTEMPTS {
+                tracing::debug!(port, "rpc worker port taken, restarting on another port");
+                attempt += 1;
+                continue;
             }
+            if bind_failed && let Some(port) = opts.port {
+                return Err(Error::PortInUse {
+                    host: opts.host.to_string(),
+                    port,
+                });
+            }
+            return Err(Error::RpcWorkerExited {
+                status,
+                log_tail,
+                log_path: prepared.log_path().to_owned(),
+            });
         }
     }
 
     /// The address to give `llama-server --rpc` (`host:port`).
     pub fn address(&self) -> String {
-        match &self.record.endpoint {
+        match &self.record().endpoint {
             Endpoint::Http { host, port } => format!("{host}:{port}"),
             other => other.to_string(),
         }
@@ -306,7 +235,7 @@ impl RpcWorker {
 
     /// The port it listens on.
     pub fn port(&self) -> u16 {
-        match &self.record.endpoint {
+        match &self.record().endpoint {
             Endpoint::Http { port, .. } => *port,
             _ => 0,
         }
@@ -314,86 +243,50 @@ impl RpcWorker {
 
     /// The registry id.
     pub fn id(&self) -> &str {
-        &self.record.id
+        &self.record().id
     }
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.pid()
+        self.process.pid()
     }
 
     /// The registry record (kind [`ProcessKind::RpcWorker`]).
     pub fn record(&self) -> &ServerRecord {
-        &self.record
+        self.process.record()
     }
 
     /// The log file.
     pub fn log_path(&self) -> &Path {
-        &self.record.log_path
+        &self.record().log_path
     }
 
     /// The last `n` lines of the log.
     pub fn log_tail(&self, n: usize) -> Result<Vec<String>> {
-        registry::log_tail(&self.record.log_path, 0, n)
+        self.process.log_tail(n)
     }
 
     /// The exit status, if the process has exited.
     pub fn exit_status(&self) -> Option<ExitStatus> {
-        self.child.status()
+        self.process.exit_status()
     }
 
     /// Resolves when the worker exits (for foreground supervision).
     pub async fn exited(&self) -> ExitStatus {
-        self.child.exited().await
+        self.process.exited().await
     }
 
     /// SIGTERM, up to the grace period, SIGKILL; reaps the process and removes its state
     /// file. Returns the exit status.
-    pub async fn stop(mut self) -> Result<ExitStatus> {
-        let status = self.child.stop(self.stop_grace).await;
-        self.registry.remove(&self.record);
-        self.finished = true;
-        status.ok_or(Error::StopTimeout { pid: self.pid() })
+    pub async fn stop(self) -> Result<ExitStatus> {
+        self.process.stop().await
     }
 
     /// Lets the worker run on after this handle is dropped and returns its record, by
-    /// which [`Registry::stop`] can stop it later. Only a worker launched with
-    /// [`RpcWorkerOptions::detached`] also survives the exit of this process.
-    pub fn detach(mut self) -> ServerRecord {
-        self.finished = true;
-        self.record.clone()
-    }
-}
-
-impl Drop for RpcWorker {
-    fn drop(&mut self) {
-        if self.finished {
-            return;
-        }
-        self.child.stop_blocking(self.stop_grace);
-        self.registry.remove(&self.record);
-    }
-}
-
-impl Server {
-    /// When this server has exited because it lost a worker connection (llama-server
-    /// aborts with `Remote RPC server crashed ...` when a worker goes away), the typed
-    /// [`Error::RpcWorkerLost`]; `None` while it runs or when it exited for another
-    /// reason. A request in flight at that moment fails with [`Error::Transport`].
-    pub fn rpc_worker_lost(&self) -> Option<Error> {
-        let status = self.exit_status()?;
-        // The abort line is followed by a backtrace (gdb's, when installed) of a few dozen
-        // to a few hundred lines; search generously, report the lines from it on.
-        let mut log_tail = self.log_tail(LOST_SEARCH_LINES).ok()?;
-        let at = log_tail.iter().rposition(|l| l.contains(WORKER_LOST))?;
-        log_tail.drain(..at);
-        log_tail.truncate(EXIT_TAIL_LINES);
-        Some(Error::RpcWorkerLost {
-            workers: self.args().rpc.clone(),
-            status,
-            log_tail,
-            log_path: self.log_path().to_owned(),
-        })
+    /// which [`Registry::stop`](crate::Registry::stop) can stop it later. Only a worker
+    /// launched with [`RpcWorkerOptions::detached`] also survives the exit of this process.
+    pub fn detach(self) -> ServerRecord {
+        self.process.detach()
     }
 }
 
@@ -536,31 +429,11 @@ fn probe_addr(host: Ipv4Addr, port: u16) -> SocketAddr {
     SocketAddr::from((host, port))
 }
 
-/// A port that is free on `host` right now (the OS picks it; we release it for the worker).
-fn free_port(host: Ipv4Addr) -> Result<u16> {
-    TcpListener::bind((host, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Error::io("cannot find a free port on", host.to_string(), e))
-}
-
-/// The binary exists and is an executable regular file.
-fn check_binary(binary: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(binary).map_err(|_| Error::BinaryNotFound {
-        path: binary.to_owned(),
-    })?;
-    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-        return Err(Error::BinaryNotExecutable {
-            path: binary.to_owned(),
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use std::net::TcpListener;
+
     use super::*;
 
     #[test]

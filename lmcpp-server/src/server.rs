@@ -2,33 +2,35 @@
 
 use std::{
     io::Read,
-    net::{Ipv4Addr, TcpListener},
+    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
     process::ExitStatus,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use lmcpp_types::ServerArgs;
 
 use crate::{
-    child::ChildProc,
-    client::{Client, Endpoint},
+    client::Client,
+    endpoint::Endpoint,
     error::{Error, Result},
-    procfs,
-    registry::{self, Registry, ServerRecord},
+    registry::{ProcessKind, ServerRecord},
+    rpc::{WORKER_CHECK_TIMEOUT, check_workers},
     runtime::{self, ensure_private_dir, socket_path},
-    spawn::{SpawnSpec, spawn},
+    supervised::{
+        EXIT_TAIL_LINES, EnvVars, Launch, PORT_ATTEMPTS, Prepared, ProcessOptions, Supervised,
+        check_binary, fixed_port, free_port,
+    },
 };
 
 /// The line llama-server logs when it cannot bind its listening socket.
 const BIND_FAILURE: &str = "couldn't bind HTTP server socket";
 
-/// How many log lines an [`Readiness::Exited`] carries.
-const EXIT_TAIL_LINES: usize = 20;
+/// What `llama-server` prints when it aborts because a worker went away.
+const WORKER_LOST: &str = "Remote RPC server crashed";
 
-/// How many times a server whose port was taken between choosing and binding it is
-/// restarted on another port.
-const PORT_ATTEMPTS: u32 = 5;
+/// How many trailing server log lines are searched for [`WORKER_LOST`].
+const LOST_SEARCH_LINES: usize = 2000;
 
 /// The host HTTP servers bind.
 const LOOPBACK: &str = "127.0.0.1";
@@ -110,6 +112,18 @@ impl LaunchOptions {
             detached: false,
         }
     }
+
+    /// The options every supervised process has.
+    fn process(&self) -> ProcessOptions {
+        ProcessOptions {
+            runtime_dir: self.runtime_dir.clone(),
+            log_path: self.log_path.clone(),
+            cwd: self.cwd.clone(),
+            env: self.env.clone(),
+            stop_grace: self.stop_grace,
+            detached: self.detached,
+        }
+    }
 }
 
 /// The outcome of waiting for a server to load.
@@ -134,15 +148,7 @@ pub enum Readiness {
 
 /// Checks the binary and model before anything is spawned.
 pub fn validate(binary: &Path, model: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(binary).map_err(|_| Error::BinaryNotFound {
-        path: binary.to_owned(),
-    })?;
-    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-        return Err(Error::BinaryNotExecutable {
-            path: binary.to_owned(),
-        });
-    }
+    check_binary(binary)?;
     let mut file = std::fs::File::open(model).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::ModelNotFound {
             path: model.to_owned(),
@@ -178,63 +184,31 @@ pub fn validate(binary: &Path, model: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Environment variables as name/value pairs.
-type EnvVars = Vec<(String, String)>;
-
 /// Everything fixed before the first spawn attempt.
 #[derive(Debug)]
 struct Plan {
     opts: LaunchOptions,
-    registry: Registry,
-    id: String,
-    exe: PathBuf,
+    prepared: Prepared,
     model: PathBuf,
-    log_path: PathBuf,
-    cwd: PathBuf,
     fallback_dir: PathBuf,
 }
 
 impl Plan {
     fn prepare(opts: LaunchOptions) -> Result<Self> {
         validate(&opts.binary, &opts.model)?;
-        let exe = opts
-            .binary
-            .canonicalize()
-            .map_err(|e| Error::io("cannot resolve", &opts.binary, e))?;
         let model = opts
             .model
             .canonicalize()
             .map_err(|e| Error::io("cannot resolve", &opts.model, e))?;
-        let registry = Registry::new(
-            opts.runtime_dir
-                .clone()
-                .unwrap_or_else(runtime::default_runtime_dir),
-        );
-        registry.ensure_dir()?;
-        let mut id = runtime::new_id();
-        while registry.state_path(&id).exists() {
-            id = runtime::new_id();
-        }
-        let log_path = opts
-            .log_path
-            .clone()
-            .unwrap_or_else(|| registry.log_path(&id));
-        let cwd = opts
-            .cwd
-            .clone()
-            .unwrap_or_else(|| registry.dir().to_owned());
+        let prepared = Prepared::new(ProcessKind::Server, &opts.binary, opts.process())?;
         let fallback_dir = opts
             .socket_fallback_dir
             .clone()
             .unwrap_or_else(runtime::private_tmp_dir);
         Ok(Self {
             opts,
-            registry,
-            id,
-            exe,
+            prepared,
             model,
-            log_path,
-            cwd,
             fallback_dir,
         })
     }
@@ -242,27 +216,21 @@ impl Plan {
     fn endpoint(&self, port: HttpPort) -> Result<Endpoint> {
         match self.opts.transport {
             TransportChoice::Unix => {
-                let socket = socket_path(self.registry.dir(), &self.id, &self.fallback_dir);
+                let dir = self.prepared.registry().dir();
+                let socket = socket_path(dir, self.prepared.id(), &self.fallback_dir);
                 if let Some(parent) = socket.parent()
-                    && parent != self.registry.dir()
+                    && parent != dir
                 {
                     ensure_private_dir(parent)?;
                 }
                 Ok(Endpoint::unix(socket))
             }
             TransportChoice::Http(_) => {
+                let host = IpAddr::V4(Ipv4Addr::LOCALHOST);
                 let port = match port {
-                    HttpPort::Auto => free_port()?,
+                    HttpPort::Auto => free_port(host)?,
                     HttpPort::Prefer(p) => p,
-                    HttpPort::Fixed(p) => {
-                        if TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_err() {
-                            return Err(Error::PortInUse {
-                                host: LOOPBACK.into(),
-                                port: p,
-                            });
-                        }
-                        p
-                    }
+                    HttpPort::Fixed(p) => fixed_port(host, p)?,
                 };
                 Ok(Endpoint::http(LOOPBACK, port))
             }
@@ -285,9 +253,7 @@ impl Plan {
         let argv = args
             .to_argv()
             .map_err(|source| Error::InvalidArgs { source })?;
-        let mut env = self.opts.env.clone();
-        env.extend(args.secret_env());
-        Ok((argv, env))
+        Ok((argv, args.secret_env()))
     }
 
     fn client(&self, endpoint: &Endpoint) -> Client {
@@ -304,57 +270,27 @@ impl Plan {
         if let Endpoint::Unix { socket } = &endpoint {
             let _ = std::fs::remove_file(socket);
         }
-        let log_start = std::fs::metadata(&self.log_path)
-            .map(|m| m.len())
-            .unwrap_or(0);
-        let child = spawn(SpawnSpec {
-            program: self.exe.clone(),
-            args: args.clone(),
-            cwd: self.cwd.clone(),
-            env,
-            log: self.log_path.clone(),
-            detached: self.opts.detached,
-        })
-        .await?;
-        let child = ChildProc::new(child);
-        let pid = child.pid();
-        let record = ServerRecord {
-            id: self.id.clone(),
-            kind: crate::registry::ProcessKind::Server,
-            pid,
-            exe: self.exe.clone(),
-            start_time: procfs::start_time(pid),
-            endpoint: endpoint.clone(),
-            model: self.model.clone(),
-            log_path: self.log_path.clone(),
-            args,
-            detached: self.opts.detached,
-            started_at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or_default(),
-        };
-        if let Err(e) = self.registry.write(&record) {
-            child.stop(self.opts.stop_grace).await;
-            return Err(e);
-        }
+        let process = self
+            .prepared
+            .spawn(Launch {
+                args,
+                env,
+                endpoint: endpoint.clone(),
+                model: self.model.clone(),
+            })
+            .await?;
         Ok(Attempt {
             client: self.client(&endpoint),
-            child,
-            record,
-            log_start,
+            process,
         })
     }
 }
 
-/// One running child and what belongs to it.
+/// One running child and its client.
 #[derive(Debug)]
 struct Attempt {
-    child: ChildProc,
-    record: ServerRecord,
+    process: Supervised,
     client: Client,
-    /// Log size before this attempt, so its tail does not show an earlier attempt.
-    log_start: u64,
 }
 
 /// A supervised `llama-server` process.
@@ -368,16 +304,9 @@ pub struct Server {
     plan: Plan,
     current: Attempt,
     port_attempts: u32,
-    /// Set once the process is stopped, has exited and been cleaned up, or is detached.
-    finished: bool,
 }
 
 impl Server {
-    /// The typed arguments the server was launched with.
-    pub(crate) fn args(&self) -> &ServerArgs {
-        &self.plan.opts.args
-    }
-
     /// Validates the inputs, picks the endpoint and starts the process; does not wait
     /// for it to load (see [`Server::wait_ready`]).
     pub async fn spawn(opts: LaunchOptions) -> Result<Self> {
@@ -388,14 +317,13 @@ impl Server {
         let plan = Plan::prepare(opts)?;
         // llama-server aborts on an unreachable worker with a core-dump-sized log and no
         // typed reason; name the worker before anything is spawned instead.
-        crate::rpc::check_workers(&plan.opts.args.rpc, crate::rpc::WORKER_CHECK_TIMEOUT).await?;
+        check_workers(&plan.opts.args.rpc, WORKER_CHECK_TIMEOUT).await?;
         let endpoint = plan.endpoint(port)?;
         let current = plan.spawn(endpoint).await?;
         Ok(Self {
             plan,
             current,
             port_attempts: 1,
-            finished: false,
         })
     }
 
@@ -439,69 +367,28 @@ impl Server {
     /// kernel reports the exit), or the ready timeout elapses. An HTTP server whose
     /// lmcpp-chosen port was taken before it could bind is restarted on another port.
     pub async fn wait_ready(&mut self) -> Result<Readiness> {
-        let timeout = self.plan.opts.ready_timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut last_health = None;
-        let mut delay = Duration::from_millis(1);
+        let deadline = tokio::time::Instant::now() + self.plan.opts.ready_timeout;
         loop {
-            let child = self.current.child.clone();
-            let client = self.current.client.clone();
-            let exited = tokio::select! {
-                biased;
-                status = child.exited() => Some(status),
-                () = tokio::time::sleep_until(deadline) => {
+            let status = match watch_health(&self.current, deadline).await {
+                HealthWatch::Ready => return Ok(Readiness::Ready),
+                HealthWatch::TimedOut { last_health } => {
                     return Ok(Readiness::TimedOut { last_health });
                 }
-                probe = client.probe_health() => {
-                    match probe {
-                        Ok(res) if res.status.is_success() => return Ok(Readiness::Ready),
-                        Ok(res) => {
-                            last_health = Some(format!(
-                                "{} {}",
-                                res.status.as_u16(),
-                                String::from_utf8_lossy(&res.body).trim()
-                            ));
-                        }
-                        Err(e) => last_health = Some(e.to_string()),
-                    }
-                    None
-                }
+                HealthWatch::Exited(status) => status,
             };
-            let exited = match exited {
-                Some(status) => Some(status),
-                None => tokio::select! {
-                    biased;
-                    status = child.exited() => Some(status),
-                    () = tokio::time::sleep_until(deadline) => {
-                        return Ok(Readiness::TimedOut { last_health });
-                    }
-                    () = tokio::time::sleep(delay) => None,
-                },
-            };
-            delay = (delay * 2).min(Duration::from_millis(10));
-            let Some(status) = exited else {
-                continue;
-            };
-            let log_tail =
-                registry::log_tail(&self.plan.log_path, self.current.log_start, EXIT_TAIL_LINES)
-                    .unwrap_or_default();
-            self.plan.registry.remove(&self.current.record);
+            let log_tail = self.current.process.retire();
             let retry = matches!(
                 self.plan.opts.transport,
                 TransportChoice::Http(HttpPort::Auto | HttpPort::Prefer(_))
             ) && self.port_attempts < PORT_ATTEMPTS
                 && log_tail.iter().any(|l| l.contains(BIND_FAILURE));
             if !retry {
-                self.finished = true;
                 return Ok(Readiness::Exited { status, log_tail });
             }
             tracing::debug!(endpoint = %self.endpoint(), "port taken, restarting on another port");
             let endpoint = self.plan.endpoint(HttpPort::Auto)?;
             self.current = self.plan.spawn(endpoint).await?;
             self.port_attempts += 1;
-            self.finished = false;
-            last_health = None;
-            delay = Duration::from_millis(1);
         }
     }
 
@@ -512,73 +399,120 @@ impl Server {
 
     /// The registry id.
     pub fn id(&self) -> &str {
-        &self.plan.id
+        self.plan.prepared.id()
     }
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.current.child.pid()
+        self.current.process.pid()
     }
 
     /// Where the server listens.
     pub fn endpoint(&self) -> &Endpoint {
-        &self.current.record.endpoint
+        &self.current.process.record().endpoint
     }
 
     /// The registry record.
     pub fn record(&self) -> &ServerRecord {
-        &self.current.record
+        self.current.process.record()
     }
 
     /// The log file.
     pub fn log_path(&self) -> &Path {
-        &self.plan.log_path
+        self.plan.prepared.log_path()
     }
 
     /// The last `n` lines of the log.
     pub fn log_tail(&self, n: usize) -> Result<Vec<String>> {
-        registry::log_tail(&self.plan.log_path, 0, n)
+        self.current.process.log_tail(n)
     }
 
     /// The exit status, if the process has exited.
     pub fn exit_status(&self) -> Option<ExitStatus> {
-        self.current.child.status()
+        self.current.process.exit_status()
+    }
+
+    /// Resolves when the server exits (for foreground supervision).
+    pub async fn exited(&self) -> ExitStatus {
+        self.current.process.exited().await
     }
 
     /// SIGTERM, up to the grace period, SIGKILL; reaps the process and removes its
     /// state file and socket. Returns the exit status.
-    pub async fn stop(mut self) -> Result<ExitStatus> {
-        let status = self.current.child.stop(self.plan.opts.stop_grace).await;
-        self.plan.registry.remove(&self.current.record);
-        self.finished = true;
-        status.ok_or(Error::StopTimeout { pid: self.pid() })
+    pub async fn stop(self) -> Result<ExitStatus> {
+        self.current.process.stop().await
     }
 
     /// Lets the server run on after this handle is dropped and returns its record, by
-    /// which [`Registry::stop`] can stop it later. Only a server launched with
-    /// [`LaunchOptions::detached`] also survives the exit of this process.
-    pub fn detach(mut self) -> ServerRecord {
-        self.finished = true;
-        self.current.record.clone()
+    /// which [`Registry::stop`](crate::Registry::stop) can stop it later. Only a server
+    /// launched with [`LaunchOptions::detached`] also survives the exit of this process.
+    pub fn detach(self) -> ServerRecord {
+        self.current.process.detach()
+    }
+
+    /// When this server has exited because it lost a worker connection (llama-server
+    /// aborts with `Remote RPC server crashed ...` when a worker goes away), the typed
+    /// [`Error::RpcWorkerLost`]; `None` while it runs or when it exited for another
+    /// reason. A request in flight at that moment fails with [`Error::Transport`].
+    pub fn rpc_worker_lost(&self) -> Option<Error> {
+        let status = self.exit_status()?;
+        // The abort line is followed by a backtrace (gdb's, when installed) of a few dozen
+        // to a few hundred lines; search generously, report the lines from it on.
+        let mut log_tail = self.log_tail(LOST_SEARCH_LINES).ok()?;
+        let at = log_tail.iter().rposition(|l| l.contains(WORKER_LOST))?;
+        log_tail.drain(..at);
+        log_tail.truncate(EXIT_TAIL_LINES);
+        Some(Error::RpcWorkerLost {
+            workers: self.plan.opts.args.rpc.clone(),
+            status,
+            log_tail,
+            log_path: self.log_path().to_owned(),
+        })
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.finished {
-            return;
+/// How watching `/health` ended.
+enum HealthWatch {
+    Ready,
+    Exited(ExitStatus),
+    TimedOut { last_health: Option<String> },
+}
+
+/// Polls `/health` of one attempt (every 1 ms at first, backing off to 10 ms) until it
+/// answers 200, the process exits, or `deadline` passes.
+async fn watch_health(attempt: &Attempt, deadline: tokio::time::Instant) -> HealthWatch {
+    let child = attempt.process.child();
+    let mut last_health = None;
+    let mut delay = Duration::from_millis(1);
+    loop {
+        tokio::select! {
+            biased;
+            status = child.exited() => return HealthWatch::Exited(status),
+            () = tokio::time::sleep_until(deadline) => {
+                return HealthWatch::TimedOut { last_health };
+            }
+            probe = attempt.client.probe_health() => match probe {
+                Ok(res) if res.status.is_success() => return HealthWatch::Ready,
+                Ok(res) => {
+                    last_health = Some(format!(
+                        "{} {}",
+                        res.status.as_u16(),
+                        String::from_utf8_lossy(&res.body).trim()
+                    ));
+                }
+                Err(e) => last_health = Some(e.to_string()),
+            },
         }
-        self.current.child.stop_blocking(self.plan.opts.stop_grace);
-        self.plan.registry.remove(&self.current.record);
+        tokio::select! {
+            biased;
+            status = child.exited() => return HealthWatch::Exited(status),
+            () = tokio::time::sleep_until(deadline) => {
+                return HealthWatch::TimedOut { last_health };
+            }
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_millis(10));
     }
-}
-
-/// A port that is free right now (the OS picks it; we release it for the server).
-fn free_port() -> Result<u16> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Error::io("cannot find a free port on", LOOPBACK, e))
 }
 
 #[cfg(test)]
