@@ -711,7 +711,7 @@ async fn logs(ctx: &Ctx, id: &str, lines: usize, follow: bool) -> Result<ExitCod
     }
     if follow {
         use std::io::{Read, Seek, SeekFrom};
-        let path = registry.log_path(id);
+        let path = registry.log_path(id)?;
         let mut pos = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let mut fresh = Vec::new();
         loop {

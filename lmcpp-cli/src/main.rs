@@ -83,14 +83,5 @@ fn toolchain_bad_input(e: &lmcpp::toolchain::Error) -> bool {
 }
 
 fn server_bad_input(e: &lmcpp::server::Error) -> bool {
-    use lmcpp::server::Error as S;
-    matches!(
-        e,
-        S::ModelNotFound { .. }
-            | S::ModelNotGguf { .. }
-            | S::UnknownServer { .. }
-            | S::BinaryNotFound { .. }
-            | S::BinaryNotExecutable { .. }
-            | S::InvalidArgs { .. }
-    )
+    e.is_user_error()
 }

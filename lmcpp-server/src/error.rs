@@ -105,6 +105,14 @@ pub enum Error {
         /// The id that was asked for.
         id: String,
     },
+    /// An id given by a user is not a well-formed server id.
+    #[error("`{id}` is not a server id: {reason}; run `lmcpp ps` to list servers")]
+    InvalidId {
+        /// The id as given (escaped, shortened).
+        id: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The recorded pid is alive but this platform cannot confirm it is the server.
     #[error(
         "cannot verify that process {pid} is still server {id} on this platform; stop it by hand if it is"
@@ -230,6 +238,22 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether the error is the caller's input (a missing or non-GGUF model, a binary that
+    /// is not executable, malformed arguments or ids, an unknown server) rather than a
+    /// failure of the work; the CLI exits with status 2 for these.
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            Self::BinaryNotFound { .. }
+                | Self::BinaryNotExecutable { .. }
+                | Self::ModelNotFound { .. }
+                | Self::ModelNotGguf { .. }
+                | Self::InvalidArgs { .. }
+                | Self::InvalidId { .. }
+                | Self::UnknownServer { .. }
+        )
+    }
+
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Self::Io {
             action,

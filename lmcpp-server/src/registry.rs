@@ -17,7 +17,7 @@ use crate::{
     endpoint::Endpoint,
     error::{Error, Result},
     procfs,
-    runtime::{default_runtime_dir, ensure_private_dir},
+    runtime::{default_runtime_dir, ensure_private_dir, validate_id},
 };
 
 /// What kind of process a registry record describes.
@@ -146,13 +146,20 @@ impl Registry {
         ensure_private_dir(&self.dir)
     }
 
+    /// The state file of `id`, which must be a generated or validated id.
     pub(crate) fn state_path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.json"))
     }
 
-    /// The default log path of server `id`.
-    pub fn log_path(&self, id: &str) -> PathBuf {
+    /// The default log file of `id`, which must be a generated or validated id.
+    pub(crate) fn default_log_path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.log"))
+    }
+
+    /// The default log path of server `id` ([`Error::InvalidId`] for a malformed id).
+    pub fn log_path(&self, id: &str) -> Result<PathBuf> {
+        validate_id(id)?;
+        Ok(self.default_log_path(id))
     }
 
     /// Writes `record` atomically (temporary file, then rename).
@@ -181,8 +188,10 @@ impl Registry {
         }
     }
 
-    /// Reads the state file of `id` without checking it.
+    /// Reads the state file of `id` without checking it against the kernel
+    /// ([`Error::InvalidId`] for a malformed id, before anything is read).
     pub fn read(&self, id: &str) -> Result<Option<ServerRecord>> {
+        validate_id(id)?;
         let path = self.state_path(id);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
@@ -209,7 +218,8 @@ impl Registry {
             let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
                 continue;
             };
-            if id.starts_with('.') {
+            if validate_id(id).is_err() {
+                // Temporary files (`.<id>.json.tmp`) and anything lmcpp never writes.
                 continue;
             }
             let record = match self.read(id) {
@@ -403,6 +413,52 @@ pub(crate) fn log_tail(path: &Path, from: u64, n: usize) -> Result<Vec<String>> 
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use proptest::prelude::*;
+
+    /// Strings rich in what path tricks are made of: dots, separators, NUL, and any char.
+    fn hostile_id() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just('.'),
+            Just('/'),
+            Just('\0'),
+            Just('-'),
+            'a'..='f',
+            any::<char>(),
+        ];
+        prop_oneof![
+            proptest::collection::vec(piece, 0..80).prop_map(String::from_iter),
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Whatever a user passes as an id, the registry either refuses it or names a file
+        /// directly inside the runtime dir.
+        #[test]
+        fn user_ids_never_resolve_outside_the_runtime_dir(id in hostile_id()) {
+            let dir = tempfile::tempdir().unwrap();
+            let registry = Registry::new(dir.path());
+            match registry.log_path(&id) {
+                Ok(path) => {
+                    prop_assert_eq!(path.parent(), Some(dir.path()));
+                    prop_assert!(path.components().all(|c| matches!(
+                        c,
+                        std::path::Component::RootDir | std::path::Component::Normal(_)
+                    )));
+                    prop_assert_eq!(registry.state_path(&id).parent(), Some(dir.path()));
+                    prop_assert!(registry.read(&id).unwrap().is_none());
+                }
+                Err(Error::InvalidId { .. }) => {
+                    prop_assert!(matches!(registry.read(&id), Err(Error::InvalidId { .. })));
+                    prop_assert!(matches!(registry.get(&id), Err(Error::InvalidId { .. })));
+                    prop_assert!(matches!(registry.log_tail(&id, 1), Err(Error::InvalidId { .. })));
+                }
+                Err(other) => prop_assert!(false, "{other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn log_tail_takes_the_last_lines_after_the_offset() {

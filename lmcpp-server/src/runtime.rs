@@ -60,6 +60,46 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Longest id accepted from a user (generated ids have 12 characters).
+pub const MAX_ID_LEN: usize = 64;
+
+/// Checks an id that came from a user before it becomes part of a path: 1 to
+/// [`MAX_ID_LEN`] ASCII letters, digits, `-` and `_`, not starting with `-`. So no id can
+/// name a parent directory, a separator, a hidden or temporary file, or anything with
+/// a NUL byte.
+pub fn validate_id(id: &str) -> Result<()> {
+    let reason = if id.is_empty() {
+        Some("it is empty")
+    } else if id.len() > MAX_ID_LEN {
+        Some("it is longer than 64 characters")
+    } else if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        Some("only letters, digits, `-` and `_` are allowed")
+    } else if id.starts_with('-') {
+        Some("it starts with `-`")
+    } else {
+        None
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(Error::InvalidId {
+            id: shown_id(id),
+            reason,
+        }),
+    }
+}
+
+/// A rejected id as it is shown in an error: escaped, and cut after 80 characters.
+fn shown_id(id: &str) -> String {
+    let mut shown: String = id.escape_debug().take(80).collect();
+    if id.escape_debug().nth(80).is_some() {
+        shown.push('…');
+    }
+    shown
+}
+
 /// A fresh server id: 12 hex digits, unique per process and very likely across processes
 /// (the caller still creates its files with `create_new`).
 pub(crate) fn new_id() -> String {
@@ -115,6 +155,29 @@ mod tests {
         assert!(a.starts_with("/tmp/x"));
         assert!(a.as_os_str().len() <= MAX_SOCKET_PATH);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn id_table() {
+        for (id, ok) in [
+            ("0123456789ab", true),
+            ("my-server_2", true),
+            (&"a".repeat(MAX_ID_LEN), true),
+            (&"a".repeat(MAX_ID_LEN + 1), false),
+            ("", false),
+            ("..", false),
+            ("../x", false),
+            ("a/b", false),
+            ("/etc/passwd", false),
+            (".hidden", false),
+            ("-rf", false),
+            ("a\0b", false),
+            ("a b", false),
+            ("é", false),
+        ] {
+            assert_eq!(validate_id(id).is_ok(), ok, "{id:?}");
+        }
+        assert!(validate_id(&new_id()).is_ok());
     }
 
     #[test]

@@ -97,7 +97,7 @@ impl Prepared {
         let log_path = opts
             .log_path
             .clone()
-            .unwrap_or_else(|| registry.log_path(&id));
+            .unwrap_or_else(|| registry.default_log_path(&id));
         let cwd = opts
             .cwd
             .clone()

@@ -79,6 +79,9 @@ fn bad_input_exits_2_naming_the_problem() {
         ),
         (vec!["stop", "0123456789ab"], "0123456789ab"),
         (vec!["logs", "0123456789ab"], "0123456789ab"),
+        (vec!["stop", "../x"], "not a server id"),
+        (vec!["logs", "../../etc/passwd"], "not a server id"),
+        (vec!["logs", "a/b", "-f"], "not a server id"),
         (
             vec![
                 "--llama-server",
