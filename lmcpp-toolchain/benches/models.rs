@@ -31,7 +31,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 async fn pull_vs_curl(size: usize, rounds: usize) {
     let server = TestServer::start().await;
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let body: Vec<u8> = (0..size)
+    let mut body: Vec<u8> = (0..size)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
@@ -39,6 +39,8 @@ async fn pull_vs_curl(size: usize, rounds: usize) {
             x as u8
         })
         .collect();
+    // Model pulls refuse anything that does not start like a GGUF file.
+    body[..4].copy_from_slice(b"GGUF");
     let digest = hex::encode(Sha256::digest(&body));
     server.route(
         "/owner/bench/resolve/main/bench-Q4_K_M.gguf",

@@ -368,6 +368,66 @@ pub enum Error {
         /// The GGUF files the repository has.
         available: Vec<String>,
     },
+
+    /// A redirect would have downgraded an `https` transfer to plain `http`.
+    #[error(
+        "refusing the redirect from {from} to {to}: it leaves https for plain http; use an https mirror or download the file yourself"
+    )]
+    InsecureRedirect {
+        /// The `https` URL that redirected.
+        from: String,
+        /// The `http` URL it pointed at.
+        to: String,
+    },
+
+    /// A model download is not a GGUF file (often an HTML error page or a login form).
+    #[error(
+        "{url} is not a GGUF model (it starts with \"{}\", not \"GGUF\"); nothing was stored, check the model reference or whether the file needs a token",
+        found.escape_ascii()
+    )]
+    DownloadNotGguf {
+        /// The URL downloaded.
+        url: String,
+        /// The first (up to four) bytes received.
+        found: Vec<u8>,
+    },
+
+    /// A download could not be shown to be complete: no digest, no `Content-Length`, and
+    /// the content does not verify on its own.
+    #[error(
+        "cannot verify the download of {url}: {reason}; nothing was stored, pass the expected sha256 or retry"
+    )]
+    Unverifiable {
+        /// The URL downloaded.
+        url: String,
+        /// Why the received bytes could not be trusted.
+        reason: String,
+    },
+
+    /// No cached model matches what the user named.
+    #[error(
+        "no cached model matches {query:?} in {}; see `lmcpp model list` for the sources and sha256 digests",
+        root.display()
+    )]
+    UnknownModel {
+        /// What was asked for (a source or a sha256 prefix).
+        query: String,
+        /// The store's directory.
+        root: PathBuf,
+    },
+
+    /// A sha256 prefix names more than one cached model.
+    #[error(
+        "sha256 prefix {prefix} matches {} cached models ({}); give more digits",
+        matches.len(),
+        matches.join(", ")
+    )]
+    AmbiguousModel {
+        /// The prefix given.
+        prefix: String,
+        /// The full digests it matches.
+        matches: Vec<String>,
+    },
     /// The end-to-end test prerequisites are missing or incomplete.
     #[error("test prerequisites {}: {reason}; run `cargo xtask prepare` (or `cargo xtask test`)", path.display())]
     TestPrerequisites {

@@ -1,37 +1,51 @@
 //! The one downloader for archives and models: resumable, verified, atomically published.
 //!
 //! A download streams into `<dest>.part` while a blocking writer hashes the same bytes
-//! (SHA-256, one pass). The part's ETag and URL are kept in `<dest>.part.meta`, so a later
-//! attempt can resume with `Range: bytes=N-` and `If-Range: <etag>`; a server that answers
-//! `200` instead of `206` restarts the file. When the body is complete the digest is
-//! checked, the file fsynced and renamed onto `dest`. Concurrent fetches of one `dest`
-//! (threads or processes) serialise on `<dest>.lock` and the later ones find the result.
+//! (SHA-256, one pass). What the part was fetched from and for (URL, ETag, digest) is kept
+//! in `<dest>.part.meta`, so a later attempt continues it with `Range: bytes=N-` whenever
+//! something vouches for the spliced file: the expected digest (from the caller, a
+//! `--sha256`, or the hub's `X-Linked-Etag`) or a strong ETag sent as `If-Range`. When the
+//! body is complete the content is checked (GGUF magic for models; a whole-file GGUF parse
+//! when neither a digest nor a `Content-Length` can vouch for it), the digest compared,
+//! the file fsynced and renamed onto `dest`. Concurrent fetches of one `dest` (threads or
+//! processes) serialise on `<dest>.lock` and the later ones find the result.
 //!
 //! Request headers given by the caller (e.g. `Authorization`) are never logged, never put
-//! into errors, and are dropped on redirects that leave the original host.
+//! into errors, and are dropped on redirects that leave the original host; redirects from
+//! `https` to `http` are refused.
+//!
+//! Parts: [`http`](self::http) sends requests under the redirect policy, `resume` decides
+//! what may be continued, `sink` writes and hashes, `local` copies `file://` sources.
 
-use std::io::{Read, Write};
+mod http;
+mod local;
+mod resume;
+mod sink;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::http::header::{ACCEPT_RANGES, CONTENT_RANGE, HeaderMap, HeaderName, RANGE};
+use ::http::{Method, StatusCode};
 use bytes::Bytes;
-use http::header::{
-    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, ETAG, HeaderMap, HeaderName, HeaderValue,
-    IF_RANGE, LOCATION, RANGE, RETRY_AFTER, USER_AGENT,
-};
-use http::{Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use self::http::{
+    HttpsClient, SendOptions, Sent, content_length, error_chain, header_etag, retry_after,
+};
+use self::local::{copy_local, local_source};
+use self::resume::Resume;
+pub(crate) use self::resume::suffixed;
+pub use self::sink::sha256_file;
+use self::sink::{Sink, Written, file_head};
 use crate::cache::sync_dir;
-use crate::error::{Error, IoContext, Result, join_error};
+use crate::error::{Error, IoContext, Result};
+use crate::gguf::GGUF_MAGIC;
 use crate::lock::lock_exclusive;
 use crate::progress::{ProgressEvent, SharedProgress};
 
@@ -87,6 +101,23 @@ pub struct DownloadSpec {
     pub expected_sha256: Option<String>,
     /// Extra request headers, e.g. `("Authorization", "Bearer …")`. Never logged.
     pub headers: Vec<(String, String)>,
+    /// What the bytes must be beyond matching the digest; checked before publishing.
+    pub content: Content,
+}
+
+/// What a download must contain, checked before it is published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Content {
+    /// Anything. Without a digest and a `Content-Length` a cleanly ended body is taken as
+    /// complete: archives are checked when they are extracted (gzip and zip carry their
+    /// own checksums and lengths).
+    #[default]
+    Any,
+    /// A GGUF model: it must start with the `GGUF` magic, and when neither a digest nor a
+    /// `Content-Length` vouches for its length it must parse as a whole GGUF file whose
+    /// tensor data fits in what arrived.
+    Gguf,
 }
 
 impl std::fmt::Debug for DownloadSpec {
@@ -96,6 +127,7 @@ impl std::fmt::Debug for DownloadSpec {
             .field("url", &self.url)
             .field("dest", &self.dest)
             .field("expected_sha256", &self.expected_sha256)
+            .field("content", &self.content)
             .field(
                 "headers",
                 &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
@@ -123,6 +155,12 @@ impl DownloadSpec {
     /// Adds a request header.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets what the content must be.
+    pub fn content(mut self, content: Content) -> Self {
+        self.content = content;
         self
     }
 }
@@ -172,14 +210,7 @@ impl Probe {
     }
 }
 
-/// Sidecar describing a `.part` file, so a resume is validated against the same resource.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-struct PartMeta {
-    url: String,
-    etag: Option<String>,
-}
-
-type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// An HTTP(S) downloader with one pooled client. Cheap to clone.
 #[derive(Clone)]
@@ -207,32 +238,42 @@ enum Attempt {
     },
 }
 
+/// One response being turned into the destination file.
+struct Transfer<'a> {
+    spec: &'a DownloadSpec,
+    expected: Option<&'a str>,
+    resume: Resume,
+    final_url: String,
+    etag: Option<String>,
+    /// Where the body starts in the file (the resumed offset, or 0).
+    start: u64,
+    /// The whole file's size, when the server declared the body's length.
+    total: Option<u64>,
+}
+
+/// The body as it arrived.
+struct Received {
+    written: Written,
+    /// Bytes received over the network.
+    transferred: u64,
+    /// Why the body ended early (a connection error or the idle timeout).
+    error: Option<String>,
+    /// The first bytes, when they already showed that a GGUF download is something else.
+    not_gguf: Option<Vec<u8>>,
+}
+
+/// Frames travel to the writer in batches of about this size.
+const BATCH: usize = 256 << 10;
+
+/// Progress is reported about this often (in bytes).
+const REPORT_STEP: u64 = 256 << 10;
+
 impl Downloader {
     /// Builds a downloader (rustls with the `ring` provider and the webpki root set).
     pub fn new(opts: DownloadOptions) -> Result<Self> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Http {
-                url: String::new(),
-                message: format!("tls setup: {e}"),
-            })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(opts.connect_timeout));
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(https);
+            .build(connector(&opts)?);
         Ok(Self {
             client,
             opts: Arc::new(opts),
@@ -282,15 +323,23 @@ impl Downloader {
             });
             return Ok(done);
         }
-
         if let Some(path) = local_source(&spec.url)? {
             return copy_local(&path, spec, expected.as_deref(), progress).await;
         }
+        self.fetch_remote(spec, expected.as_deref(), progress).await
+    }
 
+    /// The retry loop around [`Downloader::attempt`].
+    async fn fetch_remote(
+        &self,
+        spec: &DownloadSpec,
+        expected: Option<&str>,
+        progress: &SharedProgress,
+    ) -> Result<Downloaded> {
         let mut retry = 0u32;
         let mut restarts = 0u32;
         loop {
-            match self.attempt(spec, expected.as_deref(), progress).await? {
+            match self.attempt(spec, expected, progress).await? {
                 Attempt::Done(d) => return Ok(d),
                 Attempt::Restart if restarts < 2 => restarts += 1,
                 Attempt::Restart => {
@@ -303,12 +352,7 @@ impl Downloader {
                     if retry >= self.opts.retries {
                         return Err(error);
                     }
-                    let backoff = self
-                        .opts
-                        .initial_backoff
-                        .saturating_mul(1u32 << retry.min(16))
-                        .min(self.opts.max_backoff);
-                    let pause = after.map_or(backoff, |a| a.min(self.opts.max_backoff));
+                    let pause = after.map_or(self.backoff(retry), |a| a.min(self.opts.max_backoff));
                     retry += 1;
                     tracing::debug!(url = %spec.url, retry, ?pause, "retrying download: {error}");
                     progress.event(ProgressEvent::Note {
@@ -325,6 +369,32 @@ impl Downloader {
         }
     }
 
+    fn backoff(&self, retry: u32) -> Duration {
+        self.opts
+            .initial_backoff
+            .saturating_mul(1u32 << retry.min(16))
+            .min(self.opts.max_backoff)
+    }
+
+    fn send_options(&self) -> SendOptions<'_> {
+        SendOptions {
+            client: &self.client,
+            user_agent: &self.opts.user_agent,
+            idle_timeout: self.opts.idle_timeout,
+            max_redirects: self.opts.max_redirects,
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(String, String)],
+        extra: &[(HeaderName, String)],
+    ) -> Result<Sent> {
+        http::send(&self.send_options(), method, url, headers, extra).await
+    }
+
     /// One request/response cycle: decides resume vs restart, streams the body, publishes.
     async fn attempt(
         &self,
@@ -332,156 +402,90 @@ impl Downloader {
         expected: Option<&str>,
         progress: &SharedProgress,
     ) -> Result<Attempt> {
-        let dest = &spec.dest;
-        let part = suffixed(dest, ".part");
-        let meta_path = suffixed(dest, ".part.meta");
-
-        // Resume only a part that belongs to this URL and has a strong validator.
-        let meta = read_meta(&meta_path);
-        let mut offset = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-        let resumable = meta
-            .as_ref()
-            .is_some_and(|m| m.url == spec.url && m.etag.is_some());
-        if offset > 0 && !resumable {
-            offset = 0;
-        }
-        let mut extra = Vec::new();
-        if offset > 0
-            && let Some(etag) = meta.as_ref().and_then(|m| m.etag.clone())
-        {
-            extra.push((RANGE, format!("bytes={offset}-")));
-            extra.push((IF_RANGE, format!("\"{etag}\"")));
-        }
-
-        let resp = match self
-            .send(Method::GET, &spec.url, &spec.headers, &extra)
+        let resume = Resume::load(&spec.dest, &spec.url, expected);
+        let sent = match self
+            .send(
+                Method::GET,
+                &spec.url,
+                &spec.headers,
+                &resume.request_headers(),
+            )
             .await
         {
-            Ok(r) => r,
-            Err(e) if e.is_transient() => {
-                return Ok(Attempt::Retry {
-                    error: e,
-                    after: None,
-                });
-            }
+            Ok(s) => s,
+            Err(error) if error.is_transient() => return Ok(Attempt::Retry { error, after: None }),
             Err(e) => return Err(e),
         };
-        let (first, final_url, resp) = resp;
-        drop(first);
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let etag = header_etag(&headers);
-
-        if status == StatusCode::RANGE_NOT_SATISFIABLE && offset > 0 {
+        let Sent {
+            final_url,
+            response,
+            ..
+        } = sent;
+        let status = response.status();
+        let headers = response.headers().clone();
+        if status == StatusCode::RANGE_NOT_SATISFIABLE && resume.offset > 0 {
             // The part is as long as (or longer than) the resource, or the resource changed.
-            discard_part(&part, &meta_path);
-            return Ok(Attempt::Restart);
+            return self.complete_part(spec, expected, resume, final_url).await;
         }
         if !status.is_success() {
-            let after = retry_after(&headers);
             let error = Error::HttpStatus {
                 url: final_url,
                 status: status.as_u16(),
             };
             return if error.is_transient() {
-                Ok(Attempt::Retry { error, after })
+                Ok(Attempt::Retry {
+                    error,
+                    after: retry_after(&headers),
+                })
             } else {
                 Err(error)
             };
         }
-
-        let resume = status == StatusCode::PARTIAL_CONTENT
-            && offset > 0
-            && content_range_start(&headers) == Some(offset)
-            && etag.is_some()
-            && etag == meta.as_ref().and_then(|m| m.etag.clone());
-        let start = if resume { offset } else { 0 };
-        if !resume && status == StatusCode::PARTIAL_CONTENT {
-            // A range we did not ask for, or for a different representation: start over.
-            discard_part(&part, &meta_path);
+        let Some(start) = resume.start_for(status, &headers) else {
+            // A range we did not ask for, or of another representation: start over.
+            resume.discard();
             return Ok(Attempt::Restart);
-        }
-        if offset > 0 && !resume {
+        };
+        if resume.offset > 0 && start == 0 {
             progress.event(ProgressEvent::Note {
                 message: format!("server did not resume {}; restarting", spec.url),
             });
         }
-        let body_len = headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let total = body_len.map(|l| l + start);
-
-        let new_meta = PartMeta {
-            url: spec.url.clone(),
-            etag: etag.clone(),
+        let etag = header_etag(&headers);
+        resume.write_meta(&spec.url, etag.clone(), expected)?;
+        let transfer = Transfer {
+            spec,
+            expected,
+            resume,
+            final_url,
+            etag,
+            start,
+            total: content_length(&headers).map(|l| l + start),
         };
-        let meta_json = serde_json::to_vec(&new_meta).unwrap_or_default();
-        std::fs::write(&meta_path, meta_json).ctx("write", &meta_path)?;
+        let received = self
+            .receive(response.into_body(), &transfer, progress)
+            .await?;
+        conclude(transfer, received, progress).await
+    }
 
-        // A blocking writer hashes and writes while this task receives the next chunk.
-        // Frames travel in batches of about 256 KiB: one cross-thread wake-up per batch
-        // instead of one per frame keeps the transfer close to a plain copy.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(8);
-        let part_w = part.clone();
-        let fsync = self.opts.fsync;
-        let writer = tokio::task::spawn_blocking(move || -> Result<(Sha256, u64)> {
-            let mut hasher = Sha256::new();
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create(true);
-            if start > 0 {
-                opts.read(true);
-            } else {
-                opts.truncate(true);
-            }
-            let mut file = opts.open(&part_w).ctx("open", &part_w)?;
-            let mut written = 0u64;
-            if start > 0 {
-                // Hash exactly the bytes we resume after, then append.
-                let mut buf = vec![0u8; 1 << 20];
-                let mut left = start;
-                while left > 0 {
-                    let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
-                    let n = file.read(&mut buf[..want]).ctx("read", &part_w)?;
-                    if n == 0 {
-                        break;
-                    }
-                    hasher.update(&buf[..n]);
-                    left -= n as u64;
-                    written += n as u64;
-                }
-                file.set_len(written).ctx("truncate", &part_w)?;
-            }
-            // Chunks are written as they come (hyper hands over large frames); nothing is held
-            // back in a user-space buffer, so a killed process loses at most one batch.
-            let mut flushed = written;
-            while let Some(batch) = rx.blocking_recv() {
-                for chunk in batch {
-                    hasher.update(&chunk);
-                    file.write_all(&chunk).ctx("write", &part_w)?;
-                    written += chunk.len() as u64;
-                }
-                if fsync && written - flushed >= WRITEBACK_STEP {
-                    start_writeback(&file, flushed, written - flushed);
-                    flushed = written;
-                }
-            }
-            if fsync {
-                file.sync_all().ctx("sync", &part_w)?;
-            }
-            Ok((hasher, written))
-        });
-
-        let mut body = resp.into_body();
-        let mut received = start;
-        let mut transferred = 0u64;
+    /// Streams the body into a [`Sink`], with one idle timer and batched hand-over.
+    async fn receive(
+        &self,
+        mut body: Incoming,
+        t: &Transfer<'_>,
+        progress: &SharedProgress,
+    ) -> Result<Received> {
+        let sink = Sink::spawn(t.resume.part.clone(), t.start, self.opts.fsync);
+        let check_magic = t.spec.content == Content::Gguf && t.start == 0;
+        let mut head: Vec<u8> = Vec::with_capacity(4);
+        let mut received = t.start;
         let mut last_report = 0u64;
         progress.event(ProgressEvent::Bytes {
             done: received,
-            total,
+            total: t.total,
         });
-        let mut stream_error = None;
-        const BATCH: usize = 256 << 10;
+        let mut error = None;
+        let mut not_gguf = None;
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batch_len = 0usize;
         let idle = self.opts.idle_timeout;
@@ -489,8 +493,8 @@ impl Downloader {
         let idle_timer = tokio::time::sleep(idle);
         tokio::pin!(idle_timer);
         loop {
-            // One idle timer for the whole body, pushed back at most every quarter of the idle
-            // timeout rather than re-armed per frame.
+            // One idle timer for the whole body, pushed back at most every quarter of the
+            // idle timeout rather than re-armed per frame.
             let now = tokio::time::Instant::now();
             if now.duration_since(armed_at) > idle / 4 {
                 armed_at = now;
@@ -503,12 +507,12 @@ impl Downloader {
             };
             let frame = match next {
                 None => {
-                    stream_error = Some(format!("no data for {}s", idle.as_secs()));
+                    error = Some(format!("no data for {}s", idle.as_secs()));
                     break;
                 }
                 Some(None) => break,
                 Some(Some(Err(e))) => {
-                    stream_error = Some(error_chain(&e));
+                    error = Some(error_chain(&e));
                     break;
                 }
                 Some(Some(Ok(f))) => f,
@@ -516,82 +520,68 @@ impl Downloader {
             let Ok(data) = frame.into_data() else {
                 continue;
             };
+            if check_magic && head.len() < 4 {
+                head.extend(data.iter().take(4 - head.len()));
+                if head.len() == 4 && head != GGUF_MAGIC {
+                    // An error page or a login form: stop before transferring all of it.
+                    not_gguf = Some(head.clone());
+                    break;
+                }
+            }
             received += data.len() as u64;
-            transferred += data.len() as u64;
             batch_len += data.len();
             batch.push(data);
             if batch_len >= BATCH {
                 batch_len = 0;
-                if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                if !sink.send(std::mem::take(&mut batch)).await {
                     break;
                 }
             }
-            if received - last_report >= 256 * 1024 {
+            if received - last_report >= REPORT_STEP {
                 last_report = received;
                 progress.event(ProgressEvent::Bytes {
                     done: received,
-                    total,
+                    total: t.total,
                 });
             }
         }
         if !batch.is_empty() {
-            let _ = tx.send(batch).await;
+            sink.send(batch).await;
         }
-        drop(tx);
-        let (hasher, written) = writer.await.map_err(join_error)??;
+        let written = sink.finish().await?;
         progress.event(ProgressEvent::Bytes {
-            done: written,
-            total,
+            done: written.len,
+            total: t.total,
         });
+        Ok(Received {
+            transferred: received - t.start,
+            written,
+            error,
+            not_gguf,
+        })
+    }
 
-        if let Some(message) = stream_error {
-            return Ok(Attempt::Retry {
-                error: Error::Http {
-                    url: final_url,
-                    message,
-                },
-                after: None,
-            });
+    /// After a `416` for a resumed range: a part that is already the whole file (a run
+    /// killed between its last byte and the rename) is published if its digest matches;
+    /// anything else is discarded and fetched again.
+    async fn complete_part(
+        &self,
+        spec: &DownloadSpec,
+        expected: Option<&str>,
+        resume: Resume,
+        final_url: String,
+    ) -> Result<Attempt> {
+        if let Some(exp) = expected {
+            let (found, len) = sha256_file(&resume.part).await?;
+            let content_ok =
+                spec.content != Content::Gguf || file_head(&resume.part)? == GGUF_MAGIC;
+            if found == exp && content_ok {
+                let written = Written { sha256: found, len };
+                return publish(spec, &resume, written, 0, None, final_url);
+            }
         }
-        if let Some(t) = total
-            && written != t
-        {
-            return Ok(Attempt::Retry {
-                error: Error::Truncated {
-                    url: final_url,
-                    path: part,
-                    received: written,
-                    expected: t,
-                },
-                after: None,
-            });
-        }
-        let found = hex::encode(hasher.finalize());
-        if let Some(exp) = expected
-            && exp != found
-        {
-            discard_part(&part, &meta_path);
-            return Err(Error::ChecksumMismatch {
-                url: spec.url.clone(),
-                path: dest.clone(),
-                expected: exp.to_owned(),
-                found,
-            });
-        }
-        std::fs::rename(&part, dest).ctx("rename into", dest)?;
-        let _ = std::fs::remove_file(&meta_path);
-        if let Some(dir) = dest.parent() {
-            sync_dir(dir);
-        }
-        progress.event(ProgressEvent::Done);
-        Ok(Attempt::Done(Downloaded {
-            path: dest.clone(),
-            sha256: found,
-            size: written,
-            bytes_transferred: transferred,
-            etag,
-            final_url,
-        }))
+        resume.discard();
+        Ok(Attempt::Restart)
     }
 
     /// Asks for the headers of `url` without downloading the body.
@@ -605,11 +595,7 @@ impl Downloader {
             let r = self.probe_once(url, headers).await;
             match r {
                 Err(e) if e.is_transient() && attempt < self.opts.retries => {
-                    let pause = self
-                        .opts
-                        .initial_backoff
-                        .saturating_mul(1u32 << attempt.min(16))
-                        .min(self.opts.max_backoff);
+                    let pause = self.backoff(attempt);
                     attempt += 1;
                     tokio::time::sleep(pause).await;
                 }
@@ -619,9 +605,10 @@ impl Downloader {
     }
 
     async fn probe_once(&self, url: &str, headers: &[(String, String)]) -> Result<Probe> {
-        let (first, final_url, resp) = self.send(Method::HEAD, url, headers, &[]).await?;
-        let (first, final_url, resp, ranged) = if matches!(resp.status().as_u16(), 405 | 501) {
-            let (f, u, r) = self
+        let mut sent = self.send(Method::HEAD, url, headers, &[]).await?;
+        let mut ranged = false;
+        if matches!(sent.response.status().as_u16(), 405 | 501) {
+            sent = self
                 .send(
                     Method::GET,
                     url,
@@ -629,34 +616,34 @@ impl Downloader {
                     &[(RANGE, "bytes=0-0".to_owned())],
                 )
                 .await?;
-            (f, u, r, true)
-        } else {
-            (first, final_url, resp, false)
-        };
-        let status = resp.status();
+            ranged = true;
+        }
+        let Sent {
+            first: (first_status, first_headers),
+            final_url,
+            response,
+        } = sent;
+        let status = response.status();
         if !status.is_success() {
             return Err(Error::HttpStatus {
                 url: final_url,
                 status: status.as_u16(),
             });
         }
-        let h = resp.headers().clone();
+        let h = response.headers().clone();
         let size = if ranged && status == StatusCode::PARTIAL_CONTENT {
             h.get(CONTENT_RANGE)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.rsplit('/').next())
                 .and_then(|v| v.parse().ok())
         } else {
-            h.get(CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
+            content_length(&h)
         };
         let accept_ranges = h
             .get(ACCEPT_RANGES)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("bytes"))
             || status == StatusCode::PARTIAL_CONTENT;
-        let (first_status, first_headers) = first;
         Ok(Probe {
             first_status,
             first_headers,
@@ -668,234 +655,143 @@ impl Downloader {
             headers: h,
         })
     }
+}
 
-    /// Sends a request, following redirects. Returns the first hop's status and headers,
-    /// the final URL and the final response (whose body has not been read).
-    async fn send(
-        &self,
-        method: Method,
-        url: &str,
-        user_headers: &[(String, String)],
-        extra: &[(HeaderName, String)],
-    ) -> Result<((u16, HeaderMap), String, http::Response<Incoming>)> {
-        let origin = parse_uri(url)?;
-        let mut current = origin.clone();
-        let mut first: Option<(u16, HeaderMap)> = None;
-        for _ in 0..=self.opts.max_redirects {
-            let same_origin =
-                current.scheme() == origin.scheme() && current.authority() == origin.authority();
-            let mut builder = Request::builder()
-                .method(method.clone())
-                .uri(current.clone())
-                .header(USER_AGENT, &self.opts.user_agent);
-            if same_origin {
-                for (k, v) in user_headers {
-                    let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
-                        Error::InvalidRequest {
-                            reason: format!("invalid header name {k:?}"),
-                        }
-                    })?;
-                    let mut value =
-                        HeaderValue::from_str(v).map_err(|_| Error::InvalidRequest {
-                            reason: format!("invalid value for header {k:?}"),
-                        })?;
-                    value.set_sensitive(true);
-                    builder = builder.header(name, value);
-                }
-            }
-            for (k, v) in extra {
-                builder = builder.header(k, v);
-            }
-            let req = builder
-                .body(Empty::<Bytes>::new())
-                .map_err(|e| Error::InvalidUrl {
-                    url: current.to_string(),
-                    reason: e.to_string(),
-                })?;
-            let resp = match tokio::time::timeout(self.opts.idle_timeout, self.client.request(req))
-                .await
-            {
-                Err(_) => {
-                    return Err(Error::Http {
-                        url: current.to_string(),
-                        message: format!(
-                            "no response within {}s",
-                            self.opts.idle_timeout.as_secs()
-                        ),
-                    });
-                }
-                Ok(Err(e)) => {
-                    let message = error_chain(&e);
-                    // A name that does not resolve will not resolve a second later; do not
-                    // spend the retry budget on it (this is the offline case).
-                    if message.contains("dns error") {
-                        return Err(Error::Unreachable {
-                            url: current.to_string(),
-                            message,
-                        });
-                    }
-                    return Err(Error::Http {
-                        url: current.to_string(),
-                        message,
-                    });
-                }
-                Ok(Ok(r)) => r,
-            };
-            let status = resp.status();
-            if first.is_none() {
-                first = Some((status.as_u16(), resp.headers().clone()));
-            }
-            if status.is_redirection()
-                && status != StatusCode::NOT_MODIFIED
-                && let Some(loc) = resp.headers().get(LOCATION)
-            {
-                let loc = loc.to_str().map_err(|_| Error::InvalidUrl {
-                    url: current.to_string(),
-                    reason: "redirect location is not text".into(),
-                })?;
-                current = resolve_location(&current, loc)?;
-                continue;
-            }
-            let first = first.unwrap_or((status.as_u16(), HeaderMap::new()));
-            return Ok((first, current.to_string(), resp));
+/// The TLS + TCP connector: rustls with the `ring` provider and the webpki root set.
+fn connector(opts: &DownloadOptions) -> Result<Connector> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Http {
+            url: String::new(),
+            message: format!("tls setup: {e}"),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(opts.connect_timeout));
+    http.set_nodelay(true);
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
+}
+
+/// Checks what arrived, in order: a complete body, GGUF content, the digest, and (for a
+/// GGUF that nothing else vouches for) the whole file's structure; then publishes.
+async fn conclude(t: Transfer<'_>, r: Received, progress: &SharedProgress) -> Result<Attempt> {
+    let url = t.spec.url.clone();
+    if let Some(found) = r.not_gguf {
+        t.resume.discard();
+        return Err(Error::DownloadNotGguf { url, found });
+    }
+    if let Some(message) = r.error {
+        return Ok(Attempt::Retry {
+            error: Error::Http {
+                url: t.final_url,
+                message,
+            },
+            after: None,
+        });
+    }
+    if let Some(total) = t.total
+        && r.written.len != total
+    {
+        return Ok(Attempt::Retry {
+            error: Error::Truncated {
+                url: t.final_url,
+                path: t.resume.part.clone(),
+                received: r.written.len,
+                expected: total,
+            },
+            after: None,
+        });
+    }
+    if t.spec.content == Content::Gguf {
+        let head = file_head(&t.resume.part)?;
+        if head != GGUF_MAGIC {
+            t.resume.discard();
+            return Err(Error::DownloadNotGguf { url, found: head });
         }
-        Err(Error::TooManyRedirects {
-            url: url.to_owned(),
-            limit: self.opts.max_redirects,
-        })
     }
-}
-
-fn suffixed(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-fn read_meta(path: &Path) -> Option<PartMeta> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
-}
-
-fn discard_part(part: &Path, meta: &Path) {
-    let _ = std::fs::remove_file(part);
-    let _ = std::fs::remove_file(meta);
-}
-
-fn header_etag(h: &HeaderMap) -> Option<String> {
-    let v = h.get(ETAG)?.to_str().ok()?.trim();
-    // Weak validators cannot be used with If-Range; treat them as absent.
-    if v.starts_with("W/") {
-        return None;
-    }
-    let v = v.trim_matches('"');
-    (!v.is_empty()).then(|| v.to_owned())
-}
-
-fn content_range_start(h: &HeaderMap) -> Option<u64> {
-    let v = h.get(CONTENT_RANGE)?.to_str().ok()?;
-    let rest = v.strip_prefix("bytes ")?;
-    rest.split('-').next()?.trim().parse().ok()
-}
-
-fn retry_after(h: &HeaderMap) -> Option<Duration> {
-    // Only the delta-seconds form; an HTTP date falls back to the normal backoff.
-    let v = h.get(RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
-fn parse_uri(url: &str) -> Result<Uri> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| Error::InvalidUrl {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?;
-    match uri.scheme_str() {
-        Some("http" | "https") if uri.authority().is_some() => Ok(uri),
-        _ => Err(Error::InvalidUrl {
-            url: url.to_owned(),
-            reason: "only http, https and file urls are supported".into(),
-        }),
-    }
-}
-
-fn resolve_location(base: &Uri, loc: &str) -> Result<Uri> {
-    let bad = |reason: String| Error::InvalidUrl {
-        url: loc.to_owned(),
-        reason,
-    };
-    if loc.contains("://") {
-        return parse_uri(loc);
-    }
-    let scheme = base.scheme_str().unwrap_or("http");
-    let authority = base
-        .authority()
-        .map(|a| a.as_str())
-        .ok_or_else(|| bad("redirect from a url without host".into()))?;
-    let full = if let Some(rest) = loc.strip_prefix("//") {
-        format!("{scheme}://{rest}")
-    } else if loc.starts_with('/') {
-        format!("{scheme}://{authority}{loc}")
-    } else {
-        let path = base.path();
-        let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
-        format!("{scheme}://{authority}{dir}{loc}")
-    };
-    parse_uri(&full)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
-
-/// Maps `file://` URLs and plain paths to a local path; `None` for http(s).
-fn local_source(url: &str) -> Result<Option<PathBuf>> {
-    if let Some(rest) = url.strip_prefix("file://") {
-        let path = rest.strip_prefix("localhost").unwrap_or(rest);
-        if !path.starts_with('/') {
-            return Err(Error::InvalidUrl {
-                url: url.to_owned(),
-                reason: "file urls must be absolute (file:///path)".into(),
+    match t.expected {
+        Some(exp) if exp != r.written.sha256 => {
+            t.resume.discard();
+            if t.start > 0 {
+                // The kept bytes and the new ones do not make the file: fetch it whole.
+                progress.event(ProgressEvent::Note {
+                    message: format!("resumed download of {url} did not verify; restarting"),
+                });
+                return Ok(Attempt::Restart);
+            }
+            return Err(Error::ChecksumMismatch {
+                url,
+                path: t.spec.dest.clone(),
+                expected: exp.to_owned(),
+                found: r.written.sha256,
             });
         }
-        return Ok(Some(PathBuf::from(percent_decode(path))));
+        None if t.total.is_none() && t.spec.content == Content::Gguf => {
+            if let Err(e) = check_whole_gguf(&t.resume.part).await {
+                t.resume.discard();
+                return Ok(Attempt::Retry {
+                    error: Error::Unverifiable {
+                        url,
+                        reason: format!(
+                            "the server sent no length and the file is not a complete GGUF ({e})"
+                        ),
+                    },
+                    after: None,
+                });
+            }
+        }
+        _ => {}
     }
-    if url.contains("://") {
-        return Ok(None);
-    }
-    Ok(Some(PathBuf::from(url)))
+    let attempt = publish(
+        t.spec,
+        &t.resume,
+        r.written,
+        r.transferred,
+        t.etag,
+        t.final_url,
+    )?;
+    progress.event(ProgressEvent::Done);
+    Ok(attempt)
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (
-                (b[i + 1] as char).to_digit(16),
-                b.get(i + 2).and_then(|c| (*c as char).to_digit(16)),
-            )
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
+/// Parses the whole file as GGUF: header, metadata and tensor infos, with every tensor's
+/// data inside the file.
+async fn check_whole_gguf(path: &Path) -> Result<()> {
+    crate::gguf::read_gguf_async(path).await.map(drop)
+}
+
+/// Renames the verified part onto `dest` and makes the rename durable.
+fn publish(
+    spec: &DownloadSpec,
+    resume: &Resume,
+    written: Written,
+    transferred: u64,
+    etag: Option<String>,
+    final_url: String,
+) -> Result<Attempt> {
+    let dest = &spec.dest;
+    std::fs::rename(&resume.part, dest).ctx("rename into", dest)?;
+    let _ = std::fs::remove_file(&resume.meta_path);
+    if let Some(dir) = dest.parent() {
+        sync_dir(dir);
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Ok(Attempt::Done(Downloaded {
+        path: dest.clone(),
+        sha256: written.sha256,
+        size: written.len,
+        bytes_transferred: transferred,
+        etag,
+        final_url,
+    }))
 }
 
 /// Returns a `Downloaded` for `dest` if it exists and has the expected digest.
@@ -912,157 +808,4 @@ async fn existing_valid(dest: &Path, expected: &str, url: &str) -> Result<Option
         etag: None,
         final_url: url.to_owned(),
     }))
-}
-
-/// SHA-256 (lower-case hex) and size of a file, computed off the async runtime.
-pub async fn sha256_file(path: &Path) -> Result<(String, u64)> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let mut f = std::fs::File::open(&path).ctx("open", &path)?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut n_total = 0u64;
-        loop {
-            let n = f.read(&mut buf).ctx("read", &path)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            n_total += n as u64;
-        }
-        Ok((hex::encode(h.finalize()), n_total))
-    })
-    .await
-    .map_err(join_error)?
-}
-
-async fn copy_local(
-    src: &Path,
-    spec: &DownloadSpec,
-    expected: Option<&str>,
-    progress: &SharedProgress,
-) -> Result<Downloaded> {
-    let src = src.to_path_buf();
-    let dest = spec.dest.clone();
-    let part = suffixed(&dest, ".part");
-    let url = spec.url.clone();
-    let expected = expected.map(str::to_owned);
-    let progress = progress.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut input = std::fs::File::open(&src).ctx("open", &src)?;
-        let total = input.metadata().ok().map(|m| m.len());
-        let mut out = std::fs::File::create(&part).ctx("create", &part)?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut done = 0u64;
-        loop {
-            let n = input.read(&mut buf).ctx("read", &src)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            out.write_all(&buf[..n]).ctx("write", &part)?;
-            done += n as u64;
-            progress.event(ProgressEvent::Bytes { done, total });
-        }
-        out.sync_all().ctx("sync", &part)?;
-        let found = hex::encode(h.finalize());
-        if let Some(exp) = expected
-            && exp != found
-        {
-            let _ = std::fs::remove_file(&part);
-            return Err(Error::ChecksumMismatch {
-                url,
-                path: dest,
-                expected: exp,
-                found,
-            });
-        }
-        std::fs::rename(&part, &dest).ctx("rename into", &dest)?;
-        Ok(Downloaded {
-            path: dest,
-            sha256: found,
-            size: done,
-            bytes_transferred: 0,
-            etag: None,
-            final_url: url,
-        })
-    })
-    .await
-    .map_err(join_error)?
-}
-
-/// How much written data may wait in the page cache before writeback is started.
-const WRITEBACK_STEP: u64 = 8 << 20;
-
-/// Asks the kernel to start writing a range of `file` to disk without waiting for it, so
-/// the disk works while the transfer goes on and the final `fsync` before the atomic
-/// rename finds little left to flush. Advisory: durability still comes from that `fsync`.
-#[cfg(target_os = "linux")]
-fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return;
-    };
-    // SAFETY: a valid open fd and a byte range; the call only schedules writeback and
-    // touches none of our memory. Its result is advisory and ignored on purpose.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &std::fs::File, _offset: u64, _len: u64) {}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn relative_redirects_resolve() {
-        let base: Uri = "http://h:1/a/b/c?x=1".parse().unwrap();
-        let cases = [
-            ("/z", "http://h:1/z"),
-            ("z", "http://h:1/a/b/z"),
-            ("//o:2/p", "http://o:2/p"),
-            ("https://q/r", "https://q/r"),
-        ];
-        for (loc, want) in cases {
-            assert_eq!(
-                resolve_location(&base, loc).unwrap().to_string(),
-                want,
-                "{loc}"
-            );
-        }
-    }
-
-    #[test]
-    fn etags_are_unquoted_and_weak_ones_dropped() {
-        let mut h = HeaderMap::new();
-        h.insert(ETAG, HeaderValue::from_static("\"abc\""));
-        assert_eq!(header_etag(&h).as_deref(), Some("abc"));
-        h.insert(ETAG, HeaderValue::from_static("W/\"abc\""));
-        assert_eq!(header_etag(&h), None);
-    }
-
-    #[test]
-    fn local_sources() {
-        assert_eq!(
-            local_source("file:///tmp/a%20b").unwrap(),
-            Some(PathBuf::from("/tmp/a b"))
-        );
-        assert_eq!(local_source("/x/y").unwrap(), Some(PathBuf::from("/x/y")));
-        assert_eq!(local_source("https://h/x").unwrap(), None);
-        assert!(local_source("file://rel").is_err());
-    }
-
-    #[test]
-    fn content_range_and_retry_after() {
-        let mut h = HeaderMap::new();
-        h.insert(CONTENT_RANGE, HeaderValue::from_static("bytes 100-199/200"));
-        h.insert(RETRY_AFTER, HeaderValue::from_static("3"));
-        assert_eq!(content_range_start(&h), Some(100));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-    }
 }

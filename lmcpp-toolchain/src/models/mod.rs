@@ -26,7 +26,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{CacheLayout, atomic_write};
-use crate::download::{DownloadOptions, DownloadSpec, Downloaded, Downloader, sha256_file};
+use crate::download::{
+    Content, DownloadOptions, DownloadSpec, Downloaded, Downloader, sha256_file,
+};
 use crate::error::{Error, IoContext, Result};
 use crate::gguf::{GgufSummary, read_gguf_async};
 use crate::lock::lock_exclusive;
@@ -361,6 +363,7 @@ impl ModelStore {
             dest: dest.clone(),
             expected_sha256: plan.sha256.clone(),
             headers: plan.headers.clone(),
+            content: Content::Gguf,
         };
         // A blob is published only after its digest was verified, so an existing one is
         // trusted without re-hashing (`verify` is the explicit re-check).
@@ -538,6 +541,7 @@ impl ModelStore {
             dest: dest.clone(),
             expected_sha256: None,
             headers: headers.to_vec(),
+            content: Content::Any,
         };
         // A listing is tiny; its byte counts would only confuse a progress bar.
         self.inner.downloader.fetch(&spec, &no_progress()).await?;

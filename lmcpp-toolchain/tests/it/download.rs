@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lmcpp_toolchain::download::sha256_file;
+use lmcpp_toolchain::download::{Content, sha256_file};
 use lmcpp_toolchain::{DownloadOptions, DownloadSpec, Downloader, Error, no_progress};
 use sha2::{Digest, Sha256};
 
@@ -398,4 +398,200 @@ async fn unsatisfiable_range_discards_the_part_and_restarts() {
     assert_eq!(d.sha256, sha(&short));
     let statuses: Vec<u16> = server.requests("/f").iter().map(|r| r.status).collect();
     assert_eq!(statuses, [200, 416, 200]);
+}
+
+/// The vocabulary-only GGUF shipped with the tests: a complete GGUF file.
+pub fn vocab_gguf() -> Vec<u8> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/ggml-vocab-llama-spm.gguf");
+    std::fs::read(p).unwrap()
+}
+
+#[tokio::test]
+async fn a_known_digest_resumes_without_an_etag() {
+    // No validator from the server: the digest is what vouches for the spliced file.
+    let server = TestServer::start().await;
+    let body = payload(1_000_000);
+    let chunk = 16 * 1024;
+    server.route(
+        "/big",
+        Route::file(body.clone())
+            .chunk(chunk)
+            .truncate_first(1, 400_000),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("big");
+    let spec = DownloadSpec::new(server.url("/big"), &dest).sha256(sha(&body));
+    let err = downloader(0)
+        .fetch(&spec, &no_progress())
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    let kept = std::fs::metadata(dir.path().join("big.part"))
+        .unwrap()
+        .len();
+    assert!(kept > 0, "the cut-short body is kept");
+
+    let d = downloader(0).fetch(&spec, &no_progress()).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert_eq!(d.bytes_transferred, body.len() as u64 - kept);
+    let reqs = server.requests("/big");
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(
+        reqs[1].headers.get("range").unwrap().to_str().unwrap(),
+        format!("bytes={kept}-")
+    );
+    assert!(reqs[1].headers.get("if-range").is_none());
+    assert_eq!(reqs[1].status, 206);
+    assert!(!dir.path().join("big.part.meta").exists());
+}
+
+#[tokio::test]
+async fn resumed_bytes_that_do_not_verify_are_fetched_whole() {
+    let server = TestServer::start().await;
+    let old = payload(300_000);
+    server.route("/f", Route::file(old.clone()).truncate_first(1, 100_000));
+    let dir = tempfile::tempdir().unwrap();
+    let new: Vec<u8> = old.iter().map(|b| b.wrapping_add(7)).collect();
+    // The first run fetched the old content for the new digest (a changed file behind an
+    // unchanged URL, without validators): the splice cannot verify, the whole file can.
+    let spec = DownloadSpec::new(server.url("/f"), dir.path().join("f")).sha256(sha(&new));
+    downloader(0)
+        .fetch(&spec, &no_progress())
+        .await
+        .unwrap_err();
+    server.route("/f", Route::file(new.clone()));
+    let d = downloader(0).fetch(&spec, &no_progress()).await.unwrap();
+    assert_eq!(d.sha256, sha(&new));
+    let statuses: Vec<u16> = server.requests("/f").iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 206, 200]);
+}
+
+#[tokio::test]
+async fn a_complete_part_is_published_without_transferring_again() {
+    // A run killed between the last byte and the rename left a whole file in `.part`.
+    let server = TestServer::start().await;
+    let body = payload(50_000);
+    server.route("/f", Route::file(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("f");
+    let spec = DownloadSpec::new(server.url("/f"), &dest).sha256(sha(&body));
+    server.route("/f", Route::file(body.clone()).truncate_first(1, 49_000));
+    downloader(0)
+        .fetch(&spec, &no_progress())
+        .await
+        .unwrap_err();
+    std::fs::write(dir.path().join("f.part"), &body).unwrap();
+    let d = downloader(0).fetch(&spec, &no_progress()).await.unwrap();
+    assert_eq!((d.bytes_transferred, d.size), (0, body.len() as u64));
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    let statuses: Vec<u16> = server.requests("/f").iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 416]);
+}
+
+#[tokio::test]
+async fn gguf_downloads_refuse_other_content_early() {
+    let server = TestServer::start().await;
+    let mut page = b"<!doctype html><title>sign in</title>".to_vec();
+    page.extend(payload(4 << 20));
+    server.route(
+        "/m.gguf",
+        Route::file(page.clone())
+            .chunk(16 * 1024)
+            .throttle(Duration::from_millis(1)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("m.gguf");
+    for expected in [None, Some(sha(&page))] {
+        let mut spec = DownloadSpec::new(server.url("/m.gguf"), &dest).content(Content::Gguf);
+        spec.expected_sha256 = expected;
+        let err = downloader(2)
+            .fetch(&spec, &no_progress())
+            .await
+            .unwrap_err();
+        match &err {
+            Error::DownloadNotGguf { url, found } => {
+                assert_eq!(url, &server.url("/m.gguf"));
+                assert_eq!(found, b"<!do");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(err.to_string().contains("not a GGUF"), "{err}");
+        assert!(!dest.exists());
+        assert!(!dir.path().join("m.gguf.part").exists());
+    }
+    // Not retried, and both transfers stopped long before the end of the page.
+    assert_eq!(server.hits("/m.gguf"), 2);
+    assert!(
+        server.bytes_sent("/m.gguf") < page.len() as u64 / 2,
+        "{} of {} bytes sent",
+        server.bytes_sent("/m.gguf"),
+        page.len()
+    );
+    // The same file is fine as plain content, and local copies are checked too.
+    let d = downloader(0)
+        .fetch(
+            &DownloadSpec::new(server.url("/m.gguf"), &dest),
+            &no_progress(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.size, page.len() as u64);
+    let err = downloader(0)
+        .fetch(
+            &DownloadSpec::new(dest.to_str().unwrap(), dir.path().join("copy.gguf"))
+                .content(Content::Gguf),
+            &no_progress(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::DownloadNotGguf { .. }), "{err:?}");
+    assert!(!dir.path().join("copy.gguf").exists());
+}
+
+#[tokio::test]
+async fn without_length_or_digest_only_a_whole_gguf_is_accepted() {
+    let server = TestServer::start().await;
+    let gguf = vocab_gguf();
+    // A proxy that gives up mid-stream and ends the chunked body cleanly, every time.
+    server.route(
+        "/cut.gguf",
+        Route::file(gguf.clone())
+            .no_length()
+            .truncate_first(u32::MAX, gguf.len() / 2),
+    );
+    server.route("/whole.gguf", Route::file(gguf.clone()).no_length());
+    let dir = tempfile::tempdir().unwrap();
+    let dl = downloader(1);
+    let cut = DownloadSpec::new(server.url("/cut.gguf"), dir.path().join("cut.gguf"))
+        .content(Content::Gguf);
+    let err = dl.fetch(&cut, &no_progress()).await.unwrap_err();
+    match &err {
+        Error::Unverifiable { url, reason } => {
+            assert_eq!(url, &server.url("/cut.gguf"));
+            assert!(reason.contains("no length"), "{reason}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(
+        server.requests("/cut.gguf")[0]
+            .headers
+            .get("range")
+            .is_none()
+    );
+    assert!(!dir.path().join("cut.gguf").exists());
+    assert!(!dir.path().join("cut.gguf.part").exists());
+
+    // With the digest known the cut is a checksum mismatch, never a published file.
+    let err = dl
+        .fetch(&cut.clone().sha256(sha(&gguf)), &no_progress())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ChecksumMismatch { .. }), "{err:?}");
+    assert!(!dir.path().join("cut.gguf").exists());
+
+    let whole = DownloadSpec::new(server.url("/whole.gguf"), dir.path().join("whole.gguf"))
+        .content(Content::Gguf);
+    let d = dl.fetch(&whole, &no_progress()).await.unwrap();
+    assert_eq!(d.sha256, sha(&gguf));
 }

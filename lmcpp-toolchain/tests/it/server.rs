@@ -81,6 +81,8 @@ pub struct FileRoute {
     pub throttle: Option<Duration>,
     /// Extra response headers.
     pub headers: Vec<(String, String)>,
+    /// Send no `Content-Length` (the body is chunked, so a cut is a clean end).
+    pub no_length: bool,
 }
 
 impl Route {
@@ -95,6 +97,7 @@ impl Route {
             chunk: 16 * 1024,
             throttle: None,
             headers: Vec::new(),
+            no_length: false,
         }
     }
 
@@ -182,6 +185,12 @@ impl FileRoute {
     /// Adds a response header.
     pub fn header(mut self, k: &str, v: &str) -> Self {
         self.headers.push((k.to_owned(), v.to_owned()));
+        self
+    }
+    /// Sends no `Content-Length`: the body is chunked, and a truncated one ends cleanly,
+    /// like a proxy that gives up mid-stream.
+    pub fn no_length(mut self) -> Self {
+        self.no_length = true;
         self
     }
 }
@@ -391,9 +400,10 @@ fn file_response(
         }
     }
     let (start, end) = range.unwrap_or((0, len));
-    let mut b = Response::builder()
-        .status(if range.is_some() { 206 } else { 200 })
-        .header("content-length", (end - start).to_string());
+    let mut b = Response::builder().status(if range.is_some() { 206 } else { 200 });
+    if !f.no_length {
+        b = b.header("content-length", (end - start).to_string());
+    }
     if f.ranges {
         b = b.header("accept-ranges", "bytes");
     }

@@ -11,6 +11,7 @@ use lmcpp_toolchain::models::{
 use lmcpp_toolchain::{DownloadOptions, Error};
 
 use crate::download::{payload, sha};
+
 use crate::server::{Route, TestServer};
 
 const REPO: &str = "owner/tiny";
@@ -19,6 +20,13 @@ const FILE: &str = "tiny-Q4_K_M.gguf";
 fn vocab_bytes() -> Vec<u8> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ggml-vocab-llama-spm.gguf");
     std::fs::read(p).unwrap()
+}
+
+/// `n` bytes that pass the store's GGUF magic check (the rest is filler).
+fn model_bytes(n: usize) -> Vec<u8> {
+    let mut b = payload(n);
+    b[..4].copy_from_slice(b"GGUF");
+    b
 }
 
 fn cdn_path(sha: &str) -> String {
@@ -182,7 +190,7 @@ async fn pull_by_quant_lists_verifies_publishes_and_then_stays_offline() {
 #[tokio::test]
 async fn pull_by_file_takes_the_digest_from_x_linked_etag() {
     let server = TestServer::start().await;
-    let body = payload(200_000);
+    let body = model_bytes(200_000);
     let digest = serve_hub(&server, &body, false);
     let dir = tempfile::tempdir().unwrap();
     let m = store(dir.path(), &server)
@@ -204,7 +212,7 @@ async fn pull_by_file_takes_the_digest_from_x_linked_etag() {
 #[tokio::test]
 async fn checksum_mismatch_deletes_the_partial_and_publishes_nothing() {
     let server = TestServer::start().await;
-    let body = payload(150_000);
+    let body = model_bytes(150_000);
     let digest = serve_hub(&server, &body, false);
     // The CDN serves other bytes than the digest the hub announced.
     let mut evil = body.clone();
@@ -230,7 +238,7 @@ async fn checksum_mismatch_deletes_the_partial_and_publishes_nothing() {
     assert!(store.list().unwrap().is_empty());
 
     // A caller-supplied digest wins over the hub's and is checked the same way.
-    let good = payload(1000);
+    let good = model_bytes(1000);
     server.route("/plain/m.gguf", Route::file(good.clone()));
     let err = store
         .pull_str(
@@ -253,7 +261,7 @@ async fn checksum_mismatch_deletes_the_partial_and_publishes_nothing() {
 #[tokio::test]
 async fn a_dropped_connection_resumes_with_range() {
     let server = TestServer::start().await;
-    let body = payload(600_000);
+    let body = model_bytes(600_000);
     let digest = serve_hub(&server, &body, true);
     let chunk = 16 * 1024;
     server.route(
@@ -287,7 +295,7 @@ async fn a_dropped_connection_resumes_with_range() {
 #[tokio::test]
 async fn rate_limits_are_retried_after_the_advertised_pause() {
     let server = TestServer::start().await;
-    let body = payload(50_000);
+    let body = model_bytes(50_000);
     let digest = serve_hub(&server, &body, true);
     server.route(
         &cdn_path(&digest),
@@ -310,7 +318,7 @@ async fn rate_limits_are_retried_after_the_advertised_pause() {
 #[tokio::test]
 async fn eight_concurrent_pulls_transfer_once() {
     let server = TestServer::start().await;
-    let body = payload(400_000);
+    let body = model_bytes(400_000);
     let digest = serve_hub(&server, &body, false);
     server.route(
         &cdn_path(&digest),
@@ -342,7 +350,7 @@ async fn eight_concurrent_pulls_transfer_once() {
 #[tokio::test]
 async fn cache_only_errors_when_missing_and_never_connects() {
     let server = TestServer::start().await;
-    let body = payload(10_000);
+    let body = model_bytes(10_000);
     serve_hub(&server, &body, true);
     let dir = tempfile::tempdir().unwrap();
     let store_ = store(dir.path(), &server);
@@ -386,7 +394,7 @@ async fn cache_only_errors_when_missing_and_never_connects() {
 async fn the_token_goes_to_the_hub_only_and_is_never_shown() {
     let server = TestServer::start().await;
     let cdn = TestServer::start().await; // another origin, like a real CDN
-    let body = payload(5_000);
+    let body = model_bytes(5_000);
     let digest = serve_hub(&server, &body, false);
     server.route(
         &resolve_path(FILE),
@@ -438,7 +446,7 @@ async fn the_token_goes_to_the_hub_only_and_is_never_shown() {
 #[tokio::test]
 async fn unknown_quant_names_the_available_files() {
     let server = TestServer::start().await;
-    serve_hub(&server, &payload(10), true);
+    serve_hub(&server, &model_bytes(10), true);
     let dir = tempfile::tempdir().unwrap();
     let err = store(dir.path(), &server)
         .pull_str("owner/tiny:IQ1_S", &PullOptions::default())
@@ -455,7 +463,7 @@ async fn unknown_quant_names_the_available_files() {
 #[tokio::test]
 async fn urls_without_a_digest_are_hashed_while_streaming() {
     let server = TestServer::start().await;
-    let body = payload(70_000);
+    let body = model_bytes(70_000);
     server.route("/files/model.gguf", Route::file(body.clone()).etag("u1"));
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path(), &server);
@@ -479,7 +487,7 @@ async fn urls_without_a_digest_are_hashed_while_streaming() {
 #[tokio::test]
 async fn remove_keeps_shared_blobs_and_verify_finds_corruption() {
     let server = TestServer::start().await;
-    let body = payload(30_000);
+    let body = model_bytes(30_000);
     let digest = serve_hub(&server, &body, true);
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path(), &server);
@@ -575,7 +583,7 @@ async fn concurrent_pulls_in_separate_processes_transfer_once() {
         return;
     }
     let server = TestServer::start().await;
-    let body = payload(1 << 20);
+    let body = model_bytes(1 << 20);
     let digest = serve_hub(&server, &body, true);
     server.route(
         &cdn_path(&digest),
@@ -612,24 +620,49 @@ async fn sigkill_mid_pull_then_the_next_pull_resumes() {
     if child_mode().await {
         return;
     }
+    // The digest comes from the listing; the CDN has a strong ETag.
+    kill_mid_pull_then_resume(
+        "store::sigkill_mid_pull_then_the_next_pull_resumes",
+        true,
+        Some("v1"),
+    )
+    .await;
+}
 
+#[tokio::test]
+async fn sigkill_mid_pull_resumes_on_the_hub_digest_without_an_etag() {
+    if child_mode().await {
+        return;
+    }
+    // The digest comes from `X-Linked-Etag` only, and the CDN sends no validator.
+    kill_mid_pull_then_resume(
+        "store::sigkill_mid_pull_resumes_on_the_hub_digest_without_an_etag",
+        false,
+        None,
+    )
+    .await;
+}
+
+/// Starts a child pulling `REPO`, SIGKILLs it once 1 MiB is in the `.part`, pulls again
+/// and checks that the second pull continued the part with a `Range` request.
+async fn kill_mid_pull_then_resume(test_name: &str, list_sha: bool, etag: Option<&str>) {
     let server = TestServer::start().await;
     // Bigger than the downloader's 1 MiB write buffer, so the `.part` on disk grows.
-    let body = payload(3 << 20);
-    let digest = serve_hub(&server, &body, true);
-    server.route(
-        &cdn_path(&digest),
-        Route::file(body.clone())
-            .etag("v1")
-            .chunk(16 * 1024)
-            .throttle(Duration::from_millis(10)),
-    );
+    let body = model_bytes(3 << 20);
+    let digest = serve_hub(&server, &body, list_sha);
+    let cdn = |throttle: Option<Duration>| {
+        let mut r = Route::file(body.clone()).chunk(16 * 1024);
+        if let Some(e) = etag {
+            r = r.etag(e);
+        }
+        if let Some(t) = throttle {
+            r = r.throttle(t);
+        }
+        r
+    };
+    server.route(&cdn_path(&digest), cdn(Some(Duration::from_millis(10))));
     let dir = tempfile::tempdir().unwrap();
-    let mut child = spawn_child(
-        "store::sigkill_mid_pull_then_the_next_pull_resumes",
-        &server,
-        dir.path(),
-    );
+    let mut child = spawn_child(test_name, &server, dir.path());
 
     let part = dir
         .path()
@@ -656,7 +689,7 @@ async fn sigkill_mid_pull_then_the_next_pull_resumes() {
     let kept = std::fs::metadata(&part).unwrap().len();
     assert!(kept >= 1 << 20);
 
-    server.route(&cdn_path(&digest), Route::file(body.clone()).etag("v1"));
+    server.route(&cdn_path(&digest), cdn(None));
     let m = store(dir.path(), &server)
         .pull_str(REPO, &PullOptions::default())
         .await
@@ -668,5 +701,106 @@ async fn sigkill_mid_pull_then_the_next_pull_resumes() {
         m.bytes_transferred
     );
     let last = server.requests(&cdn_path(&digest)).pop().unwrap();
+    assert_eq!(
+        last.headers
+            .get("range")
+            .map(|v| v.to_str().unwrap().to_owned()),
+        Some(format!("bytes={kept}-"))
+    );
     assert_eq!(last.status, 206);
+}
+
+#[tokio::test]
+async fn every_digest_source_resumes_a_cut_transfer() {
+    let server = TestServer::start().await;
+    let body = model_bytes(600_000);
+    // The hub's `X-Linked-Etag` (no listing digest), a CDN without validators.
+    let digest = serve_hub(&server, &body, false);
+    // (The probe's HEAD counts as the first request.)
+    server.route(
+        &cdn_path(&digest),
+        Route::file(body.clone()).truncate_first(2, 200_000),
+    );
+    // A caller's `--sha256` for a plain URL, again without validators.
+    server.route(
+        "/plain/m.gguf",
+        Route::file(body.clone()).truncate_first(1, 300_000),
+    );
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let hub = store(a.path(), &server)
+        .pull_str(&format!("{REPO}:{FILE}"), &PullOptions::default())
+        .await
+        .unwrap();
+    let url = store(b.path(), &server)
+        .pull_str(&server.url("/plain/m.gguf"), &PullOptions::sha256(&digest))
+        .await
+        .unwrap();
+    for m in [&hub, &url] {
+        assert_eq!(m.sha256.as_deref(), Some(digest.as_str()));
+        assert_eq!(std::fs::read(&m.path).unwrap(), body);
+    }
+    for path in [cdn_path(&digest), "/plain/m.gguf".to_owned()] {
+        let reqs = server.requests(&path);
+        let gets: Vec<_> = reqs
+            .iter()
+            .filter(|r| r.method == http::Method::GET)
+            .collect();
+        assert_eq!(gets.len(), 2, "{path}");
+        assert!(gets[1].headers.contains_key("range"), "{path} resumes");
+        assert_eq!(gets[1].status, 206, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn content_that_is_not_gguf_is_never_stored() {
+    let server = TestServer::start().await;
+    let page = b"<!doctype html><p>rate limited</p>".repeat(100);
+    server.route("/m.gguf", Route::file(page.clone()).etag("p"));
+    let digest = serve_hub(&server, &page, false);
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &server);
+    for reference in [server.url("/m.gguf"), format!("{REPO}:{FILE}")] {
+        let err = store
+            .pull_str(&reference, &PullOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::DownloadNotGguf { .. }), "{err:?}");
+    }
+    assert!(store.list().unwrap().is_empty());
+    assert!(!store.blob_path(&digest).exists());
+    assert!(!store.blob_path(&sha(&page)).exists());
+    no_partials(dir.path());
+    let leftovers: Vec<PathBuf> = std::fs::read_dir(dir.path().join("models/downloads"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.to_string_lossy().ends_with(".lock"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test]
+async fn a_cut_body_without_length_or_digest_is_never_stored() {
+    let server = TestServer::start().await;
+    let gguf = vocab_bytes();
+    server.route(
+        "/files/cut.gguf",
+        Route::file(gguf.clone())
+            .no_length()
+            .truncate_first(u32::MAX, gguf.len() / 3),
+    );
+    server.route("/files/whole.gguf", Route::file(gguf.clone()).no_length());
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &server);
+    let err = store
+        .pull_str(&server.url("/files/cut.gguf"), &PullOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unverifiable { .. }), "{err:?}");
+    assert!(store.list().unwrap().is_empty());
+    no_partials(dir.path());
+    let m = store
+        .pull_str(&server.url("/files/whole.gguf"), &PullOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(m.sha256, Some(sha(&gguf)));
 }

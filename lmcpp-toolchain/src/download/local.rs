@@ -1,0 +1,117 @@
+//! Local "downloads": `file://` URLs and plain paths, copied (hashed, checked, published)
+//! the same way as remote files.
+
+use std::path::{Path, PathBuf};
+
+use super::resume::suffixed;
+use super::sink::{copy_hashing, file_head};
+use super::{Content, DownloadSpec, Downloaded};
+use crate::error::{Error, IoContext, Result, join_error};
+use crate::progress::{ProgressEvent, SharedProgress};
+
+/// Maps `file://` URLs and plain paths to a local path; `None` for http(s).
+pub(super) fn local_source(url: &str) -> Result<Option<PathBuf>> {
+    if let Some(rest) = url.strip_prefix("file://") {
+        let path = rest.strip_prefix("localhost").unwrap_or(rest);
+        if !path.starts_with('/') {
+            return Err(Error::InvalidUrl {
+                url: url.to_owned(),
+                reason: "file urls must be absolute (file:///path)".into(),
+            });
+        }
+        return Ok(Some(PathBuf::from(percent_decode(path))));
+    }
+    if url.contains("://") {
+        return Ok(None);
+    }
+    Ok(Some(PathBuf::from(url)))
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (
+                (b[i + 1] as char).to_digit(16),
+                b.get(i + 2).and_then(|c| (*c as char).to_digit(16)),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Copies a local file to `spec.dest` through a `.part`, checking content and digest.
+pub(super) async fn copy_local(
+    src: &Path,
+    spec: &DownloadSpec,
+    expected: Option<&str>,
+    progress: &SharedProgress,
+) -> Result<Downloaded> {
+    let src = src.to_path_buf();
+    let dest = spec.dest.clone();
+    let content = spec.content;
+    let url = spec.url.clone();
+    let expected = expected.map(str::to_owned);
+    let progress = progress.clone();
+    tokio::task::spawn_blocking(move || {
+        let part = suffixed(&dest, ".part");
+        let written = copy_hashing(&src, &part, |done, total| {
+            progress.event(ProgressEvent::Bytes { done, total });
+        })?;
+        if content == Content::Gguf {
+            let head = file_head(&part)?;
+            if head != crate::gguf::GGUF_MAGIC {
+                let _ = std::fs::remove_file(&part);
+                return Err(Error::DownloadNotGguf { url, found: head });
+            }
+        }
+        if let Some(exp) = expected
+            && exp != written.sha256
+        {
+            let _ = std::fs::remove_file(&part);
+            return Err(Error::ChecksumMismatch {
+                url,
+                path: dest,
+                expected: exp,
+                found: written.sha256,
+            });
+        }
+        std::fs::rename(&part, &dest).ctx("rename into", &dest)?;
+        Ok(Downloaded {
+            path: dest,
+            sha256: written.sha256,
+            size: written.len,
+            bytes_transferred: 0,
+            etag: None,
+            final_url: url,
+        })
+    })
+    .await
+    .map_err(join_error)?
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn local_sources() {
+        assert_eq!(
+            local_source("file:///tmp/a%20b").unwrap(),
+            Some(PathBuf::from("/tmp/a b"))
+        );
+        assert_eq!(local_source("/x/y").unwrap(), Some(PathBuf::from("/x/y")));
+        assert_eq!(local_source("https://h/x").unwrap(), None);
+        assert!(local_source("file://rel").is_err());
+    }
+}
