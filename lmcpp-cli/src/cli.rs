@@ -72,8 +72,13 @@ pub(crate) enum Command {
 /// Which llama-server build to use.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ToolchainOpts {
-    /// llama.cpp version pin (default: the pinned version of this release).
-    #[arg(long = "llama-version", value_name = "VERSION")]
+    /// llama.cpp version: a release tag (b11312), a commit, pypi:<llama-cpp-python version>
+    /// or latest (default: the version this release is tested against, b11312).
+    #[arg(
+        long = "llama-version",
+        value_name = "VERSION",
+        env = "LMCPP_LLAMA_VERSION"
+    )]
     pub(crate) version: Option<String>,
     /// Backend.
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
@@ -133,14 +138,16 @@ pub(crate) enum ModelCmd {
     Pull(PullArgs),
     /// List cached models.
     List,
-    /// Remove a cached model.
+    /// Remove a cached model: one source, or a sha256 (or a unique prefix of at least 12
+    /// hex digits, as `lmcpp model list` shows) with every source that names it.
     Rm {
-        /// Model source or sha256 as shown by `lmcpp model list`.
+        /// Model source, or sha256 (prefix) as shown by `lmcpp model list`.
         model: String,
     },
-    /// Re-hash cached models and report any that do not match.
+    /// Re-hash cached models and report any that do not match (corrupt blobs are deleted).
     Verify {
-        /// Only this model (default: all).
+        /// Only this model: source, or sha256 (prefix); unknown names are an error
+        /// (default: all).
         model: Option<String>,
     },
     /// Show what a GGUF file is: architecture, sizes, tokenizer, chat template.
@@ -204,6 +211,13 @@ pub(crate) struct ServeArgs {
     /// Port for --http (default: a free one).
     #[arg(long, requires = "http")]
     pub(crate) port: Option<u16>,
+    /// Serve --http on this address instead of 127.0.0.1 (e.g. 0.0.0.0 or a LAN address).
+    /// Anyone who can reach it can use the server: set LLAMA_API_KEY.
+    #[arg(long, value_name = "ADDR", requires = "http")]
+    pub(crate) bind: Option<std::net::IpAddr>,
+    /// API key the server requires and lmcpp's clients send (read from the environment only).
+    #[arg(long, env = "LLAMA_API_KEY", hide_env_values = true, hide = true)]
+    pub(crate) api_key: Option<String>,
     /// Keep running after this command exits.
     #[arg(long)]
     pub(crate) detach: bool,
@@ -215,7 +229,8 @@ pub(crate) struct ServeArgs {
     pub(crate) ready_timeout: u64,
     #[command(flatten)]
     pub(crate) toolchain: ToolchainOpts,
-    /// Extra llama-server flags, after `--`.
+    /// Extra llama-server flags, after `--` (not those lmcpp sets itself: --host, --port,
+    /// -m/--model and the other model sources, --api-key-file, --log-file).
     #[arg(last = true, value_name = "LLAMA_SERVER_ARGS")]
     pub(crate) extra: Vec<String>,
 }
@@ -351,6 +366,9 @@ pub(crate) struct RunArgs {
     /// Model (default: a small instruct model from Hugging Face; offline, the demo model).
     #[arg(long, short)]
     pub(crate) model: Option<String>,
+    /// API key the server requires and lmcpp's client sends (read from the environment only).
+    #[arg(long, env = "LLAMA_API_KEY", hide_env_values = true, hide = true)]
+    pub(crate) api_key: Option<String>,
     #[command(flatten)]
     pub(crate) gen_opts: GenOpts,
     #[command(flatten)]

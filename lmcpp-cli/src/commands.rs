@@ -14,7 +14,7 @@ use lmcpp::server::{
 };
 use lmcpp::toolchain::models::{ModelSource, ModelStore, ModelStoreOptions, PullOptions};
 use lmcpp::toolchain::{
-    Backend, Features, LlamaVersion, Mode, SharedProgress, Source, Toolchain, ToolchainRequest,
+    Backend, Features, Mode, SharedProgress, Source, Toolchain, ToolchainRequest,
 };
 use lmcpp::types::args::ServerArgs;
 use lmcpp::types::common::Prompt;
@@ -50,7 +50,7 @@ impl Ctx {
         Toolchain::new(self.home.as_deref()).context("opening the toolchain cache")
     }
 
-    fn store(&self) -> Result<ModelStore> {
+    pub(crate) fn store(&self) -> Result<ModelStore> {
         ModelStore::with_progress(
             ModelStoreOptions {
                 cache_root: self.home.clone(),
@@ -61,7 +61,7 @@ impl Ctx {
         .context("opening the model cache")
     }
 
-    fn print_json(&self, value: &serde_json::Value) -> Result<()> {
+    pub(crate) fn print_json(&self, value: &serde_json::Value) -> Result<()> {
         let mut out = std::io::stdout().lock();
         serde_json::to_writer_pretty(&mut out, value)?;
         writeln!(out)?;
@@ -179,8 +179,9 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Turns the CLI's toolchain options into a request.
-pub(crate) fn request(opts: &ToolchainOpts) -> Result<ToolchainRequest> {
+/// Turns the CLI's toolchain options into a request (`latest` is resolved through the
+/// release listing).
+pub(crate) async fn request(ctx: &Ctx, opts: &ToolchainOpts) -> Result<ToolchainRequest> {
     let mut req = ToolchainRequest {
         backend: match opts.backend {
             BackendArg::Auto => Backend::Auto,
@@ -199,10 +200,11 @@ pub(crate) fn request(opts: &ToolchainOpts) -> Result<ToolchainRequest> {
         ..ToolchainRequest::default()
     };
     if let Some(v) = &opts.version {
-        let pinned = LlamaVersion::pinned();
-        if *v != pinned.commit && Some(v) != pinned.tag.as_ref() {
-            req.version = LlamaVersion::tag(v.clone());
-        }
+        req.version = if v.trim() == "latest" {
+            ctx.toolchain()?.latest_version(&req).await?
+        } else {
+            lmcpp::toolchain::versions::parse(v).map_err(|e| BadInput(e.to_string()))?
+        };
     }
     if let Some(src) = &opts.source {
         let path = PathBuf::from(src);
@@ -229,9 +231,9 @@ pub(crate) fn request(opts: &ToolchainOpts) -> Result<ToolchainRequest> {
 async fn toolchain(ctx: &Ctx, cmd: ToolchainCmd) -> Result<ExitCode> {
     let tc = ctx.toolchain()?;
     match cmd {
-        ToolchainCmd::Install(opts) => install(ctx, &tc, request(&opts)?).await,
+        ToolchainCmd::Install(opts) => install(ctx, &tc, request(ctx, &opts).await?).await,
         ToolchainCmd::Build(opts) => {
-            let mut req = request(&opts)?;
+            let mut req = request(ctx, &opts).await?;
             req.mode = Mode::BuildOnly;
             install(ctx, &tc, req).await
         }
@@ -244,14 +246,16 @@ async fn toolchain(ctx: &Ctx, cmd: ToolchainCmd) -> Result<ExitCode> {
                 println!("no toolchains in {}", tc.layout().root().display());
             } else {
                 println!(
-                    "{:<18} {:<10} {:<8} {:<9} {:>9}  SOURCE",
-                    "FINGERPRINT", "VERSION", "BACKEND", "STATUS", "SIZE"
+                    "{:<18} {:<12} {:<20} {:<9} {:<8} {:<9} {:>9}  SOURCE",
+                    "FINGERPRINT", "VERSION", "OBTAINED", "ORIGIN", "BACKEND", "STATUS", "SIZE"
                 );
                 for e in &entries {
                     println!(
-                        "{:<18} {:<10} {:<8} {:<9} {:>9}  {}",
+                        "{:<18} {:<12} {:<20} {:<9} {:<8} {:<9} {:>9}  {}",
                         e.fingerprint,
                         e.version,
+                        e.obtained.as_deref().unwrap_or("-"),
+                        e.origin.map(|o| o.to_string()).unwrap_or_default(),
                         e.backend.map(|b| b.to_string()).unwrap_or_default(),
                         status_name(e),
                         human_size(e.size),
@@ -262,7 +266,7 @@ async fn toolchain(ctx: &Ctx, cmd: ToolchainCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ToolchainCmd::Status(opts) => {
-            let st = tc.status(&request(&opts)?)?;
+            let st = tc.status(&request(ctx, &opts).await?).await?;
             if ctx.json {
                 ctx.print_json(&json!({
                     "fingerprint": st.fingerprint,
@@ -285,7 +289,9 @@ async fn toolchain(ctx: &Ctx, cmd: ToolchainCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ToolchainCmd::Remove(opts) => {
-            let removed = tc.remove(&request(&opts)?, &ctx.progress).await?;
+            let removed = tc
+                .remove(&request(ctx, &opts).await?, &ctx.progress)
+                .await?;
             if ctx.json {
                 ctx.print_json(&json!({ "removed": removed }))?;
             } else {
@@ -310,7 +316,7 @@ async fn toolchain(ctx: &Ctx, cmd: ToolchainCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ToolchainCmd::Path(opts) => {
-            let installed = tc.ensure_cached(&request(&opts)?).await?;
+            let installed = tc.ensure_cached(&request(ctx, &opts).await?).await?;
             println!("{}", installed.llama_server.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -349,6 +355,8 @@ fn entry_json(e: &lmcpp::toolchain::manage::EntryInfo) -> serde_json::Value {
         "status": status_name(e),
         "usable": e.usable,
         "version": e.version,
+        "obtained": e.obtained,
+        "origin": e.origin.map(|o| o.to_string()),
         "backend": e.backend.map(|b| b.to_string()),
         "source": e.source,
         "size": e.size,
@@ -410,44 +418,9 @@ async fn model(ctx: &Ctx, cmd: ModelCmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        ModelCmd::Rm { model } => {
-            let source = ModelSource::parse(&model)?;
-            let removed = ctx.store()?.remove(&source).await?;
-            if !removed {
-                return Err(BadInput(format!(
-                    "{model} is not in the model cache; see `lmcpp model list`"
-                ))
-                .into());
-            }
-            if ctx.json {
-                ctx.print_json(&json!({ "removed": model }))?;
-            } else {
-                println!("removed {model}");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        ModelCmd::Rm { model } => crate::model::rm(ctx, &ctx.store()?, &model).await,
         ModelCmd::Verify { model } => {
-            let mut reports = ctx.store()?.verify().await?;
-            if let Some(m) = &model {
-                reports.retain(|r| r.sha256.starts_with(m.as_str()) || r.sources.contains(m));
-            }
-            let bad = reports
-                .iter()
-                .filter(|r| !matches!(r.status, lmcpp::toolchain::models::VerifyStatus::Ok))
-                .count();
-            if ctx.json {
-                ctx.print_json(&serde_json::to_value(&reports)?)?;
-            } else {
-                for r in &reports {
-                    println!("{:?}  {}  {}", r.status, r.sha256, r.sources.join(", "));
-                }
-                println!("{} verified, {} bad", reports.len() - bad, bad);
-            }
-            Ok(if bad == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            crate::model::verify(ctx, &ctx.store()?, model.as_deref()).await
         }
         ModelCmd::Inspect { model } => {
             let path = PathBuf::from(&model);
@@ -479,7 +452,9 @@ async fn model(ctx: &Ctx, cmd: ModelCmd) -> Result<ExitCode> {
         }
         ModelCmd::Demo(args) => {
             let tc = ctx.toolchain()?;
-            let installed = tc.ensure(&request(&args.toolchain)?, &ctx.progress).await?;
+            let installed = tc
+                .ensure(&request(ctx, &args.toolchain).await?, &ctx.progress)
+                .await?;
             let path = lmcpp::demo_model(
                 tc.layout(),
                 Some(&installed),
@@ -498,25 +473,54 @@ async fn model(ctx: &Ctx, cmd: ModelCmd) -> Result<ExitCode> {
     }
 }
 
-fn server_args(extra: Vec<String>, rpc: Vec<String>) -> ServerArgs {
+/// Server arguments from the command line. `api_key` is the one key setting: the server
+/// requires it and every lmcpp client of that server sends it.
+pub(crate) fn server_args(
+    extra: Vec<String>,
+    rpc: Vec<String>,
+    api_key: Option<String>,
+) -> ServerArgs {
     ServerArgs {
         extra,
         rpc,
+        api_key,
         ..ServerArgs::default()
     }
 }
 
+/// A client for `endpoint` that sends `api_key`, if any.
+pub(crate) fn keyed_client(endpoint: Endpoint, api_key: Option<&str>) -> lmcpp::server::Client {
+    let mut builder = lmcpp::server::Client::builder(endpoint);
+    if let Some(key) = api_key {
+        builder = builder.api_key(key);
+    }
+    builder.build()
+}
+
 async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
-    let transport = if args.http {
-        TransportChoice::Http(args.port.map_or(HttpPort::Auto, HttpPort::Fixed))
-    } else {
-        TransportChoice::Unix
+    let port = args.port.map_or(HttpPort::Auto, HttpPort::Fixed);
+    let transport = match (args.http, args.bind) {
+        (false, _) => TransportChoice::Unix,
+        (true, None) => TransportChoice::Http(port),
+        (true, Some(bind)) => {
+            if !bind.is_loopback() {
+                eprintln!(
+                    "lmcpp: warning: serving on {bind}: anyone who can reach it can use this server{}",
+                    if args.api_key.is_none() {
+                        "; set LLAMA_API_KEY to require a key"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            TransportChoice::PublicHttp { bind, port }
+        }
     };
     let running = ctx
         .builder(Some(args.model.clone()))
-        .toolchain_request(request(&args.toolchain)?)
+        .toolchain_request(request(ctx, &args.toolchain).await?)
         .transport(transport)
-        .args(server_args(args.extra, args.rpc))
+        .args(server_args(args.extra, args.rpc, args.api_key.clone()))
         .ready_timeout(Duration::from_secs(args.ready_timeout))
         .detached(args.detach)
         .start()
@@ -583,7 +587,7 @@ async fn rpc_worker(ctx: &Ctx, args: RpcWorkerArgs) -> Result<ExitCode> {
         None => {
             let installed = ctx
                 .toolchain()?
-                .ensure(&request(&args.toolchain)?, &ctx.progress)
+                .ensure(&request(ctx, &args.toolchain).await?, &ctx.progress)
                 .await?;
             installed.rpc_server.ok_or_else(|| {
                 anyhow::anyhow!(
@@ -839,7 +843,8 @@ async fn chat(ctx: &Ctx, args: ChatArgs) -> Result<ExitCode> {
 async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
     let resolved = ctx
         .builder(args.model)
-        .toolchain_request(request(&args.toolchain)?)
+        .args(server_args(Vec::new(), Vec::new(), args.api_key.clone()))
+        .toolchain_request(request(ctx, &args.toolchain).await?)
         .resolve()
         .await?;
     if let Some(notice) = &resolved.model.notice {
@@ -855,7 +860,7 @@ async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
             "lmcpp: using running server {} ({})",
             record.id, record.endpoint
         );
-        let client = lmcpp::server::Client::new(record.endpoint);
+        let client = keyed_client(record.endpoint, args.api_key.as_deref());
         stream_chat(&client, &req).await?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -61,6 +61,18 @@ async fn warm_ensure(rounds: usize) {
         &format!("/r/releases/download/{tag}/{asset}"),
         Route::file(fake_release(top)),
     );
+    let listing = serde_json::json!({
+        "tag_name": tag,
+        "assets": [{
+            "name": asset,
+            "size": 0,
+            "browser_download_url": server.url(&format!("/r/releases/download/{tag}/{asset}")),
+        }],
+    });
+    server.route(
+        &format!("/r/api/releases/tags/{tag}"),
+        Route::file(listing.to_string().into_bytes()),
+    );
     let root = tempfile::tempdir().unwrap();
     let tc = Toolchain::new(Some(root.path()))
         .unwrap()
@@ -71,6 +83,7 @@ async fn warm_ensure(rounds: usize) {
         backend: Backend::Cpu,
         mode: Mode::InstallOnly,
         github_repo: server.url("/r"),
+        github_api: server.url("/r/api"),
         ..ToolchainRequest::default()
     };
     let installed = tc.ensure(&req, &no_progress()).await.unwrap();

@@ -90,6 +90,10 @@ pub struct Probes {
     pub apple_silicon: bool,
     /// Evidence of a Vulkan loader.
     pub vulkan: Option<String>,
+    /// The Vulkan shader compiler (`glslc`), needed to build with Vulkan.
+    pub glslc: Option<String>,
+    /// The newest CUDA version the driver supports (`nvidia-smi`'s "CUDA Version").
+    pub cuda_driver: Option<(u32, u32)>,
 }
 
 impl Probes {
@@ -108,12 +112,63 @@ impl Probes {
             .map(|p| format!("nvcc found at {}", p.display()));
         let apple_silicon = cfg!(all(target_os = "macos", target_arch = "aarch64"));
         let vulkan = vulkan_loader();
+        let glslc = find_on_path("glslc").map(|p| format!("glslc found at {}", p.display()));
+        let cuda_driver = nvidia.as_ref().and_then(|_| driver_cuda_version());
         Self {
             nvidia,
             nvcc,
             apple_silicon,
             vulkan,
+            glslc,
+            cuda_driver,
         }
+    }
+}
+
+/// Asks `nvidia-smi` (bounded to a few seconds) which CUDA version the driver supports.
+fn driver_cuda_version() -> Option<(u32, u32)> {
+    let smi = find_on_path("nvidia-smi")?;
+    let mut child = std::process::Command::new(smi)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take()?, &mut out).ok()?;
+    crate::release::parse_driver_cuda(&out)
+}
+
+/// What can be obtained here besides the machine's devices: which backends have a
+/// prebuilt asset for this OS and architecture (and the mode allows installing one), and
+/// whether the mode allows building.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Obtainable {
+    /// Prebuilt assets may be installed (mode and CMake arguments allow it).
+    pub prebuilt: bool,
+    /// Source builds are allowed.
+    pub build: bool,
+}
+
+impl Obtainable {
+    fn has_asset(self, backend: Backend) -> bool {
+        self.prebuilt
+            && crate::plan::asset_platform(std::env::consts::OS, std::env::consts::ARCH, backend)
+                .is_ok()
     }
 }
 
@@ -157,13 +212,22 @@ pub fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
     None
 }
 
-/// Picks a backend for `auto` from the probes: CUDA, then Metal, then Vulkan, then CPU.
-pub fn choose(probes: &Probes) -> Detection {
+/// Picks a backend for `auto`: CUDA, then Metal, then Vulkan, then CPU, taking a GPU
+/// backend only when its device is there *and* it can be obtained (a prebuilt asset exists
+/// for this machine, or its build tools are present). The reason says what was skipped.
+pub fn choose(probes: &Probes, can: Obtainable) -> Detection {
+    let mut skipped = Vec::new();
     if let Some(r) = &probes.nvidia {
-        return Detection {
-            backend: Backend::Cuda,
-            reason: r.clone(),
-        };
+        let tools = can.build && probes.nvcc.is_some();
+        if can.has_asset(Backend::Cuda) || tools {
+            return Detection {
+                backend: Backend::Cuda,
+                reason: r.clone(),
+            };
+        }
+        skipped.push(format!(
+            "{r}, but no cuda prebuilt fits this machine and the cuda toolkit (nvcc) is missing"
+        ));
     }
     if probes.apple_silicon {
         return Detection {
@@ -172,20 +236,31 @@ pub fn choose(probes: &Probes) -> Detection {
         };
     }
     if let Some(r) = &probes.vulkan {
-        return Detection {
-            backend: Backend::Vulkan,
-            reason: r.clone(),
-        };
+        let tools = can.build && probes.glslc.is_some();
+        if can.has_asset(Backend::Vulkan) || tools {
+            return Detection {
+                backend: Backend::Vulkan,
+                reason: r.clone(),
+            };
+        }
+        skipped.push(format!(
+            "{r}, but no vulkan prebuilt fits this machine and the vulkan sdk (glslc) is missing"
+        ));
     }
+    let reason = if skipped.is_empty() {
+        "no nvidia driver, metal or vulkan loader found".to_owned()
+    } else {
+        format!("cpu, since {}", skipped.join("; "))
+    };
     Detection {
         backend: Backend::Cpu,
-        reason: "no nvidia driver, metal or vulkan loader found".into(),
+        reason,
     }
 }
 
 /// Detects the backend for `auto` on this machine.
-pub fn detect() -> Detection {
-    choose(&Probes::probe())
+pub fn detect(can: Obtainable) -> Detection {
+    choose(&Probes::probe(), can)
 }
 
 /// Checks that `backend` can be used here; `building` also requires the build toolkit.
@@ -226,7 +301,7 @@ pub fn check_available(backend: Backend, building: bool, probes: &Probes) -> Res
                     "no vulkan loader (libvulkan) found; install the vulkan loader and driver or choose another backend",
                 );
             }
-            if building && find_on_path("glslc").is_none() {
+            if building && probes.glslc.is_none() {
                 return missing("the vulkan sdk (glslc) is needed to build; install it");
             }
             Ok(())
@@ -239,17 +314,55 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    const ANY: Obtainable = Obtainable {
+        prebuilt: true,
+        build: true,
+    };
+
     #[test]
     fn auto_prefers_cuda_then_metal_then_vulkan() {
         let mut p = Probes::default();
-        assert_eq!(choose(&p).backend, Backend::Cpu);
+        assert_eq!(choose(&p, ANY).backend, Backend::Cpu);
         p.vulkan = Some("v".into());
-        assert_eq!(choose(&p).backend, Backend::Vulkan);
+        assert_eq!(choose(&p, ANY).backend, Backend::Vulkan);
         p.apple_silicon = true;
-        assert_eq!(choose(&p).backend, Backend::Metal);
+        assert_eq!(choose(&p, ANY).backend, Backend::Metal);
         p.nvidia = Some("n".into());
-        let d = choose(&p);
+        let d = choose(&p, ANY);
         assert_eq!((d.backend, d.reason.as_str()), (Backend::Cuda, "n"));
+    }
+
+    #[test]
+    fn auto_takes_only_what_can_be_obtained_and_says_why() {
+        let devices = Probes {
+            nvidia: Some("nvidia driver found".into()),
+            vulkan: Some("vulkan loader found".into()),
+            ..Probes::default()
+        };
+        // Building only, without nvcc or glslc: neither GPU backend can be had.
+        let build_only = Obtainable {
+            prebuilt: false,
+            build: true,
+        };
+        let d = choose(&devices, build_only);
+        assert_eq!(d.backend, Backend::Cpu);
+        assert!(
+            d.reason.contains("nvcc") && d.reason.contains("glslc"),
+            "{}",
+            d.reason
+        );
+        // With the vulkan sdk, a build-only request gets vulkan.
+        let sdk = Probes {
+            glslc: Some("glslc".into()),
+            ..devices.clone()
+        };
+        assert_eq!(choose(&sdk, build_only).backend, Backend::Vulkan);
+        // A prebuilt exists for this machine's cuda (linux/windows x64 here).
+        if crate::plan::asset_platform(std::env::consts::OS, std::env::consts::ARCH, Backend::Cuda)
+            .is_ok()
+        {
+            assert_eq!(choose(&devices, ANY).backend, Backend::Cuda);
+        }
     }
 
     #[test]

@@ -50,7 +50,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 #[allow(clippy::print_stdout)]
 pub fn ensure_for_build_script(request: &ToolchainRequest) -> Result<Installed> {
     println!("cargo:rerun-if-env-changed={}", crate::cache::HOME_ENV);
-    println!("cargo:rerun-if-env-changed={}", crate::request::TAG_ENV);
+    println!("cargo:rerun-if-env-changed={}", crate::request::VERSION_ENV);
     let tc = Toolchain::new(None)?.with_build_driver(BuildDriver::CmakeCrate);
     // A published entry needs neither cmake nor the network: answer from the cache first.
     let cached = runtime()?.block_on(tc.ensure_cached(request)).ok();

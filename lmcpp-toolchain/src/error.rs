@@ -138,11 +138,48 @@ pub enum Error {
         message: String,
     },
 
+    /// An archive expands beyond an extraction limit (a decompression bomb or the wrong file).
+    #[error(
+        "refusing to extract {}: its {what} reached {found}, above the limit of {limit}; the archive is corrupt or hostile (if it is genuine, raise ExtractOptions::{option})",
+        archive.display()
+    )]
+    ArchiveTooLarge {
+        /// The archive file.
+        archive: PathBuf,
+        /// What was measured ("unpacked size in bytes", "entry count", "compression ratio").
+        what: &'static str,
+        /// The value reached when extraction stopped.
+        found: u64,
+        /// The limit.
+        limit: u64,
+        /// The `ExtractOptions` field that sets the limit.
+        option: &'static str,
+    },
+
     /// Every configured source for llama.cpp failed.
     #[error("could not obtain llama.cpp; tried:{}", format_attempts(attempts))]
     AllSourcesFailed {
         /// One entry per source tried, in order.
         attempts: Vec<SourceAttempt>,
+    },
+
+    /// No prebuilt release asset fits this machine, or none of those tried worked.
+    #[error("no usable prebuilt: {reason}")]
+    NoPrebuilt {
+        /// What was looked for and what happened.
+        reason: String,
+    },
+
+    /// The entry's work failed in another process while we waited for it; re-running it
+    /// right away would fail alike.
+    #[error(
+        "toolchain entry {entry} failed in another process while we waited: {message}; fix the cause (see its build.log) and run again"
+    )]
+    FailedWhileWaiting {
+        /// The entry's fingerprint.
+        entry: String,
+        /// The failure it recorded.
+        message: String,
     },
 
     /// An explicitly requested backend is not available on this machine.

@@ -31,8 +31,10 @@ pub mod plan;
 pub mod prepared;
 pub mod progress;
 pub mod recipe;
+pub mod release;
 pub mod request;
 mod source;
+pub mod versions;
 
 pub use backend::{Backend, Detection};
 pub use cache::{CacheLayout, resolve_cache_root};
@@ -44,4 +46,5 @@ pub use manage::{EntryInfo, RequestStatus};
 pub use plan::{Plan, plan};
 pub use progress::{NoProgress, Progress, ProgressEvent, SharedProgress, no_progress};
 pub use recipe::{BuildDriver, EntryState, EntryStatus, Installed, Toolchain};
-pub use request::{Features, LlamaVersion, Mode, Source, ToolchainRequest};
+pub use request::{Features, LlamaVersion, Mode, Origin, Source, ToolchainRequest};
+pub use versions::BinaryVersion;

@@ -24,8 +24,12 @@ pub struct EntryInfo {
     pub status: Option<EntryStatus>,
     /// Whether the entry is usable right now (ready and its binary present).
     pub usable: bool,
-    /// llama.cpp version label.
+    /// llama.cpp version label as requested (tag, commit or `pypi:<version>`).
     pub version: String,
+    /// What the binary reports (`b11312 (0c1e5709)`), the version actually obtained.
+    pub obtained: Option<String>,
+    /// Prebuilt or built.
+    pub origin: Option<crate::request::Origin>,
     /// Backend.
     pub backend: Option<Backend>,
     /// Source that produced it.
@@ -50,6 +54,8 @@ fn info(dir: &Path, fingerprint: String, state: Option<&EntryState>) -> EntryInf
         status: state.map(|s| s.status),
         usable: state.is_some_and(|s| installed_from(dir, s).is_some()),
         version: state.map(|s| s.version.clone()).unwrap_or_default(),
+        obtained: state.and_then(|s| s.obtained.as_ref().map(|v| v.label())),
+        origin: state.and_then(|s| s.origin),
         backend: state.map(|s| s.backend),
         source: state.and_then(|s| s.source.clone()),
         size: dir_size(dir),
@@ -98,8 +104,8 @@ impl Toolchain {
     }
 
     /// Where `request` maps to and what is there.
-    pub fn status(&self, request: &ToolchainRequest) -> Result<RequestStatus> {
-        let (fingerprint, entry_dir) = self.entry_for(request)?;
+    pub async fn status(&self, request: &ToolchainRequest) -> Result<RequestStatus> {
+        let (fingerprint, entry_dir) = self.entry_for(request).await?;
         let entry = if entry_dir.is_dir() {
             let state = read_state(&entry_dir).ok().flatten();
             Some(info(&entry_dir, fingerprint.clone(), state.as_ref()))
@@ -154,7 +160,7 @@ impl Toolchain {
         request: &ToolchainRequest,
         progress: &SharedProgress,
     ) -> Result<bool> {
-        let (fp, _) = self.entry_for(request)?;
+        let (fp, _) = self.entry_for(request).await?;
         self.remove_fingerprint(&fp, progress).await
     }
 

@@ -4,6 +4,8 @@
 use serde::Serialize;
 
 use crate::backend::Backend;
+#[cfg(test)]
+use crate::request::LlamaVersion;
 use crate::request::{Mode, Source, ToolchainRequest};
 
 /// One source the recipe will try, resolved to locations.
@@ -49,22 +51,28 @@ pub(crate) fn exe(os: &str, name: &str) -> String {
     }
 }
 
-/// Release asset names for a target, or why there is none.
-///
-/// Linux and macOS assets are `.tar.gz`, Windows assets `.zip`; CUDA needs a second
-/// `cudart-` archive. A backend without an asset is an error, never a silent CPU fallback.
-pub fn prebuilt_assets(
-    tag: &str,
-    os: &str,
-    arch: &str,
-    backend: Backend,
-    cuda_label: &str,
-) -> Result<Vec<String>, String> {
-    let a = match arch {
-        "x86_64" | "x64" | "amd64" => "x64",
-        "aarch64" | "arm64" => "arm64",
-        other => return Err(format!("no prebuilt assets for architecture {other}")),
-    };
+/// The CUDA labels planned for offline (the newest first), when no release listing says
+/// which exist: Linux releases ship 13.x and 12.8, Windows releases 13.x and 12.4.
+pub fn default_cuda_labels(os: &str) -> &'static [&'static str] {
+    if os == "windows" {
+        &["13.4", "12.4"]
+    } else {
+        &["13.4", "12.8"]
+    }
+}
+
+fn asset_arch(arch: &str) -> Result<&'static str, String> {
+    match arch {
+        "x86_64" | "x64" | "amd64" => Ok("x64"),
+        "aarch64" | "arm64" => Ok("arm64"),
+        other => Err(format!("no prebuilt assets for architecture {other}")),
+    }
+}
+
+/// The platform part of a release asset name (`ubuntu-vulkan-x64`), where `{cuda}` stands
+/// for the CUDA label; or why no asset exists for the target.
+pub fn asset_platform(os: &str, arch: &str, backend: Backend) -> Result<String, String> {
+    let a = asset_arch(arch)?;
     let backend = if backend == Backend::Auto {
         Backend::Cpu
     } else {
@@ -75,33 +83,64 @@ pub fn prebuilt_assets(
             "no prebuilt {backend} asset for {os}-{arch}: {why}"
         ))
     };
-    match os {
-        "linux" => match backend {
-            Backend::Cpu => Ok(vec![format!("llama-{tag}-bin-ubuntu-{a}.tar.gz")]),
-            Backend::Vulkan => Ok(vec![format!("llama-{tag}-bin-ubuntu-vulkan-{a}.tar.gz")]),
-            Backend::Cuda if a == "x64" => Ok(vec![
-                format!("llama-{tag}-bin-ubuntu-cuda-{cuda_label}-{a}.tar.gz"),
-                format!("cudart-llama-bin-ubuntu-cuda-{cuda_label}-{a}.tar.gz"),
-            ]),
-            Backend::Cuda => none("cuda assets exist for x64 only"),
-            _ => none("metal exists only on macos"),
-        },
-        "macos" => match backend {
-            Backend::Cpu | Backend::Metal => Ok(vec![format!("llama-{tag}-bin-macos-{a}.tar.gz")]),
-            _ => none("macos assets support cpu and metal only"),
-        },
-        "windows" => match backend {
-            Backend::Cpu => Ok(vec![format!("llama-{tag}-bin-win-cpu-{a}.zip")]),
-            Backend::Vulkan => Ok(vec![format!("llama-{tag}-bin-win-vulkan-{a}.zip")]),
-            Backend::Cuda if a == "x64" => Ok(vec![
-                format!("llama-{tag}-bin-win-cuda-{cuda_label}-{a}.zip"),
-                format!("cudart-llama-bin-win-cuda-{cuda_label}-{a}.zip"),
-            ]),
-            Backend::Cuda => none("cuda assets exist for x64 only"),
-            _ => none("metal exists only on macos"),
-        },
-        other => Err(format!("no prebuilt assets for {other}")),
+    match (os, backend) {
+        ("linux", Backend::Cpu) => Ok(format!("ubuntu-{a}")),
+        ("linux", Backend::Vulkan) => Ok(format!("ubuntu-vulkan-{a}")),
+        ("linux", Backend::Cuda) => Ok(format!("ubuntu-cuda-{{cuda}}-{a}")),
+        ("macos", Backend::Cpu | Backend::Metal) => Ok(format!("macos-{a}")),
+        ("windows", Backend::Cpu) => Ok(format!("win-cpu-{a}")),
+        ("windows", Backend::Vulkan) => Ok(format!("win-vulkan-{a}")),
+        ("windows", Backend::Cuda) if a == "x64" => Ok(format!("win-cuda-{{cuda}}-{a}")),
+        ("windows", Backend::Cuda) => none("windows cuda assets exist for x64 only"),
+        ("linux" | "windows", Backend::Metal) => none("metal exists only on macos"),
+        ("macos", _) => none("macos assets support cpu and metal only"),
+        (other, _) => Err(format!("no prebuilt assets for {other}")),
     }
+}
+
+/// The archive extension of release assets on `os`.
+pub fn asset_ext(os: &str) -> &'static str {
+    if os == "windows" { "zip" } else { "tar.gz" }
+}
+
+/// The main asset's name for a tag, target and CUDA label.
+pub fn main_asset_name(tag: &str, platform: &str, cuda_label: &str, os: &str) -> String {
+    format!(
+        "llama-{tag}-bin-{}.{}",
+        platform.replace("{cuda}", cuda_label),
+        asset_ext(os)
+    )
+}
+
+/// The CUDA runtime asset's name: Linux names carry the tag, Windows names do not.
+pub fn cudart_asset_name(tag: &str, os: &str, arch: &str, cuda_label: &str) -> String {
+    let a = asset_arch(arch).unwrap_or("x64");
+    if os == "windows" {
+        format!("cudart-llama-bin-win-cuda-{cuda_label}-{a}.zip")
+    } else {
+        format!("cudart-llama-{tag}-bin-ubuntu-cuda-{cuda_label}-{a}.tar.gz")
+    }
+}
+
+/// Release asset names planned for a target without a release listing (the offline plan
+/// shown by `cargo xtask matrix`), or why there is none. Installs resolve names from the
+/// listing instead (see [`crate::release`]).
+///
+/// Linux and macOS assets are `.tar.gz`, Windows assets `.zip`; CUDA needs a second
+/// `cudart-` archive. A backend without an asset is an error, never a silent CPU fallback.
+pub fn prebuilt_assets(
+    tag: &str,
+    os: &str,
+    arch: &str,
+    backend: Backend,
+    cuda_label: &str,
+) -> Result<Vec<String>, String> {
+    let platform = asset_platform(os, arch, backend)?;
+    let mut names = vec![main_asset_name(tag, &platform, cuda_label, os)];
+    if platform.contains("{cuda}") {
+        names.push(cudart_asset_name(tag, os, arch, cuda_label));
+    }
+    Ok(names)
 }
 
 /// CMake configure arguments for a request on a target.
@@ -125,6 +164,10 @@ pub fn cmake_args(request: &ToolchainRequest, backend: Backend, os: &str) -> Vec
     if request.features.rpc {
         args.push("-DGGML_RPC=ON".into());
     }
+    // A custom tree reports its own version (its git metadata, if any).
+    if !request.sources.iter().any(Source::is_custom) {
+        args.extend(request.version.build_info_args());
+    }
     args.extend(request.cmake_args.iter().cloned());
     args
 }
@@ -137,9 +180,13 @@ pub fn plan(request: &ToolchainRequest, target_os: &str, target_arch: &str) -> P
         request.backend
     };
     let repo = request.github_repo.trim_end_matches('/');
+    let api = request.github_api.trim_end_matches('/');
     let tag = request.version.tag.as_deref();
-    let assets =
-        tag.map(|t| prebuilt_assets(t, target_os, target_arch, backend, &request.cuda_label));
+    let cuda_label = request
+        .cuda_label
+        .as_deref()
+        .unwrap_or(default_cuda_labels(target_os)[0]);
+    let assets = tag.map(|t| prebuilt_assets(t, target_os, target_arch, backend, cuda_label));
     let sources = request
         .sources
         .iter()
@@ -156,23 +203,25 @@ pub fn plan(request: &ToolchainRequest, target_os: &str, target_arch: &str) -> P
             };
             let (locations, skip) = match s {
                 Source::GithubRelease => match (&assets, tag) {
-                    (Some(Ok(names)), Some(t)) => (
-                        names
-                            .iter()
-                            .map(|n| format!("{repo}/releases/download/{t}/{n}"))
-                            .collect(),
-                        None,
-                    ),
+                    // The listing names the assets and their digests; the names planned
+                    // here are what it is expected to contain.
+                    (Some(Ok(_)), Some(t)) => (vec![format!("{api}/releases/tags/{t}")], None),
                     (Some(Err(why)), _) => (vec![], Some(why.clone())),
                     _ => (
                         vec![],
                         Some(format!(
-                            "no release tag known for commit {}; set {} or request a tag",
-                            request.version.commit,
-                            crate::request::TAG_ENV
+                            "no release tag is known for llama.cpp {}; request a release tag (b<N>) to install a prebuilt",
+                            request.version.label()
                         )),
                     ),
                 },
+                Source::GithubSource if tag.is_none() && request.version.commit.is_empty() => (
+                    vec![],
+                    Some(format!(
+                        "no tag or commit is known for llama.cpp {}",
+                        request.version.label()
+                    )),
+                ),
                 Source::GithubSource => {
                     let r = tag.map_or_else(
                         || format!("{repo}/archive/{}.tar.gz", request.version.commit),
@@ -203,12 +252,11 @@ pub fn plan(request: &ToolchainRequest, target_os: &str, target_arch: &str) -> P
             }
         })
         .collect();
-    let mut build_targets = vec!["llama-server".to_owned()];
+    // The rpc-server target's name depends on the tree (`ggml-rpc-server` in the pinned
+    // llama.cpp, `rpc-server` before); the recipe finds it in the tree and adds it.
+    let build_targets = vec!["llama-server".to_owned()];
     let mut artefacts = vec![exe(target_os, "llama-server")];
     if request.features.rpc {
-        // The CMake target is `ggml-rpc-server` in the pinned llama.cpp (it was `rpc-server`
-        // before); the binary is published as `rpc-server` either way.
-        build_targets.push("ggml-rpc-server".into());
         artefacts.push(exe(target_os, "rpc-server"));
     }
     Plan {
@@ -259,7 +307,7 @@ mod tests {
                 Backend::Cuda,
                 &[
                     "llama-b1-bin-ubuntu-cuda-12.4-x64.tar.gz",
-                    "cudart-llama-bin-ubuntu-cuda-12.4-x64.tar.gz",
+                    "cudart-llama-b1-bin-ubuntu-cuda-12.4-x64.tar.gz",
                 ],
             ),
             (
@@ -296,9 +344,21 @@ mod tests {
     }
 
     #[test]
+    fn default_plan_installs_the_pinned_release_first() {
+        let p = plan(&ToolchainRequest::default(), "linux", "x86_64");
+        assert_eq!(p.sources[0].skip, None);
+        assert!(p.sources[0].locations[0].ends_with("/releases/tags/b11312"));
+        assert_eq!(p.prebuilt_assets, ["llama-b11312-bin-ubuntu-x64.tar.gz"]);
+    }
+
+    #[test]
     fn default_plan_builds_both_targets_statically() {
         let p = plan(&ToolchainRequest::default(), "linux", "x86_64");
-        assert_eq!(p.build_targets, ["llama-server", "ggml-rpc-server"]);
+        assert_eq!(p.build_targets, ["llama-server"]);
+        assert!(
+            p.cmake_args
+                .contains(&"-DLLAMA_BUILD_NUMBER=11312".to_owned())
+        );
         assert!(p.cmake_args.contains(&"-DGGML_RPC=ON".to_owned()));
         assert!(p.cmake_args.contains(&"-DBUILD_SHARED_LIBS=OFF".to_owned()));
         let kinds: Vec<_> = p.sources.iter().map(|s| s.source.kind()).collect();
@@ -310,7 +370,7 @@ mod tests {
             mode: Mode::BuildOnly,
             ..ToolchainRequest::default()
         };
-        cuda.version.tag = Some("b1".into());
+        cuda.version = LlamaVersion::tag("b1");
         let c = plan(&cuda, "linux", "x86_64");
         assert!(c.cmake_args.contains(&"-DGGML_CUDA=ON".to_owned()));
         assert!(c.sources[0].skip.as_deref().unwrap().contains("build-only"));

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{self, Backend, Probes};
+use crate::backend::{self, Backend, Obtainable, Probes};
 use crate::cache::{CacheLayout, atomic_write, dir_size, remove_all, sync_dir};
 use crate::cmake;
 use crate::download::{DownloadOptions, Downloader};
@@ -20,13 +20,21 @@ use crate::error::{Error, IoContext, Result, SourceAttempt};
 use crate::lock::lock_exclusive;
 use crate::plan::{Plan, plan};
 use crate::progress::{ProgressEvent, SharedProgress};
-use crate::request::{Mode, Source, ToolchainRequest};
+use crate::request::{Mode, Origin, Source, ToolchainRequest};
 use crate::source::{self, Ctx};
+use crate::versions::BinaryVersion;
 
 /// Name of the state file inside an entry.
 pub const STATE_FILE: &str = "state.json";
 /// Name of the build log inside an entry.
 pub const BUILD_LOG: &str = "build.log";
+/// Name of the captured `llama-server --help` text inside an entry.
+pub const HELP_FILE: &str = "llama-server.help.txt";
+/// A failure recorded by another process this recently is reported to its waiters instead
+/// of being re-run by each of them in turn.
+pub const SHARED_FAILURE_WINDOW: Duration = Duration::from_secs(120);
+/// Longest a published binary may take to answer `--version`.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Consecutive failures after which an entry is purged.
 pub const DEFAULT_FAIL_LIMIT: u32 = 3;
 /// Default wait for an entry held by another thread or process (a cold build takes minutes).
@@ -63,8 +71,15 @@ pub struct EntryState {
     pub status: EntryStatus,
     /// The entry's fingerprint (its directory name).
     pub fingerprint: String,
-    /// llama.cpp version label (tag or commit).
+    /// llama.cpp version label as requested (tag, commit or `pypi:<version>`).
     pub version: String,
+    /// What the published binary reports about itself (`llama-server --version`): the
+    /// version that was actually obtained.
+    #[serde(default)]
+    pub obtained: Option<BinaryVersion>,
+    /// How the binaries came to be.
+    #[serde(default)]
+    pub origin: Option<Origin>,
     /// Resolved backend.
     pub backend: Backend,
     /// Why that backend (detection reason or "requested").
@@ -87,6 +102,9 @@ pub struct EntryState {
     pub last_error: Option<String>,
     /// Size of `bin/` in bytes.
     pub bin_size: u64,
+    /// Size of `bin/llama-server` when published; a different size means the entry broke.
+    #[serde(default)]
+    pub llama_server_size: u64,
     /// Seconds since the Unix epoch when the entry was created.
     pub created_unix: u64,
     /// Seconds since the Unix epoch of the last update.
@@ -112,6 +130,11 @@ pub struct Installed {
     pub backend: Backend,
     /// Which source produced it.
     pub source: String,
+    /// What `llama-server --version` reported when it was published.
+    pub version: Option<BinaryVersion>,
+    /// The binary's `--help` text, captured once when it was published (the flags this
+    /// llama.cpp accepts).
+    pub help: Option<PathBuf>,
 }
 
 fn now_unix() -> u64 {
@@ -144,16 +167,22 @@ fn write_state(entry: &Path, state: &EntryState) -> Result<()> {
     atomic_write(&entry.join(STATE_FILE), &json)
 }
 
-/// The installed toolchain described by a ready state, if its binary is present.
+/// The installed toolchain described by a ready state, if its binary is present and has
+/// the size it was published with (a missing, emptied or replaced binary is a broken entry,
+/// rebuilt by the next `ensure`).
 pub(crate) fn installed_from(entry: &Path, state: &EntryState) -> Option<Installed> {
     if state.status != EntryStatus::Ready {
         return None;
     }
     let bin = entry.join("bin");
     let server = bin.join(state.llama_server.as_deref()?);
-    if !server.is_file() {
+    let meta = std::fs::metadata(&server).ok()?;
+    let size_ok =
+        meta.len() > 0 && (state.llama_server_size == 0 || state.llama_server_size == meta.len());
+    if !meta.is_file() || !size_ok {
         return None;
     }
+    let help = entry.join(HELP_FILE);
     Some(Installed {
         llama_server: server,
         rpc_server: state
@@ -166,6 +195,8 @@ pub(crate) fn installed_from(entry: &Path, state: &EntryState) -> Option<Install
         source_dir: state.source_dir.clone(),
         backend: state.backend,
         source: state.source.clone().unwrap_or_default(),
+        version: state.obtained.clone(),
+        help: help.is_file().then_some(help),
     })
 }
 
@@ -262,28 +293,145 @@ impl Toolchain {
         self.probes.get_or_init(Probes::probe)
     }
 
-    /// Resolves `auto` and checks an explicit backend is usable, before any work.
+    /// Resolves `auto` and checks an explicit backend is usable, before any work: a GPU
+    /// backend needs its device, and its build tools unless a prebuilt asset can be had.
     pub fn resolve_backend(&self, request: &ToolchainRequest) -> Result<(Backend, String)> {
+        let origins = request.origins();
+        let can = Obtainable {
+            prebuilt: origins.contains(&Origin::Prebuilt),
+            build: origins.contains(&Origin::Built),
+        };
         match request.backend {
             Backend::Auto => {
-                let d = backend::choose(self.probes());
+                let d = backend::choose(self.probes(), can);
                 return Ok((d.backend, d.reason));
             }
             // The CPU is always there; no need to look at the machine.
             Backend::Cpu => return Ok((Backend::Cpu, "requested".into())),
             _ => {}
         }
-        let building = request.mode == Mode::BuildOnly;
-        backend::check_available(request.backend, building, self.probes())?;
+        let has_asset = can.prebuilt
+            && crate::plan::asset_platform(
+                std::env::consts::OS,
+                std::env::consts::ARCH,
+                request.backend,
+            )
+            .is_ok();
+        backend::check_available(request.backend, !has_asset, self.probes())?;
         Ok((request.backend, "requested".into()))
     }
 
-    /// The fingerprint and entry directory `request` maps to on this machine.
-    pub fn entry_for(&self, request: &ToolchainRequest) -> Result<(String, PathBuf)> {
+    /// The identity of the llama.cpp tree `origin` would use: the content of a custom
+    /// source (a local directory by its files' names, sizes and times; an archive by its
+    /// SHA-256; a URL by its pinned digest, else the URL), or the version's identity.
+    pub async fn tree_identity(
+        &self,
+        request: &ToolchainRequest,
+        origin: Origin,
+    ) -> Result<String> {
+        let custom = request
+            .sources_of(origin)
+            .into_iter()
+            .find(Source::is_custom);
+        match custom {
+            // A directory that is not there is reported when the source is tried, along
+            // with every other source.
+            Some(Source::LocalDir(p)) if !p.is_dir() => Ok(format!("dir-missing:{}", p.display())),
+            Some(Source::LocalDir(p)) => {
+                tokio::task::spawn_blocking(move || source::dir_identity(&p))
+                    .await
+                    .map_err(crate::error::join_error)?
+            }
+            Some(Source::LocalArchive { path, sha256 }) => match sha256 {
+                Some(s) => Ok(format!("sha256:{}", s.to_ascii_lowercase())),
+                None => Ok(format!(
+                    "sha256:{}",
+                    crate::download::sha256_file(&path).await?.0
+                )),
+            },
+            Some(Source::Url { url, sha256 } | Source::PrebuiltUrl { url, sha256 }) => {
+                Ok(match sha256 {
+                    Some(s) => format!("sha256:{}", s.to_ascii_lowercase()),
+                    None => format!("url:{url}"),
+                })
+            }
+            _ => Ok(request.version.identity()),
+        }
+    }
+
+    /// Every entry `request` may be served from, in the order tried: (origin, fingerprint,
+    /// directory).
+    pub async fn entries_for(
+        &self,
+        request: &ToolchainRequest,
+    ) -> Result<Vec<(Origin, String, PathBuf)>> {
         let (backend, _) = self.resolve_backend(request)?;
-        let fp = request.fingerprint(backend);
-        let dir = self.layout.toolchain_entry(&fp);
-        Ok((fp, dir))
+        let origins = request.origins();
+        if origins.is_empty() {
+            return Err(Error::InvalidRequest {
+                reason: format!(
+                    "{} mode allows none of the sources given ({}); change the mode or the sources",
+                    request.mode,
+                    request
+                        .sources
+                        .iter()
+                        .map(Source::kind)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        let mut out = Vec::new();
+        for origin in origins {
+            let tree = self.tree_identity(request, origin).await?;
+            let fp = request.fingerprint(backend, origin, &tree);
+            let dir = self.layout.toolchain_entry(&fp);
+            out.push((origin, fp, dir));
+        }
+        Ok(out)
+    }
+
+    /// The entry `request` maps to on this machine: the first usable one among
+    /// [`Toolchain::entries_for`], else the first one that would be produced.
+    pub async fn entry_for(&self, request: &ToolchainRequest) -> Result<(String, PathBuf)> {
+        let entries = self.entries_for(request).await?;
+        let usable = entries.iter().find(|(_, _, dir)| {
+            read_state(dir)
+                .ok()
+                .flatten()
+                .is_some_and(|s| installed_from(dir, &s).is_some())
+        });
+        let (_, fp, dir) = usable.or(entries.first()).ok_or(Error::InvalidRequest {
+            reason: "the request maps to no entry".into(),
+        })?;
+        Ok((fp.clone(), dir.clone()))
+    }
+
+    /// Resolves `latest` through the release listing of `request.github_api`: the newest
+    /// release's tag, with every pin the table of known versions has for it. Offline this
+    /// is an error that says to name a version instead.
+    pub async fn latest_version(&self, request: &ToolchainRequest) -> Result<crate::LlamaVersion> {
+        let progress = crate::progress::no_progress();
+        let ctx = Ctx {
+            layout: &self.layout,
+            downloader: &self.downloader,
+            lock_timeout: self.lock_timeout,
+            progress: &progress,
+        };
+        self.layout.create()?;
+        let url = format!(
+            "{}/releases/latest",
+            request.github_api.trim_end_matches('/')
+        );
+        let listing = source::release_listing(&ctx, &url)
+            .await
+            .map_err(|e| Error::InvalidRequest {
+                reason: format!(
+                    "cannot resolve llama.cpp `latest` from {url}: {e}; name a version instead (e.g. {})",
+                    crate::versions::pinned().tag.unwrap_or("b11312")
+                ),
+            })?;
+        crate::versions::parse(&listing.tag_name)
     }
 
     /// The plan for `request` on this machine (backend resolved).
@@ -302,57 +450,101 @@ impl Toolchain {
 
     /// Returns the cached toolchain for `request` without any network or build work.
     pub async fn ensure_cached(&self, request: &ToolchainRequest) -> Result<Installed> {
-        let (_, entry) = self.entry_for(request)?;
-        match read_state(&entry)? {
-            Some(state) => installed_from(&entry, &state).ok_or(Error::NotCached { entry }),
-            None => Err(Error::NotCached { entry }),
+        let entries = self.entries_for(request).await?;
+        for (_, _, dir) in &entries {
+            if let Ok(Some(state)) = read_state(dir)
+                && let Some(i) = installed_from(dir, &state)
+            {
+                return Ok(i);
+            }
         }
+        let entry = entries.into_iter().next().map(|e| e.2).unwrap_or_default();
+        Err(Error::NotCached { entry })
     }
 
     /// Makes sure the toolchain for `request` is installed or built, and returns it.
     ///
-    /// A published entry is returned without locking. Otherwise the entry lock is taken
-    /// (waiting, with holder reports, up to the lock timeout), the entry re-checked, and
-    /// the sources tried in order. Failure is always an error, recorded in the entry.
+    /// Any published entry the request accepts (a prebuilt, or a build of the same version,
+    /// backend, arguments and features) is returned without locking. Otherwise each origin
+    /// is tried in turn: its entry lock is taken (waiting, with holder reports, up to the
+    /// lock timeout), the entry re-checked, and its sources tried in order. Failure is
+    /// always an error, recorded in the entry.
     pub async fn ensure(
         &self,
         request: &ToolchainRequest,
         progress: &SharedProgress,
     ) -> Result<Installed> {
+        let entries = self.entries_for(request).await?;
+        for (_, _, dir) in &entries {
+            if let Ok(Some(state)) = read_state(dir)
+                && let Some(i) = installed_from(dir, &state)
+            {
+                return Ok(i);
+            }
+        }
         let (backend, reason) = self.resolve_backend(request)?;
-        let fp = request.fingerprint(backend);
-        let entry = self.layout.toolchain_entry(&fp);
-        if let Ok(Some(state)) = read_state(&entry)
-            && let Some(i) = installed_from(&entry, &state)
-        {
-            return Ok(i);
+        if request.backend == Backend::Auto {
+            progress.event(ProgressEvent::Note {
+                message: format!("backend auto: {backend} ({reason})"),
+            });
         }
         self.layout.create()?;
-        let lock_path = self.layout.toolchains().join(format!("{fp}.lock"));
-        let guard = lock_exclusive(&lock_path, self.lock_timeout, progress).await?;
-        // A corrupt state file is treated like a missing one: the entry is rebuilt.
-        let previous = read_state(&entry).unwrap_or_default();
-        if let Some(state) = &previous
-            && let Some(i) = installed_from(&entry, state)
-        {
-            progress.event(ProgressEvent::Note {
-                message: format!("{} was published while we waited", entry.display()),
-            });
-            return Ok(i);
-        }
         let resolved = ToolchainRequest {
             backend,
             ..request.clone()
         };
+        let mut attempts = Vec::new();
+        for (origin, fp, entry) in &entries {
+            let job = EntryJob {
+                request: &resolved,
+                origin: *origin,
+                fingerprint: fp,
+                entry,
+                reason: &reason,
+            };
+            match self.ensure_entry(&job, progress).await {
+                Ok(i) => return Ok(i),
+                // A source that could not be had is not final while other origins remain.
+                Err(Error::AllSourcesFailed { attempts: a }) => attempts.extend(a),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::AllSourcesFailed { attempts })
+    }
+
+    async fn ensure_entry(
+        &self,
+        job: &EntryJob<'_>,
+        progress: &SharedProgress,
+    ) -> Result<Installed> {
+        let (fp, entry) = (job.fingerprint, job.entry);
+        let lock_path = self.layout.toolchains().join(format!("{fp}.lock"));
+        let before = read_state(entry).ok().flatten();
+        let guard = lock_exclusive(&lock_path, self.lock_timeout, progress).await?;
+        // A corrupt state file is treated like a missing one: the entry is rebuilt.
+        let previous = read_state(entry).unwrap_or_default();
+        if let Some(state) = &previous {
+            if let Some(i) = installed_from(entry, state) {
+                progress.event(ProgressEvent::Note {
+                    message: format!("{} was published while we waited", entry.display()),
+                });
+                return Ok(i);
+            }
+            if let Some(e) = shared_failure(before.as_ref(), state, job.origin) {
+                return Err(e);
+            }
+        }
         let now = now_unix();
         let mut state = EntryState {
-            schema: 1,
+            schema: 2,
             status: EntryStatus::Building,
-            fingerprint: fp.clone(),
-            version: request.version.label().to_owned(),
-            backend,
-            backend_reason: reason,
-            mode: request.mode,
+            fingerprint: fp.to_owned(),
+            version: job.request.version.label(),
+            obtained: None,
+            origin: Some(job.origin),
+            backend: job.request.backend,
+            backend_reason: job.reason.to_owned(),
+            mode: job.request.mode,
             cmake_args: Vec::new(),
             source: None,
             source_dir: None,
@@ -361,16 +553,17 @@ impl Toolchain {
             failures: previous.as_ref().map_or(0, |p| p.failures),
             last_error: previous.as_ref().and_then(|p| p.last_error.clone()),
             bin_size: 0,
+            llama_server_size: 0,
             created_unix: previous.as_ref().map_or(now, |p| p.created_unix),
             updated_unix: now,
-            request: request.clone(),
+            request: job.request.clone(),
         };
-        std::fs::create_dir_all(&entry).ctx("create directory", &entry)?;
-        write_state(&entry, &state)?;
+        std::fs::create_dir_all(entry).ctx("create directory", entry)?;
+        write_state(entry, &state)?;
         // Scratch dirs of earlier runs of this entry are stale (we hold its lock). They are
         // removed best effort: a build orphaned by a killed run may still be writing into
         // one, which is why every run works in its own directory.
-        clear_stale_scratch(&self.layout.toolchains(), &fp);
+        clear_stale_scratch(&self.layout.toolchains(), fp);
         let scratch = self
             .layout
             .toolchains()
@@ -378,9 +571,9 @@ impl Toolchain {
         remove_all(&scratch)?;
         std::fs::create_dir_all(&scratch).ctx("create directory", &scratch)?;
 
-        let result = self.run(&resolved, &entry, &scratch, progress).await;
+        let result = self.run(job, &scratch, progress).await;
         let result = match result {
-            Ok(outcome) => self.publish(&entry, &scratch, outcome, &mut state),
+            Ok(outcome) => self.publish(entry, &scratch, outcome, &mut state).await,
             Err(e) => Err(e),
         };
         let _ = remove_all(&scratch);
@@ -399,18 +592,18 @@ impl Toolchain {
                             state.failures
                         ),
                     });
-                    if remove_all(&entry).is_ok() {
+                    if remove_all(entry).is_ok() {
                         guard.unlink();
                     }
                 } else {
-                    let _ = write_state(&entry, &state);
+                    let _ = write_state(entry, &state);
                 }
                 Err(e)
             }
         }
     }
 
-    fn publish(
+    async fn publish(
         &self,
         entry: &Path,
         scratch: &Path,
@@ -419,13 +612,14 @@ impl Toolchain {
     ) -> Result<Installed> {
         let server = exe_name("llama-server");
         let rpc = exe_name("rpc-server");
-        if !outcome.bin.join(&server).is_file() {
+        let server_path = outcome.bin.join(&server);
+        if !server_path.is_file() {
             return Err(Error::ArtefactMissing {
-                path: outcome.bin.join(&server),
+                path: server_path,
                 stage: "publishing".into(),
             });
         }
-        make_executable(&outcome.bin.join(&server))?;
+        make_executable(&server_path)?;
         let prefixed_rpc = outcome.bin.join(format!("ggml-{rpc}"));
         if !outcome.bin.join(&rpc).exists() && prefixed_rpc.is_file() {
             std::fs::rename(&prefixed_rpc, outcome.bin.join(&rpc)).ctx("rename", &prefixed_rpc)?;
@@ -434,6 +628,17 @@ impl Toolchain {
         if has_rpc {
             make_executable(&outcome.bin.join(&rpc))?;
         }
+        // Nothing is published that does not start: `--version` must answer (shared
+        // libraries found, CPU supported), and `--help` is kept as the flags it accepts.
+        let version_out = run_binary(&server_path, "--version").await?;
+        let obtained = BinaryVersion::parse(&version_out);
+        let help = run_binary(&server_path, "--help").await.unwrap_or_default();
+        let help_tmp = scratch.join(HELP_FILE);
+        std::fs::write(&help_tmp, help.as_bytes()).ctx("write", &help_tmp)?;
+        let server_size = std::fs::metadata(&server_path)
+            .ctx("inspect", &server_path)?
+            .len();
+        sync_tree(&outcome.bin)?;
         let bin = entry.join("bin");
         if bin.exists() {
             // A stale bin/ from an earlier state is moved aside first; the state file still
@@ -441,6 +646,8 @@ impl Toolchain {
             std::fs::rename(&bin, scratch.join("old-bin")).ctx("move aside", &bin)?;
         }
         std::fs::rename(&outcome.bin, &bin).ctx("publish", &bin)?;
+        let help_path = entry.join(HELP_FILE);
+        std::fs::rename(&help_tmp, &help_path).ctx("publish", &help_path)?;
         sync_dir(entry);
         state.status = EntryStatus::Ready;
         state.failures = 0;
@@ -448,9 +655,11 @@ impl Toolchain {
         state.source = Some(outcome.source);
         state.source_dir = outcome.source_dir;
         state.cmake_args = outcome.cmake_args;
+        state.obtained = obtained;
         state.llama_server = Some(server);
         state.rpc_server = has_rpc.then_some(rpc);
         state.bin_size = dir_size(&bin);
+        state.llama_server_size = server_size;
         state.updated_unix = now_unix();
         write_state(entry, state)?;
         installed_from(entry, state).ok_or_else(|| Error::ArtefactMissing {
@@ -461,11 +670,14 @@ impl Toolchain {
 
     async fn run(
         &self,
-        request: &ToolchainRequest,
-        entry: &Path,
+        job: &EntryJob<'_>,
         scratch: &Path,
         progress: &SharedProgress,
     ) -> Result<Outcome> {
+        let request = &ToolchainRequest {
+            sources: job.request.sources_of(job.origin),
+            ..job.request.clone()
+        };
         let plan = plan(request, std::env::consts::OS, std::env::consts::ARCH);
         let ctx = Ctx {
             layout: &self.layout,
@@ -473,8 +685,17 @@ impl Toolchain {
             lock_timeout: self.lock_timeout,
             progress,
         };
-        let server = exe_name("llama-server");
         let mut attempts = Vec::new();
+        if job.origin == Origin::Built
+            && let Err(e) = backend::check_available(request.backend, true, self.probes())
+        {
+            attempts.push(SourceAttempt {
+                source: "build".into(),
+                location: "-".into(),
+                error: format!("skipped: {e}"),
+            });
+            return Err(Error::AllSourcesFailed { attempts });
+        }
         for ps in &plan.sources {
             let kind = ps.source.kind().to_owned();
             let location = ps.locations.join(" + ");
@@ -494,18 +715,8 @@ impl Toolchain {
                 message: format!("trying {kind} ({location})"),
             });
             if ps.source.is_prebuilt() {
-                let archives = prebuilt_archives(request, ps, &plan);
-                match source::install_prebuilt(&ctx, &archives, scratch, &server).await {
-                    Ok(dir) => {
-                        let bin = scratch.join("bin");
-                        std::fs::rename(&dir, &bin).ctx("move into", &bin)?;
-                        return Ok(Outcome {
-                            bin,
-                            source: format!("{kind} {location}"),
-                            source_dir: None,
-                            cmake_args: Vec::new(),
-                        });
-                    }
+                match self.prebuilt(&ctx, request, &ps.source, scratch).await {
+                    Ok(outcome) => return Ok(outcome),
                     Err(e) => {
                         tracing::debug!(%kind, "source failed: {e}");
                         attempts.push(SourceAttempt {
@@ -530,7 +741,7 @@ impl Toolchain {
             };
             // A build failure is final: another copy of the same source would fail alike.
             let bin = self
-                .build(&tree, &plan, &request.python, entry, scratch, progress)
+                .build(&tree, &plan, &request.python, job.entry, scratch, progress)
                 .await?;
             return Ok(Outcome {
                 bin,
@@ -540,6 +751,98 @@ impl Toolchain {
             });
         }
         Err(Error::AllSourcesFailed { attempts })
+    }
+
+    /// Installs a prebuilt source into `scratch/bin`: the release listing's assets for this
+    /// machine (trying CUDA labels newest first), or a prebuilt archive at a URL.
+    async fn prebuilt(
+        &self,
+        ctx: &Ctx<'_>,
+        request: &ToolchainRequest,
+        src: &Source,
+        scratch: &Path,
+    ) -> Result<Outcome> {
+        let server = exe_name("llama-server");
+        let bin = scratch.join("bin");
+        let (dir, label) = match src {
+            Source::PrebuiltUrl { url, sha256 } => {
+                let archives = [(url.clone(), sha256.clone(), None)];
+                let dir = source::install_prebuilt(ctx, &archives, scratch, &server).await?;
+                (dir, url.clone())
+            }
+            _ => {
+                let tag = request
+                    .version
+                    .tag
+                    .as_deref()
+                    .ok_or(Error::InvalidRequest {
+                        reason: "a prebuilt release needs a release tag".into(),
+                    })?;
+                let api = request.github_api.trim_end_matches('/');
+                let listing =
+                    source::release_listing(ctx, &format!("{api}/releases/tags/{tag}")).await?;
+                let cuda = crate::release::CudaPreference {
+                    label: request.cuda_label.clone(),
+                    driver_max: self.probes().cuda_driver,
+                };
+                let choices = crate::release::choose_assets(
+                    &listing,
+                    std::env::consts::OS,
+                    std::env::consts::ARCH,
+                    request.backend,
+                    &cuda,
+                )
+                .map_err(|reason| Error::NoPrebuilt { reason })?;
+                let mut failures = Vec::new();
+                let mut found = None;
+                for choice in choices {
+                    let archives: Vec<_> = choice
+                        .assets
+                        .iter()
+                        .map(|a| {
+                            let sha = a
+                                .sha256()
+                                .or_else(|| request.version.asset_sha256.get(&a.name).cloned());
+                            (a.browser_download_url.clone(), sha, Some(a.size))
+                        })
+                        .collect();
+                    let names = choice
+                        .assets
+                        .iter()
+                        .map(|a| a.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" + ");
+                    let attempt = async {
+                        let dir =
+                            source::install_prebuilt(ctx, &archives, scratch, &server).await?;
+                        run_binary(&dir.join(&server), "--version").await?;
+                        Ok::<_, Error>(dir)
+                    };
+                    match attempt.await {
+                        Ok(dir) => {
+                            found = Some((dir, names));
+                            break;
+                        }
+                        Err(e) => {
+                            failures.push(format!("{names}: {e}"));
+                            for i in 0..choice.assets.len() {
+                                let _ = remove_all(&scratch.join(format!("prebuilt-{i}")));
+                            }
+                        }
+                    }
+                }
+                found.ok_or_else(|| Error::NoPrebuilt {
+                    reason: failures.join("; "),
+                })?
+            }
+        };
+        std::fs::rename(&dir, &bin).ctx("move into", &bin)?;
+        Ok(Outcome {
+            bin,
+            source: format!("{} {label}", src.kind()),
+            source_dir: None,
+            cmake_args: Vec::new(),
+        })
     }
 
     async fn source_tree(
@@ -592,6 +895,22 @@ impl Toolchain {
     ) -> Result<PathBuf> {
         let cmake =
             cmake::find_or_bootstrap(&self.layout, python, self.lock_timeout, progress).await?;
+        let mut plan = plan.clone();
+        let rpc = exe_name("rpc-server");
+        if plan.artefacts.contains(&rpc) {
+            match source::rpc_target(tree) {
+                Some(target) => plan.build_targets.push(target),
+                None => {
+                    progress.event(ProgressEvent::Note {
+                        message: "this llama.cpp has no rpc-server target; building without it"
+                            .into(),
+                    });
+                    plan.artefacts.retain(|a| *a != rpc);
+                    plan.cmake_args.retain(|a| a != "-DGGML_RPC=ON");
+                }
+            }
+        }
+        let plan = &plan;
         let log = entry.join(BUILD_LOG);
         std::fs::write(&log, b"").ctx("create", &log)?;
         let build_dir = scratch.join("build");
@@ -659,26 +978,100 @@ fn clear_stale_scratch(toolchains: &Path, fp: &str) {
     }
 }
 
-/// The archives (URL and expected digest) of a prebuilt source.
-fn prebuilt_archives(
-    request: &ToolchainRequest,
-    ps: &crate::plan::PlannedSource,
-    plan: &Plan,
-) -> Vec<(String, Option<String>)> {
-    match &ps.source {
-        Source::PrebuiltUrl { url, sha256 } => vec![(url.clone(), sha256.clone())],
-        _ => ps
-            .locations
-            .iter()
-            .zip(&plan.prebuilt_assets)
-            .map(|(url, asset)| {
-                (
-                    url.clone(),
-                    request.version.asset_sha256.get(asset).cloned(),
-                )
-            })
-            .collect(),
+/// One origin of one request, as `ensure` works on it.
+struct EntryJob<'a> {
+    request: &'a ToolchainRequest,
+    origin: Origin,
+    fingerprint: &'a str,
+    entry: &'a Path,
+    reason: &'a str,
+}
+
+/// The failure another process recorded while we waited for the entry (the state changed
+/// between our look before locking and after), if it is recent: its waiters get it instead
+/// of re-running a build that just failed.
+fn shared_failure(
+    before: Option<&EntryState>,
+    state: &EntryState,
+    origin: Origin,
+) -> Option<Error> {
+    let recent = state.updated_unix + SHARED_FAILURE_WINDOW.as_secs() >= now_unix();
+    let changed = before.is_none_or(|b| {
+        b.failures != state.failures
+            || b.updated_unix != state.updated_unix
+            || b.status != state.status
+    });
+    if state.status != EntryStatus::Failed || !changed || !recent {
+        return None;
     }
+    let message = state.last_error.clone().unwrap_or_default();
+    Some(match origin {
+        // Prebuilt failures are "source could not be had": the next origin may still work.
+        Origin::Prebuilt => Error::AllSourcesFailed {
+            attempts: vec![SourceAttempt {
+                source: "prebuilt".into(),
+                location: "-".into(),
+                error: format!("failed in another process just now: {message}"),
+            }],
+        },
+        Origin::Built => Error::FailedWhileWaiting {
+            entry: state.fingerprint.clone(),
+            message,
+        },
+    })
+}
+
+/// Runs a published or about-to-be-published binary with one argument (`--version`,
+/// `--help`), bounded in time, and returns stdout and stderr together.
+pub(crate) async fn run_binary(binary: &Path, arg: &str) -> Result<String> {
+    let command = format!("{} {arg}", binary.display());
+    let run = tokio::process::Command::new(binary)
+        .arg(arg)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(VERSION_TIMEOUT, run)
+        .await
+        .map_err(|_| Error::CommandFailed {
+            command: command.clone(),
+            status: format!("timed out after {VERSION_TIMEOUT:?}"),
+            log: None,
+            tail: String::new(),
+        })?
+        .map_err(|source| Error::Spawn {
+            program: binary.display().to_string(),
+            source,
+        })?;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        let tail = text.lines().rev().take(20).collect::<Vec<_>>();
+        return Err(Error::CommandFailed {
+            command,
+            status: out.status.to_string(),
+            log: None,
+            tail: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        });
+    }
+    Ok(text)
+}
+
+/// Flushes every file under `dir` (and the directories) to disk, so the publishing rename
+/// never exposes binaries whose data a crash could lose.
+fn sync_tree(dir: &Path) -> Result<()> {
+    for e in std::fs::read_dir(dir).ctx("read directory", dir)?.flatten() {
+        let p = e.path();
+        let t = e.file_type().ctx("inspect", &p)?;
+        if t.is_dir() {
+            sync_tree(&p)?;
+        } else if t.is_file() {
+            std::fs::File::open(&p)
+                .and_then(|f| f.sync_all())
+                .ctx("sync", &p)?;
+        }
+    }
+    sync_dir(dir);
+    Ok(())
 }
 
 fn make_executable(path: &Path) -> Result<()> {

@@ -11,7 +11,7 @@ use crate::backend::Backend;
 use crate::error::Error;
 use crate::fingerprint::Fingerprint;
 
-/// llama.cpp commit this crate is tested against.
+/// llama.cpp commit this crate is tested against (release `b11312`).
 pub const PINNED_COMMIT: &str = "0c1e570";
 /// `llama-cpp-python` sdist version that vendors [`PINNED_COMMIT`].
 pub const PINNED_PYPI_VERSION: &str = "0.3.36";
@@ -20,16 +20,22 @@ pub const PINNED_PYPI_SHA256: &str =
     "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e";
 /// The upstream repository; release assets and source archives live under it.
 pub const DEFAULT_GITHUB_REPO: &str = "https://github.com/ggml-org/llama.cpp";
-/// Environment variable naming the release tag of the pinned commit, when known.
-pub const TAG_ENV: &str = "LMCPP_LLAMA_TAG";
+/// The upstream repository's release API (the release listing with asset digests).
+pub const DEFAULT_GITHUB_API: &str = "https://api.github.com/repos/ggml-org/llama.cpp";
+/// Environment variable with the llama.cpp version the CLI and build scripts use by default
+/// (any form [`crate::versions::parse`] reads).
+pub const VERSION_ENV: &str = "LMCPP_LLAMA_VERSION";
 
-/// Which llama.cpp to get.
+/// Which llama.cpp to get. Read one from a string with [`crate::versions::parse`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LlamaVersion {
-    /// Git commit (short or full).
+    /// Git commit (short or full); empty when only the sdist version is known.
     pub commit: String,
     /// Release tag (e.g. `b7100`) of that commit, needed for prebuilt assets.
     pub tag: Option<String>,
+    /// Build number, passed to CMake so `llama-server --version` reports it.
+    #[serde(default)]
+    pub build_number: Option<u32>,
     /// The `llama-cpp-python` sdist that vendors this commit, if any.
     pub pypi: Option<PypiPin>,
     /// Known SHA-256 digests of release assets, by asset file name.
@@ -48,25 +54,17 @@ pub struct PypiPin {
 }
 
 impl LlamaVersion {
-    /// The pinned version; the tag comes from `$LMCPP_LLAMA_TAG` when set.
+    /// The pinned version (release `b11312`), with its tag, sdist and digests.
     pub fn pinned() -> Self {
-        Self {
-            commit: PINNED_COMMIT.to_owned(),
-            tag: std::env::var(TAG_ENV).ok().filter(|t| !t.is_empty()),
-            pypi: Some(PypiPin {
-                version: PINNED_PYPI_VERSION.to_owned(),
-                sha256: Some(PINNED_PYPI_SHA256.to_owned()),
-            }),
-            asset_sha256: BTreeMap::new(),
-            source_sha256: None,
-        }
+        crate::versions::pinned().to_version()
     }
 
-    /// A release tag with no other pins.
+    /// A release tag with no other pins (the build number is the tag's number).
     pub fn tag(tag: impl Into<String>) -> Self {
         let tag = tag.into();
         Self {
             commit: tag.clone(),
+            build_number: tag.strip_prefix('b').and_then(|n| n.parse().ok()),
             tag: Some(tag),
             pypi: None,
             asset_sha256: BTreeMap::new(),
@@ -74,9 +72,44 @@ impl LlamaVersion {
         }
     }
 
-    /// Short human-readable label (`b7100` or the commit).
-    pub fn label(&self) -> &str {
-        self.tag.as_deref().unwrap_or(&self.commit)
+    /// Short human-readable label (`b7100`, the commit, or `pypi:0.3.16`).
+    pub fn label(&self) -> String {
+        match (&self.tag, &self.pypi) {
+            (Some(t), _) => t.clone(),
+            (None, _) if !self.commit.is_empty() => self.commit.chars().take(7).collect(),
+            (None, Some(p)) => format!("pypi:{}", p.version),
+            (None, None) => "unknown".to_owned(),
+        }
+    }
+
+    /// What identifies this llama.cpp tree in cache keys: the commit when known (a tag, a
+    /// commit and a sdist of the same commit are one version), else the tag or sdist.
+    pub fn identity(&self) -> String {
+        let is_commit = (7..=40).contains(&self.commit.len())
+            && self.commit.bytes().all(|b| b.is_ascii_hexdigit());
+        if is_commit {
+            return format!("commit:{}", self.commit.to_ascii_lowercase());
+        }
+        match (&self.tag, &self.pypi) {
+            (Some(t), _) => format!("tag:{t}"),
+            (None, Some(p)) => format!("pypi:{}", p.version),
+            (None, None) => format!("other:{}", self.commit),
+        }
+    }
+
+    /// CMake arguments that make a source build report this version in `--version`.
+    pub fn build_info_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(n) = self.build_number {
+            args.push(format!("-DLLAMA_BUILD_NUMBER={n}"));
+        }
+        if (7..=40).contains(&self.commit.len())
+            && self.commit.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            let short: String = self.commit.chars().take(8).collect();
+            args.push(format!("-DLLAMA_BUILD_COMMIT={short}"));
+        }
+        args
     }
 }
 
@@ -196,17 +229,43 @@ impl Source {
         }
     }
 
-    fn identity(&self) -> String {
+    /// Whether the source names a tree of its own (a directory, an archive, a URL), whose
+    /// content rather than [`ToolchainRequest::version`] decides what gets built.
+    pub fn is_custom(&self) -> bool {
+        matches!(
+            self,
+            Self::LocalDir(_)
+                | Self::LocalArchive { .. }
+                | Self::Url { .. }
+                | Self::PrebuiltUrl { .. }
+        )
+    }
+}
+
+/// How an entry's binaries came to be; part of the cache key, since a prebuilt release and
+/// a local build of the same version differ (shared libraries, CPU variants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Installed from a prebuilt archive.
+    Prebuilt,
+    /// Built from source with CMake.
+    Built,
+}
+
+impl Origin {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Self::GithubRelease | Self::GithubSource | Self::PypiSdist => String::new(),
-            Self::LocalDir(p) => p.display().to_string(),
-            Self::LocalArchive { path, sha256 } => {
-                format!("{}#{}", path.display(), sha256.as_deref().unwrap_or(""))
-            }
-            Self::Url { url, sha256 } | Self::PrebuiltUrl { url, sha256 } => {
-                format!("{url}#{}", sha256.as_deref().unwrap_or(""))
-            }
+            Self::Prebuilt => "prebuilt",
+            Self::Built => "built",
         }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -240,8 +299,14 @@ pub struct ToolchainRequest {
     pub features: Features,
     /// Base URL of the upstream repository (a mirror or a loopback server in tests).
     pub github_repo: String,
-    /// CUDA version label in asset names (`12.4` in `…-cuda-12.4-x64…`).
-    pub cuda_label: String,
+    /// Base URL of the upstream release API: `<api>/releases/tags/<tag>` and
+    /// `<api>/releases/latest` list assets with their sizes and digests.
+    #[serde(default = "default_github_api")]
+    pub github_api: String,
+    /// CUDA version label of the prebuilt asset (`12.8` in `…-cuda-12.8-x64…`); `None`
+    /// picks the newest label the installed driver supports, from the release listing.
+    #[serde(default)]
+    pub cuda_label: Option<String>,
     /// Python interpreter used for `pip`.
     pub python: String,
 }
@@ -260,36 +325,78 @@ impl Default for ToolchainRequest {
             cmake_args: Vec::new(),
             features: Features::default(),
             github_repo: DEFAULT_GITHUB_REPO.to_owned(),
-            cuda_label: "12.4".to_owned(),
+            github_api: default_github_api(),
+            cuda_label: None,
             python: "python3".to_owned(),
         }
     }
 }
 
+fn default_github_api() -> String {
+    DEFAULT_GITHUB_API.to_owned()
+}
+
 impl ToolchainRequest {
-    /// The cache key of this request once `auto` has been resolved to `backend`.
+    /// The origins this request accepts, in the order they are tried. A prebuilt cannot
+    /// honour extra CMake arguments, and a custom source decides the origin by its kind.
+    pub fn origins(&self) -> Vec<Origin> {
+        let mut out = Vec::new();
+        let allowed = |s: &Source| {
+            if s.is_prebuilt() {
+                self.mode.allows_prebuilt() && self.cmake_args.is_empty()
+            } else {
+                self.mode.allows_build()
+            }
+        };
+        for s in self.sources.iter().filter(|s| allowed(s)) {
+            let o = if s.is_prebuilt() {
+                Origin::Prebuilt
+            } else {
+                Origin::Built
+            };
+            if !out.contains(&o) {
+                out.push(o);
+            }
+        }
+        out
+    }
+
+    /// The sources of `origin`, in order.
+    pub fn sources_of(&self, origin: Origin) -> Vec<Source> {
+        self.sources
+            .iter()
+            .filter(|s| s.is_prebuilt() == (origin == Origin::Prebuilt))
+            .cloned()
+            .collect()
+    }
+
+    /// The cache key of what this request produces with `origin` once `auto` has been
+    /// resolved to `backend`. `tree` is the identity of the llama.cpp tree: the version's
+    /// [`LlamaVersion::identity`], or the content identity of a custom source (see
+    /// [`crate::Toolchain::tree_identity`]).
     ///
-    /// Covers mode, version, backend, CMake args, features, the source list and the
-    /// target; a request differing in any of them gets its own cache entry.
-    pub fn fingerprint(&self, backend: Backend) -> String {
-        let v = &self.version;
-        Fingerprint::new("lmcpp/toolchain/v1")
+    /// The key is what was produced: os, arch, origin, tree, backend, CMake arguments and
+    /// features. The mode and the list of places tried are not part of it, so a build-only
+    /// result satisfies a build-or-install request for the same version.
+    pub fn fingerprint(&self, backend: Backend, origin: Origin, tree: &str) -> String {
+        let cmake_args: &[String] = match origin {
+            Origin::Built => &self.cmake_args,
+            Origin::Prebuilt => &[],
+        };
+        Fingerprint::new("lmcpp/toolchain/v2")
             .field("os", std::env::consts::OS)
             .field("arch", std::env::consts::ARCH)
-            .field("mode", self.mode.as_str())
-            .field("commit", &v.commit)
-            .opt_field("tag", v.tag.as_deref())
-            .opt_field("pypi", v.pypi.as_ref().map(|p| p.version.as_str()))
+            .field("origin", origin.as_str())
+            .field("tree", tree)
             .field("backend", backend.as_str())
-            .list("cmake_args", &self.cmake_args)
+            .list("cmake_args", cmake_args)
             .field("rpc", if self.features.rpc { "on" } else { "off" })
-            .list(
-                "sources",
-                self.sources
-                    .iter()
-                    .map(|s| format!("{}:{}", s.kind(), s.identity())),
+            .opt_field(
+                "cuda_label",
+                self.cuda_label
+                    .as_deref()
+                    .filter(|_| backend == Backend::Cuda),
             )
-            .field("cuda_label", &self.cuda_label)
             .finish()
     }
 }
@@ -299,32 +406,66 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_field_changes_the_fingerprint() {
+    fn every_field_of_the_product_changes_the_fingerprint() {
         let base = ToolchainRequest::default();
-        let fp = base.fingerprint(Backend::Cpu);
+        let fp = |r: &ToolchainRequest, o: Origin, t: &str| r.fingerprint(Backend::Cpu, o, t);
+        let reference = fp(&base, Origin::Built, "commit:abc1234");
         type Change = Box<dyn Fn(&mut ToolchainRequest)>;
         let variants: Vec<Change> = vec![
-            Box::new(|r| r.mode = Mode::BuildOnly),
-            Box::new(|r| r.version.commit = "abc".into()),
-            Box::new(|r| r.version.tag = Some("b1".into())),
             Box::new(|r| r.cmake_args.push("-DX=1".into())),
             Box::new(|r| r.features.rpc = false),
-            Box::new(|r| r.sources.pop().map(drop).unwrap_or_default()),
-            Box::new(|r| r.sources.push(Source::LocalDir("/x".into()))),
         ];
         for (i, v) in variants.iter().enumerate() {
-            let mut r = base.clone();
-            r.version.tag = None;
-            let mut changed = r.clone();
+            let mut changed = base.clone();
             v(&mut changed);
             assert_ne!(
-                r.fingerprint(Backend::Cpu),
-                changed.fingerprint(Backend::Cpu),
-                "variant {i}"
+                reference,
+                fp(&changed, Origin::Built, "commit:abc1234"),
+                "{i}"
             );
         }
-        assert_ne!(fp, base.fingerprint(Backend::Vulkan));
-        assert_eq!(fp, base.clone().fingerprint(Backend::Cpu));
+        assert_ne!(reference, fp(&base, Origin::Prebuilt, "commit:abc1234"));
+        assert_ne!(reference, fp(&base, Origin::Built, "commit:abc1235"));
+        assert_ne!(
+            reference,
+            base.fingerprint(Backend::Vulkan, Origin::Built, "commit:abc1234")
+        );
+        // What is not part of the product is not part of the key.
+        let mut other = base.clone();
+        other.mode = Mode::BuildOnly;
+        other.sources = vec![Source::PypiSdist];
+        assert_eq!(reference, fp(&other, Origin::Built, "commit:abc1234"));
+    }
+
+    #[test]
+    fn origins_follow_mode_sources_and_cmake_args() {
+        let mut r = ToolchainRequest::default();
+        assert_eq!(r.origins(), [Origin::Prebuilt, Origin::Built]);
+        r.mode = Mode::BuildOnly;
+        assert_eq!(r.origins(), [Origin::Built]);
+        r.mode = Mode::InstallOnly;
+        assert_eq!(r.origins(), [Origin::Prebuilt]);
+        r.mode = Mode::BuildOrInstall;
+        r.cmake_args.push("-DGGML_NATIVE=OFF".into());
+        assert_eq!(r.origins(), [Origin::Built]);
+    }
+
+    #[test]
+    fn one_version_has_one_identity_however_it_is_named() {
+        let a = crate::versions::parse("b11312").unwrap();
+        let b = crate::versions::parse("pypi:0.3.36").unwrap();
+        assert_eq!(a.identity(), b.identity());
+        assert_ne!(
+            a.identity(),
+            crate::versions::parse("pypi:0.3.16").unwrap().identity()
+        );
+        assert_eq!(
+            a.build_info_args(),
+            [
+                "-DLLAMA_BUILD_NUMBER=11312",
+                "-DLLAMA_BUILD_COMMIT=0c1e5709"
+            ]
+        );
     }
 
     #[test]

@@ -81,20 +81,74 @@ pub(crate) fn find_server_dir(root: &Path, exe: &str) -> Option<PathBuf> {
     walk(root, exe, 4)
 }
 
+/// Fetches and parses a release listing (`<api>/releases/tags/<tag>` or `…/latest`).
+/// `GITHUB_TOKEN`, when set, is sent as a header (never logged), which lifts the API's
+/// rate limit for anonymous callers.
+pub(crate) async fn release_listing(
+    ctx: &Ctx<'_>,
+    url: &str,
+) -> Result<crate::release::ReleaseListing> {
+    let dir = tempfile::Builder::new()
+        .prefix(".listing-")
+        .tempdir_in(ctx.layout.downloads())
+        .or_else(|_| tempfile::tempdir())
+        .ctx("create directory", ctx.layout.downloads())?;
+    let dest = dir.path().join("release.json");
+    let mut spec = DownloadSpec::new(url, &dest)
+        .header("Accept", "application/vnd.github+json")
+        .header("X-GitHub-Api-Version", "2022-11-28");
+    if let Ok(token) = std::env::var("GITHUB_TOKEN")
+        && !token.trim().is_empty()
+    {
+        spec = spec.header("Authorization", format!("Bearer {}", token.trim()));
+    }
+    ctx.downloader
+        .fetch(&spec, &crate::progress::no_progress())
+        .await?;
+    let bytes = std::fs::read(&dest).ctx("read", &dest)?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::InvalidRequest {
+        reason: format!("the release listing at {url} is not a release: {e}"),
+    })
+}
+
+/// One archive of a prebuilt install: URL, expected SHA-256, expected size.
+pub(crate) type PrebuiltArchive = (String, Option<String>, Option<u64>);
+
 /// Downloads and extracts prebuilt archives; returns the directory (inside `scratch`)
 /// holding `llama-server` and, for CUDA, the runtime libraries merged next to it.
 pub(crate) async fn install_prebuilt(
     ctx: &Ctx<'_>,
-    archives: &[(String, Option<String>)],
+    archives: &[PrebuiltArchive],
     scratch: &Path,
     server_exe: &str,
 ) -> Result<PathBuf> {
     let mut main_dir: Option<PathBuf> = None;
-    for (i, (url, sha)) in archives.iter().enumerate() {
+    for (i, (url, sha, size)) in archives.iter().enumerate() {
         let kind = ArchiveKind::from_name(url).ok_or_else(|| Error::InvalidRequest {
             reason: format!("cannot tell the archive format of {url} (want .tar.gz, .tar or .zip)"),
         })?;
-        let file = download_archive(ctx, url, sha.as_deref()).await?.path;
+        if sha.is_none() {
+            ctx.progress.event(ProgressEvent::Note {
+                message: format!(
+                    "{} has no published sha256; its integrity rests on the transport alone",
+                    file_name_of(url)
+                ),
+            });
+        }
+        let got = download_archive(ctx, url, sha.as_deref()).await?;
+        if let Some(want) = size
+            && *want > 0
+            && got.size != *want
+        {
+            let _ = std::fs::remove_file(&got.path);
+            return Err(Error::NoPrebuilt {
+                reason: format!(
+                    "{url} is {} bytes, but the release listing says {want}",
+                    got.size
+                ),
+            });
+        }
+        let file = got.path;
         ctx.progress.event(ProgressEvent::Stage {
             name: format!("extracting {}", file_name_of(url)),
         });
@@ -145,6 +199,86 @@ pub(crate) fn check_tree(dir: &Path) -> Result<()> {
                 stage: "checking the llama.cpp source tree".into(),
             });
         }
+    }
+    Ok(())
+}
+
+/// The CMake target that builds the RPC server in `tree` (`ggml-rpc-server` in current
+/// llama.cpp, `rpc-server` before), found in its CMake files; `None` when it has none.
+pub(crate) fn rpc_target(tree: &Path) -> Option<String> {
+    let candidates = [
+        "tools/rpc/CMakeLists.txt",
+        "examples/rpc/CMakeLists.txt",
+        "ggml/src/ggml-rpc/CMakeLists.txt",
+    ];
+    candidates.iter().find_map(|rel| {
+        let text = std::fs::read_to_string(tree.join(rel)).ok()?;
+        find_rpc_target(&text)
+    })
+}
+
+/// Finds `set(TARGET <x>rpc-server)` or `add_executable(<x>rpc-server ...)` in CMake text.
+fn find_rpc_target(cmake: &str) -> Option<String> {
+    cmake.lines().find_map(|line| {
+        let l = line.trim();
+        let rest = l
+            .strip_prefix("set(TARGET")
+            .or_else(|| l.strip_prefix("add_executable("))?;
+        let name: String = rest
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+            .collect();
+        name.ends_with("rpc-server").then_some(name)
+    })
+}
+
+/// The identity of a local source directory: a hash over the names, sizes and modification
+/// times of its files (hidden entries and top-level `build*` directories left out), so an
+/// edited tree is a new version while reading it stays cheap (no file is read).
+pub(crate) fn dir_identity(dir: &Path) -> Result<String> {
+    let root = std::fs::canonicalize(dir).ctx("resolve", dir)?;
+    check_tree(&root)?;
+    let mut files = Vec::new();
+    walk_meta(&root, &root, &mut files, 0)?;
+    files.sort();
+    Ok(format!(
+        "dir:{}",
+        Fingerprint::new("lmcpp/source-dir/v1")
+            .list("files", &files)
+            .finish()
+    ))
+}
+
+fn walk_meta(root: &Path, dir: &Path, out: &mut Vec<String>, depth: usize) -> Result<()> {
+    if depth > 32 {
+        return Ok(());
+    }
+    for e in std::fs::read_dir(dir).ctx("read directory", dir)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let top_build = depth == 0 && name.starts_with("build");
+        if name.starts_with('.') || top_build {
+            continue;
+        }
+        let p = e.path();
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            walk_meta(root, &p, out, depth + 1)?;
+            continue;
+        }
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let rel = p
+            .strip_prefix(root)
+            .unwrap_or(&p)
+            .to_string_lossy()
+            .into_owned();
+        out.push(format!("{rel}\0{}\0{mtime}", meta.len()));
     }
     Ok(())
 }
@@ -315,6 +449,54 @@ mod tests {
         assert_eq!(file_name_of("https://h/a/b.tar.gz?x=1"), "b.tar.gz");
         assert_eq!(file_name_of("/tmp/x.zip"), "x.zip");
         assert_eq!(file_name_of("https://h/"), "h");
+    }
+
+    #[test]
+    fn rpc_targets_of_every_era_are_found() {
+        assert_eq!(
+            find_rpc_target("set(TARGET ggml-rpc-server)\nadd_executable(${TARGET} x.cpp)"),
+            Some("ggml-rpc-server".into())
+        );
+        assert_eq!(
+            find_rpc_target("set(TARGET rpc-server)\nadd_executable(${TARGET} rpc-server.cpp)"),
+            Some("rpc-server".into())
+        );
+        assert_eq!(
+            find_rpc_target("add_executable(rpc-server rpc-server.cpp)"),
+            Some("rpc-server".into())
+        );
+        assert_eq!(find_rpc_target("set(TARGET llama-server)"), None);
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(rpc_target(d.path()), None);
+        std::fs::create_dir_all(d.path().join("examples/rpc")).unwrap();
+        std::fs::write(
+            d.path().join("examples/rpc/CMakeLists.txt"),
+            "set(TARGET rpc-server)",
+        )
+        .unwrap();
+        assert_eq!(rpc_target(d.path()).as_deref(), Some("rpc-server"));
+    }
+
+    #[test]
+    fn an_edited_tree_has_a_new_identity_and_build_dirs_do_not_count() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("tools/server")).unwrap();
+        std::fs::write(d.path().join("CMakeLists.txt"), "a").unwrap();
+        let first = dir_identity(d.path()).unwrap();
+        std::fs::create_dir_all(d.path().join("build/bin")).unwrap();
+        std::fs::write(d.path().join("build/bin/x"), "y").unwrap();
+        std::fs::create_dir_all(d.path().join(".git")).unwrap();
+        std::fs::write(d.path().join(".git/HEAD"), "z").unwrap();
+        assert_eq!(dir_identity(d.path()).unwrap(), first);
+        std::fs::write(d.path().join("tools/server/server.cpp"), "int main(){}").unwrap();
+        let second = dir_identity(d.path()).unwrap();
+        assert_ne!(second, first);
+        std::fs::write(
+            d.path().join("tools/server/server.cpp"),
+            "int main(){return 1;}",
+        )
+        .unwrap();
+        assert_ne!(dir_identity(d.path()).unwrap(), second);
     }
 
     #[test]

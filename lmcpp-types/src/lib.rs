@@ -90,6 +90,17 @@ pub enum Error {
         /// The `ServerArgs` field to use instead.
         field: String,
     },
+    /// A flag (or its value) that the `llama-server` binary in use does not accept.
+    UnsupportedFlag {
+        /// The flag as rendered, e.g. `--flash-attn`.
+        flag: String,
+        /// Its value, when it has one.
+        value: Option<String>,
+        /// The llama.cpp version of the binary.
+        version: String,
+        /// What the binary accepts instead.
+        reason: String,
+    },
     /// A `/metrics` body line could not be parsed.
     MetricsParse {
         /// 1-based line number.
@@ -126,6 +137,20 @@ impl std::fmt::Display for Error {
                 "`{flag}` must not be passed on the command line where other users can read \
                  it; set `ServerArgs::{field}` instead, which is passed through the environment"
             ),
+            Error::UnsupportedFlag {
+                flag,
+                value,
+                version,
+                reason,
+            } => {
+                let shown = value
+                    .as_deref()
+                    .map_or_else(|| format!("`{flag}`"), |v| format!("`{flag} {v}`"));
+                write!(
+                    f,
+                    "llama-server {version} does not accept {shown}: {reason}; leave the flag out or use a llama.cpp version that has it"
+                )
+            }
             Error::MetricsParse { line, reason } => {
                 write!(f, "cannot parse metrics line {line}: {reason}")
             }

@@ -116,84 +116,16 @@ fn rustfmt(code: &str) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-/// One option block of the help text.
-#[derive(Debug, Clone)]
-pub(crate) struct Opt {
-    pub(crate) section: String,
-    pub(crate) flags: Vec<String>,
-    pub(crate) hint: Option<String>,
-    pub(crate) desc: String,
-    pub(crate) env: Option<String>,
-}
+/// One option block of the help text (the parser is shared with the runtime flag check).
+pub(crate) type Opt = lmcpp_types::args::help::HelpOption;
 
-/// Parses `llama-server --help`: a flag column padded to 40 characters (or on its own
-/// line when longer) followed by the description and an optional `(env: NAME)` line.
+/// Parses `llama-server --help` with the shared parser; a text without options is an error.
 pub(crate) fn parse_help(text: &str) -> Result<Vec<Opt>> {
-    let mut opts: Vec<Opt> = Vec::new();
-    let mut section = String::new();
-    for line in text.lines() {
-        if let Some(s) = line.strip_prefix("----- ") {
-            section = s
-                .trim_end_matches(" -----")
-                .trim_end_matches('-')
-                .trim()
-                .to_owned();
-            continue;
-        }
-        if line.starts_with('-') {
-            let (head, desc) =
-                if line.len() > 40 && line.is_char_boundary(40) && line[37..40].trim().is_empty() {
-                    (line[..40].trim_end(), line[40..].trim())
-                } else {
-                    (line.trim_end(), "")
-                };
-            let (flags, hint) = parse_head(head);
-            if flags.is_empty() {
-                bail!("cannot parse option line `{line}`");
-            }
-            opts.push(Opt {
-                section: section.clone(),
-                flags,
-                hint,
-                desc: desc.to_owned(),
-                env: None,
-            });
-        } else if let Some(o) = opts.last_mut() {
-            let t = line.trim();
-            if t.is_empty() {
-                continue;
-            }
-            if let Some(env) = t.strip_prefix("(env: ").and_then(|e| e.strip_suffix(')')) {
-                o.env = Some(env.to_owned());
-            } else {
-                if !o.desc.is_empty() {
-                    o.desc.push(' ');
-                }
-                o.desc.push_str(t);
-            }
-        }
+    let opts = lmcpp_types::args::help::parse_help(text);
+    if opts.is_empty() {
+        bail!("the help text lists no options");
     }
     Ok(opts)
-}
-
-fn parse_head(head: &str) -> (Vec<String>, Option<String>) {
-    let toks: Vec<&str> = head.split_whitespace().collect();
-    let mut flags = Vec::new();
-    let mut i = 0;
-    while i < toks.len() {
-        let t = toks[i];
-        let continues = i == 0 || toks[i - 1].ends_with(',');
-        if !(t.starts_with('-') && continues) {
-            break;
-        }
-        flags.push(t.trim_end_matches(',').to_owned());
-        i += 1;
-        if !t.ends_with(',') {
-            break;
-        }
-    }
-    let hint = (i < toks.len()).then(|| toks[i..].join(" "));
-    (flags, hint)
 }
 
 #[derive(Debug, Clone, PartialEq)]

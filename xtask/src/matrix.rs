@@ -74,8 +74,10 @@ fn check(plan: &Plan, tag: &str) -> Vec<String> {
         ".tar.gz"
     };
     for asset in &plan.prebuilt_assets {
+        // Linux names the CUDA runtime archive with the tag, Windows without it.
         let known = asset.starts_with(&format!("llama-{tag}-bin-"))
-            || asset.starts_with("cudart-llama-bin-");
+            || asset.starts_with(&format!("cudart-llama-{tag}-bin-"))
+            || asset.starts_with("cudart-llama-bin-win-");
         if !known || !asset.ends_with(ext) {
             problems.push(format!(
                 "asset `{asset}` is outside the naming scheme (llama-{tag}-bin-…{ext})"
@@ -99,7 +101,10 @@ fn host_os() -> &'static str {
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let mut run_legs = false;
     let mut format = "table".to_owned();
-    let mut tag = std::env::var("LMCPP_LLAMA_TAG").unwrap_or_else(|_| "bTAG".to_owned());
+    let mut tag = lmcpp_toolchain::versions::pinned()
+        .tag
+        .unwrap_or("bTAG")
+        .to_owned();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -124,7 +129,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                     backend,
                     ..ToolchainRequest::default()
                 };
-                request.version.tag = Some(tag.clone());
+                request.version = lmcpp_toolchain::versions::parse(&tag)
+                    .unwrap_or_else(|_| lmcpp_toolchain::LlamaVersion::tag(tag.clone()));
                 let plan = na.is_none().then(|| plan(&request, os, arch));
                 let problems = plan.as_ref().map(|p| check(p, &tag)).unwrap_or_default();
                 let buildable = if na.is_some() {

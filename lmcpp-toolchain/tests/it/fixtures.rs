@@ -146,14 +146,51 @@ pub fn asset_path() -> String {
     )
 }
 
-/// Serves a fake CPU release for the host at [`asset_path`].
+/// Serves a fake CPU release for the host at [`asset_path`], listed with its digest.
 pub fn serve_release(server: &TestServer, extra_files: usize) -> Vec<u8> {
     let bytes = release_archive(extra_files);
     server.route(
         &asset_path(),
         crate::server::Route::file(bytes.clone()).etag("rel-1"),
     );
+    let digest = crate::download::sha(&bytes);
+    serve_listing(server, &[(host_asset(), bytes.len() as u64, Some(digest))]);
     bytes
+}
+
+/// Path of the release listing of [`TAG`].
+pub fn listing_path() -> String {
+    format!("/api/repos/ggml-org/llama.cpp/releases/tags/{TAG}")
+}
+
+/// Serves the release listing of [`TAG`]: (asset name, size, sha256) each, with download
+/// URLs under `releases/download/`, shaped like the real API's answer.
+pub fn serve_listing(server: &TestServer, assets: &[(String, u64, Option<String>)]) {
+    let assets: Vec<_> = assets
+        .iter()
+        .map(|(name, size, sha)| {
+            serde_json::json!({
+                "name": name,
+                "size": size,
+                "digest": sha.as_ref().map(|s| format!("sha256:{s}")),
+                "content_type": "application/gzip",
+                "browser_download_url": server.url(
+                    &format!("/ggml-org/llama.cpp/releases/download/{TAG}/{name}")
+                ),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "tag_name": TAG,
+        "name": TAG,
+        "draft": false,
+        "prerelease": false,
+        "assets": assets,
+    });
+    server.route(
+        &listing_path(),
+        crate::server::Route::file(body.to_string().into_bytes()),
+    );
 }
 
 /// The fake CPU release archive for the host.
@@ -175,6 +212,7 @@ pub fn prebuilt_request_for(base: &str) -> ToolchainRequest {
         backend: Backend::Cpu,
         mode: Mode::InstallOnly,
         github_repo: format!("{base}/ggml-org/llama.cpp"),
+        github_api: format!("{base}/api/repos/ggml-org/llama.cpp"),
         ..ToolchainRequest::default()
     }
 }

@@ -127,7 +127,7 @@ async fn killed_mid_download_the_next_run_resumes_and_succeeds() {
     let cache = root.path().join("cache");
     let tc = toolchain(&cache);
     let req = prebuilt_request_for(&server.base());
-    let (_, entry) = tc.entry_for(&req).unwrap();
+    let (_, entry) = tc.entry_for(&req).await.unwrap();
     let mut child = spawn_child(
         "procs::killed_mid_download_the_next_run_resumes_and_succeeds",
         &cache,
@@ -177,7 +177,7 @@ async fn killed_mid_extract_the_next_run_succeeds() {
     let cache = root.path().join("cache");
     let tc = toolchain(&cache);
     let req = prebuilt_request_for(&server.base());
-    let (fp, entry) = tc.entry_for(&req).unwrap();
+    let (fp, entry) = tc.entry_for(&req).await.unwrap();
     let toolchains = cache.join("toolchains");
     // `.<fingerprint>.<pid>.scratch/prebuilt-0.extracting` of the child, whatever its pid.
     let extracting = move || {

@@ -72,17 +72,19 @@ async fn installs_a_prebuilt_zip_from_any_url() {
 #[tokio::test]
 async fn checksum_mismatch_fails_and_publishes_nothing() {
     let server = TestServer::start().await;
-    serve_release(&server, 0);
+    let bytes = serve_release(&server, 0);
+    // The listing's digest is authoritative: a wrong one fails the install.
+    crate::fixtures::serve_listing(
+        &server,
+        &[(host_asset(), bytes.len() as u64, Some("ab".repeat(32)))],
+    );
     let root = tempfile::tempdir().unwrap();
     let tc = toolchain(root.path());
-    let mut req = prebuilt_request(&server);
-    req.version
-        .asset_sha256
-        .insert(host_asset(), "ab".repeat(32));
+    let req = prebuilt_request(&server);
     let err = tc.ensure(&req, &no_progress()).await.unwrap_err();
     assert!(matches!(err, Error::AllSourcesFailed { .. }), "{err}");
     assert!(err.to_string().contains("checksum mismatch"), "{err}");
-    let (_, entry) = tc.entry_for(&req).unwrap();
+    let (_, entry) = tc.entry_for(&req).await.unwrap();
     assert!(!entry.join("bin").exists());
     let state = lmcpp_toolchain::recipe::read_state(&entry)
         .unwrap()
@@ -115,7 +117,10 @@ async fn missing_asset_names_the_url_and_every_source_tried() {
     ];
     let err = tc.ensure(&req, &no_progress()).await.unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains(&server.url(&asset_path())), "{msg}");
+    assert!(
+        msg.contains(&server.url(&crate::fixtures::listing_path())),
+        "{msg}"
+    );
     assert!(msg.contains("404"), "{msg}");
     assert!(
         msg.contains("local-dir") && msg.contains("no-such-checkout"),
@@ -135,7 +140,7 @@ async fn fingerprint_change_makes_a_new_entry_and_remove_takes_only_one() {
     let tc = toolchain(root.path());
     let a = prebuilt_request(&server);
     let mut b = a.clone();
-    b.cmake_args.push("-DGGML_NATIVE=OFF".into());
+    b.features.rpc = false;
     let ia = tc.ensure(&a, &no_progress()).await.unwrap();
     let ib = tc.ensure(&b, &no_progress()).await.unwrap();
     assert_ne!(ia.fingerprint, ib.fingerprint);
@@ -169,7 +174,7 @@ async fn fail_limit_purges_the_entry_and_the_next_run_starts_clean() {
     let root = tempfile::tempdir().unwrap();
     let tc = toolchain(root.path()).with_fail_limit(2);
     let req = prebuilt_request(&server);
-    let (_, entry) = tc.entry_for(&req).unwrap();
+    let (_, entry) = tc.entry_for(&req).await.unwrap();
     let read = || lmcpp_toolchain::recipe::read_state(&entry).unwrap();
 
     tc.ensure(&req, &no_progress()).await.unwrap_err();
@@ -200,7 +205,7 @@ async fn prune_removes_failed_entries_only() {
     }];
     let ok = tc.ensure(&good, &no_progress()).await.unwrap();
     tc.ensure(&bad, &no_progress()).await.unwrap_err();
-    let (_, bad_entry) = tc.entry_for(&bad).unwrap();
+    let (_, bad_entry) = tc.entry_for(&bad).await.unwrap();
     assert!(bad_entry.exists());
     let removed = tc.prune(&no_progress()).await.unwrap();
     assert_eq!(removed, vec![bad_entry.clone()]);
@@ -264,7 +269,7 @@ async fn a_held_entry_is_waited_for_with_the_holder_reported() {
     let root = tempfile::tempdir().unwrap();
     let tc = Arc::new(toolchain(root.path()));
     let req = prebuilt_request(&server);
-    let (fp, _) = tc.entry_for(&req).unwrap();
+    let (fp, _) = tc.entry_for(&req).await.unwrap();
     let lock = root.path().join("toolchains").join(format!("{fp}.lock"));
     let guard =
         lmcpp_toolchain::lock_exclusive(&lock, std::time::Duration::from_secs(5), &no_progress())
@@ -312,7 +317,7 @@ async fn lock_timeout_is_an_error_naming_the_holder() {
     let root = tempfile::tempdir().unwrap();
     let tc = toolchain(root.path()).with_lock_timeout(std::time::Duration::from_millis(50));
     let req = prebuilt_request(&server);
-    let (fp, _) = tc.entry_for(&req).unwrap();
+    let (fp, _) = tc.entry_for(&req).await.unwrap();
     let lock = root.path().join("toolchains").join(format!("{fp}.lock"));
     let _guard =
         lmcpp_toolchain::lock_exclusive(&lock, std::time::Duration::from_secs(5), &no_progress())
@@ -414,46 +419,130 @@ async fn source_archives_are_fetched_verified_and_published_once() {
 }
 
 #[tokio::test]
-async fn cuda_prebuilt_merges_the_cudart_archive_and_never_falls_back_to_cpu() {
+async fn cuda_prebuilt_follows_the_driver_falls_back_across_labels_and_never_to_cpu() {
+    use crate::fixtures::{TAG, serve_listing, tar_gz, tar_gz_files};
     let server = TestServer::start().await;
-    let assets = lmcpp_toolchain::plan::prebuilt_assets(
-        crate::fixtures::TAG,
-        std::env::consts::OS,
-        std::env::consts::ARCH,
-        lmcpp_toolchain::Backend::Cuda,
-        "12.4",
-    )
-    .unwrap();
-    assert_eq!(assets.len(), 2, "{assets:?}");
-    let base = format!(
-        "/ggml-org/llama.cpp/releases/download/{}",
-        crate::fixtures::TAG
-    );
-    let main = crate::fixtures::tar_gz_files(&crate::fixtures::release_items("llama-cuda", 0));
-    let cudart = crate::fixtures::tar_gz(&[Item::File(
-        "cudart/lib/libcudart.so.12",
-        b"fake".to_vec(),
-        0o644,
-    )]);
-    serve_release(&server, 0); // the CPU asset exists too, and must not be picked
+    let os = std::env::consts::OS;
+    let arch = std::env::consts::ARCH;
+    let names = |label: &str| {
+        lmcpp_toolchain::plan::prebuilt_assets(TAG, os, arch, lmcpp_toolchain::Backend::Cuda, label)
+            .unwrap()
+    };
+    let (new, old) = (names("13.4"), names("12.8"));
+    assert_eq!(new.len(), 2, "{new:?}");
+    let base = format!("/ggml-org/llama.cpp/releases/download/{TAG}");
+    // 13.4's llama-server does not start (as with a driver too old for it); 12.8's does.
+    let mut broken = crate::fixtures::release_items("llama-cuda-13", 0);
+    broken[0].1 = b"#!/bin/sh\necho 'CUDA driver version is insufficient' >&2\nexit 1\n".to_vec();
+    let archives = [
+        (new[0].clone(), tar_gz_files(&broken)),
+        (
+            new[1].clone(),
+            tar_gz(&[Item::File("lib/libcudart.so.13", b"13".to_vec(), 0o644)]),
+        ),
+        (
+            old[0].clone(),
+            tar_gz_files(&crate::fixtures::release_items("llama-cuda-12", 0)),
+        ),
+        (
+            old[1].clone(),
+            tar_gz(&[Item::File("lib/libcudart.so.12", b"12".to_vec(), 0o644)]),
+        ),
+    ];
+    let cpu = serve_release(&server, 0); // the CPU asset exists too, and must not be picked
     let root = tempfile::tempdir().unwrap();
     let tc = toolchain(root.path()).with_probes(lmcpp_toolchain::backend::Probes {
         nvidia: Some("test driver".into()),
+        cuda_driver: Some((13, 4)),
         ..Default::default()
     });
     let mut req = prebuilt_request(&server);
     req.backend = lmcpp_toolchain::Backend::Cuda;
 
-    // Without the CUDA assets the request fails; it does not install the CPU build.
+    // A release without CUDA assets fails, naming what it looked for; no CPU install.
     let err = tc.ensure(&req, &no_progress()).await.unwrap_err();
-    assert!(err.to_string().contains(&assets[0]), "{err}");
+    assert!(err.to_string().contains("no cuda asset"), "{err}");
     assert_eq!(server.hits(&asset_path()), 0);
 
-    server.route(&format!("{base}/{}", assets[0]), Route::file(main));
-    server.route(&format!("{base}/{}", assets[1]), Route::file(cudart));
+    let mut listed = vec![(host_asset(), cpu.len() as u64, Some(sha(&cpu)))];
+    for (name, bytes) in &archives {
+        server.route(&format!("{base}/{name}"), Route::file(bytes.clone()));
+        listed.push((name.clone(), bytes.len() as u64, Some(sha(bytes))));
+    }
+    serve_listing(&server, &listed);
     let i = tc.ensure(&req, &no_progress()).await.unwrap();
     assert_eq!(i.backend, lmcpp_toolchain::Backend::Cuda);
     assert!(i.entry_dir.join("bin/libcudart.so.12").is_file());
-    assert!(i.llama_server.is_file());
+    assert!(!i.entry_dir.join("bin/libcudart.so.13").exists());
+    assert!(i.source.contains("cuda-12.8"), "{}", i.source);
+    assert_eq!(
+        server.hits(&format!("{base}/{}", new[0])),
+        1,
+        "13.4 tried first"
+    );
     assert_eq!(server.hits(&asset_path()), 0);
+
+    // A driver that supports only 12.x never tries 13.4; a pinned label that the release
+    // lacks is an error naming the labels it has.
+    let other = tempfile::tempdir().unwrap();
+    let old_driver_tc = toolchain(other.path()).with_probes(lmcpp_toolchain::backend::Probes {
+        nvidia: Some("test driver".into()),
+        cuda_driver: Some((12, 2)),
+        ..Default::default()
+    });
+    let err = old_driver_tc
+        .ensure(&req, &no_progress())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("up to 12.2"), "{err}");
+    let mut pinned = req.clone();
+    pinned.cuda_label = Some("12.4".into());
+    let err = old_driver_tc
+        .ensure(&pinned, &no_progress())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("no cuda 12.4 asset") && err.to_string().contains("13.4, 12.8"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn waiters_get_a_failure_recorded_while_they_waited_instead_of_rerunning_it() {
+    let server = TestServer::start().await;
+    let bytes = crate::fixtures::release_archive(8);
+    // Slow enough that every task is waiting on the entry lock before the first one fails.
+    server.route(
+        "/slow/llama.tar.gz",
+        Route::file(bytes)
+            .chunk(4096)
+            .throttle(std::time::Duration::from_millis(20)),
+    );
+    let root = tempfile::tempdir().unwrap();
+    let tc = Arc::new(toolchain(root.path()));
+    let mut req = prebuilt_request(&server);
+    req.sources = vec![Source::PrebuiltUrl {
+        url: server.url("/slow/llama.tar.gz"),
+        sha256: Some("ab".repeat(32)),
+    }];
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (tc, req) = (tc.clone(), req.clone());
+            tokio::spawn(async move { tc.ensure(&req, &no_progress()).await })
+        })
+        .collect();
+    let mut errors = Vec::new();
+    for t in tasks {
+        errors.push(t.await.unwrap().unwrap_err().to_string());
+    }
+    assert_eq!(server.hits("/slow/llama.tar.gz"), 1, "{errors:#?}");
+    assert!(errors.iter().all(|e| e.contains("checksum")), "{errors:#?}");
+    assert_eq!(
+        errors
+            .iter()
+            .filter(|e| e.contains("another process"))
+            .count(),
+        3,
+        "{errors:#?}"
+    );
 }

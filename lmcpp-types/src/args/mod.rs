@@ -16,6 +16,7 @@
 //! ```
 
 mod generated;
+pub mod help;
 
 pub use generated::{FLAGS, ServerArgs};
 
