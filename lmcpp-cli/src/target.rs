@@ -75,7 +75,16 @@ pub(crate) async fn resolve(ctx: &Ctx, t: &TargetArgs) -> Result<Target> {
         });
     }
     if let Some(model) = &t.model {
-        let running = ctx.builder(Some(model.clone())).start().await?;
+        // The key the started server requires is the one this client sends.
+        let running = ctx
+            .builder(Some(model.clone()))
+            .args(crate::commands::server_args(
+                Vec::new(),
+                Vec::new(),
+                t.api_key.clone(),
+            ))
+            .start()
+            .await?;
         if let Some(notice) = &running.model.notice {
             eprintln!("lmcpp: {notice}");
         }

@@ -41,6 +41,15 @@ pub enum Error {
         #[source]
         source: lmcpp_types::ArgsError,
     },
+    /// An argument or environment variable sets something the launcher owns (where the
+    /// server listens, the model, the API key, the log file).
+    #[error("`{flag}` is set by lmcpp and cannot be passed through; set {setting} instead")]
+    LauncherOwned {
+        /// The flag or variable as given (`--host`, `-m`, `LLAMA_ARG_PORT`, ...).
+        flag: String,
+        /// The lmcpp setting that controls it.
+        setting: &'static str,
+    },
     /// The per-user runtime directory could not be created or is not private.
     #[error("runtime directory {path} is unusable: {reason}; set another runtime dir")]
     RuntimeDir {
@@ -250,6 +259,7 @@ impl Error {
                 | Self::ModelNotGguf { .. }
                 | Self::InvalidArgs { .. }
                 | Self::InvalidId { .. }
+                | Self::LauncherOwned { .. }
                 | Self::UnknownServer { .. }
         )
     }

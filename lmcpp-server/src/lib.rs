@@ -37,6 +37,7 @@ mod client;
 mod endpoint;
 mod endpoints;
 mod error;
+mod owned;
 mod pool;
 mod procfs;
 mod registry;

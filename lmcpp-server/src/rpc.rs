@@ -30,6 +30,7 @@ use crate::{
     child::ChildProc,
     endpoint::Endpoint,
     error::{Error, Result},
+    owned::check_rpc_args,
     registry::{ProcessKind, ServerRecord},
     supervised::{
         EnvVars, Launch, PORT_ATTEMPTS, Prepared, ProcessOptions, Supervised, fixed_port, free_port,
@@ -69,7 +70,8 @@ pub struct RpcWorkerOptions {
     pub cache_dir: Option<PathBuf>,
     /// Logs every RPC command the worker receives (`GGML_RPC_DEBUG=1`); verbose.
     pub debug_log: bool,
-    /// Further `rpc-server` arguments, appended as given.
+    /// Further `rpc-server` arguments, appended as given (the address and port flags are
+    /// refused: [`RpcWorkerOptions::host`] and [`RpcWorkerOptions::port`] set them).
     pub extra_args: Vec<String>,
     /// Runtime dir for the state file and log; default [`crate::default_runtime_dir`].
     pub runtime_dir: Option<PathBuf>,
@@ -139,6 +141,7 @@ impl RpcWorkerOptions {
             log_path: self.log_path.clone(),
             cwd: self.cwd.clone(),
             env: self.env(),
+            env_remove: Vec::new(),
             stop_grace: self.stop_grace,
             detached: self.detached,
         }
@@ -172,6 +175,7 @@ impl RpcWorker {
     /// [`Error::PortInUse`] for a fixed port that is taken), no connection within the
     /// ready timeout is [`Error::RpcWorkerReadyTimeout`] (and the worker is stopped).
     pub async fn launch(opts: RpcWorkerOptions) -> Result<Self> {
+        check_rpc_args(&opts.extra_args)?;
         let prepared = Prepared::new(ProcessKind::RpcWorker, &opts.binary, opts.process())?;
         let deadline = tokio::time::Instant::now() + opts.ready_timeout;
         let host = IpAddr::V4(opts.host);

@@ -14,6 +14,7 @@ use crate::{
     client::Client,
     endpoint::Endpoint,
     error::{Error, Result},
+    owned,
     registry::{ProcessKind, ServerRecord},
     rpc::{WORKER_CHECK_TIMEOUT, check_workers},
     runtime::{self, ensure_private_dir, socket_path},
@@ -31,9 +32,6 @@ const WORKER_LOST: &str = "Remote RPC server crashed";
 
 /// How many trailing server log lines are searched for [`WORKER_LOST`].
 const LOST_SEARCH_LINES: usize = 2000;
-
-/// The host HTTP servers bind.
-const LOOPBACK: &str = "127.0.0.1";
 
 /// Which port an HTTP server listens on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,6 +55,27 @@ pub enum TransportChoice {
     Unix,
     /// HTTP on 127.0.0.1.
     Http(HttpPort),
+    /// HTTP bound to `bind`, which may reach beyond this machine (`0.0.0.0`, a LAN
+    /// address). Anyone who can reach that address can use the server, so lmcpp logs a
+    /// warning for any non-loopback address; set [`ServerArgs::api_key`]. lmcpp's own
+    /// client connects to `bind` (to loopback when `bind` is the wildcard address).
+    PublicHttp {
+        /// The address the server binds.
+        bind: IpAddr,
+        /// The port.
+        port: HttpPort,
+    },
+}
+
+impl TransportChoice {
+    /// The address an HTTP server binds and how its port is chosen; `None` for Unix.
+    fn http(&self) -> Option<(IpAddr, HttpPort)> {
+        match *self {
+            Self::Unix => None,
+            Self::Http(port) => Some((IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
+            Self::PublicHttp { bind, port } => Some((bind, port)),
+        }
+    }
 }
 
 /// Everything [`Server::spawn`] needs.
@@ -70,8 +89,11 @@ pub struct LaunchOptions {
     /// Typed server arguments. Model, host and port are set by the launcher and
     /// override whatever is here; secrets (`api_key`, `hf_token`) reach the server
     /// through its environment, and the client sends `api_key` with every request.
+    /// What the launcher owns cannot be passed in `args.extra` (any spelling of
+    /// `--host`, `--port`, `-m`/`--model` and the other model sources, `--api-key-file`,
+    /// `--log-file`): that is [`Error::LauncherOwned`], naming the setting to use.
     pub args: ServerArgs,
-    /// Unix socket (default) or HTTP.
+    /// Unix socket (default), HTTP on loopback, or HTTP on a chosen address.
     pub transport: TransportChoice,
     /// Runtime dir for state files, sockets and logs; default
     /// [`runtime::default_runtime_dir`].
@@ -83,8 +105,15 @@ pub struct LaunchOptions {
     pub log_path: Option<PathBuf>,
     /// Working directory of the server; default the runtime dir.
     pub cwd: Option<PathBuf>,
-    /// Extra environment variables for the server.
+    /// Extra environment variables for the server (those that set what the launcher
+    /// owns, such as `LLAMA_ARG_HOST` or `LLAMA_API_KEY`, are refused).
     pub env: Vec<(String, String)>,
+    /// Whether the server inherits this process's llama-server variables (`LLAMA_ARG_*`,
+    /// `HF_TOKEN`, ...); default false, so the caller's environment cannot reconfigure
+    /// the server. Those that set what the launcher owns are never inherited; an
+    /// inherited `LLAMA_API_KEY` becomes [`ServerArgs::api_key`] when that is unset, so
+    /// the server and lmcpp's client share it.
+    pub inherit_llama_env: bool,
     /// How long [`Server::wait_ready`] waits (default 120 s).
     pub ready_timeout: Duration,
     /// How long a stop waits after SIGTERM before SIGKILL (default 5 s).
@@ -107,10 +136,17 @@ impl LaunchOptions {
             log_path: None,
             cwd: None,
             env: Vec::new(),
+            inherit_llama_env: false,
             ready_timeout: Duration::from_secs(120),
             stop_grace: Duration::from_secs(5),
             detached: false,
         }
+    }
+
+    /// Sets [`LaunchOptions::inherit_llama_env`].
+    pub fn inherit_llama_env(mut self, inherit: bool) -> Self {
+        self.inherit_llama_env = inherit;
+        self
     }
 
     /// The options every supervised process has.
@@ -120,9 +156,30 @@ impl LaunchOptions {
             log_path: self.log_path.clone(),
             cwd: self.cwd.clone(),
             env: self.env.clone(),
+            env_remove: owned::server_env_removals(
+                std::env::vars_os().map(|(name, _)| name),
+                self.inherit_llama_env,
+            ),
             stop_grace: self.stop_grace,
             detached: self.detached,
         }
+    }
+
+    /// Refuses what would override the launcher, and takes an inherited API key over
+    /// when asked to inherit the llama-server environment.
+    fn check_owned(&mut self) -> Result<()> {
+        owned::check_server_args(&self.args.extra)?;
+        owned::check_server_fields(&self.args)?;
+        owned::check_server_env(&self.env)?;
+        if self.inherit_llama_env && self.args.api_key.is_none() {
+            self.args.api_key = std::env::var(owned::API_KEY_ENV).ok();
+        }
+        if let TransportChoice::PublicHttp { bind, .. } = self.transport
+            && !bind.is_loopback()
+        {
+            tracing::warn!(%bind, "llama-server will serve beyond loopback: anyone who can reach {bind} can use it; set an API key");
+        }
+        Ok(())
     }
 }
 
@@ -194,7 +251,8 @@ struct Plan {
 }
 
 impl Plan {
-    fn prepare(opts: LaunchOptions) -> Result<Self> {
+    fn prepare(mut opts: LaunchOptions) -> Result<Self> {
+        opts.check_owned()?;
         validate(&opts.binary, &opts.model)?;
         let model = opts
             .model
@@ -214,39 +272,34 @@ impl Plan {
     }
 
     fn endpoint(&self, port: HttpPort) -> Result<Endpoint> {
-        match self.opts.transport {
-            TransportChoice::Unix => {
-                let dir = self.prepared.registry().dir();
-                let socket = socket_path(dir, self.prepared.id(), &self.fallback_dir);
-                if let Some(parent) = socket.parent()
-                    && parent != dir
-                {
-                    ensure_private_dir(parent)?;
-                }
-                Ok(Endpoint::unix(socket))
+        let Some((bind, _)) = self.opts.transport.http() else {
+            let dir = self.prepared.registry().dir();
+            let socket = socket_path(dir, self.prepared.id(), &self.fallback_dir);
+            if let Some(parent) = socket.parent()
+                && parent != dir
+            {
+                ensure_private_dir(parent)?;
             }
-            TransportChoice::Http(_) => {
-                let host = IpAddr::V4(Ipv4Addr::LOCALHOST);
-                let port = match port {
-                    HttpPort::Auto => free_port(host)?,
-                    HttpPort::Prefer(p) => p,
-                    HttpPort::Fixed(p) => fixed_port(host, p)?,
-                };
-                Ok(Endpoint::http(LOOPBACK, port))
-            }
-        }
+            return Ok(Endpoint::unix(socket));
+        };
+        let port = match port {
+            HttpPort::Auto => free_port(bind)?,
+            HttpPort::Prefer(p) => p,
+            HttpPort::Fixed(p) => fixed_port(bind, p)?,
+        };
+        Ok(Endpoint::http(connect_host(bind).to_string(), port))
     }
 
     fn argv(&self, endpoint: &Endpoint) -> Result<(Vec<String>, EnvVars)> {
         let mut args = self.opts.args.clone();
         args.model = Some(self.model.clone());
-        match endpoint {
-            Endpoint::Unix { socket } => {
+        match (endpoint, self.opts.transport.http()) {
+            (Endpoint::Unix { socket }, _) => {
                 args.host = Some(socket.to_string_lossy().into_owned());
                 args.port = None;
             }
-            Endpoint::Http { host, port } => {
-                args.host = Some(host.clone());
+            (Endpoint::Http { host, port }, bind) => {
+                args.host = Some(bind.map_or_else(|| host.clone(), |(ip, _)| ip.to_string()));
                 args.port = Some(*port);
             }
         }
@@ -310,10 +363,10 @@ impl Server {
     /// Validates the inputs, picks the endpoint and starts the process; does not wait
     /// for it to load (see [`Server::wait_ready`]).
     pub async fn spawn(opts: LaunchOptions) -> Result<Self> {
-        let port = match opts.transport {
-            TransportChoice::Http(port) => port,
-            TransportChoice::Unix => HttpPort::Auto,
-        };
+        let port = opts
+            .transport
+            .http()
+            .map_or(HttpPort::Auto, |(_, port)| port);
         let plan = Plan::prepare(opts)?;
         // llama-server aborts on an unreachable worker with a core-dump-sized log and no
         // typed reason; name the worker before anything is spawned instead.
@@ -378,8 +431,8 @@ impl Server {
             };
             let log_tail = self.current.process.retire();
             let retry = matches!(
-                self.plan.opts.transport,
-                TransportChoice::Http(HttpPort::Auto | HttpPort::Prefer(_))
+                self.plan.opts.transport.http(),
+                Some((_, HttpPort::Auto | HttpPort::Prefer(_)))
             ) && self.port_attempts < PORT_ATTEMPTS
                 && log_tail.iter().any(|l| l.contains(BIND_FAILURE));
             if !retry {
@@ -468,6 +521,15 @@ impl Server {
             log_tail,
             log_path: self.log_path().to_owned(),
         })
+    }
+}
+
+/// Where a client reaches a server bound to `bind`: loopback for the wildcard address.
+fn connect_host(bind: IpAddr) -> IpAddr {
+    match bind {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
     }
 }
 

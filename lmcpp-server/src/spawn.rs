@@ -7,6 +7,7 @@
 //! will never come and the child exits on its own.
 
 use std::{
+    ffi::OsString,
     fs::File,
     io,
     os::unix::process::CommandExt,
@@ -25,6 +26,8 @@ pub(crate) struct SpawnSpec {
     pub(crate) cwd: PathBuf,
     /// Added to the inherited environment (secrets go here, never on the command line).
     pub(crate) env: Vec<(String, String)>,
+    /// Removed from the inherited environment before `env` is added.
+    pub(crate) env_remove: Vec<OsString>,
     /// stdout and stderr are appended to this file.
     pub(crate) log: PathBuf,
     /// Detached children start a new session and do not die with us.
@@ -70,6 +73,9 @@ pub(crate) async fn spawn(spec: SpawnSpec) -> Result<Child> {
         .map_err(|e| Error::io("cannot open log file", &spec.log, e))?;
 
     let mut cmd = Command::new(&spec.program);
+    for name in &spec.env_remove {
+        cmd.env_remove(name);
+    }
     cmd.args(&spec.args)
         .current_dir(&spec.cwd)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))

@@ -7,6 +7,7 @@
 //! their command lines, how readiness is judged, and how a start-up failure is named.
 
 use std::{
+    ffi::OsString,
     net::{IpAddr, TcpListener},
     path::{Path, PathBuf},
     process::ExitStatus,
@@ -45,6 +46,8 @@ pub(crate) struct ProcessOptions {
     pub(crate) cwd: Option<PathBuf>,
     /// Environment variables added to the child's environment.
     pub(crate) env: EnvVars,
+    /// Variables of this process's environment the child does not inherit.
+    pub(crate) env_remove: Vec<OsString>,
     /// How long a stop waits after SIGTERM before SIGKILL.
     pub(crate) stop_grace: Duration,
     /// Start the process so that it outlives this one.
@@ -141,6 +144,7 @@ impl Prepared {
             args: launch.args.clone(),
             cwd: self.cwd.clone(),
             env,
+            env_remove: self.opts.env_remove.clone(),
             log: self.log_path.clone(),
             detached: self.opts.detached,
         })

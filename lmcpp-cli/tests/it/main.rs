@@ -72,6 +72,9 @@ fn bad_input_exits_2_naming_the_problem() {
     }
     let bin = fake_bin.to_str().unwrap();
     let missing = dir.path().join("missing.gguf");
+    let gguf = dir.path().join("model.gguf");
+    std::fs::write(&gguf, b"GGUF\x03\0\0\0").unwrap();
+    let gguf = gguf.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["toolchain", "install", "--backend", "quantum"],
@@ -101,6 +104,36 @@ fn bad_input_exits_2_naming_the_problem() {
                 not_gguf.to_str().unwrap(),
             ],
             "notes.txt",
+        ),
+        (
+            vec![
+                "--llama-server",
+                bin,
+                "serve",
+                "--model",
+                gguf,
+                "--http",
+                "--",
+                "--host=0.0.0.0",
+            ],
+            "`--host` is set by lmcpp",
+        ),
+        (
+            vec![
+                "--llama-server",
+                bin,
+                "serve",
+                "--model",
+                gguf,
+                "--",
+                "-m",
+                "other.gguf",
+            ],
+            "`-m` is set by lmcpp",
+        ),
+        (
+            vec!["serve", "--model", gguf, "--bind", "0.0.0.0"],
+            "--http",
         ),
         (vec!["health"], "no server is running"),
         (vec!["schema", "NoSuchType"], "NoSuchType"),

@@ -329,3 +329,154 @@ fn a_server_outlives_the_thread_that_spawned_it_but_not_a_panic() {
     let pid = rx.recv().unwrap();
     assert!(!running(pid), "server outlived the panic");
 }
+
+#[tokio::test]
+async fn passthrough_cannot_override_what_the_launcher_owns() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("spawned");
+    let exe = script(
+        dir.path(),
+        "server",
+        &format!("touch {}; exec sleep 60", marker.display()),
+    );
+    type Env<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(Vec<&str>, Env, &str)> = vec![
+        (vec!["--host", "0.0.0.0"], vec![], "--host"),
+        (vec!["--ctx-size", "8", "--host=0.0.0.0"], vec![], "--host"),
+        (vec!["--port", "80"], vec![], "--port"),
+        (vec!["-m", "other.gguf"], vec![], "-m"),
+        (vec!["--model=other.gguf"], vec![], "--model"),
+        (vec!["-hf", "owner/repo"], vec![], "-hf"),
+        (vec!["--api-key-file", "/k"], vec![], "--api-key-file"),
+        (
+            vec![],
+            vec![("LLAMA_ARG_HOST", "0.0.0.0")],
+            "LLAMA_ARG_HOST",
+        ),
+        (
+            vec![],
+            vec![("LLAMA_ARG_MODEL", "other.gguf")],
+            "LLAMA_ARG_MODEL",
+        ),
+        (vec![], vec![("LLAMA_API_KEY", "k")], "LLAMA_API_KEY"),
+    ];
+    for (extra, env, flag) in cases {
+        let mut opts = options(dir.path(), exe.clone());
+        opts.args.extra = extra.iter().map(|s| s.to_string()).collect();
+        opts.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        match Server::spawn(opts).await {
+            Err(e @ Error::LauncherOwned { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains(&format!("`{flag}`")), "{msg}");
+                assert!(msg.contains("set "), "{msg}");
+            }
+            other => panic!("{extra:?} {env:?}: {other:?}"),
+        }
+    }
+    assert!(!marker.exists(), "a server was started");
+    // A value that merely looks like an owned flag is a value.
+    let mut opts = options(dir.path(), exe);
+    opts.args.extra = vec!["--alias".into(), "--host".into()];
+    Server::spawn(opts).await.unwrap().stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn serving_beyond_loopback_is_an_explicit_transport() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = script(dir.path(), "server", "echo \"args=$*\"; exec sleep 60");
+    let mut opts = options(dir.path(), exe);
+    // Another loopback address stands in for a LAN address: tests stay on loopback.
+    let bind: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    opts.transport = TransportChoice::PublicHttp {
+        bind,
+        port: HttpPort::Auto,
+    };
+    let server = Server::spawn(opts).await.unwrap();
+    let Endpoint::Http { host, port } = server.endpoint().clone() else {
+        panic!("{:?}", server.endpoint());
+    };
+    assert_eq!(host, "127.0.0.2");
+    let log = server.log_path().to_owned();
+    let want = format!("--host 127.0.0.2 --port {port}");
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains(&want))
+        })
+        .await,
+        "{:?}",
+        std::fs::read_to_string(&log)
+    );
+    server.stop().await.unwrap();
+}
+
+/// What a stand-in server saw of its environment, one `NAME=value` per line.
+fn seen_env(dump: &Path) -> Vec<String> {
+    let mut seen: Vec<String> = std::fs::read_to_string(dump)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("LLAMA_") || l.starts_with("HF_"))
+        .map(str::to_owned)
+        .collect();
+    seen.sort();
+    seen
+}
+
+#[tokio::test]
+async fn the_child_environment_is_explicit() {
+    // With the variable set, this process is a helper whose own environment carries
+    // llama-server variables (set by the parent test, so no test mutates its own
+    // environment while others run).
+    if let Ok(dir) = std::env::var("LMCPP_IT_ENV_HELPER_DIR") {
+        let dir = PathBuf::from(dir);
+        for (inherit, name) in [(false, "plain"), (true, "inherit")] {
+            let dump = dir.join(format!("{name}.env"));
+            let exe = script(
+                &dir,
+                &format!("server-{name}"),
+                &format!(
+                    "env > {0}.tmp; mv {0}.tmp {0}; exec sleep 60",
+                    dump.display()
+                ),
+            );
+            let opts = options(&dir, exe).inherit_llama_env(inherit);
+            let server = Server::spawn(opts).await.unwrap();
+            assert!(eventually(Duration::from_secs(10), || dump.exists()).await);
+            server.stop().await.unwrap();
+        }
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "launch::the_child_environment_is_explicit"])
+        .env("LMCPP_IT_ENV_HELPER_DIR", dir.path())
+        .env("LLAMA_ARG_CTX_SIZE", "4096")
+        .env("LLAMA_ARG_HOST", "0.0.0.0")
+        .env("LLAMA_API_KEY", "from-env")
+        .env("HF_TOKEN", "hf-secret")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // By default nothing of the caller's llama-server environment reaches the child.
+    assert_eq!(
+        seen_env(&dir.path().join("plain.env")),
+        Vec::<String>::new()
+    );
+    // Asked to inherit: the caller's settings pass, the owned host never does, and the
+    // inherited key reaches the server as `ServerArgs::api_key`, the one setting that
+    // lmcpp's client sends too.
+    assert_eq!(
+        seen_env(&dir.path().join("inherit.env")),
+        [
+            "HF_TOKEN=hf-secret",
+            "LLAMA_API_KEY=from-env",
+            "LLAMA_ARG_CTX_SIZE=4096"
+        ]
+    );
+}
