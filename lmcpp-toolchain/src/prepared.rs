@@ -27,6 +27,20 @@ pub struct PreparedPaths {
     pub vocab_gguf: PathBuf,
     /// The llama.cpp source tree the toolchain was built from.
     pub source_dir: Option<PathBuf>,
+    /// The llama.cpp version requested (`b11312`, `pypi:0.3.16`).
+    #[serde(default)]
+    pub llama_version: String,
+    /// Whether this is the version the workspace is pinned to (the newest, with every
+    /// endpoint); end-to-end tests expect "unsupported" outcomes from older ones.
+    #[serde(default = "yes")]
+    pub pinned: bool,
+    /// The binary's `--help` text captured by the toolchain, for the flag check.
+    #[serde(default)]
+    pub help: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl PreparedPaths {
@@ -36,6 +50,22 @@ impl PreparedPaths {
             .join("target")
             .join("lmcpp-test")
             .join("paths.json")
+    }
+
+    /// `<workspace root>/target/lmcpp-test/paths-<label>.json`, for a version other than
+    /// the pinned one (`label` made file-name safe).
+    pub fn location_for(workspace_root: &Path, label: &str) -> PathBuf {
+        let safe: String = label
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        Self::default_location(workspace_root).with_file_name(format!("paths-{safe}.json"))
     }
 
     /// `$LMCPP_TEST_PATHS` when set, else [`PreparedPaths::default_location`].

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use crate::archive::{ArchiveKind, extract};
+use crate::archive::{ArchiveKind, ExtractOptions, extract, extract_with};
 use crate::cache::{CacheLayout, remove_all};
 use crate::cmake::run_logged;
 use crate::download::{DownloadSpec, Downloaded, Downloader, sha256_file};
@@ -154,7 +154,9 @@ pub(crate) async fn install_prebuilt(
         });
         let out = scratch.join(format!("prebuilt-{i}"));
         remove_all(&out)?;
-        extract(&file, &out, kind).await?;
+        // Prebuilt archives may hold library aliases (`libX.so.0 -> libX.so.0.1`), no
+        // other links.
+        extract_with(&file, &out, kind, &ExtractOptions::prebuilt()).await?;
         match &main_dir {
             None => {
                 let dir =

@@ -16,9 +16,17 @@ use lmcpp_toolchain::demo::{DEMO_VOCAB, DemoOptions, write_demo_model};
 use lmcpp_toolchain::prepared::PreparedPaths;
 use lmcpp_toolchain::{ProgressEvent, SharedProgress, Toolchain, ToolchainRequest};
 
+/// The llama.cpp versions the end-to-end suites run against: the pinned one (every test)
+/// and the oldest supported one (the end-to-end binaries again), both built through the
+/// toolchain cache.
+pub(crate) const VERSIONS: &[&str] = &["pinned", "pypi:0.3.16"];
+
 /// Where the end-to-end prerequisites were recorded.
 pub(crate) struct Prepared {
+    /// The pinned version's record.
     pub(crate) paths_json: PathBuf,
+    /// The older versions' records, with their labels.
+    pub(crate) others: Vec<(String, PathBuf)>,
 }
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
@@ -66,27 +74,85 @@ pub(crate) fn prepare() -> Result<Prepared> {
         "xtask: toolchain cache {}",
         toolchain.layout().root().display()
     );
-    let request = ToolchainRequest::default();
     let progress = line_progress();
-    let installed = rt
-        .block_on(toolchain.ensure(&request, &progress))
-        .context("ensuring llama-server through lmcpp-toolchain")?;
+    let out_dir = PreparedPaths::default_location(&workspace_root())
+        .parent()
+        .map_or_else(workspace_root, Path::to_path_buf);
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let mut demo: Option<(PathBuf, PathBuf)> = None;
+    let mut paths_json = None;
+    let mut others = Vec::new();
+    for (i, spec) in VERSIONS.iter().enumerate() {
+        let version = lmcpp_toolchain::versions::parse(spec)
+            .with_context(|| format!("reading llama.cpp version {spec}"))?;
+        let label = version.label();
+        let request = ToolchainRequest {
+            version,
+            ..ToolchainRequest::default()
+        };
+        eprintln!("xtask: llama.cpp {label}");
+        let installed = rt
+            .block_on(toolchain.ensure(&request, &progress))
+            .with_context(|| format!("ensuring llama-server {label} through lmcpp-toolchain"))?;
+        eprintln!(
+            "xtask: llama-server {} ({}, {}, {})",
+            installed.llama_server.display(),
+            installed.backend,
+            installed.source,
+            installed
+                .version
+                .as_ref()
+                .map_or_else(|| "version unknown".into(), |v| v.line.clone())
+        );
+        // The demo model is written once, from the pinned tree's vocabulary.
+        let (model, vocab) = match &demo {
+            Some(d) => d.clone(),
+            None => {
+                let d = write_demo(installed.source_dir.as_deref(), &out_dir)?;
+                demo = Some(d.clone());
+                d
+            }
+        };
+        let record = PreparedPaths {
+            llama_server: installed.llama_server.clone(),
+            rpc_server: installed.rpc_server.clone(),
+            demo_model: model,
+            vocab_gguf: vocab,
+            source_dir: installed.source_dir.clone(),
+            llama_version: label.clone(),
+            pinned: i == 0,
+            help: installed.help.clone(),
+        };
+        let path = if i == 0 {
+            PreparedPaths::default_location(&workspace_root())
+        } else {
+            PreparedPaths::location_for(&workspace_root(), &label)
+        };
+        record
+            .write(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        if i == 0 {
+            paths_json = Some(path);
+        } else {
+            others.push((label, path));
+        }
+    }
+    let paths_json = paths_json.context("no llama.cpp version to prepare")?;
     eprintln!(
-        "xtask: llama-server {} ({}, {})",
-        installed.llama_server.display(),
-        installed.backend,
-        installed.source
+        "xtask: prepared {} in {:.1}s",
+        paths_json.display(),
+        started.elapsed().as_secs_f64()
     );
-    let source_dir = installed.source_dir.clone().context(
+    Ok(Prepared { paths_json, others })
+}
+
+/// Writes the demo model from the vocabulary of `source_dir` (a llama.cpp tree).
+fn write_demo(source_dir: Option<&Path>, out_dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let source_dir = source_dir.context(
         "the cached toolchain has no llama.cpp source tree to take the demo vocabulary from; \
          remove it with `cargo run -p lmcpp-cli -- toolchain remove` and run prepare again",
     )?;
     let vocab = source_dir.join(DEMO_VOCAB);
-    let paths_json = PreparedPaths::default_location(&workspace_root());
-    let out_dir = paths_json
-        .parent()
-        .map_or_else(workspace_root, Path::to_path_buf);
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let demo = out_dir.join("demo.gguf");
     let model = write_demo_model(&vocab, &demo, &DemoOptions::default())
         .with_context(|| format!("writing the demo model from {}", vocab.display()))?;
@@ -95,19 +161,5 @@ pub(crate) fn prepare() -> Result<Prepared> {
         model.path.display(),
         model.size
     );
-    PreparedPaths {
-        llama_server: installed.llama_server.clone(),
-        rpc_server: installed.rpc_server.clone(),
-        demo_model: model.path.clone(),
-        vocab_gguf: vocab,
-        source_dir: Some(source_dir),
-    }
-    .write(&paths_json)
-    .with_context(|| format!("writing {}", paths_json.display()))?;
-    eprintln!(
-        "xtask: prepared {} in {:.1}s",
-        paths_json.display(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(Prepared { paths_json })
+    Ok((model.path, vocab))
 }

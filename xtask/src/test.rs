@@ -27,8 +27,38 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         .env("LMCPP_TEST_PATHS", &prepared.paths_json);
     eprintln!("xtask: running {cmd:?}");
     let status = cmd.status().context("running the test runner")?;
+    let mut failed = Vec::new();
     if !status.success() {
-        bail!("tests failed ({status})");
+        failed.push(format!("tests failed ({status})"));
+    }
+    // The end-to-end suites once more against every older llama.cpp version.
+    for (label, paths) in &prepared.others {
+        let mut cmd = Command::new(&cargo);
+        if has_nextest {
+            cmd.args([
+                "nextest",
+                "run",
+                "--workspace",
+                "--no-fail-fast",
+                "-E",
+                "binary(e2e)",
+            ]);
+        } else {
+            cmd.args(["test", "--workspace", "--no-fail-fast", "--test", "e2e"]);
+        }
+        cmd.args(args)
+            .current_dir(&root)
+            .env("LMCPP_TEST_PATHS", paths);
+        eprintln!("xtask: end-to-end tests against llama.cpp {label}: {cmd:?}");
+        let status = cmd.status().context("running the test runner")?;
+        if !status.success() {
+            failed.push(format!(
+                "end-to-end tests against llama.cpp {label} failed ({status})"
+            ));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
     }
     // nextest does not run doc tests; the README's library example is one.
     let status = Command::new(&cargo)

@@ -2,10 +2,13 @@
 #![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
 
 mod archive;
+mod archive_escape;
+mod archive_props;
 mod download;
 mod fixtures;
 mod gguf;
 mod gguf_fuzz;
+mod prebuilt;
 mod procs;
 mod recipe;
 mod server;
