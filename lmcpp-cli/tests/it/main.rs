@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod model;
+
 use std::path::Path;
 use std::process::{Command, Output};
 

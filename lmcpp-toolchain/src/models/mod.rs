@@ -9,12 +9,18 @@
 //! by-name/<source key>/<file>    a symlink to the blob, carrying the original file name
 //! downloads/<source key>.gguf    in-flight downloads whose digest is not known up front
 //! locks/<source key>.lock        one lock per reference (threads and processes)
+//! locks/blob-<sha256>.lock       one lock per blob: publishing, removing and verifying it
 //! ```
 //!
 //! A pull takes the reference's lock, re-checks the refs (another task or process probably
 //! just pulled the same model), and otherwise downloads through the crate's one
-//! [`Downloader`] (`.part` file, `Range` resume validated by ETag, SHA-256 while streaming,
-//! retries honouring `Retry-After`, atomic rename).
+//! [`Downloader`] (`.part` file, `Range` resume vouched for by the digest or the ETag,
+//! SHA-256 while streaming, GGUF magic, retries honouring `Retry-After`, atomic rename).
+//!
+//! Lock order: a reference's lock before a blob's. A blob is moved into place and its ref
+//! written under the blob's lock (for a known digest the lock is taken before the
+//! download starts), and removal decides "no ref uses it any more" and deletes it under
+//! the same lock, so a removal never deletes a blob that a concurrent pull is publishing.
 
 mod hf;
 mod source;
@@ -31,7 +37,7 @@ use crate::download::{
 };
 use crate::error::{Error, IoContext, Result};
 use crate::gguf::{GgufSummary, read_gguf_async};
-use crate::lock::lock_exclusive;
+use crate::lock::{LockGuard, lock_exclusive};
 use crate::progress::{ProgressEvent, SharedProgress, no_progress};
 
 pub use hf::{DEFAULT_HF_ENDPOINT, HfToken, default_token_file, resolve_endpoint};
@@ -205,6 +211,18 @@ pub struct VerifyReport {
     pub status: VerifyStatus,
 }
 
+/// What [`ModelStore::remove_digest`] removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct RemovedModel {
+    /// The blob's digest.
+    pub sha256: String,
+    /// The references that pointed at it (now forgotten).
+    pub sources: Vec<String>,
+    /// Bytes freed (0 when the blob was already gone).
+    pub freed: u64,
+}
+
 /// A content-addressed, verified cache of GGUF models. Cheap to clone.
 #[derive(Clone)]
 pub struct ModelStore {
@@ -292,6 +310,28 @@ impl ModelStore {
         self.inner.root.join("refs").join(format!("{key}.json"))
     }
 
+    /// The lock a pull of `key` holds from its cache check until its ref is written.
+    fn ref_lock_path(&self, key: &str) -> PathBuf {
+        self.inner.root.join("locks").join(format!("{key}.lock"))
+    }
+
+    /// The lock under which blob `sha256` is published, removed or re-hashed.
+    fn blob_lock_path(&self, sha256: &str) -> PathBuf {
+        self.inner
+            .root
+            .join("locks")
+            .join(format!("blob-{}.lock", sha256.to_ascii_lowercase()))
+    }
+
+    async fn lock_blob(&self, sha256: &str) -> Result<LockGuard> {
+        lock_exclusive(
+            &self.blob_lock_path(sha256),
+            self.inner.lock_timeout,
+            &self.inner.progress,
+        )
+        .await
+    }
+
     /// Parses `reference` and pulls it; see [`ModelStore::pull`].
     pub async fn pull_str(&self, reference: &str, opts: &PullOptions) -> Result<PulledModel> {
         self.pull(&ModelSource::parse(reference)?, opts).await
@@ -321,7 +361,7 @@ impl ModelStore {
             }
             None => None,
         };
-        let lock = self.inner.root.join("locks").join(format!("{key}.lock"));
+        let lock = self.ref_lock_path(&key);
         let _guard = lock_exclusive(&lock, self.inner.lock_timeout, progress).await?;
 
         if let Some(found) = self.cached(source, &key, expected.as_deref())? {
@@ -365,6 +405,13 @@ impl ModelStore {
             headers: plan.headers.clone(),
             content: Content::Gguf,
         };
+        // With the digest known, the blob's lock is held from here until the ref is written:
+        // a removal of another reference to the same content waits instead of deleting the
+        // blob between its download and its ref.
+        let blob_guard = match &plan.sha256 {
+            Some(sha) => Some(self.lock_blob(sha).await?),
+            None => None,
+        };
         // A blob is published only after its digest was verified, so an existing one is
         // trusted without re-hashing (`verify` is the explicit re-check).
         let existing = match &plan.sha256 {
@@ -384,6 +431,10 @@ impl ModelStore {
                 final_url: plan.url.clone(),
             },
             None => self.inner.downloader.fetch(&spec, progress).await?,
+        };
+        let _blob_guard = match blob_guard {
+            Some(g) => g,
+            None => self.lock_blob(&done.sha256).await?,
         };
         let blob = self.blob_path(&done.sha256);
         if !known {
@@ -633,61 +684,201 @@ impl ModelStore {
     /// Returns whether anything was removed.
     pub async fn remove(&self, source: &ModelSource) -> Result<bool> {
         let key = source.cache_key();
-        let lock = self.inner.root.join("locks").join(format!("{key}.lock"));
-        let _guard = lock_exclusive(&lock, self.inner.lock_timeout, &self.inner.progress).await?;
+        let _guard = lock_exclusive(
+            &self.ref_lock_path(&key),
+            self.inner.lock_timeout,
+            &self.inner.progress,
+        )
+        .await?;
         let ref_path = self.ref_path(&key);
         let Some(r) = self.read_ref(&ref_path)? else {
             return Ok(false);
         };
-        std::fs::remove_file(&ref_path).ctx("remove", &ref_path)?;
-        let link_dir = self.inner.root.join("by-name").join(&key);
+        let _blob = self.lock_blob(&r.sha256).await?;
+        self.forget(&r)?;
+        if !self.all_refs()?.iter().any(|o| o.sha256 == r.sha256) {
+            self.delete_blob(&r.sha256)?;
+        }
+        Ok(true)
+    }
+
+    /// Resolves what a user typed to the digest of one stored model: a full SHA-256 or a
+    /// unique prefix of at least 12 hex digits (as `lmcpp model list` shows them), or a
+    /// reference as it was pulled.
+    ///
+    /// Reads only the refs and the blob names: nothing is hashed, nothing changes.
+    pub fn resolve(&self, query: &str) -> Result<String> {
+        let q = query.trim();
+        let refs = self.all_refs()?;
+        let lower = q.to_ascii_lowercase();
+        if (12..=64).contains(&lower.len()) && lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut found: std::collections::BTreeSet<String> = refs
+                .iter()
+                .map(|r| r.sha256.clone())
+                .filter(|s| s.starts_with(&lower))
+                .collect();
+            found.extend(
+                self.blob_digests()?
+                    .into_iter()
+                    .filter(|s| s.starts_with(&lower)),
+            );
+            let mut found: Vec<String> = found.into_iter().collect();
+            match found.len() {
+                0 => {}
+                1 => return Ok(found.remove(0)),
+                _ => {
+                    return Err(Error::AmbiguousModel {
+                        prefix: lower,
+                        matches: found,
+                    });
+                }
+            }
+        }
+        let key = ModelSource::parse(q).ok().map(|s| s.cache_key());
+        refs.iter()
+            .find(|r| r.source == q || key.as_deref() == Some(r.key.as_str()))
+            .map(|r| r.sha256.clone())
+            .ok_or_else(|| Error::UnknownModel {
+                query: q.to_owned(),
+                root: self.inner.root.clone(),
+            })
+    }
+
+    /// Removes the blob `sha256` and every reference to it. Waits for a pull that is
+    /// publishing the same blob; fails with [`Error::UnknownModel`] when the store has
+    /// neither the blob nor a reference to it.
+    pub async fn remove_digest(&self, sha256: &str) -> Result<RemovedModel> {
+        let sha256 = sha256.trim().to_ascii_lowercase();
+        if !hf::is_sha256(&sha256) {
+            return Err(Error::InvalidRequest {
+                reason: format!("{sha256:?} is not a sha256 (64 hex characters)"),
+            });
+        }
+        let _blob = self.lock_blob(&sha256).await?;
+        let refs: Vec<ModelRef> = self
+            .all_refs()?
+            .into_iter()
+            .filter(|r| r.sha256 == sha256)
+            .collect();
+        let blob = self.blob_path(&sha256);
+        let size = std::fs::metadata(&blob).ok().filter(|m| m.is_file());
+        if refs.is_empty() && size.is_none() {
+            return Err(Error::UnknownModel {
+                query: sha256,
+                root: self.inner.root.clone(),
+            });
+        }
+        for r in &refs {
+            self.forget(r)?;
+        }
+        self.delete_blob(&sha256)?;
+        Ok(RemovedModel {
+            sources: refs.into_iter().map(|r| r.source).collect(),
+            freed: size.map_or(0, |m| m.len()),
+            sha256,
+        })
+    }
+
+    /// Deletes a ref and its by-name links.
+    fn forget(&self, r: &ModelRef) -> Result<()> {
+        let ref_path = self.ref_path(&r.key);
+        match std::fs::remove_file(&ref_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", &ref_path, e)),
+        }
+        let link_dir = self.inner.root.join("by-name").join(&r.key);
         if link_dir.exists() {
             std::fs::remove_dir_all(&link_dir).ctx("remove", &link_dir)?;
         }
-        let still_used = self.all_refs()?.iter().any(|o| o.sha256 == r.sha256);
-        if !still_used {
-            let blob = self.blob_path(&r.sha256);
-            match std::fs::remove_file(&blob) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("remove", &blob, e)),
+        Ok(())
+    }
+
+    /// Deletes a blob (callers hold its lock); a missing one is fine.
+    fn delete_blob(&self, sha256: &str) -> Result<()> {
+        let blob = self.blob_path(sha256);
+        match std::fs::remove_file(&blob) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", &blob, e)),
+        }
+    }
+
+    /// The digests of the blobs on disk (whether or not a ref names them).
+    fn blob_digests(&self) -> Result<Vec<String>> {
+        let dir = self.inner.root.join("blobs");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
+            let name = entry.ctx("read directory", &dir)?.file_name();
+            if let Some(name) = name.to_str()
+                && hf::is_sha256(name)
+            {
+                out.push(name.to_ascii_lowercase());
             }
         }
-        Ok(true)
+        Ok(out)
     }
 
     /// Re-hashes every referenced blob. Corrupt blobs are deleted (their refs stay, so the
     /// next pull downloads them again).
     pub async fn verify(&self) -> Result<Vec<VerifyReport>> {
+        let mut out = Vec::new();
+        for sha256 in self.referenced_digests()?.into_keys() {
+            out.push(self.verify_digest(&sha256).await?);
+        }
+        Ok(out)
+    }
+
+    /// Re-hashes one blob (see [`ModelStore::resolve`] to get its digest from what a user
+    /// typed); a corrupt one is deleted. No other blob is read or touched.
+    pub async fn verify_digest(&self, sha256: &str) -> Result<VerifyReport> {
+        let sha256 = sha256.trim().to_ascii_lowercase();
+        if !hf::is_sha256(&sha256) {
+            return Err(Error::InvalidRequest {
+                reason: format!("{sha256:?} is not a sha256 (64 hex characters)"),
+            });
+        }
+        let _blob = self.lock_blob(&sha256).await?;
+        let sources = self
+            .referenced_digests()?
+            .remove(&sha256)
+            .unwrap_or_default();
+        let blob = self.blob_path(&sha256);
+        if sources.is_empty() && !blob.is_file() {
+            return Err(Error::UnknownModel {
+                query: sha256,
+                root: self.inner.root.clone(),
+            });
+        }
+        self.inner.progress.event(ProgressEvent::Stage {
+            name: format!("verifying {}", blob.display()),
+        });
+        let status = if !blob.is_file() {
+            VerifyStatus::Missing
+        } else {
+            let (found, _) = sha256_file(&blob).await?;
+            if found == sha256 {
+                VerifyStatus::Ok
+            } else {
+                self.delete_blob(&sha256)?;
+                VerifyStatus::Corrupt { found }
+            }
+        };
+        Ok(VerifyReport {
+            sha256,
+            blob,
+            sources,
+            status,
+        })
+    }
+
+    /// Referenced digests and the sources naming each.
+    fn referenced_digests(&self) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
         let mut by_sha: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for r in self.all_refs()? {
             by_sha.entry(r.sha256).or_default().push(r.source);
         }
-        let mut out = Vec::new();
-        for (sha256, sources) in by_sha {
-            let blob = self.blob_path(&sha256);
-            self.inner.progress.event(ProgressEvent::Stage {
-                name: format!("verifying {}", blob.display()),
-            });
-            let status = if !blob.is_file() {
-                VerifyStatus::Missing
-            } else {
-                let (found, _) = sha256_file(&blob).await?;
-                if found == sha256 {
-                    VerifyStatus::Ok
-                } else {
-                    std::fs::remove_file(&blob).ctx("remove", &blob)?;
-                    VerifyStatus::Corrupt { found }
-                }
-            };
-            out.push(VerifyReport {
-                sha256,
-                blob,
-                sources,
-                status,
-            });
-        }
-        Ok(out)
+        Ok(by_sha)
     }
 
     /// The GGUF summary of a cached reference or a local file.

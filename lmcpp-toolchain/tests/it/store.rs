@@ -804,3 +804,175 @@ async fn a_cut_body_without_length_or_digest_is_never_stored() {
         .unwrap();
     assert_eq!(m.sha256, Some(sha(&gguf)));
 }
+
+/// Pulls two references to one blob (`a`, `b`) and one to another blob (`other`).
+async fn two_blobs(server: &TestServer, store: &ModelStore) -> (String, String) {
+    let body = model_bytes(40_000);
+    let digest = serve_hub(server, &body, true);
+    let mut other: Vec<u8> = model_bytes(20_000).iter().map(|b| b ^ 0x5a).collect();
+    other[..4].copy_from_slice(b"GGUF");
+    server.route("/other/o.gguf", Route::file(other.clone()));
+    for r in [
+        "owner/tiny:Q4_K_M".to_owned(),
+        format!("owner/tiny:{FILE}"),
+        server.url("/other/o.gguf"),
+    ] {
+        store.pull_str(&r, &PullOptions::default()).await.unwrap();
+    }
+    (digest, sha(&other))
+}
+
+#[tokio::test]
+async fn models_are_named_by_source_digest_or_unique_prefix() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &server);
+    let (digest, other) = two_blobs(&server, &store).await;
+
+    assert_eq!(store.resolve(&digest).unwrap(), digest);
+    assert_eq!(store.resolve(&digest[..12].to_uppercase()).unwrap(), digest);
+    assert_eq!(store.resolve(&other[..16]).unwrap(), other);
+    assert_eq!(store.resolve("owner/tiny:Q4_K_M").unwrap(), digest);
+    assert_eq!(store.resolve(&server.url("/other/o.gguf")).unwrap(), other);
+    for unknown in [&digest[..11], &"0".repeat(64), "owner/tiny:Q8_0", "nothing"] {
+        let err = store.resolve(unknown).unwrap_err();
+        assert!(
+            matches!(err, Error::UnknownModel { .. }),
+            "{unknown}: {err:?}"
+        );
+        assert!(err.to_string().contains("lmcpp model list"), "{err}");
+    }
+    // Two blobs sharing a 12-digit prefix: the prefix is ambiguous, longer ones are not.
+    let blobs = dir.path().join("models/blobs");
+    let (x, y) = (
+        format!("{}0{}", "a".repeat(12), "1".repeat(51)),
+        format!("{}0{}", "a".repeat(12), "2".repeat(51)),
+    );
+    std::fs::write(blobs.join(&x), b"GGUF").unwrap();
+    std::fs::write(blobs.join(&y), b"GGUF").unwrap();
+    match store.resolve(&"a".repeat(12)).unwrap_err() {
+        Error::AmbiguousModel { matches, .. } => assert_eq!(matches, [x.clone(), y.clone()]),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(store.resolve(&x[..14]).unwrap(), x);
+}
+
+#[tokio::test]
+async fn remove_by_digest_forgets_every_source_and_keeps_other_blobs() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &server);
+    let (digest, other) = two_blobs(&server, &store).await;
+    let blob = store.blob_path(&digest);
+    let size = std::fs::metadata(&blob).unwrap().len();
+
+    let removed = store.remove_digest(&digest).await.unwrap();
+    assert_eq!(removed.sha256, digest);
+    assert_eq!(removed.freed, size);
+    assert_eq!(removed.sources.len(), 2, "{:?}", removed.sources);
+    assert!(!blob.exists());
+    assert!(
+        !dir.path()
+            .join("models/by-name")
+            .read_dir()
+            .unwrap()
+            .any(|e| {
+                let p = e.unwrap().path();
+                std::fs::read_dir(&p).unwrap().any(|l| {
+                    std::fs::read_link(l.unwrap().path())
+                        .unwrap()
+                        .ends_with(&digest)
+                })
+            })
+    );
+    let left = store.list().unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].reference.sha256, other);
+    assert!(store.blob_path(&other).exists());
+    let err = store.remove_digest(&digest).await.unwrap_err();
+    assert!(matches!(err, Error::UnknownModel { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn verifying_one_model_reads_and_touches_no_other() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &server);
+    let (digest, other) = two_blobs(&server, &store).await;
+    // Corrupt the other blob: only a verification of that blob may delete it.
+    let other_blob = store.blob_path(&other);
+    let mut bytes = std::fs::read(&other_blob).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&other_blob, &bytes).unwrap();
+
+    let unknown = "f".repeat(64);
+    let err = store.resolve(&unknown).unwrap_err();
+    assert!(matches!(err, Error::UnknownModel { .. }), "{err:?}");
+    let err = store.verify_digest(&unknown).await.unwrap_err();
+    assert!(matches!(err, Error::UnknownModel { .. }), "{err:?}");
+    let report = store.verify_digest(&digest).await.unwrap();
+    assert_eq!(report.status, VerifyStatus::Ok);
+    assert_eq!(report.sources.len(), 2);
+    assert!(
+        other_blob.exists(),
+        "a corrupt blob of another model was touched"
+    );
+
+    let report = store.verify_digest(&other).await.unwrap();
+    assert!(matches!(report.status, VerifyStatus::Corrupt { .. }));
+    assert!(!other_blob.exists());
+}
+
+#[tokio::test]
+async fn removal_never_deletes_a_blob_a_pull_is_publishing() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), &server);
+    let body = model_bytes(30_000);
+    server.route("/a/m.gguf", Route::file(body.clone()));
+    let a = store
+        .pull_str(&server.url("/a/m.gguf"), &PullOptions::default())
+        .await
+        .unwrap();
+    let digest = a.sha256.clone().unwrap();
+    let blob = store.blob_path(&digest);
+
+    // Another pull of the same content is between its download and its ref: it holds the
+    // blob's lock (the layout names it) and has not written its ref yet.
+    let lock = dir
+        .path()
+        .join("models/locks")
+        .join(format!("blob-{digest}.lock"));
+    let publishing = lmcpp_toolchain::lock_exclusive(
+        &lock,
+        Duration::from_secs(5),
+        &lmcpp_toolchain::no_progress(),
+    )
+    .await
+    .unwrap();
+    let s = store.clone();
+    let source = ModelSource::parse(&server.url("/a/m.gguf")).unwrap();
+    let mut removal = tokio::spawn(async move { s.remove(&source).await });
+    // Today's removal would finish here and delete the blob; it must wait instead.
+    let finished = tokio::time::timeout(Duration::from_millis(500), &mut removal).await;
+    assert!(
+        finished.is_err(),
+        "the removal did not wait for the publishing pull"
+    );
+    // The pull writes its ref (a copy of the first one under another key) and lets go.
+    let refs = dir.path().join("models/refs");
+    let first = std::fs::read_dir(&refs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&first).unwrap()).unwrap();
+    v["key"] = "other-key".into();
+    v["source"] = "other source".into();
+    std::fs::write(refs.join("other-key.json"), serde_json::to_vec(&v).unwrap()).unwrap();
+    drop(publishing);
+    assert!(removal.await.unwrap().unwrap());
+    assert!(blob.exists(), "the blob of the other reference was deleted");
+    assert_eq!(store.list().unwrap().len(), 1);
+}
