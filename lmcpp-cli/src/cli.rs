@@ -11,8 +11,9 @@ pub(crate) struct Cli {
     /// Cache root for toolchains and models (default: $LMCPP_HOME, else the platform data dir).
     #[arg(long, global = true, value_name = "DIR")]
     pub(crate) home: Option<PathBuf>,
-    /// Runtime directory for server state files, sockets and logs
-    /// (default: $XDG_RUNTIME_DIR/lmcpp, else a private directory under /tmp).
+    /// Runtime directory for server state files, sockets and logs, which go into lmcpp's
+    /// private subdirectory lmcpp-<uid> there; the directory itself is never changed
+    /// (default: $XDG_RUNTIME_DIR, else /tmp).
     #[arg(long, global = true, value_name = "DIR", env = "LMCPP_RUNTIME_DIR")]
     pub(crate) runtime_dir: Option<PathBuf>,
     /// Use this llama-server binary instead of one from the toolchain cache.

@@ -58,5 +58,7 @@ pub use rpc::{
     DEFAULT_RPC_HOST, DEFAULT_RPC_PORT, RpcWorker, RpcWorkerOptions, WORKER_CHECK_TIMEOUT,
     check_workers,
 };
-pub use runtime::{MAX_ID_LEN, MAX_SOCKET_PATH, default_runtime_dir, socket_path, validate_id};
+pub use runtime::{
+    MAX_ID_LEN, MAX_SOCKET_PATH, default_runtime_dir, private_dir_name, socket_path, validate_id,
+};
 pub use server::{HttpPort, LaunchOptions, Readiness, Server, TransportChoice, validate};

@@ -17,7 +17,7 @@ use crate::{
     endpoint::Endpoint,
     error::{Error, Result},
     procfs,
-    runtime::{default_runtime_dir, ensure_private_dir, validate_id},
+    runtime::{default_runtime_dir, ensure_private_dir, private_dir_name, validate_id},
 };
 
 /// What kind of process a registry record describes.
@@ -126,9 +126,17 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The registry in `dir` (created private on first write).
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+    /// The registry of runtime dir `runtime_dir`. Its files live in lmcpp's private
+    /// subdirectory `<runtime_dir>/lmcpp-<uid>` (created mode 0700 on first write); the
+    /// runtime dir itself is created if missing but never changed. A relative path is
+    /// made absolute first, so servers (whose working directory is the registry) and
+    /// clients agree on every path.
+    pub fn new(runtime_dir: impl Into<PathBuf>) -> Self {
+        let root = runtime_dir.into();
+        let root = std::path::absolute(&root).unwrap_or(root);
+        Self {
+            dir: root.join(private_dir_name()),
+        }
     }
 
     /// The registry in [`default_runtime_dir`].
@@ -136,12 +144,12 @@ impl Registry {
         Self::new(default_runtime_dir())
     }
 
-    /// Its directory.
+    /// Its directory: the private subdirectory of the runtime dir.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Creates the directory (mode 0700) if needed and checks it is private.
+    /// Creates the private directory (mode 0700) if needed and checks it is private.
     pub fn ensure_dir(&self) -> Result<()> {
         ensure_private_dir(&self.dir)
     }

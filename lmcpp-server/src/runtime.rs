@@ -13,24 +13,33 @@ use crate::error::{Error, Result};
 /// macOS 103; staying well below both leaves room for the NUL and for surprises.
 pub const MAX_SOCKET_PATH: usize = 100;
 
-/// The default per-user runtime directory: `$XDG_RUNTIME_DIR/lmcpp` when that variable
-/// holds an absolute path, else `/tmp/lmcpp-<uid>`.
+/// The default runtime directory: `$XDG_RUNTIME_DIR` when that variable holds an absolute
+/// path, else `/tmp`. lmcpp never changes it; its files go into the private subdirectory
+/// [`private_dir_name`] it makes there (see [`crate::Registry::new`]).
 pub fn default_runtime_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-        Some(dir) if dir.is_absolute() => dir.join("lmcpp"),
-        _ => private_tmp_dir(),
+        Some(dir) if dir.is_absolute() => dir,
+        _ => PathBuf::from("/tmp"),
     }
 }
 
-/// `/tmp/lmcpp-<uid>`: used when there is no runtime dir and for short socket paths.
-pub(crate) fn private_tmp_dir() -> PathBuf {
+/// The name of lmcpp's private subdirectory of a runtime dir: `lmcpp-<uid>`, so users
+/// sharing one runtime dir (such as `/tmp`) never share a subdirectory.
+pub fn private_dir_name() -> String {
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
-    PathBuf::from(format!("/tmp/lmcpp-{uid}"))
+    format!("lmcpp-{uid}")
 }
 
-/// Creates `dir` (mode 0700) if needed and checks that it is a real directory owned by us
-/// that nobody else can enter, so other users can neither read our state nor plant sockets.
+/// `/tmp/lmcpp-<uid>`: where short socket paths go when the runtime dir's are too long.
+pub(crate) fn private_tmp_dir() -> PathBuf {
+    Path::new("/tmp").join(private_dir_name())
+}
+
+/// Creates `dir` (mode 0700, and any missing parents likewise) if needed and checks that it
+/// is a real directory owned by us that nobody else can enter, so other users can neither
+/// read our state nor plant sockets. Only pass directories lmcpp owns: one that is open to
+/// others is made private (never a runtime dir a user gave, only lmcpp's subdirectory).
 pub(crate) fn ensure_private_dir(dir: &Path) -> Result<()> {
     let unusable = |reason: String| Error::RuntimeDir {
         path: dir.to_owned(),

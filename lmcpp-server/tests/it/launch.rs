@@ -480,3 +480,47 @@ async fn the_child_environment_is_explicit() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_given_runtime_dir_is_never_changed_and_may_be_relative() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let exe = script(dir.path(), "server", "exec sleep 60");
+    // An existing, shared runtime dir (like /tmp): lmcpp works in its own subdirectory.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    // Given relative to the working directory, as a user might type it.
+    let cwd = std::env::current_dir().unwrap();
+    let relative = PathBuf::from("../".repeat(cwd.components().count() - 1))
+        .join(shared.strip_prefix("/").unwrap());
+    assert!(relative.is_relative());
+    let mut opts = options(dir.path(), exe);
+    opts.runtime_dir = Some(relative.clone());
+    let server = Server::spawn(opts).await.unwrap();
+
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&shared), 0o1777, "the given runtime dir was changed");
+    let private = shared.join(lmcpp_server::private_dir_name());
+    assert_eq!(mode(&private), 0o700);
+    let Endpoint::Unix { socket } = server.endpoint().clone() else {
+        panic!("default transport is a Unix socket");
+    };
+    assert!(socket.is_absolute(), "{socket:?}");
+    assert_eq!(
+        socket.parent().unwrap().canonicalize().unwrap(),
+        private.canonicalize().unwrap()
+    );
+    let registry = lmcpp_server::Registry::new(&relative);
+    assert!(registry.dir().is_absolute());
+    assert_eq!(
+        registry.read(server.id()).unwrap().unwrap().pid,
+        server.pid()
+    );
+    server.stop().await.unwrap();
+    // A private dir opened up by someone is made private again; it is lmcpp's own.
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).unwrap();
+    registry.ensure_dir().unwrap();
+    assert_eq!(mode(&private), 0o700);
+    assert_eq!(mode(&shared), 0o1777);
+}

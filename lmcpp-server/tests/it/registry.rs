@@ -54,6 +54,8 @@ impl Drop for Sleeper {
 async fn recycled_pid_is_stale_and_never_signalled() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::new(dir.path());
+    registry.ensure_dir().unwrap();
+    let state = registry.dir();
     let mut other = Sleeper::start();
     let pid = other.0.id();
     // The record claims the pid runs llama-server; it runs `sleep`.
@@ -61,7 +63,7 @@ async fn recycled_pid_is_stale_and_never_signalled() {
     std::fs::write(&socket, "").unwrap();
     let claimed = dir.path().join("llama-server");
     write_record(
-        dir.path(),
+        state,
         "aaaaaaaaaaaa",
         pid,
         &claimed,
@@ -77,11 +79,11 @@ async fn recycled_pid_is_stale_and_never_signalled() {
         other => panic!("{other:?}"),
     }
     assert!(other.alive(), "the other program was signalled");
-    assert!(!dir.path().join("aaaaaaaaaaaa.json").exists());
+    assert!(!state.join("aaaaaaaaaaaa.json").exists());
     assert!(!socket.exists(), "stale socket left behind");
 
     write_record(
-        dir.path(),
+        state,
         "bbbbbbbbbbbb",
         pid,
         &claimed,
@@ -112,12 +114,14 @@ async fn recycled_pid_is_stale_and_never_signalled() {
 async fn same_binary_started_at_another_time_is_stale() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::new(dir.path());
+    registry.ensure_dir().unwrap();
+    let state = registry.dir();
     let mut other = Sleeper::start();
     let pid = other.0.id();
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     let socket = dir.path().join("c.sock");
     write_record(
-        dir.path(),
+        state,
         "cccccccccccc",
         pid,
         &exe,
@@ -140,19 +144,21 @@ async fn same_binary_started_at_another_time_is_stale() {
 async fn dead_pid_is_stale() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::new(dir.path());
+    registry.ensure_dir().unwrap();
+    let state = registry.dir();
     let mut done = Command::new("true").spawn().unwrap();
     let pid = done.id();
     done.wait().unwrap();
     let socket = dir.path().join("d.sock");
     write_record(
-        dir.path(),
+        state,
         "dddddddddddd",
         pid,
         Path::new("/bin/true"),
         1,
         &socket,
     );
-    std::fs::write(dir.path().join("eeeeeeeeeeee.json"), "{ not json").unwrap();
+    std::fs::write(state.join("eeeeeeeeeeee.json"), "{ not json").unwrap();
     match registry.list().unwrap().as_slice() {
         [
             Entry::Stale {
@@ -162,26 +168,21 @@ async fn dead_pid_is_stale() {
         ] => {}
         other => panic!("{other:?}"),
     }
-    assert!(!dir.path().join("eeeeeeeeeeee.json").exists());
+    assert!(!state.join("eeeeeeeeeeee.json").exists());
 }
 
 #[tokio::test]
 async fn verified_entry_is_live_and_can_be_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::new(dir.path());
+    registry.ensure_dir().unwrap();
+    let state = registry.dir();
     let mut sleeper = Sleeper::start();
     let pid = sleeper.0.id();
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     let socket = dir.path().join("f.sock");
-    write_record(
-        dir.path(),
-        "ffffffffffff",
-        pid,
-        &exe,
-        start_time(pid),
-        &socket,
-    );
-    std::fs::write(dir.path().join("ffffffffffff.log"), "one\ntwo\nthree\n").unwrap();
+    write_record(state, "ffffffffffff", pid, &exe, start_time(pid), &socket);
+    std::fs::write(state.join("ffffffffffff.log"), "one\ntwo\nthree\n").unwrap();
 
     match registry.list().unwrap().as_slice() {
         [Entry::Live(record)] => assert_eq!(record.pid, pid),
@@ -210,6 +211,8 @@ async fn verified_entry_is_live_and_can_be_stopped() {
 async fn a_running_server_whose_binary_was_deleted_stays_live() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::new(dir.path());
+    registry.ensure_dir().unwrap();
+    let state = registry.dir();
     let sleep = String::from_utf8(
         Command::new("sh")
             .args(["-c", "command -v sleep"])
@@ -225,14 +228,7 @@ async fn a_running_server_whose_binary_was_deleted_stays_live() {
     // The recorded path is canonical, as the launcher records it.
     let exe = binary.canonicalize().unwrap();
     let socket = dir.path().join("d.sock");
-    write_record(
-        dir.path(),
-        "dddddddddddd",
-        pid,
-        &exe,
-        start_time(pid),
-        &socket,
-    );
+    write_record(state, "dddddddddddd", pid, &exe, start_time(pid), &socket);
     std::fs::remove_file(&binary).unwrap();
     let link = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     assert!(link.to_string_lossy().ends_with(" (deleted)"), "{link:?}");

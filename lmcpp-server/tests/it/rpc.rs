@@ -84,7 +84,7 @@ async fn unreachable_worker_is_named_before_llama_server_is_spawned() {
     assert!(!marker.exists(), "llama-server was spawned");
     let run = dir.path().join("run");
     assert!(Registry::new(&run).list().unwrap().is_empty());
-    let files: Vec<_> = std::fs::read_dir(&run)
+    let files: Vec<_> = std::fs::read_dir(Registry::new(&run).dir())
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(files.is_empty(), "files were created: {files:?}");
@@ -213,12 +213,13 @@ fn state_files_without_a_kind_are_servers() {
         "detached": false,
         "started_at_ms": 1,
     });
+    let registry = Registry::new(dir.path());
+    registry.ensure_dir().unwrap();
     std::fs::write(
-        dir.path().join("0123456789ab.json"),
+        registry.dir().join("0123456789ab.json"),
         serde_json::to_vec(&record).unwrap(),
     )
     .unwrap();
-    let registry = Registry::new(dir.path());
     let read = registry.read("0123456789ab").unwrap().unwrap();
     assert_eq!(read.kind, ProcessKind::Server);
     let json = serde_json::to_value(&read).unwrap();
