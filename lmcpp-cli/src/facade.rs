@@ -221,6 +221,17 @@ impl LmcppBuilder {
         launch.runtime_dir = self.runtime_dir;
         launch.ready_timeout = self.ready_timeout;
         launch.detached = self.detached;
+        // Render the arguments for the binary at hand, not for the pinned llama.cpp.
+        launch.flags = installed.as_ref().and_then(|i| {
+            let help = std::fs::read_to_string(i.help.as_ref()?).ok()?;
+            let version = i
+                .version
+                .as_ref()
+                .map_or_else(|| self.request.version.label(), |v| v.label());
+            Some(lmcpp_types::args::help::BinaryFlags::from_help(
+                &help, version,
+            ))
+        });
         Ok(Resolved {
             toolchain: installed,
             model,

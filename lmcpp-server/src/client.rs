@@ -408,6 +408,18 @@ pub(crate) fn api_error(path: &str, status: u16, body: &[u8]) -> Error {
         || api_error_from_text(status, &String::from_utf8_lossy(body)),
         |b| b.error,
     );
+    // llama-server answers an unknown route with 404 "File Not Found" (an empty body in
+    // some versions), and a feature it was not started with with 501.
+    let unknown_route =
+        status == 404 && (error.message == "File Not Found" || error.message.trim().is_empty());
+    if status == 501 || unknown_route {
+        let path = path.split('?').next().unwrap_or(path).to_owned();
+        return Error::Unsupported {
+            path,
+            status,
+            message: error.message,
+        };
+    }
     Error::Api {
         status,
         path: path.to_owned(),

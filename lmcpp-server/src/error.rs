@@ -169,6 +169,19 @@ pub enum Error {
         /// The decoded `{"error":{...}}` body.
         error: crate::ApiError,
     },
+    /// The server does not have this endpoint (404 for the route: an older llama.cpp) or
+    /// was started without what it needs (501, e.g. `--embeddings`, `--slots`).
+    #[error(
+        "this llama-server does not support {path} (http {status}: {message}); it may be an older llama.cpp or need a start-up option"
+    )]
+    Unsupported {
+        /// The endpoint.
+        path: String,
+        /// 404 or 501.
+        status: u16,
+        /// What the server said.
+        message: String,
+    },
     /// The server's response could not be decoded into the expected type.
     #[error("cannot decode the answer to {path}: {source}; body starts with {snippet:?}")]
     Decode {

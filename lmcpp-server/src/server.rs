@@ -121,6 +121,11 @@ pub struct LaunchOptions {
     /// Start the server so that it outlives this process: no parent-death signal, own
     /// session. Such a server is not stopped on drop after [`Server::detach`].
     pub detached: bool,
+    /// The flags `binary` accepts (from its `--help`, as the toolchain captures it). When
+    /// set, the rendered argv is checked and adapted to them before anything is spawned:
+    /// a flag or value this llama.cpp lacks is [`Error::InvalidArgs`] naming the flag,
+    /// the value and the version. `None` renders for the pinned version unchecked.
+    pub flags: Option<lmcpp_types::args::help::BinaryFlags>,
 }
 
 impl LaunchOptions {
@@ -140,6 +145,7 @@ impl LaunchOptions {
             ready_timeout: Duration::from_secs(120),
             stop_grace: Duration::from_secs(5),
             detached: false,
+            flags: None,
         }
     }
 
@@ -303,9 +309,14 @@ impl Plan {
                 args.port = Some(*port);
             }
         }
-        let argv = args
+        let mut argv = args
             .to_argv()
             .map_err(|source| Error::InvalidArgs { source })?;
+        if let Some(flags) = &self.opts.flags {
+            argv = flags
+                .adapt(&argv)
+                .map_err(|source| Error::InvalidArgs { source })?;
+        }
         Ok((argv, args.secret_env()))
     }
 

@@ -107,7 +107,7 @@ pub fn choose_assets(
             Some((label.to_owned(), parse_label(label)?))
         })
         .collect();
-    labels.sort_by(|a, b| b.1.cmp(&a.1));
+    labels.sort_by_key(|l| std::cmp::Reverse(l.1));
     labels.dedup();
     if labels.is_empty() {
         return Err(format!(

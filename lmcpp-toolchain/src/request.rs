@@ -403,6 +403,7 @@ impl ToolchainRequest {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

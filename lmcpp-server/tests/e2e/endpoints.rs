@@ -124,20 +124,18 @@ async fn generation_endpoints(client: &Client, slot_dir: &std::path::Path) {
     // Endpoints this model or server cannot serve answer with typed errors.
     let infill: InfillRequest = req(json!({"input_prefix": "def f(", "input_suffix": "1"}));
     match client.infill(&infill).await {
-        Err(Error::Api {
-            status: 501, error, ..
-        }) => {
-            assert_eq!(error.kind.as_str(), "not_supported_error")
-        }
+        Err(Error::Unsupported {
+            status: 501, path, ..
+        }) => assert_eq!(path, "/infill"),
         other => panic!("{other:?}"),
     }
     let rerank: RerankRequest = req(json!({"query": "a", "documents": ["b", "c"]}));
     match client.rerank(&rerank).await {
-        Err(Error::Api {
-            status: 501, error, ..
-        }) => {
-            assert!(error.message.contains("--reranking"), "{error:?}")
-        }
+        Err(Error::Unsupported {
+            status: 501,
+            message,
+            ..
+        }) => assert!(message.contains("--reranking"), "{message}"),
         other => panic!("{other:?}"),
     }
     let control: ChatControlRequest = req(json!({"id": "chatcmpl-unknown", "action": "stop"}));
@@ -150,7 +148,9 @@ async fn generation_endpoints(client: &Client, slot_dir: &std::path::Path) {
     // Not in router mode: the router's load endpoint does not exist.
     let load = req(json!({"model": "x"}));
     match client.load_model(&load).await {
-        Err(Error::Api { status: 404, .. }) => {}
+        Err(Error::Unsupported {
+            status: 404, path, ..
+        }) => assert_eq!(path, "/models/load"),
         other => panic!("{other:?}"),
     }
     assert!(!client.router_models().await.unwrap().data.is_empty());

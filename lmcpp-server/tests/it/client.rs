@@ -256,3 +256,22 @@ async fn unreachable_server_is_a_transport_error() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn an_endpoint_the_server_lacks_is_a_typed_unsupported_error_naming_it() {
+    for mock in support::both().await {
+        let client = Client::new(mock.endpoint.clone());
+        // The mock answers unknown routes like llama-server: 404 "File Not Found".
+        match client.get::<Value>("/v1/responses?x=1").await.unwrap_err() {
+            Error::Unsupported { path, status, .. } => {
+                assert_eq!((path.as_str(), status), ("/v1/responses", 404));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A 404 that is about something else stays an API error.
+        match client.get::<Value>("/err").await.unwrap_err() {
+            Error::Api { status: 400, .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod client;
+mod flags;
 mod launch;
 mod registry;
 mod rpc;

@@ -273,10 +273,11 @@ impl BinaryFlags {
                     // Off (or the binary's own default): the switch's negation if it has
                     // one, else leaving the switch out.
                     let base = spelled.trim_start_matches("--");
-                    if let Some(neg) = opt.flags.iter().find(|f| *f == &format!("--no-{base}")) {
-                        if lower != "auto" {
-                            out.push(neg.clone());
-                        }
+                    let neg = opt.flags.iter().find(|f| *f == &format!("--no-{base}"));
+                    if let Some(neg) = neg
+                        && lower != "auto"
+                    {
+                        out.push(neg.clone());
                     }
                 } else {
                     return Err(self.unsupported(
