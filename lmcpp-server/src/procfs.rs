@@ -32,6 +32,21 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     stat_fields(pid)?.get(22 - 3)?.parse().ok()
 }
 
+/// The process group the process belongs to (field 5 of `/proc/<pid>/stat`).
+pub(crate) fn pgid(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(5 - 3)?.parse().ok()
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`): pids and start times only
+/// identify a process within one boot.
+pub(crate) fn boot_id() -> Option<String> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_owned())
+}
+
 /// The path of the executable the process runs (`/proc/<pid>/exe`).
 pub(crate) fn exe(pid: u32) -> Option<PathBuf> {
     if !cfg!(target_os = "linux") {
@@ -68,6 +83,8 @@ mod tests {
         let me = std::process::id();
         assert!(alive(me));
         assert!(start_time(me).is_some());
+        assert!(pgid(me).is_some());
+        assert_eq!(boot_id().map(|id| id.len()), Some(36));
         assert_eq!(
             exe(me),
             std::env::current_exe()

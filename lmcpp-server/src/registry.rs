@@ -1,9 +1,10 @@
 //! The registry of running servers: one JSON state file per server in the runtime dir.
 //!
-//! A state file is only a claim. [`Registry::list`] checks each claim against the kernel
-//! (pid alive, `/proc/<pid>/exe` is the recorded binary, start time unchanged) and
-//! deletes the files and sockets of claims that no longer hold, and [`Registry::stop`]
-//! only ever signals a process whose claim holds.
+//! A state file is only a claim. [`Registry::list`] checks each claim against the kernel:
+//! the pid must be alive and, within this boot, still have the start time observed right
+//! after spawning (which an `exec` keeps, so wrapped servers stay ours). It deletes the
+//! files and sockets of claims whose process is gone, never those of a live pid, and
+//! [`Registry::stop`] only ever signals a process whose claim holds.
 
 use std::{
     io::{Read, Seek, SeekFrom, Write},
@@ -53,10 +54,20 @@ pub struct ServerRecord {
     pub kind: ProcessKind,
     /// Process id.
     pub pid: u32,
-    /// Canonical path of the binary the process runs.
+    /// Canonical path of the binary that was started (a wrapper script, for example).
     pub exe: PathBuf,
-    /// Start time in clock ticks after boot (`/proc/<pid>/stat` field 22), if known.
+    /// Start time in clock ticks after boot (`/proc/<pid>/stat` field 22), observed right
+    /// after spawning. With `pid` and `boot_id` it identifies the process: it survives
+    /// an `exec`, so a wrapper that execs the real binary stays the same process.
     pub start_time: Option<u64>,
+    /// The executable the kernel reported right after spawning (`/proc/<pid>/exe`; for
+    /// a script, its interpreter), if known. Records without it (written by older
+    /// versions) are identified by `exe` as well as by start time.
+    #[serde(default)]
+    pub spawned_exe: Option<PathBuf>,
+    /// The boot the process was started in (`/proc/sys/kernel/random/boot_id`).
+    #[serde(default)]
+    pub boot_id: Option<String>,
     /// Where the server listens.
     pub endpoint: Endpoint,
     /// The model it serves.
@@ -75,14 +86,17 @@ pub struct ServerRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StaleReason {
-    /// No process with the recorded pid exists (or it is a zombie).
+    /// No process with the recorded pid exists (or it is a zombie), or the machine was
+    /// rebooted since.
     NotRunning,
-    /// The pid now runs another program: it was recycled.
+    /// The pid runs another program and its start time cannot confirm that it is the
+    /// recorded process (or the record predates start-time identity). The pid is alive,
+    /// so its files are kept and it is never signalled.
     OtherExecutable {
         /// What `/proc/<pid>/exe` points at, if readable.
         found: Option<PathBuf>,
     },
-    /// The pid runs the same binary but is a different process (started at another time).
+    /// The pid names a different process (started at another time): it was recycled.
     StartTimeChanged {
         /// The start time that was recorded.
         recorded: Option<u64>,
@@ -100,7 +114,8 @@ pub enum Entry {
     /// The pid is alive, but this platform cannot confirm that it is still the recorded
     /// process (no `/proc`); the entry is neither cleaned nor ever signalled.
     Unverifiable(ServerRecord),
-    /// The record is stale; its state file and socket have been removed.
+    /// The record is stale. Its state file and socket have been removed, unless the pid
+    /// is alive ([`StaleReason::OtherExecutable`]): a live pid's files are never deleted.
     Stale {
         /// The record as it was on disk.
         record: ServerRecord,
@@ -196,6 +211,17 @@ impl Registry {
         }
     }
 
+    /// Removes the files of a record that failed verification, when its process is
+    /// certainly gone (dead, or its pid recycled); never those of a live pid.
+    fn remove_if_gone(&self, record: &ServerRecord, reason: &StaleReason) {
+        if matches!(
+            reason,
+            StaleReason::NotRunning | StaleReason::StartTimeChanged { .. }
+        ) {
+            self.remove(record);
+        }
+    }
+
     /// Reads the state file of `id` without checking it against the kernel
     /// ([`Error::InvalidId`] for a malformed id, before anything is read).
     pub fn read(&self, id: &str) -> Result<Option<ServerRecord>> {
@@ -246,7 +272,7 @@ impl Registry {
             match verify(&record) {
                 Ok(()) => entries.push(Entry::Live(record)),
                 Err(reason) => {
-                    self.remove(&record);
+                    self.remove_if_gone(&record, &reason);
                     entries.push(Entry::Stale { record, reason });
                 }
             }
@@ -272,8 +298,8 @@ impl Registry {
         }
         match verify(&record) {
             Ok(()) => Ok(record),
-            Err(_) => {
-                self.remove(&record);
+            Err(reason) => {
+                self.remove_if_gone(&record, &reason);
                 Err(unknown())
             }
         }
@@ -313,16 +339,37 @@ fn can_verify() -> bool {
     cfg!(target_os = "linux")
 }
 
-/// Checks a record against the kernel.
+/// Checks a record against the kernel. A process is identified by what was observed
+/// right after it was spawned: its pid and start time within this boot. That identity
+/// holds across `exec`, so a server started through a wrapper script or an exec shim
+/// stays ours although its executable changed. Only where the start time is unknown
+/// (or the record is too old to say what the kernel saw at spawn) must the executable
+/// match as well.
 pub(crate) fn verify(record: &ServerRecord) -> Result<(), StaleReason> {
     if !procfs::alive(record.pid) {
         return Err(StaleReason::NotRunning);
     }
-    let found = procfs::exe(record.pid);
-    if found.as_deref() != Some(record.exe.as_path()) {
-        return Err(StaleReason::OtherExecutable { found });
+    if let (Some(recorded), Some(now)) = (&record.boot_id, procfs::boot_id())
+        && *recorded != now
+    {
+        return Err(StaleReason::NotRunning);
     }
     let now = procfs::start_time(record.pid);
+    match (record.start_time, now) {
+        (Some(recorded), Some(found)) if recorded != found => {
+            return Err(StaleReason::StartTimeChanged {
+                recorded: record.start_time,
+                found: now,
+            });
+        }
+        (Some(_), Some(_)) if record.spawned_exe.is_some() => return Ok(()),
+        _ => {}
+    }
+    let found = procfs::exe(record.pid);
+    let expected = [Some(&record.exe), record.spawned_exe.as_ref()];
+    if found.is_none() || !expected.contains(&found.as_ref()) {
+        return Err(StaleReason::OtherExecutable { found });
+    }
     if now.is_none() || now != record.start_time {
         return Err(StaleReason::StartTimeChanged {
             recorded: record.start_time,
@@ -332,16 +379,33 @@ pub(crate) fn verify(record: &ServerRecord) -> Result<(), StaleReason> {
     Ok(())
 }
 
-/// Signals the process if the record still verifies.
+/// Signals the process if the record still verifies, and its process group when it
+/// leads one (lmcpp starts every server as a group leader), so the children of a wrapper
+/// script that does not `exec` are stopped with it.
 ///
 /// On Linux the process is first pinned with a pidfd and verified afterwards: a pidfd
 /// refers to one process, never to a later one that reuses the pid, so nothing can be
 /// recycled between the check and the signal. Elsewhere (or on kernels without pidfds)
-/// the window between check and `kill` remains, as small as two syscalls.
+/// the window between check and `kill` remains, as small as two syscalls. The group is
+/// signalled right after its verified leader; a group id cannot be reused while any
+/// member lives.
 fn signal_verified(record: &ServerRecord, signal: libc::c_int) -> bool {
     let Ok(pid) = libc::pid_t::try_from(record.pid) else {
         return false;
     };
+    let leader_signalled = signal_leader(record, pid, signal);
+    if let Some(leads) = leader_signalled
+        && leads
+    {
+        // SAFETY: plain syscall; the group is the one the verified leader leads.
+        unsafe { libc::kill(-pid, signal) };
+    }
+    leader_signalled.is_some()
+}
+
+/// Signals the verified process itself; `Some(whether it leads its process group)` when
+/// the signal was sent.
+fn signal_leader(record: &ServerRecord, pid: libc::pid_t, signal: libc::c_int) -> Option<bool> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -352,11 +416,10 @@ fn signal_verified(record: &ServerRecord, signal: libc::c_int) -> bool {
         {
             // SAFETY: the fd was just returned to us and is owned by nobody else.
             let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            if verify(record).is_err() {
-                return false;
-            }
+            verify(record).ok()?;
+            let leads = procfs::pgid(record.pid) == Some(record.pid);
             // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
-            return unsafe {
+            let sent = unsafe {
                 libc::syscall(
                     libc::SYS_pidfd_send_signal,
                     fd.as_raw_fd(),
@@ -365,13 +428,13 @@ fn signal_verified(record: &ServerRecord, signal: libc::c_int) -> bool {
                     0,
                 )
             } == 0;
+            return sent.then_some(leads);
         }
     }
-    if verify(record).is_err() {
-        return false;
-    }
+    verify(record).ok()?;
+    let leads = procfs::pgid(record.pid) == Some(record.pid);
     // SAFETY: plain syscall on a pid we just verified.
-    unsafe { libc::kill(pid, signal) == 0 }
+    (unsafe { libc::kill(pid, signal) } == 0).then_some(leads)
 }
 
 /// Polls until the recorded process is gone (dead or a zombie, or the pid now names a
@@ -447,8 +510,8 @@ mod tests {
         #[test]
         fn user_ids_never_resolve_outside_the_runtime_dir(id in hostile_id()) {
             // A directory that does not exist: nothing is created, nothing can be found.
-            let dir = Path::new("/nonexistent-lmcpp-test/run");
-            let registry = Registry::new(dir);
+            let registry = Registry::new("/nonexistent-lmcpp-test/run");
+            let dir = registry.dir();
             match registry.log_path(&id) {
                 Ok(path) => {
                     prop_assert_eq!(path.parent(), Some(dir));

@@ -157,6 +157,8 @@ impl Prepared {
             pid,
             exe: self.exe.clone(),
             start_time: procfs::start_time(pid),
+            spawned_exe: procfs::exe(pid),
+            boot_id: procfs::boot_id(),
             endpoint: launch.endpoint,
             model: launch.model,
             log_path: self.log_path.clone(),

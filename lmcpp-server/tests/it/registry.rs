@@ -2,7 +2,19 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use lmcpp_server::{Entry, Error, Registry, StaleReason, StopOutcome};
+use lmcpp_server::{Entry, Error, LaunchOptions, Registry, Server, StaleReason, StopOutcome};
+
+use crate::support::{eventually, fake_gguf, script};
+
+/// Whether a process with this pid exists and is not a zombie.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
 use serde_json::json;
 
 /// Field 22 of `/proc/<pid>/stat`.
@@ -58,18 +70,13 @@ async fn recycled_pid_is_stale_and_never_signalled() {
     let state = registry.dir();
     let mut other = Sleeper::start();
     let pid = other.0.id();
-    // The record claims the pid runs llama-server; it runs `sleep`.
+    // The record claims the pid runs llama-server, started at another time; the pid now
+    // names `sleep`, a later process.
     let socket = dir.path().join("a.sock");
     std::fs::write(&socket, "").unwrap();
     let claimed = dir.path().join("llama-server");
-    write_record(
-        state,
-        "aaaaaaaaaaaa",
-        pid,
-        &claimed,
-        start_time(pid),
-        &socket,
-    );
+    let earlier = start_time(pid) - 1;
+    write_record(state, "aaaaaaaaaaaa", pid, &claimed, earlier, &socket);
 
     match registry
         .stop("aaaaaaaaaaaa", Duration::from_millis(100))
@@ -82,16 +89,55 @@ async fn recycled_pid_is_stale_and_never_signalled() {
     assert!(!state.join("aaaaaaaaaaaa.json").exists());
     assert!(!socket.exists(), "stale socket left behind");
 
+    std::fs::write(&socket, "").unwrap();
+    write_record(state, "bbbbbbbbbbbb", pid, &claimed, earlier, &socket);
+    match registry.list().unwrap().as_slice() {
+        [
+            Entry::Stale {
+                record,
+                reason: StaleReason::StartTimeChanged { .. },
+            },
+        ] => assert_eq!(record.pid, pid),
+        other => panic!("{other:?}"),
+    }
+    assert!(other.alive());
+    assert!(
+        registry.list().unwrap().is_empty(),
+        "stale file not cleaned"
+    );
+    assert!(!socket.exists());
+}
+
+/// A record written before start-time identity, whose live pid runs another program
+/// than the one recorded, cannot be confirmed: it is never signalled, and since the pid
+/// is alive its state file and socket are kept.
+#[tokio::test]
+async fn an_unconfirmed_live_pid_is_never_signalled_nor_its_files_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::new(dir.path());
+    registry.ensure_dir().unwrap();
+    let state = registry.dir();
+    let mut other = Sleeper::start();
+    let pid = other.0.id();
+    let socket = dir.path().join("a.sock");
+    std::fs::write(&socket, "").unwrap();
+    let claimed = dir.path().join("llama-server");
     write_record(
         state,
-        "bbbbbbbbbbbb",
+        "aaaaaaaaaaaa",
         pid,
         &claimed,
         start_time(pid),
         &socket,
     );
-    let entries = registry.list().unwrap();
-    match entries.as_slice() {
+
+    assert!(matches!(
+        registry
+            .stop("aaaaaaaaaaaa", Duration::from_millis(100))
+            .await,
+        Err(Error::UnknownServer { .. })
+    ));
+    match registry.list().unwrap().as_slice() {
         [
             Entry::Stale {
                 record,
@@ -103,11 +149,63 @@ async fn recycled_pid_is_stale_and_never_signalled() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(other.alive());
-    assert!(
-        registry.list().unwrap().is_empty(),
-        "stale file not cleaned"
-    );
+    assert!(other.alive(), "the other program was signalled");
+    assert!(state.join("aaaaaaaaaaaa.json").exists());
+    assert!(socket.exists(), "the socket of a live pid was deleted");
+}
+
+/// Servers started through a wrapper: one that `exec`s the real binary (the pid then
+/// runs another executable than the one started) and one that runs it as a child.
+/// Both stay listed and are stopped through the registry, the child with its wrapper.
+#[tokio::test]
+async fn servers_started_through_wrappers_stay_listed_and_stoppable() {
+    let dir = tempfile::tempdir().unwrap();
+    let child_pid = dir.path().join("child.pid");
+    let wrappers = [
+        script(dir.path(), "exec-shim", "exec sleep 60"),
+        script(
+            dir.path(),
+            "wrapper",
+            &format!("sleep 60 & echo $! > {}; wait", child_pid.display()),
+        ),
+    ];
+    let registry = Registry::new(dir.path().join("run"));
+    for wrapper in wrappers {
+        let mut opts = LaunchOptions::new(&wrapper, fake_gguf(dir.path()));
+        opts.runtime_dir = Some(dir.path().join("run"));
+        opts.socket_fallback_dir = Some(dir.path().join("s"));
+        opts.detached = true;
+        let server = Server::spawn(opts).await.unwrap();
+        let pid = server.pid();
+        // The shim has exec'd `sleep` (or the wrapper has started its child) by now.
+        assert!(
+            eventually(Duration::from_secs(5), || {
+                std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .is_ok_and(|exe| exe.ends_with("sleep"))
+                    || child_pid.exists()
+            })
+            .await
+        );
+        let record = server.detach();
+        match registry.list().unwrap().as_slice() {
+            [Entry::Live(live)] => assert_eq!(live.pid, pid),
+            other => panic!("{wrapper:?}: {other:?}"),
+        }
+        let outcome = registry
+            .stop(&record.id, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(outcome, StopOutcome::Terminated);
+        assert!(!running(pid), "{wrapper:?} still runs");
+        if let Ok(child) = std::fs::read_to_string(&child_pid) {
+            let child: u32 = child.trim().parse().unwrap();
+            assert!(
+                eventually(Duration::from_secs(5), || !running(child)).await,
+                "the wrapper's child outlived it"
+            );
+        }
+        assert!(registry.list().unwrap().is_empty());
+    }
 }
 
 #[tokio::test]
