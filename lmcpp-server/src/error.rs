@@ -169,6 +169,17 @@ pub enum Error {
         /// The decoded `{"error":{...}}` body.
         error: crate::ApiError,
     },
+    /// An API key was set, but the started server answered a request without it; it was
+    /// stopped rather than left open.
+    #[error(
+        "llama-server answered a request without the API key (http {status}), so it was stopped; this llama.cpp version may not read the key the way it was passed; see {log_path}"
+    )]
+    ApiKeyNotEnforced {
+        /// What the unauthenticated request got.
+        status: u16,
+        /// The server's log.
+        log_path: PathBuf,
+    },
     /// The server does not have this endpoint (404 for the route: an older llama.cpp) or
     /// was started without what it needs (501, e.g. `--embeddings`, `--slots`).
     #[error(

@@ -25,7 +25,21 @@ use crate::{
 };
 
 /// The line llama-server logs when it cannot bind its listening socket.
-const BIND_FAILURE: &str = "couldn't bind HTTP server socket";
+/// How llama-server versions (and the socket layer under them) say that the port is taken:
+/// matched case-insensitively against the log tail.
+const BIND_FAILURES: &[&str] = &[
+    "couldn't bind http server socket",
+    "could not bind",
+    "failed to bind",
+    "bind failed",
+    "address already in use",
+];
+
+/// Whether a log line reports that the listening socket could not be bound.
+fn is_bind_failure(line: &str) -> bool {
+    let lower = line.to_ascii_lowercase();
+    BIND_FAILURES.iter().any(|p| lower.contains(p))
+}
 
 /// What `llama-server` prints when it aborts because a worker went away.
 const WORKER_LOST: &str = "Remote RPC server crashed";
@@ -396,11 +410,18 @@ impl Server {
     pub async fn launch(opts: LaunchOptions) -> Result<Self> {
         let mut server = Self::spawn(opts).await?;
         match server.wait_ready().await? {
-            Readiness::Ready => Ok(server),
+            Readiness::Ready => match server.unauthenticated_status().await? {
+                Some(status) => {
+                    let log_path = server.log_path().to_owned();
+                    server.stop().await?;
+                    Err(Error::ApiKeyNotEnforced { status, log_path })
+                }
+                None => Ok(server),
+            },
             Readiness::Exited { status, log_tail } => {
                 if let (Endpoint::Http { host, port }, true) = (
                     server.endpoint(),
-                    log_tail.iter().any(|l| l.contains(BIND_FAILURE)),
+                    log_tail.iter().any(|l| is_bind_failure(l)),
                 ) {
                     return Err(Error::PortInUse {
                         host: host.clone(),
@@ -426,6 +447,22 @@ impl Server {
         }
     }
 
+    /// With an API key set, a request without it must be refused: some llama-server
+    /// versions ignore the key where it was passed and serve everyone. Returns the status
+    /// an unauthenticated request got when it was *not* refused; [`Server::launch`] then
+    /// stops the server and fails ([`Error::ApiKeyNotEnforced`]): fail closed.
+    async fn unauthenticated_status(&self) -> Result<Option<u16>> {
+        if self.plan.opts.args.api_key.is_none() {
+            return Ok(None);
+        }
+        // `/props` is behind the key in every version (`/health` and `/v1/models` are
+        // public in some).
+        let anonymous = Client::builder(self.endpoint().clone()).build();
+        let answer = anonymous.raw(http::Method::GET, "/props", None).await?;
+        let status = answer.status.as_u16();
+        Ok((status != 401 && status != 403).then_some(status))
+    }
+
     /// Polls `/health` (every 1 ms at first, backing off to 10 ms) while watching the
     /// process, until it answers 200, the process exits (reported as soon as the
     /// kernel reports the exit), or the ready timeout elapses. An HTTP server whose
@@ -445,7 +482,7 @@ impl Server {
                 self.plan.opts.transport.http(),
                 Some((_, HttpPort::Auto | HttpPort::Prefer(_)))
             ) && self.port_attempts < PORT_ATTEMPTS
-                && log_tail.iter().any(|l| l.contains(BIND_FAILURE));
+                && log_tail.iter().any(|l| is_bind_failure(l));
             if !retry {
                 return Ok(Readiness::Exited { status, log_tail });
             }

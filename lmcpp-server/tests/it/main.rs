@@ -1,6 +1,7 @@
 //! Fast integration tests of lmcpp-server: no llama-server needed.
 #![allow(clippy::unwrap_used)]
 
+mod api_key;
 mod client;
 mod flags;
 mod launch;
