@@ -155,7 +155,7 @@ pub async fn find_or_bootstrap(
 /// [`Error::CommandFailed`] with the tail of the output. The child is killed if the
 /// returned future is dropped.
 pub async fn run_logged(
-    mut cmd: Command,
+    cmd: Command,
     cwd: &Path,
     log: &Path,
     progress: &SharedProgress,
@@ -178,6 +178,7 @@ pub async fn run_logged(
         .ctx("write", log)?;
     let file = Arc::new(Mutex::new(file));
     let tail = Arc::new(std::sync::Mutex::new(VecDeque::<String>::new()));
+    let mut cmd = contained(cmd);
     let mut child = cmd
         .current_dir(cwd)
         .stdin(Stdio::null())
@@ -186,6 +187,9 @@ pub async fn run_logged(
         .kill_on_drop(true)
         .spawn()
         .map_err(|source| Error::Spawn { program, source })?;
+    // Dropping the future (Ctrl-C, a cancelled ensure) ends the whole build, not just
+    // its first process.
+    let _group = GroupGuard(child.id());
     let mut pumps = Vec::new();
     let streams: Vec<Box<dyn tokio::io::AsyncRead + Unpin + Send>> = vec![
         Box::new(child.stdout.take().ok_or_else(|| Error::Task {
@@ -239,6 +243,61 @@ pub async fn run_logged(
         log: Some(log.to_path_buf()),
         tail,
     })
+}
+
+/// Watches the parent from inside the build's process group: when lmcpp is gone (killed,
+/// even with SIGKILL, so no destructor runs), the whole group — cmake, make and every
+/// compiler — is killed within a second instead of building on as an orphan.
+const WATCHDOG: &str = r#"parent=$1; shift
+"$@" &
+child=$!
+trap 'kill -KILL 0' TERM INT HUP
+while kill -0 "$child" 2>/dev/null; do
+  now=$(cut -d' ' -f4 /proc/$$/stat 2>/dev/null || echo "$parent")
+  if [ "$now" != "$parent" ]; then kill -KILL 0; fi
+  sleep 1
+done
+wait "$child""#;
+
+/// Runs `cmd` under [`WATCHDOG`] in a process group of its own (Linux), so the build is
+/// contained like a supervised server: it ends with lmcpp.
+fn contained(cmd: Command) -> Command {
+    if !cfg!(target_os = "linux") {
+        return cmd;
+    }
+    let std_cmd = cmd.as_std();
+    let mut wrapped = Command::new("/bin/sh");
+    wrapped
+        .arg("-c")
+        .arg(WATCHDOG)
+        .arg("lmcpp-build")
+        .arg(std::process::id().to_string())
+        .arg(std_cmd.get_program())
+        .args(std_cmd.get_args());
+    for (k, v) in std_cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    #[cfg(unix)]
+    wrapped.process_group(0);
+    wrapped
+}
+
+/// Kills a build's process group when dropped (the group id is the leader's pid).
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: killpg only sends a signal; a group that is gone yields ESRCH.
+            unsafe {
+                libc::killpg(pid, libc::SIGKILL);
+            }
+        }
+    }
 }
 
 /// The compiler-launcher arguments to add, if a launcher is worth adding.
@@ -317,6 +376,49 @@ mod tests {
         assert_eq!(parse_percent("  [  3%] x"), Some(3));
         assert_eq!(parse_percent("[abc%] x"), None);
         assert_eq!(parse_percent("no percent"), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_dropped_build_takes_its_whole_process_group_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("build.log");
+        let pidfile = dir.path().join("grandchild.pid");
+        let mut cmd = Command::new("sh");
+        // A grandchild, as make's compilers are, that would outlive a plain kill.
+        cmd.args([
+            "-c",
+            &format!("sleep 60 & echo $! > {}; wait", pidfile.display()),
+        ]);
+        let progress = crate::progress::no_progress();
+        let run = run_logged(cmd, dir.path(), &log, &progress);
+        let pid = tokio::select! {
+            _ = run => panic!("the build ended early"),
+            pid = async {
+                loop {
+                    if let Some(p) = std::fs::read_to_string(&pidfile)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<i32>().ok())
+                    {
+                        break p;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            } => pid,
+        };
+        // The select dropped the build future: the grandchild must be gone too.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let alive = |p: i32| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| !r.trim_start().starts_with('Z'))
+            })
+        };
+        while alive(pid) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive(pid), "grandchild {pid} outlived the build");
     }
 
     #[tokio::test]
