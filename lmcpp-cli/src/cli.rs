@@ -68,6 +68,9 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// Print JSON Schemas of the request and response types.
     Schema(SchemaArgs),
+    /// Remove abandoned downloads, unused sources, free lock files and old logs of stopped
+    /// servers (nothing locked or in use).
+    Gc(GcArgs),
 }
 
 /// Which llama-server build to use.
@@ -374,6 +377,16 @@ pub(crate) struct RunArgs {
     pub(crate) gen_opts: GenOpts,
     #[command(flatten)]
     pub(crate) toolchain: ToolchainOpts,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GcArgs {
+    /// List what would be removed without removing anything.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Only remove files not written to for this many hours (free lock files go at any age).
+    #[arg(long, value_name = "HOURS", default_value_t = 24)]
+    pub(crate) older_than: u64,
 }
 
 #[derive(Debug, Args)]

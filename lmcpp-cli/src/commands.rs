@@ -176,6 +176,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run(args) => run(&ctx, args).await,
         Command::Schema(args) => schema(&ctx, args.name.as_deref()),
+        Command::Gc(args) => crate::gc::gc(&ctx, args).await,
     }
 }
 
@@ -366,7 +367,7 @@ fn entry_json(e: &lmcpp::toolchain::manage::EntryInfo) -> serde_json::Value {
     })
 }
 
-fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
     let mut unit = 0;

@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod gc;
 mod model;
 mod render;
 mod target;

@@ -23,6 +23,7 @@ pub mod demo;
 pub mod download;
 pub mod error;
 pub mod fingerprint;
+pub mod gc;
 pub mod gguf;
 pub mod lock;
 pub mod manage;

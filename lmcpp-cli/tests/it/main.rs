@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod gc;
 mod model;
 
 use std::path::Path;

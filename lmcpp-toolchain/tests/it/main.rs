@@ -6,6 +6,7 @@ mod archive_escape;
 mod archive_props;
 mod download;
 mod fixtures;
+mod gc;
 mod gguf;
 mod gguf_fuzz;
 mod prebuilt;
