@@ -1,17 +1,40 @@
-//! The real thing: the default request (pinned llama.cpp, CPU, RPC on) through the default
+//! The real thing: the default request (CPU, RPC on) for the llama.cpp version under test
+//! (the pinned one, or the older one of the second end-to-end pass) through the default
 //! cache root, which `cargo xtask prepare` populates (the first build takes ~10 minutes and
 //! is cached; later runs return at once). Then `llama-server --version` from the published
 //! path.
 
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use lmcpp_toolchain::{ProgressEvent, SharedProgress, Toolchain, ToolchainRequest};
+use lmcpp_toolchain::prepared::PreparedPaths;
+use lmcpp_toolchain::{Mode, Origin, ProgressEvent, SharedProgress, Toolchain, ToolchainRequest};
+
+fn paths() -> PreparedPaths {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    PreparedPaths::load(root).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn request(paths: &PreparedPaths) -> ToolchainRequest {
+    let version = if paths.llama_version.is_empty() {
+        lmcpp_toolchain::LlamaVersion::pinned()
+    } else {
+        lmcpp_toolchain::versions::parse(&paths.llama_version).unwrap()
+    };
+    ToolchainRequest {
+        version,
+        ..ToolchainRequest::default()
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_request_is_ensured_and_the_published_server_runs() {
     let tc = Toolchain::new(None).expect("cache root (set LMCPP_HOME if there is no home)");
-    let req = ToolchainRequest::default();
+    let paths = paths();
+    let req = request(&paths);
     let stages = Arc::new(Mutex::new(Vec::new()));
     let s = stages.clone();
     let progress: SharedProgress = Arc::new(move |e: ProgressEvent| {
@@ -24,6 +47,7 @@ async fn default_request_is_ensured_and_the_published_server_runs() {
     });
     assert!(installed.llama_server.starts_with(tc.layout().root()));
     assert!(installed.entry_dir.join("state.json").is_file());
+    assert_eq!(installed.llama_server, paths.llama_server);
 
     let out = Command::new(&installed.llama_server)
         .arg("--version")
@@ -37,7 +61,28 @@ async fn default_request_is_ensured_and_the_published_server_runs() {
     );
     assert!(text.contains("version"), "{text}");
 
-    // RPC is on by default, so one build provides both servers.
+    // The binary says which llama.cpp it is: the build number and commit were passed to
+    // CMake (a source build has no git metadata to find them in).
+    let v = installed.version.clone().expect("--version recorded");
+    let known = lmcpp_toolchain::versions::lookup(
+        req.version.tag.as_deref(),
+        Some(&req.version.commit),
+        None,
+    )
+    .expect("a version of the table");
+    assert!(
+        known.commit.starts_with(&v.commit),
+        "{v:?} vs {}",
+        known.commit
+    );
+    if let Some(n) = known.build_number {
+        assert_eq!(v.build_number, u64::from(n), "{v:?}");
+    }
+    let help = std::fs::read_to_string(installed.help.as_ref().expect("help captured")).unwrap();
+    assert!(help.contains("--ctx-size"), "{help}");
+
+    // RPC is on by default, so one build provides both servers (whatever the tree calls
+    // the target: `ggml-rpc-server` now, `rpc-server` in older trees).
     let rpc = installed.rpc_server.as_ref().expect("rpc-server published");
     assert!(rpc.is_file());
     if let Some(src) = &installed.source_dir {
@@ -50,4 +95,23 @@ async fn default_request_is_ensured_and_the_published_server_runs() {
     assert_eq!(again, installed);
     assert_eq!(stages.lock().unwrap().len(), before);
     assert_eq!(tc.validate(&req).await.unwrap(), installed);
+
+    // What was produced is the identity: a build-only request, or one that names the same
+    // version another way, finds this entry (no second build).
+    let origin = lmcpp_toolchain::recipe::read_state(&installed.entry_dir)
+        .unwrap()
+        .unwrap()
+        .origin;
+    if origin == Some(Origin::Built) {
+        let build_only = ToolchainRequest {
+            mode: Mode::BuildOnly,
+            ..req.clone()
+        };
+        assert_eq!(tc.ensure_cached(&build_only).await.unwrap(), installed);
+    }
+    let by_commit = ToolchainRequest {
+        version: lmcpp_toolchain::versions::parse(&known.commit[..9]).unwrap(),
+        ..req.clone()
+    };
+    assert_eq!(tc.ensure_cached(&by_commit).await.unwrap(), installed);
 }

@@ -546,3 +546,62 @@ async fn waiters_get_a_failure_recorded_while_they_waited_instead_of_rerunning_i
         "{errors:#?}"
     );
 }
+
+#[tokio::test]
+async fn local_trees_are_keyed_by_content_and_archives_by_digest() {
+    let root = tempfile::tempdir().unwrap();
+    let tc = toolchain(root.path());
+    let tree = root.path().join("llama.cpp");
+    std::fs::create_dir_all(tree.join("tools/server")).unwrap();
+    std::fs::write(tree.join("CMakeLists.txt"), "project(x)").unwrap();
+    let base = lmcpp_toolchain::ToolchainRequest {
+        backend: lmcpp_toolchain::Backend::Cpu,
+        mode: lmcpp_toolchain::Mode::BuildOnly,
+        ..lmcpp_toolchain::ToolchainRequest::default()
+    };
+    let dir_req = lmcpp_toolchain::ToolchainRequest {
+        sources: vec![Source::LocalDir(tree.clone())],
+        ..base.clone()
+    };
+    let key = |r: lmcpp_toolchain::ToolchainRequest| {
+        let tc = &tc;
+        async move { tc.entries_for(&r).await.unwrap()[0].1.clone() }
+    };
+    let first = key(dir_req.clone()).await;
+    assert_eq!(
+        key(dir_req.clone()).await,
+        first,
+        "an unchanged tree keeps its entry"
+    );
+    std::fs::write(tree.join("tools/server/server.cpp"), "int main() {}").unwrap();
+    assert_ne!(
+        key(dir_req.clone()).await,
+        first,
+        "an edited tree is a new entry"
+    );
+
+    // The same archive bytes at two paths are one entry; other bytes are another.
+    let a = root.path().join("a.tar.gz");
+    let b = root.path().join("b.tar.gz");
+    std::fs::write(&a, b"same bytes").unwrap();
+    std::fs::write(&b, b"same bytes").unwrap();
+    let archive = |path: &std::path::Path| lmcpp_toolchain::ToolchainRequest {
+        sources: vec![Source::LocalArchive {
+            path: path.to_path_buf(),
+            sha256: None,
+        }],
+        ..base.clone()
+    };
+    assert_eq!(key(archive(&a)).await, key(archive(&b)).await);
+    std::fs::write(&b, b"other bytes").unwrap();
+    assert_ne!(key(archive(&a)).await, key(archive(&b)).await);
+    // A version named by tag, commit or sdist is one entry.
+    let named = |v: &str| lmcpp_toolchain::ToolchainRequest {
+        version: lmcpp_toolchain::versions::parse(v).unwrap(),
+        ..base.clone()
+    };
+    let by_tag = key(named("b11312")).await;
+    assert_eq!(key(named("0c1e570")).await, by_tag);
+    assert_eq!(key(named("pypi:0.3.36")).await, by_tag);
+    assert_ne!(key(named("pypi:0.3.16")).await, by_tag);
+}
