@@ -184,13 +184,21 @@ pub fn extract_with_blocking(
     result
 }
 
-/// Checks that every symlink below `dir` resolves inside `dir`, following links on disk.
+/// Checks that `dir` is a folder (not a link) and that every symlink below it resolves
+/// inside it, following links on disk.
 ///
 /// [`extract_with`] does this for the tree it publishes; call it again when only a
 /// sub-folder of an extracted tree is kept (the sdist's `vendor/llama.cpp`), since a link
-/// that pointed elsewhere in the archive may point outside the sub-folder. `archive` only
-/// names the source in the error.
+/// that pointed elsewhere in the archive may point outside the sub-folder, and the
+/// sub-folder itself may be a link. `archive` only names the source in the error.
 pub fn verify_links(archive: &Path, dir: &Path) -> Result<()> {
+    if !std::fs::symlink_metadata(dir).ctx("inspect", dir)?.is_dir() {
+        return Err(Error::UnsafeArchive {
+            archive: archive.to_path_buf(),
+            entry: dir.display().to_string(),
+            reason: "is a link or a file where a folder is expected".to_owned(),
+        });
+    }
     let mut stack = vec![(dir.to_path_buf(), Vec::<OsString>::new())];
     while let Some((abs, rel)) = stack.pop() {
         for entry in std::fs::read_dir(&abs).ctx("read directory", &abs)? {

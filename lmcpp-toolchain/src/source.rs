@@ -323,7 +323,9 @@ pub(crate) async fn publish_source(
         Some(s) => tmp.join(s),
         None => tmp.clone(),
     };
-    let checked = check_tree(&tree);
+    // The kept sub-folder is the new root: links that pointed elsewhere in the archive
+    // (or a sub-folder that is itself a link) must not lead outside it once moved.
+    let checked = check_tree(&tree).and_then(|()| crate::archive::verify_links(archive, &tree));
     if let Err(e) = checked {
         let _ = remove_all(&tmp);
         return Err(e);

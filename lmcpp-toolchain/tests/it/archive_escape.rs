@@ -670,3 +670,30 @@ fn a_source_like_tree_passes_with_the_defaults() {
         r.unwrap();
     }
 }
+
+#[test]
+fn a_kept_sub_folder_is_checked_as_the_new_root() {
+    // Valid for the whole tree, but `vendor/llama.cpp` alone must not lead outside itself.
+    let cases: Vec<Vec<Entry>> = vec![
+        vec![
+            dir("pkg/vendor/llama.cpp/"),
+            file("pkg/setup.py", 0o644),
+            sym("pkg/vendor/llama.cpp/l", "../../setup.py"),
+        ],
+        vec![
+            dir("pkg/other/"),
+            file("pkg/other/CMakeLists.txt", 0o644),
+            dir("pkg/vendor/"),
+            sym("pkg/vendor/llama.cpp", "../other"),
+        ],
+    ];
+    for entries in cases {
+        let sb = Sandbox::new();
+        let a = sb.archive(&build_tar(&entries, true), ArchiveKind::TarGz);
+        extract_blocking(&a, &sb.dest, ArchiveKind::TarGz).unwrap();
+        lmcpp_toolchain::archive::verify_links(&a, &sb.dest).unwrap();
+        let err = lmcpp_toolchain::archive::verify_links(&a, &sb.dest.join("vendor/llama.cpp"))
+            .unwrap_err();
+        assert!(matches!(err, Error::UnsafeArchive { .. }), "{err}");
+    }
+}
