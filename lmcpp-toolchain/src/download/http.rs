@@ -1,4 +1,5 @@
-//! The request side of the downloader: the HTTPS client, sending one
+//! The request side of the downloader: the HTTPS client (proxies and trust roots in
+//! `proxy`), sending one
 //! request through its redirects under the redirect policy, and reading response headers.
 //!
 //! Redirect policy: at most `max_redirects` hops; a hop from `https` to `http` is refused
@@ -18,12 +19,12 @@ use hyper::body::Incoming;
 
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 
+use super::proxy::{Proxies, ProxyConnector};
 use crate::error::{Error, Result};
 
 /// The client the downloader sends through.
-pub(super) type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+pub(super) type HttpsClient = Client<HttpsConnector<ProxyConnector>, Empty<Bytes>>;
 
 /// A response after redirects: the first hop's status and headers, the final URL, and the
 /// final response (whose body has not been read).
@@ -36,6 +37,7 @@ pub(super) struct Sent {
 /// What [`send`] needs besides the request itself.
 pub(super) struct SendOptions<'a> {
     pub(super) client: &'a HttpsClient,
+    pub(super) proxies: &'a Proxies,
     pub(super) user_agent: &'a str,
     pub(super) idle_timeout: Duration,
     pub(super) max_redirects: usize,
@@ -108,6 +110,13 @@ fn build_request(
     }
     for (k, v) in extra {
         builder = builder.header(k, v);
+    }
+    if let Some(auth) = o.proxies.authorization_for(uri) {
+        let mut value = HeaderValue::from_str(auth).map_err(|_| Error::InvalidRequest {
+            reason: "invalid proxy credentials".into(),
+        })?;
+        value.set_sensitive(true);
+        builder = builder.header(http::header::PROXY_AUTHORIZATION, value);
     }
     builder
         .body(Empty::<Bytes>::new())

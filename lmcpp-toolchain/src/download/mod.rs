@@ -14,11 +14,16 @@
 //! into errors, and are dropped on redirects that leave the original host; redirects from
 //! `https` to `http` are refused.
 //!
-//! Parts: [`http`](self::http) sends requests under the redirect policy, `resume` decides
-//! what may be continued, `sink` writes and hashes, `local` copies `file://` sources.
+//! Remote URLs go through the proxies of `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` (loopback
+//! always directly), and TLS trusts the webpki roots plus the system's CA bundle.
+//!
+//! Parts: `http` sends requests under the redirect policy, `proxy` picks proxies and trust
+//! roots, `resume` decides what may be continued, `sink` writes and hashes, `local`
+//! copies `file://` sources.
 
 mod http;
 mod local;
+mod proxy;
 mod resume;
 mod sink;
 
@@ -39,6 +44,8 @@ use self::http::{
     HttpsClient, SendOptions, Sent, content_length, error_chain, header_etag, retry_after,
 };
 use self::local::{copy_local, local_source};
+pub use self::proxy::Proxies;
+use self::proxy::ProxyConnector;
 use self::resume::Resume;
 pub(crate) use self::resume::suffixed;
 pub use self::sink::sha256_file;
@@ -210,19 +217,21 @@ impl Probe {
     }
 }
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+type Connector = hyper_rustls::HttpsConnector<ProxyConnector>;
 
 /// An HTTP(S) downloader with one pooled client. Cheap to clone.
 #[derive(Clone)]
 pub struct Downloader {
     client: HttpsClient,
     opts: Arc<DownloadOptions>,
+    proxies: Arc<Proxies>,
 }
 
 impl std::fmt::Debug for Downloader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Downloader")
             .field("opts", &self.opts)
+            .field("proxies", &self.proxies)
             .finish()
     }
 }
@@ -269,14 +278,22 @@ const BATCH: usize = 256 << 10;
 const REPORT_STEP: u64 = 256 << 10;
 
 impl Downloader {
-    /// Builds a downloader (rustls with the `ring` provider and the webpki root set).
+    /// Builds a downloader: rustls (the `ring` provider) trusting the webpki roots and the
+    /// system's CA bundle, and the proxies of the environment ([`Proxies::from_env`]).
     pub fn new(opts: DownloadOptions) -> Result<Self> {
+        Self::with_proxies(opts, Proxies::from_env())
+    }
+
+    /// Like [`Downloader::new`] with explicit proxies instead of the environment's.
+    pub fn with_proxies(opts: DownloadOptions, proxies: Proxies) -> Result<Self> {
+        let proxies = Arc::new(proxies);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector(&opts)?);
+            .build(connector(&opts, proxies.clone())?);
         Ok(Self {
             client,
             opts: Arc::new(opts),
+            proxies,
         })
     }
 
@@ -379,6 +396,7 @@ impl Downloader {
     fn send_options(&self) -> SendOptions<'_> {
         SendOptions {
             client: &self.client,
+            proxies: &self.proxies,
             user_agent: &self.opts.user_agent,
             idle_timeout: self.opts.idle_timeout,
             max_redirects: self.opts.max_redirects,
@@ -657,18 +675,16 @@ impl Downloader {
     }
 }
 
-/// The TLS + TCP connector: rustls with the `ring` provider and the webpki root set.
-fn connector(opts: &DownloadOptions) -> Result<Connector> {
+/// The TLS + TCP connector: rustls with the `ring` provider over direct or proxied TCP.
+fn connector(opts: &DownloadOptions, proxies: Arc<Proxies>) -> Result<Connector> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Http {
             url: String::new(),
             message: format!("tls setup: {e}"),
         })?
-        .with_root_certificates(roots)
+        .with_root_certificates(proxy::root_store())
         .with_no_client_auth();
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -678,7 +694,7 @@ fn connector(opts: &DownloadOptions) -> Result<Connector> {
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http))
+        .wrap_connector(ProxyConnector::new(http, proxies, opts.idle_timeout)))
 }
 
 /// Checks what arrived, in order: a complete body, GGUF content, the digest, and (for a

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lmcpp_toolchain::download::{Content, sha256_file};
+use lmcpp_toolchain::download::{Content, Proxies, sha256_file};
 use lmcpp_toolchain::{DownloadOptions, DownloadSpec, Downloader, Error, no_progress};
 use sha2::{Digest, Sha256};
 
@@ -594,4 +594,94 @@ async fn without_length_or_digest_only_a_whole_gguf_is_accepted() {
         .content(Content::Gguf);
     let d = dl.fetch(&whole, &no_progress()).await.unwrap();
     assert_eq!(d.sha256, sha(&gguf));
+}
+
+fn proxied(proxies: Proxies) -> Downloader {
+    Downloader::with_proxies(downloader(0).options().clone(), proxies).unwrap()
+}
+
+#[tokio::test]
+async fn plain_http_goes_through_the_proxy_with_its_credentials() {
+    // The loopback server plays the proxy: it sees the absolute-form request for a host
+    // that does not exist and serves the path.
+    let proxy = TestServer::start().await;
+    let body = payload(20_000);
+    proxy.route("/files/m.bin", Route::file(body.clone()));
+    let addr = proxy.base().trim_start_matches("http://").to_owned();
+    let dl = proxied(Proxies::new(Some(&format!("http://us%3Aer:pw@{addr}")), None, None).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dl
+        .fetch(
+            &DownloadSpec::new("http://models.invalid/files/m.bin", dir.path().join("m")),
+            &no_progress(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.sha256, sha(&body));
+    let seen = &proxy.requests("/files/m.bin")[0];
+    assert_eq!(seen.headers.get("host").unwrap(), "models.invalid");
+    assert_eq!(
+        seen.headers.get("proxy-authorization").unwrap(),
+        "Basic dXM6ZXI6cHc="
+    );
+}
+
+#[tokio::test]
+async fn loopback_urls_never_use_the_proxy() {
+    let server = TestServer::start().await;
+    server.route("/f", Route::file(payload(1000)));
+    // A proxy that nobody listens on: any use of it would fail the download.
+    let dl = proxied(
+        Proxies::new(Some("http://127.0.0.1:9"), Some("http://127.0.0.1:9"), None).unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    dl.fetch(
+        &DownloadSpec::new(server.url("/f"), dir.path().join("f")),
+        &no_progress(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(server.hits("/f"), 1);
+}
+
+#[tokio::test]
+async fn https_goes_through_a_connect_tunnel() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A proxy that records the CONNECT request and refuses it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let proxy = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "client closed before the end of CONNECT");
+            head.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        String::from_utf8(head).unwrap()
+    });
+    let dl = proxied(Proxies::new(None, Some(&format!("http://user:pw@{addr}")), None).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let err = dl
+        .fetch(
+            &DownloadSpec::new("https://models.invalid/m.gguf", dir.path().join("m")),
+            &no_progress(),
+        )
+        .await
+        .unwrap_err();
+    let head = proxy.await.unwrap();
+    assert!(
+        head.starts_with("CONNECT models.invalid:443 HTTP/1.1\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("Proxy-Authorization: Basic dXNlcjpwdw==\r\n"),
+        "{head}"
+    );
+    assert!(err.to_string().contains("refused the tunnel"), "{err}");
+    assert!(!err.to_string().contains("pw"), "{err}");
 }
