@@ -1,32 +1,25 @@
 //! The HTTP client: one API over TCP and Unix sockets, pooled, keep-alive, typed errors.
 
-use std::{
-    collections::VecDeque,
-    marker::PhantomData,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use futures_util::Stream;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper::{
-    body::{Body as _, Incoming},
-    client::conn::http1::SendRequest,
-};
+use http_body_util::Full;
+use hyper::{body::Incoming, client::conn::http1::SendRequest};
 use serde::{Serialize, de::DeserializeOwned};
 
 use lmcpp_types::error::{ErrorBody, ErrorType};
-use lmcpp_types::sse::{SseEvent, SseParser};
 
 use crate::{
     ApiError,
     endpoint::Endpoint,
     error::{Error, Result},
-    pool::{Body, Pool},
+    limits::{
+        CappedBody, ClientLimits, DEFAULT_REQUEST_TIMEOUT, MAX_ERROR_TEXT, is_quick, read_capped,
+        shorten,
+    },
+    pool::{Body, Pool, SendError},
+    stream::EventStream,
 };
 
 /// Default timeout of `/health` requests.
@@ -40,14 +33,17 @@ struct Inner {
     pool: Pool,
     auth: Option<HeaderValue>,
     health_timeout: Duration,
+    limits: ClientLimits,
 }
 
 /// Typed async client for one `llama-server`.
 ///
 /// Cheap to clone; clones share the connection pool. Any number of requests may run
 /// concurrently (each takes its own pooled connection), and an error answer leaves the
-/// connection reusable. Requests have no timeout unless one is set with
-/// [`ClientBuilder::timeout`] or [`Client::with_timeout`]; `/health` uses its own short one.
+/// connection reusable. Every wait is bounded: connecting, each request (by default
+/// [`DEFAULT_REQUEST_TIMEOUT`], [`ClientBuilder::timeout`], [`Client::with_timeout`];
+/// requests that never generate get the shorter quick timeout, `/health` its own), and
+/// silence inside a stream; and every buffer is capped (see [`ClientLimits`]).
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -70,6 +66,7 @@ pub struct ClientBuilder {
     api_key: Option<String>,
     timeout: Option<Duration>,
     health_timeout: Duration,
+    limits: ClientLimits,
 }
 
 impl ClientBuilder {
@@ -79,10 +76,41 @@ impl ClientBuilder {
         self
     }
 
-    /// Default timeout for every request except `/health` (none by default, because
-    /// generation may legitimately take minutes).
+    /// Timeout of every request except `/health`, and of the response head of a stream
+    /// (default [`DEFAULT_REQUEST_TIMEOUT`]; `None` for none). Requests that never
+    /// generate use the shorter of this and [`ClientLimits::quick_timeout`].
     pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// All timeouts and size caps at once (default [`ClientLimits::default`]).
+    pub fn limits(mut self, limits: ClientLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Time allowed to open a connection (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.connect_timeout = timeout;
+        self
+    }
+
+    /// Longest silence inside a stream (default 120 s; `None` for none).
+    pub fn stream_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.limits.stream_idle_timeout = timeout;
+        self
+    }
+
+    /// Cap of a successful response body (default 256 MiB).
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.limits.max_body = bytes;
+        self
+    }
+
+    /// Cap of one Server-Sent Event (default 16 MiB).
+    pub fn max_event_size(mut self, bytes: usize) -> Self {
+        self.limits.max_event = bytes;
         self
     }
 
@@ -94,7 +122,7 @@ impl ClientBuilder {
 
     /// Builds the client. Must be called inside a tokio runtime only when requests are made.
     pub fn build(self) -> Client {
-        let pool = Pool::new(&self.endpoint);
+        let pool = Pool::new(&self.endpoint, self.limits.connect_timeout);
         let auth = self
             .api_key
             .and_then(|key| HeaderValue::from_str(&format!("Bearer {key}")).ok())
@@ -108,6 +136,7 @@ impl ClientBuilder {
                 pool,
                 auth,
                 health_timeout: self.health_timeout,
+                limits: self.limits,
             }),
             timeout: self.timeout,
         }
@@ -122,8 +151,11 @@ pub struct RawResponse {
     pub status: StatusCode,
     /// `Content-Type`, if any.
     pub content_type: Option<String>,
-    /// The complete body.
+    /// The body: complete for a success; an error body longer than
+    /// [`ClientLimits::max_error_body`] is cut there (see `truncated`).
     pub body: Bytes,
+    /// Whether `body` was cut at the error body cap.
+    pub truncated: bool,
 }
 
 impl Client {
@@ -137,8 +169,9 @@ impl Client {
         ClientBuilder {
             endpoint,
             api_key: None,
-            timeout: None,
+            timeout: Some(DEFAULT_REQUEST_TIMEOUT),
             health_timeout: DEFAULT_HEALTH_TIMEOUT,
+            limits: ClientLimits::default(),
         }
     }
 
@@ -150,6 +183,21 @@ impl Client {
     /// The default request timeout of this handle.
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout
+    }
+
+    /// The timeouts and size caps of this client.
+    pub fn limits(&self) -> &ClientLimits {
+        &self.inner.limits
+    }
+
+    /// The timeout of one request: the quick timeout caps it for requests that never
+    /// generate.
+    fn timeout_for(&self, method: &Method, path: &str) -> Option<Duration> {
+        if !is_quick(method, path) {
+            return self.timeout;
+        }
+        let quick = self.inner.limits.quick_timeout;
+        Some(self.timeout.map_or(quick, |t| t.min(quick)))
     }
 
     /// A handle sharing this client's connections whose requests use `timeout`.
@@ -203,11 +251,13 @@ impl Client {
         if let Some(auth) = &self.inner.auth {
             headers.insert(header::AUTHORIZATION, auth.clone());
         }
-        self.inner
-            .pool
-            .send(req)
-            .await
-            .map_err(|e| transport_error(method, path, &e))
+        self.inner.pool.send(req).await.map_err(|e| match e {
+            SendError::ConnectTimeout(timeout) => Error::ConnectTimeout {
+                endpoint: self.inner.endpoint.to_string(),
+                timeout,
+            },
+            e => transport_error(method, path, &e),
+        })
     }
 
     /// Sends one request and reads the whole body, within `timeout` if given.
@@ -227,21 +277,18 @@ impl Client {
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let body = res
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| transport_error(&method, path, &e))?
-                .to_bytes();
+            let CappedBody { bytes, truncated } = self.read_body(&method, path, res).await?;
             // Only now is the connection free for another request; an exchange that
-            // failed or timed out before this point drops the sender, which closes it.
-            if reusable {
+            // failed, timed out or left part of its body unread before this point drops
+            // the sender, which closes it.
+            if reusable && !truncated {
                 self.inner.pool.put(sender);
             }
             Ok(RawResponse {
                 status,
                 content_type,
-                body,
+                body: bytes,
+                truncated,
             })
         };
         match timeout {
@@ -256,6 +303,42 @@ impl Client {
         }
     }
 
+    /// Reads a response body: a success up to [`ClientLimits::max_body`] (more is
+    /// [`Error::TooLarge`]), an error up to [`ClientLimits::max_error_body`] (more is cut).
+    async fn read_body(
+        &self,
+        method: &Method,
+        path: &str,
+        res: Response<Incoming>,
+    ) -> Result<CappedBody> {
+        let limits = &self.inner.limits;
+        let success = res.status().is_success();
+        let cap = if success {
+            limits.max_body
+        } else {
+            limits.max_error_body
+        };
+        let too_large = || Error::TooLarge {
+            path: path.to_owned(),
+            what: "response body",
+            limit: limits.max_body,
+        };
+        let announced = res
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if success && announced.is_some_and(|n| n > cap as u64) {
+            return Err(too_large());
+        }
+        let body = read_capped(res.into_body(), cap)
+            .await
+            .map_err(|e| transport_error(method, path, &e))?;
+        if success && body.truncated {
+            return Err(too_large());
+        }
+        Ok(body)
+    }
+
     /// Sends a request and returns the response whatever its status (no error decoding).
     pub async fn raw(
         &self,
@@ -263,7 +346,8 @@ impl Client {
         path: &str,
         body: Option<Bytes>,
     ) -> Result<RawResponse> {
-        self.exchange(method, path, body, self.timeout).await
+        let timeout = self.timeout_for(&method, path);
+        self.exchange(method, path, body, timeout).await
     }
 
     /// Sends `body` as JSON and decodes the JSON answer; non-2xx answers become
@@ -284,7 +368,8 @@ impl Client {
         T: DeserializeOwned,
     {
         let body = body.map(|b| encode(path, b)).transpose()?;
-        let raw = self.exchange(method, path, body, self.timeout).await?;
+        let timeout = self.timeout_for(&method, path);
+        let raw = self.exchange(method, path, body, timeout).await?;
         decode(path, &raw)
     }
 
@@ -315,7 +400,8 @@ impl Client {
     }
 
     /// `POST path` with `"stream": true` added to `body`; the answer's Server-Sent
-    /// Events decoded as `T`. The timeout (if any) covers only the response head.
+    /// Events decoded as `T`. The request timeout (if any) covers only the response
+    /// head; after it, the stream idle timeout bounds each silence.
     /// Dropping the stream closes the connection, which makes the server stop generating.
     pub async fn stream<B, T>(&self, path: &str, body: &B) -> Result<EventStream<T>>
     where
@@ -346,15 +432,15 @@ impl Client {
         };
         if !res.status().is_success() {
             let status = res.status();
-            let body = res
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| transport_error(&Method::POST, path, &e))?
-                .to_bytes();
-            return Err(api_error(path, status.as_u16(), &body));
+            let body = self.read_body(&Method::POST, path, res).await?;
+            return Err(api_error(
+                path,
+                status.as_u16(),
+                &body.bytes,
+                body.truncated,
+            ));
         }
-        Ok(EventStream::new(path, res.into_body()))
+        Ok(EventStream::new(path, res.into_body(), &self.inner.limits))
     }
 }
 
@@ -381,7 +467,7 @@ fn encode<B: Serialize + ?Sized>(path: &str, body: &B) -> Result<Bytes> {
 /// Checks the status and decodes a JSON body.
 pub(crate) fn decode<T: DeserializeOwned>(path: &str, raw: &RawResponse) -> Result<T> {
     if !raw.status.is_success() {
-        return Err(api_error(path, raw.status.as_u16(), &raw.body));
+        return Err(api_error_of(path, raw));
     }
     // An empty body decodes as `null`, so `()` and `Option<_>` work for bodiless answers.
     let body: &[u8] = if raw.body.iter().all(u8::is_ascii_whitespace) {
@@ -396,18 +482,26 @@ pub(crate) fn decode<T: DeserializeOwned>(path: &str, raw: &RawResponse) -> Resu
     })
 }
 
-fn snippet(body: &[u8]) -> String {
+pub(crate) fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
     text.into_owned()
 }
 
-/// Builds [`Error::Api`] from an error answer; a body that is not the usual
-/// `{"error":{...}}` is kept as the message.
-pub(crate) fn api_error(path: &str, status: u16, body: &[u8]) -> Error {
-    let error = ErrorBody::parse(body).map_or_else(
+/// Builds the error of a non-2xx [`RawResponse`].
+pub(crate) fn api_error_of(path: &str, raw: &RawResponse) -> Error {
+    api_error(path, raw.status.as_u16(), &raw.body, raw.truncated)
+}
+
+/// Builds [`Error::Api`] (or [`Error::Unsupported`]) from an error answer; a body that is
+/// not the usual `{"error":{...}}` is kept as the message. The body may have been cut at
+/// the error body cap (`truncated`); the message is kept to [`MAX_ERROR_TEXT`] bytes
+/// either way, with a note saying what was left out.
+pub(crate) fn api_error(path: &str, status: u16, body: &[u8], truncated: bool) -> Error {
+    let mut error = ErrorBody::parse(body).map_or_else(
         || api_error_from_text(status, &String::from_utf8_lossy(body)),
         |b| b.error,
     );
+    error.message = shorten(&error.message, MAX_ERROR_TEXT, truncated);
     // llama-server answers an unknown route with 404 "File Not Found" (an empty body in
     // some versions), and a feature it was not started with with 501.
     let unknown_route =
@@ -429,7 +523,7 @@ pub(crate) fn api_error(path: &str, status: u16, body: &[u8]) -> Error {
 
 /// An error object for an answer that is not the usual `{"error":{...}}`: the text is the
 /// message.
-fn api_error_from_text(status: u16, text: &str) -> ApiError {
+pub(crate) fn api_error_from_text(status: u16, text: &str) -> ApiError {
     ApiError {
         code: status,
         message: text.to_owned(),
@@ -438,7 +532,7 @@ fn api_error_from_text(status: u16, text: &str) -> ApiError {
     }
 }
 
-fn transport_error(method: &Method, path: &str, err: &dyn std::error::Error) -> Error {
+pub(crate) fn transport_error(method: &Method, path: &str, err: &dyn std::error::Error) -> Error {
     let mut message = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {
@@ -453,211 +547,10 @@ fn transport_error(method: &Method, path: &str, err: &dyn std::error::Error) -> 
     }
 }
 
-/// A stream of typed Server-Sent Events from one streaming request.
-///
-/// Ends after `data: [DONE]` or when the server closes the response. A mid-stream error
-/// (`{"error":{...}}` as data, or an `error` event) is yielded as [`Error::Api`] and ends
-/// the stream. Dropping it closes the connection and cancels the generation.
-pub struct EventStream<T> {
-    path: String,
-    body: Option<Incoming>,
-    parser: SseParser,
-    queue: VecDeque<SseEvent>,
-    done: bool,
-    _item: PhantomData<fn() -> T>,
-}
-
-impl<T> std::fmt::Debug for EventStream<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventStream")
-            .field("path", &self.path)
-            .field("done", &self.done)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What one SSE event means for a typed stream.
-#[derive(Debug)]
-pub(crate) enum Classified<T> {
-    Item(T),
-    Done,
-    Skip,
-    Failed(Error),
-}
-
-/// Interprets one event: `[DONE]`, an error, an item, or nothing.
-pub(crate) fn classify<T: DeserializeOwned>(path: &str, event: &SseEvent) -> Classified<T> {
-    let data = event.data.trim();
-    if data == "[DONE]" {
-        return Classified::Done;
-    }
-    if data.is_empty() {
-        return Classified::Skip;
-    }
-    let value: serde_json::Value = match serde_json::from_str(data) {
-        Ok(v) => v,
-        Err(e) => {
-            return Classified::Failed(Error::Decode {
-                path: path.to_owned(),
-                snippet: snippet(data.as_bytes()),
-                source: e,
-            });
-        }
-    };
-    let is_error_event = event.event.as_deref() == Some("error");
-    if let Some(err) = value.get("error").filter(|e| e.is_object())
-        && (is_error_event || value.as_object().is_some_and(|o| o.len() == 1))
-    {
-        return Classified::Failed(stream_error(path, err));
-    }
-    if is_error_event {
-        return Classified::Failed(stream_error(path, &value));
-    }
-    match serde_json::from_value(value) {
-        Ok(item) => Classified::Item(item),
-        Err(e) => Classified::Failed(Error::Decode {
-            path: path.to_owned(),
-            snippet: snippet(data.as_bytes()),
-            source: e,
-        }),
-    }
-}
-
-fn stream_error(path: &str, err: &serde_json::Value) -> Error {
-    let error = serde_json::from_value::<ApiError>(err.clone())
-        .unwrap_or_else(|_| api_error_from_text(200, &err.to_string()));
-    Error::Api {
-        status: 200,
-        path: path.to_owned(),
-        error,
-    }
-}
-
-impl<T> EventStream<T> {
-    fn new(path: &str, body: Incoming) -> Self {
-        Self {
-            path: path.to_owned(),
-            body: Some(body),
-            parser: SseParser::new(),
-            queue: VecDeque::new(),
-            done: false,
-            _item: PhantomData,
-        }
-    }
-
-    fn finish(&mut self) {
-        self.done = true;
-        self.body = None;
-        self.queue.clear();
-    }
-}
-
-impl<T: DeserializeOwned> Stream for EventStream<T> {
-    type Item = Result<T>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        loop {
-            if this.done {
-                return Poll::Ready(None);
-            }
-            if let Some(event) = this.queue.pop_front() {
-                match classify(&this.path, &event) {
-                    Classified::Item(item) => return Poll::Ready(Some(Ok(item))),
-                    Classified::Skip => continue,
-                    Classified::Done => {
-                        this.finish();
-                        return Poll::Ready(None);
-                    }
-                    Classified::Failed(e) => {
-                        this.finish();
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                }
-            }
-            let Some(body) = this.body.as_mut() else {
-                this.done = true;
-                continue;
-            };
-            match Pin::new(body).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        this.parser.push(&data, &mut this.queue);
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    let err = transport_error(&Method::POST, &this.path, &e);
-                    this.finish();
-                    return Poll::Ready(Some(Err(err)));
-                }
-                Poll::Ready(None) => {
-                    this.parser.finish(&mut this.queue);
-                    this.body = None;
-                    if this.queue.is_empty() {
-                        this.done = true;
-                    }
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    fn ev(event: Option<&str>, data: &str) -> SseEvent {
-        SseEvent {
-            event: event.map(str::to_owned),
-            data: data.to_owned(),
-            id: None,
-        }
-    }
-
-    #[test]
-    fn classify_table() {
-        type V = serde_json::Value;
-        let cases: Vec<(SseEvent, &str)> = vec![
-            (ev(None, "[DONE]"), "done"),
-            (ev(None, " [DONE] "), "done"),
-            (ev(None, ""), "skip"),
-            (ev(None, "{\"content\":\"a\"}"), "item"),
-            (
-                ev(
-                    None,
-                    "{\"error\":{\"code\":500,\"message\":\"boom\",\"type\":\"server_error\"}}",
-                ),
-                "api",
-            ),
-            (
-                ev(
-                    Some("error"),
-                    "{\"code\":500,\"message\":\"boom\",\"type\":\"server_error\"}",
-                ),
-                "api",
-            ),
-            (
-                ev(Some("error"), "{\"error\":{\"message\":\"boom\"}}"),
-                "api",
-            ),
-            // A chunk that merely has an `error` field among others is an item.
-            (ev(None, "{\"error\":{\"x\":1},\"content\":\"a\"}"), "item"),
-            (ev(None, "not json"), "decode"),
-        ];
-        for (event, want) in cases {
-            let got = match classify::<V>("/x", &event) {
-                Classified::Item(_) => "item",
-                Classified::Done => "done",
-                Classified::Skip => "skip",
-                Classified::Failed(Error::Api { .. }) => "api",
-                Classified::Failed(Error::Decode { .. }) => "decode",
-                Classified::Failed(_) => "other",
-            };
-            assert_eq!(got, want, "{event:?}");
-        }
-    }
 
     #[test]
     fn error_bodies_decode() {
@@ -665,6 +558,7 @@ mod tests {
             "/completion",
             400,
             br#"{"error":{"code":400,"message":"bad","type":"invalid_request_error"}}"#,
+            false,
         );
         match e {
             Error::Api { status, error, .. } => {
@@ -673,7 +567,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match api_error("/x", 502, b"upstream down") {
+        match api_error("/x", 502, b"upstream down", false) {
             Error::Api { status, error, .. } => {
                 assert_eq!(status, 502);
                 assert_eq!(error.message, "upstream down");

@@ -33,8 +33,9 @@ use lmcpp_types::{
 };
 
 use crate::{
-    client::{Client, EventStream, decode},
+    client::{Client, decode},
     error::{Error, Result},
+    stream::EventStream,
 };
 
 impl Client {
@@ -134,11 +135,7 @@ impl Client {
         let path = "/metrics";
         let raw = self.raw(Method::GET, path, None).await?;
         if !raw.status.is_success() {
-            return Err(crate::client::api_error(
-                path,
-                raw.status.as_u16(),
-                &raw.body,
-            ));
+            return Err(crate::client::api_error_of(path, &raw));
         }
         Ok(String::from_utf8_lossy(&raw.body).into_owned())
     }

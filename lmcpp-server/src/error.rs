@@ -148,6 +148,38 @@ pub enum Error {
         /// What went wrong, with its causes.
         message: String,
     },
+    /// No connection to the server could be opened within the connect timeout.
+    #[error(
+        "cannot connect to {endpoint} within {timeout:?}; is the server running and accepting connections?"
+    )]
+    ConnectTimeout {
+        /// Where the client tried to connect.
+        endpoint: String,
+        /// The connect timeout.
+        timeout: Duration,
+    },
+    /// A stream sent nothing (not even a ping) for the stream idle timeout.
+    #[error(
+        "the stream of {path} sent nothing for {timeout:?}; the server may be stuck (for very long prompts, raise the stream idle timeout)"
+    )]
+    StreamStalled {
+        /// Request path.
+        path: String,
+        /// The idle timeout.
+        timeout: Duration,
+    },
+    /// A response body or a streamed event exceeded the client's size cap.
+    #[error(
+        "the {what} of {path} exceeds the client's limit of {limit} bytes; the server may be broken, or raise the limit"
+    )]
+    TooLarge {
+        /// Request path.
+        path: String,
+        /// `response body` or `event`.
+        what: &'static str,
+        /// The cap in bytes.
+        limit: usize,
+    },
     /// The request did not complete within its timeout.
     #[error("request {method} {path} timed out after {timeout:?}; raise the request timeout")]
     Timeout {

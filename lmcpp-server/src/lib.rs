@@ -10,7 +10,9 @@
 //! - [`RpcWorker`] supervises a ggml `rpc-server` worker the same way, and a server
 //!   launched with `--rpc` workers first checks that each one is reachable and free.
 //! - [`Client`] is a pooled, concurrent, typed client over either transport, with
-//!   streaming endpoints as [`futures_util::Stream`]s.
+//!   streaming endpoints as [`futures_util::Stream`]s. Every wait has a timeout and every
+//!   buffer of what a server sends a cap ([`ClientLimits`]), so a stuck or hostile
+//!   server can neither hang a caller nor exhaust its memory.
 //!
 //! ```no_run
 //! # async fn demo() -> lmcpp_server::Result<()> {
@@ -37,6 +39,7 @@ mod client;
 mod endpoint;
 mod endpoints;
 mod error;
+mod limits;
 mod owned;
 mod pool;
 mod procfs;
@@ -45,14 +48,19 @@ mod rpc;
 mod runtime;
 mod server;
 mod spawn;
+mod stream;
 mod supervised;
 
 /// The server's error object, as carried by [`Error::Api`].
 pub type ApiError = lmcpp_types::ServerError;
 
-pub use client::{Client, ClientBuilder, DEFAULT_HEALTH_TIMEOUT, EventStream, RawResponse};
+pub use client::{Client, ClientBuilder, DEFAULT_HEALTH_TIMEOUT, RawResponse};
 pub use endpoint::Endpoint;
 pub use error::{Error, Result};
+pub use limits::{
+    ClientLimits, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_ERROR_BODY,
+    DEFAULT_MAX_EVENT, DEFAULT_QUICK_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT,
+};
 pub use registry::{Entry, ProcessKind, Registry, ServerRecord, StaleReason, StopOutcome};
 pub use rpc::{
     DEFAULT_RPC_HOST, DEFAULT_RPC_PORT, RpcWorker, RpcWorkerOptions, WORKER_CHECK_TIMEOUT,
@@ -62,3 +70,4 @@ pub use runtime::{
     MAX_ID_LEN, MAX_SOCKET_PATH, default_runtime_dir, private_dir_name, socket_path, validate_id,
 };
 pub use server::{HttpPort, LaunchOptions, Readiness, Server, TransportChoice, validate};
+pub use stream::EventStream;

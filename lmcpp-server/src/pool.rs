@@ -61,6 +61,8 @@ pub(crate) struct Checkout {
 #[derive(Debug)]
 pub(crate) enum SendError {
     Connect(io::Error),
+    /// No connection within the connect timeout.
+    ConnectTimeout(Duration),
     Http(hyper::Error),
 }
 
@@ -68,6 +70,7 @@ impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Connect(e) => write!(f, "cannot connect: {e}"),
+            Self::ConnectTimeout(t) => write!(f, "no connection within {t:?}"),
             Self::Http(e) => e.fmt(f),
         }
     }
@@ -77,6 +80,7 @@ impl std::error::Error for SendError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Connect(e) => e.source(),
+            Self::ConnectTimeout(_) => None,
             Self::Http(e) => std::error::Error::source(e),
         }
     }
@@ -85,6 +89,7 @@ impl std::error::Error for SendError {
 /// Connections to one server.
 pub(crate) struct Pool {
     connector: Connector,
+    connect_timeout: Duration,
     /// The `Host` header of every request.
     host: HeaderValue,
     /// Most recently returned last, so the top is the warmest and the bottom the oldest.
@@ -92,7 +97,7 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub(crate) fn new(endpoint: &Endpoint) -> Self {
+    pub(crate) fn new(endpoint: &Endpoint, connect_timeout: Duration) -> Self {
         let (connector, host) = match endpoint {
             Endpoint::Unix { socket } => (
                 Connector::Unix {
@@ -118,6 +123,7 @@ impl Pool {
         };
         Self {
             connector,
+            connect_timeout,
             host,
             idle: Mutex::new(Vec::new()),
         }
@@ -210,6 +216,12 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
+        tokio::time::timeout(self.connect_timeout, self.open())
+            .await
+            .map_err(|_| SendError::ConnectTimeout(self.connect_timeout))?
+    }
+
+    async fn open(&self) -> Result<SendRequest<Body>, SendError> {
         match &self.connector {
             Connector::Tcp { host, port } => {
                 let stream = tokio::net::TcpStream::connect((host.as_str(), *port))

@@ -82,6 +82,15 @@ impl SseParser {
         self.line.extend_from_slice(bytes);
     }
 
+    /// How many bytes the parser holds right now: the unfinished line and the event being
+    /// assembled. A client caps this to bound what a hostile stream can make it buffer.
+    pub fn buffered(&self) -> usize {
+        self.line.len()
+            + self.current.data.len()
+            + self.current.event.as_ref().map_or(0, String::len)
+            + self.current.id.as_ref().map_or(0, String::len)
+    }
+
     /// Ends the stream: an unterminated last line is processed and an event still being
     /// assembled is dispatched (servers that close without the final blank line lose
     /// nothing).

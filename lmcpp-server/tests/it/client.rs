@@ -153,7 +153,10 @@ async fn bad_paths_are_transport_errors_not_panics() {
 async fn timeouts_are_per_request() {
     for mock in support::both().await {
         let client = Client::new(mock.endpoint.clone());
-        assert_eq!(client.timeout(), None);
+        assert_eq!(
+            client.timeout(),
+            Some(lmcpp_server::DEFAULT_REQUEST_TIMEOUT)
+        );
         // A lone /barrier request never completes, so only the timeout can end it.
         let short = client.with_timeout(Some(Duration::from_millis(100)));
         match short.get::<bool>("/barrier").await {

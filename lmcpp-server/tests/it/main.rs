@@ -5,6 +5,8 @@ mod api_key;
 mod client;
 mod flags;
 mod launch;
+mod limits;
+mod parser_fuzz;
 mod registry;
 mod rpc;
 mod support;
