@@ -3,8 +3,10 @@
 //! Tasks of one process coalesce on the in-process layer (a file lock is per open file
 //! description, so two handles in one process could otherwise both "own" it on some
 //! platforms); processes coalesce on the file layer. A contended lock is reported through
-//! [`ProgressEvent::Waiting`] with the holder's pid and command line, which the holder
-//! writes into the lock file, and waited for until a deadline.
+//! [`ProgressEvent::Waiting`] with the holder's pid and a short label (its executable's
+//! name), which the holder writes into the lock file, and waited for until a deadline. The
+//! lock file never holds the command line, which may carry paths or secrets, and is created
+//! readable by its owner only.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -83,25 +85,68 @@ fn absolute_key(path: &Path) -> PathBuf {
     }
 }
 
-/// Description of this process for the lock file: `pid <pid>: <command line>`.
-fn holder_description() -> String {
-    let mut cmd: String = std::env::args().collect::<Vec<_>>().join(" ");
-    if cmd.len() > 300 {
-        let mut cut = 300;
-        while !cmd.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        cmd.truncate(cut);
-        cmd.push_str(" ...");
-    }
-    format!("pid {}: {cmd}", std::process::id())
+/// Longest label recorded or reported for a holder.
+const MAX_LABEL: usize = 32;
+
+/// Keeps the characters of a file name that are safe to show, up to [`MAX_LABEL`].
+fn sanitize_label(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._+-".contains(*c))
+        .take(MAX_LABEL)
+        .collect()
 }
 
+/// This process's label: the file name of its executable.
+fn process_label() -> String {
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .or_else(|| {
+            std::env::args_os().next().and_then(|a| {
+                Path::new(&a)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+        })
+        .unwrap_or_default();
+    match sanitize_label(&exe) {
+        l if l.is_empty() => "unknown".to_owned(),
+        l => l,
+    }
+}
+
+/// What this process records in a lock file: `pid <pid> (<label>)`, nothing else.
+fn holder_description() -> String {
+    format!("pid {} ({})", std::process::id(), process_label())
+}
+
+/// Reads the holder recorded in a lock file and reports it as `pid <pid> (<label>)`. Only
+/// the start of the file is read, and only the pid and a sanitised label are kept, so a
+/// file from an older version (which recorded the command line) or from anyone else
+/// reports nothing more.
 fn read_holder(path: &Path) -> Option<String> {
-    let mut s = String::new();
-    File::open(path).ok()?.read_to_string(&mut s).ok()?;
-    let s = s.trim();
-    (!s.is_empty()).then(|| s.to_owned())
+    let mut buf = Vec::new();
+    File::open(path)
+        .ok()?
+        .take(128)
+        .read_to_end(&mut buf)
+        .ok()?;
+    parse_holder(&String::from_utf8_lossy(&buf))
+}
+
+fn parse_holder(record: &str) -> Option<String> {
+    let rest = record.trim_start().strip_prefix("pid ")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let pid: u32 = digits.parse().ok()?;
+    let label = rest[digits.len()..]
+        .strip_prefix(" (")
+        .and_then(|l| l.split_once(')'))
+        .map(|(l, _)| sanitize_label(l))
+        .filter(|l| !l.is_empty());
+    Some(match label {
+        Some(l) => format!("pid {pid} ({l})"),
+        None => format!("pid {pid}"),
+    })
 }
 
 /// Takes an exclusive lock on `path` (created if missing, with its parent directory).
@@ -248,13 +293,12 @@ impl Drop for FileLockGuard {
 }
 
 fn open_lock_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .ctx("open lock file", path)
+    let mut o = OpenOptions::new();
+    o.read(true).write(true).create(true).truncate(false);
+    // Only where the file is created; an existing lock file keeps its mode.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o.open(path).ctx("open lock file", path)
 }
 
 /// Whether `file` is still the file at `path` (it was not unlinked or replaced).
@@ -371,6 +415,56 @@ mod tests {
         let err = lock_exclusive_blocking(&path, Duration::from_millis(20)).unwrap_err();
         assert!(matches!(err, Error::LockTimeout { .. }));
         drop(fresh);
+    }
+
+    #[test]
+    fn the_lock_file_holds_only_pid_and_label_and_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.lock");
+        let _g = lock_exclusive_blocking(&path, Duration::from_secs(1)).unwrap();
+        let record = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            record,
+            format!("pid {} ({})", std::process::id(), process_label())
+        );
+        assert!(record.len() <= "pid 4294967295 ()".len() + MAX_LABEL);
+        // The test harness runs with arguments (filters, flags); none may be recorded.
+        for arg in std::env::args().skip(1) {
+            assert!(!record.contains(&arg), "{arg:?} in {record:?}");
+        }
+        assert_eq!(read_holder(&path).unwrap(), record);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn recorded_holders_are_reduced_to_pid_and_label() {
+        let cases = [
+            ("pid 42 (lmcpp)", Some("pid 42 (lmcpp)")),
+            (
+                "pid 42: /usr/bin/lmcpp serve --api-key s3cret -m /home/u/x.gguf",
+                Some("pid 42"),
+            ),
+            ("pid 7 (a b/c;$(rm -rf ~))", Some("pid 7 (abcrm-rf)")),
+            (&"x".repeat(500), None),
+            ("pid 9 (\u{1b}[2J)", Some("pid 9 (2J)")),
+            ("pid x (lmcpp)", None),
+            ("", None),
+            ("garbage", None),
+        ];
+        for (record, want) in cases {
+            assert_eq!(parse_holder(record).as_deref(), want, "{record:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.lock");
+        let long = format!("pid 5 ({})", "x".repeat(10_000));
+        std::fs::write(&path, long).unwrap();
+        // Only the start is read; a label cut off there is dropped.
+        assert_eq!(read_holder(&path).unwrap(), "pid 5");
     }
 
     #[test]
