@@ -816,6 +816,13 @@ impl<'a> Extractor<'a> {
         let mut zip = zip::ZipArchive::new(std::io::BufReader::new(f))
             .map_err(|e| self.corrupt(e.to_string()))?;
         self.count_entries(zip.len() as u64)?;
+        // The reader keeps one entry per exact name; a second one would go unseen.
+        if zip.has_duplicate_names() {
+            return Err(self.refuse(
+                "(central directory)",
+                "names one path twice in the same spelling",
+            ));
+        }
         for i in 0..zip.len() {
             let mut file = zip.by_index(i).map_err(|e| self.corrupt(e.to_string()))?;
             let name = file

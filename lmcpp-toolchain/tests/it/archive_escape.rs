@@ -381,6 +381,25 @@ fn a_second_spelling_of_one_path_is_refused() {
         let tar_only = entries.iter().any(|e| matches!(e, Entry::Hard(..)));
         assert_refused(&entries, tar_only, "a second time");
     }
+    // A zip whose central directory names one path twice in the same spelling.
+    let mut bytes = build_zip(&[file("x/a1", 0o644), sym("x/a2", "a1")]);
+    let at: Vec<usize> = (0..bytes.len() - 4)
+        .filter(|&i| &bytes[i..i + 4] == b"x/a2")
+        .collect();
+    assert!(!at.is_empty());
+    for i in at {
+        bytes[i + 3] = b'1';
+    }
+    let sb = Sandbox::new();
+    let a = sb.archive(&bytes, ArchiveKind::Zip);
+    let before = sb.outside_snapshot();
+    let err = extract_blocking(&a, &sb.dest, ArchiveKind::Zip).unwrap_err();
+    assert!(
+        matches!(&err, Error::UnsafeArchive { reason, .. } if reason.contains("twice")),
+        "{err}"
+    );
+    check_outcome(&sb, &before, false).unwrap();
+
     // A path created implicitly as a folder cannot become a file or link later.
     assert_refused(
         &[file("d/f", 0o644), file("d", 0o644)],
