@@ -20,6 +20,7 @@ pub mod build_script;
 pub mod cache;
 pub mod cmake;
 pub mod demo;
+pub mod digest;
 pub mod download;
 pub mod error;
 pub mod fingerprint;

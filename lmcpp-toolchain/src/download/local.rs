@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::resume::suffixed;
 use super::sink::{copy_hashing, file_head};
+use super::url::percent_decode;
 use super::{Content, DownloadSpec, Downloaded};
 use crate::error::{Error, IoContext, Result, join_error};
 use crate::progress::{ProgressEvent, SharedProgress};
@@ -25,28 +26,6 @@ pub(super) fn local_source(url: &str) -> Result<Option<PathBuf>> {
         return Ok(None);
     }
     Ok(Some(PathBuf::from(url)))
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (
-                (b[i + 1] as char).to_digit(16),
-                b.get(i + 2).and_then(|c| (*c as char).to_digit(16)),
-            )
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Copies a local file to `spec.dest` through a `.part`, checking content and digest.

@@ -19,13 +19,14 @@
 //!
 //! Parts: `http` sends requests under the redirect policy, `proxy` picks proxies and trust
 //! roots, `resume` decides what may be continued, `sink` writes and hashes, `local`
-//! copies `file://` sources.
+//! copies `file://` sources, `url` names files after URLs.
 
 mod http;
 mod local;
 mod proxy;
 mod resume;
 mod sink;
+mod url;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,7 +51,9 @@ use self::resume::Resume;
 pub(crate) use self::resume::suffixed;
 pub use self::sink::sha256_file;
 use self::sink::{Sink, Written, file_head};
+pub use self::url::{safe_file_name, url_file_name};
 use crate::cache::sync_dir;
+use crate::digest::Sha256;
 use crate::error::{Error, IoContext, Result};
 use crate::gguf::GGUF_MAGIC;
 use crate::lock::lock_exclusive;
@@ -314,15 +317,10 @@ impl Downloader {
     ) -> Result<Downloaded> {
         let expected = spec
             .expected_sha256
-            .as_ref()
-            .map(|s| s.trim().to_ascii_lowercase());
-        if let Some(e) = &expected
-            && (e.len() != 64 || !e.bytes().all(|b| b.is_ascii_hexdigit()))
-        {
-            return Err(Error::InvalidRequest {
-                reason: format!("expected sha256 {e:?} is not 64 hex characters"),
-            });
-        }
+            .as_deref()
+            .map(Sha256::parse)
+            .transpose()?
+            .map(String::from);
         let dest = &spec.dest;
         let dir = dest
             .parent()

@@ -9,10 +9,11 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::digest::Sha256 as Digest256;
 use crate::error::{IoContext, Result, join_error};
 
 /// How much written data may wait in the page cache before writeback is started.
@@ -64,7 +65,7 @@ fn write_part(
     fsync: bool,
     mut rx: mpsc::Receiver<Vec<Bytes>>,
 ) -> Result<Written> {
-    let mut hasher = Sha256::new();
+    let mut hasher = sha2::Sha256::new();
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true);
     if start > 0 {
@@ -98,13 +99,17 @@ fn write_part(
         file.sync_all().ctx("sync", part)?;
     }
     Ok(Written {
-        sha256: hex::encode(hasher.finalize()),
+        sha256: Digest256::from_hasher(hasher).into(),
         len: written,
     })
 }
 
 /// Feeds up to `limit` bytes from the start of `reader` to `hasher`; returns how many.
-fn hash_prefix(reader: &mut impl Read, limit: u64, hasher: &mut Sha256) -> std::io::Result<u64> {
+fn hash_prefix(
+    reader: &mut impl Read,
+    limit: u64,
+    hasher: &mut sha2::Sha256,
+) -> std::io::Result<u64> {
     let mut buf = vec![0u8; READ_BLOCK];
     let mut done = 0u64;
     while done < limit {
@@ -124,9 +129,9 @@ pub async fn sha256_file(path: &Path) -> Result<(String, u64)> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut f = std::fs::File::open(&path).ctx("open", &path)?;
-        let mut h = Sha256::new();
+        let mut h = sha2::Sha256::new();
         let n = hash_prefix(&mut f, u64::MAX, &mut h).ctx("read", &path)?;
-        Ok((hex::encode(h.finalize()), n))
+        Ok((Digest256::from_hasher(h).into(), n))
     })
     .await
     .map_err(join_error)?
@@ -149,7 +154,7 @@ pub(super) fn copy_hashing(
     let mut input = std::fs::File::open(src).ctx("open", src)?;
     let total = input.metadata().ok().map(|m| m.len());
     let mut out = std::fs::File::create(part).ctx("create", part)?;
-    let mut h = Sha256::new();
+    let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; READ_BLOCK];
     let mut done = 0u64;
     loop {
@@ -164,7 +169,7 @@ pub(super) fn copy_hashing(
     }
     out.sync_all().ctx("sync", part)?;
     Ok(Written {
-        sha256: hex::encode(h.finalize()),
+        sha256: Digest256::from_hasher(h).into(),
         len: done,
     })
 }
@@ -209,7 +214,7 @@ mod tests {
         );
         let w = sink.finish().await.unwrap();
         assert_eq!(w.len, whole.len() as u64);
-        assert_eq!(w.sha256, hex::encode(Sha256::digest(&whole)));
+        assert_eq!(w.sha256, hex::encode(sha2::Sha256::digest(&whole)));
         assert_eq!(std::fs::read(&part).unwrap(), whole);
         assert_eq!(sha256_file(&part).await.unwrap(), (w.sha256, w.len));
     }

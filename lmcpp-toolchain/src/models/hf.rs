@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::digest::Sha256;
 use crate::error::{Error, Result};
 
 use super::source::{HfSelector, HfSource};
@@ -140,11 +141,6 @@ pub(crate) struct Chosen {
     pub(crate) size: Option<u64>,
 }
 
-/// Whether `s` is 64 hex digits (a SHA-256).
-pub(crate) fn is_sha256(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 /// Whether `tag` appears in `name` as a whole word (`Q4_K` does not match `Q4_K_M`).
 fn has_tag(name: &str, tag: &str) -> bool {
     let name = name.to_ascii_uppercase();
@@ -215,8 +211,8 @@ pub(crate) fn choose(src: &HfSource, entries: &[TreeEntry]) -> Result<Chosen> {
         sha256: entry
             .lfs
             .as_ref()
-            .map(|l| l.oid.to_ascii_lowercase())
-            .filter(|o| is_sha256(o)),
+            .and_then(|l| Sha256::parse(&l.oid).ok())
+            .map(String::from),
         size: entry.size,
     })
 }

@@ -32,8 +32,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{CacheLayout, atomic_write};
+use crate::digest::Sha256;
 use crate::download::{
-    Content, DownloadOptions, DownloadSpec, Downloaded, Downloader, sha256_file,
+    Content, DownloadOptions, DownloadSpec, Downloaded, Downloader, safe_file_name, sha256_file,
+    url_file_name,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::gguf::{GgufSummary, read_gguf_async};
@@ -352,15 +354,12 @@ impl ModelStore {
     async fn pull_remote(&self, source: &ModelSource, opts: &PullOptions) -> Result<PulledModel> {
         let progress = &self.inner.progress;
         let key = source.cache_key();
-        let expected = match &opts.sha256 {
-            Some(s) if hf::is_sha256(s.trim()) => Some(s.trim().to_ascii_lowercase()),
-            Some(s) => {
-                return Err(Error::InvalidRequest {
-                    reason: format!("expected sha256 {s:?} is not 64 hex characters"),
-                });
-            }
-            None => None,
-        };
+        let expected = opts
+            .sha256
+            .as_deref()
+            .map(Sha256::parse)
+            .transpose()?
+            .map(String::from);
         let lock = self.ref_lock_path(&key);
         let _guard = lock_exclusive(&lock, self.inner.lock_timeout, progress).await?;
 
@@ -509,7 +508,7 @@ impl ModelStore {
         match source {
             ModelSource::Url(url) => Ok(Plan {
                 url: url.clone(),
-                file_name: file_name_of(url),
+                file_name: url_file_name(url).unwrap_or_else(|| "model.gguf".to_owned()),
                 sha256: None,
                 headers: Vec::new(),
                 commit: None,
@@ -549,13 +548,8 @@ impl ModelStore {
             let probe = self.inner.downloader.probe(&url, &headers).await?;
             sha256 = probe
                 .first_header("x-linked-etag")
-                .map(|v| {
-                    v.trim()
-                        .trim_start_matches("W/")
-                        .trim_matches('"')
-                        .to_ascii_lowercase()
-                })
-                .filter(|v| hf::is_sha256(v));
+                .and_then(|v| Sha256::parse(v.trim().trim_start_matches("W/")).ok())
+                .map(String::from);
             commit = probe.first_header("x-repo-commit").map(str::to_owned);
         }
         Ok(Plan {
@@ -604,11 +598,11 @@ impl ModelStore {
     }
 
     fn link_path(&self, r: &ModelRef) -> PathBuf {
-        self.inner
-            .root
-            .join("by-name")
-            .join(&r.key)
-            .join(safe_file_name(&r.file_name))
+        self.inner.root.join("by-name").join(&r.key).join(
+            Some(safe_file_name(&r.file_name))
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "model.gguf".to_owned()),
+        )
     }
 
     /// Writes the ref atomically and (re)creates its by-name link; returns the path to use.
@@ -642,7 +636,13 @@ impl ModelStore {
             Err(e) => return Err(Error::io("read", path, e)),
         };
         match serde_json::from_slice::<ModelRef>(&bytes) {
-            Ok(r) if hf::is_sha256(&r.sha256) => Ok(Some(r)),
+            Ok(mut r) => match Sha256::parse(&r.sha256) {
+                Ok(d) => {
+                    r.sha256 = d.into();
+                    Ok(Some(r))
+                }
+                Err(_) => Ok(None),
+            },
             // A damaged ref is treated as absent: the next pull rewrites it.
             _ => Ok(None),
         }
@@ -748,12 +748,7 @@ impl ModelStore {
     /// publishing the same blob; fails with [`Error::UnknownModel`] when the store has
     /// neither the blob nor a reference to it.
     pub async fn remove_digest(&self, sha256: &str) -> Result<RemovedModel> {
-        let sha256 = sha256.trim().to_ascii_lowercase();
-        if !hf::is_sha256(&sha256) {
-            return Err(Error::InvalidRequest {
-                reason: format!("{sha256:?} is not a sha256 (64 hex characters)"),
-            });
-        }
+        let sha256 = String::from(Sha256::parse(sha256)?);
         let _blob = self.lock_blob(&sha256).await?;
         let refs: Vec<ModelRef> = self
             .all_refs()?
@@ -810,10 +805,11 @@ impl ModelStore {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
             let name = entry.ctx("read directory", &dir)?.file_name();
+            // Only names a blob is published under (exactly the lower-case digest).
             if let Some(name) = name.to_str()
-                && hf::is_sha256(name)
+                && Sha256::parse(name).is_ok_and(|d| d == name)
             {
-                out.push(name.to_ascii_lowercase());
+                out.push(name.to_owned());
             }
         }
         Ok(out)
@@ -832,12 +828,7 @@ impl ModelStore {
     /// Re-hashes one blob (see [`ModelStore::resolve`] to get its digest from what a user
     /// typed); a corrupt one is deleted. No other blob is read or touched.
     pub async fn verify_digest(&self, sha256: &str) -> Result<VerifyReport> {
-        let sha256 = sha256.trim().to_ascii_lowercase();
-        if !hf::is_sha256(&sha256) {
-            return Err(Error::InvalidRequest {
-                reason: format!("{sha256:?} is not a sha256 (64 hex characters)"),
-            });
-        }
+        let sha256 = String::from(Sha256::parse(sha256)?);
         let _blob = self.lock_blob(&sha256).await?;
         let sources = self
             .referenced_digests()?
@@ -926,58 +917,4 @@ fn expand_home(path: &Path) -> PathBuf {
         return PathBuf::from(home).join(rest);
     }
     path.to_path_buf()
-}
-
-/// The last path segment of a URL, without query or fragment.
-fn file_name_of(url: &str) -> String {
-    let no_query = url.split(['?', '#']).next().unwrap_or(url);
-    let after_scheme = no_query
-        .split_once("://")
-        .map_or(no_query, |(_, rest)| rest);
-    // Skip the host: only path segments name a file.
-    let path = after_scheme.split_once('/').map_or("", |(_, path)| path);
-    let name = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-    if name.is_empty() || name.contains(':') {
-        "model.gguf".to_owned()
-    } else {
-        safe_file_name(name)
-    }
-}
-
-/// A file name that is safe on every platform and cannot escape its directory.
-fn safe_file_name(name: &str) -> String {
-    let cleaned: String = name
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || "._-+".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let cleaned = cleaned.trim_start_matches('.').to_owned();
-    if cleaned.is_empty() {
-        "model.gguf".to_owned()
-    } else {
-        cleaned
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    #[test]
-    fn file_names_from_urls() {
-        assert_eq!(
-            file_name_of("https://h/a/b/m.Q4.gguf?download=1"),
-            "m.Q4.gguf"
-        );
-        assert_eq!(file_name_of("https://h/"), "model.gguf");
-        assert_eq!(file_name_of("https://h/x/..%2F..gguf"), "_2F..gguf");
-        assert_eq!(safe_file_name("../etc/passwd"), "_etc_passwd");
-    }
 }
