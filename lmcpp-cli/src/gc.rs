@@ -31,12 +31,24 @@ pub(crate) async fn gc(ctx: &Ctx, args: GcArgs) -> Result<ExitCode> {
         ctx.print_json(&serde_json::to_value(&report)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let verb = if report.dry_run { "would remove" } else { "removed" };
+    let verb = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
     for item in &report.removed {
-        println!("{verb} {:<8} {}", item.kind.to_string(), item.path.display());
+        println!(
+            "{verb} {:<8} {}",
+            item.kind.to_string(),
+            item.path.display()
+        );
     }
     for item in &report.in_use {
-        println!("in use   {:<8} {}", item.kind.to_string(), item.path.display());
+        println!(
+            "in use   {:<8} {}",
+            item.kind.to_string(),
+            item.path.display()
+        );
     }
     println!(
         "{verb} {} item(s), {} freed; {} in use kept",

@@ -34,12 +34,19 @@ fn gc_lists_with_dry_run_then_removes_old_leftovers_and_logs() {
     let fresh = home.join("downloads/k-y.tar.gz.part");
     std::fs::write(&fresh, b"being written").unwrap();
     let lock = old_file(&home.join("models/locks/k.lock"), b"");
-    let log = old_file(&registry_dir(dir.path()).join("0123456789ab.log"), b"old log\n");
+    let log = old_file(
+        &registry_dir(dir.path()).join("0123456789ab.log"),
+        b"old log\n",
+    );
     let new_log = registry_dir(dir.path()).join("ba9876543210.log");
     std::fs::write(&new_log, b"recent log\n").unwrap();
 
     let out = lmcpp(dir.path(), &["--json", "gc", "--dry-run"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["dry_run"], true);
     let listed: Vec<(String, String)> = v["removed"]
@@ -61,14 +68,24 @@ fn gc_lists_with_dry_run_then_removes_old_leftovers_and_logs() {
         );
     }
     assert_eq!(listed.len(), 3, "{listed:?}");
-    assert!(part.exists() && lock.exists() && log.exists(), "a dry run removed something");
+    assert!(
+        part.exists() && lock.exists() && log.exists(),
+        "a dry run removed something"
+    );
 
     let out = lmcpp(dir.path(), &["gc"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("removed 3 item(s)"), "{text}");
     assert!(!part.exists() && !lock.exists() && !log.exists());
-    assert!(fresh.exists() && new_log.exists(), "young files were removed");
+    assert!(
+        fresh.exists() && new_log.exists(),
+        "young files were removed"
+    );
 
     let out = lmcpp(dir.path(), &["gc", "--older-than", "0"]);
     assert!(out.status.success());
