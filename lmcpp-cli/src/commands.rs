@@ -30,6 +30,7 @@ use crate::cli::{
     RunArgs, ServeArgs, ToolchainCmd, ToolchainOpts,
 };
 use crate::render::Renderer;
+use crate::shutdown::Shutdown;
 use crate::target::{self, live_records, live_servers};
 
 /// What every command may need.
@@ -499,6 +500,7 @@ pub(crate) fn keyed_client(endpoint: Endpoint, api_key: Option<&str>) -> lmcpp::
 }
 
 async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
+    let mut shutdown = Shutdown::listen()?;
     let port = args.port.map_or(HttpPort::Auto, HttpPort::Fixed);
     let transport = match (args.http, args.bind) {
         (false, _) => TransportChoice::Unix,
@@ -517,15 +519,22 @@ async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
             TransportChoice::PublicHttp { bind, port }
         }
     };
-    let running = ctx
+    let start = ctx
         .builder(Some(args.model.clone()))
         .toolchain_request(request(ctx, &args.toolchain).await?)
         .transport(transport)
         .args(server_args(args.extra, args.rpc, args.api_key.clone()))
         .ready_timeout(Duration::from_secs(args.ready_timeout))
         .detached(args.detach)
-        .start()
-        .await?;
+        .start();
+    // A signal during start-up ends it; dropping the start stops whatever it spawned.
+    let running = tokio::select! {
+        running = start => running?,
+        signal = shutdown.recv() => {
+            eprintln!("lmcpp: {signal} during start-up; nothing left running");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     if let Some(notice) = &running.model.notice {
         eprintln!("lmcpp: {notice}");
     }
@@ -540,27 +549,24 @@ async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!(
-        "lmcpp: serving {} on {} (log {}); Ctrl-C to stop",
+        "lmcpp: serving {} on {} (log {}); Ctrl-C, SIGTERM or SIGHUP to stop",
         running.model.path.display(),
         record.endpoint,
         record.log_path.display()
     );
     let server = running.server;
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {
-                server.stop().await?;
-                return Ok(ExitCode::SUCCESS);
+    tokio::select! {
+        signal = shutdown.recv() => {
+            eprintln!("lmcpp: {signal}: stopping the server");
+            server.stop().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        status = server.exited() => {
+            if let Some(lost) = server.rpc_worker_lost() {
+                return Err(lost.into());
             }
-            () = tokio::time::sleep(Duration::from_millis(500)) => {
-                if let Some(status) = server.exit_status() {
-                    if let Some(lost) = server.rpc_worker_lost() {
-                        return Err(lost.into());
-                    }
-                    let tail = server.log_tail(20).unwrap_or_default();
-                    anyhow::bail!("llama-server exited ({status}); last log lines:\n{}", tail.join("\n"));
-                }
-            }
+            let tail = server.log_tail(20).unwrap_or_default();
+            anyhow::bail!("llama-server exited ({status}); last log lines:\n{}", tail.join("\n"));
         }
     }
 }
@@ -582,6 +588,7 @@ fn parse_bind(bind: &str) -> Result<(std::net::Ipv4Addr, Option<u16>)> {
 }
 
 async fn rpc_worker(ctx: &Ctx, args: RpcWorkerArgs) -> Result<ExitCode> {
+    let mut shutdown = Shutdown::listen()?;
     let (host, port) = parse_bind(&args.bind)?;
     let binary = match args.rpc_server {
         Some(path) => path,
@@ -634,7 +641,7 @@ async fn rpc_worker(ctx: &Ctx, args: RpcWorkerArgs) -> Result<ExitCode> {
         worker.address()
     );
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {
+        _ = shutdown.recv() => {
             worker.stop().await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -4,6 +4,7 @@
 
 mod gc;
 mod model;
+mod signals;
 
 use std::path::Path;
 use std::process::{Command, Output};
