@@ -33,7 +33,8 @@ use lmcpp_types::{
 };
 
 use crate::{
-    client::{Client, decode},
+    answer::decode,
+    client::Client,
     error::{Error, Result},
     stream::EventStream,
 };
@@ -135,7 +136,7 @@ impl Client {
         let path = "/metrics";
         let raw = self.raw(Method::GET, path, None).await?;
         if !raw.status.is_success() {
-            return Err(crate::client::api_error_of(path, &raw));
+            return Err(crate::answer::api_error_of(path, &raw));
         }
         Ok(String::from_utf8_lossy(&raw.body).into_owned())
     }

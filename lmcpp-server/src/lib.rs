@@ -34,6 +34,7 @@
 //! # }
 //! ```
 
+mod answer;
 mod child;
 mod client;
 mod endpoint;
@@ -54,7 +55,8 @@ mod supervised;
 /// The server's error object, as carried by [`Error::Api`].
 pub type ApiError = lmcpp_types::ServerError;
 
-pub use client::{Client, ClientBuilder, DEFAULT_HEALTH_TIMEOUT, RawResponse};
+pub use answer::RawResponse;
+pub use client::{Client, ClientBuilder, DEFAULT_HEALTH_TIMEOUT};
 pub use endpoint::Endpoint;
 pub use error::{Error, Result};
 pub use limits::{

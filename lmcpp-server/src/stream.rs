@@ -21,7 +21,7 @@ use lmcpp_types::sse::{SseEvent, SseParser};
 
 use crate::{
     ApiError,
-    client::{api_error_from_text, snippet, transport_error},
+    answer::{api_error_from_text, snippet, transport_error},
     error::{Error, Result},
     limits::ClientLimits,
 };
