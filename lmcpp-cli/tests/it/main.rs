@@ -4,7 +4,7 @@
 
 mod gc;
 mod model;
-mod signals;
+mod stand_in;
 
 use std::path::Path;
 use std::process::{Command, Output};

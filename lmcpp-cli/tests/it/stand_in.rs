@@ -1,6 +1,8 @@
-//! A closed stdout and the signals that end a foreground `lmcpp serve`, against a
-//! stand-in llama-server: this test binary itself, re-run through a shell script in the
-//! role of the server, answering `/health` and noting the signal that stopped it.
+//! The CLI against a stand-in llama-server: this test binary itself, re-run through a
+//! shell script in the role of the server, answering every request with
+//! `{"status":"ok"}` (requiring the `LLAMA_API_KEY` it was started with, like the real
+//! one) and noting the signal that stopped it. Covers the signals that end a foreground
+//! `lmcpp serve`, the one API key setting, and a closed stdout.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -28,6 +30,8 @@ fn fake_llama_server() {
     };
     let host = value("--host").unwrap().to_owned();
     let port = value("--port");
+    let key = std::env::var("LLAMA_API_KEY").ok();
+    std::fs::write(marker.with_extension("key"), key.as_deref().unwrap_or("")).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -43,13 +47,13 @@ fn fake_llama_server() {
                     .unwrap();
                 loop {
                     let (conn, _) = l.accept().await.unwrap();
-                    tokio::spawn(answer_ok(conn));
+                    tokio::spawn(answer_ok(conn, key.clone()));
                 }
             } else {
                 let l = tokio::net::UnixListener::bind(&host).unwrap();
                 loop {
                     let (conn, _) = l.accept().await.unwrap();
-                    tokio::spawn(answer_ok(conn));
+                    tokio::spawn(answer_ok(conn, key.clone()));
                 }
             }
         };
@@ -62,8 +66,12 @@ fn fake_llama_server() {
     });
 }
 
-/// Answers one request with `200 {"status":"ok"}`, whatever it asked.
-async fn answer_ok<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut conn: S) {
+/// Answers one request with `200 {"status":"ok"}`, whatever it asked; with a `key`,
+/// anything but `/health` without `Authorization: Bearer <key>` gets a 401.
+async fn answer_ok<S>(mut conn: S, key: Option<String>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -72,9 +80,20 @@ async fn answer_ok<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut 
         }
         head.push(byte[0]);
     }
-    let body = r#"{"status":"ok"}"#;
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let allowed = head.starts_with("get /health ")
+        || key
+            .is_none_or(|k| head.contains(&format!("authorization: bearer {}", k.to_lowercase())));
+    let (status, body) = if allowed {
+        ("200 OK", r#"{"status":"ok"}"#)
+    } else {
+        (
+            "401 Unauthorized",
+            r#"{"error":{"code":401,"message":"Invalid API Key","type":"authentication_error"}}"#,
+        )
+    };
     let answer = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = conn.write_all(answer.as_bytes()).await;
@@ -89,7 +108,7 @@ fn stand_in(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\n{SERVER_ARGS}=\"$*\" {SERVER_MARKER}={} exec {} --exact signals::fake_llama_server --nocapture\n",
+            "#!/bin/sh\n{SERVER_ARGS}=\"$*\" {SERVER_MARKER}={} exec {} --exact stand_in::fake_llama_server --nocapture\n",
             marker.display(),
             exe.display()
         ),
@@ -180,7 +199,7 @@ fn props_server() -> String {
             listener.set_nonblocking(true).unwrap();
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             while let Ok((conn, _)) = listener.accept().await {
-                tokio::spawn(answer_ok(conn));
+                tokio::spawn(answer_ok(conn, None));
             }
         });
     });
@@ -217,4 +236,28 @@ fn a_closed_stdout_ends_every_command_quietly() {
         assert!(status.success(), "{args:?}: {status:?}: {stderr}");
         assert_eq!(stderr, "", "{args:?}");
     }
+}
+
+/// The one key setting (`LLAMA_API_KEY`) reaches both the server a command starts and the
+/// command's own client: with the key the stand-in refuses keyless requests, and the
+/// command succeeds only if its client sends that key.
+#[test]
+fn a_server_started_for_a_command_gets_the_key_its_client_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (script, model, marker) = stand_in(dir.path());
+    let out = lmcpp(dir.path())
+        .env("LLAMA_API_KEY", "s3cret")
+        .arg("--llama-server")
+        .arg(&script)
+        .args(["props", "--model"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let props: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(props.is_object(), "{props}");
+    // The server required the key (it reaches the server as a setting, not by inheritance).
+    let seen = std::fs::read_to_string(marker.with_extension("key")).unwrap();
+    assert_eq!(seen, "s3cret");
 }
