@@ -588,7 +588,6 @@ fn parse_bind(bind: &str) -> Result<(std::net::Ipv4Addr, Option<u16>)> {
 }
 
 async fn rpc_worker(ctx: &Ctx, args: RpcWorkerArgs) -> Result<ExitCode> {
-    let mut shutdown = Shutdown::listen()?;
     let (host, port) = parse_bind(&args.bind)?;
     let binary = match args.rpc_server {
         Some(path) => path,
@@ -622,6 +621,8 @@ async fn rpc_worker(ctx: &Ctx, args: RpcWorkerArgs) -> Result<ExitCode> {
              this worker. Only run it on a trusted network."
         );
     }
+    // From here on a signal stops the worker; before, its default action ends lmcpp.
+    let mut shutdown = Shutdown::listen()?;
     let worker = RpcWorker::launch(opts).await?;
     let record = worker.record().clone();
     if ctx.json {
