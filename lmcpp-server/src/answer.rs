@@ -23,7 +23,7 @@ pub struct RawResponse {
     /// `Content-Type`, if any.
     pub content_type: Option<String>,
     /// The body: complete for a success; an error body longer than
-    /// [`ClientLimits::max_error_body`] is cut there (see `truncated`).
+    /// [`crate::ClientLimits::max_error_body`] is cut there (see `truncated`).
     pub body: Bytes,
     /// Whether `body` was cut at the error body cap.
     pub truncated: bool,
