@@ -95,6 +95,9 @@ fn toolchain_bad_input(e: &lmcpp::toolchain::Error) -> bool {
         T::ModelFileMissing { .. }
             | T::InvalidModelSource { .. }
             | T::GgufBadMagic { .. }
+            | T::DownloadNotGguf { .. }
+            | T::UnknownModel { .. }
+            | T::AmbiguousModel { .. }
             | T::InvalidRequest { .. }
             | T::InvalidUrl { .. }
     )

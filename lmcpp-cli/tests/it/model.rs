@@ -79,3 +79,17 @@ fn rm_and_verify_take_a_digest_or_its_prefix_and_refuse_unknown_names() {
     );
     assert!(!blob(dir.path(), &b).exists());
 }
+
+#[test]
+fn pulling_something_that_is_not_gguf_is_bad_input_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("page.gguf");
+    std::fs::write(&page, "<!doctype html><p>sign in</p>").unwrap();
+    let url = format!("file://{}", page.display());
+    let out = lmcpp(dir.path(), &["model", "pull", &url]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a GGUF model"), "{err}");
+    let blobs = dir.path().join("home/models/blobs");
+    assert_eq!(std::fs::read_dir(blobs).unwrap().count(), 0);
+}
