@@ -1,6 +1,8 @@
 //! Benchmarks reported as ratios against a reference measured in the same run:
-//! a warm `ensure()` against a bare `stat` of the published binary, and downloader
-//! throughput (hashing in the same pass) against `curl` fetching the same loopback file.
+//! a warm `ensure()` against a bare `stat` of the published binary, downloader
+//! throughput (hashing in the same pass) against `curl` fetching the same loopback file,
+//! and a whole prebuilt install (listing, download, SHA-256, extraction, `--version`,
+//! fsync, publish) against `curl` of the same archive plus `tar -x`.
 //!
 //! Run with `cargo bench -p lmcpp-toolchain --bench toolchain`.
 #![allow(
@@ -170,6 +172,124 @@ async fn throughput(size: usize, rounds: usize) {
     );
 }
 
+/// A release archive of `mib` MiB of incompressible libraries next to a fake server.
+fn big_release(top: &str, mib: usize) -> Vec<u8> {
+    let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut b = tar::Builder::new(enc);
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let add = |b: &mut tar::Builder<_>, name: String, body: &[u8], mode| {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        h.set_size(body.len() as u64);
+        h.set_mode(mode);
+        h.set_cksum();
+        b.append(&h, body).unwrap();
+    };
+    add(
+        &mut b,
+        format!("{top}/llama-server"),
+        b"#!/bin/sh\necho 'version: 1 (fake)'\n",
+        0o755,
+    );
+    for i in 0..mib {
+        let body: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        add(&mut b, format!("{top}/libggml-part{i}.so"), &body, 0o644);
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+async fn prebuilt_install(mib: usize, rounds: usize) {
+    let server = TestServer::start().await;
+    let tag = "b2";
+    let asset = lmcpp_toolchain::plan::prebuilt_assets(
+        tag,
+        std::env::consts::OS,
+        std::env::consts::ARCH,
+        Backend::Cpu,
+        "",
+    )
+    .unwrap()
+    .remove(0);
+    let top = asset.trim_end_matches(".tar.gz").trim_end_matches(".zip");
+    let archive = big_release(top, mib);
+    let url_path = format!("/r/releases/download/{tag}/{asset}");
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&archive))
+    };
+    let listing = serde_json::json!({
+        "tag_name": tag,
+        "assets": [{
+            "name": asset,
+            "size": archive.len(),
+            "digest": format!("sha256:{digest}"),
+            "browser_download_url": server.url(&url_path),
+        }],
+    });
+    server.route(&url_path, Route::file(archive).chunk(256 * 1024));
+    server.route(
+        &format!("/r/api/releases/tags/{tag}"),
+        Route::file(listing.to_string().into_bytes()),
+    );
+    let req = ToolchainRequest {
+        version: LlamaVersion::tag(tag),
+        sources: vec![Source::GithubRelease],
+        backend: Backend::Cpu,
+        mode: Mode::InstallOnly,
+        github_repo: server.url("/r"),
+        github_api: server.url("/r/api"),
+        ..ToolchainRequest::default()
+    };
+    let (mut ours, mut reference) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let root = tempfile::tempdir().unwrap();
+        let tc = Toolchain::new(Some(root.path()))
+            .unwrap()
+            .with_probes(Probes::default());
+        let t = Instant::now();
+        tc.ensure(&req, &no_progress()).await.unwrap();
+        ours.push(t.elapsed());
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.tar.gz");
+        let t = Instant::now();
+        let curl = tokio::process::Command::new("curl")
+            .args(["-s", "-f", "-o"])
+            .arg(&file)
+            .arg(server.url(&url_path))
+            .status()
+            .await
+            .expect("curl on PATH");
+        let tar = tokio::process::Command::new("tar")
+            .arg("-xzf")
+            .arg(&file)
+            .arg("-C")
+            .arg(dir.path())
+            .status()
+            .await
+            .expect("tar on PATH");
+        reference.push(t.elapsed());
+        assert!(curl.success() && tar.success());
+    }
+    let (o, r) = (median(ours), median(reference));
+    println!(
+        "prebuilt install {mib} MiB: lmcpp {:>7.1} ms (listing, sha-256, extract, --version, fsync, publish)   curl + tar -x {:>7.1} ms",
+        o.as_secs_f64() * 1e3,
+        r.as_secs_f64() * 1e3,
+    );
+    println!(
+        "ratio lmcpp/(curl + tar) speed: {:.2}   (target >= 0.9)",
+        r.as_secs_f64() / o.as_secs_f64()
+    );
+}
+
 fn main() {
     // `cargo test --benches` runs this binary with `--bench` absent; keep that quick.
     let full = std::env::args().any(|a| a == "--bench");
@@ -178,14 +298,15 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (rounds, size, dl_rounds) = if full {
-        (500, 256 << 20, 5)
+    let (rounds, size, dl_rounds, release_mib) = if full {
+        (500, 256 << 20, 5, 32)
     } else {
-        (20, 8 << 20, 1)
+        (20, 8 << 20, 1, 2)
     };
     rt.block_on(async {
         warm_ensure(rounds).await;
         throughput(size, dl_rounds).await;
+        prebuilt_install(release_mib, dl_rounds.max(3)).await;
     });
     let _ = std::io::stdout().flush();
 }

@@ -158,6 +158,12 @@ pub fn serve_release(server: &TestServer, extra_files: usize) -> Vec<u8> {
     bytes
 }
 
+/// Lists `bytes` as the host's CPU asset of [`TAG`] (with its digest).
+pub fn list_release(server: &TestServer, bytes: &[u8]) {
+    let digest = crate::download::sha(bytes);
+    serve_listing(server, &[(host_asset(), bytes.len() as u64, Some(digest))]);
+}
+
 /// Path of the release listing of [`TAG`].
 pub fn listing_path() -> String {
     format!("/api/repos/ggml-org/llama.cpp/releases/tags/{TAG}")

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use lmcpp_toolchain::no_progress;
 
-use crate::fixtures::{asset_path, prebuilt_request_for, release_archive, toolchain};
+use crate::fixtures::{asset_path, list_release, prebuilt_request_for, release_archive, toolchain};
 use crate::server::{Route, TestServer};
 
 const ROOT_ENV: &str = "LMCPP_IT_CHILD_ROOT";
@@ -75,6 +75,7 @@ async fn eight_processes_racing_a_cold_entry_download_once() {
     }
     let server = TestServer::start().await;
     let bytes = release_archive(200);
+    list_release(&server, &bytes);
     // Slow enough that the children overlap while the first one downloads.
     server.route(
         &asset_path(),
@@ -116,6 +117,7 @@ async fn killed_mid_download_the_next_run_resumes_and_succeeds() {
     }
     let server = TestServer::start().await;
     let bytes = release_archive(300);
+    list_release(&server, &bytes);
     server.route(
         &asset_path(),
         Route::file(bytes.clone())
@@ -172,7 +174,9 @@ async fn killed_mid_extract_the_next_run_succeeds() {
         return;
     }
     let server = TestServer::start().await;
-    server.route(&asset_path(), Route::file(release_archive(3000)).etag("r"));
+    let bytes = release_archive(3000);
+    list_release(&server, &bytes);
+    server.route(&asset_path(), Route::file(bytes).etag("r"));
     let root = tempfile::tempdir().unwrap();
     let cache = root.path().join("cache");
     let tc = toolchain(&cache);
