@@ -5,7 +5,8 @@
 //! |------------|------------------------------------------------------------|--------------------------------------|
 //! | `partial`  | `*.part`, `*.part.meta` in `downloads/`, `models/downloads/`, `models/blobs/` | older than the age limit, its download's lock free |
 //! | `download` | finished archives and files in `downloads/`, leftovers in `models/downloads/` | older than the age limit, its lock free |
-//! | `scratch`  | `.tmp-*`, `.pip-*`, `.listing-*` and toolchain `.*.scratch` dirs | older than the age limit, the locks of its directory free |
+//! | `scratch`  | `.tmp-*`, `.pip-*`, `.listing-*`, toolchain `.*.scratch` and `tools/*.tmp` dirs, `models/refs/.tmp*` files | older than the age limit, the locks of its directory free |
+//! | `link`     | `models/by-name/<key>` whose ref is gone                   | older than the age limit, the reference's lock free |
 //! | `source`   | `sources/<key>` no toolchain entry records as its `source_dir` | older than the age limit, no toolchain work running |
 //! | `lock`     | `*.lock` under the cache                                   | nobody holds it                      |
 //!
@@ -60,6 +61,8 @@ pub enum GcKind {
     Scratch,
     /// A lock file nobody holds.
     Lock,
+    /// A readable `models/by-name/<key>` link whose reference was removed.
+    Link,
     /// A server log whose server is no longer running (collected by callers that know the
     /// server registry; this crate does not).
     Log,
@@ -73,6 +76,7 @@ impl std::fmt::Display for GcKind {
             Self::Source => "source",
             Self::Scratch => "scratch",
             Self::Lock => "lock",
+            Self::Link => "link",
             Self::Log => "log",
         })
     }
@@ -154,6 +158,8 @@ pub async fn collect(layout: &CacheLayout, opts: &GcOptions) -> Result<GcReport>
     }
     sources(layout, &mut candidates)?;
     toolchain_scratch(&layout.toolchains(), &mut candidates)?;
+    tool_scratch(&layout.tools(), &mut candidates)?;
+    store_leftovers(&models, &mut candidates)?;
     lock_dirs.extend([
         layout.sources(),
         layout.toolchains(),
@@ -390,6 +396,52 @@ fn toolchain_scratch(toolchains: &Path, out: &mut Vec<Candidate>) -> Result<()> 
     Ok(())
 }
 
+/// Scratch dirs of tool bootstraps that died (`tools/<name>.tmp`, guarded by `<name>.lock`).
+fn tool_scratch(tools: &Path, out: &mut Vec<Candidate>) -> Result<()> {
+    for p in entries(tools)? {
+        let name = file_name(&p);
+        if let Some(stem) = name.strip_suffix(".tmp")
+            && p.symlink_metadata().is_ok_and(|m| m.is_dir())
+        {
+            out.push(Candidate {
+                kind: GcKind::Scratch,
+                guards: vec![tools.join(format!("{stem}.lock"))],
+                path: p,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The model store's by-name links whose ref is gone, and temporary files of ref writes
+/// that died between write and rename.
+fn store_leftovers(models: &Path, out: &mut Vec<Candidate>) -> Result<()> {
+    let refs = models.join("refs");
+    for p in entries(&models.join("by-name"))? {
+        let key = file_name(&p);
+        if key.starts_with('.') || refs.join(format!("{key}.json")).exists() {
+            continue;
+        }
+        out.push(Candidate {
+            kind: GcKind::Link,
+            guards: vec![models.join("locks").join(format!("{key}.lock"))],
+            path: p,
+        });
+    }
+    for p in entries(&refs)? {
+        // A ref is written to a temporary file and renamed within one call, under the
+        // reference's lock; an old one is a leftover of a process that died in between.
+        if file_name(&p).starts_with(".tmp") {
+            out.push(Candidate {
+                kind: GcKind::Scratch,
+                guards: Vec::new(),
+                path: p,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Lock files of `locks` whose stem starts `name` (`x.tar.gz.lock` guards `x.tar.gz.part`,
 /// `llama_cpp_python-0.3.36.lock` guards `llama_cpp_python-0.3.36.tar.gz`).
 fn prefix_locks(locks: &[PathBuf], name: &str) -> Vec<PathBuf> {
@@ -426,9 +478,13 @@ fn has_suffix(p: &Path, suffix: &str) -> bool {
     file_name(p).ends_with(suffix)
 }
 
-/// The newest modification time of `path` and everything below it (links not followed).
+/// The newest modification time of `path` and everything below it. Links are neither
+/// followed nor counted: creating one already changed its directory's time.
 fn newest_mtime(path: &Path) -> Option<SystemTime> {
     let meta = std::fs::symlink_metadata(path).ok()?;
+    if meta.is_symlink() {
+        return None;
+    }
     let own = meta.modified().ok();
     if !meta.is_dir() {
         return own;

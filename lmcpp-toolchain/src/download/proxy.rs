@@ -66,8 +66,8 @@ impl Proxies {
     }
 
     /// The proxies the environment names (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`,
-    /// `NO_PROXY`, upper or lower case). A proxy URL that is not `http://` is ignored
-    /// with a warning in the log.
+    /// `NO_PROXY`, upper or lower case; only `http_proxy` inside a CGI program). A proxy
+    /// URL that is not `http://` is ignored with a warning in the log.
     pub fn from_env() -> Self {
         let var = |names: &[&str]| {
             names
@@ -86,9 +86,16 @@ impl Proxies {
         };
         Self {
             https: parse(var(&["HTTPS_PROXY", "https_proxy"]).or(all.clone())),
-            // curl ignores upper-case HTTP_PROXY (a CGI program could be handed one by a
-            // request header); so does this.
-            http: parse(var(&["http_proxy"]).or(all)),
+            // In a CGI program `HTTP_PROXY` may come from a request header ("httpoxy"), so
+            // there only the lower-case form counts, as in curl.
+            http: parse(
+                if std::env::var_os("REQUEST_METHOD").is_some() {
+                    var(&["http_proxy"])
+                } else {
+                    var(&["HTTP_PROXY", "http_proxy"])
+                }
+                .or(all),
+            ),
             no_proxy: split_no_proxy(var(&["NO_PROXY", "no_proxy"]).as_deref()),
         }
     }

@@ -18,6 +18,9 @@ fn write(root: &Path, rel: &str, bytes: &[u8]) -> PathBuf {
 /// Sets the modification time of `path` and everything below it two days back.
 fn age(path: &Path) {
     let then = SystemTime::now() - Duration::from_secs(48 * 3600);
+    if path.is_symlink() {
+        return;
+    }
     if path.is_dir() {
         for e in std::fs::read_dir(path).unwrap() {
             age(&e.unwrap().path());
@@ -70,6 +73,18 @@ async fn fixture() -> Fixture {
     write(root, "sources/unused.lock", b"");
     write(root, "toolchains/.fp9.4242.scratch/build/x.o", &[7; 50]);
     write(root, "toolchains/fp1.lock", b"");
+    write(root, "tools/cmake-pip.tmp/cmake/x", &[9; 30]);
+    write(root, "models/refs/kept.json", b"{}");
+    write(root, "models/refs/.tmp-Xy12", b"{");
+    std::fs::create_dir_all(root.join("models/by-name/kept")).unwrap();
+    std::fs::create_dir_all(root.join("models/by-name/gone")).unwrap();
+    for key in ["kept", "gone"] {
+        std::os::unix::fs::symlink(
+            format!("../../blobs/{SHA}"),
+            root.join(format!("models/by-name/{key}/m.gguf")),
+        )
+        .unwrap();
+    }
     let used = root.join("sources/used");
     write(
         root,
@@ -78,7 +93,7 @@ async fn fixture() -> Fixture {
             .to_string()
             .as_bytes(),
     );
-    for top in ["downloads", "models", "sources", "toolchains"] {
+    for top in ["downloads", "models", "sources", "toolchains", "tools"] {
         age(&root.join(top));
     }
     // Young: a download that is being written right now.
@@ -118,6 +133,9 @@ fn expected_removed() -> BTreeSet<(GcKind, String)> {
         (Lock, "sources/unused.lock".to_owned()),
         (Scratch, "toolchains/.fp9.4242.scratch".to_owned()),
         (Lock, "toolchains/fp1.lock".to_owned()),
+        (Scratch, "tools/cmake-pip.tmp".to_owned()),
+        (Scratch, "models/refs/.tmp-Xy12".to_owned()),
+        (Link, "models/by-name/gone".to_owned()),
     ]
     .into_iter()
     .collect()
@@ -202,6 +220,8 @@ async fn gc_removes_old_unlocked_leftovers_and_keeps_what_is_used() {
         "models/downloads/busy.gguf.part".to_owned(),
         "sources/used/CMakeLists.txt".to_owned(),
         "toolchains/fp1/state.json".to_owned(),
+        "models/by-name/kept/m.gguf".to_owned(),
+        "models/refs/kept.json".to_owned(),
     ] {
         assert!(root.join(&kept).exists(), "{kept} was removed");
     }
