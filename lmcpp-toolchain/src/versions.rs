@@ -191,18 +191,30 @@ pub struct BinaryVersion {
 
 impl BinaryVersion {
     /// Parses the output of `--version` (stdout and stderr together; the line may be
-    /// preceded by backend-loading chatter).
+    /// preceded by backend-loading chatter). Two shapes exist: `version: 11312 (0c1e5709)`
+    /// (older) and `version: 0.5.0-dev (build 11312, commit 0c1e5709)` (newer).
     pub fn parse(output: &str) -> Option<Self> {
         output.lines().find_map(|line| {
             let rest = line.trim().strip_prefix("version: ")?;
-            let (num, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-            let build_number = num.parse().ok()?;
-            let commit = tail
+            let (head, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            let inner = tail
                 .trim()
                 .strip_prefix('(')
                 .and_then(|t| t.split(')').next())
-                .unwrap_or("unknown")
-                .to_owned();
+                .unwrap_or("");
+            let (build_number, commit) = match inner.strip_prefix("build ") {
+                Some(fields) => {
+                    let (n, c) = fields.split_once(',').unwrap_or((fields, ""));
+                    let c = c.trim().strip_prefix("commit ").unwrap_or(c.trim());
+                    (n.trim().parse().ok()?, c.to_owned())
+                }
+                None => (head.parse().ok()?, inner.to_owned()),
+            };
+            let commit = if commit.is_empty() {
+                "unknown".to_owned()
+            } else {
+                commit
+            };
             Some(Self {
                 build_number,
                 commit,
@@ -287,6 +299,11 @@ mod tests {
             ),
             ("load_backend: x\nversion: 1 (4227c9b)", 1, "4227c9b"),
             ("version: 0 (unknown)", 0, "unknown"),
+            (
+                "version: 0.5.0-dev (build 11312, commit 0c1e5709)\nbuilt with GNU 12.2.0",
+                11312,
+                "0c1e5709",
+            ),
         ];
         for (out, n, c) in cases {
             let v = BinaryVersion::parse(out).unwrap();
