@@ -14,3 +14,4 @@ mod procs;
 mod recipe;
 mod server;
 mod store;
+mod tls;
