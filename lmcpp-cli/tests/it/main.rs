@@ -48,6 +48,7 @@ fn every_command_has_help() {
         "metrics",
         "run",
         "schema",
+        "gc",
     ] {
         let out = lmcpp(dir.path(), &[cmd, "--help"]);
         assert!(

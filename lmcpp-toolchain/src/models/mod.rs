@@ -384,9 +384,45 @@ impl ModelStore {
             plan.sha256 = expected;
         }
 
-        // Known digest: download straight to the blob (the downloader verifies while
-        // streaming and publishes only a match). Unknown: download under the reference's
-        // key, then move the file to the blob named by the digest computed while streaming.
+        // The blob's lock stays held until the ref below is written.
+        let (done, _blob_guard) = self.fetch_blob(&plan, &key).await?;
+        let blob = self.blob_path(&done.sha256);
+
+        let reference = ModelRef {
+            source: source.to_string(),
+            key: key.clone(),
+            url: plan.url,
+            file_name: plan.file_name,
+            sha256: done.sha256.clone(),
+            size: done.size,
+            etag: done.etag,
+            commit: plan.commit,
+            pulled_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        let path = self.publish_ref(&reference)?;
+        progress.event(ProgressEvent::Done);
+        Ok(PulledModel {
+            source: reference.source,
+            path,
+            blob: Some(blob),
+            sha256: Some(reference.sha256),
+            size: reference.size,
+            file_name: reference.file_name,
+            from_cache: done.bytes_transferred == 0,
+            bytes_transferred: done.bytes_transferred,
+        })
+    }
+
+    /// Downloads `plan` into `blobs/` (or finds its blob there) and returns what was
+    /// stored, with the blob's lock held.
+    ///
+    /// Known digest: download straight to the blob (the downloader verifies while
+    /// streaming and publishes only a match). Unknown: download under the reference's
+    /// key, then move the file to the blob named by the digest computed while streaming.
+    async fn fetch_blob(&self, plan: &Plan, key: &str) -> Result<(Downloaded, LockGuard)> {
+        let progress = &self.inner.progress;
         let (dest, known) = match &plan.sha256 {
             Some(sha) => (self.blob_path(sha), true),
             None => (
@@ -431,7 +467,7 @@ impl ModelStore {
             },
             None => self.inner.downloader.fetch(&spec, progress).await?,
         };
-        let _blob_guard = match blob_guard {
+        let blob_guard = match blob_guard {
             Some(g) => g,
             None => self.lock_blob(&done.sha256).await?,
         };
@@ -443,32 +479,7 @@ impl ModelStore {
                 std::fs::rename(&dest, &blob).ctx("rename into", &blob)?;
             }
         }
-
-        let reference = ModelRef {
-            source: source.to_string(),
-            key: key.clone(),
-            url: plan.url,
-            file_name: plan.file_name,
-            sha256: done.sha256.clone(),
-            size: done.size,
-            etag: done.etag,
-            commit: plan.commit,
-            pulled_at: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        };
-        let path = self.publish_ref(&reference)?;
-        progress.event(ProgressEvent::Done);
-        Ok(PulledModel {
-            source: reference.source,
-            path,
-            blob: Some(blob),
-            sha256: Some(reference.sha256),
-            size: reference.size,
-            file_name: reference.file_name,
-            from_cache: done.bytes_transferred == 0,
-            bytes_transferred: done.bytes_transferred,
-        })
+        Ok((done, blob_guard))
     }
 
     /// The stored result for `key`, if its blob is present (and matches `expected`).
