@@ -208,14 +208,29 @@ pub(crate) fn check_tree(dir: &Path) -> Result<()> {
 /// The CMake target that builds the RPC server in `tree` (`ggml-rpc-server` in current
 /// llama.cpp, `rpc-server` before), found in its CMake files; `None` when it has none.
 pub(crate) fn rpc_target(tree: &Path) -> Option<String> {
-    let candidates = [
+    let known = [
         "tools/rpc/CMakeLists.txt",
         "examples/rpc/CMakeLists.txt",
         "ggml/src/ggml-rpc/CMakeLists.txt",
+        "CMakeLists.txt",
     ];
-    candidates.iter().find_map(|rel| {
+    let found = known.iter().find_map(|rel| {
         let text = std::fs::read_to_string(tree.join(rel)).ok()?;
         find_rpc_target(&text)
+    });
+    // Elsewhere in a tree laid out differently: any CMakeLists.txt below tools/ or
+    // examples/ (two levels; llama.cpp keeps one folder per tool).
+    found.or_else(|| {
+        ["tools", "examples"].iter().find_map(|top| {
+            let mut dirs: Vec<_> = std::fs::read_dir(tree.join(top))
+                .ok()?
+                .flatten()
+                .map(|e| e.path().join("CMakeLists.txt"))
+                .collect();
+            dirs.sort();
+            dirs.iter()
+                .find_map(|f| find_rpc_target(&std::fs::read_to_string(f).ok()?))
+        })
     })
 }
 

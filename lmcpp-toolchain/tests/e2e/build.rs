@@ -17,18 +17,26 @@ use lmcpp_toolchain::{
 const CHILD_ENV: &str = "LMCPP_E2E_BUILD_SCRIPT_TREE";
 
 fn tiny_tree(dir: &Path) {
+    tiny_tree_with(dir, "ggml-rpc-server");
+}
+
+/// A tiny tree whose RPC server target is called `rpc_target` (`rpc-server` in llama.cpp
+/// before 2026, `ggml-rpc-server` now).
+fn tiny_tree_with(dir: &Path, rpc_target: &str) {
     std::fs::create_dir_all(dir.join("tools/server")).unwrap();
     std::fs::write(
         dir.join("CMakeLists.txt"),
-        "cmake_minimum_required(VERSION 3.14)\n\
-         project(tiny C)\n\
-         option(GGML_RPC \"rpc\" OFF)\n\
-         set(CMAKE_RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)\n\
-         add_executable(llama-server main.c)\n\
-         if (GGML_RPC)\n\
-           add_executable(ggml-rpc-server main.c)\n\
-           set_target_properties(ggml-rpc-server PROPERTIES OUTPUT_NAME rpc-server)\n\
-         endif()\n",
+        format!(
+            "cmake_minimum_required(VERSION 3.14)\n\
+             project(tiny C)\n\
+             option(GGML_RPC \"rpc\" OFF)\n\
+             set(CMAKE_RUNTIME_OUTPUT_DIRECTORY ${{CMAKE_BINARY_DIR}}/bin)\n\
+             add_executable(llama-server main.c)\n\
+             if (GGML_RPC)\n\
+               add_executable({rpc_target} main.c)\n\
+               set_target_properties({rpc_target} PROPERTIES OUTPUT_NAME rpc-server)\n\
+             endif()\n"
+        ),
     )
     .unwrap();
     std::fs::write(
@@ -84,7 +92,49 @@ async fn cmake_cli_driver_builds_logs_and_reports_progress() {
             .cmake_args
             .contains(&"-DBUILD_SHARED_LIBS=OFF".to_owned())
     );
+    // `toolchain build` then `serve`: a build-or-install request for the same tree finds
+    // the build-only entry.
+    let either = ToolchainRequest {
+        mode: Mode::BuildOrInstall,
+        ..req.clone()
+    };
+    assert_eq!(tc.ensure_cached(&either).await.unwrap(), installed);
     assert!(tc.remove(&req, &no_progress()).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_tree_builds_its_rpc_server_target_and_an_edited_tree_is_rebuilt() {
+    let tree = tempfile::tempdir().unwrap();
+    tiny_tree_with(tree.path(), "rpc-server");
+    let tc = Toolchain::new(None).unwrap();
+    let req = request(tree.path());
+    let first = tc
+        .ensure(&req, &no_progress())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(first.rpc_server.as_ref().unwrap().is_file());
+    let log = std::fs::read_to_string(first.entry_dir.join("build.log")).unwrap();
+    assert!(log.contains("--target llama-server rpc-server"), "{log}");
+
+    // An edit makes a new entry, built from the edited tree.
+    std::fs::write(
+        tree.path().join("main.c"),
+        "#include <stdio.h>\nint main(void) { puts(\"version: 0 (edited)\"); return 0; }\n",
+    )
+    .unwrap();
+    let second = tc.ensure(&req, &no_progress()).await.unwrap();
+    assert_ne!(second.entry_dir, first.entry_dir);
+    let out = Command::new(&second.llama_server).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "version: 0 (edited)\n"
+    );
+    assert!(tc.remove(&req, &no_progress()).await.unwrap());
+    assert!(
+        tc.remove_fingerprint(&first.fingerprint, &no_progress())
+            .await
+            .unwrap()
+    );
 }
 
 /// The child half of the build-script test: runs in a process that has the environment
