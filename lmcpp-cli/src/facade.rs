@@ -221,17 +221,21 @@ impl LmcppBuilder {
         launch.runtime_dir = self.runtime_dir;
         launch.ready_timeout = self.ready_timeout;
         launch.detached = self.detached;
-        // Render the arguments for the binary at hand, not for the pinned llama.cpp.
-        launch.flags = installed.as_ref().and_then(|i| {
-            let help = std::fs::read_to_string(i.help.as_ref()?).ok()?;
-            let version = i
-                .version
-                .as_ref()
-                .map_or_else(|| self.request.version.label(), |v| v.label());
-            Some(lmcpp_types::args::help::BinaryFlags::from_help(
-                &help, version,
-            ))
-        });
+        // Render the arguments for the binary at hand, not for the pinned llama.cpp: the
+        // toolchain captured its --help; a binary given by path is asked once.
+        launch.flags = match &installed {
+            Some(i) => i.help.as_ref().and_then(|h| {
+                let help = std::fs::read_to_string(h).ok()?;
+                let version = i
+                    .version
+                    .as_ref()
+                    .map_or_else(|| self.request.version.label(), |v| v.label());
+                Some(lmcpp_types::args::help::BinaryFlags::from_help(
+                    &help, version,
+                ))
+            }),
+            None => probe_flags(&binary).await,
+        };
         Ok(Resolved {
             toolchain: installed,
             model,
@@ -239,6 +243,32 @@ impl LmcppBuilder {
             progress: self.progress,
         })
     }
+}
+
+/// Asks a binary given by path for its flags (`--help`) and version, bounded to a few
+/// seconds each; `None` when it does not answer like llama-server.
+async fn probe_flags(binary: &Path) -> Option<lmcpp_types::args::help::BinaryFlags> {
+    async fn run(binary: &Path, arg: &str) -> Option<String> {
+        let out = tokio::process::Command::new(binary)
+            .arg(arg)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(10), out)
+            .await
+            .ok()?
+            .ok()?;
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        out.status.success().then_some(text)
+    }
+    let help = run(binary, "--help").await?;
+    let version = run(binary, "--version")
+        .await
+        .and_then(|v| lmcpp_toolchain::BinaryVersion::parse(&v))
+        .map_or_else(|| binary.display().to_string(), |v| v.label());
+    let flags = lmcpp_types::args::help::BinaryFlags::from_help(&help, version);
+    (!flags.is_empty()).then_some(flags)
 }
 
 /// A toolchain and a model, ready to be started. See [`LmcppBuilder::resolve`].

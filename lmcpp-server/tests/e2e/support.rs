@@ -5,6 +5,7 @@ use std::path::Path;
 use lmcpp_server::{LaunchOptions, Server, TransportChoice};
 use lmcpp_toolchain::prepared::PreparedPaths;
 use lmcpp_types::ServerArgs;
+use lmcpp_types::args::help::BinaryFlags;
 use serde::de::DeserializeOwned;
 
 /// Reads the prerequisites, failing with the command that creates them.
@@ -20,10 +21,24 @@ pub(crate) fn req<T: DeserializeOwned>(value: serde_json::Value) -> T {
     serde_json::from_value(value).expect("request JSON matches the typed request")
 }
 
-/// Launch options for the demo model with a private runtime dir under `dir`.
+/// Whether the server under test is the pinned llama.cpp (the second end-to-end pass runs
+/// an older one, which lacks some endpoints and flags).
+pub(crate) fn pinned() -> bool {
+    paths().pinned
+}
+
+/// The flags of the binary under test, from the `--help` the toolchain captured.
+pub(crate) fn flags(paths: &PreparedPaths) -> Option<BinaryFlags> {
+    let help = std::fs::read_to_string(paths.help.as_ref()?).ok()?;
+    Some(BinaryFlags::from_help(&help, paths.llama_version.clone()))
+}
+
+/// Launch options for the demo model with a private runtime dir under `dir`, rendered for
+/// the binary under test.
 pub(crate) fn options(dir: &Path, transport: TransportChoice) -> LaunchOptions {
     let paths = paths();
-    let mut opts = LaunchOptions::new(paths.llama_server, paths.demo_model);
+    let mut opts = LaunchOptions::new(&paths.llama_server, &paths.demo_model);
+    opts.flags = flags(&paths);
     opts.runtime_dir = Some(dir.join("run"));
     opts.socket_fallback_dir = Some(dir.join("s"));
     opts.transport = transport;
