@@ -171,3 +171,26 @@ async fn a_listing_size_that_does_not_match_is_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("release listing says"), "{err}");
 }
+
+#[tokio::test]
+async fn latest_is_resolved_through_the_release_listing_and_offline_says_what_to_do() {
+    let server = TestServer::start().await;
+    server.route(
+        "/api/repos/ggml-org/llama.cpp/releases/latest",
+        Route::file(br#"{"tag_name": "b11312", "assets": []}"#.to_vec()),
+    );
+    let root = tempfile::tempdir().unwrap();
+    let tc = toolchain(root.path());
+    let req = prebuilt_request(&server);
+    // A known tag comes back with every pin of the table (commit, sdist, digests).
+    let v = tc.latest_version(&req).await.unwrap();
+    assert_eq!(v, lmcpp_toolchain::LlamaVersion::pinned());
+
+    let mut offline = req.clone();
+    offline.github_api = "http://127.0.0.1:9/api".into();
+    let err = tc.latest_version(&offline).await.unwrap_err().to_string();
+    assert!(
+        err.contains("latest") && err.contains("name a version"),
+        "{err}"
+    );
+}
