@@ -50,6 +50,22 @@ async fn rendered_argv_with_many_flags_is_accepted_and_the_api_key_arrives_via_e
     a.api_key = Some(KEY.into());
     a.extra = vec!["--log-verbosity".into(), "3".into()];
 
+    // An older llama.cpp lacks some of these flags: the argv is refused before anything
+    // starts, naming the flag and the version (instead of the server exiting on it).
+    if !crate::support::pinned() {
+        let err = Server::launch(opts).await.unwrap_err();
+        let version = crate::support::paths().llama_version;
+        match &err {
+            Error::InvalidArgs {
+                source:
+                    lmcpp_types::Error::UnsupportedFlag {
+                        flag, version: v, ..
+                    },
+            } => assert!(flag == "--cache-prompt" && *v == version, "{err}"),
+            other => panic!("expected an unsupported flag, got {other}"),
+        }
+        return;
+    }
     // `launch` fails with the server's exit status and log tail if it rejects the argv.
     let server = Server::launch(opts)
         .await

@@ -43,6 +43,8 @@ pub(crate) fn options(dir: &Path, transport: TransportChoice) -> LaunchOptions {
     opts.socket_fallback_dir = Some(dir.join("s"));
     opts.transport = transport;
     opts.ready_timeout = std::time::Duration::from_secs(60);
+    // `/slots` is opt-in in older llama.cpp (501 without `--slots`).
+    opts.args.slots = Some(true);
     opts.args.ctx_size = Some(2048);
     opts.args.parallel = Some(4);
     opts.args.threads = Some(1);
@@ -58,6 +60,28 @@ pub(crate) async fn launch(
     let mut opts = options(dir, transport);
     configure(&mut opts.args);
     Server::launch(opts).await.expect("demo server launches")
+}
+
+/// On the pinned version `result` must succeed; on an older one that lacks `path`, it must
+/// be the typed "unsupported" error naming it. Returns the value when there is one.
+pub(crate) fn ok_or_unsupported<T: std::fmt::Debug>(
+    result: lmcpp_server::Result<T>,
+    path: &str,
+) -> Option<T> {
+    if pinned() {
+        return Some(result.unwrap_or_else(|e| panic!("{path}: {e}")));
+    }
+    match result {
+        Err(lmcpp_server::Error::Unsupported {
+            path: p,
+            status: 404,
+            ..
+        }) if p == path => None,
+        other => panic!(
+            "llama.cpp {} lacks {path}; expected Unsupported, got {other:?}",
+            paths().llama_version
+        ),
+    }
 }
 
 /// Whether a process with this pid exists and is not a zombie.
