@@ -1,8 +1,13 @@
-//! The `lmcpp` command line: argument definitions only.
+//! The `lmcpp` command line: argument definitions, and the one conversion of options into a
+//! library request (`ToolchainOpts::request`), kept next to the options it reads.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use lmcpp::toolchain::{Backend, Features, Mode, Source, Toolchain, ToolchainRequest};
+
+use crate::BadInput;
 
 /// lmcpp: a supervised local llama-server and a typed client, with nothing to set up by hand.
 #[derive(Debug, Parser)]
@@ -102,6 +107,50 @@ pub(crate) struct ToolchainOpts {
     pub(crate) no_rpc: bool,
 }
 
+impl ToolchainOpts {
+    /// The request these options make (`latest` is resolved through the release listing
+    /// of the toolchain cache at `home`).
+    pub(crate) async fn request(&self, home: Option<&Path>) -> Result<ToolchainRequest> {
+        let mut req = ToolchainRequest {
+            backend: self.backend.into(),
+            mode: self.mode.into(),
+            cmake_args: self.cmake_args.clone(),
+            features: Features { rpc: !self.no_rpc },
+            ..ToolchainRequest::default()
+        };
+        if let Some(v) = &self.version {
+            req.version = if v.trim() == "latest" {
+                Toolchain::new(home)
+                    .context("opening the toolchain cache")?
+                    .latest_version(&req)
+                    .await?
+            } else {
+                lmcpp::toolchain::versions::parse(v).map_err(|e| BadInput(e.to_string()))?
+            };
+        }
+        if let Some(src) = &self.source {
+            let path = PathBuf::from(src);
+            let source = if src.starts_with("http://") || src.starts_with("https://") {
+                Source::Url {
+                    url: src.clone(),
+                    sha256: None,
+                }
+            } else if path.is_dir() {
+                Source::LocalDir(path)
+            } else if path.is_file() {
+                Source::LocalArchive { path, sha256: None }
+            } else {
+                return Err(BadInput(format!(
+                    "--source {src} is neither a directory, an archive file, nor an http(s) URL"
+                ))
+                .into());
+            };
+            req.sources = vec![source];
+        }
+        Ok(req)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum BackendArg {
     Auto,
@@ -116,6 +165,28 @@ pub(crate) enum ModeArg {
     InstallOnly,
     BuildOnly,
     BuildOrInstall,
+}
+
+impl From<BackendArg> for Backend {
+    fn from(arg: BackendArg) -> Self {
+        match arg {
+            BackendArg::Auto => Backend::Auto,
+            BackendArg::Cpu => Backend::Cpu,
+            BackendArg::Cuda => Backend::Cuda,
+            BackendArg::Metal => Backend::Metal,
+            BackendArg::Vulkan => Backend::Vulkan,
+        }
+    }
+}
+
+impl From<ModeArg> for Mode {
+    fn from(arg: ModeArg) -> Self {
+        match arg {
+            ModeArg::InstallOnly => Mode::InstallOnly,
+            ModeArg::BuildOnly => Mode::BuildOnly,
+            ModeArg::BuildOrInstall => Mode::BuildOrInstall,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,11 +5,8 @@
 mod cli;
 mod closed_stdout;
 mod commands;
-mod gc;
-mod model;
 mod render;
 mod shutdown;
-mod target;
 
 use std::process::ExitCode;
 

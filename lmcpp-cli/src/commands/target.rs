@@ -7,9 +7,9 @@ use anyhow::{Context, Result};
 use lmcpp::Running;
 use lmcpp::server::{Client, Endpoint, Entry, ProcessKind, Registry};
 
+use super::ctx::{Ctx, server_args};
 use crate::BadInput;
 use crate::cli::TargetArgs;
-use crate::commands::Ctx;
 
 /// A client plus, when the command started its own server, that server (stopped on drop).
 pub(crate) struct Target {
@@ -78,11 +78,7 @@ pub(crate) async fn resolve(ctx: &Ctx, t: &TargetArgs) -> Result<Target> {
         // The key the started server requires is the one this client sends.
         let running = ctx
             .builder(Some(model.clone()))
-            .args(crate::commands::server_args(
-                Vec::new(),
-                Vec::new(),
-                t.api_key.clone(),
-            ))
+            .args(server_args(Vec::new(), Vec::new(), t.api_key.clone()))
             .start()
             .await?;
         if let Some(notice) = &running.model.notice {

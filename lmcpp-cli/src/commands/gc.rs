@@ -13,8 +13,8 @@ use lmcpp::server::Entry;
 use lmcpp::toolchain::CacheLayout;
 use lmcpp::toolchain::gc::{GcItem, GcKind, GcOptions, GcReport, collect};
 
+use super::ctx::{Ctx, human_size};
 use crate::cli::GcArgs;
-use crate::commands::Ctx;
 
 /// `lmcpp gc [--dry-run] [--older-than HOURS]`.
 pub(crate) async fn gc(ctx: &Ctx, args: GcArgs) -> Result<ExitCode> {
@@ -27,35 +27,34 @@ pub(crate) async fn gc(ctx: &Ctx, args: GcArgs) -> Result<ExitCode> {
         .await
         .with_context(|| format!("collecting garbage in {}", layout.root().display()))?;
     server_logs(ctx, &opts, &mut report)?;
-    if ctx.json {
-        ctx.print_json(&serde_json::to_value(&report)?)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let verb = if report.dry_run {
-        "would remove"
-    } else {
-        "removed"
-    };
-    for item in &report.removed {
+    ctx.output(&report, || {
+        let verb = if report.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        for item in &report.removed {
+            println!(
+                "{verb} {:<8} {}",
+                item.kind.to_string(),
+                item.path.display()
+            );
+        }
+        for item in &report.in_use {
+            println!(
+                "in use   {:<8} {}",
+                item.kind.to_string(),
+                item.path.display()
+            );
+        }
         println!(
-            "{verb} {:<8} {}",
-            item.kind.to_string(),
-            item.path.display()
+            "{verb} {} item(s), {} freed; {} in use kept",
+            report.removed.len(),
+            human_size(report.freed),
+            report.in_use.len()
         );
-    }
-    for item in &report.in_use {
-        println!(
-            "in use   {:<8} {}",
-            item.kind.to_string(),
-            item.path.display()
-        );
-    }
-    println!(
-        "{verb} {} item(s), {} freed; {} in use kept",
-        report.removed.len(),
-        crate::commands::human_size(report.freed),
-        report.in_use.len()
-    );
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,284 @@
+//! `lmcpp serve`, `rpc-worker`, `ps`, `stop` and `logs`: processes lmcpp starts, lists, stops
+//! and whose logs it shows (always through the registry, never any other process).
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use lmcpp::server::{
+    Endpoint, Entry, HttpPort, ProcessKind, RpcWorker, RpcWorkerOptions, TransportChoice,
+};
+use serde_json::json;
+
+use super::ctx::{Ctx, server_args};
+use super::target::live_records;
+use crate::BadInput;
+use crate::cli::{LogsArgs, RpcWorkerArgs, ServeArgs, StopArgs};
+use crate::shutdown::Shutdown;
+
+/// `lmcpp serve`: starts a server and stays with it (or leaves it running with `--detach`).
+pub(crate) async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
+    let mut shutdown = Shutdown::listen()?;
+    let port = args.port.map_or(HttpPort::Auto, HttpPort::Fixed);
+    let transport = match (args.http, args.bind) {
+        (false, _) => TransportChoice::Unix,
+        (true, None) => TransportChoice::Http(port),
+        (true, Some(bind)) => {
+            if !bind.is_loopback() {
+                eprintln!(
+                    "lmcpp: warning: serving on {bind}: anyone who can reach it can use this server{}",
+                    if args.api_key.is_none() {
+                        "; set LLAMA_API_KEY to require a key"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            TransportChoice::PublicHttp { bind, port }
+        }
+    };
+    let start = ctx
+        .builder(Some(args.model.clone()))
+        .toolchain_request(args.toolchain.request(ctx.home.as_deref()).await?)
+        .transport(transport)
+        .args(server_args(args.extra, args.rpc, args.api_key.clone()))
+        .ready_timeout(Duration::from_secs(args.ready_timeout))
+        .detached(args.detach)
+        .start();
+    // A signal during start-up ends it; dropping the start stops whatever it spawned.
+    let running = tokio::select! {
+        running = start => running?,
+        signal = shutdown.recv() => {
+            eprintln!("lmcpp: {signal} during start-up; nothing left running");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    if let Some(notice) = &running.model.notice {
+        eprintln!("lmcpp: {notice}");
+    }
+    let record = running.server.record().clone();
+    ctx.output(&record, || {
+        println!("{} {}", record.id, record.endpoint);
+        Ok(())
+    })?;
+    if args.detach {
+        let _ = running.server.detach();
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "lmcpp: serving {} on {} (log {}); Ctrl-C, SIGTERM or SIGHUP to stop",
+        running.model.path.display(),
+        record.endpoint,
+        record.log_path.display()
+    );
+    let server = running.server;
+    tokio::select! {
+        signal = shutdown.recv() => {
+            eprintln!("lmcpp: {signal}: stopping the server");
+            server.stop().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        status = server.exited() => {
+            if let Some(lost) = server.rpc_worker_lost() {
+                return Err(lost.into());
+            }
+            let tail = server.log_tail(20).unwrap_or_default();
+            anyhow::bail!("llama-server exited ({status}); last log lines:\n{}", tail.join("\n"));
+        }
+    }
+}
+
+/// Parses `--bind ADDR[:PORT]` (IPv4 only, like rpc-server); port 0 means "pick one".
+fn parse_bind(bind: &str) -> Result<(std::net::Ipv4Addr, Option<u16>)> {
+    let bad = || {
+        BadInput(format!(
+            "--bind {bind}: write it as an IPv4 address with an optional port, \
+             e.g. 127.0.0.1:50052 or 192.168.1.20 (rpc-server accepts no host names)"
+        ))
+    };
+    let (host, port) = match bind.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>().map_err(|_| bad())?),
+        None => (bind, lmcpp::server::DEFAULT_RPC_PORT),
+    };
+    let host = host.parse().map_err(|_| bad())?;
+    Ok((host, (port != 0).then_some(port)))
+}
+
+/// `lmcpp rpc-worker`: starts a ggml rpc-server worker and stays with it (or detaches).
+pub(crate) async fn rpc_worker(ctx: &Ctx, args: RpcWorkerArgs) -> Result<ExitCode> {
+    let (host, port) = parse_bind(&args.bind)?;
+    let binary = match args.rpc_server {
+        Some(path) => path,
+        None => {
+            let installed = ctx
+                .toolchain()?
+                .ensure(
+                    &args.toolchain.request(ctx.home.as_deref()).await?,
+                    &ctx.progress,
+                )
+                .await?;
+            installed.rpc_server.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "toolchain {} has no rpc-server; build one without --no-rpc \
+                     (`lmcpp toolchain build`) or pass --rpc-server PATH",
+                    installed.fingerprint
+                )
+            })?
+        }
+    };
+    let mut opts = RpcWorkerOptions::new(binary);
+    opts.host = host;
+    opts.port = port;
+    opts.threads = args.threads;
+    opts.devices = args.device;
+    opts.cache_dir = args.cache_dir;
+    opts.debug_log = args.debug_log;
+    opts.runtime_dir = ctx.runtime_dir.clone();
+    opts.ready_timeout = Duration::from_secs(args.ready_timeout);
+    opts.detached = args.detach;
+    if !host.is_loopback() {
+        eprintln!(
+            "lmcpp: warning: ggml RPC is unauthenticated; anyone who can reach {host} can use \
+             this worker. Only run it on a trusted network."
+        );
+    }
+    // From here on a signal stops the worker; before, its default action ends lmcpp.
+    let mut shutdown = Shutdown::listen()?;
+    let worker = RpcWorker::launch(opts).await?;
+    let record = worker.record().clone();
+    ctx.output(&record, || {
+        println!("{} {}", record.id, worker.address());
+        Ok(())
+    })?;
+    if args.detach {
+        let _ = worker.detach();
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "lmcpp: rpc worker listening on {} (log {}); point a server at it with \
+         `lmcpp serve --rpc {}`; Ctrl-C to stop",
+        worker.address(),
+        record.log_path.display(),
+        worker.address()
+    );
+    tokio::select! {
+        _ = shutdown.recv() => {
+            worker.stop().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        status = worker.exited() => {
+            let tail = worker.log_tail(20).unwrap_or_default();
+            anyhow::bail!("rpc-server exited ({status}); last log lines:\n{}", tail.join("\n"));
+        }
+    }
+}
+
+/// `lmcpp ps`: live servers and workers from the registry.
+pub(crate) fn ps(ctx: &Ctx) -> Result<ExitCode> {
+    let entries = ctx.registry().list()?;
+    let live: Vec<_> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Live(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    ctx.output(&live, || {
+        if live.is_empty() {
+            println!("no servers running");
+            return Ok(());
+        }
+        println!(
+            "{:<13} {:<10} {:>8}  {:<40} MODEL",
+            "ID", "KIND", "PID", "ENDPOINT"
+        );
+        for r in &live {
+            let (endpoint, model) = match (&r.kind, &r.endpoint) {
+                (ProcessKind::RpcWorker, Endpoint::Http { host, port }) => {
+                    (format!("rpc://{host}:{port}"), "-".to_owned())
+                }
+                _ => (r.endpoint.to_string(), r.model.display().to_string()),
+            };
+            println!(
+                "{:<13} {:<10} {:>8}  {:<40} {}",
+                r.id,
+                r.kind.to_string(),
+                r.pid,
+                endpoint,
+                model
+            );
+        }
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lmcpp stop ID | --all`.
+pub(crate) async fn stop(ctx: &Ctx, args: StopArgs) -> Result<ExitCode> {
+    let registry = ctx.registry();
+    let all = args.all;
+    let ids: Vec<String> = if all {
+        // Servers before workers: a server whose worker vanishes aborts noisily.
+        let mut live = live_records(&registry)?;
+        live.sort_by_key(|r| r.kind != ProcessKind::Server);
+        live.into_iter().map(|r| r.id).collect()
+    } else {
+        args.id.into_iter().collect()
+    };
+    let mut stopped = Vec::new();
+    for id in ids {
+        let outcome = registry.stop(&id, Duration::from_secs(5)).await?;
+        stopped.push(json!({ "id": id, "outcome": format!("{outcome:?}").to_lowercase() }));
+        if !ctx.json {
+            println!("stopped {id}");
+        }
+    }
+    ctx.output(&stopped, || {
+        if all && stopped.is_empty() {
+            println!("no servers running");
+        }
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lmcpp logs ID [-n LINES] [--follow]`.
+pub(crate) async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<ExitCode> {
+    let (id, registry) = (args.id.as_str(), ctx.registry());
+    for line in registry.log_tail(id, args.lines)? {
+        println!("{line}");
+    }
+    if args.follow {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = registry.log_path(id)?;
+        let mut pos = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let mut fresh = Vec::new();
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+            let Ok(mut file) = std::fs::File::open(&path) else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            if file.metadata()?.len() < pos {
+                // The log was truncated or replaced: start over.
+                pos = 0;
+            }
+            // Only what was appended since the last look is read.
+            file.seek(SeekFrom::Start(pos))?;
+            fresh.clear();
+            pos += file.read_to_end(&mut fresh)? as u64;
+            if !fresh.is_empty() {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&fresh)?;
+                out.flush()?;
+            }
+            if registry.get(id).is_err() {
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
