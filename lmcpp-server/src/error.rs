@@ -302,22 +302,70 @@ pub enum Error {
 /// Shorthand used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What an error means for whoever handles it: exactly one answer per variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// The caller's input is wrong; retrying the same thing fails the same way.
+    UserError,
+    /// Retrying the same operation later could succeed.
+    Transient,
+    /// The work failed; see the message for what to do.
+    Failure,
+}
+
 impl Error {
+    /// Every variant's class, in one match without a catch-all, so a new variant does not
+    /// compile until someone decides what it means.
+    fn class(&self) -> Class {
+        match self {
+            Self::BinaryNotFound { .. }
+            | Self::BinaryNotExecutable { .. }
+            | Self::ModelNotFound { .. }
+            | Self::ModelNotGguf { .. }
+            | Self::InvalidArgs { .. }
+            | Self::InvalidId { .. }
+            | Self::LauncherOwned { .. }
+            | Self::UnknownServer { .. } => Class::UserError,
+            // A dropped connection, a server not accepting yet, a busy or loading server
+            // (429, 503), a worker serving another llama-server: the next try may work.
+            Self::Transport { .. } | Self::ConnectTimeout { .. } | Self::RpcWorkerBusy { .. } => {
+                Class::Transient
+            }
+            Self::Api { status, .. } if *status == 429 || *status == 503 => Class::Transient,
+            Self::Api { .. }
+            | Self::RuntimeDir { .. }
+            | Self::Io { .. }
+            | Self::Spawn { .. }
+            | Self::PortInUse { .. }
+            | Self::Exited { .. }
+            | Self::ReadyTimeout { .. }
+            | Self::Unverifiable { .. }
+            | Self::StopTimeout { .. }
+            | Self::StreamStalled { .. }
+            | Self::TooLarge { .. }
+            | Self::Timeout { .. }
+            | Self::ApiKeyNotEnforced { .. }
+            | Self::Unsupported { .. }
+            | Self::Decode { .. }
+            | Self::RpcWorkerUnreachable { .. }
+            | Self::RpcWorkerLost { .. }
+            | Self::RpcWorkerExited { .. }
+            | Self::RpcWorkerReadyTimeout { .. } => Class::Failure,
+        }
+    }
+
     /// Whether the error is the caller's input (a missing or non-GGUF model, a binary that
     /// is not executable, malformed arguments or ids, an unknown server) rather than a
     /// failure of the work; the CLI exits with status 2 for these.
     pub fn is_user_error(&self) -> bool {
-        matches!(
-            self,
-            Self::BinaryNotFound { .. }
-                | Self::BinaryNotExecutable { .. }
-                | Self::ModelNotFound { .. }
-                | Self::ModelNotGguf { .. }
-                | Self::InvalidArgs { .. }
-                | Self::InvalidId { .. }
-                | Self::LauncherOwned { .. }
-                | Self::UnknownServer { .. }
-        )
+        self.class() == Class::UserError
+    }
+
+    /// Whether retrying the same operation later could succeed: the connection dropped or
+    /// could not be opened in time, the server was busy or loading (429, 503), or an rpc
+    /// worker was serving another server.
+    pub fn is_transient(&self) -> bool {
+        self.class() == Class::Transient
     }
 
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
@@ -325,6 +373,273 @@ impl Error {
             action,
             path: path.into(),
             source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    /// One example of every variant, with the class it must have. `ordinal` has no
+    /// catch-all, so a new variant does not compile until it gets one, and then this test
+    /// fails until the table has an example of it.
+    fn table() -> Vec<(Error, Class)> {
+        use Class::{Failure, Transient, UserError};
+        let path = PathBuf::from("/x");
+        let status = ExitStatus::from_raw(256);
+        let d = Duration::from_secs(1);
+        let api = |status: u16| Error::Api {
+            status,
+            path: "/completion".into(),
+            error: serde_json::from_str(r#"{"code":500,"message":"m","type":"server_error"}"#)
+                .expect("a server error body"),
+        };
+        let io = || io::Error::other("x");
+        vec![
+            (Error::BinaryNotFound { path: path.clone() }, UserError),
+            (Error::BinaryNotExecutable { path: path.clone() }, UserError),
+            (Error::ModelNotFound { path: path.clone() }, UserError),
+            (
+                Error::ModelNotGguf {
+                    path: path.clone(),
+                    found: "PK".into(),
+                },
+                UserError,
+            ),
+            (
+                Error::InvalidArgs {
+                    source: lmcpp_types::ArgsError::MetricsParse {
+                        line: 1,
+                        reason: "x".into(),
+                    },
+                },
+                UserError,
+            ),
+            (
+                Error::LauncherOwned {
+                    flag: "--host".into(),
+                    setting: "the transport",
+                },
+                UserError,
+            ),
+            (
+                Error::RuntimeDir {
+                    path: path.clone(),
+                    reason: "x".into(),
+                },
+                Failure,
+            ),
+            (Error::io("cannot write", &path, io()), Failure),
+            (
+                Error::Spawn {
+                    binary: path.clone(),
+                    source: io(),
+                },
+                Failure,
+            ),
+            (
+                Error::PortInUse {
+                    host: "127.0.0.1".into(),
+                    port: 1,
+                },
+                Failure,
+            ),
+            (
+                Error::Exited {
+                    status,
+                    log_tail: vec![],
+                    log_path: path.clone(),
+                },
+                Failure,
+            ),
+            (
+                Error::ReadyTimeout {
+                    timeout: d,
+                    last_health: None,
+                    log_path: path.clone(),
+                },
+                Failure,
+            ),
+            (Error::UnknownServer { id: "a".into() }, UserError),
+            (
+                Error::InvalidId {
+                    id: "..".into(),
+                    reason: "x",
+                },
+                UserError,
+            ),
+            (
+                Error::Unverifiable {
+                    id: "a".into(),
+                    pid: 1,
+                },
+                Failure,
+            ),
+            (Error::StopTimeout { pid: 1 }, Failure),
+            (
+                Error::Transport {
+                    method: "GET".into(),
+                    path: "/health".into(),
+                    message: "reset".into(),
+                },
+                Transient,
+            ),
+            (
+                Error::ConnectTimeout {
+                    endpoint: "unix:/x.sock".into(),
+                    timeout: d,
+                },
+                Transient,
+            ),
+            (
+                Error::StreamStalled {
+                    path: "/completion".into(),
+                    timeout: d,
+                },
+                Failure,
+            ),
+            (
+                Error::TooLarge {
+                    path: "/completion".into(),
+                    what: "event",
+                    limit: 1,
+                },
+                Failure,
+            ),
+            (
+                Error::Timeout {
+                    method: "POST".into(),
+                    path: "/completion".into(),
+                    timeout: d,
+                },
+                Failure,
+            ),
+            (api(400), Failure),
+            (api(429), Transient),
+            (api(500), Failure),
+            (api(503), Transient),
+            (
+                Error::ApiKeyNotEnforced {
+                    status: 200,
+                    log_path: path.clone(),
+                },
+                Failure,
+            ),
+            (
+                Error::Unsupported {
+                    path: "/slots".into(),
+                    status: 501,
+                    message: "x".into(),
+                },
+                Failure,
+            ),
+            (
+                Error::Decode {
+                    path: "/props".into(),
+                    snippet: "x".into(),
+                    source: serde_json::from_str::<u8>("x").expect_err("not a number"),
+                },
+                Failure,
+            ),
+            (
+                Error::RpcWorkerUnreachable {
+                    addr: "127.0.0.1:1".into(),
+                    reason: "refused".into(),
+                },
+                Failure,
+            ),
+            (
+                Error::RpcWorkerBusy {
+                    addr: "127.0.0.1:1".into(),
+                    timeout: d,
+                },
+                Transient,
+            ),
+            (
+                Error::RpcWorkerLost {
+                    workers: vec![],
+                    status,
+                    log_tail: vec![],
+                    log_path: path.clone(),
+                },
+                Failure,
+            ),
+            (
+                Error::RpcWorkerExited {
+                    status,
+                    log_tail: vec![],
+                    log_path: path.clone(),
+                },
+                Failure,
+            ),
+            (
+                Error::RpcWorkerReadyTimeout {
+                    addr: "127.0.0.1:1".into(),
+                    timeout: d,
+                    log_path: path,
+                },
+                Failure,
+            ),
+        ]
+    }
+
+    /// Numbers the variants (not their classes); see [`table`].
+    fn ordinal(e: &Error) -> usize {
+        match e {
+            Error::BinaryNotFound { .. } => 0,
+            Error::BinaryNotExecutable { .. } => 1,
+            Error::ModelNotFound { .. } => 2,
+            Error::ModelNotGguf { .. } => 3,
+            Error::InvalidArgs { .. } => 4,
+            Error::LauncherOwned { .. } => 5,
+            Error::RuntimeDir { .. } => 6,
+            Error::Io { .. } => 7,
+            Error::Spawn { .. } => 8,
+            Error::PortInUse { .. } => 9,
+            Error::Exited { .. } => 10,
+            Error::ReadyTimeout { .. } => 11,
+            Error::UnknownServer { .. } => 12,
+            Error::InvalidId { .. } => 13,
+            Error::Unverifiable { .. } => 14,
+            Error::StopTimeout { .. } => 15,
+            Error::Transport { .. } => 16,
+            Error::ConnectTimeout { .. } => 17,
+            Error::StreamStalled { .. } => 18,
+            Error::TooLarge { .. } => 19,
+            Error::Timeout { .. } => 20,
+            Error::Api { .. } => 21,
+            Error::ApiKeyNotEnforced { .. } => 22,
+            Error::Unsupported { .. } => 23,
+            Error::Decode { .. } => 24,
+            Error::RpcWorkerUnreachable { .. } => 25,
+            Error::RpcWorkerBusy { .. } => 26,
+            Error::RpcWorkerLost { .. } => 27,
+            Error::RpcWorkerExited { .. } => 28,
+            Error::RpcWorkerReadyTimeout { .. } => 29,
+        }
+    }
+
+    /// How many arms `ordinal` has.
+    const VARIANTS: usize = 30;
+
+    #[test]
+    fn every_variant_is_classified_as_the_table_says() {
+        let table = table();
+        let mut seen: Vec<usize> = table.iter().map(|(e, _)| ordinal(e)).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(
+            seen,
+            (0..VARIANTS).collect::<Vec<_>>(),
+            "every variant needs an example in the table"
+        );
+        for (e, class) in &table {
+            assert_eq!(e.class(), *class, "{e:?}");
+            assert_eq!(e.is_user_error(), *class == Class::UserError, "{e:?}");
+            assert_eq!(e.is_transient(), *class == Class::Transient, "{e:?}");
         }
     }
 }
