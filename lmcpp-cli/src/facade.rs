@@ -248,23 +248,11 @@ impl LmcppBuilder {
 /// Asks a binary given by path for its flags (`--help`) and version, bounded to a few
 /// seconds each; `None` when it does not answer like llama-server.
 async fn probe_flags(binary: &Path) -> Option<lmcpp_types::args::help::BinaryFlags> {
-    async fn run(binary: &Path, arg: &str) -> Option<String> {
-        let out = tokio::process::Command::new(binary)
-            .arg(arg)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(Duration::from_secs(10), out)
-            .await
-            .ok()?
-            .ok()?;
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-        out.status.success().then_some(text)
-    }
-    let help = run(binary, "--help").await?;
-    let version = run(binary, "--version")
+    use lmcpp_toolchain::recipe::run_binary;
+    let help = run_binary(binary, "--help").await.ok()?;
+    let version = run_binary(binary, "--version")
         .await
+        .ok()
         .and_then(|v| lmcpp_toolchain::BinaryVersion::parse(&v))
         .map_or_else(|| binary.display().to_string(), |v| v.label());
     let flags = lmcpp_types::args::help::BinaryFlags::from_help(&help, version);

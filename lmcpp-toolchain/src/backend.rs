@@ -216,35 +216,36 @@ pub fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
 /// backend only when its device is there *and* it can be obtained (a prebuilt asset exists
 /// for this machine, or its build tools are present). The reason says what was skipped.
 pub fn choose(probes: &Probes, can: Obtainable) -> Detection {
+    let metal = probes
+        .apple_silicon
+        .then(|| "apple silicon has metal".to_owned());
+    // (device evidence, backend, its build tools are present, what building needs)
+    let candidates = [
+        (
+            &probes.nvidia,
+            Backend::Cuda,
+            probes.nvcc.is_some(),
+            "the cuda toolkit (nvcc)",
+        ),
+        (&metal, Backend::Metal, true, "xcode"),
+        (
+            &probes.vulkan,
+            Backend::Vulkan,
+            probes.glslc.is_some(),
+            "the vulkan sdk (glslc)",
+        ),
+    ];
     let mut skipped = Vec::new();
-    if let Some(r) = &probes.nvidia {
-        let tools = can.build && probes.nvcc.is_some();
-        if can.has_asset(Backend::Cuda) || tools {
+    for (evidence, backend, tools, needs) in candidates {
+        let Some(reason) = evidence else { continue };
+        if can.has_asset(backend) || (can.build && tools) {
             return Detection {
-                backend: Backend::Cuda,
-                reason: r.clone(),
+                backend,
+                reason: reason.clone(),
             };
         }
         skipped.push(format!(
-            "{r}, but no cuda prebuilt fits this machine and the cuda toolkit (nvcc) is missing"
-        ));
-    }
-    if probes.apple_silicon {
-        return Detection {
-            backend: Backend::Metal,
-            reason: "apple silicon has metal".into(),
-        };
-    }
-    if let Some(r) = &probes.vulkan {
-        let tools = can.build && probes.glslc.is_some();
-        if can.has_asset(Backend::Vulkan) || tools {
-            return Detection {
-                backend: Backend::Vulkan,
-                reason: r.clone(),
-            };
-        }
-        skipped.push(format!(
-            "{r}, but no vulkan prebuilt fits this machine and the vulkan sdk (glslc) is missing"
+            "{reason}, but no {backend} prebuilt fits this machine and {needs} is missing"
         ));
     }
     let reason = if skipped.is_empty() {

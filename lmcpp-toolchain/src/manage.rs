@@ -3,8 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::process::Command;
-
 use crate::backend::Backend;
 use crate::cache::{dir_size, remove_all};
 use crate::error::{Error, Result};
@@ -123,33 +121,7 @@ impl Toolchain {
     /// must exit successfully within 30 s.
     pub async fn validate(&self, request: &ToolchainRequest) -> Result<Installed> {
         let installed = self.ensure_cached(request).await?;
-        let run = Command::new(&installed.llama_server)
-            .arg("--version")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(Duration::from_secs(30), run)
-            .await
-            .map_err(|_| Error::CommandFailed {
-                command: format!("{} --version", installed.llama_server.display()),
-                status: "timed out after 30s".into(),
-                log: None,
-                tail: String::new(),
-            })?
-            .map_err(|source| Error::Spawn {
-                program: installed.llama_server.display().to_string(),
-                source,
-            })?;
-        if !out.status.success() {
-            let mut tail = String::from_utf8_lossy(&out.stderr).into_owned();
-            tail.push_str(&String::from_utf8_lossy(&out.stdout));
-            return Err(Error::CommandFailed {
-                command: format!("{} --version", installed.llama_server.display()),
-                status: out.status.to_string(),
-                log: None,
-                tail,
-            });
-        }
+        crate::recipe::run_binary(&installed.llama_server, "--version").await?;
         Ok(installed)
     }
 

@@ -1021,9 +1021,10 @@ fn shared_failure(
     })
 }
 
-/// Runs a published or about-to-be-published binary with one argument (`--version`,
-/// `--help`), bounded in time, and returns stdout and stderr together.
-pub(crate) async fn run_binary(binary: &Path, arg: &str) -> Result<String> {
+/// Runs a `llama-server` (published, about to be, or any given by path) with one argument
+/// (`--version`, `--help`), bounded in time, and returns stdout and stderr together; a
+/// failure carries the tail of that output.
+pub async fn run_binary(binary: &Path, arg: &str) -> Result<String> {
     let command = format!("{} {arg}", binary.display());
     let run = tokio::process::Command::new(binary)
         .arg(arg)

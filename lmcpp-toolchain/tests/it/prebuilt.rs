@@ -91,17 +91,22 @@ fn release(server_bin: &[u8], lib: Option<&[u8]>) -> Vec<u8> {
     tar_gz(&items)
 }
 
+/// A loopback "GitHub" serving `archive` as the host's asset of [`TAG`], listed with
+/// `listed_size` and, when `digest`, its SHA-256.
+async fn serve(archive: &[u8], listed_size: u64, digest: bool) -> TestServer {
+    let server = TestServer::start().await;
+    server.route(&asset_path(), Route::file(archive.to_vec()));
+    let sha = digest.then(|| sha(archive));
+    serve_listing(&server, &[(host_asset(), listed_size, sha)]);
+    server
+}
+
 #[tokio::test]
 async fn a_real_shaped_release_is_verified_started_and_published_with_its_libraries() {
     let build = tempfile::tempdir().unwrap();
     let (bin, lib) = compile_fake_release(build.path());
     let archive = release(&bin, Some(&lib));
-    let server = TestServer::start().await;
-    server.route(&asset_path(), Route::file(archive.clone()));
-    serve_listing(
-        &server,
-        &[(host_asset(), archive.len() as u64, Some(sha(&archive)))],
-    );
+    let server = serve(&archive, archive.len() as u64, true).await;
     let root = tempfile::tempdir().unwrap();
     let tc = toolchain(root.path());
     let req = prebuilt_request(&server);
@@ -137,12 +142,7 @@ async fn a_release_whose_binary_does_not_start_is_never_published() {
     let (bin, _) = compile_fake_release(build.path());
     // The archive lacks the library the binary needs: `--version` fails to load it.
     let archive = release(&bin, None);
-    let server = TestServer::start().await;
-    server.route(&asset_path(), Route::file(archive.clone()));
-    serve_listing(
-        &server,
-        &[(host_asset(), archive.len() as u64, Some(sha(&archive)))],
-    );
+    let server = serve(&archive, archive.len() as u64, true).await;
     let root = tempfile::tempdir().unwrap();
     let tc = toolchain(root.path());
     let req = prebuilt_request(&server);
@@ -159,10 +159,8 @@ async fn a_listing_size_that_does_not_match_is_refused() {
     let build = tempfile::tempdir().unwrap();
     let (bin, lib) = compile_fake_release(build.path());
     let archive = release(&bin, Some(&lib));
-    let server = TestServer::start().await;
-    server.route(&asset_path(), Route::file(archive.clone()));
     // No digest listed (older releases), and a size that is not the file's.
-    serve_listing(&server, &[(host_asset(), archive.len() as u64 + 1, None)]);
+    let server = serve(&archive, archive.len() as u64 + 1, false).await;
     let root = tempfile::tempdir().unwrap();
     let tc = toolchain(root.path());
     let err = tc
