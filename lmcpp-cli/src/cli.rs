@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use lmcpp::toolchain::{Backend, Features, Mode, Source, Toolchain, ToolchainRequest};
 
-use crate::BadInput;
+use crate::exit::BadInput;
 
 /// lmcpp: a supervised local llama-server and a typed client, with nothing to set up by hand.
 #[derive(Debug, Parser)]

@@ -44,6 +44,28 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether the error is the caller's input rather than a failure of the work, as the
+    /// wrapped crate's error type decides; the CLI exits with status 2 for these.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::Toolchain(e) => e.is_user_error(),
+            Self::Server(e) => e.is_user_error(),
+            Self::NoSourceTree { .. } => false,
+        }
+    }
+
+    /// Whether retrying the same operation later could succeed, as the wrapped crate's
+    /// error type decides.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Toolchain(e) => e.is_transient(),
+            Self::Server(e) => e.is_transient(),
+            Self::NoSourceTree { .. } => false,
+        }
+    }
+}
+
 /// How a model reference was resolved.
 #[derive(Debug, Clone)]
 #[non_exhaustive]

@@ -521,6 +521,17 @@ fn tail_suffix(tail: &str) -> String {
     }
 }
 
+/// What an error means for whoever handles it: exactly one answer per variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// The caller's input is wrong; retrying the same thing fails the same way.
+    UserError,
+    /// Retrying the same operation later could succeed.
+    Transient,
+    /// The work failed; see the message for what to do.
+    Failure,
+}
+
 impl Error {
     /// Builds an [`Error::Io`].
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
@@ -531,13 +542,66 @@ impl Error {
         }
     }
 
+    /// Every variant's class, in one match without a catch-all, so a new variant does not
+    /// compile until someone decides what it means.
+    fn class(&self) -> Class {
+        match self {
+            Self::InvalidUrl { .. }
+            | Self::InvalidRequest { .. }
+            | Self::GgufBadMagic { .. }
+            | Self::InvalidModelSource { .. }
+            | Self::ModelFileMissing { .. }
+            | Self::DownloadNotGguf { .. }
+            | Self::UnknownModel { .. }
+            | Self::AmbiguousModel { .. } => Class::UserError,
+            // Network hiccups and cut-short bodies; a rate limit or a failing server.
+            Self::Http { .. } | Self::Truncated { .. } => Class::Transient,
+            Self::HttpStatus { status, .. } if *status == 429 || *status >= 500 => Class::Transient,
+            Self::HttpStatus { .. }
+            | Self::NoCacheRoot
+            | Self::Io { .. }
+            | Self::LockTimeout { .. }
+            | Self::Unreachable { .. }
+            | Self::TooManyRedirects { .. }
+            | Self::ChecksumMismatch { .. }
+            | Self::UnsafeArchive { .. }
+            | Self::Archive { .. }
+            | Self::ArchiveTooLarge { .. }
+            | Self::AllSourcesFailed { .. }
+            | Self::NoPrebuilt { .. }
+            | Self::FailedWhileWaiting { .. }
+            | Self::BackendUnavailable { .. }
+            | Self::CmakeNotFound { .. }
+            | Self::Spawn { .. }
+            | Self::CommandFailed { .. }
+            | Self::NotCached { .. }
+            | Self::State { .. }
+            | Self::ArtefactMissing { .. }
+            | Self::Task { .. }
+            | Self::GgufUnsupportedVersion { .. }
+            | Self::GgufTruncated { .. }
+            | Self::GgufImplausible { .. }
+            | Self::GgufInvalid { .. }
+            | Self::GgufTensorOutOfBounds { .. }
+            | Self::GgufWrite { .. }
+            | Self::ModelNotCached { .. }
+            | Self::NoMatchingModelFile { .. }
+            | Self::InsecureRedirect { .. }
+            | Self::Unverifiable { .. }
+            | Self::TestPrerequisites { .. } => Class::Failure,
+        }
+    }
+
+    /// Whether the error is the caller's input (a missing, unknown, ambiguous or non-GGUF
+    /// model, an invalid model reference, URL or toolchain request) rather than a failure
+    /// of the work; the CLI exits with status 2 for these.
+    pub fn is_user_error(&self) -> bool {
+        self.class() == Class::UserError
+    }
+
     /// Whether retrying the same operation later could succeed (network hiccups, 5xx, 429).
     pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Http { .. } | Self::Truncated { .. } => true,
-            Self::HttpStatus { status, .. } => *status == 429 || *status >= 500,
-            _ => false,
-        }
+        self.class() == Class::Transient
     }
 }
 
@@ -556,5 +620,381 @@ impl<T> IoContext<T> for std::io::Result<T> {
 pub(crate) fn join_error(e: tokio::task::JoinError) -> Error {
     Error::Task {
         message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// One example of every variant, with the class it must have. `ordinal` has no
+    /// catch-all, so a new variant does not compile until it gets one, and then this test
+    /// fails until the table has an example of it.
+    fn table() -> Vec<(Error, Class)> {
+        use Class::{Failure, Transient, UserError};
+        let path = PathBuf::from("/x");
+        let url = || "https://127.0.0.1/x.gguf".to_owned();
+        let io = || std::io::Error::other("x");
+        let d = Duration::from_secs(1);
+        vec![
+            (Error::NoCacheRoot, Failure),
+            (Error::io("create directory", &path, io()), Failure),
+            (
+                Error::LockTimeout {
+                    path: path.clone(),
+                    holder: None,
+                    waited: d,
+                },
+                Failure,
+            ),
+            (
+                Error::InvalidUrl {
+                    url: url(),
+                    reason: "x".into(),
+                },
+                UserError,
+            ),
+            (
+                Error::HttpStatus {
+                    url: url(),
+                    status: 404,
+                },
+                Failure,
+            ),
+            (
+                Error::HttpStatus {
+                    url: url(),
+                    status: 429,
+                },
+                Transient,
+            ),
+            (
+                Error::HttpStatus {
+                    url: url(),
+                    status: 500,
+                },
+                Transient,
+            ),
+            (
+                Error::HttpStatus {
+                    url: url(),
+                    status: 503,
+                },
+                Transient,
+            ),
+            (
+                Error::Http {
+                    url: url(),
+                    message: "reset".into(),
+                },
+                Transient,
+            ),
+            (
+                Error::Unreachable {
+                    url: url(),
+                    message: "no such host".into(),
+                },
+                Failure,
+            ),
+            (
+                Error::TooManyRedirects {
+                    url: url(),
+                    limit: 10,
+                },
+                Failure,
+            ),
+            (
+                Error::ChecksumMismatch {
+                    url: url(),
+                    path: path.clone(),
+                    expected: "a".into(),
+                    found: "b".into(),
+                },
+                Failure,
+            ),
+            (
+                Error::Truncated {
+                    url: url(),
+                    path: path.clone(),
+                    received: 1,
+                    expected: 2,
+                },
+                Transient,
+            ),
+            (
+                Error::UnsafeArchive {
+                    archive: path.clone(),
+                    entry: "../x".into(),
+                    reason: "escapes".into(),
+                },
+                Failure,
+            ),
+            (
+                Error::Archive {
+                    path: path.clone(),
+                    message: "x".into(),
+                },
+                Failure,
+            ),
+            (
+                Error::ArchiveTooLarge {
+                    archive: path.clone(),
+                    what: "entry count",
+                    found: 2,
+                    limit: 1,
+                    option: "max_entries",
+                },
+                Failure,
+            ),
+            (Error::AllSourcesFailed { attempts: vec![] }, Failure),
+            (Error::NoPrebuilt { reason: "x".into() }, Failure),
+            (
+                Error::FailedWhileWaiting {
+                    entry: "e".into(),
+                    message: "x".into(),
+                },
+                Failure,
+            ),
+            (
+                Error::BackendUnavailable {
+                    backend: "cuda".into(),
+                    reason: "x".into(),
+                },
+                Failure,
+            ),
+            (Error::CmakeNotFound { reason: "x".into() }, Failure),
+            (
+                Error::Spawn {
+                    program: "cmake".into(),
+                    source: io(),
+                },
+                Failure,
+            ),
+            (
+                Error::CommandFailed {
+                    command: "cmake".into(),
+                    status: "exit 1".into(),
+                    log: None,
+                    tail: String::new(),
+                },
+                Failure,
+            ),
+            (
+                Error::NotCached {
+                    entry: path.clone(),
+                },
+                Failure,
+            ),
+            (
+                Error::State {
+                    path: path.clone(),
+                    message: "x".into(),
+                },
+                Failure,
+            ),
+            (
+                Error::ArtefactMissing {
+                    path: path.clone(),
+                    stage: "build".into(),
+                },
+                Failure,
+            ),
+            (Error::InvalidRequest { reason: "x".into() }, UserError),
+            (
+                Error::Task {
+                    message: "x".into(),
+                },
+                Failure,
+            ),
+            (
+                Error::GgufBadMagic {
+                    path: path.clone(),
+                    found: *b"PK\x03\x04",
+                },
+                UserError,
+            ),
+            (
+                Error::GgufUnsupportedVersion {
+                    path: path.clone(),
+                    version: 1,
+                },
+                Failure,
+            ),
+            (
+                Error::GgufTruncated {
+                    path: path.clone(),
+                    offset: 0,
+                    what: "x".into(),
+                    needed: 2,
+                    available: 1,
+                },
+                Failure,
+            ),
+            (
+                Error::GgufImplausible {
+                    path: path.clone(),
+                    offset: 0,
+                    what: "x".into(),
+                    value: 2,
+                    limit: 1,
+                },
+                Failure,
+            ),
+            (
+                Error::GgufInvalid {
+                    path: path.clone(),
+                    offset: 0,
+                    reason: "x".into(),
+                },
+                Failure,
+            ),
+            (
+                Error::GgufTensorOutOfBounds {
+                    path: path.clone(),
+                    tensor: "t".into(),
+                    end: 2,
+                    file_size: 1,
+                },
+                Failure,
+            ),
+            (Error::GgufWrite { reason: "x".into() }, Failure),
+            (
+                Error::InvalidModelSource {
+                    input: "x".into(),
+                    reason: "x".into(),
+                },
+                UserError,
+            ),
+            (Error::ModelFileMissing { path: path.clone() }, UserError),
+            (
+                Error::ModelNotCached {
+                    source_ref: "x".into(),
+                    root: path.clone(),
+                },
+                Failure,
+            ),
+            (
+                Error::NoMatchingModelFile {
+                    repo: "o/r".into(),
+                    revision: "main".into(),
+                    wanted: "Q4_K_M".into(),
+                    available: vec![],
+                },
+                Failure,
+            ),
+            (
+                Error::InsecureRedirect {
+                    from: url(),
+                    to: "http://127.0.0.1/x".into(),
+                },
+                Failure,
+            ),
+            (
+                Error::DownloadNotGguf {
+                    url: url(),
+                    found: b"<htm".to_vec(),
+                },
+                UserError,
+            ),
+            (
+                Error::Unverifiable {
+                    url: url(),
+                    reason: "x".into(),
+                },
+                Failure,
+            ),
+            (
+                Error::UnknownModel {
+                    query: "x".into(),
+                    root: path.clone(),
+                },
+                UserError,
+            ),
+            (
+                Error::AmbiguousModel {
+                    prefix: "ab".into(),
+                    matches: vec![],
+                },
+                UserError,
+            ),
+            (
+                Error::TestPrerequisites {
+                    path: path.clone(),
+                    reason: "x".into(),
+                },
+                Failure,
+            ),
+        ]
+    }
+
+    /// Numbers the variants (not their classes); see [`table`].
+    fn ordinal(e: &Error) -> usize {
+        match e {
+            Error::NoCacheRoot => 0,
+            Error::Io { .. } => 1,
+            Error::LockTimeout { .. } => 2,
+            Error::InvalidUrl { .. } => 3,
+            Error::HttpStatus { .. } => 4,
+            Error::Http { .. } => 5,
+            Error::Unreachable { .. } => 6,
+            Error::TooManyRedirects { .. } => 7,
+            Error::ChecksumMismatch { .. } => 8,
+            Error::Truncated { .. } => 9,
+            Error::UnsafeArchive { .. } => 10,
+            Error::Archive { .. } => 11,
+            Error::ArchiveTooLarge { .. } => 12,
+            Error::AllSourcesFailed { .. } => 13,
+            Error::NoPrebuilt { .. } => 14,
+            Error::FailedWhileWaiting { .. } => 15,
+            Error::BackendUnavailable { .. } => 16,
+            Error::CmakeNotFound { .. } => 17,
+            Error::Spawn { .. } => 18,
+            Error::CommandFailed { .. } => 19,
+            Error::NotCached { .. } => 20,
+            Error::State { .. } => 21,
+            Error::ArtefactMissing { .. } => 22,
+            Error::InvalidRequest { .. } => 23,
+            Error::Task { .. } => 24,
+            Error::GgufBadMagic { .. } => 25,
+            Error::GgufUnsupportedVersion { .. } => 26,
+            Error::GgufTruncated { .. } => 27,
+            Error::GgufImplausible { .. } => 28,
+            Error::GgufInvalid { .. } => 29,
+            Error::GgufTensorOutOfBounds { .. } => 30,
+            Error::GgufWrite { .. } => 31,
+            Error::InvalidModelSource { .. } => 32,
+            Error::ModelFileMissing { .. } => 33,
+            Error::ModelNotCached { .. } => 34,
+            Error::NoMatchingModelFile { .. } => 35,
+            Error::InsecureRedirect { .. } => 36,
+            Error::DownloadNotGguf { .. } => 37,
+            Error::Unverifiable { .. } => 38,
+            Error::UnknownModel { .. } => 39,
+            Error::AmbiguousModel { .. } => 40,
+            Error::TestPrerequisites { .. } => 41,
+        }
+    }
+
+    /// How many arms `ordinal` has.
+    const VARIANTS: usize = 42;
+
+    #[test]
+    fn every_variant_is_classified_as_the_table_says() {
+        let table = table();
+        let mut seen: Vec<usize> = table.iter().map(|(e, _)| ordinal(e)).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(
+            seen,
+            (0..VARIANTS).collect::<Vec<_>>(),
+            "every variant needs an example in the table"
+        );
+        for (e, class) in &table {
+            assert_eq!(e.class(), *class, "{e:?}");
+            assert_eq!(e.is_user_error(), *class == Class::UserError, "{e:?}");
+            assert_eq!(e.is_transient(), *class == Class::Transient, "{e:?}");
+        }
     }
 }

@@ -8,8 +8,8 @@ use serde_json::json;
 
 use super::ctx::Ctx;
 use super::target;
-use crate::BadInput;
 use crate::cli::TargetArgs;
+use crate::exit::BadInput;
 
 /// `lmcpp props`: always JSON.
 pub(crate) async fn props(ctx: &Ctx, t: &TargetArgs) -> Result<ExitCode> {

@@ -7,13 +7,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use lmcpp::toolchain::Error as ToolchainError;
 use lmcpp::toolchain::models::{ModelSource, ModelStore, PullOptions, VerifyStatus};
 use serde_json::json;
 
 use super::ctx::{Ctx, human_size};
-use crate::BadInput;
 use crate::cli::{DemoArgs, ModelCmd, PullArgs};
+use crate::exit::BadInput;
 
 /// `lmcpp model <command>`.
 pub(crate) async fn model(ctx: &Ctx, cmd: ModelCmd) -> Result<ExitCode> {
@@ -33,6 +32,7 @@ async fn pull(ctx: &Ctx, args: PullArgs) -> Result<ExitCode> {
     let opts = PullOptions {
         sha256: args.sha256,
         cache_only: args.cache_only,
+        ..PullOptions::default()
     };
     let pulled = store.pull_str(&args.model, &opts).await?;
     ctx.output(&pulled, || {
@@ -125,21 +125,11 @@ fn is_digest_like(s: &str) -> bool {
     (12..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Unknown or ambiguous names are the user's input, not a failure of the work.
-fn user_error(e: ToolchainError) -> anyhow::Error {
-    match e {
-        ToolchainError::UnknownModel { .. } | ToolchainError::AmbiguousModel { .. } => {
-            BadInput(e.to_string()).into()
-        }
-        other => other.into(),
-    }
-}
-
 /// `lmcpp model rm <source | sha256 | prefix>`.
 async fn rm(ctx: &Ctx, store: &ModelStore, model: &str) -> Result<ExitCode> {
     if is_digest_like(model) {
-        let sha = store.resolve(model).map_err(user_error)?;
-        let removed = store.remove_digest(&sha).await.map_err(user_error)?;
+        let sha = store.resolve(model)?;
+        let removed = store.remove_digest(&sha).await?;
         ctx.output(&removed, || {
             let sources = if removed.sources.is_empty() {
                 "no references".to_owned()
@@ -169,8 +159,8 @@ async fn rm(ctx: &Ctx, store: &ModelStore, model: &str) -> Result<ExitCode> {
 async fn verify(ctx: &Ctx, store: &ModelStore, model: Option<&str>) -> Result<ExitCode> {
     let reports = match model {
         Some(m) => {
-            let sha = store.resolve(m).map_err(user_error)?;
-            vec![store.verify_digest(&sha).await.map_err(user_error)?]
+            let sha = store.resolve(m)?;
+            vec![store.verify_digest(&sha).await?]
         }
         None => store.verify().await?,
     };

@@ -13,8 +13,8 @@ use serde_json::json;
 
 use super::ctx::{Ctx, server_args};
 use super::target::live_records;
-use crate::BadInput;
 use crate::cli::{LogsArgs, RpcWorkerArgs, ServeArgs, StopArgs};
+use crate::exit::BadInput;
 use crate::shutdown::Shutdown;
 
 /// `lmcpp serve`: starts a server and stays with it (or leaves it running with `--detach`).

@@ -8,8 +8,8 @@ use lmcpp::Running;
 use lmcpp::server::{Client, Endpoint, Entry, ProcessKind, Registry};
 
 use super::ctx::{Ctx, server_args};
-use crate::BadInput;
 use crate::cli::TargetArgs;
+use crate::exit::BadInput;
 
 /// A client plus, when the command started its own server, that server (stopped on drop).
 pub(crate) struct Target {
