@@ -406,6 +406,30 @@ pub enum Error {
         available: Vec<String>,
     },
 
+    /// A split GGUF model (`…-00001-of-0000N.gguf`) is missing some of its parts.
+    #[error(
+        "split model {model} in {repo} is incomplete: {} missing; name another file or quantisation",
+        missing.join(", ")
+    )]
+    SplitModelIncomplete {
+        /// `owner/repo`.
+        repo: String,
+        /// The model's first part (or the name shared by its parts).
+        model: String,
+        /// The parts that are not there.
+        missing: Vec<String>,
+    },
+
+    /// The hub named neither a SHA-256 digest nor a commit for a file of a model with
+    /// several files, so it cannot be verified and placed in the Hugging Face cache.
+    #[error(
+        "the hub gave no sha256 digest or commit for {url}; only single-file models can be pulled without them (name one file, or pass its sha256)"
+    )]
+    HubFileUnverifiable {
+        /// The resolve URL asked.
+        url: String,
+    },
+
     /// A redirect would have downgraded an `https` transfer to plain `http`.
     #[error(
         "refusing the redirect from {from} to {to}: it leaves https for plain http; use an https mirror or download the file yourself"
@@ -586,6 +610,8 @@ impl Error {
             | Self::GgufWrite { .. }
             | Self::ModelNotCached { .. }
             | Self::NoMatchingModelFile { .. }
+            | Self::SplitModelIncomplete { .. }
+            | Self::HubFileUnverifiable { .. }
             | Self::InsecureRedirect { .. }
             | Self::Unverifiable { .. }
             | Self::TestPrerequisites { .. } => Class::Failure,
@@ -885,6 +911,15 @@ mod tests {
                 Failure,
             ),
             (
+                Error::SplitModelIncomplete {
+                    repo: "o/r".into(),
+                    model: "m".into(),
+                    missing: vec![],
+                },
+                Failure,
+            ),
+            (Error::HubFileUnverifiable { url: url() }, Failure),
+            (
                 Error::InsecureRedirect {
                     from: url(),
                     to: "http://127.0.0.1/x".into(),
@@ -968,17 +1003,19 @@ mod tests {
             Error::ModelFileMissing { .. } => 33,
             Error::ModelNotCached { .. } => 34,
             Error::NoMatchingModelFile { .. } => 35,
-            Error::InsecureRedirect { .. } => 36,
-            Error::DownloadNotGguf { .. } => 37,
-            Error::Unverifiable { .. } => 38,
-            Error::UnknownModel { .. } => 39,
-            Error::AmbiguousModel { .. } => 40,
-            Error::TestPrerequisites { .. } => 41,
+            Error::SplitModelIncomplete { .. } => 36,
+            Error::HubFileUnverifiable { .. } => 37,
+            Error::InsecureRedirect { .. } => 38,
+            Error::DownloadNotGguf { .. } => 39,
+            Error::Unverifiable { .. } => 40,
+            Error::UnknownModel { .. } => 41,
+            Error::AmbiguousModel { .. } => 42,
+            Error::TestPrerequisites { .. } => 43,
         }
     }
 
     /// How many arms `ordinal` has.
-    const VARIANTS: usize = 42;
+    const VARIANTS: usize = 44;
 
     #[test]
     fn every_variant_is_classified_as_the_table_says() {

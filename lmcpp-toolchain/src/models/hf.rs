@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::digest::Sha256;
-use crate::error::{Error, Result};
 
-use super::source::{HfSelector, HfSource};
+use super::source::HfSource;
 
 /// The public Hugging Face endpoint, used unless `HF_ENDPOINT` or an option says otherwise.
 pub const DEFAULT_HF_ENDPOINT: &str = "https://huggingface.co";
@@ -127,94 +126,30 @@ pub(crate) struct TreeEntry {
     pub(crate) lfs: Option<LfsInfo>,
 }
 
+impl TreeEntry {
+    /// A file entry (as a cache scan or a test builds them).
+    pub(crate) fn file(path: String, size: Option<u64>, sha256: Option<String>) -> Self {
+        Self {
+            kind: "file".into(),
+            path,
+            size,
+            lfs: sha256.map(|oid| LfsInfo { oid }),
+        }
+    }
+
+    /// The file's SHA-256, when it is an LFS file with a well-formed digest.
+    pub(crate) fn sha256(&self) -> Option<String> {
+        self.lfs
+            .as_ref()
+            .and_then(|l| Sha256::parse(&l.oid).ok())
+            .map(String::from)
+    }
+}
+
 /// Git LFS pointer details; `oid` is the SHA-256 of the file.
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct LfsInfo {
     pub(crate) oid: String,
-}
-
-/// The file to download, with its SHA-256 when the listing gave one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Chosen {
-    pub(crate) path: String,
-    pub(crate) sha256: Option<String>,
-    pub(crate) size: Option<u64>,
-}
-
-/// Whether `tag` appears in `name` as a whole word (`Q4_K` does not match `Q4_K_M`).
-fn has_tag(name: &str, tag: &str) -> bool {
-    let name = name.to_ascii_uppercase();
-    let tag = tag.to_ascii_uppercase();
-    let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-    name.match_indices(&tag).any(|(i, _)| {
-        !word(name[..i].chars().next_back()) && !word(name[i + tag.len()..].chars().next())
-    })
-}
-
-/// Picks the file for `src` from a parsed tree listing.
-pub(crate) fn choose(src: &HfSource, entries: &[TreeEntry]) -> Result<Chosen> {
-    let ggufs: Vec<&TreeEntry> = entries
-        .iter()
-        .filter(|e| e.kind != "directory" && e.path.to_ascii_lowercase().ends_with(".gguf"))
-        // Multimodal projectors are companions of a model, never the model itself.
-        .filter(|e| {
-            !e.path
-                .rsplit('/')
-                .next()
-                .unwrap_or("")
-                .to_ascii_lowercase()
-                .starts_with("mmproj")
-        })
-        .collect();
-    let available = || ggufs.iter().map(|e| e.path.clone()).collect::<Vec<_>>();
-    let no_match = |what: String| Error::NoMatchingModelFile {
-        repo: src.repo.clone(),
-        revision: src.revision.clone(),
-        wanted: what,
-        available: available(),
-    };
-    let matches: Vec<&TreeEntry> = match &src.selector {
-        HfSelector::File(f) => ggufs.iter().copied().filter(|e| &e.path == f).collect(),
-        HfSelector::Quant(q) => ggufs
-            .iter()
-            .copied()
-            .filter(|e| has_tag(&e.path, q))
-            .collect(),
-        HfSelector::Default if ggufs.len() == 1 => ggufs.clone(),
-        HfSelector::Default => ggufs
-            .iter()
-            .copied()
-            .filter(|e| has_tag(&e.path, "Q4_K_M"))
-            .collect(),
-    };
-    let wanted = || match &src.selector {
-        HfSelector::File(f) => format!("file {f}"),
-        HfSelector::Quant(q) => format!("quantisation {q}"),
-        HfSelector::Default => "a single GGUF file or a Q4_K_M file".to_owned(),
-    };
-    let entry = match matches.as_slice() {
-        [one] => *one,
-        [] => return Err(no_match(wanted())),
-        many => {
-            return Err(no_match(format!(
-                "{} (ambiguous: {}; name the file with :<file>.gguf)",
-                wanted(),
-                many.iter()
-                    .map(|e| e.path.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-    };
-    Ok(Chosen {
-        path: entry.path.clone(),
-        sha256: entry
-            .lfs
-            .as_ref()
-            .and_then(|l| Sha256::parse(&l.oid).ok())
-            .map(String::from),
-        size: entry.size,
-    })
 }
 
 #[cfg(test)]
@@ -222,18 +157,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-
-    fn entries(names: &[&str]) -> Vec<TreeEntry> {
-        names
-            .iter()
-            .map(|n| TreeEntry {
-                kind: "file".into(),
-                path: (*n).into(),
-                size: Some(1),
-                lfs: None,
-            })
-            .collect()
-    }
+    use crate::models::HfSelector;
 
     fn src(selector: HfSelector) -> HfSource {
         HfSource {
@@ -241,59 +165,6 @@ mod tests {
             selector,
             revision: "main".into(),
         }
-    }
-
-    #[test]
-    fn chooses_by_quant_file_or_default() {
-        let list = entries(&[
-            "README.md",
-            "m-Q4_K_M.gguf",
-            "m-Q4_K_S.gguf",
-            "m.Q8_0.gguf",
-            "mmproj-m-f16.gguf",
-            "sub/m-IQ2_XS.gguf",
-        ]);
-        let pick = |sel| choose(&src(sel), &list).map(|c| c.path);
-        assert_eq!(
-            pick(HfSelector::Quant("q4_k_m".into())).unwrap(),
-            "m-Q4_K_M.gguf"
-        );
-        assert_eq!(
-            pick(HfSelector::Quant("Q8_0".into())).unwrap(),
-            "m.Q8_0.gguf"
-        );
-        assert_eq!(
-            pick(HfSelector::Quant("IQ2_XS".into())).unwrap(),
-            "sub/m-IQ2_XS.gguf"
-        );
-        assert_eq!(pick(HfSelector::Default).unwrap(), "m-Q4_K_M.gguf");
-        assert_eq!(
-            pick(HfSelector::File("m.Q8_0.gguf".into())).unwrap(),
-            "m.Q8_0.gguf"
-        );
-        // `Q4_K` is a prefix of two names but a whole word in neither.
-        match pick(HfSelector::Quant("Q4_K".into())) {
-            Err(Error::NoMatchingModelFile { available, .. }) => {
-                assert_eq!(available.len(), 4, "mmproj is not offered: {available:?}");
-            }
-            other => panic!("{other:?}"),
-        }
-        let one = entries(&["only.gguf", "mmproj.gguf"]);
-        assert_eq!(
-            choose(&src(HfSelector::Default), &one).unwrap().path,
-            "only.gguf"
-        );
-    }
-
-    #[test]
-    fn ambiguous_quant_is_an_error_naming_the_candidates() {
-        let list = entries(&["a-Q4_0.gguf", "b-Q4_0.gguf"]);
-        let err = choose(&src(HfSelector::Quant("Q4_0".into())), &list).unwrap_err();
-        let msg = err.to_string();
-        assert!(
-            msg.contains("a-Q4_0.gguf") && msg.contains("ambiguous"),
-            "{msg}"
-        );
     }
 
     #[test]

@@ -1,6 +1,14 @@
 //! The model store: pull GGUF models from URLs or Hugging Face into a content-addressed
 //! cache, verified by SHA-256, and list, remove, verify and inspect them.
 //!
+//! Models from Hugging Face live in the hub cache that llama.cpp (`-hf`) and
+//! `huggingface_hub` share (see [`resolve_hub_cache`] and the `hub` module): a file already
+//! there is used without asking the hub, and what lmcpp pulls there is found by them. A
+//! model is every part of a split GGUF plus, unless [`PullOptions::no_mmproj`], the
+//! repository's multimodal projector. URLs (and hub files without an LFS digest or a
+//! commit) use lmcpp's own area. Every pull leaves a readable ref in lmcpp's area, so
+//! `list`, `remove` and `verify` see both.
+//!
 //! Layout under `<cache root>/models`:
 //!
 //! ```text
@@ -23,6 +31,8 @@
 //! the same lock, so a removal never deletes a blob that a concurrent pull is publishing.
 
 mod hf;
+mod hub;
+mod pick;
 mod source;
 
 use std::path::{Path, PathBuf};
@@ -43,7 +53,12 @@ use crate::lock::{LockGuard, lock_exclusive};
 use crate::progress::{ProgressEvent, SharedProgress, no_progress};
 
 pub use hf::{DEFAULT_HF_ENDPOINT, HfToken, default_token_file, resolve_endpoint};
+pub use hub::resolve_hub_cache;
+pub use pick::{MMPROJ_PREFERENCE, QUANT_PREFERENCE};
 pub use source::{DEFAULT_REVISION, HfSelector, HfSource, ModelSource};
+
+use hub::HubRepo;
+use pick::{Chosen, DefaultRule};
 
 /// How a [`ModelStore`] is set up.
 #[derive(Debug, Clone)]
@@ -51,6 +66,10 @@ pub struct ModelStoreOptions {
     /// Cache root (the store lives in `<root>/models`); `None` resolves it as the toolchain
     /// does (explicit override, then `LMCPP_HOME`, then the platform data directory).
     pub cache_root: Option<PathBuf>,
+    /// The Hugging Face hub cache, where models from the hub live (shared with llama.cpp
+    /// and `huggingface_hub`); `None` looks it up as llama.cpp does ([`resolve_hub_cache`]),
+    /// and without any home directory uses `<cache root>/models/hub`.
+    pub hub_cache: Option<PathBuf>,
     /// Hugging Face endpoint; `None` uses `HF_ENDPOINT`, else the public endpoint.
     pub hf_endpoint: Option<String>,
     /// Token sent to the Hugging Face endpoint (never to the CDN it redirects to).
@@ -67,6 +86,7 @@ impl Default for ModelStoreOptions {
     fn default() -> Self {
         Self {
             cache_root: None,
+            hub_cache: None,
             hf_endpoint: None,
             hf_token: None,
             offline: false,
@@ -103,6 +123,11 @@ pub struct PullOptions {
     pub sha256: Option<String>,
     /// Use only what is in the store; fail with [`Error::ModelNotCached`] otherwise.
     pub cache_only: bool,
+    /// Do not pull the repository's multimodal projector (`mmproj*.gguf`) with the model.
+    pub no_mmproj: bool,
+    /// The name to serve the model under; `None` derives it from the reference
+    /// ([`ModelSource::alias`]).
+    pub alias: Option<String>,
 }
 
 impl PullOptions {
@@ -145,6 +170,16 @@ pub struct PulledModel {
     /// Whether the store already had the file, so nothing was downloaded (resolving a new
     /// reference may still have asked the server which file it names).
     pub from_cache: bool,
+    /// Every file of the model in load order: `path` alone, or each part of a split GGUF
+    /// (`path` is the first; the server finds the others next to it).
+    pub parts: Vec<PathBuf>,
+    /// The multimodal projector pulled with the model, for `llama-server --mmproj`.
+    pub mmproj: Option<PathBuf>,
+    /// The file chosen in a Hugging Face repository (the first part of a split model).
+    pub repo_file: Option<String>,
+    /// The name to serve the model under (`llama-server --alias`): the reference as given
+    /// (`owner/repo:Q4_K_M`, a path's or URL's file stem), or [`PullOptions::alias`].
+    pub alias: String,
 }
 
 /// What a pulled reference resolved to, as stored in `refs/<key>.json`.
@@ -169,6 +204,54 @@ pub struct ModelRef {
     pub commit: Option<String>,
     /// When it was pulled (seconds since the Unix epoch).
     pub pulled_at: u64,
+    /// The repository's folder in the Hugging Face hub cache, when the files live there
+    /// (`None`: in lmcpp's own `blobs/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_dir: Option<PathBuf>,
+    /// The file's path inside its Hugging Face repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_file: Option<String>,
+    /// The other parts of a split model, in order (the first is described above).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<RefFile>,
+    /// The multimodal projector pulled with the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mmproj: Option<RefFile>,
+}
+
+/// A further file of a stored model (a split part or a projector).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RefFile {
+    /// Its path inside the repository.
+    pub path: String,
+    /// Its SHA-256 (the blob's name).
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl ModelRef {
+    /// Every file's (repository path, SHA-256, size): the model's parts, then the projector.
+    fn files(&self) -> Vec<(&str, &str, u64)> {
+        let first = (
+            self.repo_file.as_deref().unwrap_or(&self.file_name),
+            self.sha256.as_str(),
+            self.size,
+        );
+        std::iter::once(first)
+            .chain(
+                self.parts
+                    .iter()
+                    .chain(self.mmproj.iter())
+                    .map(|f| (f.path.as_str(), f.sha256.as_str(), f.size)),
+            )
+            .collect()
+    }
+
+    fn uses(&self, sha256: &str) -> bool {
+        self.files().iter().any(|(_, s, _)| *s == sha256)
+    }
 }
 
 /// One entry of [`ModelStore::list`].
@@ -233,6 +316,7 @@ pub struct ModelStore {
 
 struct Inner {
     root: PathBuf,
+    hub: PathBuf,
     endpoint: String,
     token: Option<HfToken>,
     offline: bool,
@@ -245,6 +329,7 @@ impl std::fmt::Debug for ModelStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ModelStore")
             .field("root", &self.inner.root)
+            .field("hub", &self.inner.hub)
             .field("endpoint", &self.inner.endpoint)
             .field("token", &self.inner.token)
             .field("offline", &self.inner.offline)
@@ -252,13 +337,81 @@ impl std::fmt::Debug for ModelStore {
     }
 }
 
-/// Resolved download of a remote source.
+/// Resolved download of one file into lmcpp's own area.
 struct Plan {
     url: String,
     file_name: String,
     sha256: Option<String>,
     headers: Vec<(String, String)>,
     commit: Option<String>,
+    repo_file: Option<String>,
+}
+
+/// The files of a Hugging Face model, with what the hub said about them.
+struct HfPlan {
+    parts: Vec<Chosen>,
+    mmproj: Option<Chosen>,
+    commit: Option<String>,
+    headers: Vec<(String, String)>,
+}
+
+/// A Hugging Face model whose every file has a digest, and the commit they come from.
+struct HubPlan {
+    parts: Vec<(Chosen, String)>,
+    mmproj: Option<(Chosen, String)>,
+    commit: String,
+    headers: Vec<(String, String)>,
+}
+
+impl HfPlan {
+    /// The hub-cache plan when every digest and the commit are known; else, for a single
+    /// file, the plan of a download into lmcpp's area (hashed while streaming).
+    fn into_hub_or_single(
+        self,
+        src: &HfSource,
+        endpoint: &str,
+    ) -> Result<std::result::Result<HubPlan, Plan>> {
+        let with_sha = |c: &Chosen| c.sha256.clone().map(|s| (c.clone(), s));
+        let parts: Option<Vec<_>> = self.parts.iter().map(with_sha).collect();
+        let mmproj = self.mmproj.as_ref().map(with_sha);
+        if let (Some(parts), Some(commit), false) =
+            (parts, self.commit.clone(), matches!(mmproj, Some(None)))
+        {
+            return Ok(Ok(HubPlan {
+                parts,
+                mmproj: mmproj.flatten(),
+                commit,
+                headers: self.headers,
+            }));
+        }
+        match (self.parts.as_slice(), &self.mmproj) {
+            ([one], None) => Ok(Err(Plan {
+                url: hf::resolve_url(endpoint, src, &one.path),
+                file_name: base_name(&one.path).to_owned(),
+                sha256: one.sha256.clone(),
+                headers: self.headers,
+                commit: self.commit,
+                repo_file: Some(one.path.clone()),
+            })),
+            _ => Err(Error::HubFileUnverifiable {
+                url: hf::resolve_url(
+                    endpoint,
+                    src,
+                    self.parts.first().map_or("", |c| c.path.as_str()),
+                ),
+            }),
+        }
+    }
+}
+
+fn base_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl ModelStore {
@@ -277,9 +430,11 @@ impl ModelStore {
         }
         let mut download = opts.download;
         download.lock_timeout = opts.lock_timeout;
+        let hub = resolve_hub_cache(opts.hub_cache.as_deref()).unwrap_or_else(|| root.join("hub"));
         Ok(Self {
             inner: Arc::new(Inner {
                 root,
+                hub,
                 endpoint: resolve_endpoint(opts.hf_endpoint.as_deref()),
                 token: opts.hf_token,
                 offline: opts.offline,
@@ -293,6 +448,11 @@ impl ModelStore {
     /// The store's directory (`<cache root>/models`).
     pub fn root(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// The Hugging Face hub cache in use (models from the hub live there).
+    pub fn hub_cache(&self) -> &Path {
+        &self.inner.hub
     }
 
     /// The Hugging Face endpoint in use.
@@ -346,7 +506,7 @@ impl ModelStore {
     /// reference, in this process or others, wait for one another and transfer it once.
     pub async fn pull(&self, source: &ModelSource, opts: &PullOptions) -> Result<PulledModel> {
         match source {
-            ModelSource::Local(path) => local_model(source, path),
+            ModelSource::Local(path) => local_model(source, path, opts),
             _ => self.pull_remote(source, opts).await,
         }
     }
@@ -363,9 +523,21 @@ impl ModelStore {
         let lock = self.ref_lock_path(&key);
         let _guard = lock_exclusive(&lock, self.inner.lock_timeout, progress).await?;
 
-        if let Some(found) = self.cached(source, &key, expected.as_deref())? {
+        if let Some(found) = self.cached(source, &key, expected.as_deref(), opts)? {
             progress.event(ProgressEvent::Note {
                 message: format!("{source} is already in the model cache"),
+            });
+            return Ok(found);
+        }
+        if let ModelSource::HuggingFace(src) = source
+            && let Some(found) =
+                self.found_in_hub_cache(source, src, &key, expected.as_deref(), opts)?
+        {
+            progress.event(ProgressEvent::Note {
+                message: format!(
+                    "{source} is already in the Hugging Face cache at {}",
+                    self.inner.hub.display()
+                ),
             });
             return Ok(found);
         }
@@ -379,14 +551,22 @@ impl ModelStore {
         progress.event(ProgressEvent::Stage {
             name: format!("pulling {source}"),
         });
-        let mut plan = self.plan(source).await?;
+        let mut plan = match source {
+            ModelSource::HuggingFace(src) => {
+                let hf = self.plan_hf(src, expected.as_deref(), opts).await?;
+                match hf.into_hub_or_single(src, &self.inner.endpoint)? {
+                    Ok(hub) => return self.pull_into_hub(source, src, &key, hub, opts).await,
+                    Err(single) => single,
+                }
+            }
+            _ => self.plan(source)?,
+        };
         if expected.is_some() {
             plan.sha256 = expected;
         }
 
         // The blob's lock stays held until the ref below is written.
         let (done, _blob_guard) = self.fetch_blob(&plan, &key).await?;
-        let blob = self.blob_path(&done.sha256);
 
         let reference = ModelRef {
             source: source.to_string(),
@@ -397,22 +577,183 @@ impl ModelStore {
             size: done.size,
             etag: done.etag,
             commit: plan.commit,
-            pulled_at: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            pulled_at: now(),
+            hub_dir: None,
+            repo_file: plan.repo_file,
+            parts: Vec::new(),
+            mmproj: None,
         };
-        let path = self.publish_ref(&reference)?;
+        self.publish_ref(&reference)?;
         progress.event(ProgressEvent::Done);
-        Ok(PulledModel {
-            source: reference.source,
-            path,
-            blob: Some(blob),
-            sha256: Some(reference.sha256),
-            size: reference.size,
-            file_name: reference.file_name,
-            from_cache: done.bytes_transferred == 0,
-            bytes_transferred: done.bytes_transferred,
-        })
+        self.model_from_ref(source, &reference, opts, done.bytes_transferred)
+            .ok_or_else(|| Error::ModelFileMissing {
+                path: self.blob_path(&reference.sha256),
+            })
+    }
+
+    /// Downloads every file of `plan` into the hub cache's blobs, then publishes their
+    /// snapshot links and the revision's ref, then lmcpp's ref.
+    ///
+    /// Every blob's lock is held from before its download until the refs are written, so
+    /// a removal never deletes a blob between its download and its links. Links are
+    /// published only once every blob is there: a reader never sees part of a split model.
+    async fn pull_into_hub(
+        &self,
+        source: &ModelSource,
+        src: &HfSource,
+        key: &str,
+        plan: HubPlan,
+        opts: &PullOptions,
+    ) -> Result<PulledModel> {
+        let progress = &self.inner.progress;
+        let repo = HubRepo::new(&self.inner.hub, &src.repo);
+        let files: Vec<(&Chosen, &str)> = plan
+            .parts
+            .iter()
+            .chain(plan.mmproj.iter())
+            .map(|(c, sha)| (c, sha.as_str()))
+            .collect();
+        let mut guards = Vec::new();
+        let mut transferred = 0;
+        let mut etag = None;
+        let mut sizes = Vec::new();
+        for (i, (file, sha)) in files.iter().enumerate() {
+            guards.push(self.lock_blob(sha).await?);
+            let dest = repo.blob(sha);
+            // A blob is named by its verified digest (by lmcpp or the other hub clients);
+            // one whose size disagrees with the listing is handed to the downloader, which
+            // re-hashes it and replaces it when it does not match.
+            let present = std::fs::metadata(&dest)
+                .ok()
+                .filter(|m| m.is_file() && file.size.is_none_or(|s| s == m.len()));
+            let size = match present {
+                Some(m) => m.len(),
+                None => {
+                    let spec = DownloadSpec {
+                        url: hf::resolve_url(&self.inner.endpoint, src, &file.path),
+                        dest,
+                        expected_sha256: Some((*sha).to_owned()),
+                        headers: plan.headers.clone(),
+                        content: Content::Gguf,
+                    };
+                    let done = self.inner.downloader.fetch(&spec, progress).await?;
+                    transferred += done.bytes_transferred;
+                    if i == 0 {
+                        etag = done.etag;
+                    }
+                    done.size
+                }
+            };
+            sizes.push(size);
+        }
+        for (file, sha) in &files {
+            repo.link(&plan.commit, &file.path, sha)?;
+        }
+        repo.write_ref(&src.revision, &plan.commit)?;
+
+        let ref_file = |i: usize| RefFile {
+            path: files[i].0.path.clone(),
+            sha256: files[i].1.to_owned(),
+            size: sizes[i],
+        };
+        let n = plan.parts.len();
+        let (first, first_sha) = files[0];
+        let reference = ModelRef {
+            source: source.to_string(),
+            key: key.to_owned(),
+            url: hf::resolve_url(&self.inner.endpoint, src, &first.path),
+            file_name: base_name(&first.path).to_owned(),
+            sha256: first_sha.to_owned(),
+            size: sizes[0],
+            etag,
+            commit: Some(plan.commit.clone()),
+            pulled_at: now(),
+            hub_dir: Some(repo.dir().to_path_buf()),
+            repo_file: Some(first.path.clone()),
+            parts: (1..n).map(ref_file).collect(),
+            mmproj: plan.mmproj.as_ref().map(|_| ref_file(n)),
+        };
+        self.publish_ref(&reference)?;
+        drop(guards);
+        progress.event(ProgressEvent::Done);
+        self.model_from_ref(source, &reference, opts, transferred)
+            .ok_or_else(|| Error::ModelFileMissing {
+                path: repo.snapshot_file(&plan.commit, &first.path),
+            })
+    }
+
+    /// The model `src` names, when the hub cache already holds all of its files (placed by
+    /// lmcpp, llama.cpp or `huggingface_hub`); records an lmcpp ref for it. No network.
+    ///
+    /// Unless offline, `owner/repo` alone is taken from the cache only as its `Q4_K_M`
+    /// file: the cache may hold other files of the repository but not the one the hub
+    /// would pick. The digests are the blobs' names; `verify` re-hashes them.
+    fn found_in_hub_cache(
+        &self,
+        source: &ModelSource,
+        src: &HfSource,
+        key: &str,
+        expected: Option<&str>,
+        opts: &PullOptions,
+    ) -> Result<Option<PulledModel>> {
+        let repo = HubRepo::new(&self.inner.hub, &src.repo);
+        let Some(commit) = repo.commit_of(&src.revision) else {
+            return Ok(None);
+        };
+        let entries = repo.scan(&commit);
+        let rule = if self.inner.offline || opts.cache_only {
+            DefaultRule::Preference
+        } else {
+            DefaultRule::FirstOnly
+        };
+        let Ok(sel) = pick::select(src, &entries, !opts.no_mmproj, rule) else {
+            return Ok(None);
+        };
+        let known = |c: &Chosen| -> Option<RefFile> {
+            Some(RefFile {
+                path: c.path.clone(),
+                sha256: c.sha256.clone()?,
+                size: c.size?,
+            })
+        };
+        let Some(parts) = sel.parts.iter().map(known).collect::<Option<Vec<_>>>() else {
+            return Ok(None);
+        };
+        let mmproj = match &sel.mmproj {
+            Some(c) => match known(c) {
+                Some(f) => Some(f),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        let Some((first, rest)) = parts.split_first() else {
+            return Ok(None);
+        };
+        if expected.is_some_and(|e| e != first.sha256) {
+            return Ok(None);
+        }
+        // A pick made only because the network is off is not remembered: online, the same
+        // reference means what the hub picks.
+        let remember = rule == DefaultRule::FirstOnly || src.selector != HfSelector::Default;
+        let reference = ModelRef {
+            source: source.to_string(),
+            key: key.to_owned(),
+            url: hf::resolve_url(&self.inner.endpoint, src, &first.path),
+            file_name: base_name(&first.path).to_owned(),
+            sha256: first.sha256.clone(),
+            size: first.size,
+            etag: None,
+            commit: Some(commit),
+            pulled_at: now(),
+            hub_dir: Some(repo.dir().to_path_buf()),
+            repo_file: Some(first.path.clone()),
+            parts: rest.to_vec(),
+            mmproj,
+        };
+        if remember {
+            self.publish_ref(&reference)?;
+        }
+        Ok(self.model_from_ref(source, &reference, opts, 0))
     }
 
     /// Downloads `plan` into `blobs/` (or finds its blob there) and returns what was
@@ -482,12 +823,14 @@ impl ModelStore {
         Ok((done, blob_guard))
     }
 
-    /// The stored result for `key`, if its blob is present (and matches `expected`).
+    /// The stored result for `key`, if all its files are present (and it matches
+    /// `expected`).
     fn cached(
         &self,
         source: &ModelSource,
         key: &str,
         expected: Option<&str>,
+        opts: &PullOptions,
     ) -> Result<Option<PulledModel>> {
         let Some(r) = self.read_ref(&self.ref_path(key))? else {
             return Ok(None);
@@ -495,27 +838,74 @@ impl ModelStore {
         if expected.is_some_and(|e| e != r.sha256) {
             return Ok(None);
         }
-        let blob = self.blob_path(&r.sha256);
-        let size = std::fs::metadata(&blob).map(|m| m.len()).ok();
-        if size != Some(r.size) {
-            return Ok(None);
-        }
-        let link = self.link_path(&r);
-        let path = if link.is_file() { link } else { blob.clone() };
-        Ok(Some(PulledModel {
-            source: source.to_string(),
-            path,
-            blob: Some(blob),
-            sha256: Some(r.sha256),
-            size: r.size,
-            file_name: r.file_name,
-            bytes_transferred: 0,
-            from_cache: true,
-        }))
+        Ok(self.model_from_ref(source, &r, opts, 0))
     }
 
-    /// Resolves a remote source to a URL, file name, headers and (maybe) a digest.
-    async fn plan(&self, source: &ModelSource) -> Result<Plan> {
+    /// What a ref describes, if every file it names is present with its recorded size.
+    fn model_from_ref(
+        &self,
+        source: &ModelSource,
+        r: &ModelRef,
+        opts: &PullOptions,
+        transferred: u64,
+    ) -> Option<PulledModel> {
+        let has = |p: &Path, size: u64| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() == size)
+        };
+        let (parts, mmproj) = match &r.hub_dir {
+            Some(dir) => {
+                let repo = HubRepo::at(dir.clone());
+                let commit = r.commit.as_deref()?;
+                let at = |path: &str, size: u64| {
+                    let p = repo.snapshot_file(commit, path);
+                    has(&p, size).then_some(p)
+                };
+                let first = at(r.repo_file.as_deref()?, r.size)?;
+                let mut parts = vec![first];
+                for f in &r.parts {
+                    parts.push(at(&f.path, f.size)?);
+                }
+                let mmproj = match (&r.mmproj, opts.no_mmproj) {
+                    (Some(f), false) => Some(at(&f.path, f.size)?),
+                    _ => None,
+                };
+                (parts, mmproj)
+            }
+            None => {
+                let blob = self.blob_path(&r.sha256);
+                if !has(&blob, r.size) {
+                    return None;
+                }
+                let link = self.link_path(r);
+                (vec![if link.is_file() { link } else { blob }], None)
+            }
+        };
+        Some(PulledModel {
+            source: source.to_string(),
+            path: parts[0].clone(),
+            blob: Some(self.ref_blob(r, &r.sha256)),
+            sha256: Some(r.sha256.clone()),
+            size: r.size,
+            file_name: r.file_name.clone(),
+            bytes_transferred: transferred,
+            from_cache: transferred == 0,
+            parts,
+            mmproj,
+            repo_file: r.repo_file.clone(),
+            alias: opts.alias.clone().unwrap_or_else(|| source.alias()),
+        })
+    }
+
+    /// Where a ref's blob `sha256` lives (the hub cache or lmcpp's `blobs/`).
+    fn ref_blob(&self, r: &ModelRef, sha256: &str) -> PathBuf {
+        match &r.hub_dir {
+            Some(dir) => HubRepo::at(dir.clone()).blob(sha256),
+            None => self.blob_path(sha256),
+        }
+    }
+
+    /// Resolves a URL to what to download.
+    fn plan(&self, source: &ModelSource) -> Result<Plan> {
         match source {
             ModelSource::Url(url) => Ok(Plan {
                 url: url.clone(),
@@ -523,15 +913,24 @@ impl ModelStore {
                 sha256: None,
                 headers: Vec::new(),
                 commit: None,
+                repo_file: None,
             }),
-            ModelSource::HuggingFace(src) => self.plan_hf(src).await,
-            ModelSource::Local(_) => Err(Error::InvalidRequest {
-                reason: "local models are not downloaded".into(),
+            _ => Err(Error::InvalidRequest {
+                reason: "only URLs are planned here".into(),
             }),
         }
     }
 
-    async fn plan_hf(&self, src: &HfSource) -> Result<Plan> {
+    /// Chooses the files of `src` (listing the repository unless one plain file is named
+    /// and no projector is wanted) and learns their digests and the revision's commit,
+    /// asking the resolve URL's first hop (`X-Linked-Etag`, `X-Repo-Commit`) until both
+    /// are known.
+    async fn plan_hf(
+        &self,
+        src: &HfSource,
+        expected: Option<&str>,
+        opts: &PullOptions,
+    ) -> Result<HfPlan> {
         let endpoint = &self.inner.endpoint;
         let headers: Vec<(String, String)> = self
             .inner
@@ -539,41 +938,42 @@ impl ModelStore {
             .iter()
             .map(|t| ("Authorization".to_owned(), t.bearer()))
             .collect();
-        let chosen = match &src.selector {
-            HfSelector::File(f) => hf::Chosen {
-                path: f.clone(),
-                sha256: None,
-                size: None,
-            },
-            _ => {
-                let entries = self.list_repo(src, &headers).await?;
-                hf::choose(src, &entries)?
+        let entries = match &src.selector {
+            HfSelector::File(f) if opts.no_mmproj && pick::split_part(f).is_none() => {
+                vec![hf::TreeEntry::file(f.clone(), None, None)]
             }
+            _ => self.list_repo(src, &headers).await?,
         };
-        let url = hf::resolve_url(endpoint, src, &chosen.path);
-        let mut sha256 = chosen.sha256;
-        let mut commit = None;
-        if sha256.is_none() {
-            // The resolve URL's first hop carries the LFS digest (`X-Linked-Etag`) and the
-            // commit; the body is only fetched afterwards.
-            let probe = self.inner.downloader.probe(&url, &headers).await?;
-            sha256 = probe
-                .first_header("x-linked-etag")
-                .and_then(|v| Sha256::parse(v.trim().trim_start_matches("W/")).ok())
-                .map(String::from);
-            commit = probe.first_header("x-repo-commit").map(str::to_owned);
+        let mut sel = pick::select(src, &entries, !opts.no_mmproj, DefaultRule::Preference)?;
+        if let (Some(e), Some(first)) = (expected, sel.parts.first_mut()) {
+            first.sha256 = Some(e.to_owned());
         }
-        Ok(Plan {
-            url,
-            file_name: chosen
-                .path
-                .rsplit('/')
-                .next()
-                .unwrap_or(&chosen.path)
-                .to_owned(),
-            sha256,
-            headers,
+        let mut commit = hub::is_commit(&src.revision).then(|| src.revision.to_ascii_lowercase());
+        for file in sel.parts.iter_mut().chain(sel.mmproj.iter_mut()) {
+            if file.sha256.is_some() && commit.is_some() {
+                continue;
+            }
+            let url = hf::resolve_url(endpoint, src, &file.path);
+            let probe = self.inner.downloader.probe(&url, &headers).await?;
+            if file.sha256.is_none() {
+                file.sha256 = probe
+                    .first_header("x-linked-etag")
+                    .and_then(|v| Sha256::parse(v.trim().trim_start_matches("W/")).ok())
+                    .map(String::from);
+            }
+            if commit.is_none() {
+                commit = probe
+                    .first_header("x-repo-commit")
+                    .map(str::trim)
+                    .filter(|c| hub::is_commit(c))
+                    .map(str::to_ascii_lowercase);
+            }
+        }
+        Ok(HfPlan {
+            parts: sel.parts,
+            mmproj: sel.mmproj,
             commit,
+            headers,
         })
     }
 
@@ -616,14 +1016,17 @@ impl ModelStore {
         )
     }
 
-    /// Writes the ref atomically and (re)creates its by-name link; returns the path to use.
-    fn publish_ref(&self, r: &ModelRef) -> Result<PathBuf> {
+    /// Writes the ref atomically and, for a file in lmcpp's area, (re)creates its by-name
+    /// link.
+    fn publish_ref(&self, r: &ModelRef) -> Result<()> {
         let json = serde_json::to_vec_pretty(r).map_err(|e| Error::State {
             path: self.ref_path(&r.key),
             message: e.to_string(),
         })?;
         atomic_write(&self.ref_path(&r.key), &json)?;
-        let blob = self.blob_path(&r.sha256);
+        if r.hub_dir.is_some() {
+            return Ok(());
+        }
         let link = self.link_path(r);
         #[cfg(unix)]
         {
@@ -633,11 +1036,10 @@ impl ModelStore {
             let _ = std::fs::remove_file(&link);
             // Relative, so the whole store can be moved.
             let target = Path::new("../../blobs").join(&r.sha256);
-            if std::os::unix::fs::symlink(&target, &link).is_ok() && link.is_file() {
-                return Ok(link);
-            }
+            // Without the link, the blob itself is the path to use.
+            let _ = std::os::unix::fs::symlink(&target, &link);
         }
-        Ok(blob)
+        Ok(())
     }
 
     fn read_ref(&self, path: &Path) -> Result<Option<ModelRef>> {
@@ -680,8 +1082,11 @@ impl ModelStore {
             .all_refs()?
             .into_iter()
             .map(|reference| {
-                let blob = self.blob_path(&reference.sha256);
-                let present = std::fs::metadata(&blob).is_ok_and(|m| m.len() == reference.size);
+                let blob = self.ref_blob(&reference, &reference.sha256);
+                let present = reference.files().iter().all(|(_, sha, size)| {
+                    std::fs::metadata(self.ref_blob(&reference, sha))
+                        .is_ok_and(|m| m.len() == *size)
+                });
                 CachedModel {
                     reference,
                     blob,
@@ -691,8 +1096,8 @@ impl ModelStore {
             .collect())
     }
 
-    /// Forgets `source`; deletes its blob when no other reference uses it.
-    /// Returns whether anything was removed.
+    /// Forgets `source`; deletes its files (blobs, and snapshot links in the hub cache) that
+    /// no other reference uses. Returns whether anything was removed.
     pub async fn remove(&self, source: &ModelSource) -> Result<bool> {
         let key = source.cache_key();
         let _guard = lock_exclusive(
@@ -705,12 +1110,43 @@ impl ModelStore {
         let Some(r) = self.read_ref(&ref_path)? else {
             return Ok(false);
         };
-        let _blob = self.lock_blob(&r.sha256).await?;
+        let _blobs = self.lock_blobs(std::slice::from_ref(&r)).await?;
         self.forget(&r)?;
-        if !self.all_refs()?.iter().any(|o| o.sha256 == r.sha256) {
-            self.delete_blob(&r.sha256)?;
-        }
+        self.delete_unused(std::slice::from_ref(&r))?;
         Ok(true)
+    }
+
+    /// Takes the locks of every blob of `refs`, in digest order (so two callers never
+    /// wait on each other crosswise).
+    async fn lock_blobs(&self, refs: &[ModelRef]) -> Result<Vec<LockGuard>> {
+        let shas: std::collections::BTreeSet<String> = refs
+            .iter()
+            .flat_map(|r| r.files().into_iter().map(|(_, s, _)| s.to_owned()))
+            .collect();
+        let mut guards = Vec::new();
+        for sha in shas {
+            guards.push(self.lock_blob(&sha).await?);
+        }
+        Ok(guards)
+    }
+
+    /// Deletes the blobs of `gone` that no remaining ref uses (callers hold their locks
+    /// and have forgotten `gone`); returns the bytes freed.
+    fn delete_unused(&self, gone: &[ModelRef]) -> Result<u64> {
+        let remaining = self.all_refs()?;
+        let mut freed = 0;
+        let mut seen = std::collections::BTreeSet::new();
+        for r in gone {
+            for (_, sha, _) in r.files() {
+                let blob = self.ref_blob(r, sha);
+                if remaining.iter().any(|o| o.uses(sha)) || !seen.insert(blob.clone()) {
+                    continue;
+                }
+                freed += std::fs::metadata(&blob).map_or(0, |m| m.len());
+                delete_file(&blob)?;
+            }
+        }
+        Ok(freed)
     }
 
     /// Resolves what a user typed to the digest of one stored model: a full SHA-256 or a
@@ -764,7 +1200,7 @@ impl ModelStore {
         let refs: Vec<ModelRef> = self
             .all_refs()?
             .into_iter()
-            .filter(|r| r.sha256 == sha256)
+            .filter(|r| r.uses(&sha256))
             .collect();
         let blob = self.blob_path(&sha256);
         let size = std::fs::metadata(&blob).ok().filter(|m| m.is_file());
@@ -774,19 +1210,40 @@ impl ModelStore {
                 root: self.inner.root.clone(),
             });
         }
+        // The other files of those models (split parts, projectors) go with them.
+        let others: Vec<ModelRef> = refs
+            .iter()
+            .filter(|r| r.files().iter().any(|(_, s, _)| *s != sha256))
+            .cloned()
+            .collect();
+        let _others = self.lock_blobs(&others).await.map(|g| {
+            g.into_iter()
+                .filter(|g| !g.path().ends_with(format!("blob-{sha256}.lock")))
+                .collect::<Vec<_>>()
+        });
         for r in &refs {
             self.forget(r)?;
         }
-        self.delete_blob(&sha256)?;
+        let mut freed = self.delete_unused(&refs)?;
+        if self.blob_path(&sha256).is_file() {
+            freed += size.map_or(0, |m| m.len());
+            self.delete_blob(&sha256)?;
+        }
         Ok(RemovedModel {
             sources: refs.into_iter().map(|r| r.source).collect(),
-            freed: size.map_or(0, |m| m.len()),
+            freed,
             sha256,
         })
     }
 
-    /// Deletes a ref and its by-name links.
+    /// Deletes a ref, its by-name links and its snapshot links in the hub cache.
     fn forget(&self, r: &ModelRef) -> Result<()> {
+        if let (Some(dir), Some(commit)) = (&r.hub_dir, &r.commit) {
+            let repo = HubRepo::at(dir.clone());
+            for (path, _, _) in r.files() {
+                repo.unlink(commit, path)?;
+            }
+        }
         let ref_path = self.ref_path(&r.key);
         match std::fs::remove_file(&ref_path) {
             Ok(()) => {}
@@ -800,14 +1257,9 @@ impl ModelStore {
         Ok(())
     }
 
-    /// Deletes a blob (callers hold its lock); a missing one is fine.
+    /// Deletes a blob of lmcpp's area (callers hold its lock); a missing one is fine.
     fn delete_blob(&self, sha256: &str) -> Result<()> {
-        let blob = self.blob_path(sha256);
-        match std::fs::remove_file(&blob) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("remove", &blob, e)),
-        }
+        delete_file(&self.blob_path(sha256))
     }
 
     /// The digests of the blobs on disk (whether or not a ref names them).
@@ -845,7 +1297,11 @@ impl ModelStore {
             .referenced_digests()?
             .remove(&sha256)
             .unwrap_or_default();
-        let blob = self.blob_path(&sha256);
+        let blob = self
+            .all_refs()?
+            .iter()
+            .find(|r| r.uses(&sha256))
+            .map_or_else(|| self.blob_path(&sha256), |r| self.ref_blob(r, &sha256));
         if sources.is_empty() && !blob.is_file() {
             return Err(Error::UnknownModel {
                 query: sha256,
@@ -862,7 +1318,7 @@ impl ModelStore {
             if found == sha256 {
                 VerifyStatus::Ok
             } else {
-                self.delete_blob(&sha256)?;
+                delete_file(&blob)?;
                 VerifyStatus::Corrupt { found }
             }
         };
@@ -878,7 +1334,12 @@ impl ModelStore {
     fn referenced_digests(&self) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
         let mut by_sha: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for r in self.all_refs()? {
-            by_sha.entry(r.sha256).or_default().push(r.source);
+            for (_, sha, _) in r.files() {
+                let sources = by_sha.entry(sha.to_owned()).or_default();
+                if !sources.contains(&r.source) {
+                    sources.push(r.source.clone());
+                }
+            }
         }
         Ok(by_sha)
     }
@@ -886,10 +1347,19 @@ impl ModelStore {
     /// The GGUF summary of a cached reference or a local file.
     pub async fn inspect_source(&self, source: &ModelSource) -> Result<GgufSummary> {
         let model = match source {
-            ModelSource::Local(p) => local_model(source, p)?,
+            ModelSource::Local(p) => local_model(source, p, &PullOptions::default())?,
             _ => self.pull(source, &PullOptions::cache_only()).await?,
         };
         inspect(&model.path).await
+    }
+}
+
+/// Deletes a file; a missing one is fine.
+fn delete_file(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", path, e)),
     }
 }
 
@@ -898,7 +1368,7 @@ pub async fn inspect(path: &Path) -> Result<GgufSummary> {
     Ok(read_gguf_async(path).await?.summary())
 }
 
-fn local_model(source: &ModelSource, path: &Path) -> Result<PulledModel> {
+fn local_model(source: &ModelSource, path: &Path, opts: &PullOptions) -> Result<PulledModel> {
     let path = expand_home(path);
     let meta =
         std::fs::metadata(&path).map_err(|_| Error::ModelFileMissing { path: path.clone() })?;
@@ -911,12 +1381,16 @@ fn local_model(source: &ModelSource, path: &Path) -> Result<PulledModel> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        parts: vec![path.clone()],
         path,
         blob: None,
         sha256: None,
         size: meta.len(),
         bytes_transferred: 0,
         from_cache: true,
+        mmproj: None,
+        repo_file: None,
+        alias: opts.alias.clone().unwrap_or_else(|| source.alias()),
     })
 }
 

@@ -141,6 +141,33 @@ impl ModelSource {
         ))
     }
 
+    /// The name a server should give this model (`--alias`, the id clients select it by):
+    /// `owner/repo[:selector][@revision]` as given for Hugging Face, the file stem for a
+    /// path or URL (`models/qwen-q4.gguf` → `qwen-q4`).
+    pub fn alias(&self) -> String {
+        let stem = |name: &str| -> String {
+            let name = name.rsplit(['/', '\\']).next().unwrap_or(name);
+            let lower = name.to_ascii_lowercase();
+            let stem = if lower.ends_with(".gguf") {
+                &name[..name.len() - 5]
+            } else {
+                name
+            };
+            if stem.is_empty() {
+                "model".to_owned()
+            } else {
+                stem.to_owned()
+            }
+        };
+        match self {
+            Self::Local(p) => stem(&p.to_string_lossy()),
+            Self::Url(u) => {
+                stem(&crate::download::url_file_name(u).unwrap_or_else(|| "model".to_owned()))
+            }
+            Self::HuggingFace(hf) => hf.to_string(),
+        }
+    }
+
     /// A stable, readable, file-name-safe key for the cache refs of this source.
     pub fn cache_key(&self) -> String {
         let (kind, text) = match self {
@@ -391,6 +418,23 @@ mod tests {
             let parsed = ModelSource::parse(input).unwrap();
             assert_eq!(parsed.to_string(), input);
             assert_eq!(ModelSource::parse(&parsed.to_string()).unwrap(), parsed);
+        }
+    }
+
+    #[test]
+    fn aliases_are_the_reference_as_given_or_the_file_stem() {
+        let table = [
+            ("owner/repo:Q4_K_M", "owner/repo:Q4_K_M"),
+            ("hf://owner/repo", "owner/repo"),
+            ("o/r:m.gguf@v2", "o/r:m.gguf@v2"),
+            ("./models/qwen-q4.GGUF", "qwen-q4"),
+            ("/m/x.y.gguf", "x.y"),
+            ("https://h/a/b/tiny.gguf?download=1", "tiny"),
+            ("https://h/", "model"),
+            ("/m/.gguf", "model"),
+        ];
+        for (input, want) in table {
+            assert_eq!(ModelSource::parse(input).unwrap().alias(), want, "{input}");
         }
     }
 

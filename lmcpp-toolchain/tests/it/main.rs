@@ -9,6 +9,7 @@ mod fixtures;
 mod gc;
 mod gguf;
 mod gguf_fuzz;
+mod hub_cache;
 mod prebuilt;
 mod procs;
 mod recipe;

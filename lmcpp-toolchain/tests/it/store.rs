@@ -39,6 +39,31 @@ fn resolve_path(file: &str) -> String {
 
 const TREE: &str = "/api/models/owner/tiny/tree/main";
 
+/// The commit the fixture hub's `main` points at.
+pub const COMMIT: &str = "0123abcd0123abcd0123abcd0123abcd0123abcd";
+
+/// The fixture repository's multimodal projector (a GGUF magic and filler).
+pub const MMPROJ: &str = "mmproj-tiny-f16.gguf";
+const MMPROJ_BODY: &[u8] = b"GGUFmmprj";
+
+/// Serves `body` as `file` of `REPO`: a resolve redirect with the hub's headers to a CDN
+/// path with an ETag.
+pub fn serve_file(server: &TestServer, file: &str, body: &[u8]) -> String {
+    let digest = sha(body);
+    server.route(
+        &resolve_path(file),
+        Route::redirect(cdn_path(&digest))
+            .header("x-linked-etag", &format!("\"{digest}\""))
+            .header("x-linked-size", &body.len().to_string())
+            .header("x-repo-commit", COMMIT),
+    );
+    server.route(
+        &cdn_path(&digest),
+        Route::file(body.to_vec()).etag(&format!("cdn-{}", &digest[..8])),
+    );
+    digest
+}
+
 /// Serves `body` as `FILE` of `REPO`: listing (with the LFS sha256 when `list_sha`),
 /// resolve redirect with `X-Linked-Etag`, and the CDN file with an ETag.
 fn serve_hub(server: &TestServer, body: &[u8], list_sha: bool) -> String {
@@ -55,9 +80,12 @@ fn serve_hub(server: &TestServer, body: &[u8], list_sha: bool) -> String {
         r#"[{{"type":"file","oid":"1","size":12,"path":"README.md"}},
             {{"type":"file","oid":"2","size":{n},"path":"{FILE}"{lfs}}},
             {{"type":"file","oid":"3","size":{n},"path":"tiny-Q8_0.gguf"}},
-            {{"type":"file","oid":"4","size":9,"path":"mmproj-tiny-f16.gguf"}}]"#,
-        n = body.len()
+            {{"type":"file","oid":"4","size":9,"path":"{MMPROJ}",
+              "lfs":{{"oid":"{mm}","size":9,"pointerSize":134}}}}]"#,
+        n = body.len(),
+        mm = sha(MMPROJ_BODY),
     );
+    serve_file(server, MMPROJ, MMPROJ_BODY);
     server.route(
         TREE,
         Route::Status {
@@ -71,7 +99,7 @@ fn serve_hub(server: &TestServer, body: &[u8], list_sha: bool) -> String {
         Route::redirect(cdn_path(&digest))
             .header("x-linked-etag", &format!("\"{digest}\""))
             .header("x-linked-size", &body.len().to_string())
-            .header("x-repo-commit", "0123abcd"),
+            .header("x-repo-commit", COMMIT),
     );
     server.route(
         &cdn_path(&digest),
@@ -83,6 +111,7 @@ fn serve_hub(server: &TestServer, body: &[u8], list_sha: bool) -> String {
 fn options(root: &Path, server: &TestServer) -> ModelStoreOptions {
     ModelStoreOptions {
         cache_root: Some(root.to_path_buf()),
+        hub_cache: Some(root.join("hub")),
         hf_endpoint: Some(server.base()),
         lock_timeout: Duration::from_secs(60),
         download: DownloadOptions {
@@ -109,9 +138,21 @@ fn gets(server: &TestServer, path: &str) -> usize {
         .count()
 }
 
+/// Where the fixture repository's blob `sha` lives in the test's hub cache.
+pub fn hub_blob(root: &Path, sha: &str) -> PathBuf {
+    root.join("hub/models--owner--tiny/blobs").join(sha)
+}
+
 fn no_partials(root: &Path) {
-    let blobs = root.join("models/blobs");
-    for e in std::fs::read_dir(&blobs).unwrap() {
+    no_partials_in(&root.join("models/blobs"));
+    no_partials_in(&root.join("hub/models--owner--tiny/blobs"));
+}
+
+fn no_partials_in(blobs: &Path) {
+    let Ok(entries) = std::fs::read_dir(blobs) else {
+        return;
+    };
+    for e in entries {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
         assert!(
             name.len() == 64 || name.ends_with(".lock"),
@@ -136,16 +177,28 @@ async fn pull_by_quant_lists_verifies_publishes_and_then_stays_offline() {
     assert!(!m.from_cache);
     assert_eq!(m.sha256.as_deref(), Some(digest.as_str()));
     assert_eq!(m.size, body.len() as u64);
-    assert_eq!(m.bytes_transferred, body.len() as u64);
+    // The model and the repository's projector.
+    assert_eq!(m.bytes_transferred, (body.len() + MMPROJ_BODY.len()) as u64);
     assert_eq!(m.file_name, FILE);
-    assert_eq!(m.path.file_name().unwrap().to_str(), Some(FILE));
+    assert_eq!(m.repo_file.as_deref(), Some(FILE));
+    assert_eq!(m.alias, "owner/tiny:q4_k_m");
+    // The model is the hub cache's snapshot link to its blob.
+    let snapshot = dir
+        .path()
+        .join("hub/models--owner--tiny/snapshots")
+        .join(COMMIT);
+    assert_eq!(m.path, snapshot.join(FILE));
+    assert_eq!(m.parts, std::slice::from_ref(&m.path));
+    assert_eq!(m.mmproj.as_deref(), Some(snapshot.join(MMPROJ).as_path()));
     assert_eq!(std::fs::read(&m.path).unwrap(), body);
     let blob = m.blob.clone().unwrap();
-    assert_eq!(blob, dir.path().join("models/blobs").join(&digest));
-    // The listing gave the digest, so no probe was needed: one listing, one redirect, one GET.
+    assert_eq!(blob, hub_blob(dir.path(), &digest));
+    // The listing gave the digests; one probe learned the commit: one listing, a HEAD and
+    // a GET of the model, a GET of the projector.
     assert_eq!(server.hits(TREE), 1);
-    assert_eq!(server.hits(&resolve_path(FILE)), 1);
-    assert_eq!(server.hits(&cdn_path(&digest)), 1);
+    assert_eq!(server.hits(&resolve_path(FILE)), 2);
+    assert_eq!(gets(&server, &cdn_path(&digest)), 1);
+    assert_eq!(server.hits(&resolve_path(MMPROJ)), 1);
     no_partials(dir.path());
 
     // Idempotent: already verified, so no network at all.
@@ -158,15 +211,15 @@ async fn pull_by_quant_lists_verifies_publishes_and_then_stays_offline() {
     assert_eq!((again.bytes_transferred, &again.path), (0, &m.path));
     assert_eq!(server.total_hits(), before);
 
-    // Another reference to the same content resolves (one listing) but downloads nothing.
+    // Another reference to the same content is found in the hub cache: no network.
     let other = store
         .pull_str("hf://owner/tiny:Q4_K_M@main", &PullOptions::default())
         .await
         .unwrap();
     assert!(other.from_cache);
     assert_eq!(other.blob, m.blob);
-    assert_eq!(server.hits(TREE), 2);
-    assert_eq!(server.hits(&cdn_path(&digest)), 1);
+    assert_eq!(other.alias, "owner/tiny:Q4_K_M");
+    assert_eq!(server.total_hits(), before);
 
     let listed = store.list().unwrap();
     assert_eq!(listed.len(), 2);
@@ -193,16 +246,22 @@ async fn pull_by_file_takes_the_digest_from_x_linked_etag() {
     let body = model_bytes(200_000);
     let digest = serve_hub(&server, &body, false);
     let dir = tempfile::tempdir().unwrap();
+    let no_mmproj = PullOptions {
+        no_mmproj: true,
+        ..PullOptions::default()
+    };
     let m = store(dir.path(), &server)
-        .pull_str(&format!("{REPO}:{FILE}"), &PullOptions::default())
+        .pull_str(&format!("{REPO}:{FILE}"), &no_mmproj)
         .await
         .unwrap();
     assert_eq!(m.sha256.as_deref(), Some(digest.as_str()));
-    // A named file needs no listing; the probe's first hop gave the digest and commit.
+    assert_eq!(m.mmproj, None);
+    // A named file without its projector needs no listing; the probe's first hop gave
+    // the digest and commit.
     assert_eq!(server.hits(TREE), 0);
     assert_eq!(gets(&server, &cdn_path(&digest)), 1);
     let r = &store(dir.path(), &server).list().unwrap()[0].reference;
-    assert_eq!(r.commit.as_deref(), Some("0123abcd"));
+    assert_eq!(r.commit.as_deref(), Some(COMMIT));
     assert_eq!(
         r.etag.as_deref(),
         Some(&format!("cdn-{}", &digest[..8])[..])
@@ -269,7 +328,8 @@ async fn a_dropped_connection_resumes_with_range() {
         Route::file(body.clone())
             .etag("v1")
             .chunk(chunk)
-            .truncate_first(1, 256 * 1024),
+            // The probe's HEAD counts as the first request.
+            .truncate_first(2, 256 * 1024),
     );
     let dir = tempfile::tempdir().unwrap();
     let m = store(dir.path(), &server)
@@ -277,7 +337,12 @@ async fn a_dropped_connection_resumes_with_range() {
         .await
         .unwrap();
     assert_eq!(std::fs::read(&m.path).unwrap(), body);
-    let reqs = server.requests(&cdn_path(&digest));
+    // (The probe's HEAD, which learned the commit, is not counted.)
+    let reqs: Vec<_> = server
+        .requests(&cdn_path(&digest))
+        .into_iter()
+        .filter(|r| r.method == http::Method::GET)
+        .collect();
     assert_eq!(reqs.len(), 2);
     assert!(
         reqs[1].headers.contains_key("range"),
@@ -312,7 +377,8 @@ async fn rate_limits_are_retried_after_the_advertised_pause() {
         .iter()
         .map(|r| r.status)
         .collect();
-    assert_eq!(statuses, [429, 429, 200]);
+    // The probe for the commit met the limit and was retried; then the download.
+    assert_eq!(statuses, [429, 429, 200, 200]);
 }
 
 #[tokio::test]
@@ -342,7 +408,7 @@ async fn eight_concurrent_pulls_transfer_once() {
         assert_eq!(m.sha256.as_deref(), Some(digest.as_str()));
         transferred += m.bytes_transferred;
     }
-    assert_eq!(transferred, body.len() as u64);
+    assert_eq!(transferred, (body.len() + MMPROJ_BODY.len()) as u64);
     assert_eq!(gets(&server, &cdn_path(&digest)), 1);
     assert_eq!(server.hits(TREE), 1);
 }
@@ -498,19 +564,19 @@ async fn remove_keeps_shared_blobs_and_verify_finds_corruption() {
     let blob = ma.blob.unwrap();
 
     let report = store.verify().await.unwrap();
-    assert_eq!(report.len(), 1);
-    assert_eq!(report[0].status, VerifyStatus::Ok);
-    assert_eq!(report[0].sources.len(), 2);
+    // The model and its projector.
+    assert_eq!(report.len(), 2);
+    assert!(report.iter().all(|r| r.status == VerifyStatus::Ok));
+    let model = report.iter().find(|r| r.sha256 == digest).unwrap();
+    assert_eq!(model.sources.len(), 2);
 
     // Flip one byte behind the store's back: verify notices and drops the blob.
     let mut bytes = std::fs::read(&blob).unwrap();
     bytes[7] ^= 1;
     std::fs::write(&blob, &bytes).unwrap();
     let report = store.verify().await.unwrap();
-    assert_eq!(
-        report[0].status,
-        VerifyStatus::Corrupt { found: sha(&bytes) }
-    );
+    let model = report.iter().find(|r| r.sha256 == digest).unwrap();
+    assert_eq!(model.status, VerifyStatus::Corrupt { found: sha(&bytes) });
     assert!(!blob.exists());
     // The next pull downloads it again.
     let again = store.pull(&a, &PullOptions::default()).await.unwrap();
@@ -560,6 +626,7 @@ async fn child_mode() -> bool {
     };
     let (endpoint, root) = spec.split_once('|').unwrap();
     let mut opts = ModelStoreOptions::with_cache_root(root);
+    opts.hub_cache = Some(Path::new(root).join("hub"));
     opts.hf_endpoint = Some(endpoint.to_owned());
     let store = ModelStore::new(opts).unwrap();
     store.pull_str(REPO, &PullOptions::default()).await.unwrap();
@@ -664,10 +731,7 @@ async fn kill_mid_pull_then_resume(test_name: &str, list_sha: bool, etag: Option
     let dir = tempfile::tempdir().unwrap();
     let mut child = spawn_child(test_name, &server, dir.path());
 
-    let part = dir
-        .path()
-        .join("models/blobs")
-        .join(format!("{digest}.part"));
+    let part = hub_blob(dir.path(), &format!("{digest}.part"));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let len = std::fs::metadata(&part).map_or(0, |m| m.len());
@@ -696,7 +760,8 @@ async fn kill_mid_pull_then_resume(test_name: &str, list_sha: bool, etag: Option
         .unwrap();
     assert_eq!(std::fs::read(&m.path).unwrap(), body);
     assert!(
-        m.bytes_transferred <= body.len() as u64 - kept,
+        // (The projector is fetched after the model.)
+        m.bytes_transferred <= (body.len() + MMPROJ_BODY.len()) as u64 - kept,
         "resumed: {} transferred, {kept} were kept",
         m.bytes_transferred
     );
@@ -863,12 +928,14 @@ async fn remove_by_digest_forgets_every_source_and_keeps_other_blobs() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path(), &server);
     let (digest, other) = two_blobs(&server, &store).await;
-    let blob = store.blob_path(&digest);
+    let blob = hub_blob(dir.path(), &digest);
     let size = std::fs::metadata(&blob).unwrap().len();
 
     let removed = store.remove_digest(&digest).await.unwrap();
     assert_eq!(removed.sha256, digest);
-    assert_eq!(removed.freed, size);
+    // The projector pulled with the model goes with it.
+    assert_eq!(removed.freed, size + MMPROJ_BODY.len() as u64);
+    assert!(!hub_blob(dir.path(), &sha(MMPROJ_BODY)).exists());
     assert_eq!(removed.sources.len(), 2, "{:?}", removed.sources);
     assert!(!blob.exists());
     assert!(
