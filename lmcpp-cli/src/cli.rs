@@ -244,6 +244,9 @@ pub(crate) struct PullArgs {
     /// Never touch the network; fail if the model is not cached.
     #[arg(long)]
     pub(crate) cache_only: bool,
+    /// Leave out the multimodal projector (`mmproj*.gguf`) of a Hugging Face repository.
+    #[arg(long)]
+    pub(crate) no_mmproj: bool,
 }
 
 #[derive(Debug, Args)]
@@ -296,6 +299,16 @@ pub(crate) struct ServeArgs {
     /// Keep running after this command exits.
     #[arg(long)]
     pub(crate) detach: bool,
+    /// The model id the server reports and clients select it by (default: the model as
+    /// given, e.g. `owner/repo:Q4_K_M`, or a path's file stem).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) alias: Option<String>,
+    /// Do not pull and pass the multimodal projector (`mmproj*.gguf`) of a Hugging Face model.
+    #[arg(long)]
+    pub(crate) no_mmproj: bool,
+    /// Turn on llama-server's web UI (off unless asked); its URL is printed.
+    #[arg(long, requires = "http")]
+    pub(crate) webui: bool,
     /// rpc-server workers to offload to, as host:port,host:port.
     #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
     pub(crate) rpc: Vec<String>,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use lmcpp_server::{Client, LaunchOptions, Server, TransportChoice};
 use lmcpp_toolchain::demo::{DEMO_VOCAB, DemoOptions, write_demo_model};
 use lmcpp_toolchain::download::DownloadOptions;
-use lmcpp_toolchain::models::{ModelStore, ModelStoreOptions, PullOptions};
+use lmcpp_toolchain::models::{ModelSource, ModelStore, ModelStoreOptions, PullOptions};
 use lmcpp_toolchain::{
     Backend, CacheLayout, Installed, ProgressEvent, SharedProgress, Toolchain, ToolchainRequest,
     no_progress,
@@ -70,10 +70,38 @@ impl Error {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ModelResolution {
-    /// The GGUF file to load.
+    /// The GGUF file to load (the first part of a split model; the others are next to it).
     pub path: PathBuf,
     /// A one-line notice for the user when a fallback was taken.
     pub notice: Option<String>,
+    /// The name the server is started under (`--alias`, the model id clients see and
+    /// select): the reference as given (`owner/repo:Q4_K_M`), the file stem of a path or
+    /// URL, or [`LmcppBuilder::alias`].
+    pub alias: String,
+    /// The multimodal projector pulled with the model, passed as `--mmproj` (see
+    /// [`LmcppBuilder::no_mmproj`]).
+    pub mmproj: Option<PathBuf>,
+}
+
+impl ModelResolution {
+    fn local(path: PathBuf, alias: Option<&str>) -> Self {
+        let alias = alias.map_or_else(|| ModelSource::Local(path.clone()).alias(), str::to_owned);
+        Self {
+            path,
+            notice: None,
+            alias,
+            mmproj: None,
+        }
+    }
+
+    fn pulled(pulled: lmcpp_toolchain::models::PulledModel) -> Self {
+        Self {
+            path: pulled.path,
+            notice: None,
+            alias: pulled.alias,
+            mmproj: pulled.mmproj,
+        }
+    }
 }
 
 /// Entry point of the high-level API.
@@ -100,6 +128,7 @@ pub struct LmcppBuilder {
     progress: SharedProgress,
     detached: bool,
     llama_server: Option<PathBuf>,
+    pull: PullOptions,
 }
 
 impl std::fmt::Debug for LmcppBuilder {
@@ -126,6 +155,7 @@ impl Default for LmcppBuilder {
             progress: no_progress(),
             detached: false,
             llama_server: None,
+            pull: PullOptions::default(),
         }
     }
 }
@@ -142,6 +172,19 @@ impl LmcppBuilder {
     /// allows it and the demo model (with a notice in [`ModelResolution::notice`]) when not.
     pub fn model_or_default(mut self, model: Option<String>) -> Self {
         self.model = model;
+        self
+    }
+
+    /// The name to serve the model under (`--alias`) instead of the reference as given.
+    pub fn alias(mut self, alias: impl Into<String>) -> Self {
+        self.pull.alias = Some(alias.into());
+        self
+    }
+
+    /// Whether to leave out the multimodal projector (`mmproj*.gguf`) that a Hugging Face
+    /// model's repository ships; by default it is pulled and passed as `--mmproj`.
+    pub fn no_mmproj(mut self, no_mmproj: bool) -> Self {
+        self.pull.no_mmproj = no_mmproj;
         self
     }
 
@@ -235,10 +278,11 @@ impl LmcppBuilder {
             toolchain.layout(),
             installed.as_ref(),
             &self.progress,
+            &self.pull,
         )
         .await?;
         let mut launch = LaunchOptions::new(&binary, &model.path);
-        launch.args = self.args;
+        launch.args = with_model_args(self.args, &model);
         launch.transport = self.transport;
         launch.runtime_dir = self.runtime_dir;
         launch.ready_timeout = self.ready_timeout;
@@ -265,6 +309,27 @@ impl LmcppBuilder {
             progress: self.progress,
         })
     }
+}
+
+/// Adds `--alias` and `--mmproj` for `model`, unless the arguments already set them (as
+/// fields or among the pass-through arguments, where llama-server would see them twice).
+fn with_model_args(mut args: ServerArgs, model: &ModelResolution) -> ServerArgs {
+    let passed = |flags: &[&str]| {
+        args.extra.iter().any(|a| {
+            let name = a.split('=').next().unwrap_or(a);
+            flags.contains(&name)
+        })
+    };
+    if args.alias.is_empty() && !passed(&["-a", "--alias"]) {
+        args.alias = vec![model.alias.clone()];
+    }
+    if args.mmproj.is_none()
+        && args.mmproj_url.is_none()
+        && !passed(&["-mm", "--mmproj", "-mmu", "--mmproj-url", "--no-mmproj"])
+    {
+        args.mmproj = model.mmproj.clone();
+    }
+    args
 }
 
 /// Asks a binary given by path for its flags (`--help`) and version, bounded to a few
@@ -397,36 +462,34 @@ pub async fn demo_model(
     Ok(written.path)
 }
 
-/// Resolves a model reference to a local GGUF file.
+/// Resolves a model reference to a local GGUF file and the name to serve it under.
 ///
 /// `None` means the default: [`DEFAULT_MODEL`] when the network allows (tried with a
-/// 10 s connect timeout and one retry), else the demo model with a notice. [`DEMO_MODEL`] is the generated demo model; anything else goes
-/// through the model store (local path, URL or Hugging Face, verified and cached).
+/// 10 s connect timeout and one retry), else the demo model with a notice. [`DEMO_MODEL`]
+/// is the generated demo model; anything else goes through the model store (local path,
+/// URL or Hugging Face, verified and cached). `pull` carries the alias override and
+/// whether to leave out a multimodal projector.
 pub async fn resolve_model(
     model: Option<&str>,
     store: &ModelStore,
     layout: &CacheLayout,
     installed: Option<&Installed>,
     progress: &SharedProgress,
+    pull: &PullOptions,
 ) -> Result<ModelResolution, Error> {
+    let alias = pull.alias.as_deref();
     match model {
         Some(DEMO_MODEL) => Ok(ModelResolution {
-            path: ensure_demo_model(layout, installed).await?,
-            notice: None,
+            alias: alias.unwrap_or(DEMO_MODEL).to_owned(),
+            ..ModelResolution::local(ensure_demo_model(layout, installed).await?, None)
         }),
         Some(reference) => {
             let local = Path::new(reference);
             if local.is_file() {
-                return Ok(ModelResolution {
-                    path: local.to_path_buf(),
-                    notice: None,
-                });
+                return Ok(ModelResolution::local(local.to_path_buf(), alias));
             }
-            let pulled = store.pull_str(reference, &PullOptions::default()).await?;
-            Ok(ModelResolution {
-                path: pulled.path,
-                notice: None,
-            })
+            let pulled = store.pull_str(reference, pull).await?;
+            Ok(ModelResolution::pulled(pulled))
         }
         None => {
             progress.event(ProgressEvent::Stage {
@@ -446,19 +509,17 @@ pub async fn resolve_model(
                 },
                 progress.clone(),
             )?;
-            match quick.pull_str(DEFAULT_MODEL, &PullOptions::default()).await {
-                Ok(pulled) => Ok(ModelResolution {
-                    path: pulled.path,
-                    notice: None,
-                }),
+            match quick.pull_str(DEFAULT_MODEL, pull).await {
+                Ok(pulled) => Ok(ModelResolution::pulled(pulled)),
                 Err(err) => {
                     let reason = err.to_string();
                     let reason = reason.lines().next().unwrap_or_default().to_owned();
                     Ok(ModelResolution {
-                        path: ensure_demo_model(layout, installed).await?,
                         notice: Some(format!(
                             "could not fetch {DEFAULT_MODEL} ({reason}); using the generated demo model, whose answers are random text"
                         )),
+                        alias: alias.unwrap_or(DEMO_MODEL).to_owned(),
+                        ..ModelResolution::local(ensure_demo_model(layout, installed).await?, None)
                     })
                 }
             }

@@ -261,6 +261,22 @@ pub fn validate(binary: &Path, model: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `path` made absolute with its directory resolved but its file name kept: a model in the
+/// Hugging Face cache is a link named like the file (`…-00001-of-00003.gguf`) to a blob
+/// named by its digest, and llama-server finds a split model's other parts by that name.
+fn resolve_keeping_name(path: &Path) -> Result<PathBuf> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match (dir.canonicalize(), path.file_name()) {
+        (Ok(dir), Some(name)) => Ok(dir.join(name)),
+        _ => path
+            .canonicalize()
+            .map_err(|e| Error::io("cannot resolve", path, e)),
+    }
+}
+
 /// Everything fixed before the first spawn attempt.
 #[derive(Debug)]
 struct Plan {
@@ -274,10 +290,7 @@ impl Plan {
     fn prepare(mut opts: LaunchOptions) -> Result<Self> {
         opts.check_owned()?;
         validate(&opts.binary, &opts.model)?;
-        let model = opts
-            .model
-            .canonicalize()
-            .map_err(|e| Error::io("cannot resolve", &opts.model, e))?;
+        let model = resolve_keeping_name(&opts.model)?;
         let prepared = Prepared::new(ProcessKind::Server, &opts.binary, opts.process())?;
         let fallback_dir = opts
             .socket_fallback_dir

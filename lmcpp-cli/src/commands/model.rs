@@ -32,11 +32,23 @@ async fn pull(ctx: &Ctx, args: PullArgs) -> Result<ExitCode> {
     let opts = PullOptions {
         sha256: args.sha256,
         cache_only: args.cache_only,
+        no_mmproj: args.no_mmproj,
         ..PullOptions::default()
     };
     let pulled = store.pull_str(&args.model, &opts).await?;
     ctx.output(&pulled, || {
         println!("{}", pulled.path.display());
+        // What `owner/repo` alone chose, the other parts and the projector, on stderr so
+        // stdout stays one path.
+        if let Some(file) = &pulled.repo_file {
+            eprintln!("lmcpp: {} is {file}", pulled.alias);
+        }
+        if pulled.parts.len() > 1 {
+            eprintln!("lmcpp: {} parts, all next to the first", pulled.parts.len());
+        }
+        if let Some(mmproj) = &pulled.mmproj {
+            eprintln!("lmcpp: multimodal projector {}", mmproj.display());
+        }
         Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

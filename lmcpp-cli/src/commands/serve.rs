@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use lmcpp::server::{
-    Endpoint, Entry, HttpPort, ProcessKind, RpcWorker, RpcWorkerOptions, TransportChoice,
+    Endpoint, Entry, HttpPort, ProcessKind, RpcWorker, RpcWorkerOptions, ServerRecord,
+    TransportChoice,
 };
 use serde_json::json;
 
@@ -38,11 +39,18 @@ pub(crate) async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
             TransportChoice::PublicHttp { bind, port }
         }
     };
-    let start = ctx
-        .builder(Some(args.model.clone()))
+    let mut server_args = server_args(args.extra, args.rpc, args.api_key.clone());
+    // The web UI is off unless asked for (llama-server's own default is on).
+    server_args.ui = Some(args.webui);
+    let mut builder = ctx.builder(Some(args.model.clone()));
+    if let Some(alias) = &args.alias {
+        builder = builder.alias(alias);
+    }
+    let start = builder
+        .no_mmproj(args.no_mmproj)
         .toolchain_request(args.toolchain.request(ctx.home.as_deref()).await?)
         .transport(transport)
-        .args(server_args(args.extra, args.rpc, args.api_key.clone()))
+        .args(server_args)
         .ready_timeout(Duration::from_secs(args.ready_timeout))
         .detached(args.detach)
         .start();
@@ -58,16 +66,21 @@ pub(crate) async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
         eprintln!("lmcpp: {notice}");
     }
     let record = running.server.record().clone();
-    ctx.output(&record, || {
+    let shown = Shown::new(&record);
+    ctx.output(&shown, || {
         println!("{} {}", record.id, record.endpoint);
         Ok(())
     })?;
+    if args.webui && matches!(record.endpoint, Endpoint::Http { .. }) {
+        eprintln!("lmcpp: web UI at {}/", record.endpoint);
+    }
     if args.detach {
         let _ = running.server.detach();
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!(
-        "lmcpp: serving {} on {} (log {}); Ctrl-C, SIGTERM or SIGHUP to stop",
+        "lmcpp: serving {} ({}) on {} (log {}); Ctrl-C, SIGTERM or SIGHUP to stop",
+        running.model.alias,
         running.model.path.display(),
         record.endpoint,
         record.log_path.display()
@@ -184,7 +197,8 @@ pub(crate) fn ps(ctx: &Ctx) -> Result<ExitCode> {
             _ => None,
         })
         .collect();
-    ctx.output(&live, || {
+    let shown: Vec<Shown<'_>> = live.iter().map(|r| Shown::new(r)).collect();
+    ctx.output(&shown, || {
         if live.is_empty() {
             println!("no servers running");
             return Ok(());
@@ -193,12 +207,20 @@ pub(crate) fn ps(ctx: &Ctx) -> Result<ExitCode> {
             "{:<13} {:<10} {:>8}  {:<40} MODEL",
             "ID", "KIND", "PID", "ENDPOINT"
         );
-        for r in &live {
+        for s in &shown {
+            let r = s.record;
             let (endpoint, model) = match (&r.kind, &r.endpoint) {
                 (ProcessKind::RpcWorker, Endpoint::Http { host, port }) => {
                     (format!("rpc://{host}:{port}"), "-".to_owned())
                 }
-                _ => (r.endpoint.to_string(), r.model.display().to_string()),
+                // The name clients select the model by, then the file it is.
+                _ => match &s.alias {
+                    Some(alias) => (
+                        r.endpoint.to_string(),
+                        format!("{alias} ({})", r.model.display()),
+                    ),
+                    None => (r.endpoint.to_string(), r.model.display().to_string()),
+                },
             };
             println!(
                 "{:<13} {:<10} {:>8}  {:<40} {}",
@@ -212,6 +234,39 @@ pub(crate) fn ps(ctx: &Ctx) -> Result<ExitCode> {
         Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A registry record as `serve` and `ps` show it: every field, plus the model's alias (the
+/// id the server reports in `/v1/models` and responses), read from its command line.
+#[derive(serde::Serialize)]
+struct Shown<'a> {
+    #[serde(flatten)]
+    record: &'a ServerRecord,
+    alias: Option<String>,
+}
+
+impl<'a> Shown<'a> {
+    fn new(record: &'a ServerRecord) -> Self {
+        Self {
+            alias: alias_of(&record.args),
+            record,
+        }
+    }
+}
+
+/// The `--alias`/`-a` value of a llama-server command line (the last one, as the server
+/// reads it).
+fn alias_of(args: &[String]) -> Option<String> {
+    let mut found = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if let Some(v) = a.strip_prefix("--alias=") {
+            found = Some(v.to_owned());
+        } else if a == "--alias" || a == "-a" {
+            found = it.next().cloned();
+        }
+    }
+    found
 }
 
 /// `lmcpp stop ID | --all`.
@@ -281,4 +336,24 @@ pub(crate) async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_alias_is_read_from_the_command_line() {
+        let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let table: &[(&[&str], Option<&str>)] = &[
+            (
+                &["--host", "x", "--alias", "o/r:Q4_K_M"],
+                Some("o/r:Q4_K_M"),
+            ),
+            (&["-a", "one", "--alias=two"], Some("two")),
+            (&["--ctx-size", "8"], None),
+            (&["--alias"], None),
+        ];
+        for (a, want) in table {
+            assert_eq!(super::alias_of(&args(a)).as_deref(), *want, "{a:?}");
+        }
+    }
 }

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod alias;
 mod gc;
 mod model;
 mod stand_in;

@@ -100,7 +100,7 @@ where
 }
 
 /// A `llama-server` that is this test binary in the stand-in role, and a GGUF for it.
-fn stand_in(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+pub(crate) fn stand_in(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     let marker = dir.join("stopped-by");
     let script = dir.join("llama-server");
@@ -120,7 +120,7 @@ fn stand_in(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (script, model, marker)
 }
 
-fn lmcpp(dir: &Path) -> Command {
+pub(crate) fn lmcpp(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lmcpp"));
     cmd.arg("--home")
         .arg(dir.join("home"))
