@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 
 use lmcpp::toolchain::prepared::PreparedPaths;
 
+mod names;
 mod rpc;
 
 /// Reads the prerequisites; fails (never skips) with the command that provides them.

@@ -1,0 +1,128 @@
+//! Readable names and the web UI against the real llama-server: a model found in the
+//! Hugging Face cache is served under the reference the user gave, which `/v1/models`, the
+//! responses and `lmcpp ps` report; `--webui` serves the UI page and without it there is none.
+//!
+//! A llama-server built offline embeds no UI assets (its build fetches or builds them), so
+//! the page comes from `--path`, which llama-server serves only while its UI is on.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use super::Env;
+
+const COMMIT: &str = "1111111111111111111111111111111111111111";
+const REPO: &str = "org/tiny-GGUF";
+const PAGE: &str = "<!doctype html><title>lmcpp ui test</title>";
+
+/// Places the demo model in a hub cache as `REPO`'s `tiny-Q4_K_M.gguf`, as
+/// `huggingface_hub` would (blob named by its SHA-256, snapshot link, `refs/main`).
+fn place_demo(hub: &Path, demo: &Path) {
+    let out = Command::new("sha256sum").arg(demo).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let digest = text.split_whitespace().next().unwrap().to_owned();
+    let dir = hub.join("models--org--tiny-GGUF");
+    for sub in ["blobs", "refs", &format!("snapshots/{COMMIT}")] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::copy(demo, dir.join("blobs").join(&digest)).unwrap();
+    std::fs::write(dir.join("refs/main"), COMMIT).unwrap();
+    std::os::unix::fs::symlink(
+        format!("../../blobs/{digest}"),
+        dir.join("snapshots").join(COMMIT).join("tiny-Q4_K_M.gguf"),
+    )
+    .unwrap();
+}
+
+/// One HTTP/1.1 request on loopback; the status and the body.
+fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+fn json_body(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn serve(env: &Env, extra: &[&str]) -> (serde_json::Value, String) {
+    let hub = env.dir.path().join("hub");
+    let public = env.dir.path().join("public");
+    std::fs::create_dir_all(&public).unwrap();
+    std::fs::write(public.join("index.html"), PAGE).unwrap();
+    let mut args = vec!["--json", "serve", "--model", REPO, "--http", "--detach"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "--path", public.to_str().unwrap()]);
+    let out = env
+        .cmd(&args)
+        .env("HF_HUB_CACHE", &hub)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (serde_json::from_slice(&out.stdout).unwrap(), stderr)
+}
+
+#[test]
+fn a_model_from_the_hub_cache_is_served_by_its_name_and_the_web_ui_only_when_asked() {
+    let env = Env::new();
+    place_demo(&env.dir.path().join("hub"), &env.paths.demo_model);
+
+    let (record, stderr) = serve(&env, &["--webui"]);
+    assert_eq!(record["alias"], REPO, "{record}");
+    let port = u16::try_from(record["endpoint"]["port"].as_u64().unwrap()).unwrap();
+    assert!(
+        stderr.contains(&format!("web UI at http://127.0.0.1:{port}/")),
+        "{stderr}"
+    );
+    // The id every OpenAI client selects the model by.
+    let (status, body) = http(port, "GET", "/v1/models", None);
+    assert_eq!(status, 200, "{body}");
+    let models = json_body(&body);
+    assert_eq!(models["data"][0]["id"], REPO, "{models}");
+    let request = format!(
+        r#"{{"model":"{REPO}","messages":[{{"role":"user","content":"Hi"}}],"max_tokens":2}}"#
+    );
+    let (status, body) = http(port, "POST", "/v1/chat/completions", Some(&request));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_body(&body)["model"], REPO, "{body}");
+    let ps = env.json(&["ps"]);
+    assert_eq!(ps[0]["alias"], REPO, "{ps}");
+    // The web UI's page.
+    let (status, body) = http(port, "GET", "/", None);
+    assert_eq!(status, 200, "{}", &body[..body.len().min(200)]);
+    assert!(body.contains(PAGE), "{body}");
+    env.ok(&["stop", "--all"]);
+
+    // Without --webui there is no page.
+    let (record, _) = serve(&env, &[]);
+    let port = u16::try_from(record["endpoint"]["port"].as_u64().unwrap()).unwrap();
+    let (status, _) = http(port, "GET", "/", None);
+    assert_ne!(status, 200);
+    let (status, body) = http(port, "GET", "/v1/models", None);
+    assert_eq!(status, 200);
+    assert_eq!(json_body(&body)["data"][0]["id"], REPO);
+}
