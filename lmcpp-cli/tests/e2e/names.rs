@@ -126,3 +126,92 @@ fn a_model_from_the_hub_cache_is_served_by_its_name_and_the_web_ui_only_when_ask
     assert_eq!(status, 200);
     assert_eq!(json_body(&body)["data"][0]["id"], REPO);
 }
+
+/// Writes `demo` as a split GGUF of two parts into `dir`, as `gguf-split` lays one out: the
+/// first part holds the metadata and half the tensors, the second the rest, each with the
+/// `split.*` keys llama.cpp reads.
+fn split_demo(demo: &Path, dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    use lmcpp::toolchain::gguf::{GgufValue, GgufWriter, read_gguf};
+    let file = read_gguf(demo).unwrap();
+    let bytes = std::fs::read(demo).unwrap();
+    let half = file.tensors.len() / 2;
+    let mut out = Vec::new();
+    for (no, tensors) in [&file.tensors[..half], &file.tensors[half..]]
+        .into_iter()
+        .enumerate()
+    {
+        let mut w = GgufWriter::new();
+        if no == 0 {
+            *w.metadata_mut() = file.metadata.clone();
+        }
+        w.set("split.no", GgufValue::U16(u16::try_from(no).unwrap()));
+        w.set("split.count", GgufValue::U16(2));
+        w.set(
+            "split.tensors.count",
+            GgufValue::I32(i32::try_from(file.tensors.len()).unwrap()),
+        );
+        for t in tensors {
+            let r = file.tensor_range(t);
+            let data = bytes[r.start as usize..r.end as usize].to_vec();
+            w.add_tensor(&t.name, &t.dims, t.ggml_type, data).unwrap();
+        }
+        let path = dir.join(format!("{prefix}-{:05}-of-00002.gguf", no + 1));
+        w.write_file(&path).unwrap();
+        out.push(path);
+    }
+    out
+}
+
+#[test]
+fn a_split_model_in_the_hub_cache_loads_from_its_first_part() {
+    let env = Env::new();
+    let parts = split_demo(&env.paths.demo_model, env.dir.path(), "tiny-Q4_K_M");
+    let hub = env.dir.path().join("hub");
+    let dir = hub.join("models--org--split-GGUF");
+    for sub in ["blobs", "refs", &format!("snapshots/{COMMIT}")] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(dir.join("refs/main"), COMMIT).unwrap();
+    // Blobs named by digest, links named like the parts: the server must be given the
+    // link's name, not the blob's, to find part 2.
+    for (i, part) in parts.iter().enumerate() {
+        let digest = format!("{:x}", i + 10).repeat(64);
+        std::fs::rename(part, dir.join("blobs").join(&digest)).unwrap();
+        std::os::unix::fs::symlink(
+            format!("../../blobs/{digest}"),
+            dir.join("snapshots")
+                .join(COMMIT)
+                .join(part.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    let out = env
+        .cmd(&[
+            "--json",
+            "serve",
+            "--model",
+            "org/split-GGUF",
+            "--http",
+            "--detach",
+        ])
+        .env("HF_HUB_CACHE", &hub)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        record["model"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("tiny-Q4_K_M-00001-of-00002.gguf")),
+        "{record}"
+    );
+    let port = u16::try_from(record["endpoint"]["port"].as_u64().unwrap()).unwrap();
+    let (status, body) = http(port, "GET", "/v1/models", None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_body(&body)["data"][0]["id"], "org/split-GGUF");
+    let request = r#"{"prompt":"Once","n_predict":2}"#;
+    let (status, body) = http(port, "POST", "/completion", Some(request));
+    assert_eq!(status, 200, "{body}");
+}

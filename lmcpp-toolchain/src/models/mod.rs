@@ -542,9 +542,14 @@ impl ModelStore {
             return Ok(found);
         }
         if self.inner.offline || opts.cache_only {
+            // Models from the hub are looked for in the hub cache; name that one.
+            let root = match source {
+                ModelSource::HuggingFace(_) => self.inner.hub.clone(),
+                _ => self.inner.root.clone(),
+            };
             return Err(Error::ModelNotCached {
                 source_ref: source.to_string(),
-                root: self.inner.root.clone(),
+                root,
             });
         }
 
