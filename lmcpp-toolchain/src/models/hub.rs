@@ -91,6 +91,15 @@ impl HubRepo {
         p
     }
 
+    /// The lock the Python client takes while it downloads blob `sha256`
+    /// (`<hub>/.locks/models--<owner>--<name>/<sha256>.lock`); both take it with `flock`, so
+    /// lmcpp and `huggingface_hub` never fetch the same blob at once.
+    pub(crate) fn download_lock(&self, sha256: &str) -> PathBuf {
+        let hub = self.dir.parent().unwrap_or(&self.dir);
+        let name = self.dir.file_name().unwrap_or_default();
+        hub.join(".locks").join(name).join(format!("{sha256}.lock"))
+    }
+
     fn ref_file(&self, revision: &str) -> PathBuf {
         let mut p = self.dir.join("refs");
         p.extend(revision.split('/'));
@@ -253,6 +262,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = HubRepo::new(dir.path(), "o/r");
         assert_eq!(repo.dir(), dir.path().join("models--o--r"));
+        assert_eq!(
+            repo.download_lock("ab"),
+            dir.path().join(".locks/models--o--r/ab.lock")
+        );
         let sha = "ab".repeat(32);
         let commit = "c".repeat(40);
         std::fs::create_dir_all(repo.blob(&sha).parent().unwrap()).unwrap();

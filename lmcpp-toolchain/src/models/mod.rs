@@ -624,6 +624,10 @@ impl ModelStore {
         let mut sizes = Vec::new();
         for (i, (file, sha)) in files.iter().enumerate() {
             guards.push(self.lock_blob(sha).await?);
+            // The other hub clients' lock for the same blob, so nobody fetches it twice.
+            guards.push(
+                lock_exclusive(&repo.download_lock(sha), self.inner.lock_timeout, progress).await?,
+            );
             let dest = repo.blob(sha);
             // A blob is named by its verified digest (by lmcpp or the other hub clients);
             // one whose size disagrees with the listing is handed to the downloader, which

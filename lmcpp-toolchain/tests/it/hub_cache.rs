@@ -454,3 +454,84 @@ print(len(s.files))
     assert_eq!(Path::new(lines[2]), m.mmproj.as_deref().unwrap());
     assert_eq!(lines[4], "4", "the three parts and the projector");
 }
+
+/// Sends every progress event to a channel.
+struct Events(std::sync::Mutex<std::sync::mpsc::Sender<lmcpp_toolchain::ProgressEvent>>);
+
+impl lmcpp_toolchain::Progress for Events {
+    fn event(&self, event: lmcpp_toolchain::ProgressEvent) {
+        let _ = self.0.lock().unwrap().send(event);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_huggingface_hub_is_downloading_is_waited_for() {
+    let server = TestServer::start().await;
+    let files = split_repo();
+    serve_repo(&server, "org/split", &files);
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir
+        .path()
+        .join("hub/.locks/models--org--split")
+        .join(format!("{}.lock", sha(&files[0].1)));
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    // The Python client's own lock (`filelock`, which huggingface_hub depends on), held
+    // until its stdin closes.
+    let mut python = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys\nfrom filelock import FileLock\nwith FileLock(sys.argv[1]):\n    print('locked', flush=True)\n    sys.stdin.read()\n",
+        ])
+        .arg(&lock)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("python3 cannot be run ({e}); install Python 3, then `{INSTALL}`"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(python.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(
+        line.trim(),
+        "locked",
+        "the Python lock was not taken: run `{INSTALL}`"
+    );
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let store = ModelStore::with_progress(
+        options(dir.path(), &server),
+        std::sync::Arc::new(Events(std::sync::Mutex::new(tx))),
+    )
+    .unwrap();
+    let pull = tokio::spawn(async move {
+        store
+            .pull_str("org/split:Q4_K_M", &PullOptions::default())
+            .await
+    });
+    // The pull reports that it waits on that lock; nothing of the blob is fetched meanwhile.
+    let waited = tokio::task::spawn_blocking(move || {
+        rx.iter().find_map(|e| match e {
+            lmcpp_toolchain::ProgressEvent::Waiting { path, .. } => Some(path),
+            _ => None,
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(waited.as_deref(), Some(lock.as_path()));
+    let cdn = format!("/cdn/{}", sha(&files[0].1));
+    let gets = |server: &TestServer| {
+        server
+            .requests(&cdn)
+            .iter()
+            .filter(|r| r.method == http::Method::GET)
+            .count()
+    };
+    assert_eq!(gets(&server), 0);
+    drop(python.stdin.take());
+    python.wait().unwrap();
+    let m = pull.await.unwrap().unwrap();
+    assert_eq!(m.parts.len(), 3);
+    assert_eq!(gets(&server), 1);
+}
