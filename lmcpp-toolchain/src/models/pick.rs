@@ -475,4 +475,35 @@ mod tests {
         .unwrap();
         assert_eq!(none.mmproj, None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn split_names_never_panic_and_round_trip(name in "\\PC{0,40}(-[0-9]{5}-of-[0-9]{5})?(\\.gguf)?") {
+            if let Some((prefix, n, m)) = split_part(&name) {
+                proptest::prop_assert!(n >= 1 && n <= m);
+                proptest::prop_assert_eq!(part_name(prefix, n, m).to_ascii_lowercase(), name.to_ascii_lowercase());
+            }
+        }
+
+        #[test]
+        fn any_listing_selects_or_explains(
+            names in proptest::collection::vec("(mmproj-)?[a-zé/]{0,6}(-Q4_K_M|-Q8_0)?(-0000[0-3]-of-0000[1-3])?\\.gguf", 0..12),
+            mmproj in proptest::bool::ANY,
+        ) {
+            let list = entries(&names.iter().map(String::as_str).collect::<Vec<_>>());
+            for sel in [
+                HfSelector::Default,
+                HfSelector::Quant("Q4_K_M".into()),
+                HfSelector::File(names.first().cloned().unwrap_or_default()),
+            ] {
+                for rule in [DefaultRule::Preference, DefaultRule::FirstOnly] {
+                    if let Ok(s) = select(&src(sel.clone()), &list, mmproj, rule) {
+                        // A model is never a projector, and its parts are all listed.
+                        proptest::prop_assert!(!s.parts.is_empty());
+                        proptest::prop_assert!(s.parts.iter().all(|p| !is_mmproj(&p.path) && names.contains(&p.path)));
+                    }
+                }
+            }
+        }
+    }
 }
