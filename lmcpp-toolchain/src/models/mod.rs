@@ -25,7 +25,7 @@
 //! [`Downloader`] (`.part` file, `Range` resume vouched for by the digest or the ETag,
 //! SHA-256 while streaming, GGUF magic, retries honouring `Retry-After`, atomic rename).
 //!
-//! Lock order: a reference's lock before a blob's. A blob is moved into place and its ref
+//! Lock order: a reference's lock before a blob's; several blobs' locks in digest order. A blob is moved into place and its ref
 //! written under the blob's lock (for a known digest the lock is taken before the
 //! download starts), and removal decides "no ref uses it any more" and deletes it under
 //! the same lock, so a removal never deletes a blob that a concurrent pull is publishing.
@@ -618,16 +618,23 @@ impl ModelStore {
             .chain(plan.mmproj.iter())
             .map(|(c, sha)| (c, sha.as_str()))
             .collect();
+        // Every blob's locks up front, in digest order (the order every multi-blob holder
+        // uses, so two of them never wait on each other crosswise).
+        let mut shas: Vec<&str> = files.iter().map(|(_, sha)| *sha).collect();
+        shas.sort_unstable();
+        shas.dedup();
         let mut guards = Vec::new();
-        let mut transferred = 0;
-        let mut etag = None;
-        let mut sizes = Vec::new();
-        for (i, (file, sha)) in files.iter().enumerate() {
+        for sha in shas {
             guards.push(self.lock_blob(sha).await?);
             // The other hub clients' lock for the same blob, so nobody fetches it twice.
             guards.push(
                 lock_exclusive(&repo.download_lock(sha), self.inner.lock_timeout, progress).await?,
             );
+        }
+        let mut transferred = 0;
+        let mut etag = None;
+        let mut sizes = Vec::new();
+        for (i, (file, sha)) in files.iter().enumerate() {
             let dest = repo.blob(sha);
             // A blob is named by its verified digest (by lmcpp or the other hub clients);
             // one whose size disagrees with the listing is handed to the downloader, which
@@ -1205,7 +1212,19 @@ impl ModelStore {
     /// neither the blob nor a reference to it.
     pub async fn remove_digest(&self, sha256: &str) -> Result<RemovedModel> {
         let sha256 = String::from(Sha256::parse(sha256)?);
-        let _blob = self.lock_blob(&sha256).await?;
+        // The models using it lose their other files (split parts, projectors) too: lock
+        // all of their blobs, in digest order.
+        let mut shas: std::collections::BTreeSet<String> = self
+            .all_refs()?
+            .iter()
+            .filter(|r| r.uses(&sha256))
+            .flat_map(|r| r.files().into_iter().map(|(_, s, _)| s.to_owned()))
+            .collect();
+        shas.insert(sha256.clone());
+        let mut _guards = Vec::new();
+        for sha in &shas {
+            _guards.push(self.lock_blob(sha).await?);
+        }
         let refs: Vec<ModelRef> = self
             .all_refs()?
             .into_iter()
@@ -1219,17 +1238,6 @@ impl ModelStore {
                 root: self.inner.root.clone(),
             });
         }
-        // The other files of those models (split parts, projectors) go with them.
-        let others: Vec<ModelRef> = refs
-            .iter()
-            .filter(|r| r.files().iter().any(|(_, s, _)| *s != sha256))
-            .cloned()
-            .collect();
-        let _others = self.lock_blobs(&others).await.map(|g| {
-            g.into_iter()
-                .filter(|g| !g.path().ends_with(format!("blob-{sha256}.lock")))
-                .collect::<Vec<_>>()
-        });
         for r in &refs {
             self.forget(r)?;
         }

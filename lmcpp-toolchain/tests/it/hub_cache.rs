@@ -535,3 +535,43 @@ async fn a_blob_huggingface_hub_is_downloading_is_waited_for() {
     assert_eq!(m.parts.len(), 3);
     assert_eq!(gets(&server), 1);
 }
+
+#[tokio::test]
+async fn removing_one_part_by_digest_removes_the_whole_model() {
+    let server = TestServer::start().await;
+    let files = split_repo();
+    serve_repo(&server, "org/split", &files);
+    let dir = tempfile::tempdir().unwrap();
+    // A short wait: a removal that waited on a lock it holds itself fails instead of hanging.
+    let store = ModelStore::new(ModelStoreOptions {
+        lock_timeout: Duration::from_secs(5),
+        ..options(dir.path(), &server)
+    })
+    .unwrap();
+    let m = store
+        .pull_str("org/split:Q4_K_M", &PullOptions::default())
+        .await
+        .unwrap();
+    let removed = store.remove_digest(&sha(&files[1].1)).await.unwrap();
+    assert_eq!(removed.sources, ["hf://org/split:Q4_K_M"]);
+    let expected: u64 = [&files[0], &files[1], &files[2], &files[5]]
+        .iter()
+        .map(|(_, b)| b.len() as u64)
+        .sum();
+    assert_eq!(removed.freed, expected);
+    for p in m.parts.iter().chain(m.mmproj.iter()) {
+        assert!(
+            std::fs::symlink_metadata(p).is_err(),
+            "{} is left",
+            p.display()
+        );
+    }
+    let blobs = repo_dir(dir.path(), "org/split").join("blobs");
+    let left: Vec<_> = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(store.list().unwrap().is_empty());
+}
