@@ -423,7 +423,7 @@ pub enum Error {
     /// The hub named neither a SHA-256 digest nor a commit for a file of a model with
     /// several files, so it cannot be verified and placed in the Hugging Face cache.
     #[error(
-        "the hub gave no sha256 digest or commit for {url}; only single-file models can be pulled without them (name one file, or pass its sha256)"
+        "the hub gave no sha256 digest or commit for {url}; only single-file models can be pulled without them (leave out the projector with --no-mmproj, name one file, or pass its sha256)"
     )]
     HubFileUnverifiable {
         /// The resolve URL asked.

@@ -575,3 +575,48 @@ async fn removing_one_part_by_digest_removes_the_whole_model() {
     assert!(left.is_empty(), "{left:?}");
     assert!(store.list().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_hub_that_names_no_commit_gets_single_files_into_lmcpp_s_area_only() {
+    let server = TestServer::start().await;
+    let files = split_repo();
+    serve_repo(&server, "org/split", &files);
+    // The same repository, but the resolve redirects carry no `X-Repo-Commit`.
+    for (path, body) in &files {
+        let digest = sha(body);
+        server.route(
+            &format!("/org/split/resolve/main/{path}"),
+            Route::redirect(format!("/cdn/{digest}"))
+                .header("x-linked-etag", &format!("\"{digest}\"")),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = ModelStore::new(options(dir.path(), &server)).unwrap();
+    let m = store
+        .pull_str(
+            "org/split:m-Q8_0.gguf",
+            &PullOptions {
+                no_mmproj: true,
+                ..PullOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        m.blob.as_deref(),
+        Some(
+            dir.path()
+                .join("lmcpp/models/blobs")
+                .join(sha(&files[3].1))
+                .as_path()
+        )
+    );
+    assert_eq!(std::fs::read(&m.path).unwrap(), files[3].1);
+    let err = store
+        .pull_str("org/split:Q4_K_M", &PullOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::HubFileUnverifiable { .. }), "{err:?}");
+    assert!(err.to_string().contains("--no-mmproj"), "{err}");
+    assert!(!dir.path().join("hub/models--org--split/snapshots").exists());
+}
