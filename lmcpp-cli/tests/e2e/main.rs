@@ -42,7 +42,9 @@ impl Env {
             .arg(&self.paths.llama_server)
             .arg("--quiet")
             .args(args)
-            .env_remove("LMCPP_HOME");
+            .env_remove("LMCPP_HOME")
+            // The Hugging Face cache too: nothing is looked for or written in `~`.
+            .env("HF_HUB_CACHE", self.dir.path().join("hub"));
         c
     }
 

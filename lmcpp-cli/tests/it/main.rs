@@ -21,6 +21,8 @@ fn lmcpp(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .env_remove("LMCPP_HOME")
         .env_remove("LMCPP_SERVER_BIN")
+        // The Hugging Face cache too: nothing is looked for or written in `~`.
+        .env("HF_HUB_CACHE", dir.join("hub"))
         .output()
         .unwrap()
 }

@@ -129,7 +129,8 @@ pub(crate) fn lmcpp(dir: &Path) -> Command {
         .arg("--quiet")
         .env_remove("LMCPP_HOME")
         .env_remove("LMCPP_SERVER_BIN")
-        .env_remove("LLAMA_API_KEY");
+        .env_remove("LLAMA_API_KEY")
+        .env("HF_HUB_CACHE", dir.join("hub"));
     cmd
 }
 
