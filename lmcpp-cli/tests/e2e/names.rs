@@ -2,6 +2,9 @@
 //! Hugging Face cache is served under the reference the user gave, which `/v1/models`, the
 //! responses and `lmcpp ps` report; `--webui` serves the UI page and without it there is none.
 //!
+//! The multimodal projector is a tiny generated LLaVA-style one that the real server loads
+//! next to the demo model.
+//!
 //! A llama-server built offline embeds no UI assets (its build fetches or builds them), so
 //! the page comes from `--path`, which llama-server serves only while its UI is on.
 
@@ -214,4 +217,126 @@ fn a_split_model_in_the_hub_cache_loads_from_its_first_part() {
     let request = r#"{"prompt":"Once","n_predict":2}"#;
     let (status, body) = http(port, "POST", "/completion", Some(request));
     assert_eq!(status, 200, "{body}");
+}
+
+/// Writes a tiny LLaVA-style projector (`clip.projector_type = mlp`: one vision block, a
+/// two-layer projection to the text model's `n_embd`) with small deterministic weights.
+fn tiny_mmproj(path: &Path, n_embd_text: u64) {
+    use lmcpp::toolchain::gguf::{GgufArray, GgufValue, GgufWriter};
+    const E: u64 = 32; // vision width
+    const FF: u64 = 64;
+    const PATCH: u64 = 14;
+    const IMAGE: u64 = 28;
+    let n_pos = (IMAGE / PATCH) * (IMAGE / PATCH);
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", "clip")
+        .set("clip.projector_type", "mlp")
+        .set("clip.has_vision_encoder", true)
+        .set("clip.vision.image_size", IMAGE as u32)
+        .set("clip.vision.patch_size", PATCH as u32)
+        .set("clip.vision.embedding_length", E as u32)
+        .set("clip.vision.feed_forward_length", FF as u32)
+        .set("clip.vision.block_count", 1u32)
+        .set("clip.vision.attention.head_count", 2u32)
+        .set("clip.vision.attention.layer_norm_epsilon", 1e-5f32)
+        .set("clip.vision.projection_dim", n_embd_text as u32)
+        .set(
+            "clip.vision.image_mean",
+            GgufValue::Array(GgufArray::F32(vec![0.5; 3])),
+        )
+        .set(
+            "clip.vision.image_std",
+            GgufValue::Array(GgufArray::F32(vec![0.5; 3])),
+        );
+    let mut seed = 1u32;
+    let mut values = |n: u64| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (f64::from(seed >> 8) / f64::from(1u32 << 24) - 0.5) as f32 * 0.02
+            })
+            .collect()
+    };
+    let mut add = |name: &str, dims: &[u64]| {
+        let n = dims.iter().product();
+        w.add_f32_tensor(name, dims, &values(n)).unwrap();
+    };
+    add("v.patch_embd.weight", &[PATCH, PATCH, 3, E]);
+    add("v.position_embd.weight", &[E, n_pos]);
+    for t in ["attn_q", "attn_k", "attn_v", "attn_out"] {
+        add(&format!("v.blk.0.{t}.weight"), &[E, E]);
+        add(&format!("v.blk.0.{t}.bias"), &[E]);
+    }
+    for t in ["ln1", "ln2"] {
+        add(&format!("v.blk.0.{t}.weight"), &[E]);
+        add(&format!("v.blk.0.{t}.bias"), &[E]);
+    }
+    add("v.blk.0.ffn_up.weight", &[E, FF]);
+    add("v.blk.0.ffn_up.bias", &[FF]);
+    add("v.blk.0.ffn_down.weight", &[FF, E]);
+    add("v.blk.0.ffn_down.bias", &[E]);
+    add("mm.0.weight", &[E, n_embd_text]);
+    add("mm.0.bias", &[n_embd_text]);
+    add("mm.2.weight", &[n_embd_text, n_embd_text]);
+    add("mm.2.bias", &[n_embd_text]);
+    w.write_file(path).unwrap();
+}
+
+#[test]
+fn a_multimodal_model_is_served_with_the_projector_pulled_with_it() {
+    let env = Env::new();
+    let hub = env.dir.path().join("hub");
+    let dir = hub.join("models--org--vision-GGUF");
+    for sub in ["blobs", "refs", &format!("snapshots/{COMMIT}")] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(dir.join("refs/main"), COMMIT).unwrap();
+    let n_embd = lmcpp::toolchain::gguf::read_gguf(&env.paths.demo_model)
+        .unwrap()
+        .summary()
+        .embedding_length
+        .unwrap();
+    let proj = env.dir.path().join("mmproj.gguf");
+    tiny_mmproj(&proj, n_embd);
+    for (i, (src, name)) in [
+        (env.paths.demo_model.as_path(), "vision-Q4_K_M.gguf"),
+        (proj.as_path(), "mmproj-vision-f16.gguf"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let digest = format!("{:x}", i + 3).repeat(64);
+        std::fs::copy(src, dir.join("blobs").join(&digest)).unwrap();
+        std::os::unix::fs::symlink(
+            format!("../../blobs/{digest}"),
+            dir.join("snapshots").join(COMMIT).join(name),
+        )
+        .unwrap();
+    }
+    let (record, _) = serve_model(&env, &["--model", "org/vision-GGUF"]);
+    let args: Vec<String> = serde_json::from_value(record["args"].clone()).unwrap();
+    assert!(
+        args.iter().any(|a| a.ends_with("mmproj-vision-f16.gguf")),
+        "{args:?}"
+    );
+    let port = u16::try_from(record["endpoint"]["port"].as_u64().unwrap()).unwrap();
+    let (status, body) = http(port, "GET", "/props", None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_body(&body)["modalities"]["vision"], true, "{body}");
+    env.ok(&["stop", "--all"]);
+
+    // Without the projector the same model is text only.
+    let (record, _) = serve_model(&env, &["--model", "org/vision-GGUF", "--no-mmproj"]);
+    let port = u16::try_from(record["endpoint"]["port"].as_u64().unwrap()).unwrap();
+    let (_, body) = http(port, "GET", "/props", None);
+    assert_eq!(json_body(&body)["modalities"]["vision"], false, "{body}");
+}
+
+fn serve_model(env: &Env, extra: &[&str]) -> (serde_json::Value, String) {
+    let mut args = vec!["--json", "serve", "--http", "--detach"];
+    args.extend_from_slice(extra);
+    let out = env.cmd(&args).env("HF_HUB_OFFLINE", "1").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (serde_json::from_slice(&out.stdout).unwrap(), stderr)
 }
