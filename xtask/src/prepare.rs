@@ -66,8 +66,38 @@ pub(crate) fn line_progress() -> SharedProgress {
     })
 }
 
+/// The hub-cache tests check lmcpp's layout with the `huggingface_hub` package itself;
+/// install it from the package index when it is missing.
+fn ensure_huggingface_hub() -> Result<()> {
+    let python = std::env::var("LMCPP_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let has = std::process::Command::new(&python)
+        .args(["-c", "import huggingface_hub"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has {
+        return Ok(());
+    }
+    eprintln!("xtask: installing huggingface_hub for the hub-cache tests");
+    let status = std::process::Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "huggingface_hub",
+        ])
+        .status()
+        .context("running pip")?;
+    if !status.success() {
+        bail!("`{python} -m pip install huggingface_hub` failed ({status})");
+    }
+    Ok(())
+}
+
 pub(crate) fn prepare() -> Result<Prepared> {
     let started = Instant::now();
+    ensure_huggingface_hub()?;
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let toolchain = Toolchain::new(None).context("opening the toolchain cache")?;
     eprintln!(
