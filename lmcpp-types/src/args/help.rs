@@ -239,6 +239,18 @@ impl BinaryFlags {
                     .map(|f| (*f).to_owned())
             })
         };
+        // A switch this binary knows only by its negation (`--no-webui` without `--webui`)
+        // is on by default there: turning it on means leaving it out.
+        let only_negation = !negated
+            && value.is_none()
+            && pinned.is_some_and(|p| {
+                p.flags
+                    .iter()
+                    .any(|f| f.starts_with("--no-") && self.accepts(f))
+            });
+        if spelled.is_none() && only_negation {
+            return Ok(());
+        }
         let Some(spelled) = spelled else {
             return Err(self.unsupported(
                 flag,
@@ -371,6 +383,7 @@ mod tests {
             (&["--flash-attn", "off"], &[]),
             (&["-fa", "auto", "-c", "64"], &["-c", "64"]),
             (&["--no-ui"], &["--no-webui"]),
+            (&["--ui"], &[]),
             (&["--pooling", "mean"], &["--pooling", "mean"]),
             (&["--slots"], &["--slots"]),
             (&["--port=8081"], &["--port", "8081"]),
