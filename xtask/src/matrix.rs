@@ -271,9 +271,7 @@ fn runner(os: &str, arch: &str) -> &'static str {
 }
 
 fn print_table(legs: &[Leg], tag: &str) {
-    println!(
-        "build matrix (asset names for tag {tag}; set LMCPP_LLAMA_TAG or --tag for a real one)"
-    );
+    println!("build matrix (asset names for tag {tag}; --tag picks another release)");
     println!(
         "{:<7} {:<8} {:<8} {:<10} {:<9} {:>8} {:>10}  DETAIL",
         "BACKEND", "OS", "ARCH", "PLAN", "HERE", "TIME", "SIZE"
