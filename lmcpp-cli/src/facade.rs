@@ -42,6 +42,9 @@ pub enum Error {
         /// The toolchain entry (or explicit binary) without a source tree.
         what: String,
     },
+    /// The blocking API could not start its runtime.
+    #[error("cannot start the blocking API's runtime: {0}")]
+    Runtime(String),
 }
 
 impl Error {
@@ -51,7 +54,7 @@ impl Error {
         match self {
             Self::Toolchain(e) => e.is_user_error(),
             Self::Server(e) => e.is_user_error(),
-            Self::NoSourceTree { .. } => false,
+            Self::NoSourceTree { .. } | Self::Runtime(_) => false,
         }
     }
 
@@ -61,7 +64,7 @@ impl Error {
         match self {
             Self::Toolchain(e) => e.is_transient(),
             Self::Server(e) => e.is_transient(),
-            Self::NoSourceTree { .. } => false,
+            Self::NoSourceTree { .. } | Self::Runtime(_) => false,
         }
     }
 }

@@ -22,6 +22,8 @@
 //! (`lmcpp-types`, `lmcpp-toolchain`, `lmcpp-server`) for everything the builder does not
 //! cover.
 
+#[cfg(feature = "blocking")]
+pub mod blocking;
 mod facade;
 
 pub use facade::{

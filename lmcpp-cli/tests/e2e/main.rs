@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 
 use lmcpp::toolchain::prepared::PreparedPaths;
 
+mod blocking;
 mod names;
 mod rpc;
 
