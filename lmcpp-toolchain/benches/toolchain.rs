@@ -46,39 +46,47 @@ fn fake_release(top: &str) -> Vec<u8> {
     b.into_inner().unwrap().finish().unwrap()
 }
 
-async fn warm_ensure(rounds: usize) {
-    let server = TestServer::start().await;
-    let tag = "b1";
+/// The host's CPU asset name of `tag` and the top-level folder its archive holds.
+fn host_asset(tag: &str) -> (String, String) {
     let asset = lmcpp_toolchain::plan::prebuilt_assets(
         tag,
         std::env::consts::OS,
         std::env::consts::ARCH,
         Backend::Cpu,
-        "12.4",
+        "",
     )
     .unwrap()
     .remove(0);
-    let top = asset.trim_end_matches(".tar.gz").trim_end_matches(".zip");
-    server.route(
-        &format!("/r/releases/download/{tag}/{asset}"),
-        Route::file(fake_release(top)),
-    );
+    let top = asset
+        .trim_end_matches(".tar.gz")
+        .trim_end_matches(".zip")
+        .to_owned();
+    (asset, top)
+}
+
+/// Serves `archive` as the host asset of `tag` on a loopback "GitHub" under `/r`, listed
+/// with its size and SHA-256, and returns the install-only request for it and its URL path.
+fn serve_release(server: &TestServer, tag: &str, archive: Vec<u8>) -> (ToolchainRequest, String) {
+    let (asset, _) = host_asset(tag);
+    let url_path = format!("/r/releases/download/{tag}/{asset}");
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&archive))
+    };
     let listing = serde_json::json!({
         "tag_name": tag,
         "assets": [{
             "name": asset,
-            "size": 0,
-            "browser_download_url": server.url(&format!("/r/releases/download/{tag}/{asset}")),
+            "size": archive.len(),
+            "digest": format!("sha256:{digest}"),
+            "browser_download_url": server.url(&url_path),
         }],
     });
+    server.route(&url_path, Route::file(archive).chunk(256 * 1024));
     server.route(
         &format!("/r/api/releases/tags/{tag}"),
         Route::file(listing.to_string().into_bytes()),
     );
-    let root = tempfile::tempdir().unwrap();
-    let tc = Toolchain::new(Some(root.path()))
-        .unwrap()
-        .with_probes(Probes::default());
     let req = ToolchainRequest {
         version: LlamaVersion::tag(tag),
         sources: vec![Source::GithubRelease],
@@ -88,6 +96,17 @@ async fn warm_ensure(rounds: usize) {
         github_api: server.url("/r/api"),
         ..ToolchainRequest::default()
     };
+    (req, url_path)
+}
+
+async fn warm_ensure(rounds: usize) {
+    let server = TestServer::start().await;
+    let (_, top) = host_asset("b1");
+    let (req, _) = serve_release(&server, "b1", fake_release(&top));
+    let root = tempfile::tempdir().unwrap();
+    let tc = Toolchain::new(Some(root.path()))
+        .unwrap()
+        .with_probes(Probes::default());
     let installed = tc.ensure(&req, &no_progress()).await.unwrap();
     let p = no_progress();
     let mut ensure = Vec::with_capacity(rounds);
@@ -207,46 +226,8 @@ fn big_release(top: &str, mib: usize) -> Vec<u8> {
 
 async fn prebuilt_install(mib: usize, rounds: usize) {
     let server = TestServer::start().await;
-    let tag = "b2";
-    let asset = lmcpp_toolchain::plan::prebuilt_assets(
-        tag,
-        std::env::consts::OS,
-        std::env::consts::ARCH,
-        Backend::Cpu,
-        "",
-    )
-    .unwrap()
-    .remove(0);
-    let top = asset.trim_end_matches(".tar.gz").trim_end_matches(".zip");
-    let archive = big_release(top, mib);
-    let url_path = format!("/r/releases/download/{tag}/{asset}");
-    let digest = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(&archive))
-    };
-    let listing = serde_json::json!({
-        "tag_name": tag,
-        "assets": [{
-            "name": asset,
-            "size": archive.len(),
-            "digest": format!("sha256:{digest}"),
-            "browser_download_url": server.url(&url_path),
-        }],
-    });
-    server.route(&url_path, Route::file(archive).chunk(256 * 1024));
-    server.route(
-        &format!("/r/api/releases/tags/{tag}"),
-        Route::file(listing.to_string().into_bytes()),
-    );
-    let req = ToolchainRequest {
-        version: LlamaVersion::tag(tag),
-        sources: vec![Source::GithubRelease],
-        backend: Backend::Cpu,
-        mode: Mode::InstallOnly,
-        github_repo: server.url("/r"),
-        github_api: server.url("/r/api"),
-        ..ToolchainRequest::default()
-    };
+    let (_, top) = host_asset("b2");
+    let (req, url_path) = serve_release(&server, "b2", big_release(&top, mib));
     let (mut ours, mut reference) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         let root = tempfile::tempdir().unwrap();
