@@ -210,6 +210,8 @@ struct Outcome {
     source: String,
     source_dir: Option<PathBuf>,
     cmake_args: Vec<String>,
+    /// What `llama-server --version` printed, when it already ran in scratch.
+    version_output: Option<String>,
 }
 
 /// How a source tree is built.
@@ -365,7 +367,12 @@ impl Toolchain {
         &self,
         request: &ToolchainRequest,
     ) -> Result<Vec<(Origin, String, PathBuf)>> {
-        let (backend, _) = self.resolve_backend(request)?;
+        Ok(self.keyed(request).await?.entries)
+    }
+
+    /// The backend `request` resolves to (with why) and its entries, in the order tried.
+    async fn keyed(&self, request: &ToolchainRequest) -> Result<Keyed> {
+        let (backend, reason) = self.resolve_backend(request)?;
         let origins = request.origins();
         if origins.is_empty() {
             return Err(Error::InvalidRequest {
@@ -388,20 +395,22 @@ impl Toolchain {
             let dir = self.layout.toolchain_entry(&fp);
             out.push((origin, fp, dir));
         }
-        Ok(out)
+        Ok(Keyed {
+            backend,
+            reason,
+            entries: out,
+        })
     }
 
     /// The entry `request` maps to on this machine: the first usable one among
     /// [`Toolchain::entries_for`], else the first one that would be produced.
     pub async fn entry_for(&self, request: &ToolchainRequest) -> Result<(String, PathBuf)> {
         let entries = self.entries_for(request).await?;
-        let usable = entries.iter().find(|(_, _, dir)| {
-            read_state(dir)
-                .ok()
-                .flatten()
-                .is_some_and(|s| installed_from(dir, &s).is_some())
-        });
-        let (_, fp, dir) = usable.or(entries.first()).ok_or(Error::InvalidRequest {
+        let (_, fp, dir) = match first_usable(&entries) {
+            Some(i) => entries.iter().find(|e| e.2 == i.entry_dir),
+            None => entries.first(),
+        }
+        .ok_or(Error::InvalidRequest {
             reason: "the request maps to no entry".into(),
         })?;
         Ok((fp.clone(), dir.clone()))
@@ -451,15 +460,9 @@ impl Toolchain {
     /// Returns the cached toolchain for `request` without any network or build work.
     pub async fn ensure_cached(&self, request: &ToolchainRequest) -> Result<Installed> {
         let entries = self.entries_for(request).await?;
-        for (_, _, dir) in &entries {
-            if let Ok(Some(state)) = read_state(dir)
-                && let Some(i) = installed_from(dir, &state)
-            {
-                return Ok(i);
-            }
-        }
-        let entry = entries.into_iter().next().map(|e| e.2).unwrap_or_default();
-        Err(Error::NotCached { entry })
+        first_usable(&entries).ok_or_else(|| Error::NotCached {
+            entry: entries.into_iter().next().map(|e| e.2).unwrap_or_default(),
+        })
     }
 
     /// Makes sure the toolchain for `request` is installed or built, and returns it.
@@ -474,15 +477,14 @@ impl Toolchain {
         request: &ToolchainRequest,
         progress: &SharedProgress,
     ) -> Result<Installed> {
-        let entries = self.entries_for(request).await?;
-        for (_, _, dir) in &entries {
-            if let Ok(Some(state)) = read_state(dir)
-                && let Some(i) = installed_from(dir, &state)
-            {
-                return Ok(i);
-            }
+        let Keyed {
+            backend,
+            reason,
+            entries,
+        } = self.keyed(request).await?;
+        if let Some(i) = first_usable(&entries) {
+            return Ok(i);
         }
-        let (backend, reason) = self.resolve_backend(request)?;
         if request.backend == Backend::Auto {
             progress.event(ProgressEvent::Note {
                 message: format!("backend auto: {backend} ({reason})"),
@@ -630,7 +632,10 @@ impl Toolchain {
         }
         // Nothing is published that does not start: `--version` must answer (shared
         // libraries found, CPU supported), and `--help` is kept as the flags it accepts.
-        let version_out = run_binary(&server_path, "--version").await?;
+        let version_out = match outcome.version_output {
+            Some(out) => out,
+            None => run_binary(&server_path, "--version").await?,
+        };
         let obtained = BinaryVersion::parse(&version_out);
         let help = run_binary(&server_path, "--help").await.unwrap_or_default();
         let help_tmp = scratch.join(HELP_FILE);
@@ -748,6 +753,7 @@ impl Toolchain {
                 source: format!("{kind} {location}"),
                 source_dir: Some(tree),
                 cmake_args: plan.cmake_args.clone(),
+                version_output: None,
             });
         }
         Err(Error::AllSourcesFailed { attempts })
@@ -764,76 +770,16 @@ impl Toolchain {
     ) -> Result<Outcome> {
         let server = exe_name("llama-server");
         let bin = scratch.join("bin");
-        let (dir, label) = match src {
+        let (dir, label, version_output) = match src {
             Source::PrebuiltUrl { url, sha256 } => {
                 let archives = [(url.clone(), sha256.clone(), None)];
                 let dir = source::install_prebuilt(ctx, &archives, scratch, &server).await?;
-                (dir, url.clone())
+                let version = run_binary(&dir.join(&server), "--version").await?;
+                (dir, url.clone(), version)
             }
             _ => {
-                let tag = request
-                    .version
-                    .tag
-                    .as_deref()
-                    .ok_or(Error::InvalidRequest {
-                        reason: "a prebuilt release needs a release tag".into(),
-                    })?;
-                let api = request.github_api.trim_end_matches('/');
-                let listing =
-                    source::release_listing(ctx, &format!("{api}/releases/tags/{tag}")).await?;
-                let cuda = crate::release::CudaPreference {
-                    label: request.cuda_label.clone(),
-                    driver_max: self.probes().cuda_driver,
-                };
-                let choices = crate::release::choose_assets(
-                    &listing,
-                    std::env::consts::OS,
-                    std::env::consts::ARCH,
-                    request.backend,
-                    &cuda,
-                )
-                .map_err(|reason| Error::NoPrebuilt { reason })?;
-                let mut failures = Vec::new();
-                let mut found = None;
-                for choice in choices {
-                    let archives: Vec<_> = choice
-                        .assets
-                        .iter()
-                        .map(|a| {
-                            let sha = a
-                                .sha256()
-                                .or_else(|| request.version.asset_sha256.get(&a.name).cloned());
-                            (a.browser_download_url.clone(), sha, Some(a.size))
-                        })
-                        .collect();
-                    let names = choice
-                        .assets
-                        .iter()
-                        .map(|a| a.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" + ");
-                    let attempt = async {
-                        let dir =
-                            source::install_prebuilt(ctx, &archives, scratch, &server).await?;
-                        run_binary(&dir.join(&server), "--version").await?;
-                        Ok::<_, Error>(dir)
-                    };
-                    match attempt.await {
-                        Ok(dir) => {
-                            found = Some((dir, names));
-                            break;
-                        }
-                        Err(e) => {
-                            failures.push(format!("{names}: {e}"));
-                            for i in 0..choice.assets.len() {
-                                let _ = remove_all(&scratch.join(format!("prebuilt-{i}")));
-                            }
-                        }
-                    }
-                }
-                found.ok_or_else(|| Error::NoPrebuilt {
-                    reason: failures.join("; "),
-                })?
+                self.release_prebuilt(ctx, request, scratch, &server)
+                    .await?
             }
         };
         std::fs::rename(&dir, &bin).ctx("move into", &bin)?;
@@ -842,6 +788,76 @@ impl Toolchain {
             source: format!("{} {label}", src.kind()),
             source_dir: None,
             cmake_args: Vec::new(),
+            version_output: Some(version_output),
+        })
+    }
+
+    /// The release listing's assets for this machine, tried in order (CUDA labels newest
+    /// first) until one extracts and runs `--version`: its directory in scratch, the asset
+    /// names and what `--version` printed.
+    async fn release_prebuilt(
+        &self,
+        ctx: &Ctx<'_>,
+        request: &ToolchainRequest,
+        scratch: &Path,
+        server: &str,
+    ) -> Result<(PathBuf, String, String)> {
+        let tag = request
+            .version
+            .tag
+            .as_deref()
+            .ok_or(Error::InvalidRequest {
+                reason: "a prebuilt release needs a release tag".into(),
+            })?;
+        let api = request.github_api.trim_end_matches('/');
+        let listing = source::release_listing(ctx, &format!("{api}/releases/tags/{tag}")).await?;
+        let cuda = crate::release::CudaPreference {
+            label: request.cuda_label.clone(),
+            driver_max: self.probes().cuda_driver,
+        };
+        let choices = crate::release::choose_assets(
+            &listing,
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            request.backend,
+            &cuda,
+        )
+        .map_err(|reason| Error::NoPrebuilt { reason })?;
+        let mut failures = Vec::new();
+        for choice in choices {
+            let archives: Vec<_> = choice
+                .assets
+                .iter()
+                .map(|a| {
+                    let sha = a
+                        .sha256()
+                        .or_else(|| request.version.asset_sha256.get(&a.name).cloned());
+                    (a.browser_download_url.clone(), sha, Some(a.size))
+                })
+                .collect();
+            let names = choice
+                .assets
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" + ");
+            let attempt = async {
+                let dir = source::install_prebuilt(ctx, &archives, scratch, server).await?;
+                let version = run_binary(&dir.join(server), "--version").await?;
+                Ok::<_, Error>((dir, version))
+            };
+            match attempt.await {
+                Ok((dir, version)) => return Ok((dir, names, version)),
+                Err(e) => {
+                    failures.push(format!("{names}: {e}"));
+                    for i in 0..choice.assets.len() {
+                        let _ = remove_all(&scratch.join(format!("prebuilt-{i}")));
+                    }
+                }
+            }
+        }
+        Err(Error::NoPrebuilt {
+            reason: failures.join("; "),
         })
     }
 
@@ -976,6 +992,21 @@ fn clear_stale_scratch(toolchains: &Path, fp: &str) {
             let _ = remove_all(&e.path());
         }
     }
+}
+
+/// A request's resolved backend (and why) and its entries (origin, fingerprint, directory).
+struct Keyed {
+    backend: Backend,
+    reason: String,
+    entries: Vec<(Origin, String, PathBuf)>,
+}
+
+/// The first of `entries` that is published and usable.
+fn first_usable(entries: &[(Origin, String, PathBuf)]) -> Option<Installed> {
+    entries.iter().find_map(|(_, _, dir)| {
+        let state = read_state(dir).ok().flatten()?;
+        installed_from(dir, &state)
+    })
 }
 
 /// One origin of one request, as `ensure` works on it.

@@ -85,9 +85,7 @@ impl LlamaVersion {
     /// What identifies this llama.cpp tree in cache keys: the commit when known (a tag, a
     /// commit and a sdist of the same commit are one version), else the tag or sdist.
     pub fn identity(&self) -> String {
-        let is_commit = (7..=40).contains(&self.commit.len())
-            && self.commit.bytes().all(|b| b.is_ascii_hexdigit());
-        if is_commit {
+        if crate::versions::is_hex_commit(&self.commit) {
             return format!("commit:{}", self.commit.to_ascii_lowercase());
         }
         match (&self.tag, &self.pypi) {
@@ -103,9 +101,7 @@ impl LlamaVersion {
         if let Some(n) = self.build_number {
             args.push(format!("-DLLAMA_BUILD_NUMBER={n}"));
         }
-        if (7..=40).contains(&self.commit.len())
-            && self.commit.bytes().all(|b| b.is_ascii_hexdigit())
-        {
+        if crate::versions::is_hex_commit(&self.commit) {
             let short: String = self.commit.chars().take(8).collect();
             args.push(format!("-DLLAMA_BUILD_COMMIT={short}"));
         }

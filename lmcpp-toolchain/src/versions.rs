@@ -103,7 +103,8 @@ pub fn lookup(
     })
 }
 
-fn is_hex_commit(s: &str) -> bool {
+/// Whether `s` is a git commit as users write it: 7 to 40 hex digits.
+pub(crate) fn is_hex_commit(s: &str) -> bool {
     (7..=40).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
