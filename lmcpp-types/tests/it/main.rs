@@ -5,3 +5,4 @@
 mod args;
 mod compat;
 mod fixtures;
+mod help_versions;
