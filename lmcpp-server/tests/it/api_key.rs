@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use lmcpp_server::{Error, LaunchOptions, Server};
 
-use crate::support::{fake_gguf, script};
+use crate::support::{launch_options, script};
 
 /// A llama-server stand-in on the Unix socket given as `--host`: `/health` is 200, and
 /// everything else is 200 too unless `$ENFORCE` is set, then 401 without the key.
@@ -40,10 +40,7 @@ PY"#
 }
 
 fn options(dir: &std::path::Path, enforce: bool) -> LaunchOptions {
-    let mut opts = LaunchOptions::new(python_server(dir, enforce), fake_gguf(dir));
-    opts.runtime_dir = Some(dir.join("run"));
-    opts.socket_fallback_dir = Some(dir.join("s"));
-    opts.stop_grace = Duration::from_secs(2);
+    let mut opts = launch_options(dir, python_server(dir, enforce));
     opts.ready_timeout = Duration::from_secs(30);
     opts.args.api_key = Some("s3cret".into());
     opts

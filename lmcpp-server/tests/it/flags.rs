@@ -6,7 +6,7 @@ use std::time::Duration;
 use lmcpp_server::{Error, LaunchOptions, Server};
 use lmcpp_types::args::help::BinaryFlags;
 
-use crate::support::{eventually, fake_gguf, script};
+use crate::support::{eventually, launch_options, script};
 
 /// Help lines in the shape of llama.cpp of August 2025 (4227c9b): `--flash-attn` is a
 /// switch there, and there is no `--sleep-idle-seconds`.
@@ -19,11 +19,7 @@ const OLD_HELP: &str = "\
 ";
 
 fn options(dir: &std::path::Path, body: &str) -> LaunchOptions {
-    let exe = script(dir, "server", body);
-    let mut opts = LaunchOptions::new(exe, fake_gguf(dir));
-    opts.runtime_dir = Some(dir.join("run"));
-    opts.socket_fallback_dir = Some(dir.join("s"));
-    opts.stop_grace = Duration::from_secs(2);
+    let mut opts = launch_options(dir, script(dir, "server", body));
     opts.flags = Some(BinaryFlags::from_help(OLD_HELP, "4227c9b"));
     opts
 }

@@ -10,14 +10,10 @@ use lmcpp_server::{
     Endpoint, Error, HttpPort, LaunchOptions, MAX_SOCKET_PATH, Readiness, Server, TransportChoice,
 };
 
-use crate::support::{eventually, fake_gguf, script};
+use crate::support::{eventually, script};
 
 fn options(dir: &Path, binary: PathBuf) -> LaunchOptions {
-    let mut opts = LaunchOptions::new(binary, fake_gguf(dir));
-    opts.runtime_dir = Some(dir.join("run"));
-    opts.socket_fallback_dir = Some(dir.join("s"));
-    opts.stop_grace = Duration::from_secs(2);
-    opts
+    crate::support::launch_options(dir, binary)
 }
 
 /// Whether a process with this pid exists and is not a zombie.

@@ -220,6 +220,18 @@ pub(crate) fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
     path
 }
 
+/// Launch options for `binary` with a fake model and a private runtime dir under `dir`.
+pub(crate) fn launch_options(
+    dir: &Path,
+    binary: std::path::PathBuf,
+) -> lmcpp_server::LaunchOptions {
+    let mut opts = lmcpp_server::LaunchOptions::new(binary, fake_gguf(dir));
+    opts.runtime_dir = Some(dir.join("run"));
+    opts.socket_fallback_dir = Some(dir.join("s"));
+    opts.stop_grace = Duration::from_secs(2);
+    opts
+}
+
 /// Writes a file that passes the GGUF magic check.
 pub(crate) fn fake_gguf(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("model.gguf");
