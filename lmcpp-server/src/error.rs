@@ -297,6 +297,14 @@ pub enum Error {
         /// Its log.
         log_path: PathBuf,
     },
+    /// The proxy cannot start with these models or options (none given, an alias given
+    /// twice or malformed, a model whose estimate alone exceeds the memory budget, an id
+    /// in use).
+    #[error("cannot start the proxy: {reason}; fix the model list or the proxy options")]
+    ProxyConfig {
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Shorthand used across the crate.
@@ -325,7 +333,8 @@ impl Error {
             | Self::InvalidArgs { .. }
             | Self::InvalidId { .. }
             | Self::LauncherOwned { .. }
-            | Self::UnknownServer { .. } => Class::UserError,
+            | Self::UnknownServer { .. }
+            | Self::ProxyConfig { .. } => Class::UserError,
             // A dropped connection, a server not accepting yet, a busy or loading server
             // (429, 503), a worker serving another llama-server: the next try may work.
             Self::Transport { .. } | Self::ConnectTimeout { .. } | Self::RpcWorkerBusy { .. } => {
@@ -583,6 +592,12 @@ mod tests {
                 },
                 Failure,
             ),
+            (
+                Error::ProxyConfig {
+                    reason: "no models".into(),
+                },
+                UserError,
+            ),
         ]
     }
 
@@ -619,11 +634,12 @@ mod tests {
             Error::RpcWorkerLost { .. } => 27,
             Error::RpcWorkerExited { .. } => 28,
             Error::RpcWorkerReadyTimeout { .. } => 29,
+            Error::ProxyConfig { .. } => 30,
         }
     }
 
     /// How many arms `ordinal` has.
-    const VARIANTS: usize = 30;
+    const VARIANTS: usize = 31;
 
     #[test]
     fn every_variant_is_classified_as_the_table_says() {

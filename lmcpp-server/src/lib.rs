@@ -44,6 +44,7 @@ mod limits;
 mod owned;
 mod pool;
 mod procfs;
+mod proxy;
 mod registry;
 mod rpc;
 mod runtime;
@@ -62,6 +63,11 @@ pub use error::{Error, Result};
 pub use limits::{
     ClientLimits, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_ERROR_BODY,
     DEFAULT_MAX_EVENT, DEFAULT_QUICK_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT,
+};
+pub use proxy::{
+    DEFAULT_KEEP_ALIVE, DEFAULT_LOAD_TIMEOUT, DEFAULT_PROXY_MAX_BODY, DEFAULT_PROXY_MAX_HEADER,
+    DEFAULT_PROXY_MAX_HEADERS, Launch, LaunchError, MAX_ALIAS_LEN, ModelSpec, ModelState,
+    ModelView, Proxy, ProxyOptions, default_memory_budget,
 };
 pub use registry::{Entry, ProcessKind, Registry, ServerRecord, StaleReason, StopOutcome};
 pub use rpc::{

@@ -32,6 +32,10 @@ pub enum ProcessKind {
     /// A ggml `rpc-server` worker; its `endpoint` is the TCP address of its RPC listener
     /// (not HTTP) and its `model` is empty.
     RpcWorker,
+    /// An lmcpp multi-model proxy ([`crate::Proxy`]); its `model` is the comma-separated
+    /// list of its aliases and its `args` the aliases one by one. Its model servers have
+    /// records of their own.
+    Proxy,
 }
 
 impl std::fmt::Display for ProcessKind {
@@ -39,6 +43,7 @@ impl std::fmt::Display for ProcessKind {
         f.write_str(match self {
             Self::Server => "server",
             Self::RpcWorker => "rpc-worker",
+            Self::Proxy => "proxy",
         })
     }
 }

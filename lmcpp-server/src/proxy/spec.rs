@@ -1,0 +1,157 @@
+//! What the proxy is told about each model: its alias, memory estimate, keep-alive, and
+//! how to start its server ([`Launch`]).
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::future::BoxFuture;
+
+use crate::{error::Error, server::Server};
+
+/// Starts one model's `llama-server`. The proxy calls it when a request needs a model
+/// that is not running; the implementation ensures toolchain and model as it sees fit
+/// (the CLI goes through its facade) and returns the server ready
+/// ([`Server::launch`]). The proxy owns the returned server: it stops it on keep-alive
+/// expiry, eviction, or when the proxy stops.
+pub trait Launch: Send + Sync + 'static {
+    /// Starts the server and waits until it is ready.
+    fn launch(&self) -> BoxFuture<'static, Result<Server, LaunchError>>;
+}
+
+/// Why a model server could not be started, as every request waiting on that start is
+/// told (a 502 JSON error naming the model, with `log_tail`; 400 when `user_error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchError {
+    /// What went wrong, as a lower-case sentence that says what to do.
+    pub message: String,
+    /// The last lines of the server's log, if it got that far.
+    pub log_tail: Vec<String>,
+    /// Whether the configuration is wrong (a missing model, bad arguments) rather than
+    /// the start failing.
+    pub user_error: bool,
+}
+
+impl LaunchError {
+    /// A failure with `message` and no log.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            log_tail: Vec::new(),
+            user_error: false,
+        }
+    }
+}
+
+impl std::fmt::Display for LaunchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        if !self.log_tail.is_empty() {
+            write!(f, "; last log lines:\n{}", self.log_tail.join("\n"))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LaunchError {}
+
+impl From<Error> for LaunchError {
+    fn from(e: Error) -> Self {
+        let log_tail = match &e {
+            Error::Exited { log_tail, .. } | Error::RpcWorkerExited { log_tail, .. } => {
+                log_tail.clone()
+            }
+            _ => Vec::new(),
+        };
+        let user_error = e.is_user_error();
+        // The tail is carried on its own; the message names where the rest is.
+        let message = match &e {
+            Error::Exited {
+                status, log_path, ..
+            } => format!(
+                "llama-server exited during start-up ({status}); see {}",
+                log_path.display()
+            ),
+            _ => e.to_string(),
+        };
+        Self {
+            message,
+            log_tail,
+            user_error,
+        }
+    }
+}
+
+/// Any async closure returning a ready [`Server`] is a [`Launch`].
+impl<F> Launch for F
+where
+    F: Fn() -> BoxFuture<'static, Result<Server, LaunchError>> + Send + Sync + 'static,
+{
+    fn launch(&self) -> BoxFuture<'static, Result<Server, LaunchError>> {
+        self()
+    }
+}
+
+/// One model behind the proxy.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ModelSpec {
+    /// The name clients use as `model` (1 to 128 printable ASCII characters, no spaces).
+    pub alias: String,
+    /// How many bytes the running server is expected to use (weights plus KV cache),
+    /// counted against [`ProxyOptions::memory_budget`](crate::ProxyOptions::memory_budget).
+    pub estimate_bytes: u64,
+    /// How long the server may stay idle before it is stopped; `None` keeps it running.
+    pub keep_alive: Option<Duration>,
+    /// A pinned model is never stopped to make room for another.
+    pub pinned: bool,
+    /// Starts the server.
+    pub launch: Arc<dyn Launch>,
+    /// The llama.cpp version, shown in listings.
+    pub llama_version: Option<String>,
+}
+
+impl ModelSpec {
+    /// A model named `alias` started by `launch`: no estimate, kept alive 5 minutes,
+    /// not pinned.
+    pub fn new(alias: impl Into<String>, launch: Arc<dyn Launch>) -> Self {
+        Self {
+            alias: alias.into(),
+            estimate_bytes: 0,
+            keep_alive: Some(DEFAULT_KEEP_ALIVE),
+            pinned: false,
+            launch,
+            llama_version: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ModelSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelSpec")
+            .field("alias", &self.alias)
+            .field("estimate_bytes", &self.estimate_bytes)
+            .field("keep_alive", &self.keep_alive)
+            .field("pinned", &self.pinned)
+            .field("llama_version", &self.llama_version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The keep-alive of [`ModelSpec::new`].
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(300);
+
+/// Longest alias.
+pub const MAX_ALIAS_LEN: usize = 128;
+
+/// Checks an alias: 1 to [`MAX_ALIAS_LEN`] printable ASCII characters without spaces,
+/// so it fits a query string, a header and a log line as it is.
+pub(crate) fn check_alias(alias: &str) -> Result<(), &'static str> {
+    if alias.is_empty() {
+        Err("it is empty")
+    } else if alias.len() > MAX_ALIAS_LEN {
+        Err("it is longer than 128 characters")
+    } else if !alias.bytes().all(|b| b.is_ascii_graphic()) {
+        Err("only printable ASCII without spaces is allowed")
+    } else {
+        Ok(())
+    }
+}
