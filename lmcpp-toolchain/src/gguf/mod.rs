@@ -4,6 +4,7 @@
 //! key/values, tensor infos (name, shape, ggml type, offset), then the aligned tensor data.
 //! Dimensions are stored innermost first (`ne0`), as ggml does.
 
+pub mod estimate;
 mod reader;
 mod summary;
 mod value;
