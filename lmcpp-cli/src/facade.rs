@@ -338,7 +338,7 @@ fn with_model_args(mut args: ServerArgs, model: &ModelResolution) -> ServerArgs 
 /// Asks a binary given by path for its flags (`--help`) and version, bounded to a few
 /// seconds each; `None` when it does not answer like llama-server.
 async fn probe_flags(binary: &Path) -> Option<lmcpp_types::args::help::BinaryFlags> {
-    use lmcpp_toolchain::recipe::run_binary;
+    use lmcpp_toolchain::run_binary;
     let help = run_binary(binary, "--help").await.ok()?;
     let version = run_binary(binary, "--version")
         .await

@@ -15,10 +15,7 @@
 //! ```
 
 pub mod archive;
-pub mod backend;
-pub mod build_script;
 pub mod cache;
-pub mod cmake;
 pub mod demo;
 pub mod digest;
 pub mod download;
@@ -27,16 +24,15 @@ pub mod fingerprint;
 pub mod gc;
 pub mod gguf;
 pub mod lock;
-pub mod manage;
 pub mod models;
-pub mod plan;
 pub mod prepared;
 pub mod progress;
-pub mod recipe;
-pub mod release;
-pub mod request;
-mod source;
-pub mod versions;
+mod toolchain;
+
+// The toolchain's namespaces of free functions and constants keep their paths
+// (`lmcpp_toolchain::versions::parse`, `backend::Probes`, `plan::prebuilt_assets`,
+// `build_script::ensure_for_build_script`); everything else of it is re-exported here.
+pub use toolchain::{backend, build_script, plan, versions};
 
 pub use backend::{Backend, Detection};
 pub use cache::{CacheLayout, resolve_cache_root};
@@ -44,9 +40,12 @@ pub use download::{DownloadOptions, DownloadSpec, Downloaded, Downloader, Probe}
 pub use error::{Error, Result};
 pub use fingerprint::Fingerprint;
 pub use lock::{LockGuard, lock_exclusive};
-pub use manage::{EntryInfo, RequestStatus};
 pub use plan::{Plan, plan};
 pub use progress::{NoProgress, Progress, ProgressEvent, SharedProgress, no_progress};
-pub use recipe::{BuildDriver, EntryState, EntryStatus, Installed, Toolchain};
-pub use request::{Features, LlamaVersion, Mode, Origin, Source, ToolchainRequest};
+pub use toolchain::{
+    BuildDriver, DEFAULT_GITHUB_API, DEFAULT_GITHUB_REPO, EntryInfo, EntryState, EntryStatus,
+    Features, Installed, LlamaVersion, Mode, Origin, PINNED_COMMIT, PINNED_PYPI_SHA256,
+    PINNED_PYPI_VERSION, PypiPin, RequestStatus, Source, Toolchain, ToolchainRequest, VERSION_ENV,
+    read_state, run_binary,
+};
 pub use versions::BinaryVersion;

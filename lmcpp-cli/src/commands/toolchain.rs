@@ -4,8 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use lmcpp::toolchain::manage::EntryInfo;
-use lmcpp::toolchain::{Mode, Toolchain, ToolchainRequest};
+use lmcpp::toolchain::{EntryInfo, Mode, Toolchain, ToolchainRequest};
 use serde_json::json;
 
 use super::ctx::{Ctx, human_size};

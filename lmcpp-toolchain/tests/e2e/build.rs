@@ -83,7 +83,7 @@ async fn cmake_cli_driver_builds_logs_and_reports_progress() {
         log.contains("-DGGML_RPC=ON") && log.contains("--target llama-server ggml-rpc-server"),
         "{log}"
     );
-    let state = lmcpp_toolchain::recipe::read_state(&installed.entry_dir)
+    let state = lmcpp_toolchain::read_state(&installed.entry_dir)
         .unwrap()
         .unwrap();
     assert_eq!(state.status, EntryStatus::Ready);

@@ -98,7 +98,7 @@ async fn default_request_is_ensured_and_the_published_server_runs() {
 
     // What was produced is the identity: a build-only request, or one that names the same
     // version another way, finds this entry (no second build).
-    let origin = lmcpp_toolchain::recipe::read_state(&installed.entry_dir)
+    let origin = lmcpp_toolchain::read_state(&installed.entry_dir)
         .unwrap()
         .unwrap()
         .origin;

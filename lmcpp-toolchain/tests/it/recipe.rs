@@ -86,9 +86,7 @@ async fn checksum_mismatch_fails_and_publishes_nothing() {
     assert!(err.to_string().contains("checksum mismatch"), "{err}");
     let (_, entry) = tc.entry_for(&req).await.unwrap();
     assert!(!entry.join("bin").exists());
-    let state = lmcpp_toolchain::recipe::read_state(&entry)
-        .unwrap()
-        .unwrap();
+    let state = lmcpp_toolchain::read_state(&entry).unwrap().unwrap();
     assert_eq!(state.status, EntryStatus::Failed);
     assert_eq!(state.failures, 1);
     assert!(matches!(
@@ -175,7 +173,7 @@ async fn fail_limit_purges_the_entry_and_the_next_run_starts_clean() {
     let tc = toolchain(root.path()).with_fail_limit(2);
     let req = prebuilt_request(&server);
     let (_, entry) = tc.entry_for(&req).await.unwrap();
-    let read = || lmcpp_toolchain::recipe::read_state(&entry).unwrap();
+    let read = || lmcpp_toolchain::read_state(&entry).unwrap();
 
     tc.ensure(&req, &no_progress()).await.unwrap_err();
     assert_eq!(read().unwrap().failures, 1);

@@ -3,13 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::backend::Backend;
 use crate::cache::{dir_size, remove_all};
 use crate::error::{Error, Result};
 use crate::lock::{current_holder, lock_exclusive};
 use crate::progress::SharedProgress;
-use crate::recipe::{EntryState, EntryStatus, Installed, Toolchain, installed_from, read_state};
-use crate::request::ToolchainRequest;
+use crate::toolchain::backend::Backend;
+use crate::toolchain::recipe::{
+    EntryState, EntryStatus, Installed, Toolchain, installed_from, read_state,
+};
+use crate::toolchain::request::ToolchainRequest;
 
 /// One cache entry as shown by `list`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +29,7 @@ pub struct EntryInfo {
     /// What the binary reports (`b11312 (0c1e5709)`), the version actually obtained.
     pub obtained: Option<String>,
     /// Prebuilt or built.
-    pub origin: Option<crate::request::Origin>,
+    pub origin: Option<crate::toolchain::request::Origin>,
     /// Backend.
     pub backend: Option<Backend>,
     /// Source that produced it.
@@ -121,7 +123,7 @@ impl Toolchain {
     /// must exit successfully within 30 s.
     pub async fn validate(&self, request: &ToolchainRequest) -> Result<Installed> {
         let installed = self.ensure_cached(request).await?;
-        crate::recipe::run_binary(&installed.llama_server, "--version").await?;
+        crate::toolchain::recipe::run_binary(&installed.llama_server, "--version").await?;
         Ok(installed)
     }
 
@@ -194,7 +196,7 @@ impl Toolchain {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 // Scratch dirs belong to a locked entry while in use.
-                let key = if let Some(fp) = crate::recipe::scratch_owner(&name) {
+                let key = if let Some(fp) = crate::toolchain::recipe::scratch_owner(&name) {
                     fp.to_owned()
                 } else if let Some(rest) = name.strip_prefix(".tmp-") {
                     rest.trim_end_matches(".extracting").to_owned()

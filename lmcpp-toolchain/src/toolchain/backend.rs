@@ -150,7 +150,7 @@ fn driver_cuda_version() -> Option<(u32, u32)> {
     }
     let mut out = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take()?, &mut out).ok()?;
-    crate::release::parse_driver_cuda(&out)
+    crate::toolchain::release::parse_driver_cuda(&out)
 }
 
 /// What can be obtained here besides the machine's devices: which backends have a
@@ -167,8 +167,12 @@ pub struct Obtainable {
 impl Obtainable {
     fn has_asset(self, backend: Backend) -> bool {
         self.prebuilt
-            && crate::plan::asset_platform(std::env::consts::OS, std::env::consts::ARCH, backend)
-                .is_ok()
+            && crate::toolchain::plan::asset_platform(
+                std::env::consts::OS,
+                std::env::consts::ARCH,
+                backend,
+            )
+            .is_ok()
     }
 }
 
@@ -359,8 +363,12 @@ mod tests {
         };
         assert_eq!(choose(&sdk, build_only).backend, Backend::Vulkan);
         // A prebuilt exists for this machine's cuda (linux/windows x64 here).
-        if crate::plan::asset_platform(std::env::consts::OS, std::env::consts::ARCH, Backend::Cuda)
-            .is_ok()
+        if crate::toolchain::plan::asset_platform(
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            Backend::Cuda,
+        )
+        .is_ok()
         {
             assert_eq!(choose(&devices, ANY).backend, Backend::Cuda);
         }

@@ -10,21 +10,21 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::Mutex;
 
-use crate::backend::find_on_path;
 use crate::cache::{CacheLayout, remove_all};
 use crate::error::{Error, IoContext, Result};
 use crate::lock::lock_exclusive;
 use crate::progress::{ProgressEvent, SharedProgress};
+use crate::toolchain::backend::find_on_path;
 
 /// Oldest cmake llama.cpp accepts.
-pub const MIN_VERSION: (u32, u32) = (3, 14);
+pub(crate) const MIN_VERSION: (u32, u32) = (3, 14);
 
 /// Lines of output kept for error messages.
 const TAIL_LINES: usize = 40;
 
 /// A usable cmake binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cmake {
+pub(crate) struct Cmake {
     /// The binary.
     pub path: PathBuf,
     /// Its version (major, minor, patch).
@@ -32,7 +32,7 @@ pub struct Cmake {
 }
 
 /// Parses the first line of `cmake --version` ("cmake version 3.28.1").
-pub fn parse_version(output: &str) -> Option<(u32, u32, u32)> {
+pub(crate) fn parse_version(output: &str) -> Option<(u32, u32, u32)> {
     let line = output.lines().next()?;
     let v = line.trim().strip_prefix("cmake version ")?;
     let mut it = v.split(['.', '-']).map(|p| p.parse::<u32>().ok());
@@ -40,7 +40,7 @@ pub fn parse_version(output: &str) -> Option<(u32, u32, u32)> {
 }
 
 /// Parses a `[ 42%]` progress prefix of make/ninja-style build output.
-pub fn parse_percent(line: &str) -> Option<u8> {
+pub(crate) fn parse_percent(line: &str) -> Option<u8> {
     let rest = line.trim_start().strip_prefix('[')?;
     let (num, _) = rest.split_once("%]")?;
     let n: u8 = num.trim().parse().ok()?;
@@ -69,7 +69,7 @@ async fn probe_cmake(path: &Path) -> Option<Cmake> {
 }
 
 /// Where a bootstrapped cmake lives: `<root>/tools/cmake-pip`.
-pub fn bootstrap_dir(layout: &CacheLayout) -> PathBuf {
+pub(crate) fn bootstrap_dir(layout: &CacheLayout) -> PathBuf {
     layout.tools().join("cmake-pip")
 }
 
@@ -82,7 +82,7 @@ fn bootstrapped_binary(dir: &Path) -> PathBuf {
 
 /// Finds cmake >= 3.14 on `PATH`, or in the cache, or bootstraps it from the Python package
 /// index with `pip install --target <root>/tools/cmake-pip cmake`.
-pub async fn find_or_bootstrap(
+pub(crate) async fn find_or_bootstrap(
     layout: &CacheLayout,
     python: &str,
     lock_timeout: Duration,
@@ -154,7 +154,7 @@ pub async fn find_or_bootstrap(
 /// `[ NN%]` lines into [`ProgressEvent::BuildPercent`]. A non-zero exit is
 /// [`Error::CommandFailed`] with the tail of the output. The child is killed if the
 /// returned future is dropped.
-pub async fn run_logged(
+pub(crate) async fn run_logged(
     cmd: Command,
     cwd: &Path,
     log: &Path,
@@ -303,7 +303,7 @@ impl Drop for GroupGuard {
 /// The compiler-launcher arguments to add, if a launcher is worth adding.
 ///
 /// llama.cpp picks up `ccache` by itself (`GGML_CCACHE`), so only `sccache` needs help.
-pub fn launcher_args() -> Vec<String> {
+pub(crate) fn launcher_args() -> Vec<String> {
     if find_on_path("ccache").is_some() {
         return vec![];
     }
@@ -318,7 +318,7 @@ pub fn launcher_args() -> Vec<String> {
 }
 
 /// Configures `source` into `build_dir` and builds `targets` with `-j jobs`, logging to `log`.
-pub async fn configure_and_build(
+pub(crate) async fn configure_and_build(
     cmake: &Cmake,
     source: &Path,
     build_dir: &Path,

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::Error;
-use crate::request::{LlamaVersion, PypiPin};
+use crate::toolchain::request::{LlamaVersion, PypiPin};
 
 /// One llama.cpp version this crate knows facts about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

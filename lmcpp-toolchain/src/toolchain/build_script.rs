@@ -20,12 +20,12 @@
 use std::path::Path;
 
 use crate::cache::CacheLayout;
-use crate::cmake::{Cmake, find_or_bootstrap, launcher_args};
 use crate::error::{Error, Result};
-use crate::plan::Plan;
 use crate::progress::no_progress;
-use crate::recipe::{BuildDriver, DEFAULT_LOCK_TIMEOUT, Installed, Toolchain};
-use crate::request::ToolchainRequest;
+use crate::toolchain::cmake::{Cmake, find_or_bootstrap, launcher_args};
+use crate::toolchain::plan::Plan;
+use crate::toolchain::recipe::{BuildDriver, DEFAULT_LOCK_TIMEOUT, Installed, Toolchain};
+use crate::toolchain::request::ToolchainRequest;
 
 /// Environment variable the installed `llama-server` path is exported as (`env!`-readable).
 pub const SERVER_ENV: &str = "LMCPP_LLAMA_SERVER";
@@ -50,7 +50,10 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 #[allow(clippy::print_stdout)]
 pub fn ensure_for_build_script(request: &ToolchainRequest) -> Result<Installed> {
     println!("cargo:rerun-if-env-changed={}", crate::cache::HOME_ENV);
-    println!("cargo:rerun-if-env-changed={}", crate::request::VERSION_ENV);
+    println!(
+        "cargo:rerun-if-env-changed={}",
+        crate::toolchain::request::VERSION_ENV
+    );
     let tc = Toolchain::new(None)?.with_build_driver(BuildDriver::CmakeCrate);
     // A published entry needs neither cmake nor the network: answer from the cache first.
     let cached = runtime()?.block_on(tc.ensure_cached(request)).ok();
@@ -69,7 +72,9 @@ pub fn ensure_for_build_script(request: &ToolchainRequest) -> Result<Installed> 
                     ))?
                     // The runtime and its threads are gone when this block ends.
                 };
-                if crate::backend::find_on_path("cmake").as_deref() != Some(cmake.path.as_path()) {
+                if crate::toolchain::backend::find_on_path("cmake").as_deref()
+                    != Some(cmake.path.as_path())
+                {
                     // SAFETY: build scripts run this on their only thread; the runtime above
                     // has been dropped, so no other thread of this process reads the
                     // environment concurrently.

@@ -8,12 +8,12 @@ use tokio::process::Command;
 
 use crate::archive::{ArchiveKind, ExtractOptions, extract, extract_with};
 use crate::cache::{CacheLayout, remove_all};
-use crate::cmake::run_logged;
 use crate::download::{DownloadSpec, Downloaded, Downloader, sha256_file};
 use crate::error::{Error, IoContext, Result};
 use crate::fingerprint::Fingerprint;
 use crate::lock::lock_exclusive;
 use crate::progress::{ProgressEvent, SharedProgress};
+use crate::toolchain::cmake::run_logged;
 
 /// What the source functions need from the recipe.
 pub(crate) struct Ctx<'a> {
@@ -87,7 +87,7 @@ pub(crate) fn find_server_dir(root: &Path, exe: &str) -> Option<PathBuf> {
 pub(crate) async fn release_listing(
     ctx: &Ctx<'_>,
     url: &str,
-) -> Result<crate::release::ReleaseListing> {
+) -> Result<crate::toolchain::release::ReleaseListing> {
     let dir = tempfile::Builder::new()
         .prefix(".listing-")
         .tempdir_in(ctx.layout.downloads())

@@ -7,9 +7,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Backend;
 use crate::error::Error;
 use crate::fingerprint::Fingerprint;
+use crate::toolchain::backend::Backend;
 
 /// llama.cpp commit this crate is tested against (release `b11312`).
 pub const PINNED_COMMIT: &str = "0c1e570";
@@ -23,10 +23,10 @@ pub const DEFAULT_GITHUB_REPO: &str = "https://github.com/ggml-org/llama.cpp";
 /// The upstream repository's release API (the release listing with asset digests).
 pub const DEFAULT_GITHUB_API: &str = "https://api.github.com/repos/ggml-org/llama.cpp";
 /// Environment variable with the llama.cpp version the CLI and build scripts use by default
-/// (any form [`crate::versions::parse`] reads).
+/// (any form [`crate::toolchain::versions::parse`] reads).
 pub const VERSION_ENV: &str = "LMCPP_LLAMA_VERSION";
 
-/// Which llama.cpp to get. Read one from a string with [`crate::versions::parse`].
+/// Which llama.cpp to get. Read one from a string with [`crate::toolchain::versions::parse`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LlamaVersion {
     /// Git commit (short or full); empty when only the sdist version is known.
@@ -56,7 +56,7 @@ pub struct PypiPin {
 impl LlamaVersion {
     /// The pinned version (release `b11312`), with its tag, sdist and digests.
     pub fn pinned() -> Self {
-        crate::versions::pinned().to_version()
+        crate::toolchain::versions::pinned().to_version()
     }
 
     /// A release tag with no other pins (the build number is the tag's number).
@@ -85,7 +85,7 @@ impl LlamaVersion {
     /// What identifies this llama.cpp tree in cache keys: the commit when known (a tag, a
     /// commit and a sdist of the same commit are one version), else the tag or sdist.
     pub fn identity(&self) -> String {
-        if crate::versions::is_hex_commit(&self.commit) {
+        if crate::toolchain::versions::is_hex_commit(&self.commit) {
             return format!("commit:{}", self.commit.to_ascii_lowercase());
         }
         match (&self.tag, &self.pypi) {
@@ -101,7 +101,7 @@ impl LlamaVersion {
         if let Some(n) = self.build_number {
             args.push(format!("-DLLAMA_BUILD_NUMBER={n}"));
         }
-        if crate::versions::is_hex_commit(&self.commit) {
+        if crate::toolchain::versions::is_hex_commit(&self.commit) {
             let short: String = self.commit.chars().take(8).collect();
             args.push(format!("-DLLAMA_BUILD_COMMIT={short}"));
         }
@@ -449,12 +449,14 @@ mod tests {
 
     #[test]
     fn one_version_has_one_identity_however_it_is_named() {
-        let a = crate::versions::parse("b11312").unwrap();
-        let b = crate::versions::parse("pypi:0.3.36").unwrap();
+        let a = crate::toolchain::versions::parse("b11312").unwrap();
+        let b = crate::toolchain::versions::parse("pypi:0.3.36").unwrap();
         assert_eq!(a.identity(), b.identity());
         assert_ne!(
             a.identity(),
-            crate::versions::parse("pypi:0.3.16").unwrap().identity()
+            crate::toolchain::versions::parse("pypi:0.3.16")
+                .unwrap()
+                .identity()
         );
         assert_eq!(
             a.build_info_args(),

@@ -12,39 +12,39 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{self, Backend, Obtainable, Probes};
 use crate::cache::{CacheLayout, atomic_write, dir_size, remove_all, sync_dir};
-use crate::cmake;
 use crate::download::{DownloadOptions, Downloader};
 use crate::error::{Error, IoContext, Result, SourceAttempt};
 use crate::lock::lock_exclusive;
-use crate::plan::{Plan, plan};
 use crate::progress::{ProgressEvent, SharedProgress};
-use crate::request::{Mode, Origin, Source, ToolchainRequest};
-use crate::source::{self, Ctx};
-use crate::versions::BinaryVersion;
+use crate::toolchain::backend::{self, Backend, Obtainable, Probes};
+use crate::toolchain::cmake;
+use crate::toolchain::plan::{Plan, plan};
+use crate::toolchain::request::{Mode, Origin, Source, ToolchainRequest};
+use crate::toolchain::source::{self, Ctx};
+use crate::toolchain::versions::BinaryVersion;
 
 /// Name of the state file inside an entry.
-pub const STATE_FILE: &str = "state.json";
+pub(crate) const STATE_FILE: &str = "state.json";
 /// Name of the build log inside an entry.
-pub const BUILD_LOG: &str = "build.log";
+pub(crate) const BUILD_LOG: &str = "build.log";
 /// Name of the captured `llama-server --help` text inside an entry.
-pub const HELP_FILE: &str = "llama-server.help.txt";
+pub(crate) const HELP_FILE: &str = "llama-server.help.txt";
 /// A failure recorded by another process this recently is reported to its waiters instead
 /// of being re-run by each of them in turn.
-pub const SHARED_FAILURE_WINDOW: Duration = Duration::from_secs(120);
+pub(crate) const SHARED_FAILURE_WINDOW: Duration = Duration::from_secs(120);
 /// Longest a published binary may take to answer `--version`.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Consecutive failures after which an entry is purged.
-pub const DEFAULT_FAIL_LIMIT: u32 = 3;
+pub(crate) const DEFAULT_FAIL_LIMIT: u32 = 3;
 /// Default wait for an entry held by another thread or process (a cold build takes minutes).
-pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Lifecycle of an entry as persisted in `state.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryStatus {
-    /// Work is in progress (or a run was killed mid-way; see [`crate::manage`]).
+    /// Work is in progress (or a run was killed mid-way; see [`crate::toolchain::manage`]).
     Building,
     /// `bin/` is published and usable.
     Ready,
@@ -201,7 +201,7 @@ pub(crate) fn installed_from(entry: &Path, state: &EntryState) -> Option<Install
 }
 
 fn exe_name(name: &str) -> String {
-    crate::plan::exe(std::env::consts::OS, name)
+    crate::toolchain::plan::exe(std::env::consts::OS, name)
 }
 
 /// What a successful run leaves in scratch.
@@ -221,7 +221,7 @@ pub enum BuildDriver {
     #[default]
     CmakeCli,
     /// The `cmake` crate, for use inside a downstream crate's `build.rs` (see
-    /// [`crate::build_script`]); output goes to cargo's build-script log.
+    /// [`crate::toolchain::build_script`]); output goes to cargo's build-script log.
     CmakeCrate,
 }
 
@@ -313,7 +313,7 @@ impl Toolchain {
             _ => {}
         }
         let has_asset = can.prebuilt
-            && crate::plan::asset_platform(
+            && crate::toolchain::plan::asset_platform(
                 std::env::consts::OS,
                 std::env::consts::ARCH,
                 request.backend,
@@ -437,10 +437,10 @@ impl Toolchain {
             .map_err(|e| Error::InvalidRequest {
                 reason: format!(
                     "cannot resolve llama.cpp `latest` from {url}: {e}; name a version instead (e.g. {})",
-                    crate::versions::pinned().tag.unwrap_or("b11312")
+                    crate::toolchain::versions::pinned().tag.unwrap_or("b11312")
                 ),
             })?;
-        crate::versions::parse(&listing.tag_name)
+        crate::toolchain::versions::parse(&listing.tag_name)
     }
 
     /// The plan for `request` on this machine (backend resolved).
@@ -811,11 +811,11 @@ impl Toolchain {
             })?;
         let api = request.github_api.trim_end_matches('/');
         let listing = source::release_listing(ctx, &format!("{api}/releases/tags/{tag}")).await?;
-        let cuda = crate::release::CudaPreference {
+        let cuda = crate::toolchain::release::CudaPreference {
             label: request.cuda_label.clone(),
             driver_max: self.probes().cuda_driver,
         };
-        let choices = crate::release::choose_assets(
+        let choices = crate::toolchain::release::choose_assets(
             &listing,
             std::env::consts::OS,
             std::env::consts::ARCH,
@@ -946,7 +946,9 @@ impl Toolchain {
             BuildDriver::CmakeCrate => {
                 let (tree, out, plan) = (tree.to_path_buf(), scratch.to_path_buf(), plan.clone());
                 tokio::task::spawn_blocking(move || {
-                    crate::build_script::build_with_cmake_crate(&cmake, &tree, &out, &plan)
+                    crate::toolchain::build_script::build_with_cmake_crate(
+                        &cmake, &tree, &out, &plan,
+                    )
                 })
                 .await
                 .map_err(crate::error::join_error)??;

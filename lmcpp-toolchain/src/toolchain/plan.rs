@@ -3,10 +3,10 @@
 
 use serde::Serialize;
 
-use crate::backend::Backend;
+use crate::toolchain::backend::Backend;
 #[cfg(test)]
-use crate::request::LlamaVersion;
-use crate::request::{Mode, Source, ToolchainRequest};
+use crate::toolchain::request::LlamaVersion;
+use crate::toolchain::request::{Mode, Source, ToolchainRequest};
 
 /// One source the recipe will try, resolved to locations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -124,7 +124,7 @@ pub fn cudart_asset_name(tag: &str, os: &str, arch: &str, cuda_label: &str) -> S
 
 /// Release asset names planned for a target without a release listing (the offline plan
 /// shown by `cargo xtask matrix`), or why there is none. Installs resolve names from the
-/// listing instead (see [`crate::release`]).
+/// listing instead (see [`crate::toolchain::release`]).
 ///
 /// Linux and macOS assets are `.tar.gz`, Windows assets `.zip`; CUDA needs a second
 /// `cudart-` archive. A backend without an asset is an error, never a silent CPU fallback.

@@ -4,16 +4,16 @@
 //! Asset names are resolved from the listing rather than guessed: llama.cpp changes its
 //! CUDA labels every few months (`12.4` → `12.8`, `13.x`), names Linux `cudart` archives
 //! with the build number and Windows ones without it, and lists every asset's digest.
-//! [`crate::plan::prebuilt_assets`] keeps the names as an offline plan only.
+//! [`crate::toolchain::plan::prebuilt_assets`] keeps the names as an offline plan only.
 
 use serde::Deserialize;
 
-use crate::backend::Backend;
-use crate::plan::{asset_ext, asset_platform, cudart_asset_name, main_asset_name};
+use crate::toolchain::backend::Backend;
+use crate::toolchain::plan::{asset_ext, asset_platform, cudart_asset_name, main_asset_name};
 
 /// One release as the listing API returns it (only the fields used here).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ReleaseListing {
+pub(crate) struct ReleaseListing {
     /// The tag (`b11312`).
     pub tag_name: String,
     /// Every asset of the release.
@@ -23,7 +23,7 @@ pub struct ReleaseListing {
 
 /// One asset of a release.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ReleaseAsset {
+pub(crate) struct ReleaseAsset {
     /// File name.
     pub name: String,
     /// Size in bytes.
@@ -38,7 +38,7 @@ pub struct ReleaseAsset {
 
 impl ReleaseAsset {
     /// The SHA-256 from the listing's digest, lower-case, when it is one.
-    pub fn sha256(&self) -> Option<String> {
+    pub(crate) fn sha256(&self) -> Option<String> {
         let hex = self.digest.as_deref()?.strip_prefix("sha256:")?;
         (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
             .then(|| hex.to_ascii_lowercase())
@@ -47,7 +47,7 @@ impl ReleaseAsset {
 
 /// The assets to install for one choice (a main archive, plus `cudart` for CUDA).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AssetChoice {
+pub(crate) struct AssetChoice {
     /// The CUDA label, for CUDA choices.
     pub cuda_label: Option<String>,
     /// The archives, main first.
@@ -56,7 +56,7 @@ pub struct AssetChoice {
 
 /// What decides the CUDA label.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CudaPreference {
+pub(crate) struct CudaPreference {
     /// A label the user asked for; only it is tried.
     pub label: Option<String>,
     /// The newest CUDA version the installed driver supports (`nvidia-smi`'s "CUDA
@@ -75,7 +75,7 @@ fn parse_label(label: &str) -> Option<(u32, u32)> {
 ///
 /// CUDA choices are ordered newest label first among those the driver supports (every label
 /// when the driver's version is unknown), so a failing archive falls back to an older label.
-pub fn choose_assets(
+pub(crate) fn choose_assets(
     listing: &ReleaseListing,
     os: &str,
     arch: &str,
@@ -153,7 +153,7 @@ pub fn choose_assets(
 }
 
 /// Parses `nvidia-smi` output for the newest CUDA version the driver supports.
-pub fn parse_driver_cuda(nvidia_smi: &str) -> Option<(u32, u32)> {
+pub(crate) fn parse_driver_cuda(nvidia_smi: &str) -> Option<(u32, u32)> {
     let at = nvidia_smi.find("CUDA Version:")?;
     let rest = nvidia_smi[at + "CUDA Version:".len()..].trim_start();
     let token: String = rest
