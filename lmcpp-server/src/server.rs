@@ -516,6 +516,11 @@ impl Server {
         self.plan.prepared.id()
     }
 
+    /// The API key its clients send, if one is set.
+    pub(crate) fn api_key(&self) -> Option<&str> {
+        self.plan.opts.args.api_key.as_deref()
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.current.process.pid()

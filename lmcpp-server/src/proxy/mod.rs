@@ -3,17 +3,30 @@
 //! starts servers on demand (one start however many requests wait), stops them after
 //! their keep-alive, and keeps the running ones within a memory budget.
 
+mod http;
+mod listen;
+mod models;
 mod spec;
 
 use std::{
     path::PathBuf,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
+use tokio::sync::watch;
+
+use self::{
+    http::Service,
+    models::{Conf, Models},
+};
 use crate::{
     client::Client,
     endpoint::Endpoint,
     error::{Error, Result},
+    procfs,
+    registry::{ProcessKind, Registry, ServerRecord},
+    runtime::{self, validate_id},
     server::TransportChoice,
 };
 
@@ -163,12 +176,47 @@ mod opt_ms {
     }
 }
 
-/// A running proxy. Dropping it stops serving and stops every model server (each one
-/// blocking for at most its stop grace); prefer [`Proxy::stop`] in async code.
-#[derive(Debug)]
+/// A running proxy. Dropping it stops serving and asks every model server to stop (in
+/// the background while the runtime runs, else each one's drop stops it); prefer
+/// [`Proxy::stop`], which waits for them.
+///
+/// What clients see:
+/// - `GET /health` answers `{"status":"ok"}` for the proxy, without the API key (as
+///   llama-server's does); every other route requires the key when one is set.
+/// - `GET /v1/models` and `GET /models` list every model with its state, in the shape of
+///   llama-server's model list and of its router's (`status.value` is `unloaded`,
+///   `loading` or `loaded`, with `failed: true` after a failure), plus an `lmcpp` object
+///   per model ([`ModelView`]).
+/// - Any other request goes to the model its JSON body names in `model` (or `?model=`),
+///   or to the only model when there is one and it names none; an unknown name is a 404
+///   naming the models. The model's server is started if needed, and the answer (an
+///   event stream too) is passed through as it arrives.
+/// - Errors are llama-server's JSON shape: 401 (key), 404 (unknown model), 400 (no
+///   model named), 413 (body over the cap), 431 (head over the caps), 502 (the start
+///   failed, with `log_tail`; or the server did not answer), 503 (still loading at the
+///   load timeout, no room in the memory budget, stopping).
+/// - A model server that dies mid-answer: an event stream ends with a
+///   `data: {"error":{...}}` event (which [`Client`] streams yield as
+///   [`Error::Api`]), any other body breaks off (a transport error); the model is then
+///   `failed` and the next request starts it again.
 pub struct Proxy {
     endpoint: Endpoint,
     id: String,
+    client: Client,
+    models: Arc<Models>,
+    shutdown: watch::Sender<bool>,
+    registry: Registry,
+    record: ServerRecord,
+    finished: bool,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("id", &self.id)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Proxy {
@@ -176,13 +224,76 @@ impl Proxy {
     /// [`ProcessKind::Proxy`](crate::ProcessKind::Proxy)) and serves in background tasks
     /// of the current tokio runtime. No model server is started yet.
     pub async fn start(opts: ProxyOptions, models: Vec<ModelSpec>) -> Result<Self> {
-        for model in &models {
-            spec::check_alias(&model.alias).map_err(|reason| Error::ProxyConfig {
-                reason: format!("alias {:?} is malformed: {reason}", model.alias),
-            })?;
+        check_models(&models, opts.memory_budget)?;
+        let confs = models.into_iter().map(Conf::from_spec).collect();
+        Self::start_confs(opts, confs).await
+    }
+
+    /// [`Proxy::start`] with the models' starters given directly.
+    pub(crate) async fn start_confs(opts: ProxyOptions, confs: Vec<Conf>) -> Result<Self> {
+        let registry = Registry::new(
+            opts.runtime_dir
+                .clone()
+                .unwrap_or_else(runtime::default_runtime_dir),
+        );
+        registry.ensure_dir()?;
+        let id = match &opts.id {
+            Some(id) => {
+                validate_id(id)?;
+                if registry.read(id)?.is_some() && registry.get(id).is_ok() {
+                    return Err(Error::ProxyConfig {
+                        reason: format!("id {id} is used by a running process"),
+                    });
+                }
+                id.clone()
+            }
+            None => loop {
+                let id = runtime::new_id();
+                if !registry.state_path(&id).exists() {
+                    break id;
+                }
+            },
+        };
+        let fallback = opts
+            .socket_fallback_dir
+            .clone()
+            .unwrap_or_else(runtime::private_tmp_dir);
+        let (listener, endpoint) = listen::bind(&opts.transport, &registry, &id, &fallback).await?;
+        let aliases: Vec<String> = confs.iter().map(|c: &Conf| c.alias.clone()).collect();
+        let record = own_record(&registry, &opts, &id, &endpoint, aliases);
+        if let Err(e) = registry.write(&record) {
+            registry.remove(&record);
+            return Err(e);
         }
-        let _ = opts;
-        todo!("proxy core in progress")
+        let models = Arc::new(Models::new(confs, opts.memory_budget));
+        let service = Arc::new(Service {
+            models: Arc::clone(&models),
+            api_key: opts.api_key.clone(),
+            max_body: opts.max_body,
+            load_timeout: opts.load_timeout,
+            created: http::unix_now(),
+        });
+        let (shutdown, watching) = watch::channel(false);
+        let limits = listen::Limits {
+            max_header: opts.max_header,
+            max_headers: opts.max_headers,
+        };
+        tokio::spawn(listen::serve(listener, service, limits, watching.clone()));
+        tokio::spawn(Arc::clone(&models).keep_alive(watching));
+        let mut client = Client::builder(endpoint.clone());
+        if let Some(key) = &opts.api_key {
+            client = client.api_key(key.clone());
+        }
+        Ok(Self {
+            endpoint,
+            id,
+            client: client.build(),
+            models,
+            shutdown,
+            registry,
+            record,
+            finished: false,
+        })
     }
 
     /// Where the proxy listens.
@@ -192,7 +303,7 @@ impl Proxy {
 
     /// A client for the proxy, with the proxy's API key if one is set.
     pub fn client(&self) -> Client {
-        todo!("proxy core in progress")
+        self.client.clone()
     }
 
     /// The registry id.
@@ -200,15 +311,96 @@ impl Proxy {
         &self.id
     }
 
-    /// Every configured model with its state, in configuration order.
-    pub fn models(&self) -> Vec<ModelView> {
-        todo!("proxy core in progress")
+    /// Its registry record.
+    pub fn record(&self) -> &ServerRecord {
+        &self.record
     }
 
-    /// Stops serving, stops every model server, and removes the socket and the registry
-    /// record.
-    pub async fn stop(self) -> Result<()> {
-        todo!("proxy core in progress")
+    /// Every configured model with its state, in configuration order.
+    pub fn models(&self) -> Vec<ModelView> {
+        self.models.views()
+    }
+
+    /// Stops serving, stops every model server (waiting for each), and removes the
+    /// socket and the registry record.
+    pub async fn stop(mut self) -> Result<()> {
+        let acks = self.begin_stop();
+        models::stopped(acks).await;
+        Ok(())
+    }
+
+    /// Stops accepting, asks the model servers to stop, removes the record.
+    fn begin_stop(&mut self) -> Vec<tokio::sync::oneshot::Receiver<()>> {
+        self.finished = true;
+        let _ = self.shutdown.send(true);
+        let acks = self.models.shut_down();
+        self.registry.remove(&self.record);
+        acks
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if !self.finished {
+            drop(self.begin_stop());
+        }
+    }
+}
+
+/// Refuses what cannot work: no models, a malformed or repeated alias, a model that
+/// could never fit the budget.
+fn check_models(models: &[ModelSpec], budget: u64) -> Result<()> {
+    let refuse = |reason: String| Err(Error::ProxyConfig { reason });
+    if models.is_empty() {
+        return refuse("no models were given".into());
+    }
+    let mut seen = std::collections::HashSet::new();
+    for model in models {
+        if let Err(reason) = spec::check_alias(&model.alias) {
+            return refuse(format!("alias {:?} is malformed: {reason}", model.alias));
+        }
+        if !seen.insert(model.alias.as_str()) {
+            return refuse(format!("alias `{}` is given twice", model.alias));
+        }
+        if model.estimate_bytes > budget {
+            return refuse(format!(
+                "model `{}` needs an estimated {} bytes, more than the whole memory budget of {budget} bytes; raise the budget or use a smaller model (or context)",
+                model.alias, model.estimate_bytes
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The proxy's own registry record: this process, its endpoint, its aliases.
+fn own_record(
+    registry: &Registry,
+    opts: &ProxyOptions,
+    id: &str,
+    endpoint: &Endpoint,
+    aliases: Vec<String>,
+) -> ServerRecord {
+    let pid = std::process::id();
+    ServerRecord {
+        id: id.to_owned(),
+        kind: ProcessKind::Proxy,
+        pid,
+        exe: std::env::current_exe().unwrap_or_default(),
+        start_time: procfs::start_time(pid),
+        spawned_exe: procfs::exe(pid),
+        boot_id: procfs::boot_id(),
+        endpoint: endpoint.clone(),
+        model: PathBuf::from(aliases.join(",")),
+        log_path: opts
+            .log_path
+            .clone()
+            .unwrap_or_else(|| registry.default_log_path(id)),
+        args: aliases,
+        detached: false,
+        started_at_ms: SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default(),
     }
 }
 

@@ -1,0 +1,638 @@
+//! One request through the proxy: the API key, the proxy's own routes (`/health`,
+//! `/v1/models`, `/models`), routing by `model`, and forwarding to the model's server
+//! with the response passed through frame by frame.
+
+use std::{
+    borrow::Cow,
+    convert::Infallible,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+    time::{Duration, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::{
+    body::{Body, Frame, Incoming, SizeHint},
+    client::conn::http1::SendRequest,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    ModelState,
+    models::{AcquireError, InFlight, Models},
+};
+use crate::pool::{Body as PoolBody, SendError};
+
+/// What the proxy needs to answer requests.
+pub(crate) struct Service {
+    pub(crate) models: Arc<Models>,
+    pub(crate) api_key: Option<String>,
+    pub(crate) max_body: usize,
+    pub(crate) load_timeout: Duration,
+    /// Unix time the proxy started, reported as `created` of every model.
+    pub(crate) created: u64,
+}
+
+/// An answer the proxy makes itself: `{"error":{"code","message","type",...}}`.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+    extra: serde_json::Map<String, Value>,
+}
+
+impl Reply {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.into(),
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    fn with(mut self, key: &str, value: Value) -> Self {
+        self.extra.insert(key.to_owned(), value);
+        self
+    }
+
+    fn into_response(self) -> Response<ProxyBody> {
+        let mut error = serde_json::Map::new();
+        error.insert("code".into(), json!(self.status.as_u16()));
+        error.insert("message".into(), json!(self.message));
+        error.insert("type".into(), json!(self.kind));
+        error.extend(self.extra);
+        json_response(self.status, &json!({ "error": error }))
+    }
+
+    /// Why a request got no model server, as the client is told.
+    fn acquire(alias: &str, e: AcquireError) -> Self {
+        match e {
+            AcquireError::Start(e) => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "unavailable_error",
+                format!("model `{alias}` could not be started: {}", e.message),
+            )
+            .with("model", json!(alias))
+            .with("log_tail", json!(e.log_tail))
+            .with("config_error", json!(e.user_error)),
+            AcquireError::LoadTimeout(t) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable_error",
+                format!(
+                    "model `{alias}` is still loading after {t:?}; retry later or raise the proxy's load timeout"
+                ),
+            )
+            .with("model", json!(alias)),
+            AcquireError::NoRoom {
+                estimate,
+                budget,
+                holders,
+            } => {
+                let used: Vec<String> = holders
+                    .iter()
+                    .map(|(m, bytes, why)| format!("`{m}` ({}, {why})", mib(*bytes)))
+                    .collect();
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable_error",
+                    format!(
+                        "model `{alias}` needs an estimated {} but the memory budget of {} is held by {}; retry when they are idle, unpin one, or raise the budget",
+                        mib(estimate),
+                        mib(budget),
+                        if used.is_empty() { "nothing that can be stopped".to_owned() } else { used.join(", ") },
+                    ),
+                )
+                .with("model", json!(alias))
+                .with("estimate_bytes", json!(estimate))
+                .with("budget_bytes", json!(budget))
+                .with(
+                    "holders",
+                    holders
+                        .iter()
+                        .map(|(m, bytes, why)| json!({"model": m, "estimate_bytes": bytes, "state": why}))
+                        .collect(),
+                )
+            }
+            AcquireError::ShuttingDown => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable_error",
+                "the proxy is stopping",
+            ),
+        }
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<ProxyBody> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut res = Response::new(ProxyBody::Full(Some(Bytes::from(body))));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    res
+}
+
+impl Service {
+    /// Answers one request; every failure is a JSON error answer.
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        Ok(self.answer(req).await.unwrap_or_else(Reply::into_response))
+    }
+
+    async fn answer(&self, req: Request<Incoming>) -> Result<Response<ProxyBody>, Reply> {
+        let path = req.uri().path();
+        // llama-server answers `/health` without the key, so load balancers and
+        // supervisors can probe it; the proxy does the same.
+        if path == "/health" || path == "/v1/health" {
+            return Ok(json_response(StatusCode::OK, &json!({"status": "ok"})));
+        }
+        if let Some(key) = &self.api_key
+            && !authorized(req.headers(), key)
+        {
+            return Err(Reply::new(
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "Invalid API Key",
+            ));
+        }
+        if req.method() == Method::GET && (path == "/v1/models" || path == "/models") {
+            return Ok(json_response(StatusCode::OK, &self.listing()));
+        }
+        let (parts, body) = req.into_parts();
+        let body = self.read_body(&parts.headers, body).await?;
+        let named = model_in_body(&body)
+            .or_else(|| parts.uri.query().and_then(model_in_query).map(Cow::Owned));
+        let index = self.route(named.as_deref())?;
+        let alias = self.models.confs()[index].alias.clone();
+        let guard = self
+            .models
+            .acquire(index, self.load_timeout)
+            .await
+            .map_err(|e| Reply::acquire(&alias, e))?;
+        forward(parts, body, guard, &alias).await
+    }
+
+    /// Reads the whole request body within the cap.
+    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, Reply> {
+        let too_large = || {
+            Reply::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                format!(
+                    "the request body exceeds the proxy's limit of {} bytes",
+                    self.max_body
+                ),
+            )
+        };
+        let announced = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > self.max_body as u64) {
+            return Err(too_large());
+        }
+        match Limited::new(body, self.max_body).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
+            Err(e) => Err(Reply::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                format!("cannot read the request body: {e}"),
+            )),
+        }
+    }
+
+    /// The model a request names, or the only one when it names none.
+    fn route(&self, named: Option<&str>) -> Result<usize, Reply> {
+        let confs = self.models.confs();
+        let known = || {
+            confs
+                .iter()
+                .map(|c| format!("`{}`", c.alias))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match named {
+            Some(alias) => self.models.find(alias).ok_or_else(|| {
+                Reply::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found_error",
+                    format!(
+                        "model `{}` is not served here; the models are {}",
+                        alias.escape_debug(),
+                        known()
+                    ),
+                )
+                .with("models", confs.iter().map(|c| json!(c.alias)).collect())
+            }),
+            None if confs.len() == 1 => Ok(0),
+            None => Err(Reply::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                format!(
+                    "the request names no model; set `model` in the JSON body (or `?model=` on a GET) to one of {}",
+                    known()
+                ),
+            )),
+        }
+    }
+
+    /// `/v1/models` and `/models`: every model with its state, in the shape both
+    /// llama-server's model list and its router's list have.
+    fn listing(&self) -> Value {
+        let data: Vec<Value> = self
+            .models
+            .views()
+            .into_iter()
+            .map(|view| {
+                let value = match view.state {
+                    ModelState::Stopped | ModelState::Failed => "unloaded",
+                    ModelState::Loading => "loading",
+                    ModelState::Ready => "loaded",
+                };
+                let mut status = json!({ "value": value });
+                if view.state == ModelState::Failed {
+                    status["failed"] = json!(true);
+                }
+                json!({
+                    "id": view.alias,
+                    "object": "model",
+                    "created": self.created,
+                    "owned_by": "lmcpp",
+                    "status": status,
+                    "lmcpp": view,
+                })
+            })
+            .collect();
+        json!({ "object": "list", "data": data })
+    }
+}
+
+/// Whether the request carries `key` as `Authorization: Bearer <key>` or `X-Api-Key`,
+/// compared in constant time (only the length can be learned from timing).
+fn authorized(headers: &HeaderMap, key: &str) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().get(..7).zip(v.as_bytes().get(7..)))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
+        .map(|(_, token)| token);
+    let x_api_key = headers.get("x-api-key").map(HeaderValue::as_bytes);
+    // Both are checked, so the time does not tell which header was tried.
+    let a = bearer.is_some_and(|t| constant_time_eq(t, key.as_bytes()));
+    let b = x_api_key.is_some_and(|t| constant_time_eq(t, key.as_bytes()));
+    a | b
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// `model` of a JSON object body, if it has a string one.
+fn model_in_body(body: &[u8]) -> Option<Cow<'_, str>> {
+    #[derive(Deserialize)]
+    struct Pick<'a> {
+        #[serde(default, borrow)]
+        model: Option<Cow<'a, str>>,
+    }
+    if body.is_empty() {
+        return None;
+    }
+    serde_json::from_slice::<Pick<'_>>(body).ok()?.model
+}
+
+/// `model` of a query string, percent-decoded (`+` is a space).
+pub(crate) fn model_in_query(query: &str) -> Option<String> {
+    let value = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(name, _)| *name == "model")?
+        .1;
+    percent_decode(value)
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Headers that describe one connection, not the request: never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// `headers` without hop-by-hop headers (and those `Connection` names), and without
+/// `drop`.
+fn end_to_end(headers: &HeaderMap, drop: &[HeaderName]) -> HeaderMap {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n) || named.iter().any(|c| c == n) || drop.contains(name) {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+/// Sends the request to the model's server and passes its answer back.
+async fn forward(
+    parts: http::request::Parts,
+    body: Bytes,
+    guard: InFlight,
+    alias: &str,
+) -> Result<Response<ProxyBody>, Reply> {
+    let running = Arc::clone(&guard.running);
+    let mut up = Request::new(Full::new(body));
+    *up.method_mut() = parts.method;
+    *up.uri_mut() = parts.uri.path_and_query().map_or_else(
+        || http::Uri::from_static("/"),
+        |pq| http::Uri::try_from(pq.as_str()).unwrap_or_else(|_| http::Uri::from_static("/")),
+    );
+    let mut headers = end_to_end(
+        &parts.headers,
+        &[
+            header::AUTHORIZATION,
+            HeaderName::from_static("x-api-key"),
+            header::HOST,
+        ],
+    );
+    headers.insert(header::HOST, running.pool.host().clone());
+    if let Some(auth) = &running.auth {
+        headers.insert(header::AUTHORIZATION, auth.clone());
+    }
+    *up.headers_mut() = headers;
+    let (res, sender) = running
+        .pool
+        .send(up)
+        .await
+        .map_err(|e| upstream_failed(alias, &e))?;
+    let reusable = keeps_alive(&res);
+    let (mut parts, body) = res.into_parts();
+    parts.headers = end_to_end(&parts.headers, &[]);
+    let sse = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let body = Upstream {
+        body,
+        guard: Some(guard),
+        sender: reusable.then_some(sender),
+        sse,
+        alias: alias.to_owned(),
+    };
+    Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
+}
+
+fn upstream_failed(alias: &str, e: &SendError) -> Reply {
+    Reply::new(
+        StatusCode::BAD_GATEWAY,
+        "unavailable_error",
+        format!(
+            "the server of model `{alias}` did not answer ({e}); if it exited, the next request starts it again"
+        ),
+    )
+    .with("model", json!(alias))
+}
+
+/// Whether the upstream connection may carry another request after this response.
+fn keeps_alive<B>(res: &Response<B>) -> bool {
+    let close = res
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    !close && res.version() == http::Version::HTTP_11
+}
+
+/// The body of every answer: the proxy's own, or a model server's passed through.
+pub(crate) enum ProxyBody {
+    Full(Option<Bytes>),
+    Upstream(Upstream),
+}
+
+/// A model server's response body, frame by frame. It holds the request's in-flight
+/// count until its last frame or until it is dropped (the client went away, which drops
+/// the upstream body and so closes that connection: llama-server then stops
+/// generating). A body that breaks off (the server died) ends an event stream with an
+/// error event and any other body with an error, which aborts the client's response.
+pub(crate) struct Upstream {
+    body: Incoming,
+    guard: Option<InFlight>,
+    sender: Option<SendRequest<PoolBody>>,
+    sse: bool,
+    alias: String,
+}
+
+impl Upstream {
+    /// The body is complete: its connection goes back to the pool and the request stops
+    /// counting.
+    fn finish(&mut self) {
+        if let (Some(sender), Some(guard)) = (self.sender.take(), &self.guard) {
+            guard.running.pool.put(sender);
+        }
+        self.guard = None;
+    }
+
+    fn broken(&self, e: &hyper::Error) -> Bytes {
+        let error = json!({"error": {
+            "code": 502,
+            "message": format!(
+                "the server of model `{}` broke off the stream ({e}); if it exited, the next request starts it again",
+                self.alias
+            ),
+            "type": "unavailable_error",
+        }});
+        Bytes::from(format!("data: {error}\n\n"))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let up = match self.get_mut() {
+            Self::Full(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Upstream(up) => up,
+        };
+        if up.guard.is_none() {
+            return Poll::Ready(None);
+        }
+        match ready!(Pin::new(&mut up.body).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                // hyper stops polling once a body says it has ended, so finish here.
+                if up.body.is_end_stream() {
+                    up.finish();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => {
+                up.sender = None;
+                up.guard = None;
+                if up.sse {
+                    Poll::Ready(Some(Ok(Frame::data(up.broken(&e)))))
+                } else {
+                    Poll::Ready(Some(Err(e)))
+                }
+            }
+            None => {
+                up.finish();
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(bytes) => bytes.is_none(),
+            Self::Upstream(up) => up.guard.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Self::Full(None) => SizeHint::with_exact(0),
+            Self::Upstream(up) if up.guard.is_none() => SizeHint::with_exact(0),
+            Self::Upstream(up) => up.body.size_hint(),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch now.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names_table() {
+        for (body, want) in [
+            (&br#"{"model":"a","prompt":"x"}"#[..], Some("a")),
+            (br#"{"prompt":"x","model":"b\u0020c"}"#, Some("b c")),
+            (br#"{"prompt":"x"}"#, None),
+            (br#"{"model":3}"#, None),
+            (br#"[1,2]"#, None),
+            (b"not json", None),
+            (b"", None),
+        ] {
+            assert_eq!(model_in_body(body).as_deref(), want, "{body:?}");
+        }
+        for (query, want) in [
+            ("model=a", Some("a")),
+            ("x=1&model=org%2Frepo%3AQ4", Some("org/repo:Q4")),
+            ("model=a+b", Some("a b")),
+            ("modelx=a", None),
+            ("model", Some("")),
+            ("model=%zz", None),
+            ("model=%", None),
+            ("", None),
+        ] {
+            assert_eq!(model_in_query(query).as_deref(), want, "{query:?}");
+        }
+    }
+
+    #[test]
+    fn api_key_table() {
+        let key = "s3cret";
+        for (name, value, ok) in [
+            ("authorization", "Bearer s3cret", true),
+            ("authorization", "bearer s3cret", true),
+            ("authorization", "Bearer s3cre", false),
+            ("authorization", "Bearer s3cretx", false),
+            ("authorization", "Basic s3cret", false),
+            ("authorization", "s3cret", false),
+            ("x-api-key", "s3cret", true),
+            ("x-api-key", "S3cret", false),
+            ("x-other", "s3cret", false),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+            assert_eq!(authorized(&headers, key), ok, "{name}: {value}");
+        }
+        assert!(!authorized(&HeaderMap::new(), key));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_not_forwarded() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("connection", "close, x-trace"),
+            ("x-trace", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("authorization", "Bearer k"),
+            ("content-type", "application/json"),
+            ("accept", "text/event-stream"),
+        ] {
+            h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        let out = end_to_end(&h, &[header::AUTHORIZATION]);
+        let mut names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["accept", "content-type"]);
+    }
+}
