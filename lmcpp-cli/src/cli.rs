@@ -225,10 +225,19 @@ pub(crate) enum ModelCmd {
         /// (default: all).
         model: Option<String>,
     },
-    /// Show what a GGUF file is: architecture, sizes, tokenizer, chat template.
+    /// Show what a GGUF file is: architecture, sizes, tokenizer, chat template, and the
+    /// memory llama-server needs for it (weights + KV cache + compute).
     Inspect {
         /// A path, or a model source that is already cached.
         model: String,
+        /// Context for the memory estimate, as llama-server's --ctx-size (default: the
+        /// model's trained context, which is what llama-server uses when none is given).
+        #[arg(long, short = 'c', value_name = "N")]
+        ctx_size: Option<u64>,
+        /// Slots for the memory estimate, as llama-server's --parallel (default: the
+        /// server's automatic 4 slots sharing one cache).
+        #[arg(long, value_name = "N")]
+        parallel: Option<u64>,
     },
     /// Write the generated tiny demo model (random weights, real vocabulary).
     Demo(DemoArgs),

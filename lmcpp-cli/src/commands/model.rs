@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use lmcpp::toolchain::gguf::estimate::{EstimateOptions, MemoryEstimate, estimate_path};
 use lmcpp::toolchain::models::{ModelSource, ModelStore, PullOptions, VerifyStatus};
 use serde_json::json;
 
@@ -21,7 +22,16 @@ pub(crate) async fn model(ctx: &Ctx, cmd: ModelCmd) -> Result<ExitCode> {
         ModelCmd::List => list(ctx),
         ModelCmd::Rm { model } => rm(ctx, &ctx.store()?, &model).await,
         ModelCmd::Verify { model } => verify(ctx, &ctx.store()?, model.as_deref()).await,
-        ModelCmd::Inspect { model } => inspect(ctx, &model).await,
+        ModelCmd::Inspect {
+            model,
+            ctx_size,
+            parallel,
+        } => {
+            let mut opts = EstimateOptions::default();
+            opts.ctx_size = ctx_size;
+            opts.parallel = parallel;
+            inspect(ctx, &model, &opts).await
+        }
         ModelCmd::Demo(args) => demo(ctx, args).await,
     }
 }
@@ -78,16 +88,25 @@ fn list(ctx: &Ctx) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `lmcpp model inspect <path | cached source>`.
-async fn inspect(ctx: &Ctx, model: &str) -> Result<ExitCode> {
+/// `lmcpp model inspect <path | cached source>`: the summary, then the memory estimate.
+async fn inspect(ctx: &Ctx, model: &str, opts: &EstimateOptions) -> Result<ExitCode> {
     let path = PathBuf::from(model);
-    let summary = if path.exists() {
-        lmcpp::toolchain::models::inspect(&path).await?
+    let path = if path.exists() {
+        path
     } else {
         let source = ModelSource::parse(model)?;
-        ctx.store()?.inspect_source(&source).await?
+        ctx.store()?
+            .pull(&source, &PullOptions::cache_only())
+            .await?
+            .path
     };
-    ctx.output(&summary, || {
+    let summary = lmcpp::toolchain::models::inspect(&path).await?;
+    let memory = estimate_path(&path, opts).await?;
+    let shown = Inspected {
+        summary: &summary,
+        memory: &memory,
+    };
+    ctx.output(&shown, || {
         let serde_json::Value::Object(map) = serde_json::to_value(&summary)? else {
             return Ok(());
         };
@@ -102,9 +121,54 @@ async fn inspect(ctx: &Ctx, model: &str) -> Result<ExitCode> {
             };
             println!("{k:<22} {shown}");
         }
+        for line in memory_lines(&memory) {
+            println!("{line}");
+        }
         Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `model inspect --json` prints: the summary's fields and `memory`.
+#[derive(serde::Serialize)]
+struct Inspected<'a> {
+    #[serde(flatten)]
+    summary: &'a lmcpp::toolchain::gguf::GgufSummary,
+    memory: &'a MemoryEstimate,
+}
+
+/// The estimate as `label  value` lines in the style of the summary.
+pub(crate) fn memory_lines(m: &MemoryEstimate) -> Vec<String> {
+    let mut lines = vec![
+        format!(
+            "{:<22} {} (weights {} + KV cache {} + compute {})",
+            "memory",
+            human_size(m.total_bytes),
+            human_size(m.weights_bytes),
+            human_size(m.kv_cache_bytes),
+            human_size(m.compute_bytes)
+        ),
+        format!(
+            "{:<22} {} cells, {} slots{}, {} per slot, K {} / V {}",
+            "memory context",
+            m.ctx_size,
+            m.slots,
+            if m.kv_unified {
+                " sharing one cache"
+            } else {
+                ""
+            },
+            m.ctx_per_slot,
+            m.cache_type_k,
+            m.cache_type_v
+        ),
+    ];
+    lines.extend(
+        m.assumptions
+            .iter()
+            .map(|a| format!("{:<22} {a}", "memory assumption")),
+    );
+    lines
 }
 
 /// `lmcpp model demo`: writes the demo model for the toolchain the options name.

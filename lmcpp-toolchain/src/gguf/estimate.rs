@@ -30,10 +30,13 @@
 //! model that size fits no budget), and a missing key is replaced by a documented fallback
 //! that is noted in [`MemoryEstimate::assumptions`]. Nothing here panics.
 
+use std::path::{Path, PathBuf};
+
 use serde::Serialize;
 
 use super::GgufFile;
 use super::value::{GgmlType, GgufArray, GgufValue};
+use crate::error::Result;
 
 /// Cells llama.cpp pads the context to (`GGML_PAD(n_ctx, 256)`).
 const CTX_PAD: u64 = 256;
@@ -189,14 +192,26 @@ pub struct MemoryEstimate {
 
 /// Estimates what `file` needs in llama-server run with `opts`. Never fails: missing keys
 /// are replaced by the fallbacks listed in [`MemoryEstimate::assumptions`].
+///
+/// For a split model, `file` is the first part and only its tensors are counted; see
+/// [`estimate_path`] for the whole model.
 pub fn estimate(file: &GgufFile, opts: &EstimateOptions) -> MemoryEstimate {
+    estimate_parts(file, &[], opts)
+}
+
+/// [`estimate`] of a split model: the metadata of `first`, the tensors of every part.
+pub fn estimate_parts(
+    first: &GgufFile,
+    others: &[GgufFile],
+    opts: &EstimateOptions,
+) -> MemoryEstimate {
     let mut notes = Notes::default();
-    let hp = Hparams::read(file, &mut notes);
+    let hp = Hparams::read(first, &mut notes);
     let (ctx_size, ctx_per_slot, slots, kv_unified) = context(&hp, opts, &mut notes);
 
-    let weights_bytes = file
-        .tensors
-        .iter()
+    let weights_bytes = std::iter::once(first)
+        .chain(others)
+        .flat_map(|f| &f.tensors)
         .try_fold(0u64, |sum, t| sum.checked_add(t.size))
         .unwrap_or_else(|| notes.overflow("the tensor sizes"));
 
@@ -228,6 +243,39 @@ pub fn estimate(file: &GgufFile, opts: &EstimateOptions) -> MemoryEstimate {
         cache_type_v: opts.cache_type_v,
         assumptions: notes.0,
     }
+}
+
+/// Reads the GGUF file at `path` and estimates it; a split model's first part
+/// (`<name>-00001-of-00003.gguf`) brings its other parts, found by name next to it, as
+/// llama.cpp finds them. Blocking reads run on the blocking pool.
+pub async fn estimate_path(path: &Path, opts: &EstimateOptions) -> Result<MemoryEstimate> {
+    let first = super::read_gguf_async(path).await?;
+    let mut others = Vec::new();
+    for part in split_siblings(path, &first) {
+        others.push(super::read_gguf_async(&part).await?);
+    }
+    Ok(estimate_parts(&first, &others, opts))
+}
+
+/// The other parts of a split model whose first part is `path`: `split.count` says how
+/// many, the file name says how they are called. Empty for a single file.
+fn split_siblings(path: &Path, first: &GgufFile) -> Vec<PathBuf> {
+    let count = first.metadata.get_u64("split.count").unwrap_or(1);
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Vec::new();
+    };
+    // `<prefix>-00001-of-NNNNN.gguf`, where NNNNN is the count; llama.cpp caps parts
+    // at 99999, so anything larger is not a split model's name.
+    let suffix = format!("-00001-of-{count:05}.gguf");
+    let Some(prefix) = name.strip_suffix(&suffix) else {
+        return Vec::new();
+    };
+    if !(2..=99_999).contains(&count) {
+        return Vec::new();
+    }
+    (2..=count)
+        .map(|i| path.with_file_name(format!("{prefix}-{i:05}-of-{count:05}.gguf")))
+        .collect()
 }
 
 /// The fallbacks taken, in the order they were taken, each once.
@@ -659,6 +707,34 @@ mod tests {
         let e = estimate(&file, &EstimateOptions::with_ctx_size(256));
         // Head size 16: layers of 4, 0 and 2 KV heads, K and V in f16.
         assert_eq!(e.kv_cache_bytes, 256 * (4 + 2) * 16 * 2 * 2);
+    }
+
+    #[tokio::test]
+    async fn a_split_model_counts_every_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = |i: u32, floats: usize| {
+            let mut w = GgufWriter::new();
+            w.set("general.architecture", "llama");
+            w.set("split.count", 2u32);
+            w.add_f32_tensor(&format!("t{i}"), &[floats as u64], &vec![0.0; floats])
+                .unwrap();
+            let path = dir.path().join(format!("m-{i:05}-of-00002.gguf"));
+            w.write_file(&path).unwrap();
+            path
+        };
+        let first = part(1, 8);
+        part(2, 24);
+        let e = estimate_path(&first, &EstimateOptions::with_ctx_size(256))
+            .await
+            .unwrap();
+        assert_eq!(e.weights_bytes, (8 + 24) * 4);
+        // A missing part is an error, not a smaller estimate.
+        std::fs::remove_file(dir.path().join("m-00002-of-00002.gguf")).unwrap();
+        assert!(
+            estimate_path(&first, &EstimateOptions::default())
+                .await
+                .is_err()
+        );
     }
 
     #[test]
