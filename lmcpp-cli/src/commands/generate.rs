@@ -116,9 +116,13 @@ pub(crate) async fn chat(ctx: &Ctx, args: ChatArgs) -> Result<ExitCode> {
 
 /// `lmcpp run PROMPT`: the main job in one command (reusing a running server when one fits).
 pub(crate) async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
+    let mut server_args = server_args(Vec::new(), Vec::new(), args.api_key.clone());
+    // The web UI is off unless asked for, as with `serve` (llama-server's own default is
+    // on); a one-shot server has no use for it.
+    server_args.ui = Some(false);
     let resolved = ctx
         .builder(args.model)
-        .args(server_args(Vec::new(), Vec::new(), args.api_key.clone()))
+        .args(server_args)
         .toolchain_request(args.toolchain.request(ctx.home.as_deref()).await?)
         .resolve()
         .await?;

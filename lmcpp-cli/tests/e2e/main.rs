@@ -10,6 +10,7 @@ use lmcpp::toolchain::prepared::PreparedPaths;
 
 mod blocking;
 mod names;
+mod real_clients;
 mod rpc;
 
 /// Reads the prerequisites; fails (never skips) with the command that provides them.

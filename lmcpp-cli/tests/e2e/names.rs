@@ -6,7 +6,9 @@
 //! next to the demo model.
 //!
 //! A llama-server built offline embeds no UI assets (its build fetches or builds them), so
-//! the page comes from `--path`, which llama-server serves only while its UI is on.
+//! the page comes from `--path`, which llama-server serves only while its UI is on; what
+//! the binary itself embeds is checked too (none in the pinned offline build, the page in
+//! the older one).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -120,14 +122,66 @@ fn a_model_from_the_hub_cache_is_served_by_its_name_and_the_web_ui_only_when_ask
     assert!(body.contains(PAGE), "{body}");
     env.ok(&["stop", "--all"]);
 
-    // Without --webui there is no page.
+    // Without --webui there is no page: llama-server's own 404.
     let (record, _) = serve(&env, &[]);
     let port = u16::try_from(record["endpoint"]["port"].as_u64().unwrap()).unwrap();
-    let (status, _) = http(port, "GET", "/", None);
-    assert_ne!(status, 200);
+    let (status, body) = http(port, "GET", "/", None);
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(
+        json_body(&body)["error"]["type"],
+        "not_found_error",
+        "{body}"
+    );
     let (status, body) = http(port, "GET", "/v1/models", None);
     assert_eq!(status, 200);
     assert_eq!(json_body(&body)["data"][0]["id"], REPO);
+    env.ok(&["stop", "--all"]);
+
+    the_ui_the_build_embeds(&env);
+}
+
+/// `--webui` without `--path`: the page the binary embeds, if any.
+///
+/// The pinned llama.cpp is built offline here, and its build embeds UI assets only when it
+/// can fetch or build them, so its `/` is a 404 even with the UI on; that the UI is on
+/// shows in `/sw.js`, which llama-server answers (with a service worker that removes
+/// itself) only while the UI is off or comes from `--path`. A build with assets (a release
+/// archive) serves its gzip-encoded page at `/` instead. The older llama.cpp keeps its page
+/// in the source tree, so its offline build serves it.
+fn the_ui_the_build_embeds(env: &Env) {
+    use super::real_clients::{Target, curl_with};
+    let pinned = env.paths.pinned;
+    let port_of = |record: &serde_json::Value| {
+        Target::Http(u16::try_from(record["endpoint"]["port"].as_u64().unwrap()).unwrap())
+    };
+
+    let (record, _) = serve_model(env, &["--model", REPO, "--webui"]);
+    let target = port_of(&record);
+    let (status, body) = curl_with(&target, "/", None, &["--compressed"]);
+    let head = &body[..body.len().min(300)];
+    if pinned {
+        assert_eq!(status, 404, "an offline build has no UI page: {head}");
+        assert_eq!(json_body(&body)["error"]["type"], "not_found_error");
+        let (status, _) = curl_with(&target, "/sw.js", None, &[]);
+        assert_eq!(status, 404, "the UI is on: no self-removing service worker");
+    } else {
+        assert_eq!(status, 200, "{head}");
+        assert!(
+            body.to_ascii_lowercase().contains("<!doctype html>"),
+            "{head}"
+        );
+    }
+    env.ok(&["stop", "--all"]);
+
+    let (record, _) = serve_model(env, &["--model", REPO]);
+    let target = port_of(&record);
+    let (status, body) = curl_with(&target, "/", None, &["--compressed"]);
+    assert_eq!(status, 404, "{}", &body[..body.len().min(300)]);
+    if pinned {
+        let (status, body) = curl_with(&target, "/sw.js", None, &[]);
+        assert_eq!(status, 200, "the UI is off: {body}");
+        assert!(body.contains("unregister()"), "{body}");
+    }
 }
 
 /// Writes `demo` as a split GGUF of two parts into `dir`, as `gguf-split` lays one out: the
@@ -339,4 +393,56 @@ fn serve_model(env: &Env, extra: &[&str]) -> (serde_json::Value, String) {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
     (serde_json::from_slice(&out.stdout).unwrap(), stderr)
+}
+
+/// `lmcpp run` starts its one-shot server with the web UI off, as `serve` does unless
+/// `--webui`: seen in the argv the real server is started with, through a wrapper that
+/// notes it and then runs the real binary.
+#[test]
+fn run_starts_its_server_with_the_web_ui_off() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let noted = env.dir.path().join("argv.txt");
+    let wrapper = env.dir.path().join("llama-server");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            noted.display(),
+            env.paths.llama_server.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lmcpp"))
+        .arg("--home")
+        .arg(env.dir.path().join("home"))
+        .arg("--runtime-dir")
+        .arg(env.dir.path().join("run"))
+        .arg("--llama-server")
+        .arg(&wrapper)
+        .args(["--quiet", "run", "--model", env.model(), "-n", "4", "Hello"])
+        .env_remove("LMCPP_HOME")
+        .env("HF_HUB_CACHE", env.dir.path().join("hub"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let noted = std::fs::read_to_string(&noted).unwrap();
+    let launch: Vec<&str> = noted
+        .lines()
+        .find(|l| l.split_whitespace().any(|a| a == "--host"))
+        .unwrap_or_else(|| panic!("no launch among the noted calls: {noted}"))
+        .split_whitespace()
+        .collect();
+    // The older llama.cpp knows the switch only as `--no-webui`.
+    let off = if env.paths.pinned {
+        "--no-ui"
+    } else {
+        "--no-webui"
+    };
+    assert!(launch.contains(&off), "{off} not in {launch:?}");
 }

@@ -1,0 +1,397 @@
+//! Clients this project did not write, against a real llama-server that lmcpp started: the
+//! `async-openai` crate on the OpenAI-compatible endpoints over HTTP (selecting the model by
+//! the alias lmcpp gave the server), and the system `curl` on the native endpoints over HTTP
+//! and over the Unix socket.
+//!
+//! The demo model has random weights, so these tests check shapes, ids, types and counts,
+//! and that two ways of asking for the same greedy generation agree, never the text itself.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use async_openai::Client;
+use async_openai::config::OpenAIConfig;
+use async_openai::types::chat::{
+    ChatCompletionRequestUserMessage, CreateChatCompletionRequestArgs, FinishReason,
+};
+use async_openai::types::completions::CreateCompletionRequestArgs;
+use async_openai::types::embeddings::{CreateEmbeddingRequestArgs, EmbeddingInput};
+use futures_util::StreamExt;
+use lmcpp::server::{Endpoint, HttpPort, TransportChoice};
+use lmcpp::types::ServerArgs;
+use serde_json::{Value, json};
+
+/// The name the servers are started under, which the clients select the model by.
+const ALIAS: &str = "org/real-clients-GGUF";
+/// What any one request of a client may take (the demo model answers in well under a second).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Starts the demo model through the facade on `transport` under [`ALIAS`], with `args`.
+async fn start(
+    dir: &std::path::Path,
+    transport: TransportChoice,
+    mut args: ServerArgs,
+) -> lmcpp::Running {
+    let paths = crate::paths();
+    args.threads = Some(1);
+    args.ctx_size = Some(1024);
+    lmcpp::Lmcpp::builder()
+        .home(dir.join("home"))
+        .runtime_dir(dir.join("run"))
+        .llama_server(&paths.llama_server)
+        .model(paths.demo_model.to_string_lossy())
+        .alias(ALIAS)
+        .transport(transport)
+        .args(args)
+        .ready_timeout(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("the demo server starts: {e}"))
+}
+
+/// The port of a server started with [`TransportChoice::Http`].
+fn port(running: &lmcpp::Running) -> u16 {
+    match running.server.endpoint() {
+        Endpoint::Http { port, .. } => *port,
+        other => panic!("an HTTP endpoint expected, got {other}"),
+    }
+}
+
+/// An `async-openai` client for the server on `port`; llama-server started without an API
+/// key accepts any.
+fn openai(port: u16) -> Client<OpenAIConfig> {
+    Client::with_config(
+        OpenAIConfig::new()
+            .with_api_base(format!("http://127.0.0.1:{port}/v1"))
+            .with_api_key("unused"),
+    )
+}
+
+/// Awaits one client call, failing the test when it errs or takes too long.
+async fn within<T, E: std::fmt::Display>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> T {
+    match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+        Ok(Ok(value)) => value,
+        Ok(Err(e)) => panic!("{what}: {e}"),
+        Err(_) => panic!("{what}: no answer within {REQUEST_TIMEOUT:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_openai_chats_streams_completes_and_lists_the_model_by_its_alias() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(
+        dir.path(),
+        TransportChoice::Http(HttpPort::Auto),
+        ServerArgs::default(),
+    )
+    .await;
+    let port = port(&running);
+    let client = openai(port);
+
+    // The listed id is the alias, the name every OpenAI client selects a model by.
+    let models = within("models list", client.models().list()).await;
+    assert_eq!(models.object, "list");
+    let ids: Vec<&str> = models.data.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, [ALIAS], "{models:?}");
+    assert_eq!(models.data[0].object, "model");
+
+    // A chat by that name. `max_tokens` rather than `max_completion_tokens`: the older
+    // llama.cpp reads only the former.
+    #[allow(deprecated)]
+    let request = CreateChatCompletionRequestArgs::default()
+        .model(ALIAS)
+        .messages([ChatCompletionRequestUserMessage::from("Hi there").into()])
+        .max_tokens(6u32)
+        .temperature(0.0)
+        .seed(1)
+        .build()
+        .unwrap();
+    let chat = within("chat", client.chat().create(request.clone())).await;
+    assert_eq!(chat.model, ALIAS, "{chat:?}");
+    assert_eq!(chat.object, "chat.completion");
+    assert_eq!(chat.choices.len(), 1, "{chat:?}");
+    let choice = &chat.choices[0];
+    assert!(choice.message.content.is_some(), "{chat:?}");
+    assert!(
+        matches!(
+            choice.finish_reason,
+            Some(FinishReason::Length | FinishReason::Stop)
+        ),
+        "{chat:?}"
+    );
+    let usage = chat
+        .usage
+        .as_ref()
+        .expect("a chat answer reports its usage");
+    assert!(
+        (1..=6).contains(&usage.completion_tokens) && usage.prompt_tokens > 0,
+        "{usage:?}"
+    );
+    assert_eq!(
+        usage.total_tokens,
+        usage.prompt_tokens + usage.completion_tokens
+    );
+
+    // The same chat streamed: one id across the chunks, one finish, the same greedy text.
+    let mut stream = within("chat stream", client.chat().create_stream(request)).await;
+    let (mut ids, mut finishes, mut text, mut chunks) = (Vec::new(), 0, String::new(), 0);
+    loop {
+        let next = tokio::time::timeout(REQUEST_TIMEOUT, stream.next())
+            .await
+            .expect("the next chunk within the timeout");
+        let Some(chunk) = next else { break };
+        let chunk = chunk.unwrap_or_else(|e| panic!("chat stream chunk: {e}"));
+        chunks += 1;
+        assert_eq!(chunk.object, "chat.completion.chunk", "{chunk:?}");
+        assert_eq!(chunk.model, ALIAS, "{chunk:?}");
+        ids.push(chunk.id.clone());
+        for c in &chunk.choices {
+            finishes += usize::from(c.finish_reason.is_some());
+            text.push_str(c.delta.content.as_deref().unwrap_or_default());
+        }
+    }
+    ids.dedup();
+    assert!(chunks > 1, "{chunks} chunks");
+    assert_eq!(ids.len(), 1, "one id across the chunks: {ids:?}");
+    assert_eq!(finishes, 1, "exactly one chunk finishes the answer");
+    assert_eq!(Some(text.as_str()), choice.message.content.as_deref());
+
+    // A legacy completion by the same name agrees with the native /completion.
+    let request = CreateCompletionRequestArgs::default()
+        .model(ALIAS)
+        .prompt("Once upon a time")
+        .max_tokens(4u32)
+        .temperature(0.0)
+        .build()
+        .unwrap();
+    let done = within("completion", client.completions().create(request)).await;
+    assert_eq!(done.model, ALIAS, "{done:?}");
+    assert_eq!(done.object, "text_completion");
+    assert_eq!(done.choices.len(), 1, "{done:?}");
+    let usage = done.usage.as_ref().expect("a completion reports its usage");
+    assert!((1..=4).contains(&usage.completion_tokens), "{usage:?}");
+    let target = Target::Http(port);
+    let (status, native) = curl(
+        &target,
+        "/completion",
+        Some(&json!({"prompt": "Once upon a time", "n_predict": 4, "temperature": 0})),
+    );
+    assert_eq!(status, 200, "{native}");
+    assert_eq!(json_of(&native)["content"], done.choices[0].text.as_str());
+
+    let pid = running.server.pid();
+    running.server.stop().await.unwrap();
+    assert!(!crate::pid_alive(u64::from(pid)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_openai_embeds_with_mean_pooling() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ServerArgs {
+        embeddings: true,
+        pooling: Some("mean".to_owned()),
+        ..ServerArgs::default()
+    };
+    let running = start(dir.path(), TransportChoice::Http(HttpPort::Auto), args).await;
+    let client = openai(port(&running));
+    let n_embd = lmcpp::toolchain::gguf::read_gguf(&crate::paths().demo_model)
+        .unwrap()
+        .summary()
+        .embedding_length
+        .unwrap();
+
+    let request = CreateEmbeddingRequestArgs::default()
+        .model(ALIAS)
+        .input(EmbeddingInput::StringArray(vec![
+            "first text".to_owned(),
+            "a second, longer text".to_owned(),
+        ]))
+        .build()
+        .unwrap();
+    let answer = within("embeddings", client.embeddings().create(request)).await;
+    assert_eq!(answer.model, ALIAS, "{answer:?}");
+    assert_eq!(answer.object, "list");
+    let indices: Vec<u32> = answer.data.iter().map(|e| e.index).collect();
+    assert_eq!(indices, [0, 1]);
+    for e in &answer.data {
+        assert_eq!(e.object, "embedding");
+        assert_eq!(u64::try_from(e.embedding.len()).unwrap(), n_embd);
+        // The OpenAI endpoint returns unit vectors (Euclidean normalisation).
+        let norm = e.embedding.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-3, "norm {norm}");
+    }
+    assert_ne!(answer.data[0].embedding, answer.data[1].embedding);
+    assert!(answer.usage.prompt_tokens > 0, "{:?}", answer.usage);
+
+    let models = within("models list", client.models().list()).await;
+    assert_eq!(models.data[0].id, ALIAS);
+}
+
+/// Where `curl` sends a request: a loopback port or a Unix socket.
+pub(crate) enum Target {
+    Http(u16),
+    Unix(PathBuf),
+}
+
+impl Target {
+    fn of(running: &lmcpp::Running) -> Self {
+        match running.server.endpoint() {
+            Endpoint::Http { port, .. } => Self::Http(*port),
+            Endpoint::Unix { socket } => Self::Unix(socket.clone()),
+            other => panic!("no curl target for {other}"),
+        }
+    }
+}
+
+/// Runs the system `curl` (bounded by `--max-time`) for `path`: a GET, or a POST of `body`
+/// as JSON. Returns the status and the body. A missing curl fails the test saying so.
+fn curl(target: &Target, path: &str, body: Option<&Value>) -> (u16, String) {
+    curl_with(target, path, body, &[])
+}
+
+/// [`curl`] with `extra` arguments for curl.
+pub(crate) fn curl_with(
+    target: &Target,
+    path: &str,
+    body: Option<&Value>,
+    extra: &[&str],
+) -> (u16, String) {
+    const STATUS: &str = "\nlmcpp-status:";
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "--silent",
+        "--show-error",
+        "--max-time",
+        "60",
+        "--no-buffer",
+    ])
+    .args(extra)
+    .arg("--write-out")
+    .arg(format!("{STATUS}%{{http_code}}"));
+    let url = match target {
+        Target::Http(port) => format!("http://127.0.0.1:{port}{path}"),
+        Target::Unix(socket) => {
+            cmd.arg("--unix-socket").arg(socket);
+            format!("http://localhost{path}")
+        }
+    };
+    if let Some(body) = body {
+        cmd.args([
+            "--header",
+            "Content-Type: application/json",
+            "--data-binary",
+        ])
+        .arg(body.to_string());
+    }
+    let out = match cmd.arg(url).output() {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "these tests run the system curl, which is not installed: install it \
+             (e.g. `apt-get install curl`)"
+        ),
+        Err(e) => panic!("running curl: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "curl {path} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("the server answers UTF-8");
+    let (body, status) = text
+        .rsplit_once(STATUS)
+        .unwrap_or_else(|| panic!("curl wrote no status: {text}"));
+    (status.trim().parse().unwrap(), body.to_owned())
+}
+
+fn json_of(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// The native endpoints through curl: health, props, tokenize and back, a completion, and
+/// the same completion streamed, whose `data:` lines parse and add up to it.
+fn native_endpoints_answer_curl(target: &Target) {
+    let (status, body) = curl(target, "/health", None);
+    assert_eq!((status, json_of(&body)), (200, json!({"status": "ok"})));
+
+    let (status, body) = curl(target, "/props", None);
+    assert_eq!(status, 200, "{body}");
+    let props = json_of(&body);
+    assert!(
+        props["total_slots"].as_u64().is_some_and(|n| n >= 1),
+        "{props}"
+    );
+    assert!(
+        props["model_path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with(".gguf")),
+        "{props}"
+    );
+    assert!(props["default_generation_settings"].is_object(), "{props}");
+
+    let (status, body) = curl(
+        target,
+        "/tokenize",
+        Some(&json!({"content": "Hello world"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let tokens = json_of(&body)["tokens"].clone();
+    let ids = tokens.as_array().expect("a list of token ids");
+    assert!(!ids.is_empty() && ids.iter().all(Value::is_u64), "{tokens}");
+    let (status, body) = curl(target, "/detokenize", Some(&json!({"tokens": tokens})));
+    assert_eq!(status, 200, "{body}");
+    let text = json_of(&body)["content"].as_str().unwrap().to_owned();
+    // SentencePiece vocabularies add a leading space when tokenizing.
+    assert_eq!(text.trim_start(), "Hello world");
+
+    let request = json!({"prompt": "Once upon a time", "n_predict": 5, "temperature": 0});
+    let (status, body) = curl(target, "/completion", Some(&request));
+    assert_eq!(status, 200, "{body}");
+    let done = json_of(&body);
+    assert!(done["content"].is_string(), "{done}");
+    assert!(
+        done["tokens_predicted"]
+            .as_u64()
+            .is_some_and(|n| (1..=5).contains(&n)),
+        "{done}"
+    );
+    assert_eq!(done["stop"], true, "{done}");
+
+    let mut streamed = request.clone();
+    streamed["stream"] = json!(true);
+    let (status, body) = curl(target, "/completion", Some(&streamed));
+    assert_eq!(status, 200, "{body}");
+    let events: Vec<Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(json_of)
+        .collect();
+    assert!(events.len() > 1, "{body}");
+    // Only the last event ends the stream.
+    let stops: Vec<bool> = events.iter().map(|e| e["stop"] == true).collect();
+    assert_eq!(stops.iter().filter(|s| **s).count(), 1, "{body}");
+    assert_eq!(stops.last(), Some(&true), "{body}");
+    let text: String = events
+        .iter()
+        .map(|e| e["content"].as_str().expect("every event has content"))
+        .collect();
+    assert_eq!(text, done["content"].as_str().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_reaches_the_native_endpoints_over_http_and_the_unix_socket() {
+    for transport in [TransportChoice::Http(HttpPort::Auto), TransportChoice::Unix] {
+        let dir = tempfile::tempdir().unwrap();
+        let running = start(dir.path(), transport.clone(), ServerArgs::default()).await;
+        let target = Target::of(&running);
+        // curl blocks; keep it off the runtime's threads.
+        tokio::task::spawn_blocking(move || native_endpoints_answer_curl(&target))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        running.server.stop().await.unwrap();
+    }
+}
