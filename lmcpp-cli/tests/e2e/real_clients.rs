@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
 use async_openai::types::chat::{
     ChatCompletionRequestUserMessage, CreateChatCompletionRequestArgs, FinishReason,
 };
@@ -186,6 +187,74 @@ async fn async_openai_chats_streams_completes_and_lists_the_model_by_its_alias()
     let pid = running.server.pid();
     running.server.stop().await.unwrap();
     assert!(!crate::pid_alive(u64::from(pid)));
+}
+
+/// What `async-openai` makes of answers that are not a plain success, on each version: a
+/// request for two choices (the older llama.cpp refuses it with a 500) and a prompt longer
+/// than the context (the pinned one refuses it with a 400 whose integer `code` this client
+/// cannot read, since OpenAI's is a string; the older one cuts the prompt and answers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_openai_meets_refusals_as_each_version_gives_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(
+        dir.path(),
+        TransportChoice::Http(HttpPort::Auto),
+        ServerArgs::default(),
+    )
+    .await;
+    let client = openai(port(&running));
+    let pinned = crate::paths().pinned;
+    let chat = |content: String, n: u8| {
+        #[allow(deprecated)]
+        CreateChatCompletionRequestArgs::default()
+            .model(ALIAS)
+            .messages([ChatCompletionRequestUserMessage::from(content.as_str()).into()])
+            .max_tokens(2u32)
+            .n(n)
+            .build()
+            .unwrap()
+    };
+
+    let two = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        client.chat().create(chat("Hi".to_owned(), 2)),
+    )
+    .await
+    .expect("an answer within the timeout");
+    match (pinned, two) {
+        (true, Ok(answer)) => {
+            let indices: Vec<u32> = answer.choices.iter().map(|c| c.index).collect();
+            assert_eq!(indices, [0, 1], "{answer:?}");
+        }
+        (false, Err(OpenAIError::ApiError(e))) => {
+            assert_eq!(e.status_code.as_u16(), 500, "{e}");
+            // A server error's body is kept as the message, unparsed.
+            assert!(
+                e.api_error
+                    .message
+                    .contains("Only one completion choice is allowed"),
+                "{e}"
+            );
+        }
+        (_, other) => panic!("two choices on the pinned={pinned} llama.cpp: {other:?}"),
+    }
+
+    let long = "hello ".repeat(3000);
+    let too_long = tokio::time::timeout(REQUEST_TIMEOUT, client.chat().create(chat(long, 1)))
+        .await
+        .expect("an answer within the timeout");
+    match (pinned, too_long) {
+        (true, Err(OpenAIError::JSONDeserialize(_, body))) => {
+            let error = &json_of(&body)["error"];
+            assert_eq!(error["type"], "exceed_context_size_error", "{body}");
+            assert_eq!(error["code"], 400, "{body}");
+        }
+        (false, Ok(answer)) => {
+            let usage = answer.usage.expect("usage");
+            assert!(usage.prompt_tokens < 1024, "the prompt is cut: {usage:?}");
+        }
+        (_, other) => panic!("an over-long prompt on the pinned={pinned} llama.cpp: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
