@@ -47,7 +47,7 @@ pub(crate) enum Command {
     /// Run a ggml rpc-server worker that lends this machine to a llama-server elsewhere
     /// (unauthenticated: trusted networks only).
     RpcWorker(RpcWorkerArgs),
-    /// List servers and rpc workers started by lmcpp.
+    /// List servers, rpc workers and multi-model proxies (with their models) started by lmcpp.
     Ps,
     /// Stop a server started by lmcpp (never any other process).
     Stop(StopArgs),
@@ -290,8 +290,25 @@ pub(crate) struct TargetArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// Model: path, URL, or Hugging Face `owner/repo[:file|:quant]`; `demo` for the demo model.
-    #[arg(long, short)]
-    pub(crate) model: String,
+    /// Repeat it to serve several models behind one endpoint, each as ALIAS=MODEL (or the
+    /// model's own name), started at its first request.
+    #[arg(long, short, required_unless_present = "config")]
+    pub(crate) model: Vec<String>,
+    /// Serve the models of this TOML file behind one endpoint (see the README's config
+    /// reference).
+    #[arg(long, value_name = "FILE", conflicts_with = "model")]
+    pub(crate) config: Option<PathBuf>,
+    /// With several models: what the running models' memory estimates may add up to, e.g.
+    /// 12GiB or 75% (default: 75% of RAM); idle models are stopped to make room.
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) memory_budget: Option<String>,
+    /// With several models: how long an idle model keeps running, e.g. 5m (the default),
+    /// 1h, or 0 for never stopping.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) keep_alive: Option<String>,
+    /// The registry id of a proxy (set by --detach for the process it starts).
+    #[arg(long, value_name = "ID", hide = true)]
+    pub(crate) proxy_id: Option<String>,
     /// Listen on HTTP (127.0.0.1) instead of a Unix socket.
     #[arg(long)]
     pub(crate) http: bool,
@@ -321,7 +338,8 @@ pub(crate) struct ServeArgs {
     /// rpc-server workers to offload to, as host:port,host:port.
     #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
     pub(crate) rpc: Vec<String>,
-    /// Seconds to wait for the server to become ready.
+    /// Seconds to wait for the server to become ready (with several models: how long a
+    /// request waits for its model to load).
     #[arg(long, default_value_t = 120)]
     pub(crate) ready_timeout: u64,
     #[command(flatten)]

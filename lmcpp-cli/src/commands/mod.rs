@@ -7,6 +7,7 @@ mod gc;
 mod generate;
 mod inspect;
 mod model;
+mod proxy;
 mod serve;
 mod target;
 mod toolchain;
@@ -33,7 +34,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Model(cmd) => model::model(&ctx, cmd).await,
         Command::Serve(args) => serve::serve(&ctx, args).await,
         Command::RpcWorker(args) => serve::rpc_worker(&ctx, args).await,
-        Command::Ps => serve::ps(&ctx),
+        Command::Ps => serve::ps(&ctx).await,
         Command::Stop(args) => serve::stop(&ctx, args).await,
         Command::Logs(args) => serve::logs(&ctx, args).await,
         Command::Complete(args) => generate::complete(&ctx, args).await,

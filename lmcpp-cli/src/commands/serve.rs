@@ -12,14 +12,20 @@ use lmcpp::server::{
 };
 use serde_json::json;
 
-use super::ctx::{Ctx, server_args};
+use super::ctx::{Ctx, human_size, server_args};
+use super::proxy;
 use super::target::live_records;
 use crate::cli::{LogsArgs, RpcWorkerArgs, ServeArgs, StopArgs};
 use crate::exit::BadInput;
 use crate::shutdown::Shutdown;
 
 /// `lmcpp serve`: starts a server and stays with it (or leaves it running with `--detach`).
-pub(crate) async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
+pub(crate) async fn serve(ctx: &Ctx, mut args: ServeArgs) -> Result<ExitCode> {
+    if proxy::wants_proxy(&args) {
+        return proxy::serve_many(ctx, args).await;
+    }
+    // One model and no proxy option: exactly the single server of before.
+    let model = args.model.pop().unwrap_or_default();
     let mut shutdown = Shutdown::listen()?;
     let port = args.port.map_or(HttpPort::Auto, HttpPort::Fixed);
     let transport = match (args.http, args.bind) {
@@ -42,7 +48,7 @@ pub(crate) async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
     let mut server_args = server_args(args.extra, args.rpc, args.api_key.clone());
     // The web UI is off unless asked for (llama-server's own default is on).
     server_args.ui = Some(args.webui);
-    let mut builder = ctx.builder(Some(args.model.clone()));
+    let mut builder = ctx.builder(Some(model));
     if let Some(alias) = &args.alias {
         builder = builder.alias(alias);
     }
@@ -187,8 +193,9 @@ pub(crate) async fn rpc_worker(ctx: &Ctx, args: RpcWorkerArgs) -> Result<ExitCod
     }
 }
 
-/// `lmcpp ps`: live servers and workers from the registry.
-pub(crate) fn ps(ctx: &Ctx) -> Result<ExitCode> {
+/// `lmcpp ps`: live servers, workers and proxies from the registry; under a proxy, its
+/// models as the proxy reports them (state, memory estimate, last use).
+pub(crate) async fn ps(ctx: &Ctx) -> Result<ExitCode> {
     let entries = ctx.registry().list()?;
     let live: Vec<_> = entries
         .iter()
@@ -197,7 +204,32 @@ pub(crate) fn ps(ctx: &Ctx) -> Result<ExitCode> {
             _ => None,
         })
         .collect();
-    let shown: Vec<Shown<'_>> = live.iter().map(|r| Shown::new(r)).collect();
+    let mut shown: Vec<Shown<'_>> = live.iter().map(|r| Shown::new(r)).collect();
+    for s in &mut shown {
+        if s.record.kind == ProcessKind::Proxy {
+            match proxy::proxy_models(s.record).await {
+                Ok(models) => s.models = Some(models),
+                Err(e) => s.proxy_error = Some(e),
+            }
+        }
+    }
+    // Which proxy owns each model server, by the server ids the proxies report.
+    let owners: Vec<(String, String)> = shown
+        .iter()
+        .flat_map(|s| {
+            s.models.iter().flatten().filter_map(|m| {
+                m.server_id
+                    .clone()
+                    .map(|server| (server, s.record.id.clone()))
+            })
+        })
+        .collect();
+    for s in &mut shown {
+        s.proxy = owners
+            .iter()
+            .find(|(server, _)| *server == s.record.id)
+            .map(|(_, proxy)| proxy.clone());
+    }
     ctx.output(&shown, || {
         if live.is_empty() {
             println!("no servers running");
@@ -207,12 +239,21 @@ pub(crate) fn ps(ctx: &Ctx) -> Result<ExitCode> {
             "{:<13} {:<10} {:>8}  {:<40} MODEL",
             "ID", "KIND", "PID", "ENDPOINT"
         );
-        for s in &shown {
+        // A proxy's model servers are shown under it, not on their own.
+        for s in shown.iter().filter(|s| s.proxy.is_none()) {
             let r = s.record;
             let (endpoint, model) = match (&r.kind, &r.endpoint) {
                 (ProcessKind::RpcWorker, Endpoint::Http { host, port }) => {
                     (format!("rpc://{host}:{port}"), "-".to_owned())
                 }
+                (ProcessKind::Proxy, _) => (
+                    r.endpoint.to_string(),
+                    match (&s.models, &s.proxy_error) {
+                        (Some(models), _) => format!("{} models", models.len()),
+                        (None, Some(e)) => e.clone(),
+                        (None, None) => "-".to_owned(),
+                    },
+                ),
                 // The name clients select the model by, then the file it is.
                 _ => match &s.alias {
                     Some(alias) => (
@@ -230,19 +271,61 @@ pub(crate) fn ps(ctx: &Ctx) -> Result<ExitCode> {
                 endpoint,
                 model
             );
+            for m in s.models.iter().flatten() {
+                println!("{}", model_line(m));
+            }
         }
         Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// One model of a proxy, as `ps` shows it under the proxy.
+fn model_line(m: &lmcpp::server::ModelView) -> String {
+    let pid = m.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
+    let used = m.last_used.map_or_else(
+        || "never used".to_owned(),
+        |t| match t.elapsed() {
+            Ok(ago) => format!("used {}s ago", ago.as_secs()),
+            Err(_) => "used just now".to_owned(),
+        },
+    );
+    let mut line = format!(
+        "  {:<11} {:<10} {:>8}  memory {}, {used}",
+        m.alias,
+        m.state.to_string(),
+        pid,
+        human_size(m.estimate_bytes)
+    );
+    if m.in_flight > 0 {
+        line.push_str(&format!(", {} in flight", m.in_flight));
+    }
+    if m.pinned {
+        line.push_str(", pinned");
+    }
+    if let Some(e) = &m.error {
+        line.push_str(&format!(
+            ", failed: {}",
+            e.lines().next().unwrap_or_default()
+        ));
+    }
+    line
+}
+
 /// A registry record as `serve` and `ps` show it: every field, plus the model's alias (the
-/// id the server reports in `/v1/models` and responses), read from its command line.
+/// id the server reports in `/v1/models` and responses), read from its command line; for a
+/// proxy its models (or why it did not answer), for a proxy's model server the proxy's id.
 #[derive(serde::Serialize)]
 struct Shown<'a> {
     #[serde(flatten)]
     record: &'a ServerRecord,
     alias: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    models: Option<Vec<lmcpp::server::ModelView>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy: Option<String>,
 }
 
 impl<'a> Shown<'a> {
@@ -250,6 +333,9 @@ impl<'a> Shown<'a> {
         Self {
             alias: alias_of(&record.args),
             record,
+            models: None,
+            proxy_error: None,
+            proxy: None,
         }
     }
 }
@@ -274,16 +360,26 @@ pub(crate) async fn stop(ctx: &Ctx, args: StopArgs) -> Result<ExitCode> {
     let registry = ctx.registry();
     let all = args.all;
     let ids: Vec<String> = if all {
-        // Servers before workers: a server whose worker vanishes aborts noisily.
+        // Proxies first (they stop their own model servers), then servers before
+        // workers: a server whose worker vanishes aborts noisily.
         let mut live = live_records(&registry)?;
-        live.sort_by_key(|r| r.kind != ProcessKind::Server);
+        live.sort_by_key(|r| match r.kind {
+            ProcessKind::Proxy => 0,
+            ProcessKind::Server => 1,
+            _ => 2,
+        });
         live.into_iter().map(|r| r.id).collect()
     } else {
         args.id.into_iter().collect()
     };
     let mut stopped = Vec::new();
     for id in ids {
-        let outcome = registry.stop(&id, Duration::from_secs(5)).await?;
+        let outcome = match registry.stop(&id, Duration::from_secs(10)).await {
+            Ok(outcome) => outcome,
+            // A proxy's model server that went with its proxy.
+            Err(lmcpp::server::Error::UnknownServer { .. }) if all => continue,
+            Err(e) => return Err(e.into()),
+        };
         stopped.push(json!({ "id": id, "outcome": format!("{outcome:?}").to_lowercase() }));
         if !ctx.json {
             println!("stopped {id}");

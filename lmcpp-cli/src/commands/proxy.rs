@@ -1,0 +1,647 @@
+//! `lmcpp serve` with many models: one endpoint in front of one llama-server per model
+//! (`lmcpp_server::Proxy`), each started through the facade at its first request, and the
+//! proxy's side of `lmcpp ps`.
+//!
+//! The proxy lives in the `lmcpp serve` process itself; its model servers are that
+//! process's children, contained as every server lmcpp starts, so killing `lmcpp serve`
+//! takes them with it. `--detach` therefore runs the whole `lmcpp serve` again in the
+//! background (its own process group, output to its log) and returns once the proxy's
+//! registry record is there.
+
+mod config;
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+use futures_util::future::BoxFuture;
+use lmcpp::server::{
+    Endpoint, HttpPort, Launch, LaunchError, ModelSpec, ModelView, Proxy, ProxyOptions, Server,
+    ServerRecord, TransportChoice, default_memory_budget,
+};
+use lmcpp::toolchain::SharedProgress;
+use lmcpp::toolchain::ToolchainRequest;
+use lmcpp::toolchain::demo::DemoOptions;
+use lmcpp::toolchain::gguf::estimate::{EstimateOptions, KvCacheType, estimate_path};
+use lmcpp::toolchain::models::{ModelSource, PullOptions};
+use lmcpp::types::args::ServerArgs;
+use serde::Serialize;
+
+use super::ctx::{Ctx, human_size};
+use crate::cli::{BackendArg, ServeArgs};
+use crate::exit::BadInput;
+use crate::shutdown::Shutdown;
+pub(crate) use config::{ModelPlan, Plan};
+
+/// How long a detached `lmcpp serve` may take to write its proxy's record.
+const DETACH_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `lmcpp ps` waits for a proxy's model list.
+const PS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Whether `args` ask for the proxy rather than today's single server: a config file,
+/// several models, or an option only the proxy has.
+pub(crate) fn wants_proxy(args: &ServeArgs) -> bool {
+    args.config.is_some()
+        || args.model.len() > 1
+        || args.memory_budget.is_some()
+        || args.keep_alive.is_some()
+        || args.proxy_id.is_some()
+}
+
+/// `lmcpp serve --model a=… --model b=…` or `lmcpp serve --config lmcpp.toml`.
+pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
+    let plan = plan(&args)?;
+    if args.detach {
+        return detach(ctx, &plan).await;
+    }
+    let mut shutdown = Shutdown::listen()?;
+    let api_key = api_key(&plan, &args)?;
+    let transport = transport(&plan, &args);
+    let mem_total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| config::mem_total(&m));
+    let budget = match plan.memory_budget {
+        Some(b) => b.bytes(mem_total).map_err(BadInput)?,
+        None => default_memory_budget(),
+    };
+
+    let mut specs = Vec::with_capacity(plan.models.len());
+    let mut shown_models = Vec::with_capacity(plan.models.len());
+    for model in &plan.models {
+        let (spec, shown) = model_spec(ctx, &args, &plan, model).await?;
+        specs.push(spec);
+        shown_models.push(shown);
+    }
+
+    let mut opts = ProxyOptions::new(budget);
+    opts.transport = transport;
+    opts.runtime_dir = ctx.runtime_dir.clone();
+    opts.api_key = api_key;
+    opts.load_timeout = plan.load_timeout;
+    if let Some(id) = &args.proxy_id {
+        lmcpp::server::validate_id(id).map_err(|e| BadInput(e.to_string()))?;
+        opts.id = Some(id.clone());
+        opts.log_path = Some(ctx.registry().dir().join(format!("{id}.log")));
+    }
+    let proxy = tokio::select! {
+        proxy = Proxy::start(opts, specs) => proxy?,
+        signal = shutdown.recv() => {
+            eprintln!("lmcpp: {signal} during start-up; nothing left running");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let record = ctx.registry().get(proxy.id()).ok();
+    let shown = ShownProxy {
+        id: proxy.id(),
+        endpoint: proxy.endpoint(),
+        memory_budget: budget,
+        record: record.as_ref(),
+        models: proxy.models(),
+    };
+    ctx.output(&shown, || {
+        println!("{} {}", proxy.id(), proxy.endpoint());
+        Ok(())
+    })?;
+    eprintln!(
+        "lmcpp: serving {} models on {} (memory budget {}); each starts at its first request",
+        plan.models.len(),
+        proxy.endpoint(),
+        human_size(budget)
+    );
+    for line in &shown_models {
+        eprintln!("lmcpp:   {line}");
+    }
+    eprintln!(
+        "lmcpp: Ctrl-C, SIGTERM or SIGHUP (or `lmcpp stop {}`) to stop",
+        proxy.id()
+    );
+    let signal = shutdown.recv().await;
+    eprintln!("lmcpp: {signal}: stopping the proxy and its models");
+    proxy.stop().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `serve --json` prints for a proxy.
+#[derive(Serialize)]
+struct ShownProxy<'a> {
+    id: &'a str,
+    endpoint: &'a Endpoint,
+    memory_budget: u64,
+    /// The registry record (pid, kind, log), when it could be read back.
+    record: Option<&'a ServerRecord>,
+    models: Vec<ModelView>,
+}
+
+/// The plan from `--config` or from the `--model` list, with the options that cannot go
+/// with several models refused.
+fn plan(args: &ServeArgs) -> Result<Plan> {
+    if args.alias.is_some() {
+        return Err(BadInput(
+            "--alias names the one model of a single server; with several models write \
+             --model ALIAS=MODEL (or `alias` in the config)"
+                .to_owned(),
+        )
+        .into());
+    }
+    if args.webui {
+        return Err(BadInput(
+            "--webui is for a single server; the multi-model proxy serves no web UI".to_owned(),
+        )
+        .into());
+    }
+    let keep_alive = args
+        .keep_alive
+        .as_deref()
+        .map(|k| {
+            config::parse_duration(k)
+                .map(|d| (!d.is_zero()).then_some(d))
+                .map_err(|e| BadInput(format!("--keep-alive: {e}")))
+        })
+        .transpose()?;
+    let memory_budget = args
+        .memory_budget
+        .as_deref()
+        .map(|b| config::parse_budget(b).map_err(|e| BadInput(format!("--memory-budget: {e}"))))
+        .transpose()?;
+    let mut plan = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                BadInput(format!(
+                    "cannot read the config file {}: {e}; check the path given to --config",
+                    path.display()
+                ))
+            })?;
+            config::parse_file(path, &text)?
+        }
+        None => Plan {
+            memory_budget: None,
+            http: false,
+            port: None,
+            load_timeout: Duration::from_secs(args.ready_timeout),
+            api_key_env: None,
+            models: config::models_from_args(&args.model, |p| Path::new(p).is_file())?,
+        },
+    };
+    // The command line wins over the file.
+    if memory_budget.is_some() {
+        plan.memory_budget = memory_budget;
+    }
+    if let Some(k) = keep_alive {
+        for m in &mut plan.models {
+            m.keep_alive = k;
+        }
+    }
+    if args.config.is_none() {
+        for m in &mut plan.models {
+            m.args = args.extra.clone();
+        }
+    } else if !args.extra.is_empty() {
+        return Err(BadInput(
+            "llama-server arguments after `--` go into each model's `args` in the config file"
+                .to_owned(),
+        )
+        .into());
+    }
+    Ok(plan)
+}
+
+/// The proxy's API key: the variable the config names, else `LLAMA_API_KEY`.
+fn api_key(plan: &Plan, args: &ServeArgs) -> Result<Option<String>> {
+    match &plan.api_key_env {
+        Some(name) => match std::env::var(name) {
+            Ok(key) if !key.is_empty() => Ok(Some(key)),
+            _ => Err(BadInput(format!(
+                "the config's api_key_env names {name}, which is not set; export {name}=<key> \
+                 or remove api_key_env"
+            ))
+            .into()),
+        },
+        None => Ok(args.api_key.clone()),
+    }
+}
+
+/// Where the proxy listens: the command line's `--http`/`--port`/`--bind`, else the
+/// config's transport, else a Unix socket.
+fn transport(plan: &Plan, args: &ServeArgs) -> TransportChoice {
+    let port = args
+        .port
+        .or(plan.port)
+        .map_or(HttpPort::Auto, HttpPort::Fixed);
+    match (args.http || plan.http, args.bind) {
+        (false, _) => TransportChoice::Unix,
+        (true, None) => TransportChoice::Http(port),
+        (true, Some(bind)) => {
+            if !bind.is_loopback() {
+                eprintln!(
+                    "lmcpp: warning: serving on {bind}: anyone who can reach it can use these \
+                     models; set an API key"
+                );
+            }
+            TransportChoice::PublicHttp { bind, port }
+        }
+    }
+}
+
+/// One model's spec for the proxy, and a line describing it for the user.
+async fn model_spec(
+    ctx: &Ctx,
+    args: &ServeArgs,
+    plan: &Plan,
+    model: &ModelPlan,
+) -> Result<(ModelSpec, String)> {
+    let estimate_opts = estimate_options(model).map_err(|e| {
+        BadInput(format!(
+            "model {}: {e}; fix its llama-server arguments",
+            model.alias
+        ))
+    })?;
+    let (estimate, how) = match model.memory {
+        Some(bytes) => (bytes, "as configured".to_owned()),
+        None => match offline_path(ctx, model, args.no_mmproj).await {
+            Some(path) => match estimate_path(&path, &estimate_opts).await {
+                Ok(e) => (
+                    e.total_bytes,
+                    format!("estimated for {} cells of context", e.ctx_size),
+                ),
+                Err(e) => (0, format!("unknown ({e}); set `memory` in the config")),
+            },
+            None => (
+                0,
+                "unknown until the model is fetched (at its first request); set `memory` \
+                 in the config to count it"
+                    .to_owned(),
+            ),
+        },
+    };
+
+    let mut toolchain = args.toolchain.clone();
+    if let Some(v) = &model.llama_version {
+        toolchain.version = Some(v.clone());
+    }
+    if let Some(b) = &model.backend {
+        toolchain.backend = BackendArg::from_str(b, true)
+            .map_err(|e| BadInput(format!("model {}: backend {b}: {e}", model.alias)))?;
+    }
+    let request = toolchain.request(ctx.home.as_deref()).await?;
+    let launch = FacadeLaunch {
+        home: ctx.home.clone(),
+        runtime_dir: ctx.runtime_dir.clone(),
+        llama_server: ctx.llama_server.clone(),
+        progress: ctx.progress.clone(),
+        reference: model.reference.clone(),
+        alias: model.alias.clone(),
+        request,
+        args: server_args(model, args),
+        ready_timeout: plan.load_timeout,
+        no_mmproj: args.no_mmproj,
+    };
+    let mut spec = ModelSpec::new(model.alias.clone(), Arc::new(launch));
+    spec.estimate_bytes = estimate;
+    spec.keep_alive = model.keep_alive;
+    spec.pinned = model.pinned;
+    spec.llama_version = toolchain.version.clone();
+    let line = format!(
+        "{} = {}: memory {} ({how}), keep-alive {}{}",
+        model.alias,
+        model.reference,
+        human_size(estimate),
+        model
+            .keep_alive
+            .map_or_else(|| "never stops".to_owned(), |d| format!("{}s", d.as_secs())),
+        if model.pinned { ", pinned" } else { "" }
+    );
+    Ok((spec, line))
+}
+
+/// The server arguments of one model: its own, the command line's `--rpc`, and the web
+/// UI off. Model servers listen on private sockets, so they get no API key; the proxy
+/// checks the key.
+fn server_args(model: &ModelPlan, args: &ServeArgs) -> ServerArgs {
+    ServerArgs {
+        extra: model.args.clone(),
+        rpc: args.rpc.clone(),
+        ctx_size: model.ctx_size.and_then(|c| i64::try_from(c).ok()),
+        parallel: model.parallel.and_then(|p| i64::try_from(p).ok()),
+        embeddings: model.embeddings,
+        pooling: model.pooling.clone(),
+        ui: Some(false),
+        ..ServerArgs::default()
+    }
+}
+
+/// The estimate's options from a model's settings and its llama-server arguments (the
+/// flags that change the memory a server takes: context, slots, cache types, ubatch).
+fn estimate_options(model: &ModelPlan) -> Result<EstimateOptions, String> {
+    let mut o = EstimateOptions::default();
+    o.ctx_size = model.ctx_size;
+    o.parallel = model.parallel;
+    let mut it = model.args.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with('-') => (f, Some(v.to_owned())),
+            _ => (arg.as_str(), None),
+        };
+        let takes_value = matches!(
+            flag,
+            "-c" | "--ctx-size"
+                | "-np"
+                | "--parallel"
+                | "-ctk"
+                | "--cache-type-k"
+                | "-ctv"
+                | "--cache-type-v"
+                | "-ub"
+                | "--ubatch-size"
+        );
+        let value = if takes_value {
+            match inline.or_else(|| it.next().cloned()) {
+                Some(v) => v,
+                None => return Err(format!("{flag} needs a value")),
+            }
+        } else {
+            String::new()
+        };
+        let number = |v: &str| -> Result<i64, String> {
+            v.trim()
+                .parse::<i64>()
+                .map_err(|_| format!("{flag} {v}: not a number"))
+        };
+        let cache_type = |v: &str| {
+            KvCacheType::parse(v).ok_or_else(|| {
+                format!(
+                    "{flag} {v}: not a cache type llama-server knows ({})",
+                    KvCacheType::names().collect::<Vec<_>>().join(", ")
+                )
+            })
+        };
+        match flag {
+            "-c" | "--ctx-size" => o.ctx_size = u64::try_from(number(&value)?).ok(),
+            // Negative is llama-server's "auto".
+            "-np" | "--parallel" => o.parallel = u64::try_from(number(&value)?).ok(),
+            "-ctk" | "--cache-type-k" => o.cache_type_k = cache_type(&value)?,
+            "-ctv" | "--cache-type-v" => o.cache_type_v = cache_type(&value)?,
+            "-ub" | "--ubatch-size" => {
+                o.ubatch = u64::try_from(number(&value)?).unwrap_or(o.ubatch);
+            }
+            "-kvu" | "--kv-unified" => o.kv_unified = true,
+            "-no-kvu" | "--no-kv-unified" => o.kv_unified = false,
+            _ => {}
+        }
+    }
+    Ok(o)
+}
+
+/// The model's file when it is on disk already (a path, the demo model, or a cached
+/// reference), found without any network; `None` otherwise.
+async fn offline_path(ctx: &Ctx, model: &ModelPlan, no_mmproj: bool) -> Option<PathBuf> {
+    let reference = model.reference.as_str();
+    let path = Path::new(reference);
+    if path.is_file() {
+        return Some(path.to_path_buf());
+    }
+    if reference == lmcpp::DEMO_MODEL {
+        let seed = DemoOptions::default().seed;
+        let demo = ctx
+            .toolchain()
+            .ok()?
+            .layout()
+            .models()
+            .join("demo")
+            .join(format!("demo-{seed:x}.gguf"));
+        return demo.is_file().then_some(demo);
+    }
+    let source = ModelSource::parse(reference).ok()?;
+    let mut pull = PullOptions::cache_only();
+    pull.no_mmproj = no_mmproj;
+    ctx.store()
+        .ok()?
+        .pull(&source, &pull)
+        .await
+        .ok()
+        .map(|m| m.path)
+}
+
+/// Starts one model's server through the facade: toolchain and model ensured as for
+/// `lmcpp serve`, the alias passed, the web UI off, on a private Unix socket.
+struct FacadeLaunch {
+    home: Option<PathBuf>,
+    runtime_dir: Option<PathBuf>,
+    llama_server: Option<PathBuf>,
+    progress: SharedProgress,
+    reference: String,
+    alias: String,
+    request: ToolchainRequest,
+    args: ServerArgs,
+    ready_timeout: Duration,
+    no_mmproj: bool,
+}
+
+impl Launch for FacadeLaunch {
+    fn launch(&self) -> BoxFuture<'static, Result<Server, LaunchError>> {
+        let mut builder = lmcpp::Lmcpp::builder()
+            .model(self.reference.clone())
+            .alias(self.alias.clone())
+            .no_mmproj(self.no_mmproj)
+            .toolchain_request(self.request.clone())
+            .transport(TransportChoice::Unix)
+            .args(self.args.clone())
+            .ready_timeout(self.ready_timeout)
+            .progress(self.progress.clone());
+        if let Some(home) = &self.home {
+            builder = builder.home(home);
+        }
+        if let Some(dir) = &self.runtime_dir {
+            builder = builder.runtime_dir(dir);
+        }
+        if let Some(bin) = &self.llama_server {
+            builder = builder.llama_server(bin);
+        }
+        Box::pin(async move {
+            builder
+                .start()
+                .await
+                .map(|running| running.server)
+                .map_err(launch_error)
+        })
+    }
+}
+
+/// The facade's error as the proxy tells it to every waiting request.
+fn launch_error(e: lmcpp::Error) -> LaunchError {
+    match e {
+        lmcpp::Error::Server(e) => e.into(),
+        other => LaunchError {
+            message: other.to_string(),
+            log_tail: Vec::new(),
+            user_error: other.is_user_error(),
+        },
+    }
+}
+
+/// `--detach`: runs this `lmcpp serve` again in the background under a chosen id, with its
+/// output in the proxy's log, and returns when the proxy's record is there (or the
+/// background process failed, with its log's last lines).
+async fn detach(ctx: &Ctx, plan: &Plan) -> Result<ExitCode> {
+    let registry = ctx.registry();
+    registry.ensure_dir()?;
+    let id = fresh_id();
+    let log_path = registry.dir().join(format!("{id}.log"));
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot create the log {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot find the lmcpp binary to run again")?;
+    // The same command line without --detach (and before any `--`, where llama-server's
+    // arguments begin), plus the id the record will carry.
+    let mut argv: Vec<std::ffi::OsString> = Vec::new();
+    let mut passthrough = false;
+    for a in std::env::args_os().skip(1) {
+        if a == "--" {
+            passthrough = true;
+        }
+        if passthrough || a != "--detach" {
+            argv.push(a);
+        }
+    }
+    let at = argv.iter().position(|a| a == "--").unwrap_or(argv.len());
+    argv.splice(at..at, ["--proxy-id".into(), id.clone().into()]);
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .args(&argv)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("cannot share the log file")?)
+        .stderr(log)
+        // Its own process group: the terminal's Ctrl-C and hang-up are not for it.
+        .process_group(0);
+    let mut child = command
+        .spawn()
+        .context("cannot start lmcpp in the background")?;
+    let deadline = Instant::now() + DETACH_TIMEOUT;
+    let record = loop {
+        if let Ok(record) = registry.get(&id) {
+            break record;
+        }
+        if let Some(status) = child.try_wait()? {
+            let tail = lmcpp::server::Registry::new(registry.dir())
+                .log_tail(&id, 20)
+                .unwrap_or_default();
+            let tail = if tail.is_empty() {
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            } else {
+                tail.join("\n")
+            };
+            anyhow::bail!("the background lmcpp serve exited ({status}); its output:\n{tail}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.start_kill();
+            anyhow::bail!(
+                "the background lmcpp serve wrote no record within {}s; see {}",
+                DETACH_TIMEOUT.as_secs(),
+                log_path.display()
+            );
+        }
+        // The child writes its record once its endpoint is bound; polling the registry
+        // needs no channel to a process that must outlive us.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let shown = DetachedProxy {
+        record: &record,
+        models: plan.models.iter().map(|m| m.alias.as_str()).collect(),
+    };
+    ctx.output(&shown, || {
+        println!("{} {}", record.id, record.endpoint);
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct DetachedProxy<'a> {
+    #[serde(flatten)]
+    record: &'a ServerRecord,
+    models: Vec<&'a str>,
+}
+
+/// A registry id for a detached proxy: `p` and 11 hex digits from the clock and pid.
+fn fresh_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mixed = (nanos as u64) ^ (u64::from(std::process::id()) << 40);
+    format!("p{:011x}", mixed & 0xfff_ffff_ffff)
+}
+
+/// What `lmcpp ps` shows under a proxy: its models as the proxy reports them in
+/// `/v1/models`, or why it did not answer.
+pub(crate) async fn proxy_models(record: &ServerRecord) -> Result<Vec<ModelView>, String> {
+    let mut builder = lmcpp::server::Client::builder(record.endpoint.clone())
+        .timeout(Some(PS_TIMEOUT))
+        .connect_timeout(PS_TIMEOUT);
+    if let Ok(key) = std::env::var("LLAMA_API_KEY") {
+        builder = builder.api_key(key);
+    }
+    let list = builder
+        .build()
+        .models()
+        .await
+        .map_err(|e| format!("not answering: {e}"))?;
+    list.data
+        .iter()
+        .map(|m| {
+            let view = m
+                .extra
+                .get("lmcpp")
+                .ok_or_else(|| format!("{} has no lmcpp state; not an lmcpp proxy?", m.id))?;
+            serde_json::from_value(view.clone()).map_err(|e| format!("{}: {e}", m.id))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn memory_flags_among_the_server_arguments_reach_the_estimate() {
+        let with = |args: &[&str]| {
+            estimate_options(&ModelPlan {
+                args: args.iter().map(|s| (*s).to_owned()).collect(),
+                ..ModelPlan::default()
+            })
+        };
+        let o = with(&[
+            "--temp",
+            "0",
+            "-c",
+            "8192",
+            "--parallel=2",
+            "-ctk",
+            "q8_0",
+            "--cache-type-v=q4_0",
+            "-kvu",
+            "-ub",
+            "256",
+        ])
+        .unwrap();
+        assert_eq!(o.ctx_size, Some(8192));
+        assert_eq!(o.parallel, Some(2));
+        assert_eq!(o.cache_type_k, KvCacheType::Q8_0);
+        assert_eq!(o.cache_type_v, KvCacheType::Q4_0);
+        assert!(o.kv_unified);
+        assert_eq!(o.ubatch, 256);
+        assert_eq!(with(&["-np", "-1"]).unwrap().parallel, None);
+        for bad in [&["-c"][..], &["-c", "lots"], &["-ctk", "q3_k"]] {
+            assert!(with(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn fresh_ids_are_valid_registry_ids() {
+        let id = fresh_id();
+        assert_eq!(id.len(), 12);
+        lmcpp::server::validate_id(&id).unwrap();
+    }
+}

@@ -1,0 +1,748 @@
+//! What a multi-model `lmcpp serve` runs: the TOML config file (`--config lmcpp.toml`) or
+//! the repeated `--model [alias=]ref`, read into one [`Plan`]. Pure parsing and checks, no
+//! I/O beyond the text handed in, so every refusal is table-tested.
+//!
+//! A bad file is refused with its path, the line (from the TOML parser, or from the span
+//! of the offending value) and what to do; unknown keys are refused, not ignored, so a
+//! misspelt `keep_alive` never silently means the default.
+
+use std::path::Path;
+use std::time::Duration;
+
+use lmcpp::server::{DEFAULT_KEEP_ALIVE, DEFAULT_LOAD_TIMEOUT};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::exit::BadInput;
+
+/// Where the config reference is.
+const SEE: &str = "see \"Many models behind one endpoint\" in the README for every key";
+
+/// Everything a multi-model serve needs to know, from a file or from the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Plan {
+    /// The budget the running models' estimates must fit (`None`: the default share of RAM).
+    pub(crate) memory_budget: Option<Budget>,
+    /// HTTP on loopback instead of a Unix socket.
+    pub(crate) http: bool,
+    /// The port for `http` (`None`: a free one).
+    pub(crate) port: Option<u16>,
+    /// How long a request waits for its model to load.
+    pub(crate) load_timeout: Duration,
+    /// The environment variable holding the proxy's API key, if the config names one.
+    pub(crate) api_key_env: Option<String>,
+    /// The models, in order.
+    pub(crate) models: Vec<ModelPlan>,
+}
+
+/// One model behind the proxy.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct ModelPlan {
+    /// The name clients select it by.
+    pub(crate) alias: String,
+    /// What to load: a path, URL, Hugging Face reference or `demo`.
+    pub(crate) reference: String,
+    /// `--llama-version` for this model (`None`: the command line's, else the pinned one).
+    pub(crate) llama_version: Option<String>,
+    /// `--backend` for this model.
+    pub(crate) backend: Option<String>,
+    /// Extra llama-server arguments.
+    pub(crate) args: Vec<String>,
+    /// `--ctx-size`.
+    pub(crate) ctx_size: Option<u64>,
+    /// `--parallel`.
+    pub(crate) parallel: Option<u64>,
+    /// `--embeddings`.
+    pub(crate) embeddings: bool,
+    /// `--pooling`.
+    pub(crate) pooling: Option<String>,
+    /// Idle time before the server stops; `None`: never.
+    pub(crate) keep_alive: Option<Duration>,
+    /// Never stopped to make room for another model.
+    pub(crate) pinned: bool,
+    /// The memory to count instead of the estimate from the GGUF metadata.
+    pub(crate) memory: Option<u64>,
+}
+
+/// A memory budget as written: bytes, or a share of the machine's RAM.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Budget {
+    /// Exactly this many bytes.
+    Bytes(u64),
+    /// This percentage (0 < p ≤ 100) of `MemTotal`.
+    Percent(f64),
+}
+
+impl Budget {
+    /// The budget in bytes, given the machine's total memory (`None` when unknown, which
+    /// makes a percentage an error).
+    pub(crate) fn bytes(self, mem_total: Option<u64>) -> Result<u64, String> {
+        match self {
+            Self::Bytes(b) => Ok(b),
+            Self::Percent(p) => mem_total
+                .map(|total| (total as f64 * p / 100.0) as u64)
+                .ok_or_else(|| {
+                    "a percentage budget needs MemTotal from /proc/meminfo, which cannot be \
+                     read here; give the budget in bytes (e.g. \"12GiB\")"
+                        .to_owned()
+                }),
+        }
+    }
+}
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    memory_budget: Option<Spanned<String>>,
+    transport: Option<Spanned<String>>,
+    port: Option<u16>,
+    load_timeout: Option<Spanned<DurationText>>,
+    api_key_env: Option<Spanned<String>>,
+    keep_alive: Option<Spanned<DurationText>>,
+    #[serde(default)]
+    models: Vec<ModelEntry>,
+}
+
+/// One `[[models]]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelEntry {
+    alias: Spanned<String>,
+    model: String,
+    llama_version: Option<String>,
+    backend: Option<Spanned<String>>,
+    #[serde(default)]
+    args: Vec<String>,
+    ctx_size: Option<u64>,
+    parallel: Option<u64>,
+    #[serde(default)]
+    embeddings: bool,
+    pooling: Option<String>,
+    keep_alive: Option<Spanned<DurationText>>,
+    #[serde(default)]
+    pinned: bool,
+    memory: Option<Spanned<String>>,
+}
+
+/// A duration as TOML allows writing it: `"5m"`, `"90s"`, `"1h30m"`, `"0"`, or an integer
+/// number of seconds.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum DurationText {
+    Seconds(u64),
+    Text(String),
+}
+
+impl DurationText {
+    fn parse(&self) -> Result<Duration, String> {
+        match self {
+            Self::Seconds(s) => Ok(Duration::from_secs(*s)),
+            Self::Text(t) => parse_duration(t),
+        }
+    }
+}
+
+/// Reads a config file's text; `path` names it in every error.
+pub(crate) fn parse_file(path: &Path, text: &str) -> Result<Plan, BadInput> {
+    let shown = path.display();
+    let file: File = toml::from_str(text)
+        .map_err(|e| BadInput(format!("{shown}: {}\n{SEE}", e.to_string().trim_end())))?;
+    // An error about a value: the file, the line of the value, the key, and what to do.
+    let at = |span: std::ops::Range<usize>, key: &str, problem: String| {
+        let line = text
+            .get(..span.start)
+            .map_or(0, |before| before.matches('\n').count())
+            + 1;
+        BadInput(format!("{shown}, line {line}, {key}: {problem}"))
+    };
+
+    if file.models.is_empty() {
+        return Err(BadInput(format!(
+            "{shown}: no models; add a [[models]] table with `alias` and `model` for each\n{SEE}"
+        )));
+    }
+    let http = match &file.transport {
+        None => false,
+        Some(t) => match t.get_ref().as_str() {
+            "socket" | "unix" => false,
+            "http" => true,
+            other => {
+                return Err(at(
+                    t.span(),
+                    "transport",
+                    format!("{other:?} is not a transport; write \"socket\" or \"http\""),
+                ));
+            }
+        },
+    };
+    if file.port.is_some() && !http {
+        return Err(BadInput(format!(
+            "{shown}: port is set but transport is not \"http\"; add transport = \"http\" or \
+             remove port"
+        )));
+    }
+    let memory_budget = file
+        .memory_budget
+        .as_ref()
+        .map(|b| parse_budget(b.get_ref()).map_err(|p| at(b.span(), "memory_budget", p)))
+        .transpose()?;
+    let load_timeout = match &file.load_timeout {
+        None => DEFAULT_LOAD_TIMEOUT,
+        Some(t) => match t.get_ref().parse() {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                return Err(at(
+                    t.span(),
+                    "load_timeout",
+                    "must be longer than 0 (e.g. \"5m\")".to_owned(),
+                ));
+            }
+            Err(p) => return Err(at(t.span(), "load_timeout", p)),
+        },
+    };
+    let api_key_env = match &file.api_key_env {
+        Some(v) if !is_env_name(v.get_ref()) => {
+            return Err(at(
+                v.span(),
+                "api_key_env",
+                format!(
+                    "{:?} is not an environment variable name; name the variable that holds \
+                     the key (e.g. \"LMCPP_PROXY_KEY\"), never the key itself",
+                    v.get_ref()
+                ),
+            ));
+        }
+        v => v.as_ref().map(|v| v.get_ref().clone()),
+    };
+    let default_keep_alive = match &file.keep_alive {
+        None => Some(DEFAULT_KEEP_ALIVE),
+        Some(k) => keep_alive(k.get_ref()).map_err(|p| at(k.span(), "keep_alive", p))?,
+    };
+
+    let mut models: Vec<ModelPlan> = Vec::with_capacity(file.models.len());
+    for (i, m) in file.models.into_iter().enumerate() {
+        let key = |k: &str| format!("models[{i}].{k}");
+        let alias = m.alias.get_ref().trim().to_owned();
+        if let Some(problem) = alias_problem(&alias) {
+            return Err(at(m.alias.span(), &key("alias"), problem));
+        }
+        if models.iter().any(|o| o.alias == alias) {
+            return Err(at(
+                m.alias.span(),
+                &key("alias"),
+                format!("{alias:?} is used twice; give every model its own alias"),
+            ));
+        }
+        if m.model.trim().is_empty() {
+            return Err(at(
+                m.alias.span(),
+                &key("model"),
+                "is empty; name a path, URL, owner/repo[:quant] or demo".to_owned(),
+            ));
+        }
+        if let Some(b) = m
+            .backend
+            .as_ref()
+            .filter(|b| !BACKENDS.contains(&b.get_ref().as_str()))
+        {
+            return Err(at(
+                b.span(),
+                &key("backend"),
+                format!(
+                    "{:?} is not a backend; write one of {}",
+                    b.get_ref(),
+                    BACKENDS.join(", ")
+                ),
+            ));
+        }
+        let keep_alive = match &m.keep_alive {
+            None => default_keep_alive,
+            Some(k) => keep_alive(k.get_ref()).map_err(|p| at(k.span(), &key("keep_alive"), p))?,
+        };
+        let memory = m
+            .memory
+            .as_ref()
+            .map(|v| match parse_budget(v.get_ref()) {
+                Ok(Budget::Bytes(b)) => Ok(b),
+                Ok(Budget::Percent(_)) => Err(at(
+                    v.span(),
+                    &key("memory"),
+                    "is the model's own size; write bytes (e.g. \"6GiB\"), not a percentage"
+                        .to_owned(),
+                )),
+                Err(p) => Err(at(v.span(), &key("memory"), p)),
+            })
+            .transpose()?;
+        models.push(ModelPlan {
+            alias,
+            reference: m.model.trim().to_owned(),
+            llama_version: m.llama_version,
+            backend: m.backend.map(Spanned::into_inner),
+            args: m.args,
+            ctx_size: m.ctx_size,
+            parallel: m.parallel,
+            embeddings: m.embeddings,
+            pooling: m.pooling,
+            keep_alive,
+            pinned: m.pinned,
+            memory,
+        });
+    }
+    Ok(Plan {
+        memory_budget,
+        http,
+        port: file.port,
+        load_timeout,
+        api_key_env,
+        models,
+    })
+}
+
+/// The backends `--backend` accepts.
+const BACKENDS: [&str; 5] = ["auto", "cpu", "cuda", "metal", "vulkan"];
+
+/// Models from repeated `--model [alias=]ref`; an alias defaults to the model's own
+/// (the reference as given, or a path's file stem).
+pub(crate) fn models_from_args(
+    refs: &[String],
+    exists: impl Fn(&str) -> bool,
+) -> Result<Vec<ModelPlan>, BadInput> {
+    let mut models: Vec<ModelPlan> = Vec::with_capacity(refs.len());
+    for given in refs {
+        let (alias, reference) = split_alias(given, &exists);
+        let alias = alias.unwrap_or_else(|| default_alias(reference));
+        if let Some(problem) = alias_problem(&alias) {
+            return Err(BadInput(format!(
+                "--model {given}: alias {alias:?} {problem}; write --model ALIAS=MODEL"
+            )));
+        }
+        if models.iter().any(|m| m.alias == alias) {
+            return Err(BadInput(format!(
+                "--model {given}: alias {alias:?} is used twice; write --model ALIAS=MODEL \
+                 with a different alias for each"
+            )));
+        }
+        models.push(ModelPlan {
+            alias,
+            reference: reference.to_owned(),
+            keep_alive: Some(DEFAULT_KEEP_ALIVE),
+            ..ModelPlan::default()
+        });
+    }
+    Ok(models)
+}
+
+/// `alias=ref` → `(Some(alias), ref)`. Only a plain name counts as an alias, so URLs with
+/// query strings (`…?download=true`) and existing files whose names hold `=` stay whole.
+fn split_alias(given: &str, exists: impl Fn(&str) -> bool) -> (Option<String>, &str) {
+    if exists(given) {
+        return (None, given);
+    }
+    match given.split_once('=') {
+        Some((alias, reference))
+            if !alias.is_empty()
+                && !reference.is_empty()
+                && alias
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
+        {
+            (Some(alias.to_owned()), reference)
+        }
+        _ => (None, given),
+    }
+}
+
+/// The alias a model gets when none is given, as the single-server path names it.
+fn default_alias(reference: &str) -> String {
+    if reference == lmcpp::DEMO_MODEL {
+        return reference.to_owned();
+    }
+    lmcpp::toolchain::models::ModelSource::parse(reference)
+        .map_or_else(|_| reference.to_owned(), |s| s.alias())
+}
+
+/// Why `alias` cannot be an alias (the proxy's rule: 1 to 128 printable ASCII characters,
+/// no spaces), or `None`.
+fn alias_problem(alias: &str) -> Option<String> {
+    if alias.is_empty() {
+        Some("is empty".to_owned())
+    } else if alias.len() > lmcpp::server::MAX_ALIAS_LEN {
+        Some(format!(
+            "is longer than {} characters",
+            lmcpp::server::MAX_ALIAS_LEN
+        ))
+    } else if !alias.bytes().all(|b| b.is_ascii_graphic()) {
+        Some(format!(
+            "{alias:?} may hold only printable ASCII without spaces"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Whether `s` is a plausible environment variable name.
+fn is_env_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A keep-alive: a duration, where `0` means "never stop".
+fn keep_alive(text: &DurationText) -> Result<Option<Duration>, String> {
+    let d = text.parse()?;
+    Ok((!d.is_zero()).then_some(d))
+}
+
+/// `"90s"`, `"5m"`, `"1h30m"`, `"250ms"`, `"0"`, `"45"` (seconds).
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad =
+        || format!("{text:?} is not a duration; write e.g. \"30s\", \"5m\", \"1h30m\" or \"0\"");
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let part = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+            "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+            "d" => Duration::from_secs(n.checked_mul(86_400).ok_or_else(bad)?),
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total = total.checked_add(part).ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
+/// `"12GiB"`, `"512MiB"`, `"8G"` (binary), `"8GB"` (decimal), `"1000000"` (bytes),
+/// `"75%"` (of RAM).
+pub(crate) fn parse_budget(text: &str) -> Result<Budget, String> {
+    let bad = || {
+        format!(
+            "{text:?} is not a size; write e.g. \"12GiB\", \"512MiB\", \"8GB\" or a share of \
+             RAM such as \"75%\""
+        )
+    };
+    let t = text.trim();
+    if let Some(p) = t.strip_suffix('%') {
+        let p: f64 = p.trim().parse().map_err(|_| bad())?;
+        return if p > 0.0 && p <= 100.0 {
+            Ok(Budget::Percent(p))
+        } else {
+            Err(format!(
+                "{text:?}: a share of RAM must be more than 0% and at most 100%"
+            ))
+        };
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = (t[..split].trim(), t[split..].trim());
+    let scale: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return Err(bad()),
+    };
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let bytes = value * scale as f64;
+    if !bytes.is_finite() || bytes < 1.0 || bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(Budget::Bytes(bytes as u64))
+}
+
+/// `MemTotal` of a `/proc/meminfo` text, in bytes.
+pub(crate) fn mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut words = line["MemTotal:".len()..].split_whitespace();
+    let kib: u64 = words.next()?.parse().ok()?;
+    matches!(words.next(), Some("kB") | None)
+        .then(|| kib.checked_mul(1024))
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn parse(text: &str) -> Result<Plan, String> {
+        parse_file(Path::new("/etc/lmcpp.toml"), text).map_err(|e| e.0)
+    }
+
+    const FULL: &str = r#"
+memory_budget = "12GiB"
+transport = "http"
+port = 8080
+load_timeout = "2m"
+api_key_env = "MY_PROXY_KEY"
+keep_alive = "10m"
+
+[[models]]
+alias = "chat"
+model = "owner/repo:Q4_K_M"
+llama_version = "b11312"
+backend = "cpu"
+args = ["--temp", "0.7"]
+ctx_size = 8192
+parallel = 2
+pinned = true
+
+[[models]]
+alias = "embed"
+model = "/models/e5.gguf"
+embeddings = true
+pooling = "mean"
+keep_alive = "0"
+memory = "1GiB"
+"#;
+
+    #[test]
+    fn a_full_config_reads_as_written() {
+        let plan = parse(FULL).unwrap();
+        assert_eq!(plan.memory_budget, Some(Budget::Bytes(12 << 30)));
+        assert!(plan.http);
+        assert_eq!(plan.port, Some(8080));
+        assert_eq!(plan.load_timeout, Duration::from_secs(120));
+        assert_eq!(plan.api_key_env.as_deref(), Some("MY_PROXY_KEY"));
+        assert_eq!(
+            plan.models[0],
+            ModelPlan {
+                alias: "chat".into(),
+                reference: "owner/repo:Q4_K_M".into(),
+                llama_version: Some("b11312".into()),
+                backend: Some("cpu".into()),
+                args: vec!["--temp".into(), "0.7".into()],
+                ctx_size: Some(8192),
+                parallel: Some(2),
+                keep_alive: Some(Duration::from_secs(600)),
+                pinned: true,
+                ..ModelPlan::default()
+            }
+        );
+        let embed = &plan.models[1];
+        assert!(embed.embeddings);
+        assert_eq!(embed.pooling.as_deref(), Some("mean"));
+        assert_eq!(embed.keep_alive, None, "0 means never stop");
+        assert_eq!(embed.memory, Some(1 << 30));
+    }
+
+    #[test]
+    fn the_minimal_config_takes_the_defaults() {
+        let plan = parse("[[models]]\nalias = \"a\"\nmodel = \"demo\"\n").unwrap();
+        assert_eq!(plan.memory_budget, None);
+        assert!(!plan.http);
+        assert_eq!(plan.load_timeout, DEFAULT_LOAD_TIMEOUT);
+        assert_eq!(plan.models[0].keep_alive, Some(DEFAULT_KEEP_ALIVE));
+        assert!(!plan.models[0].pinned);
+    }
+
+    /// Each bad file and the words its error must hold (besides the file's path).
+    #[test]
+    fn bad_files_are_refused_naming_the_line_key_and_remedy() {
+        let m = "[[models]]\nalias = \"a\"\nmodel = \"demo\"\n";
+        let table: Vec<(String, &[&str])> = vec![
+            ("".into(), &["no models", "[[models]]"]),
+            (
+                format!("{m}keep_alive_s = 5\n"),
+                &["line 4", "unknown field", "keep_alive_s"],
+            ),
+            (
+                format!("colour = \"red\"\n{m}"),
+                &["line 1", "unknown field", "colour"],
+            ),
+            (
+                "[[models]]\nmodel = \"demo\"\n".into(),
+                &["missing field", "alias"],
+            ),
+            (
+                format!("memory_budget = \"lots\"\n{m}"),
+                &["line 1", "memory_budget", "not a size", "GiB"],
+            ),
+            (
+                format!("memory_budget = \"150%\"\n{m}"),
+                &["line 1", "memory_budget", "at most 100%"],
+            ),
+            (
+                format!("transport = \"carrier-pigeon\"\n{m}"),
+                &["line 1", "transport", "\"socket\" or \"http\""],
+            ),
+            (format!("port = 80\n{m}"), &["port", "transport = \"http\""]),
+            (format!("port = 70000\n{m}"), &["line 1", "port"]),
+            (
+                format!("load_timeout = \"0\"\n{m}"),
+                &["line 1", "load_timeout", "longer than 0"],
+            ),
+            (
+                format!("load_timeout = \"soon\"\n{m}"),
+                &["line 1", "not a duration", "5m"],
+            ),
+            (
+                format!("api_key_env = \"sk-secret value\"\n{m}"),
+                &["line 1", "api_key_env", "never the key itself"],
+            ),
+            (
+                format!("{m}\n[[models]]\nalias = \"a\"\nmodel = \"x.gguf\"\n"),
+                &["line 6", "models[1].alias", "used twice"],
+            ),
+            (
+                "[[models]]\nalias = \"has space\"\nmodel = \"demo\"\n".into(),
+                &["line 2", "models[0].alias", "printable ASCII"],
+            ),
+            (
+                "[[models]]\nalias = \"a\"\nmodel = \"  \"\n".into(),
+                &["models[0].model", "is empty"],
+            ),
+            (
+                format!("{m}backend = \"tpu\"\n"),
+                &["line 4", "models[0].backend", "cpu"],
+            ),
+            (
+                format!("{m}keep_alive = \"5 minutes\"\n"),
+                &["line 4", "models[0].keep_alive", "not a duration"],
+            ),
+            (
+                format!("{m}memory = \"50%\"\n"),
+                &["line 4", "models[0].memory", "not a percentage"],
+            ),
+            (format!("{m}ctx_size = -1\n"), &["line 4", "ctx_size"]),
+            (format!("{m}args = \"--temp 0\"\n"), &["line 4", "args"]),
+            ("[[models]\n".into(), &["line 1"]),
+            ("\u{0}\u{1}binary".into(), &["line 1"]),
+        ];
+        for (text, words) in table {
+            let err = parse(&text).expect_err(&text);
+            assert!(err.starts_with("/etc/lmcpp.toml"), "{text:?}: {err}");
+            for w in words {
+                assert!(err.contains(w), "{text:?}: {w:?} not in {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn model_arguments_take_an_optional_alias() {
+        let no_files = |_: &str| false;
+        let refs = |r: &[&str]| r.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let got = models_from_args(
+            &refs(&[
+                "a=demo",
+                "b=/models/x.gguf",
+                "owner/repo:Q4_K_M",
+                "https://h/x.gguf?download=true",
+            ]),
+            no_files,
+        )
+        .unwrap();
+        let pairs: Vec<_> = got
+            .iter()
+            .map(|m| (m.alias.as_str(), m.reference.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("a", "demo"),
+                ("b", "/models/x.gguf"),
+                ("owner/repo:Q4_K_M", "owner/repo:Q4_K_M"),
+                ("x", "https://h/x.gguf?download=true"),
+            ]
+        );
+        // An existing file with `=` in its name is a file, not an alias.
+        let got = models_from_args(&refs(&["odd=name.gguf"]), |p| p == "odd=name.gguf").unwrap();
+        assert_eq!(got[0].reference, "odd=name.gguf");
+
+        let err = models_from_args(&refs(&["a=demo", "a=/x.gguf"]), no_files).unwrap_err();
+        assert!(err.0.contains("used twice"), "{}", err.0);
+        let err = models_from_args(&refs(&["demo", "demo"]), no_files).unwrap_err();
+        assert!(err.0.contains("ALIAS=MODEL"), "{}", err.0);
+    }
+
+    #[test]
+    fn durations_table() {
+        let ok = [
+            ("0", 0),
+            ("45", 45),
+            ("90s", 90),
+            ("5m", 300),
+            ("1h30m", 5400),
+            ("2d", 172_800),
+            (" 10m ", 600),
+        ];
+        for (text, secs) in ok {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(secs)),
+                "{text}"
+            );
+        }
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        for bad in [
+            "",
+            "m",
+            "5 m",
+            "5x",
+            "-1s",
+            "1.5h",
+            "5m3",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn budgets_table() {
+        let ok = [
+            ("12GiB", Budget::Bytes(12 << 30)),
+            ("12G", Budget::Bytes(12 << 30)),
+            ("8GB", Budget::Bytes(8_000_000_000)),
+            ("512 MiB", Budget::Bytes(512 << 20)),
+            ("1.5GiB", Budget::Bytes(3 << 29)),
+            ("1000000", Budget::Bytes(1_000_000)),
+            ("75%", Budget::Percent(75.0)),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_budget(text), Ok(want), "{text}");
+        }
+        for bad in [
+            "",
+            "GiB",
+            "0",
+            "-1GiB",
+            "0%",
+            "101%",
+            "x%",
+            "1e400",
+            "12 parsecs",
+            "NaN",
+        ] {
+            assert!(parse_budget(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(Budget::Percent(50.0).bytes(Some(1000)), Ok(500));
+        assert!(Budget::Percent(50.0).bytes(None).is_err());
+        assert_eq!(mem_total("MemTotal: 2 kB\n"), Some(2048));
+        assert_eq!(mem_total("MemTotal: 99999999999999999999 kB\n"), None);
+    }
+}
