@@ -16,7 +16,7 @@ use tokio::{
     sync::watch,
 };
 
-use super::http::Service;
+use super::service::Service;
 use crate::{
     endpoint::Endpoint,
     error::{Error, Result},

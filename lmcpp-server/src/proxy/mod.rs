@@ -3,10 +3,12 @@
 //! starts servers on demand (one start however many requests wait), stops them after
 //! their keep-alive, and keeps the running ones within a memory budget.
 
-mod http;
 mod listen;
 mod models;
+mod service;
 mod spec;
+#[cfg(test)]
+mod tests;
 
 use std::{
     path::PathBuf,
@@ -17,8 +19,8 @@ use std::{
 use tokio::sync::watch;
 
 use self::{
-    http::Service,
     models::{Conf, Models},
+    service::Service,
 };
 use crate::{
     client::Client,
@@ -270,8 +272,9 @@ impl Proxy {
             models: Arc::clone(&models),
             api_key: opts.api_key.clone(),
             max_body: opts.max_body,
+            max_header: opts.max_header,
             load_timeout: opts.load_timeout,
-            created: http::unix_now(),
+            created: service::unix_now(),
         });
         let (shutdown, watching) = watch::channel(false);
         let limits = listen::Limits {
@@ -425,7 +428,7 @@ fn mem_total(meminfo: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+mod meminfo_tests {
     use super::*;
 
     #[test]

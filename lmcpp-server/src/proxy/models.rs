@@ -511,7 +511,7 @@ impl Models {
 
     /// Takes the idle models whose keep-alive ended by `now` out of the table, and says
     /// when the next one will.
-    fn expire(&self, now: Instant) -> (Vec<Arc<Running>>, Option<Instant>) {
+    pub(crate) fn expire(&self, now: Instant) -> (Vec<Arc<Running>>, Option<Instant>) {
         let mut table = lock(&self.table);
         let mut expired = Vec::new();
         let mut next: Option<Instant> = None;

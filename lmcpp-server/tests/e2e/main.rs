@@ -6,6 +6,7 @@ mod args;
 mod demo_model;
 mod endpoints;
 mod lifecycle;
+mod proxy;
 mod rpc;
 mod streaming;
 mod support;

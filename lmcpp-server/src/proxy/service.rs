@@ -32,6 +32,7 @@ pub(crate) struct Service {
     pub(crate) models: Arc<Models>,
     pub(crate) api_key: Option<String>,
     pub(crate) max_body: usize,
+    pub(crate) max_header: usize,
     pub(crate) load_timeout: Duration,
     /// Unix time the proxy started, reported as `created` of every model.
     pub(crate) created: u64,
@@ -153,6 +154,18 @@ impl Service {
     }
 
     async fn answer(&self, req: Request<Incoming>) -> Result<Response<ProxyBody>, Reply> {
+        // hyper's read buffer bounds the head only loosely (a head that arrives in few
+        // reads can exceed it); this is the exact cap.
+        if head_size(&req) > self.max_header {
+            return Err(Reply::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "invalid_request_error",
+                format!(
+                    "the request line and headers exceed the proxy's limit of {} bytes",
+                    self.max_header
+                ),
+            ));
+        }
         let path = req.uri().path();
         // llama-server answers `/health` without the key, so load balancers and
         // supervisors can probe it; the proxy does the same.
@@ -278,6 +291,15 @@ impl Service {
             .collect();
         json!({ "object": "list", "data": data })
     }
+}
+
+/// The size of a request's head as sent: request line and header lines.
+fn head_size<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 11;
+    req.headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .fold(line, usize::saturating_add)
 }
 
 /// Whether the request carries `key` as `Authorization: Bearer <key>` or `X-Api-Key`,

@@ -1,0 +1,704 @@
+//! The proxy against in-process fake model servers: routing, limits, the API key,
+//! single-flight starts, failures, keep-alive, eviction and a server dying mid-stream.
+//! The end-to-end tests run the same paths against real llama-servers.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::{StreamExt, future::BoxFuture};
+use http::{Method, Request, Response};
+use http_body_util::{BodyExt, StreamBody, combinators::BoxBody};
+use hyper::{body::Frame, body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, watch};
+
+use super::{
+    models::{Conf, Instance, Start},
+    *,
+};
+use crate::Error;
+
+type MockBody = BoxBody<Bytes, Infallible>;
+
+/// A fake model server: answers every path with what it saw, streams on `/stream`
+/// until killed, and "exits" when killed.
+struct Fake {
+    endpoint: Endpoint,
+    name: String,
+    key: Option<String>,
+    dead: watch::Sender<bool>,
+    stops: Arc<AtomicUsize>,
+    _dir: tempfile::TempDir,
+}
+
+async fn mock_answer(
+    name: String,
+    req: Request<Incoming>,
+    mut dead: watch::Receiver<bool>,
+) -> Result<Response<MockBody>, Infallible> {
+    let path = req.uri().to_string();
+    let auth = req
+        .headers()
+        .get("authorization")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    if path == "/stream" {
+        let first = futures_util::stream::once(async {
+            Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"data: {\"n\":1}\n\n")))
+        });
+        // The stream stays open until the server is killed, which drops it mid-body.
+        let hold = futures_util::stream::once(async move {
+            let _ = dead.wait_for(|d| *d).await;
+            std::future::pending::<()>().await;
+            Ok(Frame::data(Bytes::new()))
+        });
+        return Ok(Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(BodyExt::boxed(StreamBody::new(first.chain(hold))))
+            .unwrap());
+    }
+    let answer = json!({
+        "server": name,
+        "path": path,
+        "auth": auth,
+        "body": String::from_utf8_lossy(&body),
+    });
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .body(BodyExt::boxed(http_body_util::Full::new(Bytes::from(
+            answer.to_string(),
+        ))))
+        .unwrap())
+}
+
+impl Fake {
+    async fn start(name: &str, key: Option<String>, stops: Arc<AtomicUsize>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("m.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let (dead, watching) = watch::channel(false);
+        let server_name = name.to_owned();
+        tokio::spawn(async move {
+            let mut stop = watching.clone();
+            loop {
+                let (io, _) = tokio::select! {
+                    _ = stop.wait_for(|d| *d) => return,
+                    accepted = listener.accept() => accepted.unwrap(),
+                };
+                let name = server_name.clone();
+                let dead = watching.clone();
+                let mut killed = watching.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| mock_answer(name.clone(), req, dead.clone()));
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(io), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = killed.wait_for(|d| *d) => {}
+                    }
+                });
+            }
+        });
+        Self {
+            endpoint: Endpoint::unix(socket),
+            name: name.to_owned(),
+            key,
+            dead,
+            stops,
+            _dir: dir,
+        }
+    }
+}
+
+impl Instance for Fake {
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+    fn api_key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+    fn pid(&self) -> Option<u32> {
+        None
+    }
+    fn server_id(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+    fn exited(&self) -> BoxFuture<'_, String> {
+        let mut dead = self.dead.subscribe();
+        Box::pin(async move {
+            let _ = dead.wait_for(|d| *d).await;
+            "signal: 9 (SIGKILL)".to_owned()
+        })
+    }
+    fn log_tail(&self) -> Vec<String> {
+        vec!["fake log line".into()]
+    }
+    fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
+        self.stops.fetch_add(1, Ordering::SeqCst);
+        let _ = self.dead.send(true);
+        Box::pin(async {})
+    }
+}
+
+/// Starts fakes, counting starts; optionally held at a gate or failing.
+struct FakeStart {
+    name: String,
+    key: Option<String>,
+    starts: AtomicUsize,
+    stops: Arc<AtomicUsize>,
+    gate: Option<Arc<Semaphore>>,
+    fail: bool,
+    /// The kill switch of the latest fake.
+    last: std::sync::Mutex<Option<watch::Sender<bool>>>,
+}
+
+impl FakeStart {
+    fn new(name: &str) -> Arc<Self> {
+        Self::with(name, None, None, false)
+    }
+
+    fn with(name: &str, key: Option<&str>, gate: Option<Arc<Semaphore>>, fail: bool) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.to_owned(),
+            key: key.map(str::to_owned),
+            starts: AtomicUsize::new(0),
+            stops: Arc::new(AtomicUsize::new(0)),
+            gate,
+            fail,
+            last: std::sync::Mutex::new(None),
+        })
+    }
+
+    fn starts(&self) -> usize {
+        self.starts.load(Ordering::SeqCst)
+    }
+
+    fn stops(&self) -> usize {
+        self.stops.load(Ordering::SeqCst)
+    }
+
+    fn kill(&self) {
+        let _ = self.last.lock().unwrap().as_ref().unwrap().send(true);
+    }
+}
+
+impl Start for Arc<FakeStart> {
+    fn start(&self) -> BoxFuture<'static, Result<Box<dyn Instance>, LaunchError>> {
+        let this = Arc::clone(self);
+        Box::pin(async move {
+            this.starts.fetch_add(1, Ordering::SeqCst);
+            if let Some(gate) = &this.gate {
+                let _permit = gate.acquire().await.unwrap();
+            }
+            if this.fail {
+                return Err(LaunchError {
+                    message: "llama-server exited during start-up (exit status: 1)".into(),
+                    log_tail: vec!["error: failed to load model".into()],
+                    user_error: false,
+                });
+            }
+            let fake = Fake::start(&this.name, this.key.clone(), Arc::clone(&this.stops)).await;
+            *this.last.lock().unwrap() = Some(fake.dead.clone());
+            Ok(Box::new(fake) as Box<dyn Instance>)
+        })
+    }
+}
+
+fn unused_launch() -> Arc<dyn Launch> {
+    Arc::new(
+        || -> BoxFuture<'static, Result<crate::Server, LaunchError>> {
+            Box::pin(async { Err(LaunchError::new("unused")) })
+        },
+    )
+}
+
+fn spec(alias: &str, estimate: u64) -> ModelSpec {
+    let mut spec = ModelSpec::new(alias, unused_launch());
+    spec.estimate_bytes = estimate;
+    spec
+}
+
+struct Rig {
+    proxy: Proxy,
+    _dir: tempfile::TempDir,
+}
+
+async fn rig(
+    configure: impl FnOnce(&mut ProxyOptions),
+    models: Vec<(ModelSpec, Arc<FakeStart>)>,
+) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = ProxyOptions::new(1 << 40);
+    opts.runtime_dir = Some(dir.path().join("run"));
+    opts.socket_fallback_dir = Some(dir.path().join("s"));
+    configure(&mut opts);
+    let confs = models
+        .into_iter()
+        .map(|(spec, start)| Conf::new(spec, Arc::new(start) as Arc<dyn Start>))
+        .collect();
+    let proxy = Proxy::start_confs(opts, confs).await.unwrap();
+    Rig { proxy, _dir: dir }
+}
+
+async fn post(client: &crate::Client, path: &str, body: Value) -> (u16, Value) {
+    let raw = client
+        .raw(Method::POST, path, Some(Bytes::from(body.to_string())))
+        .await
+        .unwrap();
+    (
+        raw.status.as_u16(),
+        serde_json::from_slice(&raw.body).unwrap_or(Value::Null),
+    )
+}
+
+fn state_of(proxy: &Proxy, alias: &str) -> ModelState {
+    proxy
+        .models()
+        .into_iter()
+        .find(|m| m.alias == alias)
+        .unwrap()
+        .state
+}
+
+/// Polls `cond` every 2 ms until it holds; fails the test after 10 s.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn requests_are_routed_by_model_and_unknown_or_missing_models_are_named() {
+    let a = FakeStart::new("a");
+    let b = FakeStart::new("b");
+    let rig = rig(
+        |_| {},
+        vec![(spec("a", 0), a.clone()), (spec("b", 0), b.clone())],
+    )
+    .await;
+    let client = rig.proxy.client();
+    let (status, body) = post(
+        &client,
+        "/v1/chat/completions",
+        json!({"model": "b", "x": 1}),
+    )
+    .await;
+    assert_eq!((status, body["server"].as_str()), (200, Some("b")));
+    assert_eq!(body["path"], "/v1/chat/completions");
+    let (status, body) = post(&client, "/completion?x=1", json!({"model": "a"})).await;
+    assert_eq!((status, body["server"].as_str()), (200, Some("a")));
+    assert_eq!(body["path"], "/completion?x=1");
+    let raw = client
+        .raw(Method::GET, "/props?model=b", None)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&raw.body).unwrap();
+    assert_eq!(body["server"], "b");
+    assert_eq!((a.starts(), b.starts()), (1, 1));
+
+    let (status, body) = post(&client, "/completion", json!({"model": "c"})).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["type"], "not_found_error");
+    assert_eq!(body["error"]["models"], json!(["a", "b"]));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`a`, `b`")
+    );
+    let (status, body) = post(&client, "/completion", json!({"prompt": "x"})).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    // The typed client sees the same as an API error.
+    let err = client
+        .models()
+        .await
+        .map(|_| ())
+        .and(client.get::<Value>("/props").await.map(|_| ()));
+    assert!(
+        matches!(err, Err(Error::Api { status: 400, .. })),
+        "{err:?}"
+    );
+    rig.proxy.stop().await.unwrap();
+    assert_eq!((a.stops(), b.stops()), (1, 1));
+}
+
+#[tokio::test]
+async fn one_model_is_the_default_and_the_listing_shows_states() {
+    let a = FakeStart::new("a");
+    let rig = rig(|_| {}, vec![(spec("solo", 42), a.clone())]).await;
+    let client = rig.proxy.client();
+    let list = client.models().await.unwrap();
+    assert_eq!(list.data.len(), 1);
+    assert_eq!(list.data[0].id, "solo");
+    assert_eq!(list.data[0].extra["status"]["value"], "unloaded");
+    assert_eq!(list.data[0].extra["lmcpp"]["estimate_bytes"], 42);
+    let (status, body) = post(&client, "/tokenize", json!({"content": "hi"})).await;
+    assert_eq!((status, body["server"].as_str()), (200, Some("a")));
+    let routed = client.router_models().await.unwrap();
+    let status = routed.data[0].status.as_ref().unwrap();
+    assert_eq!(status.value.to_string(), "loaded");
+    assert_eq!(state_of(&rig.proxy, "solo"), ModelState::Ready);
+}
+
+#[tokio::test]
+async fn the_api_key_guards_every_route_but_health_and_never_reaches_the_model() {
+    let a = FakeStart::with("a", Some("upstream-key"), None, false);
+    let rig = rig(
+        |o| o.api_key = Some("proxy-key".into()),
+        vec![(spec("a", 0), a.clone())],
+    )
+    .await;
+    let anonymous = crate::Client::new(rig.proxy.endpoint().clone());
+    let wrong = crate::Client::builder(rig.proxy.endpoint().clone())
+        .api_key("proxy-kez")
+        .build();
+    for client in [&anonymous, &wrong] {
+        for (method, path) in [
+            (Method::GET, "/v1/models"),
+            (Method::GET, "/models"),
+            (Method::GET, "/props"),
+            (Method::POST, "/completion"),
+        ] {
+            let raw = client
+                .raw(method.clone(), path, Some(Bytes::from("{}")))
+                .await
+                .unwrap();
+            assert_eq!(raw.status.as_u16(), 401, "{method} {path}");
+        }
+    }
+    assert_eq!(a.starts(), 0, "no start before authentication");
+    let health = anonymous.probe_health().await.unwrap();
+    assert_eq!(health.status.as_u16(), 200);
+    let (status, body) = post(&rig.proxy.client(), "/completion", json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["auth"], "Bearer upstream-key");
+}
+
+#[tokio::test]
+async fn bodies_and_heads_over_the_caps_are_refused() {
+    let a = FakeStart::new("a");
+    let rig = rig(
+        |o| {
+            o.max_body = 100;
+            o.max_headers = 20;
+        },
+        vec![(spec("a", 0), a.clone())],
+    )
+    .await;
+    let client = rig.proxy.client();
+    let big = Bytes::from(format!("{{\"p\":\"{}\"}}", "x".repeat(100)));
+    let raw = client
+        .raw(Method::POST, "/completion", Some(big))
+        .await
+        .unwrap();
+    assert_eq!(raw.status.as_u16(), 413);
+    // Without a length up front (chunked), the cap holds while reading.
+    let Endpoint::Unix { socket } = rig.proxy.endpoint() else {
+        panic!("unix by default")
+    };
+    let chunked = "POST /completion HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n80\r\n"
+        .to_owned()
+        + &"y".repeat(128) + "\r\n0\r\n\r\n";
+    assert!(
+        raw_exchange(socket, &chunked)
+            .await
+            .starts_with("HTTP/1.1 413")
+    );
+    let many: String = (0..30).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let head = format!("GET /props HTTP/1.1\r\nhost: x\r\n{many}\r\n");
+    assert!(
+        raw_exchange(socket, &head)
+            .await
+            .starts_with("HTTP/1.1 431")
+    );
+    let long = format!(
+        "GET /props HTTP/1.1\r\nhost: x\r\nx-long: {}\r\n\r\n",
+        "z".repeat(100_000)
+    );
+    let got = raw_exchange(socket, &long).await;
+    assert!(got.starts_with("HTTP/1.1 431"), "{got:?}");
+    assert_eq!(a.starts(), 0);
+}
+
+/// Writes `request` on a new connection and reads what comes back.
+async fn raw_exchange(socket: &std::path::Path, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    // The server may answer and close before reading everything.
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut out = vec![0; 256];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&out[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn concurrent_first_requests_wait_on_one_start() {
+    let gate = Arc::new(Semaphore::new(0));
+    let a = FakeStart::with("a", None, Some(Arc::clone(&gate)), false);
+    let rig = rig(|_| {}, vec![(spec("a", 0), a.clone())]).await;
+    let client = rig.proxy.client();
+    let requests: Vec<_> = (0..16)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { post(&client, "/completion", json!({"n": i})).await })
+        })
+        .collect();
+    eventually("a start begins", || a.starts() == 1).await;
+    assert_eq!(state_of(&rig.proxy, "a"), ModelState::Loading);
+    gate.add_permits(100);
+    for r in requests {
+        assert_eq!(r.await.unwrap().0, 200);
+    }
+    assert_eq!(a.starts(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_start_reaches_every_waiter_and_the_next_request_tries_again() {
+    let gate = Arc::new(Semaphore::new(0));
+    let a = FakeStart::with("a", None, Some(Arc::clone(&gate)), true);
+    let rig = rig(|_| {}, vec![(spec("a", 0), a.clone())]).await;
+    let client = rig.proxy.client();
+    let requests: Vec<_> = (0..16)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { post(&client, "/completion", json!({})).await })
+        })
+        .collect();
+    eventually("a start begins", || a.starts() == 1).await;
+    gate.add_permits(100);
+    for r in requests {
+        let (status, body) = r.await.unwrap();
+        assert_eq!(status, 502);
+        assert_eq!(
+            body["error"]["log_tail"],
+            json!(["error: failed to load model"])
+        );
+        assert_eq!(body["error"]["model"], "a");
+    }
+    assert_eq!(a.starts(), 1);
+    let view = &rig.proxy.models()[0];
+    assert_eq!(view.state, ModelState::Failed);
+    assert!(
+        view.error
+            .as_deref()
+            .unwrap()
+            .contains("failed to load model")
+    );
+    let (status, _) = post(&client, "/completion", json!({})).await;
+    assert_eq!((status, a.starts()), (502, 2));
+}
+
+#[tokio::test]
+async fn a_request_waits_for_a_loading_model_only_up_to_the_load_timeout() {
+    let gate = Arc::new(Semaphore::new(0));
+    let a = FakeStart::with("a", None, Some(Arc::clone(&gate)), false);
+    let rig = rig(
+        |o| o.load_timeout = Duration::from_millis(50),
+        vec![(spec("a", 0), a.clone())],
+    )
+    .await;
+    let (status, body) = post(&rig.proxy.client(), "/completion", json!({})).await;
+    assert_eq!(status, 503);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("still loading")
+    );
+    gate.add_permits(1);
+    eventually("the start completes anyway", || {
+        state_of(&rig.proxy, "a") == ModelState::Ready
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_idle_model_stops_after_its_keep_alive_but_not_while_streaming() {
+    let a = FakeStart::new("a");
+    let mut s = spec("a", 0);
+    s.keep_alive = Some(Duration::from_millis(30));
+    let rig = rig(|_| {}, vec![(s, a.clone())]).await;
+    let client = rig.proxy.client();
+    let mut stream = client
+        .stream::<_, Value>("/stream", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap()["n"], 1);
+    // However late it is, a model with a stream open is not expired.
+    let (expired, _) = rig
+        .proxy
+        .models
+        .expire(std::time::Instant::now() + Duration::from_secs(3600));
+    assert!(expired.is_empty());
+    assert_eq!(rig.proxy.models()[0].in_flight, 1);
+    drop(stream);
+    eventually("the model stops after its keep-alive", || {
+        state_of(&rig.proxy, "a") == ModelState::Stopped && a.stops() == 1
+    })
+    .await;
+    let (status, _) = post(&client, "/completion", json!({})).await;
+    assert_eq!((status, a.starts()), (200, 2));
+}
+
+#[tokio::test]
+async fn idle_models_are_evicted_lru_first_and_busy_or_pinned_ones_are_not() {
+    let a = FakeStart::new("a");
+    let b = FakeStart::new("b");
+    let c = FakeStart::new("c");
+    let mut pinned = spec("c", 40);
+    pinned.pinned = true;
+    let rig = rig(
+        |o| o.memory_budget = 100,
+        vec![
+            (spec("a", 40), a.clone()),
+            (spec("b", 40), b.clone()),
+            (pinned, c.clone()),
+        ],
+    )
+    .await;
+    let client = rig.proxy.client();
+    for m in ["c", "a"] {
+        assert_eq!(
+            post(&client, "/completion", json!({"model": m})).await.0,
+            200
+        );
+    }
+    // 80 of 100 used: b needs a's room; c is pinned, so a (idle) goes.
+    assert_eq!(
+        post(&client, "/completion", json!({"model": "b"})).await.0,
+        200
+    );
+    assert_eq!(state_of(&rig.proxy, "a"), ModelState::Stopped);
+    assert_eq!(a.stops(), 1);
+    // b busy with a stream, c pinned: a cannot fit, and the error says why.
+    let stream = client
+        .stream::<_, Value>("/stream", &json!({"model": "b"}))
+        .await
+        .unwrap();
+    let (status, body) = post(&client, "/completion", json!({"model": "a"})).await;
+    assert_eq!(status, 503);
+    let err = &body["error"];
+    assert_eq!(
+        (err["estimate_bytes"].as_u64(), err["budget_bytes"].as_u64()),
+        (Some(40), Some(100))
+    );
+    let holders: Vec<(String, String)> = err["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["model"].as_str().unwrap().into(),
+                h["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        holders,
+        [
+            ("b".to_owned(), "busy".to_owned()),
+            ("c".to_owned(), "pinned".to_owned())
+        ]
+    );
+    assert_eq!(state_of(&rig.proxy, "b"), ModelState::Ready);
+    drop(stream);
+    eventually("the stream is no longer in flight", || {
+        rig.proxy.models()[1].in_flight == 0
+    })
+    .await;
+    assert_eq!(
+        post(&client, "/completion", json!({"model": "a"})).await.0,
+        200
+    );
+    assert_eq!(state_of(&rig.proxy, "b"), ModelState::Stopped);
+}
+
+#[tokio::test]
+async fn a_model_larger_than_the_budget_or_a_bad_model_list_is_refused_at_start() {
+    for (models, needle) in [
+        (vec![spec("a", 101)], "more than the whole memory budget"),
+        (vec![], "no models"),
+        (vec![spec("a", 1), spec("a", 1)], "given twice"),
+        (vec![spec("a b", 1)], "malformed"),
+        (vec![spec("", 1)], "malformed"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = ProxyOptions::new(100);
+        opts.runtime_dir = Some(dir.path().to_owned());
+        let err = Proxy::start(opts, models).await.unwrap_err();
+        assert!(err.is_user_error(), "{err}");
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_server_dying_mid_stream_ends_it_with_an_error_and_the_next_request_restarts_it() {
+    let a = FakeStart::new("a");
+    let rig = rig(|_| {}, vec![(spec("a", 0), a.clone())]).await;
+    let client = rig.proxy.client();
+    let mut stream = client
+        .stream::<_, Value>("/stream", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap()["n"], 1);
+    a.kill();
+    let err = stream.next().await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, Error::Api { error, .. } if error.message.contains("broke off the stream")),
+        "{err:?}"
+    );
+    assert!(stream.next().await.is_none());
+    eventually("the model is marked failed", || {
+        state_of(&rig.proxy, "a") == ModelState::Failed
+    })
+    .await;
+    assert!(
+        rig.proxy.models()[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("exited")
+    );
+    let (status, _) = post(&client, "/completion", json!({})).await;
+    assert_eq!((status, a.starts()), (200, 2));
+}
+
+#[tokio::test]
+async fn the_proxy_is_registered_and_unregistered() {
+    let a = FakeStart::new("a");
+    let b = FakeStart::new("b");
+    let rig = rig(|_| {}, vec![(spec("a", 0), a), (spec("b", 0), b)]).await;
+    let dir = rig._dir.path().join("run");
+    let registry = crate::Registry::new(&dir);
+    let record = registry.get(rig.proxy.id()).unwrap();
+    assert_eq!(record.kind, crate::ProcessKind::Proxy);
+    assert_eq!(record.pid, std::process::id());
+    assert_eq!(record.model, std::path::Path::new("a,b"));
+    assert_eq!(&record.endpoint, rig.proxy.endpoint());
+    let id = rig.proxy.id().to_owned();
+    let Endpoint::Unix { socket } = rig.proxy.endpoint().clone() else {
+        panic!("unix by default")
+    };
+    assert!(socket.exists());
+    rig.proxy.stop().await.unwrap();
+    assert!(registry.read(&id).unwrap().is_none());
+    assert!(!socket.exists());
+}

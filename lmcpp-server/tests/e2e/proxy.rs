@@ -1,0 +1,375 @@
+//! The multi-model proxy in front of real llama-servers: routing by alias with the typed
+//! client, one start for many first requests, keep-alive expiry, eviction within a
+//! memory budget, a busy model kept, a model server killed mid-stream, and two
+//! llama.cpp versions behind one endpoint.
+
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use futures_util::{StreamExt, future::BoxFuture};
+use lmcpp_server::{
+    Error, HttpPort, Launch, LaunchError, LaunchOptions, ModelSpec, ModelState, Proxy,
+    ProxyOptions, Server, TransportChoice,
+};
+use lmcpp_toolchain::prepared::PreparedPaths;
+use lmcpp_types::{
+    native::{completion::CompletionRequest, tokenize::TokenizeRequest},
+    openai::{chat::ChatCompletionRequest, embeddings::OaiEmbeddingRequest},
+};
+use serde_json::json;
+
+use crate::support::{eventually, flags, paths, req, running};
+
+/// Starts the demo model with the given binary and arguments, counting its starts.
+struct TestLaunch {
+    opts: LaunchOptions,
+    launches: AtomicUsize,
+}
+
+impl Launch for TestLaunch {
+    fn launch(&self) -> BoxFuture<'static, Result<Server, LaunchError>> {
+        self.launches.fetch_add(1, Ordering::SeqCst);
+        let opts = self.opts.clone();
+        Box::pin(async move { Ok(Server::launch(opts).await?) })
+    }
+}
+
+impl TestLaunch {
+    fn launches(&self) -> usize {
+        self.launches.load(Ordering::SeqCst)
+    }
+}
+
+/// Launch options of the demo model for the llama.cpp in `paths`.
+fn demo(paths: &PreparedPaths, dir: &Path, embeddings: bool) -> Arc<TestLaunch> {
+    let mut opts = LaunchOptions::new(&paths.llama_server, &paths.demo_model);
+    opts.flags = flags(paths);
+    opts.runtime_dir = Some(dir.join("run"));
+    opts.socket_fallback_dir = Some(dir.join("s"));
+    opts.ready_timeout = Duration::from_secs(60);
+    opts.args.ctx_size = Some(2048);
+    opts.args.parallel = Some(2);
+    opts.args.threads = Some(1);
+    if embeddings {
+        opts.args.embeddings = true;
+        opts.args.pooling = Some("mean".into());
+    }
+    Arc::new(TestLaunch {
+        opts,
+        launches: AtomicUsize::new(0),
+    })
+}
+
+fn model(alias: &str, launch: &Arc<TestLaunch>, estimate: u64) -> ModelSpec {
+    let mut spec = ModelSpec::new(alias, Arc::clone(launch) as Arc<dyn Launch>);
+    spec.estimate_bytes = estimate;
+    spec
+}
+
+async fn proxy(dir: &Path, budget: u64, models: Vec<ModelSpec>) -> Proxy {
+    proxy_on(dir, TransportChoice::Unix, budget, models).await
+}
+
+async fn proxy_on(
+    dir: &Path,
+    transport: TransportChoice,
+    budget: u64,
+    models: Vec<ModelSpec>,
+) -> Proxy {
+    let mut opts = ProxyOptions::new(budget);
+    opts.transport = transport;
+    opts.runtime_dir = Some(dir.join("run"));
+    opts.socket_fallback_dir = Some(dir.join("s"));
+    opts.load_timeout = Duration::from_secs(60);
+    Proxy::start(opts, models).await.expect("proxy starts")
+}
+
+fn state(proxy: &Proxy, alias: &str) -> ModelState {
+    view(proxy, alias).state
+}
+
+fn view(proxy: &Proxy, alias: &str) -> lmcpp_server::ModelView {
+    proxy
+        .models()
+        .into_iter()
+        .find(|m| m.alias == alias)
+        .expect("configured alias")
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn completion(alias: &str, n: u32) -> CompletionRequest {
+    req(
+        json!({"model": alias, "prompt": "Once upon a time", "n_predict": n,
+               "temperature": 0.0, "seed": 1, "ignore_eos": true}),
+    )
+}
+
+#[tokio::test]
+async fn the_typed_client_reaches_each_alias_through_one_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = paths();
+    let text = demo(&paths, dir.path(), false);
+    let embed = demo(&paths, dir.path(), true);
+    let proxy = proxy(
+        dir.path(),
+        u64::MAX,
+        vec![
+            model("chat", &text, 1),
+            model("coder", &text, 1),
+            model("embed", &embed, 1),
+        ],
+    )
+    .await;
+    let client = proxy.client();
+    let list = client.models().await.unwrap();
+    let ids: Vec<&str> = list.data.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["chat", "coder", "embed"]);
+    assert!(
+        proxy
+            .models()
+            .iter()
+            .all(|m| m.state == ModelState::Stopped)
+    );
+    assert_eq!(
+        text.launches() + embed.launches(),
+        0,
+        "nothing starts before it is asked for"
+    );
+
+    let done = client.completion(&completion("chat", 8)).await.unwrap();
+    assert!(!done.content.is_empty());
+    assert_eq!(
+        (state(&proxy, "chat"), state(&proxy, "coder")),
+        (ModelState::Ready, ModelState::Stopped)
+    );
+    let chat: ChatCompletionRequest = req(json!({"model": "coder",
+        "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}));
+    let answer = client.chat_completions(&chat).await.unwrap();
+    assert_eq!(answer.choices.len(), 1);
+    let streamed: Vec<_> = client
+        .completion_stream(&completion("coder", 8))
+        .await
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect()
+        .await;
+    assert!(streamed.len() >= 8 && streamed.last().unwrap().stop);
+    let tokens: TokenizeRequest = req(json!({"model": "chat", "content": "hello world"}));
+    assert!(!client.tokenize(&tokens).await.unwrap().tokens.is_empty());
+    let embedding: OaiEmbeddingRequest = req(json!({"model": "embed", "input": "hello"}));
+    let vectors = client.embeddings(&embedding).await.unwrap();
+    assert_eq!(vectors.data.len(), 1);
+    // Each alias got its own server; the two over one model are two processes.
+    let pids: Vec<u32> = proxy.models().iter().filter_map(|m| m.pid).collect();
+    assert_eq!(pids.len(), 3);
+    assert_eq!((text.launches(), embed.launches()), (2, 1));
+    let unknown = client.completion(&completion("nope", 1)).await.unwrap_err();
+    assert!(
+        matches!(
+            unknown,
+            Error::Api { status: 404, .. } | Error::Unsupported { status: 404, .. }
+        ),
+        "{unknown:?}"
+    );
+
+    proxy.stop().await.unwrap();
+    for pid in pids {
+        assert!(!running(pid), "model server {pid} outlived the proxy");
+    }
+}
+
+#[tokio::test]
+async fn sixteen_first_requests_start_one_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let launch = demo(&paths(), dir.path(), false);
+    // Over loopback HTTP this time; the other tests use the default Unix socket.
+    let proxy = proxy_on(
+        dir.path(),
+        TransportChoice::Http(HttpPort::Auto),
+        u64::MAX,
+        vec![model("chat", &launch, 1)],
+    )
+    .await;
+    assert!(
+        matches!(proxy.endpoint(), lmcpp_server::Endpoint::Http { host, .. } if host == "127.0.0.1")
+    );
+    let client = proxy.client();
+    let requests: Vec<_> = (0..16)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let tokens: TokenizeRequest = req(json!({"content": "hello"}));
+                client.tokenize(&tokens).await
+            })
+        })
+        .collect();
+    for r in requests {
+        assert!(!r.await.unwrap().unwrap().tokens.is_empty());
+    }
+    assert_eq!(launch.launches(), 1);
+    proxy.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_model_stops_after_its_keep_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let launch = demo(&paths(), dir.path(), false);
+    let mut spec = model("chat", &launch, 1);
+    spec.keep_alive = Some(Duration::from_millis(300));
+    let proxy = proxy(dir.path(), u64::MAX, vec![spec]).await;
+    proxy
+        .client()
+        .completion(&completion("chat", 4))
+        .await
+        .unwrap();
+    let pid = view(&proxy, "chat").pid.expect("a running server");
+    assert!(
+        eventually(WAIT, || state(&proxy, "chat") == ModelState::Stopped
+            && !running(pid))
+        .await,
+        "the keep-alive passed and the server still runs"
+    );
+    // The next request starts it again.
+    proxy
+        .client()
+        .completion(&completion("chat", 4))
+        .await
+        .unwrap();
+    assert_eq!(launch.launches(), 2);
+    proxy.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn eviction_makes_room_but_never_stops_a_busy_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let launch = demo(&paths(), dir.path(), false);
+    let proxy = proxy(
+        dir.path(),
+        100,
+        vec![model("chat", &launch, 60), model("coder", &launch, 60)],
+    )
+    .await;
+    let client = proxy.client();
+    client.completion(&completion("chat", 2)).await.unwrap();
+    let chat_pid = view(&proxy, "chat").pid.unwrap();
+    client.completion(&completion("coder", 2)).await.unwrap();
+    assert_eq!(state(&proxy, "chat"), ModelState::Stopped);
+    assert!(
+        !running(chat_pid),
+        "the evicted server was stopped before the next loaded"
+    );
+
+    // A stream left unread keeps coder busy: chat cannot evict it.
+    let mut stream = client
+        .completion_stream(&completion("coder", 1500))
+        .await
+        .unwrap();
+    stream.next().await.unwrap().unwrap();
+    let refused = client.completion(&completion("chat", 2)).await.unwrap_err();
+    let Error::Api {
+        status: 503, error, ..
+    } = &refused
+    else {
+        panic!("{refused:?}")
+    };
+    assert!(
+        error.message.contains("`coder`") && error.message.contains("busy"),
+        "{}",
+        error.message
+    );
+    assert_eq!(error.extra["holders"][0]["state"], "busy");
+    assert_eq!(state(&proxy, "coder"), ModelState::Ready);
+    drop(stream);
+    assert!(eventually(WAIT, || view(&proxy, "coder").in_flight == 0).await);
+    client.completion(&completion("chat", 2)).await.unwrap();
+    assert_eq!(state(&proxy, "coder"), ModelState::Stopped);
+    proxy.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_model_server_killed_mid_stream_is_an_error_then_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let launch = demo(&paths(), dir.path(), false);
+    let proxy = proxy(dir.path(), u64::MAX, vec![model("chat", &launch, 1)]).await;
+    let client = proxy.client();
+    let mut stream = client
+        .completion_stream(&completion("chat", 1500))
+        .await
+        .unwrap();
+    stream.next().await.unwrap().unwrap();
+    let pid = view(&proxy, "chat").pid.unwrap();
+    // SAFETY: plain syscall on the pid of the server this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let mut outcome = None;
+    while let Some(item) = stream.next().await {
+        if let Err(e) = item {
+            outcome = Some(e);
+            break;
+        }
+    }
+    let err = outcome.expect("the stream ends with an error, not as if complete");
+    assert!(
+        matches!(&err, Error::Api { error, .. } if error.message.contains("broke off")),
+        "{err:?}"
+    );
+    assert!(eventually(WAIT, || state(&proxy, "chat") == ModelState::Failed).await);
+    assert!(view(&proxy, "chat").error.unwrap().contains("exited"));
+    client.completion(&completion("chat", 4)).await.unwrap();
+    assert_eq!(launch.launches(), 2);
+    proxy.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_llama_cpp_versions_behind_one_endpoint() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let read = |path: std::path::PathBuf| -> PreparedPaths {
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run `cargo xtask prepare` (and its older-version pass)",
+                path.display()
+            )
+        });
+        serde_json::from_str(&text).unwrap()
+    };
+    let pinned = read(PreparedPaths::default_location(root));
+    let older = read(PreparedPaths::location_for(root, "4227c9b"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut new_spec = model("new", &demo(&pinned, dir.path(), false), 1);
+    new_spec.llama_version = Some(pinned.llama_version.clone());
+    let mut old_spec = model("old", &demo(&older, dir.path(), false), 1);
+    old_spec.llama_version = Some(older.llama_version.clone());
+    let proxy = proxy(dir.path(), u64::MAX, vec![new_spec, old_spec]).await;
+    let client = proxy.client();
+    let mut builds = Vec::new();
+    for alias in ["new", "old"] {
+        client.completion(&completion(alias, 4)).await.unwrap();
+        let props = client
+            .raw(http::Method::GET, &format!("/props?model={alias}"), None)
+            .await
+            .unwrap();
+        assert!(props.status.is_success());
+        let props: serde_json::Value = serde_json::from_slice(&props.body).unwrap();
+        builds.push(props["build_info"].to_string());
+    }
+    assert_ne!(builds[0], builds[1], "both answers came from one llama.cpp");
+    let listed = client.models().await.unwrap();
+    let versions: Vec<_> = listed
+        .data
+        .iter()
+        .map(|m| {
+            m.extra["lmcpp"]["llama_version"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(versions, [pinned.llama_version, older.llama_version]);
+    proxy.stop().await.unwrap();
+}
