@@ -70,10 +70,10 @@ mod tests {
                 false,
             ),
             (
-                lmcpp::toolchain::Error::UnknownModel {
+                lmcpp::toolchain::Error::from(lmcpp::toolchain::models::Error::Unknown {
                     query: "x".into(),
                     root: "/x".into(),
-                }
+                })
                 .into(),
                 true,
             ),

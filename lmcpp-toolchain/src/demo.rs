@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gguf::{GgufValue, GgufWriter, read_gguf};
 
 /// The vocab GGUF, relative to a llama.cpp source tree, that the demo model takes its
@@ -88,16 +88,19 @@ pub fn write_demo_model(vocab_gguf: &Path, out: &Path, opts: &DemoOptions) -> Re
     let n_vocab = match vocab.metadata.get("tokenizer.ggml.tokens") {
         Some(GgufValue::Array(tokens)) if !tokens.is_empty() => tokens.len() as u64,
         _ => {
-            return Err(Error::GgufWrite {
+            return Err(crate::gguf::Error::Write {
                 reason: format!(
                     "{} has no tokenizer.ggml.tokens; pass a vocab GGUF such as models/ggml-vocab-llama-spm.gguf",
                     vocab_gguf.display()
                 ),
-            });
+            }.into());
         }
     };
-    let invalid = |reason: &str| Error::GgufWrite {
-        reason: format!("invalid demo options: {reason}"),
+    let invalid = |reason: &str| {
+        crate::gguf::Error::Write {
+            reason: format!("invalid demo options: {reason}"),
+        }
+        .into()
     };
     if opts.head_count == 0 || opts.head_count_kv == 0 || opts.block_count == 0 {
         return Err(invalid("head and block counts must be positive"));

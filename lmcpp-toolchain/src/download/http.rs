@@ -68,10 +68,12 @@ pub(super) async fn send(
             && status != StatusCode::NOT_MODIFIED
             && let Some(loc) = resp.headers().get(LOCATION)
         {
-            let loc = loc.to_str().map_err(|_| Error::InvalidUrl {
-                url: current.to_string(),
-                reason: "redirect location is not text".into(),
-            })?;
+            let loc = loc
+                .to_str()
+                .map_err(|_| crate::download::Error::InvalidUrl {
+                    url: current.to_string(),
+                    reason: "redirect location is not text".into(),
+                })?;
             current = redirect_target(&current, loc)?;
             continue;
         }
@@ -81,10 +83,11 @@ pub(super) async fn send(
             response: resp,
         });
     }
-    Err(Error::TooManyRedirects {
+    Err(crate::download::Error::TooManyRedirects {
         url: url.to_owned(),
         limit: o.max_redirects,
-    })
+    }
+    .into())
 }
 
 fn build_request(
@@ -118,12 +121,13 @@ fn build_request(
         value.set_sensitive(true);
         builder = builder.header(http::header::PROXY_AUTHORIZATION, value);
     }
-    builder
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| Error::InvalidUrl {
+    builder.body(Empty::<Bytes>::new()).map_err(|e| {
+        crate::download::Error::InvalidUrl {
             url: uri.to_string(),
             reason: e.to_string(),
-        })
+        }
+        .into()
+    })
 }
 
 async fn request_once(
@@ -132,24 +136,27 @@ async fn request_once(
     req: Request<Empty<Bytes>>,
 ) -> Result<http::Response<Incoming>> {
     match tokio::time::timeout(o.idle_timeout, o.client.request(req)).await {
-        Err(_) => Err(Error::Http {
+        Err(_) => Err(crate::download::Error::Http {
             url: uri.to_string(),
             message: format!("no response within {}s", o.idle_timeout.as_secs()),
-        }),
+        }
+        .into()),
         Ok(Err(e)) => {
             let message = error_chain(&e);
             // A name that does not resolve will not resolve a second later; do not spend
             // the retry budget on it (this is the offline case).
             if message.contains("dns error") {
-                Err(Error::Unreachable {
+                Err(crate::download::Error::Unreachable {
                     url: uri.to_string(),
                     message,
-                })
+                }
+                .into())
             } else {
-                Err(Error::Http {
+                Err(crate::download::Error::Http {
                     url: uri.to_string(),
                     message,
-                })
+                }
+                .into())
             }
         }
         Ok(Ok(r)) => Ok(r),
@@ -160,32 +167,35 @@ async fn request_once(
 pub(super) fn redirect_target(current: &Uri, location: &str) -> Result<Uri> {
     let next = resolve_location(current, location)?;
     if current.scheme_str() == Some("https") && next.scheme_str() == Some("http") {
-        return Err(Error::InsecureRedirect {
+        return Err(crate::download::Error::InsecureRedirect {
             from: current.to_string(),
             to: next.to_string(),
-        });
+        }
+        .into());
     }
     Ok(next)
 }
 
 pub(super) fn parse_uri(url: &str) -> Result<Uri> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| Error::InvalidUrl {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?;
+    let uri: Uri =
+        url.parse().map_err(
+            |e: http::uri::InvalidUri| crate::download::Error::InvalidUrl {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            },
+        )?;
     match uri.scheme_str() {
         Some("http" | "https") if uri.authority().is_some() => Ok(uri),
-        _ => Err(Error::InvalidUrl {
+        _ => Err(crate::download::Error::InvalidUrl {
             url: url.to_owned(),
             reason: "only http, https and file urls are supported".into(),
-        }),
+        }
+        .into()),
     }
 }
 
 fn resolve_location(base: &Uri, loc: &str) -> Result<Uri> {
-    let bad = |reason: String| Error::InvalidUrl {
+    let bad = |reason: String| crate::download::Error::InvalidUrl {
         url: loc.to_owned(),
         reason,
     };
@@ -278,7 +288,10 @@ mod tests {
         let base: Uri = "https://hub.example/a/b".parse().unwrap();
         for loc in ["http://cdn.example/x", "http://hub.example/a/c"] {
             match redirect_target(&base, loc) {
-                Err(Error::InsecureRedirect { from, to }) => {
+                Err(crate::Error::Download(crate::download::Error::InsecureRedirect {
+                    from,
+                    to,
+                })) => {
                     assert_eq!(from, "https://hub.example/a/b");
                     assert!(to.starts_with("http://"), "{to}");
                 }

@@ -7,7 +7,7 @@ use super::resume::suffixed;
 use super::sink::{copy_hashing, file_head};
 use super::url::percent_decode;
 use super::{Content, DownloadSpec, Downloaded};
-use crate::error::{Error, IoContext, Result, join_error};
+use crate::error::{IoContext, Result, join_error};
 use crate::progress::{ProgressEvent, SharedProgress};
 
 /// Maps `file://` URLs and plain paths to a local path; `None` for http(s).
@@ -15,10 +15,11 @@ pub(super) fn local_source(url: &str) -> Result<Option<PathBuf>> {
     if let Some(rest) = url.strip_prefix("file://") {
         let path = rest.strip_prefix("localhost").unwrap_or(rest);
         if !path.starts_with('/') {
-            return Err(Error::InvalidUrl {
+            return Err(crate::download::Error::InvalidUrl {
                 url: url.to_owned(),
                 reason: "file urls must be absolute (file:///path)".into(),
-            });
+            }
+            .into());
         }
         return Ok(Some(PathBuf::from(percent_decode(path))));
     }
@@ -50,19 +51,20 @@ pub(super) async fn copy_local(
             let head = file_head(&part)?;
             if head != crate::gguf::GGUF_MAGIC {
                 let _ = std::fs::remove_file(&part);
-                return Err(Error::DownloadNotGguf { url, found: head });
+                return Err(crate::download::Error::NotGguf { url, found: head }.into());
             }
         }
         if let Some(exp) = expected
             && exp != written.sha256
         {
             let _ = std::fs::remove_file(&part);
-            return Err(Error::ChecksumMismatch {
+            return Err(crate::download::Error::ChecksumMismatch {
                 url,
                 path: dest,
                 expected: exp,
                 found: written.sha256,
-            });
+            }
+            .into());
         }
         std::fs::rename(&part, &dest).ctx("rename into", &dest)?;
         Ok(Downloaded {

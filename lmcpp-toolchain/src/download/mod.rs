@@ -21,6 +21,7 @@
 //! roots, `resume` decides what may be continued, `sink` writes and hashes, `local`
 //! copies `file://` sources, `url` names files after URLs.
 
+mod error;
 mod http;
 mod local;
 mod proxy;
@@ -54,10 +55,12 @@ use self::sink::{Sink, Written, file_head};
 pub use self::url::{safe_file_name, url_file_name};
 use crate::cache::sync_dir;
 use crate::digest::Sha256;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
+
 use crate::gguf::GGUF_MAGIC;
 use crate::lock::lock_exclusive;
 use crate::progress::{ProgressEvent, SharedProgress};
+pub use error::Error;
 
 /// Tunables of a [`Downloader`].
 #[derive(Debug, Clone)]
@@ -245,7 +248,7 @@ enum Attempt {
     /// The partial file was discarded; start over at once without spending a retry.
     Restart,
     Retry {
-        error: Error,
+        error: crate::Error,
         after: Option<Duration>,
     },
 }
@@ -361,7 +364,8 @@ impl Downloader {
                     return Err(Error::Http {
                         url: spec.url.clone(),
                         message: "the server keeps rejecting the resumed range".into(),
-                    });
+                    }
+                    .into());
                 }
                 Attempt::Retry { error, after } => {
                     if retry >= self.opts.retries {
@@ -444,10 +448,11 @@ impl Downloader {
             return self.complete_part(spec, expected, resume, final_url).await;
         }
         if !status.is_success() {
-            let error = Error::HttpStatus {
+            let error: crate::Error = Error::HttpStatus {
                 url: final_url,
                 status: status.as_u16(),
-            };
+            }
+            .into();
             return if error.is_transient() {
                 Ok(Attempt::Retry {
                     error,
@@ -644,7 +649,8 @@ impl Downloader {
             return Err(Error::HttpStatus {
                 url: final_url,
                 status: status.as_u16(),
-            });
+            }
+            .into());
         }
         let h = response.headers().clone();
         let size = if ranged && status == StatusCode::PARTIAL_CONTENT {
@@ -701,14 +707,15 @@ async fn conclude(t: Transfer<'_>, r: Received, progress: &SharedProgress) -> Re
     let url = t.spec.url.clone();
     if let Some(found) = r.not_gguf {
         t.resume.discard();
-        return Err(Error::DownloadNotGguf { url, found });
+        return Err(Error::NotGguf { url, found }.into());
     }
     if let Some(message) = r.error {
         return Ok(Attempt::Retry {
             error: Error::Http {
                 url: t.final_url,
                 message,
-            },
+            }
+            .into(),
             after: None,
         });
     }
@@ -721,7 +728,8 @@ async fn conclude(t: Transfer<'_>, r: Received, progress: &SharedProgress) -> Re
                 path: t.resume.part.clone(),
                 received: r.written.len,
                 expected: total,
-            },
+            }
+            .into(),
             after: None,
         });
     }
@@ -729,7 +737,7 @@ async fn conclude(t: Transfer<'_>, r: Received, progress: &SharedProgress) -> Re
         let head = file_head(&t.resume.part)?;
         if head != GGUF_MAGIC {
             t.resume.discard();
-            return Err(Error::DownloadNotGguf { url, found: head });
+            return Err(Error::NotGguf { url, found: head }.into());
         }
     }
     match t.expected {
@@ -747,7 +755,8 @@ async fn conclude(t: Transfer<'_>, r: Received, progress: &SharedProgress) -> Re
                 path: t.spec.dest.clone(),
                 expected: exp.to_owned(),
                 found: r.written.sha256,
-            });
+            }
+            .into());
         }
         None if t.total.is_none() && t.spec.content == Content::Gguf => {
             if let Err(e) = check_whole_gguf(&t.resume.part).await {
@@ -758,7 +767,8 @@ async fn conclude(t: Transfer<'_>, r: Received, progress: &SharedProgress) -> Re
                         reason: format!(
                             "the server sent no length and the file is not a complete GGUF ({e})"
                         ),
-                    },
+                    }
+                    .into(),
                     after: None,
                 });
             }

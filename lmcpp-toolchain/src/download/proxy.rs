@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tower_service::Service;
 
 use super::url::percent_decode;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -136,9 +136,12 @@ impl Proxies {
 
 impl Proxy {
     fn parse(url: &str) -> Result<Self> {
-        let bad = |reason: &str| Error::InvalidUrl {
-            url: redact(url),
-            reason: format!("proxy: {reason}"),
+        let bad = |reason: &str| {
+            crate::download::Error::InvalidUrl {
+                url: redact(url),
+                reason: format!("proxy: {reason}"),
+            }
+            .into()
         };
         let url = url.trim();
         let rest = match url.split_once("://") {

@@ -4,6 +4,7 @@
 //! key/values, tensor infos (name, shape, ggml type, offset), then the aligned tensor data.
 //! Dimensions are stored innermost first (`ne0`), as ggml does.
 
+mod error;
 pub mod estimate;
 mod reader;
 mod summary;
@@ -15,6 +16,7 @@ use std::ops::Range;
 
 use serde::Serialize;
 
+pub use error::Error;
 pub use reader::{
     DEFAULT_ALIGNMENT, GGUF_MAGIC, read_gguf, read_gguf_async, read_gguf_bytes, read_gguf_from,
 };

@@ -88,31 +88,34 @@ impl<R: Read> Source<R> {
     }
 
     fn truncated(&self, what: &str, needed: u64) -> Error {
-        Error::GgufTruncated {
+        crate::gguf::Error::Truncated {
             path: self.path.clone(),
             offset: self.pos,
             what: what.to_owned(),
             needed,
             available: self.remaining(),
         }
+        .into()
     }
 
     fn implausible(&self, what: &str, value: u64, limit: u64) -> Error {
-        Error::GgufImplausible {
+        crate::gguf::Error::Implausible {
             path: self.path.clone(),
             offset: self.pos,
             what: what.to_owned(),
             value,
             limit,
         }
+        .into()
     }
 
     fn invalid(&self, offset: u64, reason: String) -> Error {
-        Error::GgufInvalid {
+        crate::gguf::Error::Invalid {
             path: self.path.clone(),
             offset,
             reason,
         }
+        .into()
     }
 
     /// Fails with "truncated" unless `n` more bytes exist.
@@ -266,17 +269,19 @@ impl<R: Read> Source<R> {
     fn parse(&mut self) -> Result<GgufFile> {
         let magic = self.array::<4>("magic")?;
         if magic != GGUF_MAGIC {
-            return Err(Error::GgufBadMagic {
+            return Err(crate::gguf::Error::BadMagic {
                 path: self.path.clone(),
                 found: magic,
-            });
+            }
+            .into());
         }
         let version = self.u32("version")?;
         if version != 2 && version != 3 {
-            return Err(Error::GgufUnsupportedVersion {
+            return Err(crate::gguf::Error::UnsupportedVersion {
                 path: self.path.clone(),
                 version,
-            });
+            }
+            .into());
         }
         let n_tensors = self.count("tensor count", MAX_TENSOR_COUNT, MIN_TENSOR_INFO_SIZE)?;
         let n_kv = self.count("metadata count", MAX_KV_COUNT, MIN_KV_SIZE)?;
@@ -398,12 +403,13 @@ impl<R: Read> Source<R> {
             match end {
                 Some(end) if end <= self.len => {}
                 _ => {
-                    return Err(Error::GgufTensorOutOfBounds {
+                    return Err(crate::gguf::Error::TensorOutOfBounds {
                         path: self.path.clone(),
                         tensor: t.name.clone(),
                         end: end.unwrap_or(u64::MAX),
                         file_size: self.len,
-                    });
+                    }
+                    .into());
                 }
             }
         }

@@ -46,8 +46,11 @@ impl GgufWriter {
         ggml_type: GgmlType,
         data: Vec<u8>,
     ) -> Result<&mut Self> {
-        let invalid = |reason: String| Error::GgufWrite {
-            reason: format!("tensor '{name}': {reason}"),
+        let invalid = |reason: String| {
+            crate::gguf::Error::Write {
+                reason: format!("tensor '{name}': {reason}"),
+            }
+            .into()
         };
         if name.len() >= 64 {
             return Err(invalid("name is 64 bytes or longer".into()));

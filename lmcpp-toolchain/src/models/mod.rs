@@ -30,6 +30,7 @@
 //! download starts), and removal decides "no ref uses it any more" and deletes it under
 //! the same lock, so a removal never deletes a blob that a concurrent pull is publishing.
 
+mod error;
 mod hf;
 mod hub;
 mod pick;
@@ -47,10 +48,12 @@ use crate::download::{
     Content, DownloadOptions, DownloadSpec, Downloaded, Downloader, safe_file_name, sha256_file,
     url_file_name,
 };
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
+
 use crate::gguf::{GgufSummary, read_gguf_async};
 use crate::lock::{LockGuard, lock_exclusive};
 use crate::progress::{ProgressEvent, SharedProgress, no_progress};
+pub use error::Error;
 
 pub use hf::{DEFAULT_HF_ENDPOINT, HfToken, default_token_file, resolve_endpoint};
 pub use hub::resolve_hub_cache;
@@ -121,7 +124,7 @@ impl ModelStoreOptions {
 pub struct PullOptions {
     /// Expected SHA-256 of the file (hex). Takes precedence over what the server says.
     pub sha256: Option<String>,
-    /// Use only what is in the store; fail with [`Error::ModelNotCached`] otherwise.
+    /// Use only what is in the store; fail with [`Error::NotCached`] otherwise.
     pub cache_only: bool,
     /// Do not pull the repository's multimodal projector (`mmproj*.gguf`) with the model.
     pub no_mmproj: bool,
@@ -399,7 +402,8 @@ impl HfPlan {
                     src,
                     self.parts.first().map_or("", |c| c.path.as_str()),
                 ),
-            }),
+            }
+            .into()),
         }
     }
 }
@@ -547,10 +551,11 @@ impl ModelStore {
                 ModelSource::HuggingFace(_) => self.inner.hub.clone(),
                 _ => self.inner.root.clone(),
             };
-            return Err(Error::ModelNotCached {
+            return Err(Error::NotCached {
                 source_ref: source.to_string(),
                 root,
-            });
+            }
+            .into());
         }
 
         progress.event(ProgressEvent::Stage {
@@ -591,8 +596,11 @@ impl ModelStore {
         self.publish_ref(&reference)?;
         progress.event(ProgressEvent::Done);
         self.model_from_ref(source, &reference, opts, done.bytes_transferred)
-            .ok_or_else(|| Error::ModelFileMissing {
-                path: self.blob_path(&reference.sha256),
+            .ok_or_else(|| {
+                Error::FileMissing {
+                    path: self.blob_path(&reference.sha256),
+                }
+                .into()
             })
     }
 
@@ -693,8 +701,11 @@ impl ModelStore {
         drop(guards);
         progress.event(ProgressEvent::Done);
         self.model_from_ref(source, &reference, opts, transferred)
-            .ok_or_else(|| Error::ModelFileMissing {
-                path: repo.snapshot_file(&plan.commit, &first.path),
+            .ok_or_else(|| {
+                Error::FileMissing {
+                    path: repo.snapshot_file(&plan.commit, &first.path),
+                }
+                .into()
             })
     }
 
@@ -931,7 +942,7 @@ impl ModelStore {
                 commit: None,
                 repo_file: None,
             }),
-            _ => Err(Error::InvalidRequest {
+            _ => Err(crate::Error::InvalidRequest {
                 reason: "only URLs are planned here".into(),
             }),
         }
@@ -1018,9 +1029,12 @@ impl ModelStore {
         // A listing is tiny; its byte counts would only confuse a progress bar.
         self.inner.downloader.fetch(&spec, &no_progress()).await?;
         let text = std::fs::read(&dest).ctx("read", &dest)?;
-        serde_json::from_slice(&text).map_err(|e| Error::Http {
-            url,
-            message: format!("the repository listing is not the expected JSON: {e}"),
+        serde_json::from_slice(&text).map_err(|e| {
+            crate::download::Error::Http {
+                url,
+                message: format!("the repository listing is not the expected JSON: {e}"),
+            }
+            .into()
         })
     }
 
@@ -1035,7 +1049,7 @@ impl ModelStore {
     /// Writes the ref atomically and, for a file in lmcpp's area, (re)creates its by-name
     /// link.
     fn publish_ref(&self, r: &ModelRef) -> Result<()> {
-        let json = serde_json::to_vec_pretty(r).map_err(|e| Error::State {
+        let json = serde_json::to_vec_pretty(r).map_err(|e| crate::Error::State {
             path: self.ref_path(&r.key),
             message: e.to_string(),
         })?;
@@ -1062,7 +1076,7 @@ impl ModelStore {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("read", path, e)),
+            Err(e) => return Err(crate::Error::io("read", path, e)),
         };
         match serde_json::from_slice::<ModelRef>(&bytes) {
             Ok(mut r) => match Sha256::parse(&r.sha256) {
@@ -1190,10 +1204,11 @@ impl ModelStore {
                 0 => {}
                 1 => return Ok(found.remove(0)),
                 _ => {
-                    return Err(Error::AmbiguousModel {
+                    return Err(Error::Ambiguous {
                         prefix: lower,
                         matches: found,
-                    });
+                    }
+                    .into());
                 }
             }
         }
@@ -1201,14 +1216,17 @@ impl ModelStore {
         refs.iter()
             .find(|r| r.source == q || key.as_deref() == Some(r.key.as_str()))
             .map(|r| r.sha256.clone())
-            .ok_or_else(|| Error::UnknownModel {
-                query: q.to_owned(),
-                root: self.inner.root.clone(),
+            .ok_or_else(|| {
+                Error::Unknown {
+                    query: q.to_owned(),
+                    root: self.inner.root.clone(),
+                }
+                .into()
             })
     }
 
     /// Removes the blob `sha256` and every reference to it. Waits for a pull that is
-    /// publishing the same blob; fails with [`Error::UnknownModel`] when the store has
+    /// publishing the same blob; fails with [`Error::Unknown`] when the store has
     /// neither the blob nor a reference to it.
     pub async fn remove_digest(&self, sha256: &str) -> Result<RemovedModel> {
         let sha256 = String::from(Sha256::parse(sha256)?);
@@ -1233,10 +1251,11 @@ impl ModelStore {
         let blob = self.blob_path(&sha256);
         let size = std::fs::metadata(&blob).ok().filter(|m| m.is_file());
         if refs.is_empty() && size.is_none() {
-            return Err(Error::UnknownModel {
+            return Err(Error::Unknown {
                 query: sha256,
                 root: self.inner.root.clone(),
-            });
+            }
+            .into());
         }
         for r in &refs {
             self.forget(r)?;
@@ -1265,7 +1284,7 @@ impl ModelStore {
         match std::fs::remove_file(&ref_path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("remove", &ref_path, e)),
+            Err(e) => return Err(crate::Error::io("remove", &ref_path, e)),
         }
         let link_dir = self.inner.root.join("by-name").join(&r.key);
         if link_dir.exists() {
@@ -1320,10 +1339,11 @@ impl ModelStore {
             .find(|r| r.uses(&sha256))
             .map_or_else(|| self.blob_path(&sha256), |r| self.ref_blob(r, &sha256));
         if sources.is_empty() && !blob.is_file() {
-            return Err(Error::UnknownModel {
+            return Err(Error::Unknown {
                 query: sha256,
                 root: self.inner.root.clone(),
-            });
+            }
+            .into());
         }
         self.inner.progress.event(ProgressEvent::Stage {
             name: format!("verifying {}", blob.display()),
@@ -1376,7 +1396,7 @@ fn delete_file(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("remove", path, e)),
+        Err(e) => Err(crate::Error::io("remove", path, e)),
     }
 }
 
@@ -1387,10 +1407,9 @@ pub async fn inspect(path: &Path) -> Result<GgufSummary> {
 
 fn local_model(source: &ModelSource, path: &Path, opts: &PullOptions) -> Result<PulledModel> {
     let path = expand_home(path);
-    let meta =
-        std::fs::metadata(&path).map_err(|_| Error::ModelFileMissing { path: path.clone() })?;
+    let meta = std::fs::metadata(&path).map_err(|_| Error::FileMissing { path: path.clone() })?;
     if !meta.is_file() {
-        return Err(Error::ModelFileMissing { path });
+        return Err(Error::FileMissing { path }.into());
     }
     Ok(PulledModel {
         source: source.to_string(),

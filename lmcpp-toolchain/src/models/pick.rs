@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 use super::hf::TreeEntry;
 use super::source::{HfSelector, HfSource};
@@ -191,11 +191,14 @@ pub(crate) fn select(
         .collect();
     let groups = groups(&models);
     let available = || groups.iter().map(|g| g.name.clone()).collect::<Vec<_>>();
-    let no_match = |wanted: String| Error::NoMatchingModelFile {
-        repo: src.repo.clone(),
-        revision: src.revision.clone(),
-        wanted,
-        available: available(),
+    let no_match = |wanted: String| {
+        crate::models::Error::NoMatchingFile {
+            repo: src.repo.clone(),
+            revision: src.revision.clone(),
+            wanted,
+            available: available(),
+        }
+        .into()
     };
     let tagged = |tag: &str| -> Vec<&Group<'_>> {
         groups.iter().filter(|g| has_tag(&g.name, tag)).collect()
@@ -251,11 +254,12 @@ pub(crate) fn select(
     };
     let missing = group.missing();
     if !missing.is_empty() {
-        return Err(Error::SplitModelIncomplete {
+        return Err(crate::models::Error::SplitIncomplete {
             repo: src.repo.clone(),
             model: group.name.clone(),
             missing,
-        });
+        }
+        .into());
     }
     let parts: Vec<Chosen> = group.parts.values().map(|e| Chosen::from(*e)).collect();
     let mmproj = if mmproj {
@@ -334,7 +338,9 @@ mod tests {
         assert_eq!(one(HfSelector::File("m.Q8_0.gguf".into())), "m.Q8_0.gguf");
         // `Q4_K` is a prefix of two names but a whole word in neither.
         match pick(HfSelector::Quant("Q4_K".into()), &list) {
-            Err(Error::NoMatchingModelFile { available, .. }) => {
+            Err(crate::Error::Model(crate::models::Error::NoMatchingFile {
+                available, ..
+            })) => {
                 assert_eq!(available.len(), 4, "mmproj is not offered: {available:?}");
             }
             other => panic!("{other:?}"),
@@ -368,7 +374,15 @@ mod tests {
             false,
             DefaultRule::FirstOnly,
         );
-        assert!(matches!(r, Err(Error::NoMatchingModelFile { .. })), "{r:?}");
+        assert!(
+            matches!(
+                r,
+                Err(crate::Error::Model(
+                    crate::models::Error::NoMatchingFile { .. }
+                ))
+            ),
+            "{r:?}"
+        );
     }
 
     #[test]
@@ -398,7 +412,7 @@ mod tests {
             parts
         );
         match pick(HfSelector::Quant("Q8_0".into()), &list) {
-            Err(Error::SplitModelIncomplete { missing, .. }) => {
+            Err(crate::Error::Model(crate::models::Error::SplitIncomplete { missing, .. })) => {
                 assert_eq!(missing, ["m-Q8_0-00002-of-00002.gguf"]);
             }
             other => panic!("{other:?}"),

@@ -100,10 +100,11 @@ impl FromStr for ModelSource {
 }
 
 fn invalid(input: &str, reason: impl Into<String>) -> Error {
-    Error::InvalidModelSource {
+    crate::models::Error::InvalidSource {
         input: input.to_owned(),
         reason: reason.into(),
     }
+    .into()
 }
 
 impl ModelSource {
@@ -401,7 +402,9 @@ mod tests {
             "https://",
         ] {
             match ModelSource::parse(input) {
-                Err(Error::InvalidModelSource { reason, .. }) => assert!(!reason.is_empty()),
+                Err(crate::Error::Model(crate::models::Error::InvalidSource {
+                    reason, ..
+                })) => assert!(!reason.is_empty()),
                 other => panic!("{input:?}: {other:?}"),
             }
         }

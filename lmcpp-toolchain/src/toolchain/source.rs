@@ -418,12 +418,13 @@ pub(crate) async fn pypi_sdist(
             let (found, _) = sha256_file(&got).await?;
             if found != want {
                 let _ = remove_all(&tmp);
-                return Err(Error::ChecksumMismatch {
+                return Err(crate::download::Error::ChecksumMismatch {
                     url: format!("pip download llama-cpp-python=={version}"),
                     path: file,
                     expected: want.to_owned(),
                     found,
-                });
+                }
+                .into());
             }
         }
         std::fs::rename(&got, &file).ctx("rename into", &file)?;

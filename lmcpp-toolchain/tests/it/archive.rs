@@ -80,7 +80,10 @@ async fn hostile_archives_are_rejected_and_write_nothing_outside() {
             let (dir, r) = try_extract(&bytes, kind).await;
             let err = r.unwrap_err();
             assert!(
-                matches!(err, Error::UnsafeArchive { .. }),
+                matches!(
+                    err,
+                    Error::Archive(lmcpp_toolchain::archive::Error::Unsafe { .. })
+                ),
                 "{what} {kind:?}: {err}"
             );
             assert!(!dir.path().join("out").exists(), "{what} {kind:?}");
@@ -96,7 +99,13 @@ async fn hostile_archives_are_rejected_and_write_nothing_outside() {
 #[tokio::test]
 async fn corrupt_archives_are_typed_errors() {
     let (_d, r) = try_extract(b"not a zip at all", ArchiveKind::Zip).await;
-    assert!(matches!(r.unwrap_err(), Error::Archive { .. }));
+    assert!(matches!(
+        r.unwrap_err(),
+        Error::Archive(lmcpp_toolchain::archive::Error::Read { .. })
+    ));
     let (_d, r) = try_extract(b"\x1f\x8bgarbage", ArchiveKind::TarGz).await;
-    assert!(matches!(r.unwrap_err(), Error::Archive { .. }));
+    assert!(matches!(
+        r.unwrap_err(),
+        Error::Archive(lmcpp_toolchain::archive::Error::Read { .. })
+    ));
 }

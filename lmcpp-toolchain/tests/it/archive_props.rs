@@ -135,7 +135,10 @@ fn extract_and_check(
     let r = extract_with_blocking(&archive, &sb.dest, kind, &options);
     if let Err(e) = &r {
         prop_assert!(
-            matches!(e, Error::UnsafeArchive { .. }),
+            matches!(
+                e,
+                Error::Archive(lmcpp_toolchain::archive::Error::Unsafe { .. })
+            ),
             "{kind:?}: unexpected error {e}"
         );
     }

@@ -63,12 +63,12 @@ async fn checksum_mismatch_deletes_partial_and_publishes_nothing() {
         .await
         .unwrap_err();
     match &err {
-        Error::ChecksumMismatch {
+        Error::Download(lmcpp_toolchain::download::Error::ChecksumMismatch {
             expected,
             found,
             url,
             ..
-        } => {
+        }) => {
             assert_eq!(expected, &"00".repeat(32));
             assert_eq!(found, &sha(&payload(10_000)));
             assert_eq!(url, &server.url("/f.bin"));
@@ -200,7 +200,10 @@ async fn not_found_names_the_url_and_is_not_retried() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::HttpStatus { status: 404, .. }),
+        matches!(
+            err,
+            Error::Download(lmcpp_toolchain::download::Error::HttpStatus { status: 404, .. })
+        ),
         "{err}"
     );
     assert!(err.to_string().contains(&url), "{err}");
@@ -237,7 +240,10 @@ async fn rate_limit_and_server_errors_are_retried() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::HttpStatus { status: 500, .. }),
+        matches!(
+            err,
+            Error::Download(lmcpp_toolchain::download::Error::HttpStatus { status: 500, .. })
+        ),
         "{err}"
     );
     assert_eq!(server.hits("/f"), 3);
@@ -296,7 +302,13 @@ async fn redirects_are_followed_and_probe_keeps_first_hop() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::TooManyRedirects { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Download(lmcpp_toolchain::download::Error::TooManyRedirects { .. })
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -510,7 +522,7 @@ async fn gguf_downloads_refuse_other_content_early() {
             .await
             .unwrap_err();
         match &err {
-            Error::DownloadNotGguf { url, found } => {
+            Error::Download(lmcpp_toolchain::download::Error::NotGguf { url, found }) => {
                 assert_eq!(url, &server.url("/m.gguf"));
                 assert_eq!(found, b"<!do");
             }
@@ -545,7 +557,13 @@ async fn gguf_downloads_refuse_other_content_early() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::DownloadNotGguf { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Download(lmcpp_toolchain::download::Error::NotGguf { .. })
+        ),
+        "{err:?}"
+    );
     assert!(!dir.path().join("copy.gguf").exists());
 }
 
@@ -567,7 +585,7 @@ async fn without_length_or_digest_only_a_whole_gguf_is_accepted() {
         .content(Content::Gguf);
     let err = dl.fetch(&cut, &no_progress()).await.unwrap_err();
     match &err {
-        Error::Unverifiable { url, reason } => {
+        Error::Download(lmcpp_toolchain::download::Error::Unverifiable { url, reason }) => {
             assert_eq!(url, &server.url("/cut.gguf"));
             assert!(reason.contains("no length"), "{reason}");
         }
@@ -587,7 +605,13 @@ async fn without_length_or_digest_only_a_whole_gguf_is_accepted() {
         .fetch(&cut.clone().sha256(sha(&gguf)), &no_progress())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::ChecksumMismatch { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Download(lmcpp_toolchain::download::Error::ChecksumMismatch { .. })
+        ),
+        "{err:?}"
+    );
     assert!(!dir.path().join("cut.gguf").exists());
 
     let whole = DownloadSpec::new(server.url("/whole.gguf"), dir.path().join("whole.gguf"))

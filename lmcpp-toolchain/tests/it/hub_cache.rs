@@ -346,7 +346,13 @@ async fn a_part_that_fails_verification_leaves_no_snapshot_link() {
         .pull_str("org/split:Q4_K_M", &PullOptions::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::ChecksumMismatch { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Download(lmcpp_toolchain::download::Error::ChecksumMismatch { .. })
+        ),
+        "{err:?}"
+    );
     let snap = snapshot(dir.path(), "org/split");
     let linked = std::fs::read_dir(&snap).map_or(0, |d| d.count());
     assert_eq!(linked, 0, "no part of a failed model is published");
@@ -616,7 +622,13 @@ async fn a_hub_that_names_no_commit_gets_single_files_into_lmcpp_s_area_only() {
         .pull_str("org/split:Q4_K_M", &PullOptions::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::HubFileUnverifiable { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Model(lmcpp_toolchain::models::Error::HubFileUnverifiable { .. })
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("--no-mmproj"), "{err}");
     assert!(!dir.path().join("hub/models--org--split/snapshots").exists());
 }

@@ -284,9 +284,11 @@ async fn checksum_mismatch_deletes_the_partial_and_publishes_nothing() {
         .await
         .unwrap_err();
     match &err {
-        Error::ChecksumMismatch {
-            expected, found, ..
-        } => {
+        Error::Download(lmcpp_toolchain::download::Error::ChecksumMismatch {
+            expected,
+            found,
+            ..
+        }) => {
             assert_eq!(expected, &digest);
             assert_eq!(found, &sha(&evil));
         }
@@ -306,7 +308,13 @@ async fn checksum_mismatch_deletes_the_partial_and_publishes_nothing() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::ChecksumMismatch { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Download(lmcpp_toolchain::download::Error::ChecksumMismatch { .. })
+        ),
+        "{err:?}"
+    );
     let ok = store
         .pull_str(
             &server.url("/plain/m.gguf"),
@@ -424,7 +432,13 @@ async fn cache_only_errors_when_missing_and_never_connects() {
         .pull_str(REPO, &PullOptions::cache_only())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::ModelNotCached { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Model(lmcpp_toolchain::models::Error::NotCached { .. })
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("owner/tiny"), "{err}");
     let offline = ModelStore::new(ModelStoreOptions {
         offline: true,
@@ -435,7 +449,13 @@ async fn cache_only_errors_when_missing_and_never_connects() {
         .pull_str(&server.url("/x.gguf"), &PullOptions::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::ModelNotCached { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Model(lmcpp_toolchain::models::Error::NotCached { .. })
+        ),
+        "{err:?}"
+    );
     assert_eq!(server.total_hits(), 0);
 
     // Once pulled, cache-only and offline lookups succeed without the network.
@@ -519,7 +539,7 @@ async fn unknown_quant_names_the_available_files() {
         .await
         .unwrap_err();
     match &err {
-        Error::NoMatchingModelFile { available, .. } => {
+        Error::Model(lmcpp_toolchain::models::Error::NoMatchingFile { available, .. }) => {
             assert_eq!(available, &[FILE.to_owned(), "tiny-Q8_0.gguf".to_owned()]);
         }
         other => panic!("unexpected {other:?}"),
@@ -611,7 +631,13 @@ async fn local_paths_are_used_in_place() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::ModelFileMissing { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Model(lmcpp_toolchain::models::Error::FileMissing { .. })
+        ),
+        "{err:?}"
+    );
     assert_eq!(server.total_hits(), 0);
 }
 
@@ -829,7 +855,13 @@ async fn content_that_is_not_gguf_is_never_stored() {
             .pull_str(&reference, &PullOptions::default())
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::DownloadNotGguf { .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Error::Download(lmcpp_toolchain::download::Error::NotGguf { .. })
+            ),
+            "{err:?}"
+        );
     }
     assert!(store.list().unwrap().is_empty());
     assert!(!store.blob_path(&digest).exists());
@@ -860,7 +892,13 @@ async fn a_cut_body_without_length_or_digest_is_never_stored() {
         .pull_str(&server.url("/files/cut.gguf"), &PullOptions::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Unverifiable { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Download(lmcpp_toolchain::download::Error::Unverifiable { .. })
+        ),
+        "{err:?}"
+    );
     assert!(store.list().unwrap().is_empty());
     no_partials(dir.path());
     let m = store
@@ -902,7 +940,10 @@ async fn models_are_named_by_source_digest_or_unique_prefix() {
     for unknown in [&digest[..11], &"0".repeat(64), "owner/tiny:Q8_0", "nothing"] {
         let err = store.resolve(unknown).unwrap_err();
         assert!(
-            matches!(err, Error::UnknownModel { .. }),
+            matches!(
+                err,
+                Error::Model(lmcpp_toolchain::models::Error::Unknown { .. })
+            ),
             "{unknown}: {err:?}"
         );
         assert!(err.to_string().contains("lmcpp model list"), "{err}");
@@ -916,7 +957,9 @@ async fn models_are_named_by_source_digest_or_unique_prefix() {
     std::fs::write(blobs.join(&x), b"GGUF").unwrap();
     std::fs::write(blobs.join(&y), b"GGUF").unwrap();
     match store.resolve(&"a".repeat(12)).unwrap_err() {
-        Error::AmbiguousModel { matches, .. } => assert_eq!(matches, [x.clone(), y.clone()]),
+        Error::Model(lmcpp_toolchain::models::Error::Ambiguous { matches, .. }) => {
+            assert_eq!(matches, [x.clone(), y.clone()])
+        }
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(store.resolve(&x[..14]).unwrap(), x);
@@ -957,7 +1000,13 @@ async fn remove_by_digest_forgets_every_source_and_keeps_other_blobs() {
     assert_eq!(left[0].reference.sha256, other);
     assert!(store.blob_path(&other).exists());
     let err = store.remove_digest(&digest).await.unwrap_err();
-    assert!(matches!(err, Error::UnknownModel { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Model(lmcpp_toolchain::models::Error::Unknown { .. })
+        ),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -974,9 +1023,21 @@ async fn verifying_one_model_reads_and_touches_no_other() {
 
     let unknown = "f".repeat(64);
     let err = store.resolve(&unknown).unwrap_err();
-    assert!(matches!(err, Error::UnknownModel { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Model(lmcpp_toolchain::models::Error::Unknown { .. })
+        ),
+        "{err:?}"
+    );
     let err = store.verify_digest(&unknown).await.unwrap_err();
-    assert!(matches!(err, Error::UnknownModel { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Model(lmcpp_toolchain::models::Error::Unknown { .. })
+        ),
+        "{err:?}"
+    );
     let report = store.verify_digest(&digest).await.unwrap();
     assert_eq!(report.status, VerifyStatus::Ok);
     assert_eq!(report.sources.len(), 2);

@@ -112,7 +112,7 @@ async fn child_checks() {
         .await
         .unwrap_err();
     match &err {
-        Error::InsecureRedirect { from, to } => {
+        Error::Download(lmcpp_toolchain::download::Error::InsecureRedirect { from, to }) => {
             assert_eq!(from, &format!("{base}/down"));
             assert_eq!(to, &plain.url("/f"));
         }

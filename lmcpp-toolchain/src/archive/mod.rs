@@ -26,6 +26,8 @@
 //! Prebuilt binaries use [`LinkPolicy::LibraryAliasesOnly`], which admits only shared-library
 //! version aliases (`libggml.so -> libggml.so.0`) and refuses every other link.
 
+mod error;
+
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -35,7 +37,9 @@ use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 
 use crate::cache::remove_all;
-use crate::error::{Error, IoContext, Result, join_error};
+use crate::error::{IoContext, Result, join_error};
+
+pub use error::Error;
 
 /// Archive formats this module understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,11 +197,12 @@ pub fn extract_with_blocking(
 /// sub-folder itself may be a link. `archive` only names the source in the error.
 pub fn verify_links(archive: &Path, dir: &Path) -> Result<()> {
     if !std::fs::symlink_metadata(dir).ctx("inspect", dir)?.is_dir() {
-        return Err(Error::UnsafeArchive {
+        return Err(Error::Unsafe {
             archive: archive.to_path_buf(),
             entry: dir.display().to_string(),
             reason: "is a link or a file where a folder is expected".to_owned(),
-        });
+        }
+        .into());
     }
     let mut stack = vec![(dir.to_path_buf(), Vec::<OsString>::new())];
     while let Some((abs, rel)) = stack.pop() {
@@ -212,11 +217,12 @@ pub fn verify_links(archive: &Path, dir: &Path) -> Result<()> {
                 let target = std::fs::read_link(entry.path()).ctx("read link", entry.path())?;
                 let mut hops = 0;
                 if let Err(reason) = resolve(dir, rel.clone(), &target, &mut hops) {
-                    return Err(Error::UnsafeArchive {
+                    return Err(Error::Unsafe {
                         archive: archive.to_path_buf(),
                         entry: join_display(&child),
                         reason: reason.to_owned(),
-                    });
+                    }
+                    .into());
                 }
             }
         }
@@ -516,46 +522,48 @@ impl<'a> Extractor<'a> {
         }
     }
 
-    fn refuse(&self, name: &str, reason: impl Into<String>) -> Error {
-        Error::UnsafeArchive {
+    fn refuse(&self, name: &str, reason: impl Into<String>) -> crate::Error {
+        Error::Unsafe {
             archive: self.archive.to_path_buf(),
             entry: name.to_owned(),
             reason: reason.into(),
         }
+        .into()
     }
 
-    fn corrupt(&self, message: impl Into<String>) -> Error {
-        Error::Archive {
+    fn corrupt(&self, message: impl Into<String>) -> crate::Error {
+        Error::Read {
             path: self.archive.to_path_buf(),
             message: message.into(),
         }
+        .into()
     }
 
-    fn limit_error(&self, trip: Trip) -> Error {
+    fn limit_error(&self, trip: Trip) -> crate::Error {
         let used = self.meter.used.get();
         match trip {
             Trip::Header => self.corrupt(format!(
                 "an entry header (long name or pax extension) is larger than {MAX_HEADER_BYTES} bytes"
             )),
-            Trip::Bytes if self.ratio_bound => Error::ArchiveTooLarge {
+            Trip::Bytes if self.ratio_bound => Error::TooLarge {
                 archive: self.archive.to_path_buf(),
                 what: "compression ratio",
                 found: used.div_ceil(self.archive_len.max(1)),
                 limit: self.options.max_ratio,
                 option: "max_ratio",
-            },
-            Trip::Bytes => Error::ArchiveTooLarge {
+            }.into(),
+            Trip::Bytes => Error::TooLarge {
                 archive: self.archive.to_path_buf(),
                 what: "unpacked size in bytes",
                 found: used,
                 limit: self.options.max_total_bytes,
                 option: "max_total_bytes",
-            },
+            }.into(),
         }
     }
 
     /// Maps a reader error, preferring the limit that made the metered reader fail.
-    fn read_error(&self, e: impl std::fmt::Display) -> Error {
+    fn read_error(&self, e: impl std::fmt::Display) -> crate::Error {
         match self.meter.tripped.get() {
             Some(t) => self.limit_error(t),
             None => self.corrupt(e.to_string()),
@@ -565,13 +573,14 @@ impl<'a> Extractor<'a> {
     fn count_entries(&mut self, n: u64) -> Result<()> {
         self.entries = self.entries.saturating_add(n);
         if self.entries > self.options.max_entries {
-            return Err(Error::ArchiveTooLarge {
+            return Err(Error::TooLarge {
                 archive: self.archive.to_path_buf(),
                 what: "entry count",
                 found: self.entries,
                 limit: self.options.max_entries,
                 option: "max_entries",
-            });
+            }
+            .into());
         }
         Ok(())
     }
@@ -606,7 +615,7 @@ impl<'a> Extractor<'a> {
                 // mkdir never follows a link in the last component, and fails if one appeared.
                 std::fs::create_dir(&abs).ctx("create directory", &abs)?;
             }
-            Err(e) => return Err(Error::io("inspect", abs, e)),
+            Err(e) => return Err(crate::Error::io("inspect", abs, e)),
             Ok(m) if m.file_type().is_symlink() => {
                 return Err(self.refuse(
                     name,
@@ -635,7 +644,7 @@ impl<'a> Extractor<'a> {
         Ok(())
     }
 
-    fn exists_error(&self, name: &str, rel: &Path, e: std::io::Error) -> Error {
+    fn exists_error(&self, name: &str, rel: &Path, e: std::io::Error) -> crate::Error {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             self.refuse(
                 name,
@@ -645,7 +654,7 @@ impl<'a> Extractor<'a> {
                 ),
             )
         } else {
-            Error::io("create", self.root.join(rel), e)
+            crate::Error::io("create", self.root.join(rel), e)
         }
     }
 
@@ -827,7 +836,7 @@ impl<'a> Extractor<'a> {
             let mut file = zip.by_index(i).map_err(|e| self.corrupt(e.to_string()))?;
             let name = file
                 .name()
-                .map_err(|e| Error::Archive {
+                .map_err(|e| Error::Read {
                     path: self.archive.to_path_buf(),
                     message: e.to_string(),
                 })?
