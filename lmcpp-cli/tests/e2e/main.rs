@@ -10,6 +10,7 @@ use lmcpp::toolchain::prepared::PreparedPaths;
 
 mod blocking;
 mod names;
+mod proxy;
 mod real_clients;
 mod rpc;
 

@@ -5,6 +5,7 @@
 mod alias;
 mod gc;
 mod model;
+mod proxy;
 mod stand_in;
 
 use std::path::Path;

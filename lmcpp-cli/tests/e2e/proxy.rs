@@ -1,0 +1,258 @@
+//! Many models behind one endpoint, through the `lmcpp` binary: the memory estimate of
+//! `model inspect` against the demo model's metadata and against what the real
+//! llama-server reports for its slots, and `lmcpp serve --model a=… --model b=…` routing
+//! by alias for the typed client, `ps --json` showing the proxy with its models, and a
+//! SIGKILLed `lmcpp serve` leaving no model server behind.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use lmcpp::server::{Client, Endpoint};
+use lmcpp::types::openai::chat::{ChatCompletionRequest, ChatMessage};
+use serde_json::Value;
+
+use super::{Env, pid_alive};
+
+/// `GGML_PAD(n, 256)`.
+fn pad(n: u64) -> u64 {
+    n.div_ceil(256) * 256
+}
+
+#[test]
+fn inspect_estimates_the_demo_model_from_its_metadata() {
+    let env = Env::new();
+    let shown = env.json(&["model", "inspect", env.model()]);
+    let num = |k: &str| {
+        shown[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} missing: {shown}"))
+    };
+    let (layers, ctx, embd) = (
+        num("block_count"),
+        num("context_length"),
+        num("embedding_length"),
+    );
+    let memory = &shown["memory"];
+    // The demo model is plain multi-head attention (as many KV heads as heads) in F32:
+    // per cell and layer one f16 key and one f16 value row of n_embd; weights 4 bytes each.
+    assert_eq!(
+        shown["tensor_types"],
+        serde_json::json!({"F32": num("tensor_count")})
+    );
+    assert_eq!(memory["weights_bytes"], num("parameter_count") * 4);
+    assert_eq!(
+        memory["ctx_size"],
+        pad(ctx),
+        "the trained context by default"
+    );
+    assert_eq!(memory["kv_cache_bytes"], layers * pad(ctx) * 2 * embd * 2);
+    assert_eq!(memory["slots"], 4);
+    assert_eq!(memory["kv_unified"], true);
+    let parts = ["weights_bytes", "kv_cache_bytes", "compute_bytes"]
+        .iter()
+        .map(|k| memory[k].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(memory["total_bytes"], parts);
+
+    // --ctx-size 4096 --parallel 2: two slots of 2048 on separate streams.
+    let shown = env.json(&[
+        "model",
+        "inspect",
+        env.model(),
+        "--ctx-size",
+        "4096",
+        "--parallel",
+        "2",
+    ]);
+    let memory = &shown["memory"];
+    assert_eq!(
+        (
+            &memory["ctx_size"],
+            &memory["ctx_per_slot"],
+            &memory["slots"]
+        ),
+        (&Value::from(4096), &Value::from(2048), &Value::from(2))
+    );
+    assert_eq!(memory["kv_unified"], false);
+    assert_eq!(memory["kv_cache_bytes"], layers * 4096 * 2 * embd * 2);
+
+    // The human form says the same.
+    let text = env.ok(&["model", "inspect", env.model()]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("memory ") && l.contains("KV cache 1.0 MiB")),
+        "{text}"
+    );
+}
+
+/// A running `lmcpp serve` that is SIGKILLed if a test fails before it does.
+struct Serving(Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `cond` holds, up to `limit`, re-checking every few milliseconds.
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn two_aliases_behind_one_endpoint_and_no_orphans_after_sigkill() {
+    let env = Env::new();
+    let a = format!("a={}", env.model());
+    let b = format!("b={}", env.model());
+    // Two slots of 2048 each, so the log line the estimate is checked against is not the
+    // server's automatic default.
+    let mut child = env
+        .cmd(&[
+            "serve", "--model", &a, "--model", &b, "--http", "--", "-c", "4096", "-np", "2",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let serving = Serving(child);
+    // The first line is `<id> http://127.0.0.1:<port>` once the proxy listens.
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let (id, url) = line
+        .trim()
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("{line:?}"));
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let endpoint = Endpoint::Http {
+        host: "127.0.0.1".into(),
+        port,
+    };
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = Client::new(endpoint);
+    let listed = rt.block_on(client.models()).unwrap();
+    let ids: Vec<_> = listed.data.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+
+    // Each alias reaches its own server, which answers under that alias.
+    for alias in ["a", "b"] {
+        let mut req = ChatCompletionRequest::new(vec![ChatMessage::user("Hi")]).max_tokens(4);
+        req.model = Some(alias.to_owned());
+        let answer = rt
+            .block_on(client.chat_completions(&req))
+            .unwrap_or_else(|e| panic!("{alias}: {e}"));
+        assert_eq!(answer.model, alias);
+        assert!(!answer.choices.is_empty());
+    }
+
+    // ps: the proxy with both models ready, each with its own server and the estimate
+    // inspect gives for the same arguments.
+    let expected = env.json(&[
+        "model",
+        "inspect",
+        env.model(),
+        "--ctx-size",
+        "4096",
+        "--parallel",
+        "2",
+    ])["memory"]["total_bytes"]
+        .clone();
+    let ps = env.json(&["ps"]);
+    let entries = ps.as_array().unwrap();
+    let proxy = entries
+        .iter()
+        .find(|e| e["id"] == id)
+        .unwrap_or_else(|| panic!("proxy {id} not in ps: {ps}"));
+    assert_eq!(proxy["kind"], "proxy");
+    let models = proxy["models"].as_array().unwrap();
+    let mut pids = Vec::new();
+    for (m, alias) in models.iter().zip(["a", "b"]) {
+        assert_eq!(m["alias"], alias, "{m}");
+        assert_eq!(m["state"], "ready", "{m}");
+        assert_eq!(m["estimate_bytes"], expected, "{m}");
+        assert!(m["last_used"].as_u64().is_some(), "{m}");
+        let server = m["server_id"].as_str().unwrap();
+        let record = entries
+            .iter()
+            .find(|e| e["id"] == server)
+            .unwrap_or_else(|| panic!("model server {server} not in ps: {ps}"));
+        assert_eq!(record["proxy"], id, "{record}");
+        assert_eq!(record["alias"], alias, "{record}");
+        let pid = m["pid"].as_u64().unwrap();
+        assert_eq!(record["pid"], pid);
+        assert!(pid_alive(pid));
+        pids.push((pid, server.to_owned()));
+    }
+    assert_eq!(models.len(), 2);
+
+    // What the real server made of the context agrees with the estimate's reading.
+    let log = env.ok(&["logs", &pids[0].1, "-n", "400"]);
+    assert!(
+        log.contains("n_slots = 2, n_ctx_slot = 2048, kv_unified = 'false'"),
+        "{log}"
+    );
+
+    // SIGKILL of `lmcpp serve`: no chance to clean up, and still no model server left.
+    drop(serving);
+    for (pid, _) in &pids {
+        assert!(
+            wait_until(Duration::from_secs(10), || !pid_alive(*pid)),
+            "model server {pid} survived its proxy"
+        );
+    }
+    let ps = env.json(&["ps"]);
+    assert_eq!(ps, serde_json::json!([]), "stale entries left: {ps}");
+}
+
+#[test]
+fn a_detached_proxy_is_listed_and_stopped_with_its_models() {
+    let env = Env::new();
+    let a = format!("a={}", env.model());
+    let b = format!("b={}", env.model());
+    let record = env.json(&["serve", "--model", &a, "--model", &b, "--detach"]);
+    let id = record["id"].as_str().unwrap().to_owned();
+    assert_eq!(record["kind"], "proxy");
+    assert_eq!(record["models"], serde_json::json!(["a", "b"]));
+    let Endpoint::Unix { socket } =
+        serde_json::from_value::<Endpoint>(record["endpoint"].clone()).unwrap()
+    else {
+        panic!("a Unix socket by default: {record}");
+    };
+
+    // Start one model through the proxy's socket.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = Client::new(Endpoint::Unix { socket });
+    let mut req = ChatCompletionRequest::new(vec![ChatMessage::user("Hi")]).max_tokens(2);
+    req.model = Some("b".to_owned());
+    rt.block_on(client.chat_completions(&req)).unwrap();
+    let ps = env.json(&["ps"]);
+    let proxy = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == id.as_str())
+        .unwrap();
+    let b_pid = proxy["models"][1]["pid"].as_u64().unwrap();
+    assert_eq!(proxy["models"][0]["state"], "stopped");
+    assert!(pid_alive(b_pid));
+
+    env.ok(&["stop", &id]);
+    assert!(
+        wait_until(Duration::from_secs(10), || !pid_alive(b_pid)),
+        "model server {b_pid} outlived `lmcpp stop` of its proxy"
+    );
+    assert_eq!(env.json(&["ps"]), serde_json::json!([]));
+}

@@ -1,0 +1,94 @@
+//! The multi-model `lmcpp serve` refuses bad input before starting anything: a config file
+//! with an unknown key or a duplicate alias (naming the file, the line and the key), a
+//! missing file, and single-server options combined with several models. Exit status 2.
+
+use super::{lmcpp, stderr};
+
+#[test]
+fn bad_configs_and_option_mixes_exit_2_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let unknown = file(
+        "unknown.toml",
+        "[[models]]\nalias = \"a\"\nmodel = \"demo\"\nkeep_alive_s = 5\n",
+    );
+    let twice = file(
+        "twice.toml",
+        "[[models]]\nalias = \"a\"\nmodel = \"demo\"\n\n[[models]]\nalias = \"a\"\nmodel = \"demo\"\n",
+    );
+    let key_env = file(
+        "key.toml",
+        "api_key_env = \"LMCPP_TEST_UNSET_KEY\"\n[[models]]\nalias = \"a\"\nmodel = \"demo\"\n",
+    );
+    let missing = dir.path().join("missing.toml");
+    let missing = missing.to_str().unwrap();
+    let table: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (
+            vec!["serve", "--config", &unknown],
+            vec!["unknown.toml", "line 4", "keep_alive_s", "README"],
+        ),
+        (
+            vec!["serve", "--config", &twice],
+            vec!["twice.toml, line 6, models[1].alias", "used twice"],
+        ),
+        (
+            vec!["serve", "--config", &key_env],
+            vec!["LMCPP_TEST_UNSET_KEY", "not set"],
+        ),
+        (
+            vec!["serve", "--config", missing],
+            vec!["missing.toml", "--config"],
+        ),
+        (
+            vec!["serve", "--model", "a=demo", "--model", "a=demo"],
+            vec!["used twice", "ALIAS=MODEL"],
+        ),
+        (
+            vec![
+                "serve", "--model", "a=demo", "--model", "b=demo", "--alias", "x",
+            ],
+            vec!["--alias", "ALIAS=MODEL"],
+        ),
+        (
+            vec!["serve", "--model", "demo", "--keep-alive", "soon"],
+            vec!["--keep-alive", "not a duration"],
+        ),
+        (
+            vec!["serve", "--model", "demo", "--memory-budget", "200%"],
+            vec!["--memory-budget", "at most 100%"],
+        ),
+        (
+            vec!["serve", "--config", &unknown, "--model", "demo"],
+            vec!["cannot be used with"],
+        ),
+    ];
+    for (args, words) in table {
+        let out = lmcpp(dir.path(), &args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        for w in words {
+            assert!(err.contains(w), "{args:?}: {w:?} not in {err}");
+        }
+    }
+}
+
+#[test]
+fn model_inspect_refuses_an_unknown_model_without_touching_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lmcpp(
+        dir.path(),
+        &[
+            "model",
+            "inspect",
+            "owner/repo:Q4_K_M",
+            "--ctx-size",
+            "4096",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("owner/repo"), "{}", stderr(&out));
+}
