@@ -277,6 +277,17 @@ async fn model_spec(
         },
     };
 
+    let llama_server = model
+        .llama_server
+        .clone()
+        .or_else(|| ctx.llama_server.clone());
+    if let (Some(bin), Some(version)) = (&llama_server, &model.llama_version) {
+        eprintln!(
+            "lmcpp: warning: model {} runs {}, not a toolchain of llama_version {version}",
+            model.alias,
+            bin.display()
+        );
+    }
     let mut toolchain = args.toolchain.clone();
     if let Some(v) = &model.llama_version {
         toolchain.version = Some(v.clone());
@@ -286,10 +297,12 @@ async fn model_spec(
             .map_err(|e| BadInput(format!("model {}: backend {b}: {e}", model.alias)))?;
     }
     let request = toolchain.request(ctx.home.as_deref()).await?;
+    let launch_binary_given = llama_server.is_some();
+    let version_label = request.version.label();
     let launch = FacadeLaunch {
         home: ctx.home.clone(),
         runtime_dir: ctx.runtime_dir.clone(),
-        llama_server: ctx.llama_server.clone(),
+        llama_server,
         progress: ctx.progress.clone(),
         reference: model.reference.clone(),
         alias: model.alias.clone(),
@@ -302,7 +315,12 @@ async fn model_spec(
     spec.estimate_bytes = estimate;
     spec.keep_alive = model.keep_alive;
     spec.pinned = model.pinned;
-    spec.llama_version = toolchain.version.clone();
+    // A binary given by path is whatever version it is; the record of its server says.
+    spec.llama_version = if launch_binary_given {
+        None
+    } else {
+        Some(version_label)
+    };
     let line = format!(
         "{} = {}: memory {} ({how}), keep-alive {}{}",
         model.alias,

@@ -2,14 +2,18 @@
 //! `model inspect` against the demo model's metadata and against what the real
 //! llama-server reports for its slots, and `lmcpp serve --model a=… --model b=…` routing
 //! by alias for the typed client, `ps --json` showing the proxy with its models, and a
-//! SIGKILLed `lmcpp serve` leaving no model server behind.
+//! SIGKILLed `lmcpp serve` leaving no model server behind; a config file with two
+//! llama.cpp versions and an embedding model behind one socket.
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use lmcpp::server::{Client, Endpoint};
+use lmcpp::toolchain::prepared::PreparedPaths;
 use lmcpp::types::openai::chat::{ChatCompletionRequest, ChatMessage};
+use lmcpp::types::openai::embeddings::OaiEmbeddingRequest;
 use serde_json::Value;
 
 use super::{Env, pid_alive};
@@ -254,5 +258,125 @@ fn a_detached_proxy_is_listed_and_stopped_with_its_models() {
         wait_until(Duration::from_secs(10), || !pid_alive(b_pid)),
         "model server {b_pid} outlived `lmcpp stop` of its proxy"
     );
+    assert_eq!(env.json(&["ps"]), serde_json::json!([]));
+}
+
+#[test]
+fn a_config_serves_two_llama_cpp_versions_and_an_embedding_model_behind_one_socket() {
+    let env = Env::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    // The pinned llama.cpp and the older one `cargo xtask prepare` also provides.
+    let read = |path: PathBuf| -> PreparedPaths {
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask prepare`", path.display()));
+        serde_json::from_str(&text).unwrap()
+    };
+    let pinned = read(PreparedPaths::default_location(root));
+    let older = read(PreparedPaths::location_for(root, "4227c9b"));
+    assert_ne!(pinned.llama_version, older.llama_version);
+    let demo = env.model();
+    let config = env.dir.path().join("lmcpp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+memory_budget = "1GiB"
+load_timeout = "2m"
+
+[[models]]
+alias = "new"
+model = "{demo}"
+llama_server = "{new_bin}"
+ctx_size = 1024
+
+[[models]]
+alias = "old"
+model = "{demo}"
+llama_server = "{old_bin}"
+keep_alive = "1h"
+
+[[models]]
+alias = "embed"
+model = "{demo}"
+llama_server = "{new_bin}"
+embeddings = true
+pooling = "mean"
+keep_alive = "0"
+pinned = true
+"#,
+            new_bin = pinned.llama_server.display(),
+            old_bin = older.llama_server.display(),
+        ),
+    )
+    .unwrap();
+    let record = env.json(&["serve", "--config", config.to_str().unwrap(), "--detach"]);
+    let id = record["id"].as_str().unwrap().to_owned();
+    let endpoint: Endpoint = serde_json::from_value(record["endpoint"].clone()).unwrap();
+    assert!(matches!(endpoint, Endpoint::Unix { .. }), "{record}");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = Client::new(endpoint);
+    for alias in ["new", "old"] {
+        let mut req = ChatCompletionRequest::new(vec![ChatMessage::user("Hi")]).max_tokens(2);
+        req.model = Some(alias.to_owned());
+        rt.block_on(client.chat_completions(&req))
+            .unwrap_or_else(|e| panic!("{alias}: {e}"));
+    }
+    let mut req = OaiEmbeddingRequest::new("an embedded sentence");
+    req.model = Some("embed".to_owned());
+    let embedded = rt.block_on(client.embeddings(&req)).unwrap();
+    assert_eq!(embedded.data.len(), 1);
+
+    // Each alias runs its own binary with its own settings.
+    let ps = env.json(&["ps"]);
+    let entries = ps.as_array().unwrap();
+    let proxy = entries.iter().find(|e| e["id"] == id.as_str()).unwrap();
+    let server_of = |alias: &str| {
+        let m = proxy["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["alias"] == alias)
+            .unwrap_or_else(|| panic!("{alias} not under the proxy: {ps}"));
+        assert_eq!(m["state"], "ready", "{m}");
+        entries
+            .iter()
+            .find(|e| e["id"] == m["server_id"])
+            .unwrap_or_else(|| panic!("{alias}'s server not in ps: {ps}"))
+            .clone()
+    };
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap();
+    let exe = |r: &Value| PathBuf::from(r["exe"].as_str().unwrap());
+    assert_eq!(exe(&server_of("new")), canonical(&pinned.llama_server));
+    assert_eq!(exe(&server_of("old")), canonical(&older.llama_server));
+    let args = |r: &Value| -> Vec<String> { serde_json::from_value(r["args"].clone()).unwrap() };
+    let embed_args = args(&server_of("embed"));
+    assert!(
+        embed_args
+            .iter()
+            .any(|a| a == "--embedding" || a == "--embeddings")
+            && embed_args.windows(2).any(|w| w == ["--pooling", "mean"]),
+        "{embed_args:?}"
+    );
+    assert!(
+        args(&server_of("new"))
+            .windows(2)
+            .any(|w| (w[0] == "--ctx-size" || w[0] == "-c") && w[1] == "1024"),
+        "{:?}",
+        args(&server_of("new"))
+    );
+    let keep = |alias: &str| {
+        proxy["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["alias"] == alias)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(keep("embed")["keep_alive_secs"], Value::Null, "0 = never");
+    assert_eq!(keep("embed")["pinned"], true);
+    assert_eq!(keep("old")["keep_alive_secs"], 3600);
+    env.ok(&["stop", &id]);
     assert_eq!(env.json(&["ps"]), serde_json::json!([]));
 }

@@ -6,7 +6,7 @@
 //! of the offending value) and what to do; unknown keys are refused, not ignored, so a
 //! misspelt `keep_alive` never silently means the default.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lmcpp::server::{DEFAULT_KEEP_ALIVE, DEFAULT_LOAD_TIMEOUT};
@@ -46,6 +46,8 @@ pub(crate) struct ModelPlan {
     pub(crate) llama_version: Option<String>,
     /// `--backend` for this model.
     pub(crate) backend: Option<String>,
+    /// A llama-server binary for this model instead of the toolchain's.
+    pub(crate) llama_server: Option<PathBuf>,
     /// Extra llama-server arguments.
     pub(crate) args: Vec<String>,
     /// `--ctx-size`.
@@ -112,6 +114,7 @@ struct ModelEntry {
     model: String,
     llama_version: Option<String>,
     backend: Option<Spanned<String>>,
+    llama_server: Option<PathBuf>,
     #[serde(default)]
     args: Vec<String>,
     ctx_size: Option<u64>,
@@ -279,6 +282,7 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<Plan, BadInput> {
             reference: m.model.trim().to_owned(),
             llama_version: m.llama_version,
             backend: m.backend.map(Spanned::into_inner),
+            llama_server: m.llama_server,
             args: m.args,
             ctx_size: m.ctx_size,
             parallel: m.parallel,
@@ -514,6 +518,7 @@ pinned = true
 [[models]]
 alias = "embed"
 model = "/models/e5.gguf"
+llama_server = "/opt/llama/bin/llama-server"
 embeddings = true
 pooling = "mean"
 keep_alive = "0"
@@ -545,6 +550,10 @@ memory = "1GiB"
         );
         let embed = &plan.models[1];
         assert!(embed.embeddings);
+        assert_eq!(
+            embed.llama_server.as_deref(),
+            Some(Path::new("/opt/llama/bin/llama-server"))
+        );
         assert_eq!(embed.pooling.as_deref(), Some("mean"));
         assert_eq!(embed.keep_alive, None, "0 means never stop");
         assert_eq!(embed.memory, Some(1 << 30));
