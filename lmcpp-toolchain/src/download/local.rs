@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use super::resume::suffixed;
 use super::sink::{copy_hashing, file_head};
+use super::spec::{Content, DownloadSpec, Downloaded};
 use super::url::percent_decode;
-use super::{Content, DownloadSpec, Downloaded};
 use crate::error::{IoContext, Result, join_error};
 use crate::progress::{ProgressEvent, SharedProgress};
 

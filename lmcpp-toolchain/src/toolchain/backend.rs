@@ -150,7 +150,7 @@ fn driver_cuda_version() -> Option<(u32, u32)> {
     }
     let mut out = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take()?, &mut out).ok()?;
-    crate::toolchain::release::parse_driver_cuda(&out)
+    parse_driver_cuda(&out)
 }
 
 /// What can be obtained here besides the machine's devices: which backends have a
@@ -167,12 +167,7 @@ pub struct Obtainable {
 impl Obtainable {
     fn has_asset(self, backend: Backend) -> bool {
         self.prebuilt
-            && crate::toolchain::plan::asset_platform(
-                std::env::consts::OS,
-                std::env::consts::ARCH,
-                backend,
-            )
-            .is_ok()
+            && asset_platform(std::env::consts::OS, std::env::consts::ARCH, backend).is_ok()
     }
 }
 
@@ -314,6 +309,62 @@ pub fn check_available(backend: Backend, building: bool, probes: &Probes) -> Res
     }
 }
 
+pub(crate) fn asset_arch(arch: &str) -> Result<&'static str, String> {
+    match arch {
+        "x86_64" | "x64" | "amd64" => Ok("x64"),
+        "aarch64" | "arm64" => Ok("arm64"),
+        other => Err(format!("no prebuilt assets for architecture {other}")),
+    }
+}
+
+/// The platform part of a release asset name (`ubuntu-vulkan-x64`), where `{cuda}` stands
+/// for the CUDA label; or why no asset exists for the target.
+pub fn asset_platform(os: &str, arch: &str, backend: Backend) -> Result<String, String> {
+    let a = asset_arch(arch)?;
+    let backend = if backend == Backend::Auto {
+        Backend::Cpu
+    } else {
+        backend
+    };
+    let none = |why: &str| {
+        Err(format!(
+            "no prebuilt {backend} asset for {os}-{arch}: {why}"
+        ))
+    };
+    match (os, backend) {
+        ("linux", Backend::Cpu) => Ok(format!("ubuntu-{a}")),
+        ("linux", Backend::Vulkan) => Ok(format!("ubuntu-vulkan-{a}")),
+        ("linux", Backend::Cuda) => Ok(format!("ubuntu-cuda-{{cuda}}-{a}")),
+        ("macos", Backend::Cpu | Backend::Metal) => Ok(format!("macos-{a}")),
+        ("windows", Backend::Cpu) => Ok(format!("win-cpu-{a}")),
+        ("windows", Backend::Vulkan) => Ok(format!("win-vulkan-{a}")),
+        ("windows", Backend::Cuda) if a == "x64" => Ok(format!("win-cuda-{{cuda}}-{a}")),
+        ("windows", Backend::Cuda) => none("windows cuda assets exist for x64 only"),
+        ("linux" | "windows", Backend::Metal) => none("metal exists only on macos"),
+        ("macos", _) => none("macos assets support cpu and metal only"),
+        (other, _) => Err(format!("no prebuilt assets for {other}")),
+    }
+}
+
+/// Reads a CUDA version label (`12.8`, `13`) as (major, minor).
+pub(crate) fn parse_label(label: &str) -> Option<(u32, u32)> {
+    let mut it = label.split('.');
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next().map_or(Some(0), |m| m.parse().ok())?;
+    Some((major, minor))
+}
+
+/// Parses `nvidia-smi` output for the newest CUDA version the driver supports.
+pub(crate) fn parse_driver_cuda(nvidia_smi: &str) -> Option<(u32, u32)> {
+    let at = nvidia_smi.find("CUDA Version:")?;
+    let rest = nvidia_smi[at + "CUDA Version:".len()..].trim_start();
+    let token: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    parse_label(&token)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -363,13 +414,7 @@ mod tests {
         };
         assert_eq!(choose(&sdk, build_only).backend, Backend::Vulkan);
         // A prebuilt exists for this machine's cuda (linux/windows x64 here).
-        if crate::toolchain::plan::asset_platform(
-            std::env::consts::OS,
-            std::env::consts::ARCH,
-            Backend::Cuda,
-        )
-        .is_ok()
-        {
+        if asset_platform(std::env::consts::OS, std::env::consts::ARCH, Backend::Cuda).is_ok() {
             assert_eq!(choose(&devices, ANY).backend, Backend::Cuda);
         }
     }
@@ -402,5 +447,12 @@ mod tests {
             assert_eq!(b.as_str().parse::<Backend>().unwrap(), b);
         }
         assert!("rocm".parse::<Backend>().is_err());
+    }
+
+    #[test]
+    fn driver_cuda_versions_parse() {
+        let smi = "| NVIDIA-SMI 570.86.10   Driver Version: 570.86.10   CUDA Version: 12.8     |";
+        assert_eq!(parse_driver_cuda(smi), Some((12, 8)));
+        assert_eq!(parse_driver_cuda("no gpu"), None);
     }
 }

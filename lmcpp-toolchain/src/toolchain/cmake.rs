@@ -15,6 +15,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::lock::lock_exclusive;
 use crate::progress::{ProgressEvent, SharedProgress};
 use crate::toolchain::backend::find_on_path;
+use crate::toolchain::plan::Plan;
 
 /// Oldest cmake llama.cpp accepts.
 pub(crate) const MIN_VERSION: (u32, u32) = (3, 14);
@@ -357,6 +358,67 @@ pub(crate) async fn configure_and_build(
     Ok(())
 }
 
+/// Splits `-DKEY=VALUE` arguments into defines; everything else stays a plain argument.
+pub(crate) fn split_defines(args: &[String]) -> (Vec<(String, String)>, Vec<String>) {
+    let mut defines = Vec::new();
+    let mut other = Vec::new();
+    for a in args {
+        match a.strip_prefix("-D").and_then(|d| d.split_once('=')) {
+            Some((k, v)) => {
+                // `-DNAME:TYPE=VALUE` keeps only the name; the cmake crate passes it untyped.
+                let k = k.split(':').next().unwrap_or(k);
+                defines.push((k.to_owned(), v.to_owned()));
+            }
+            None => other.push(a.clone()),
+        }
+    }
+    (defines, other)
+}
+
+/// Builds the plan's targets from `source` with the `cmake` crate into `out/build`.
+///
+/// Needs the environment cargo gives build scripts (`TARGET`, `HOST`, `OPT_LEVEL`, ...).
+pub(crate) fn build_with_cmake_crate(
+    cmake: &Cmake,
+    source: &Path,
+    out: &Path,
+    plan: &Plan,
+) -> Result<()> {
+    let mut args = plan.cmake_args.clone();
+    args.extend(launcher_args());
+    let (defines, other) = split_defines(&args);
+    for target in &plan.build_targets {
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut cfg = ::cmake::Config::new(source);
+            cfg.out_dir(out).profile("Release").build_target(target);
+            for (k, v) in &defines {
+                cfg.define(k, v);
+            }
+            for a in &other {
+                cfg.configure_arg(a);
+            }
+            cfg.build()
+        }));
+        if let Err(panic) = built {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "the cmake crate panicked".to_owned());
+            return Err(Error::CommandFailed {
+                command: format!(
+                    "{} (via the cmake crate) --target {target}",
+                    cmake.path.display()
+                ),
+                status: "failed".into(),
+                log: None,
+                tail: message,
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -452,5 +514,24 @@ mod tests {
         }
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(text.contains("[ 55%] b") && text.contains("boom"), "{text}");
+    }
+
+    #[test]
+    fn defines_are_split_from_other_arguments() {
+        let args = [
+            "-DGGML_RPC=ON".to_owned(),
+            "-DCMAKE_BUILD_TYPE:STRING=Release".to_owned(),
+            "-G".to_owned(),
+            "Ninja".to_owned(),
+        ];
+        let (d, o) = split_defines(&args);
+        assert_eq!(
+            d,
+            [
+                ("GGML_RPC".to_owned(), "ON".to_owned()),
+                ("CMAKE_BUILD_TYPE".to_owned(), "Release".to_owned())
+            ]
+        );
+        assert_eq!(o, ["-G", "Ninja"]);
     }
 }

@@ -26,6 +26,7 @@ pub use recipe::{
     BuildDriver, EntryState, EntryStatus, Installed, Toolchain, read_state, run_binary,
 };
 pub use request::{
-    DEFAULT_GITHUB_API, DEFAULT_GITHUB_REPO, Features, LlamaVersion, Mode, Origin, PINNED_COMMIT,
-    PINNED_PYPI_SHA256, PINNED_PYPI_VERSION, PypiPin, Source, ToolchainRequest, VERSION_ENV,
+    DEFAULT_GITHUB_API, DEFAULT_GITHUB_REPO, Features, Mode, Origin, PINNED_COMMIT,
+    PINNED_PYPI_SHA256, PINNED_PYPI_VERSION, Source, ToolchainRequest, VERSION_ENV,
 };
+pub use versions::{LlamaVersion, PypiPin};

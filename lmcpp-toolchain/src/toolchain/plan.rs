@@ -3,10 +3,11 @@
 
 use serde::Serialize;
 
-use crate::toolchain::backend::Backend;
-#[cfg(test)]
-use crate::toolchain::request::LlamaVersion;
+pub use crate::toolchain::backend::asset_platform;
+use crate::toolchain::backend::{Backend, asset_arch};
 use crate::toolchain::request::{Mode, Source, ToolchainRequest};
+#[cfg(test)]
+use crate::toolchain::versions::LlamaVersion;
 
 /// One source the recipe will try, resolved to locations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -58,43 +59,6 @@ pub fn default_cuda_labels(os: &str) -> &'static [&'static str] {
         &["13.4", "12.4"]
     } else {
         &["13.4", "12.8"]
-    }
-}
-
-fn asset_arch(arch: &str) -> Result<&'static str, String> {
-    match arch {
-        "x86_64" | "x64" | "amd64" => Ok("x64"),
-        "aarch64" | "arm64" => Ok("arm64"),
-        other => Err(format!("no prebuilt assets for architecture {other}")),
-    }
-}
-
-/// The platform part of a release asset name (`ubuntu-vulkan-x64`), where `{cuda}` stands
-/// for the CUDA label; or why no asset exists for the target.
-pub fn asset_platform(os: &str, arch: &str, backend: Backend) -> Result<String, String> {
-    let a = asset_arch(arch)?;
-    let backend = if backend == Backend::Auto {
-        Backend::Cpu
-    } else {
-        backend
-    };
-    let none = |why: &str| {
-        Err(format!(
-            "no prebuilt {backend} asset for {os}-{arch}: {why}"
-        ))
-    };
-    match (os, backend) {
-        ("linux", Backend::Cpu) => Ok(format!("ubuntu-{a}")),
-        ("linux", Backend::Vulkan) => Ok(format!("ubuntu-vulkan-{a}")),
-        ("linux", Backend::Cuda) => Ok(format!("ubuntu-cuda-{{cuda}}-{a}")),
-        ("macos", Backend::Cpu | Backend::Metal) => Ok(format!("macos-{a}")),
-        ("windows", Backend::Cpu) => Ok(format!("win-cpu-{a}")),
-        ("windows", Backend::Vulkan) => Ok(format!("win-vulkan-{a}")),
-        ("windows", Backend::Cuda) if a == "x64" => Ok(format!("win-cuda-{{cuda}}-{a}")),
-        ("windows", Backend::Cuda) => none("windows cuda assets exist for x64 only"),
-        ("linux" | "windows", Backend::Metal) => none("metal exists only on macos"),
-        ("macos", _) => none("macos assets support cpu and metal only"),
-        (other, _) => Err(format!("no prebuilt assets for {other}")),
     }
 }
 

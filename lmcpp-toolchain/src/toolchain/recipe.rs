@@ -946,9 +946,7 @@ impl Toolchain {
             BuildDriver::CmakeCrate => {
                 let (tree, out, plan) = (tree.to_path_buf(), scratch.to_path_buf(), plan.clone());
                 tokio::task::spawn_blocking(move || {
-                    crate::toolchain::build_script::build_with_cmake_crate(
-                        &cmake, &tree, &out, &plan,
-                    )
+                    cmake::build_with_cmake_crate(&cmake, &tree, &out, &plan)
                 })
                 .await
                 .map_err(crate::error::join_error)??;

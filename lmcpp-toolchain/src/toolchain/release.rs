@@ -8,7 +8,7 @@
 
 use serde::Deserialize;
 
-use crate::toolchain::backend::Backend;
+use crate::toolchain::backend::{Backend, parse_label};
 use crate::toolchain::plan::{asset_ext, asset_platform, cudart_asset_name, main_asset_name};
 
 /// One release as the listing API returns it (only the fields used here).
@@ -62,13 +62,6 @@ pub(crate) struct CudaPreference {
     /// The newest CUDA version the installed driver supports (`nvidia-smi`'s "CUDA
     /// Version"), when known.
     pub driver_max: Option<(u32, u32)>,
-}
-
-fn parse_label(label: &str) -> Option<(u32, u32)> {
-    let mut it = label.split('.');
-    let major = it.next()?.parse().ok()?;
-    let minor = it.next().map_or(Some(0), |m| m.parse().ok())?;
-    Some((major, minor))
 }
 
 /// The choices for a target from a listing, in the order to try them; or why none fits.
@@ -150,17 +143,6 @@ pub(crate) fn choose_assets(
             })
         })
         .collect())
-}
-
-/// Parses `nvidia-smi` output for the newest CUDA version the driver supports.
-pub(crate) fn parse_driver_cuda(nvidia_smi: &str) -> Option<(u32, u32)> {
-    let at = nvidia_smi.find("CUDA Version:")?;
-    let rest = nvidia_smi[at + "CUDA Version:".len()..].trim_start();
-    let token: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.')
-        .collect();
-    parse_label(&token)
 }
 
 #[cfg(test)]
@@ -312,7 +294,7 @@ mod tests {
     }
 
     #[test]
-    fn digests_and_driver_versions_parse() {
+    fn digests_parse() {
         let a = &listing(REAL).assets[0];
         assert_eq!(a.sha256().unwrap(), "ab".repeat(32));
         let bad = ReleaseAsset {
@@ -320,8 +302,5 @@ mod tests {
             ..a.clone()
         };
         assert_eq!(bad.sha256(), None);
-        let smi = "| NVIDIA-SMI 570.86.10   Driver Version: 570.86.10   CUDA Version: 12.8     |";
-        assert_eq!(parse_driver_cuda(smi), Some((12, 8)));
-        assert_eq!(parse_driver_cuda("no gpu"), None);
     }
 }

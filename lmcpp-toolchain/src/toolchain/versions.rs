@@ -10,7 +10,96 @@
 use std::collections::BTreeMap;
 
 use crate::error::Error;
-use crate::toolchain::request::{LlamaVersion, PypiPin};
+use serde::{Deserialize, Serialize};
+
+/// Which llama.cpp to get. Read one from a string with [`parse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LlamaVersion {
+    /// Git commit (short or full); empty when only the sdist version is known.
+    pub commit: String,
+    /// Release tag (e.g. `b7100`) of that commit, needed for prebuilt assets.
+    pub tag: Option<String>,
+    /// Build number, passed to CMake so `llama-server --version` reports it.
+    #[serde(default)]
+    pub build_number: Option<u32>,
+    /// The `llama-cpp-python` sdist that vendors this commit, if any.
+    pub pypi: Option<PypiPin>,
+    /// Known SHA-256 digests of release assets, by asset file name.
+    pub asset_sha256: BTreeMap<String, String>,
+    /// Known SHA-256 of the source archive of `tag` (or `commit`).
+    pub source_sha256: Option<String>,
+}
+
+/// A `llama-cpp-python` sdist version and its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PypiPin {
+    /// Package version, e.g. `0.3.36`.
+    pub version: String,
+    /// Expected SHA-256 of the sdist.
+    pub sha256: Option<String>,
+}
+
+impl LlamaVersion {
+    /// The pinned version (release `b11312`), with its tag, sdist and digests.
+    pub fn pinned() -> Self {
+        pinned().to_version()
+    }
+
+    /// A release tag with no other pins (the build number is the tag's number).
+    pub fn tag(tag: impl Into<String>) -> Self {
+        let tag = tag.into();
+        Self {
+            commit: tag.clone(),
+            build_number: tag.strip_prefix('b').and_then(|n| n.parse().ok()),
+            tag: Some(tag),
+            pypi: None,
+            asset_sha256: BTreeMap::new(),
+            source_sha256: None,
+        }
+    }
+
+    /// Short human-readable label (`b7100`, the commit, or `pypi:0.3.16`).
+    pub fn label(&self) -> String {
+        match (&self.tag, &self.pypi) {
+            (Some(t), _) => t.clone(),
+            (None, _) if !self.commit.is_empty() => self.commit.chars().take(7).collect(),
+            (None, Some(p)) => format!("pypi:{}", p.version),
+            (None, None) => "unknown".to_owned(),
+        }
+    }
+
+    /// What identifies this llama.cpp tree in cache keys: the commit when known (a tag, a
+    /// commit and a sdist of the same commit are one version), else the tag or sdist.
+    pub fn identity(&self) -> String {
+        if is_hex_commit(&self.commit) {
+            return format!("commit:{}", self.commit.to_ascii_lowercase());
+        }
+        match (&self.tag, &self.pypi) {
+            (Some(t), _) => format!("tag:{t}"),
+            (None, Some(p)) => format!("pypi:{}", p.version),
+            (None, None) => format!("other:{}", self.commit),
+        }
+    }
+
+    /// CMake arguments that make a source build report this version in `--version`.
+    pub fn build_info_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(n) = self.build_number {
+            args.push(format!("-DLLAMA_BUILD_NUMBER={n}"));
+        }
+        if is_hex_commit(&self.commit) {
+            let short: String = self.commit.chars().take(8).collect();
+            args.push(format!("-DLLAMA_BUILD_COMMIT={short}"));
+        }
+        args
+    }
+}
+
+impl Default for LlamaVersion {
+    fn default() -> Self {
+        Self::pinned()
+    }
+}
 
 /// One llama.cpp version this crate knows facts about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

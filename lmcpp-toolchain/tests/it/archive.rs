@@ -1,6 +1,7 @@
 //! Archive extraction: top-level folder stripping and hostile archives.
 
 use lmcpp_toolchain::Error;
+use lmcpp_toolchain::archive::Error as ArchiveError;
 use lmcpp_toolchain::archive::{ArchiveKind, extract};
 
 use crate::fixtures::{Item, tar_gz, zip};
@@ -80,10 +81,7 @@ async fn hostile_archives_are_rejected_and_write_nothing_outside() {
             let (dir, r) = try_extract(&bytes, kind).await;
             let err = r.unwrap_err();
             assert!(
-                matches!(
-                    err,
-                    Error::Archive(lmcpp_toolchain::archive::Error::Unsafe { .. })
-                ),
+                matches!(err, Error::Archive(ArchiveError::Unsafe { .. })),
                 "{what} {kind:?}: {err}"
             );
             assert!(!dir.path().join("out").exists(), "{what} {kind:?}");
@@ -101,11 +99,11 @@ async fn corrupt_archives_are_typed_errors() {
     let (_d, r) = try_extract(b"not a zip at all", ArchiveKind::Zip).await;
     assert!(matches!(
         r.unwrap_err(),
-        Error::Archive(lmcpp_toolchain::archive::Error::Read { .. })
+        Error::Archive(ArchiveError::Read { .. })
     ));
     let (_d, r) = try_extract(b"\x1f\x8bgarbage", ArchiveKind::TarGz).await;
     assert!(matches!(
         r.unwrap_err(),
-        Error::Archive(lmcpp_toolchain::archive::Error::Read { .. })
+        Error::Archive(ArchiveError::Read { .. })
     ));
 }

@@ -11,6 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use lmcpp_toolchain::Error;
+use lmcpp_toolchain::archive::Error as ArchiveError;
 use lmcpp_toolchain::archive::{
     ArchiveKind, ExtractOptions, LinkPolicy, extract_blocking, extract_with, extract_with_blocking,
 };
@@ -316,7 +317,7 @@ fn run(entries: &[Entry], options: &ExtractOptions, tar_only: bool) -> Vec<Resul
 fn assert_refused(entries: &[Entry], tar_only: bool, reason_has: &str) {
     for r in run(entries, &ExtractOptions::default(), tar_only) {
         match r {
-            Err(Error::Archive(lmcpp_toolchain::archive::Error::Unsafe { reason, .. })) => {
+            Err(Error::Archive(ArchiveError::Unsafe { reason, .. })) => {
                 assert!(
                     reason.contains(reason_has),
                     "{reason:?} lacks {reason_has:?}"
@@ -395,7 +396,7 @@ fn a_second_spelling_of_one_path_is_refused() {
     let before = sb.outside_snapshot();
     let err = extract_blocking(&a, &sb.dest, ArchiveKind::Zip).unwrap_err();
     assert!(
-        matches!(&err, Error::Archive(lmcpp_toolchain::archive::Error::Unsafe { reason, .. }) if reason.contains("twice")),
+        matches!(&err, Error::Archive(ArchiveError::Unsafe { reason, .. }) if reason.contains("twice")),
         "{err}"
     );
     check_outcome(&sb, &before, false).unwrap();
@@ -492,7 +493,7 @@ fn decompression_bombs_stop_at_the_ratio_limit() {
     let entries = [Entry::File("bomb".into(), zeros, 0o644)];
     for r in run(&entries, &ExtractOptions::default(), false) {
         match r {
-            Err(Error::Archive(lmcpp_toolchain::archive::Error::TooLarge {
+            Err(Error::Archive(ArchiveError::TooLarge {
                 option: "max_ratio",
                 found,
                 limit: 200,
@@ -528,7 +529,7 @@ fn size_and_entry_limits_are_clear_errors() {
         assert!(
             matches!(
                 &r,
-                Err(Error::Archive(lmcpp_toolchain::archive::Error::TooLarge {
+                Err(Error::Archive(ArchiveError::TooLarge {
                     option: "max_total_bytes",
                     limit: 500_000,
                     ..
@@ -552,7 +553,7 @@ fn size_and_entry_limits_are_clear_errors() {
         assert!(
             matches!(
                 r,
-                Err(Error::Archive(lmcpp_toolchain::archive::Error::TooLarge {
+                Err(Error::Archive(ArchiveError::TooLarge {
                     option: "max_entries",
                     found: 11,
                     limit: 10,
@@ -589,7 +590,7 @@ fn a_huge_tar_header_is_refused_without_buffering_it() {
     let err = extract_blocking(&a, &sb.dest, ArchiveKind::Tar).unwrap_err();
     let shown: String = err.to_string().chars().take(300).collect();
     assert!(
-        matches!(&err, Error::Archive(lmcpp_toolchain::archive::Error::Read { message, .. }) if message.contains("header")),
+        matches!(&err, Error::Archive(ArchiveError::Read { message, .. }) if message.contains("header")),
         "{shown}"
     );
     assert!(sb.root_listing().is_empty());
@@ -638,12 +639,7 @@ async fn prebuilt_archives_may_hold_library_aliases_and_nothing_else() {
     for (entries, tar_only) in refused {
         for r in run(&entries, &prebuilt, tar_only) {
             assert!(
-                matches!(
-                    r,
-                    Err(Error::Archive(
-                        lmcpp_toolchain::archive::Error::Unsafe { .. }
-                    ))
-                ),
+                matches!(r, Err(Error::Archive(ArchiveError::Unsafe { .. }))),
                 "{entries:?}: {r:?}"
             );
         }
@@ -719,10 +715,7 @@ fn a_kept_sub_folder_is_checked_as_the_new_root() {
         let err = lmcpp_toolchain::archive::verify_links(&a, &sb.dest.join("vendor/llama.cpp"))
             .unwrap_err();
         assert!(
-            matches!(
-                err,
-                Error::Archive(lmcpp_toolchain::archive::Error::Unsafe { .. })
-            ),
+            matches!(err, Error::Archive(ArchiveError::Unsafe { .. })),
             "{err}"
         );
     }

@@ -4,6 +4,7 @@
 //! destination has a set-id or sticky bit, and every extracted link resolves inside it.
 
 use lmcpp_toolchain::Error;
+use lmcpp_toolchain::archive::Error as ArchiveError;
 use lmcpp_toolchain::archive::{ArchiveKind, ExtractOptions, LinkPolicy, extract_with_blocking};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
@@ -135,10 +136,7 @@ fn extract_and_check(
     let r = extract_with_blocking(&archive, &sb.dest, kind, &options);
     if let Err(e) = &r {
         prop_assert!(
-            matches!(
-                e,
-                Error::Archive(lmcpp_toolchain::archive::Error::Unsafe { .. })
-            ),
+            matches!(e, Error::Archive(ArchiveError::Unsafe { .. })),
             "{kind:?}: unexpected error {e}"
         );
     }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use lmcpp_toolchain::download::Error as DownloadError;
 use lmcpp_toolchain::download::{Content, Proxies, sha256_file};
 use lmcpp_toolchain::{DownloadOptions, DownloadSpec, Downloader, Error, no_progress};
 use sha2::{Digest, Sha256};
@@ -63,7 +64,7 @@ async fn checksum_mismatch_deletes_partial_and_publishes_nothing() {
         .await
         .unwrap_err();
     match &err {
-        Error::Download(lmcpp_toolchain::download::Error::ChecksumMismatch {
+        Error::Download(DownloadError::ChecksumMismatch {
             expected,
             found,
             url,
@@ -202,7 +203,7 @@ async fn not_found_names_the_url_and_is_not_retried() {
     assert!(
         matches!(
             err,
-            Error::Download(lmcpp_toolchain::download::Error::HttpStatus { status: 404, .. })
+            Error::Download(DownloadError::HttpStatus { status: 404, .. })
         ),
         "{err}"
     );
@@ -242,7 +243,7 @@ async fn rate_limit_and_server_errors_are_retried() {
     assert!(
         matches!(
             err,
-            Error::Download(lmcpp_toolchain::download::Error::HttpStatus { status: 500, .. })
+            Error::Download(DownloadError::HttpStatus { status: 500, .. })
         ),
         "{err}"
     );
@@ -303,10 +304,7 @@ async fn redirects_are_followed_and_probe_keeps_first_hop() {
         .await
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            Error::Download(lmcpp_toolchain::download::Error::TooManyRedirects { .. })
-        ),
+        matches!(err, Error::Download(DownloadError::TooManyRedirects { .. })),
         "{err}"
     );
 }
@@ -522,7 +520,7 @@ async fn gguf_downloads_refuse_other_content_early() {
             .await
             .unwrap_err();
         match &err {
-            Error::Download(lmcpp_toolchain::download::Error::NotGguf { url, found }) => {
+            Error::Download(DownloadError::NotGguf { url, found }) => {
                 assert_eq!(url, &server.url("/m.gguf"));
                 assert_eq!(found, b"<!do");
             }
@@ -558,10 +556,7 @@ async fn gguf_downloads_refuse_other_content_early() {
         .await
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            Error::Download(lmcpp_toolchain::download::Error::NotGguf { .. })
-        ),
+        matches!(err, Error::Download(DownloadError::NotGguf { .. })),
         "{err:?}"
     );
     assert!(!dir.path().join("copy.gguf").exists());
@@ -585,7 +580,7 @@ async fn without_length_or_digest_only_a_whole_gguf_is_accepted() {
         .content(Content::Gguf);
     let err = dl.fetch(&cut, &no_progress()).await.unwrap_err();
     match &err {
-        Error::Download(lmcpp_toolchain::download::Error::Unverifiable { url, reason }) => {
+        Error::Download(DownloadError::Unverifiable { url, reason }) => {
             assert_eq!(url, &server.url("/cut.gguf"));
             assert!(reason.contains("no length"), "{reason}");
         }
@@ -606,10 +601,7 @@ async fn without_length_or_digest_only_a_whole_gguf_is_accepted() {
         .await
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            Error::Download(lmcpp_toolchain::download::Error::ChecksumMismatch { .. })
-        ),
+        matches!(err, Error::Download(DownloadError::ChecksumMismatch { .. })),
         "{err:?}"
     );
     assert!(!dir.path().join("cut.gguf").exists());

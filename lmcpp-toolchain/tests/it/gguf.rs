@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use lmcpp_toolchain::Error;
 use lmcpp_toolchain::demo::{DemoOptions, write_demo_model};
+use lmcpp_toolchain::gguf::Error as GgufError;
 use lmcpp_toolchain::gguf::{
     GgmlType, GgufArray, GgufValue, GgufWriter, read_gguf, read_gguf_async, read_gguf_bytes,
 };
@@ -216,16 +217,13 @@ fn writer_rejects_inconsistent_tensors() {
     for (name, dims, ty, len) in cases {
         let err = w.add_tensor(name, &dims, ty, vec![0; len]).unwrap_err();
         assert!(
-            matches!(err, Error::Gguf(lmcpp_toolchain::gguf::Error::Write { .. })),
+            matches!(err, Error::Gguf(GgufError::Write { .. })),
             "{name}: {err}"
         );
     }
     w.add_f32_tensor("t", &[1], &[0.0]).unwrap();
     let err = w.add_f32_tensor("t", &[1], &[0.0]).unwrap_err();
-    assert!(
-        matches!(err, Error::Gguf(lmcpp_toolchain::gguf::Error::Write { .. })),
-        "{err}"
-    );
+    assert!(matches!(err, Error::Gguf(GgufError::Write { .. })), "{err}");
 }
 
 /// Section boundaries of the sample file: after the header fields, after each metadata
@@ -253,15 +251,9 @@ fn truncation_at_every_offset_is_a_typed_error() {
         }
         let err = result.unwrap_err();
         let ok = if (cut as u64) < full.data_offset {
-            matches!(
-                err,
-                Error::Gguf(lmcpp_toolchain::gguf::Error::Truncated { .. })
-            )
+            matches!(err, Error::Gguf(GgufError::Truncated { .. }))
         } else {
-            matches!(
-                err,
-                Error::Gguf(lmcpp_toolchain::gguf::Error::TensorOutOfBounds { .. })
-            )
+            matches!(err, Error::Gguf(GgufError::TensorOutOfBounds { .. }))
         };
         assert!(ok, "cut at {cut}: {err:?}");
         // Messages name the file and say what to do.
@@ -280,10 +272,7 @@ fn truncated_vocab_file_is_reported_as_truncated() {
     for cut in cuts {
         let err = read_gguf_bytes(&bytes[..cut]).unwrap_err();
         assert!(
-            matches!(
-                err,
-                Error::Gguf(lmcpp_toolchain::gguf::Error::Truncated { .. })
-            ),
+            matches!(err, Error::Gguf(GgufError::Truncated { .. })),
             "cut at {cut}: {err:?}"
         );
     }
@@ -329,32 +318,13 @@ fn tensor_info(r: &mut Raw, name: &str, dims: &[u64], ty: u32, offset: u64) {
 #[test]
 fn malformed_headers_and_lying_lengths_are_typed_errors() {
     type Check = fn(&Error) -> bool;
-    let bad_magic: Check = |e| matches!(e, Error::Gguf(lmcpp_toolchain::gguf::Error::BadMagic { found, .. }) if found == b"GGML");
-    let version: Check = |e| {
-        matches!(
-            e,
-            Error::Gguf(lmcpp_toolchain::gguf::Error::UnsupportedVersion { .. })
-        )
-    };
-    let truncated: Check = |e| {
-        matches!(
-            e,
-            Error::Gguf(lmcpp_toolchain::gguf::Error::Truncated { .. })
-        )
-    };
-    let implausible: Check = |e| {
-        matches!(
-            e,
-            Error::Gguf(lmcpp_toolchain::gguf::Error::Implausible { .. })
-        )
-    };
-    let invalid: Check = |e| matches!(e, Error::Gguf(lmcpp_toolchain::gguf::Error::Invalid { .. }));
-    let oob: Check = |e| {
-        matches!(
-            e,
-            Error::Gguf(lmcpp_toolchain::gguf::Error::TensorOutOfBounds { .. })
-        )
-    };
+    let bad_magic: Check =
+        |e| matches!(e, Error::Gguf(GgufError::BadMagic { found, .. }) if found == b"GGML");
+    let version: Check = |e| matches!(e, Error::Gguf(GgufError::UnsupportedVersion { .. }));
+    let truncated: Check = |e| matches!(e, Error::Gguf(GgufError::Truncated { .. }));
+    let implausible: Check = |e| matches!(e, Error::Gguf(GgufError::Implausible { .. }));
+    let invalid: Check = |e| matches!(e, Error::Gguf(GgufError::Invalid { .. }));
+    let oob: Check = |e| matches!(e, Error::Gguf(GgufError::TensorOutOfBounds { .. }));
 
     let mut cases: Vec<(&str, Vec<u8>, Check)> = Vec::new();
     let mut magic = Raw::header(3, 0, 0);

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lmcpp_toolchain::download::Error as DownloadError;
+use lmcpp_toolchain::models::Error as ModelError;
 use lmcpp_toolchain::models::{ModelStore, ModelStoreOptions, PullOptions, VerifyStatus};
 use lmcpp_toolchain::{DownloadOptions, Error};
 
@@ -347,10 +349,7 @@ async fn a_part_that_fails_verification_leaves_no_snapshot_link() {
         .await
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            Error::Download(lmcpp_toolchain::download::Error::ChecksumMismatch { .. })
-        ),
+        matches!(err, Error::Download(DownloadError::ChecksumMismatch { .. })),
         "{err:?}"
     );
     let snap = snapshot(dir.path(), "org/split");
@@ -623,10 +622,7 @@ async fn a_hub_that_names_no_commit_gets_single_files_into_lmcpp_s_area_only() {
         .await
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            Error::Model(lmcpp_toolchain::models::Error::HubFileUnverifiable { .. })
-        ),
+        matches!(err, Error::Model(ModelError::HubFileUnverifiable { .. })),
         "{err:?}"
     );
     assert!(err.to_string().contains("--no-mmproj"), "{err}");

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lmcpp_toolchain::download::Error as DownloadError;
+use lmcpp_toolchain::models::Error as ModelError;
 use lmcpp_toolchain::models::{
     HfToken, ModelSource, ModelStore, ModelStoreOptions, PullOptions, VerifyStatus,
 };
@@ -284,10 +286,8 @@ async fn checksum_mismatch_deletes_the_partial_and_publishes_nothing() {
         .await
         .unwrap_err();
     match &err {
-        Error::Download(lmcpp_toolchain::download::Error::ChecksumMismatch {
-            expected,
-            found,
-            ..
+        Error::Download(DownloadError::ChecksumMismatch {
+            expected, found, ..
         }) => {
             assert_eq!(expected, &digest);
             assert_eq!(found, &sha(&evil));
@@ -309,10 +309,7 @@ async fn checksum_mismatch_deletes_the_partial_and_publishes_nothing() {
         .await
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            Error::Download(lmcpp_toolchain::download::Error::ChecksumMismatch { .. })
-        ),
+        matches!(err, Error::Download(DownloadError::ChecksumMismatch { .. })),
         "{err:?}"
     );
     let ok = store
@@ -433,10 +430,7 @@ async fn cache_only_errors_when_missing_and_never_connects() {
         .await
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            Error::Model(lmcpp_toolchain::models::Error::NotCached { .. })
-        ),
+        matches!(err, Error::Model(ModelError::NotCached { .. })),
         "{err:?}"
     );
     assert!(err.to_string().contains("owner/tiny"), "{err}");
@@ -450,10 +444,7 @@ async fn cache_only_errors_when_missing_and_never_connects() {
         .await
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            Error::Model(lmcpp_toolchain::models::Error::NotCached { .. })
-        ),
+        matches!(err, Error::Model(ModelError::NotCached { .. })),
         "{err:?}"
     );
     assert_eq!(server.total_hits(), 0);
@@ -539,7 +530,7 @@ async fn unknown_quant_names_the_available_files() {
         .await
         .unwrap_err();
     match &err {
-        Error::Model(lmcpp_toolchain::models::Error::NoMatchingFile { available, .. }) => {
+        Error::Model(ModelError::NoMatchingFile { available, .. }) => {
             assert_eq!(available, &[FILE.to_owned(), "tiny-Q8_0.gguf".to_owned()]);
         }
         other => panic!("unexpected {other:?}"),
@@ -632,10 +623,7 @@ async fn local_paths_are_used_in_place() {
         .await
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            Error::Model(lmcpp_toolchain::models::Error::FileMissing { .. })
-        ),
+        matches!(err, Error::Model(ModelError::FileMissing { .. })),
         "{err:?}"
     );
     assert_eq!(server.total_hits(), 0);
@@ -856,10 +844,7 @@ async fn content_that_is_not_gguf_is_never_stored() {
             .await
             .unwrap_err();
         assert!(
-            matches!(
-                err,
-                Error::Download(lmcpp_toolchain::download::Error::NotGguf { .. })
-            ),
+            matches!(err, Error::Download(DownloadError::NotGguf { .. })),
             "{err:?}"
         );
     }
@@ -893,10 +878,7 @@ async fn a_cut_body_without_length_or_digest_is_never_stored() {
         .await
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            Error::Download(lmcpp_toolchain::download::Error::Unverifiable { .. })
-        ),
+        matches!(err, Error::Download(DownloadError::Unverifiable { .. })),
         "{err:?}"
     );
     assert!(store.list().unwrap().is_empty());
@@ -940,10 +922,7 @@ async fn models_are_named_by_source_digest_or_unique_prefix() {
     for unknown in [&digest[..11], &"0".repeat(64), "owner/tiny:Q8_0", "nothing"] {
         let err = store.resolve(unknown).unwrap_err();
         assert!(
-            matches!(
-                err,
-                Error::Model(lmcpp_toolchain::models::Error::Unknown { .. })
-            ),
+            matches!(err, Error::Model(ModelError::Unknown { .. })),
             "{unknown}: {err:?}"
         );
         assert!(err.to_string().contains("lmcpp model list"), "{err}");
@@ -957,7 +936,7 @@ async fn models_are_named_by_source_digest_or_unique_prefix() {
     std::fs::write(blobs.join(&x), b"GGUF").unwrap();
     std::fs::write(blobs.join(&y), b"GGUF").unwrap();
     match store.resolve(&"a".repeat(12)).unwrap_err() {
-        Error::Model(lmcpp_toolchain::models::Error::Ambiguous { matches, .. }) => {
+        Error::Model(ModelError::Ambiguous { matches, .. }) => {
             assert_eq!(matches, [x.clone(), y.clone()])
         }
         other => panic!("unexpected {other:?}"),
@@ -1001,10 +980,7 @@ async fn remove_by_digest_forgets_every_source_and_keeps_other_blobs() {
     assert!(store.blob_path(&other).exists());
     let err = store.remove_digest(&digest).await.unwrap_err();
     assert!(
-        matches!(
-            err,
-            Error::Model(lmcpp_toolchain::models::Error::Unknown { .. })
-        ),
+        matches!(err, Error::Model(ModelError::Unknown { .. })),
         "{err:?}"
     );
 }
@@ -1024,18 +1000,12 @@ async fn verifying_one_model_reads_and_touches_no_other() {
     let unknown = "f".repeat(64);
     let err = store.resolve(&unknown).unwrap_err();
     assert!(
-        matches!(
-            err,
-            Error::Model(lmcpp_toolchain::models::Error::Unknown { .. })
-        ),
+        matches!(err, Error::Model(ModelError::Unknown { .. })),
         "{err:?}"
     );
     let err = store.verify_digest(&unknown).await.unwrap_err();
     assert!(
-        matches!(
-            err,
-            Error::Model(lmcpp_toolchain::models::Error::Unknown { .. })
-        ),
+        matches!(err, Error::Model(ModelError::Unknown { .. })),
         "{err:?}"
     );
     let report = store.verify_digest(&digest).await.unwrap();

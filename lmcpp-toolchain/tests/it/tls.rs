@@ -10,6 +10,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use lmcpp_toolchain::download::Error as DownloadError;
 use lmcpp_toolchain::{DownloadSpec, Error, no_progress};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -112,7 +113,7 @@ async fn child_checks() {
         .await
         .unwrap_err();
     match &err {
-        Error::Download(lmcpp_toolchain::download::Error::InsecureRedirect { from, to }) => {
+        Error::Download(DownloadError::InsecureRedirect { from, to }) => {
             assert_eq!(from, &format!("{base}/down"));
             assert_eq!(to, &plain.url("/f"));
         }

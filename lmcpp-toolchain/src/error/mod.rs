@@ -1,8 +1,15 @@
-//! The one error type of this crate.
+//! The crate's error type: its own variants (cache, locks, processes, the toolchain's
+//! build) and the areas' errors (download, archive, GGUF, models) wrapped.
+
+mod class;
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub(crate) use class::Class;
+#[cfg(test)]
+pub(crate) use class::check_class_table;
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -212,17 +219,6 @@ fn tail_suffix(tail: &str) -> String {
     }
 }
 
-/// What an error means for whoever handles it: exactly one answer per variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Class {
-    /// The caller's input is wrong; retrying the same thing fails the same way.
-    UserError,
-    /// Retrying the same operation later could succeed.
-    Transient,
-    /// The work failed; see the message for what to do.
-    Failure,
-}
-
 impl Error {
     /// Builds an [`Error::Io`].
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
@@ -290,33 +286,6 @@ impl<T> IoContext<T> for std::io::Result<T> {
 pub(crate) fn join_error(e: tokio::task::JoinError) -> Error {
     Error::Task {
         message: e.to_string(),
-    }
-}
-
-/// Checks an error type's table of examples: every variant (numbered by `ordinal`, which
-/// has no catch-all) has an example, and each example has the class the table says, through
-/// `class` and through the public `is_user_error`/`is_transient` answers.
-#[cfg(test)]
-pub(crate) fn check_class_table<E: fmt::Debug>(
-    table: &[(E, Class)],
-    ordinal: fn(&E) -> usize,
-    variants: usize,
-    class: fn(&E) -> Class,
-    answers: fn(&E) -> (bool, bool),
-) {
-    let mut seen: Vec<usize> = table.iter().map(|(e, _)| ordinal(e)).collect();
-    seen.sort_unstable();
-    seen.dedup();
-    assert_eq!(
-        seen,
-        (0..variants).collect::<Vec<_>>(),
-        "every variant needs an example in the table"
-    );
-    for (e, expected) in table {
-        assert_eq!(class(e), *expected, "{e:?}");
-        let (user, transient) = answers(e);
-        assert_eq!(user, *expected == Class::UserError, "{e:?}");
-        assert_eq!(transient, *expected == Class::Transient, "{e:?}");
     }
 }
 
