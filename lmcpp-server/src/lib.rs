@@ -9,6 +9,10 @@
 //!   against the kernel before trusting it.
 //! - [`RpcWorker`] supervises a ggml `rpc-server` worker the same way, and a server
 //!   launched with `--rpc` workers first checks that each one is reachable and free.
+//! - [`Proxy`] serves many models behind one endpoint, speaking llama-server's API: each
+//!   request goes to the model its `model` names, whose server ([`Launch`]) is started on
+//!   demand (once, however many requests wait), stopped after its keep-alive, and evicted
+//!   (idle, least recently used first) to keep the running models within a memory budget.
 //! - [`Client`] is a pooled, concurrent, typed client over either transport, with
 //!   streaming endpoints as [`futures_util::Stream`]s. Every wait has a timeout and every
 //!   buffer of what a server sends a cap ([`ClientLimits`]), so a stuck or hostile

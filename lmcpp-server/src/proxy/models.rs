@@ -25,6 +25,9 @@ use crate::{endpoint::Endpoint, pool::Pool, server::Server, supervised::EXIT_TAI
 /// (the server's own stop is bounded by its grace period plus 5 s).
 const STOP_WAIT: Duration = Duration::from_secs(60);
 
+/// How soon the keep-alive task looks again at a busy model whose keep-alive is shorter.
+const BUSY_RECHECK: Duration = Duration::from_millis(100);
+
 /// A running model server as the lifecycle sees it; [`Server`] is the real one.
 pub(crate) trait Instance: Send + Sync + 'static {
     fn endpoint(&self) -> &Endpoint;
@@ -189,7 +192,8 @@ pub(crate) struct Models {
     confs: Vec<Conf>,
     table: Mutex<Table>,
     budget: u64,
-    /// Wakes the keep-alive task after anything that changes when a model may expire.
+    /// Wakes the keep-alive task when a model becomes ready or dies (a request ending
+    /// only moves an expiry later, which the task finds when it looks).
     changed: Notify,
 }
 
@@ -212,8 +216,9 @@ impl Drop for InFlight {
         let slot = &mut table.slots[self.index];
         slot.in_flight = slot.in_flight.saturating_sub(1);
         slot.last_used = Some((Instant::now(), SystemTime::now()));
-        drop(table);
-        self.models.changed.notify_one();
+        // No wake-up of the keep-alive task: it already plans to look at this model no
+        // later than a keep-alive from now (see `Models::expire`), and a wake-up per
+        // request costs throughput.
     }
 }
 
@@ -510,19 +515,22 @@ impl Models {
     }
 
     /// Takes the idle models whose keep-alive ended by `now` out of the table, and says
-    /// when the next one will.
+    /// when to look again: at the earliest expiry of an idle model, and for a busy one a
+    /// keep-alive from now (it cannot expire earlier, as it is used now).
     pub(crate) fn expire(&self, now: Instant) -> (Vec<Arc<Running>>, Option<Instant>) {
         let mut table = lock(&self.table);
         let mut expired = Vec::new();
         let mut next: Option<Instant> = None;
         for (slot, conf) in table.slots.iter_mut().zip(&self.confs) {
-            let (Phase::Ready(_), 0, Some(keep), Some((used, _))) =
-                (&slot.phase, slot.in_flight, conf.keep_alive, slot.last_used)
-            else {
+            let (Phase::Ready(_), Some(keep)) = (&slot.phase, conf.keep_alive) else {
                 continue;
             };
-            let at = used + keep;
-            if at <= now {
+            let busy = slot.in_flight > 0;
+            let at = match (busy, slot.last_used) {
+                (false, Some((used, _))) => used + keep,
+                _ => now + keep.max(BUSY_RECHECK),
+            };
+            if !busy && at <= now {
                 if let Phase::Ready(running) = std::mem::replace(&mut slot.phase, Phase::Stopped) {
                     tracing::debug!(model = %conf.alias, "keep-alive ended; stopping model server");
                     expired.push(running);

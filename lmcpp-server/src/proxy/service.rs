@@ -295,7 +295,8 @@ impl Service {
 
 /// The size of a request's head as sent: request line and header lines.
 fn head_size<B>(req: &Request<B>) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 11;
+    let target = req.uri().path_and_query().map_or(1, |pq| pq.as_str().len());
+    let line = req.method().as_str().len() + target + 11;
     req.headers()
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
@@ -585,7 +586,34 @@ pub(crate) fn unix_now() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Whatever a client sends as body or query, picking the model neither panics nor
+        /// invents one: a body names a model exactly when it is a JSON object with a
+        /// string `model`.
+        #[test]
+        fn hostile_bodies_and_queries_pick_no_invented_model(
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+            query in "[a-z=&%+0-9A-F]{0,64}",
+            alias in "[ -~]{0,40}",
+        ) {
+            let _ = model_in_body(&body);
+            if let Some(m) = model_in_query(&query) {
+                prop_assert!(query.contains("model"), "{m:?} from {query:?}");
+            }
+            let named = json!({"prompt": "x", "model": alias}).to_string().into_bytes();
+            let picked = model_in_body(&named);
+            prop_assert_eq!(picked.as_deref(), Some(alias.as_str()));
+            let query = format!("a=1&model={}", alias.replace('%', "%25").replace('+', "%2B").replace('&', "%26"));
+            let picked = model_in_query(&query);
+            prop_assert_eq!(picked.as_deref(), Some(alias.as_str()));
+        }
+    }
 
     #[test]
     fn model_names_table() {

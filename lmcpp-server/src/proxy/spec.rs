@@ -18,7 +18,8 @@ pub trait Launch: Send + Sync + 'static {
 }
 
 /// Why a model server could not be started, as every request waiting on that start is
-/// told (a 502 JSON error naming the model, with `log_tail`; 400 when `user_error`).
+/// told: a 502 JSON error naming the model, with `log_tail` and `config_error`
+/// (`user_error`) beside llama-server's usual fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchError {
     /// What went wrong, as a lower-case sentence that says what to do.

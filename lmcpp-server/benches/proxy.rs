@@ -1,0 +1,202 @@
+//! Benchmarks of the multi-model proxy against the same llama-server reached directly,
+//! run side by side and reported as ratios: `/tokenize` throughput, streaming time to
+//! first chunk, and the first request to a stopped model vs a bare launch-to-ready.
+//!
+//! Needs the prerequisites of the end-to-end tests (`cargo xtask prepare`).
+#![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs)]
+
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures_util::{StreamExt, future::BoxFuture};
+use lmcpp_server::{
+    Client, Launch, LaunchError, LaunchOptions, ModelSpec, Proxy, ProxyOptions, Registry, Server,
+    TransportChoice,
+};
+use lmcpp_toolchain::prepared::PreparedPaths;
+use lmcpp_types::native::{completion::CompletionRequest, tokenize::TokenizeRequest};
+
+const CONCURRENCY: usize = 8;
+const LOAD_SECS: u64 = 2;
+const LOAD_ROUNDS: usize = 3;
+const LAUNCH_RUNS: usize = 5;
+const TTFC_RUNS: usize = 30;
+const TOKENIZE_BODY: &str = r#"{"content":"The quick brown fox jumps over the lazy dog"}"#;
+
+fn paths() -> PreparedPaths {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    PreparedPaths::load(root).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn options(paths: &PreparedPaths, dir: &Path) -> LaunchOptions {
+    let mut opts = LaunchOptions::new(&paths.llama_server, &paths.demo_model);
+    opts.runtime_dir = Some(dir.join("run"));
+    opts.transport = TransportChoice::Unix;
+    opts.args.ctx_size = Some(2048);
+    opts.args.parallel = Some(4);
+    opts
+}
+
+struct DemoLaunch(LaunchOptions);
+
+impl Launch for DemoLaunch {
+    fn launch(&self) -> BoxFuture<'static, Result<Server, LaunchError>> {
+        let opts = self.0.clone();
+        Box::pin(async move { Ok(Server::launch(opts).await?) })
+    }
+}
+
+async fn proxy(paths: &PreparedPaths, dir: &Path) -> Proxy {
+    let mut opts = ProxyOptions::new(u64::MAX);
+    opts.runtime_dir = Some(dir.join("run"));
+    let launch: Arc<dyn Launch> = Arc::new(DemoLaunch(options(paths, dir)));
+    Proxy::start(opts, vec![ModelSpec::new("demo", launch)])
+        .await
+        .unwrap()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn tokenize_request() -> TokenizeRequest {
+    serde_json::from_str(TOKENIZE_BODY).unwrap()
+}
+
+/// `/tokenize` requests per second through one shared client.
+async fn client_rps(client: &Client) -> f64 {
+    let req = tokenize_request();
+    client.tokenize(&req).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(LOAD_SECS);
+    let started = Instant::now();
+    let workers = (0..CONCURRENCY).map(|_| {
+        let client = client.clone();
+        let req = req.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                client.tokenize(&req).await.unwrap();
+                n += 1;
+            }
+            n
+        })
+    });
+    let total: u64 = futures_util::future::join_all(workers)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .sum();
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Milliseconds from sending a streaming completion to its first chunk.
+async fn ttfc_ms(client: &Client) -> f64 {
+    let req: CompletionRequest = serde_json::from_value(serde_json::json!({
+        "prompt": "Once upon a time ".repeat(40), "n_predict": 8, "cache_prompt": false
+    }))
+    .unwrap();
+    let started = Instant::now();
+    let mut stream = client.completion_stream(&req).await.unwrap();
+    stream.next().await.unwrap().unwrap();
+    started.elapsed().as_secs_f64() * 1e3
+}
+
+/// Milliseconds of a bare launch-to-ready plus one `/tokenize`.
+async fn bare_first_ms(paths: &PreparedPaths, dir: &Path) -> f64 {
+    let started = Instant::now();
+    let server = Server::launch(options(paths, dir)).await.unwrap();
+    server.client().tokenize(&tokenize_request()).await.unwrap();
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    server.stop().await.unwrap();
+    ms
+}
+
+/// Milliseconds of the first `/tokenize` through a proxy whose model is stopped.
+async fn proxied_first_ms(paths: &PreparedPaths, dir: &Path) -> f64 {
+    let proxy = proxy(paths, dir).await;
+    let client = proxy.client();
+    let started = Instant::now();
+    client.tokenize(&tokenize_request()).await.unwrap();
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    proxy.stop().await.unwrap();
+    ms
+}
+
+async fn run() {
+    let paths = paths();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy(&paths, dir.path()).await;
+    let through = proxy.client();
+    through.tokenize(&tokenize_request()).await.unwrap();
+    // The same llama-server, reached directly at the endpoint its record names.
+    let server_id = proxy.models()[0].server_id.clone().unwrap();
+    let record = Registry::new(dir.path().join("run"))
+        .get(&server_id)
+        .unwrap();
+    let direct = Client::new(record.endpoint.clone());
+
+    println!("lmcpp proxy benchmarks (concurrency {CONCURRENCY}, {LOAD_SECS} s per load run, UDS)");
+    // Other work on the machine shifts throughput between runs, so the contenders
+    // alternate and each keeps its best of LOAD_ROUNDS runs.
+    let (mut proxied, mut bare) = (0.0f64, 0.0f64);
+    for _ in 0..LOAD_ROUNDS {
+        bare = bare.max(client_rps(&direct).await);
+        proxied = proxied.max(client_rps(&through).await);
+    }
+    println!(
+        "/tokenize: direct {bare:.0} req/s, through the proxy {proxied:.0} req/s, ratio {:.2} (target >= 0.9)",
+        proxied / bare
+    );
+
+    let (mut p, mut d) = (Vec::new(), Vec::new());
+    ttfc_ms(&through).await;
+    ttfc_ms(&direct).await;
+    for run in 0..TTFC_RUNS {
+        if run % 2 == 0 {
+            d.push(ttfc_ms(&direct).await);
+            p.push(ttfc_ms(&through).await);
+        } else {
+            p.push(ttfc_ms(&through).await);
+            d.push(ttfc_ms(&direct).await);
+        }
+    }
+    let (p, d) = (median(p), median(d));
+    println!(
+        "streaming time to first chunk (median of {TTFC_RUNS}): direct {d:.2} ms, through the proxy {p:.2} ms, ratio {:.3} (target <= 1.05)",
+        p / d
+    );
+    proxy.stop().await.unwrap();
+
+    let (mut bare, mut proxied) = (Vec::new(), Vec::new());
+    for _ in 0..LAUNCH_RUNS {
+        bare.push(bare_first_ms(&paths, dir.path()).await);
+        proxied.push(proxied_first_ms(&paths, dir.path()).await);
+    }
+    let (bare, proxied) = (median(bare), median(proxied));
+    println!(
+        "first request to a stopped model: launch-to-ready + request {bare:.1} ms, through the proxy {proxied:.1} ms, overhead {:.1} ms (target <= 25 ms)",
+        proxied - bare
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without
+    // it, and must not spend half a minute benchmarking.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "lmcpp proxy benchmarks: run them with `cargo bench -p lmcpp-server --bench proxy`"
+        );
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run());
+}
