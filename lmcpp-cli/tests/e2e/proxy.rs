@@ -164,7 +164,7 @@ fn two_aliases_behind_one_endpoint_and_no_orphans_after_sigkill() {
 
     // ps: the proxy with both models ready, each with its own server and the estimate
     // inspect gives for the same arguments.
-    let expected = env.json(&[
+    let inspected = env.json(&[
         "model",
         "inspect",
         env.model(),
@@ -172,8 +172,9 @@ fn two_aliases_behind_one_endpoint_and_no_orphans_after_sigkill() {
         "4096",
         "--parallel",
         "2",
-    ])["memory"]["total_bytes"]
+    ])["memory"]
         .clone();
+    let expected = inspected["total_bytes"].clone();
     let ps = env.json(&["ps"]);
     let entries = ps.as_array().unwrap();
     let proxy = entries
@@ -202,12 +203,23 @@ fn two_aliases_behind_one_endpoint_and_no_orphans_after_sigkill() {
     }
     assert_eq!(models.len(), 2);
 
-    // What the real server made of the context agrees with the estimate's reading.
+    // What the real server made of the context agrees with the estimate's reading: two
+    // slots of 2048 cells, and (where the version logs it) the KV cache size.
     let log = env.ok(&["logs", &pids[0].1, "-n", "400"]);
     assert!(
-        log.contains("n_slots = 2, n_ctx_slot = 2048, kv_unified = 'false'"),
+        log.contains("n_slots = 2") && log.contains("n_ctx_slot = 2048"),
         "{log}"
     );
+    let kv = inspected["kv_cache_bytes"].as_u64().unwrap() as f64 / f64::from(1 << 20);
+    for line in log
+        .lines()
+        .filter(|l| l.contains("llama_kv_cache") && l.contains("cells"))
+    {
+        assert!(
+            line.contains(&format!("size = {kv:>7.2} MiB")),
+            "{kv}: {line}"
+        );
+    }
 
     // SIGKILL of `lmcpp serve`: no chance to clean up, and still no model server left.
     drop(serving);

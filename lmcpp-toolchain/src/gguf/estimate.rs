@@ -20,11 +20,14 @@
 //!   Sliding-window layers and MLA caches are counted as full attention layers and recurrent
 //!   state as nothing more: an over-estimate for those models, never an under-estimate of
 //!   the attention cache.
-//! - **Compute**: llama.cpp reserves graph buffers whose size depends on the backend; this
-//!   counts what dominates them on the CPU with flash attention (llama.cpp's default where
-//!   the backend has it): the attention mask (`cells × n_ubatch` f16), activations
-//!   (`n_ubatch × (8·n_embd + 3·n_ff)` f32) and the logits buffer (`n_vocab × slots` f32).
-//!   For the demo model this is 4.4 MB where llama-server reports 3.5 MiB (compute + output).
+//! - **Compute**: llama.cpp reserves graph buffers whose size depends on the backend and
+//!   the version; this counts what dominates them on the CPU with flash attention
+//!   (llama.cpp's default where the backend has it), taking the larger of what the versions
+//!   seen reserve: the attention mask (`cells × n_ubatch` f16), activations
+//!   (`n_ubatch × (8·n_embd + 3·n_ff)` f32), logits for a whole batch (`n_vocab × n_ubatch`
+//!   f32; llama.cpp 4227c9b reserves them, b11312 only per slot) and the output buffer
+//!   (`n_vocab × slots` f32). For the demo model this is 66.7 MiB where llama-server reports
+//!   63.0 MiB (4227c9b) and 3.5 MiB (b11312) of compute and output buffers.
 //!
 //! The file is untrusted: every product is checked, an overflow saturates at `u64::MAX` (a
 //! model that size fits no budget), and a missing key is replaced by a documented fallback
@@ -495,8 +498,11 @@ fn compute(hp: &Hparams<'_>, ctx: u64, slots: u64, ubatch: u64) -> Option<u64> {
         .checked_mul(8)?
         .checked_add(hp.n_ff.checked_mul(3)?)?;
     let activations = ubatch.checked_mul(width)?.checked_mul(4)?;
-    let logits = hp.n_vocab.checked_mul(slots)?.checked_mul(4)?;
-    mask.checked_add(activations)?.checked_add(logits)
+    let logits = hp.n_vocab.checked_mul(ubatch)?.checked_mul(4)?;
+    let output = hp.n_vocab.checked_mul(slots)?.checked_mul(4)?;
+    mask.checked_add(activations)?
+        .checked_add(logits)?
+        .checked_add(output)
 }
 
 /// One past the highest `blk.N.` in the tensor names.
@@ -615,8 +621,12 @@ mod tests {
         assert_eq!(e.kv_cache_bytes, 2 * 2048 * (64 + 64) * 2);
         assert_eq!(e.kv_cache_bytes, 1 << 20);
         assert_eq!(e.weights_bytes, 2 * 16);
-        // mask 2048·512·2 + activations 512·(8·64 + 3·128)·4 + logits 32000·4·4
-        assert_eq!(e.compute_bytes, 2_097_152 + 1_835_008 + 512_000);
+        // mask 2048·512·2 + activations 512·(8·64 + 3·128)·4 + logits 32000·512·4
+        // + output 32000·4·4
+        assert_eq!(
+            e.compute_bytes,
+            2_097_152 + 1_835_008 + 65_536_000 + 512_000
+        );
         assert_eq!(
             e.total_bytes,
             e.weights_bytes + e.kv_cache_bytes + e.compute_bytes
