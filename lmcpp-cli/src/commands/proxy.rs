@@ -603,7 +603,7 @@ pub(crate) async fn proxy_models(record: &ServerRecord) -> Result<Vec<ModelView>
         .build()
         .models()
         .await
-        .map_err(|e| format!("not answering: {e}"))?;
+        .map_err(|e| format!("no model list: {e}"))?;
     list.data
         .iter()
         .map(|m| {

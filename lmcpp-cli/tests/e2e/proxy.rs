@@ -392,3 +392,43 @@ pinned = true
     env.ok(&["stop", &id]);
     assert_eq!(env.json(&["ps"]), serde_json::json!([]));
 }
+
+#[test]
+fn ps_shows_a_proxy_whose_models_it_cannot_read_and_the_key_opens_them() {
+    let env = Env::new();
+    let a = format!("a={}", env.model());
+    let b = format!("b={}", env.model());
+    let out = env
+        .cmd(&["--json", "serve", "--model", &a, "--model", &b, "--detach"])
+        .env("LLAMA_API_KEY", "s3cret")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = record["id"].as_str().unwrap();
+
+    // Without the key the proxy refuses its model list; ps says so instead of failing.
+    let ps = env.json(&["ps"]);
+    let proxy = &ps[0];
+    assert_eq!(proxy["id"], id, "{ps}");
+    assert!(proxy.get("models").is_none(), "{ps}");
+    let why = proxy["proxy_error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{ps}"));
+    assert!(why.contains("401"), "{why}");
+    let text = env.ok(&["ps"]);
+    assert!(text.contains("no model list"), "{text}");
+
+    let out = env
+        .cmd(&["--json", "ps"])
+        .env("LLAMA_API_KEY", "s3cret")
+        .output()
+        .unwrap();
+    let ps: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ps[0]["models"].as_array().map(Vec::len), Some(2), "{ps}");
+    assert!(ps[0].get("proxy_error").is_none(), "{ps}");
+}
