@@ -189,6 +189,9 @@ mod opt_ms {
 ///   llama-server's model list and of its router's (`status.value` is `unloaded`,
 ///   `loading` or `loaded`, with `failed: true` after a failure), plus an `lmcpp` object
 ///   per model ([`ModelView`]).
+/// - `POST /models/load` and `POST /models/unload` (`{"model": alias}`) start a model
+///   and wait until it is ready, or stop it now (409 while requests are in flight), as
+///   llama-server's router does.
 /// - Any other request goes to the model its JSON body names in `model` (or `?model=`),
 ///   or to the only model when there is one and it names none; an unknown name is a 404
 ///   naming the models. The model's server is started if needed, and the answer (an

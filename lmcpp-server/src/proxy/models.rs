@@ -573,6 +573,24 @@ impl Models {
             .collect()
     }
 
+    /// Stops model `index` now if it runs and is idle; `Err(in_flight)` when it is busy.
+    pub(crate) async fn unload(&self, index: usize) -> Result<(), usize> {
+        let running = {
+            let mut table = lock(&self.table);
+            let slot = &mut table.slots[index];
+            match &slot.phase {
+                Phase::Ready(_) if slot.in_flight > 0 => return Err(slot.in_flight),
+                Phase::Ready(_) => match std::mem::replace(&mut slot.phase, Phase::Stopped) {
+                    Phase::Ready(running) => running,
+                    _ => return Ok(()),
+                },
+                _ => return Ok(()),
+            }
+        };
+        running.stop().await;
+        Ok(())
+    }
+
     /// Refuses new requests and asks every running server to stop; the returned
     /// receivers answer when each has. A start in progress stops its server when it
     /// finishes.

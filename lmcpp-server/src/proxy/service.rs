@@ -190,12 +190,44 @@ impl Service {
             .or_else(|| parts.uri.query().and_then(model_in_query).map(Cow::Owned));
         let index = self.route(named.as_deref())?;
         let alias = self.models.confs()[index].alias.clone();
+        if parts.method == Method::POST {
+            match parts.uri.path() {
+                "/models/load" => return self.load(index, &alias).await,
+                "/models/unload" => return self.unload(index, &alias).await,
+                _ => {}
+            }
+        }
         let guard = self
             .models
             .acquire(index, self.load_timeout)
             .await
             .map_err(|e| Reply::acquire(&alias, e))?;
         forward(parts, body, guard, &alias).await
+    }
+
+    /// Router mode's `POST /models/load`: starts the model (if needed) and waits until it
+    /// is ready.
+    async fn load(&self, index: usize, alias: &str) -> Result<Response<ProxyBody>, Reply> {
+        let guard = self
+            .models
+            .acquire(index, self.load_timeout)
+            .await
+            .map_err(|e| Reply::acquire(alias, e))?;
+        drop(guard);
+        Ok(json_response(StatusCode::OK, &json!({"success": true})))
+    }
+
+    /// Router mode's `POST /models/unload`: stops the model now unless it is busy.
+    async fn unload(&self, index: usize, alias: &str) -> Result<Response<ProxyBody>, Reply> {
+        match self.models.unload(index).await {
+            Ok(()) => Ok(json_response(StatusCode::OK, &json!({"success": true}))),
+            Err(in_flight) => Err(Reply::new(
+                StatusCode::CONFLICT,
+                "invalid_request_error",
+                format!("model `{alias}` has {in_flight} request(s) in flight; unload it when they are done"),
+            )
+            .with("model", json!(alias))),
+        }
     }
 
     /// Reads the whole request body within the cap.

@@ -632,6 +632,51 @@ async fn idle_models_are_evicted_lru_first_and_busy_or_pinned_ones_are_not() {
 }
 
 #[tokio::test]
+async fn router_load_and_unload_start_and_stop_a_model() {
+    let a = FakeStart::new("a");
+    let b = FakeStart::new("b");
+    let rig = rig(
+        |_| {},
+        vec![(spec("a", 0), a.clone()), (spec("b", 0), b.clone())],
+    )
+    .await;
+    let client = rig.proxy.client();
+    let load = lmcpp_types::router::ModelRequest::new("b");
+    assert!(client.load_model(&load).await.unwrap().success);
+    assert_eq!(
+        (state_of(&rig.proxy, "a"), state_of(&rig.proxy, "b")),
+        (ModelState::Stopped, ModelState::Ready)
+    );
+    let stream = client
+        .stream::<_, Value>("/stream", &json!({"model": "b"}))
+        .await
+        .unwrap();
+    let busy = client.unload_model(&load).await.unwrap_err();
+    assert!(matches!(busy, Error::Api { status: 409, .. }), "{busy:?}");
+    drop(stream);
+    eventually("the stream is no longer in flight", || {
+        rig.proxy.models()[1].in_flight == 0
+    })
+    .await;
+    assert!(client.unload_model(&load).await.unwrap().success);
+    assert_eq!(
+        (state_of(&rig.proxy, "b"), b.stops()),
+        (ModelState::Stopped, 1)
+    );
+    let unknown = client
+        .load_model(&lmcpp_types::router::ModelRequest::new("zz"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            unknown,
+            Error::Api { status: 404, .. } | Error::Unsupported { status: 404, .. }
+        ),
+        "{unknown:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_model_larger_than_the_budget_or_a_bad_model_list_is_refused_at_start() {
     for (models, needle) in [
         (vec![spec("a", 101)], "more than the whole memory budget"),

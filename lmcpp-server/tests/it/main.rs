@@ -7,6 +7,7 @@ mod flags;
 mod launch;
 mod limits;
 mod parser_fuzz;
+mod proxy;
 mod registry;
 mod rpc;
 mod support;
