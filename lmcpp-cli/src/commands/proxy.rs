@@ -174,7 +174,19 @@ fn plan(args: &ServeArgs) -> Result<Plan> {
                     path.display()
                 ))
             })?;
-            config::parse_file(path, &text)?
+            let mut plan = config::parse_file(path, &text)?;
+            // Files named relative to the config are found next to it.
+            let dir = path.parent().unwrap_or(Path::new("."));
+            for m in &mut plan.models {
+                let beside = dir.join(&m.reference);
+                if Path::new(&m.reference).is_relative() && beside.is_file() {
+                    m.reference = beside.to_string_lossy().into_owned();
+                }
+                if let Some(bin) = m.llama_server.as_mut().filter(|b| b.is_relative()) {
+                    *bin = dir.join(&*bin);
+                }
+            }
+            plan
         }
         None => Plan {
             memory_budget: None,

@@ -287,6 +287,9 @@ fn a_config_serves_two_llama_cpp_versions_and_an_embedding_model_behind_one_sock
     let older = read(PreparedPaths::location_for(root, "4227c9b"));
     assert_ne!(pinned.llama_version, older.llama_version);
     let demo = env.model();
+    // A model named relative to the config file is found next to it.
+    std::fs::create_dir_all(env.dir.path().join("models")).unwrap();
+    std::os::unix::fs::symlink(demo, env.dir.path().join("models/beside.gguf")).unwrap();
     let config = env.dir.path().join("lmcpp.toml");
     std::fs::write(
         &config,
@@ -297,7 +300,7 @@ load_timeout = "2m"
 
 [[models]]
 alias = "new"
-model = "{demo}"
+model = "models/beside.gguf"
 llama_server = "{new_bin}"
 ctx_size = 1024
 
