@@ -98,7 +98,14 @@ fn host_os() -> &'static str {
     }
 }
 
-pub(crate) fn run(args: &[String]) -> Result<()> {
+/// What `cargo xtask matrix` was asked for.
+struct Args {
+    run_legs: bool,
+    format: String,
+    tag: String,
+}
+
+fn parse_args(args: &[String]) -> Result<Args> {
     let mut run_legs = false;
     let mut format = "table".to_owned();
     let mut tag = lmcpp_toolchain::versions::pinned()
@@ -119,6 +126,44 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     if !["table", "json", "github"].contains(&format.as_str()) {
         bail!("--format must be table, json or github (got `{format}`)");
     }
+    Ok(Args {
+        run_legs,
+        format,
+        tag,
+    })
+}
+
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let Args {
+        run_legs,
+        format,
+        tag,
+    } = parse_args(args)?;
+    let mut legs = plan_legs(&tag);
+    if run_legs {
+        build_legs(&mut legs)?;
+    }
+    let failed_checks: Vec<_> = legs.iter().filter(|l| !l.problems.is_empty()).collect();
+    match format.as_str() {
+        "github" => println!("{}", github_matrix(&legs)),
+        "json" => println!("{}", serde_json::to_string_pretty(&legs_json(&legs))?),
+        _ => print_table(&legs, &tag),
+    }
+    if !failed_checks.is_empty() {
+        bail!("{} legs failed their plan checks", failed_checks.len());
+    }
+    if legs
+        .iter()
+        .any(|l| l.run.as_ref().is_some_and(|r| r.status != "ok"))
+    {
+        bail!("a leg failed to build");
+    }
+    Ok(())
+}
+
+/// Every backend × OS × architecture: its plan (when the leg exists), the plan's problems,
+/// and whether it can be built on this host.
+fn plan_legs(tag: &str) -> Vec<Leg> {
     let probes = Probes::probe();
     let mut legs = Vec::new();
     for backend in BACKENDS {
@@ -129,10 +174,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                     backend,
                     ..ToolchainRequest::default()
                 };
-                request.version = lmcpp_toolchain::versions::parse(&tag)
-                    .unwrap_or_else(|_| lmcpp_toolchain::LlamaVersion::tag(tag.clone()));
+                request.version = lmcpp_toolchain::versions::parse(tag)
+                    .unwrap_or_else(|_| lmcpp_toolchain::LlamaVersion::tag(tag.to_owned()));
                 let plan = na.is_none().then(|| plan(&request, os, arch));
-                let problems = plan.as_ref().map(|p| check(p, &tag)).unwrap_or_default();
+                let problems = plan.as_ref().map(|p| check(p, tag)).unwrap_or_default();
                 let buildable = if na.is_some() {
                     Err("leg does not exist".to_owned())
                 } else if os != host_os() || arch != std::env::consts::ARCH {
@@ -153,110 +198,103 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             }
         }
     }
-    if run_legs {
-        let rt = tokio::runtime::Runtime::new()?;
-        let toolchain = Toolchain::new(None)?;
-        for leg in legs.iter_mut().filter(|l| l.buildable.is_ok()) {
-            let request = ToolchainRequest {
-                backend: leg.backend,
-                ..ToolchainRequest::default()
-            };
-            eprintln!(
-                "xtask: building leg {}-{}-{}",
-                leg.backend, leg.os, leg.arch
-            );
-            let started = Instant::now();
-            let result = rt.block_on(toolchain.ensure(&request, &line_progress()));
-            let seconds = started.elapsed().as_secs_f64();
-            leg.run = Some(match result {
-                Ok(installed) => {
-                    let size = std::fs::metadata(&installed.llama_server)
-                        .map(|m| m.len())
-                        .unwrap_or(0);
-                    let version = Command::new(&installed.llama_server)
-                        .arg("--version")
-                        .output()
-                        .map(|o| {
-                            let text = format!(
-                                "{}{}",
-                                String::from_utf8_lossy(&o.stdout),
-                                String::from_utf8_lossy(&o.stderr)
-                            );
-                            text.lines()
-                                .find(|l| l.starts_with("version:"))
-                                .unwrap_or("")
-                                .to_owned()
-                        })
-                        .unwrap_or_else(|e| format!("cannot run: {e}"));
-                    RunResult {
-                        status: "ok".into(),
-                        seconds,
-                        size,
-                        version,
-                    }
-                }
-                Err(e) => RunResult {
-                    status: format!("failed: {e}"),
-                    seconds,
-                    size: 0,
-                    version: String::new(),
-                },
-            });
-        }
-    }
-    let failed_checks: Vec<_> = legs.iter().filter(|l| !l.problems.is_empty()).collect();
-    match format.as_str() {
-        "github" => {
-            let include: Vec<_> = legs
-                .iter()
-                .filter(|l| l.na.is_none())
-                .map(|l| {
-                    json!({
-                        "backend": l.backend.to_string(),
-                        "os": l.os,
-                        "arch": l.arch,
-                        "runs-on": runner(l.os, l.arch),
-                        "cmake-args": l.plan.as_ref().map(|p| p.cmake_args.join(" ")),
-                        "assets": l.plan.as_ref().map(|p| p.prebuilt_assets.clone()),
-                    })
-                })
-                .collect();
-            println!("{}", json!({ "include": include }));
-        }
-        "json" => {
-            let all: Vec<_> = legs
-                .iter()
-                .map(|l| {
-                    json!({
-                        "backend": l.backend.to_string(),
-                        "os": l.os,
-                        "arch": l.arch,
-                        "not_applicable": l.na,
-                        "plan": l.plan,
-                        "problems": l.problems,
-                        "buildable_here": l.buildable.is_ok(),
-                        "not_buildable_because": l.buildable.as_ref().err(),
-                        "run": l.run.as_ref().map(|r| json!({
-                            "status": r.status, "seconds": r.seconds,
-                            "size": r.size, "version": r.version,
-                        })),
-                    })
-                })
-                .collect();
-            println!("{}", serde_json::to_string_pretty(&all)?);
-        }
-        _ => print_table(&legs, &tag),
-    }
-    if !failed_checks.is_empty() {
-        bail!("{} legs failed their plan checks", failed_checks.len());
-    }
-    if legs
-        .iter()
-        .any(|l| l.run.as_ref().is_some_and(|r| r.status != "ok"))
-    {
-        bail!("a leg failed to build");
+    legs
+}
+
+/// Builds (or installs) every leg buildable here through the toolchain cache.
+fn build_legs(legs: &mut [Leg]) -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let toolchain = Toolchain::new(None)?;
+    for leg in legs.iter_mut().filter(|l| l.buildable.is_ok()) {
+        let request = ToolchainRequest {
+            backend: leg.backend,
+            ..ToolchainRequest::default()
+        };
+        eprintln!(
+            "xtask: building leg {}-{}-{}",
+            leg.backend, leg.os, leg.arch
+        );
+        let started = Instant::now();
+        let result = rt.block_on(toolchain.ensure(&request, &line_progress()));
+        let seconds = started.elapsed().as_secs_f64();
+        leg.run = Some(match result {
+            Ok(installed) => RunResult {
+                status: "ok".into(),
+                seconds,
+                size: std::fs::metadata(&installed.llama_server)
+                    .map(|m| m.len())
+                    .unwrap_or(0),
+                version: version_line(&installed.llama_server),
+            },
+            Err(e) => RunResult {
+                status: format!("failed: {e}"),
+                seconds,
+                size: 0,
+                version: String::new(),
+            },
+        });
     }
     Ok(())
+}
+
+/// The `version:` line a built `llama-server --version` prints.
+fn version_line(binary: &std::path::Path) -> String {
+    Command::new(binary)
+        .arg("--version")
+        .output()
+        .map(|o| {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            text.lines()
+                .find(|l| l.starts_with("version:"))
+                .unwrap_or("")
+                .to_owned()
+        })
+        .unwrap_or_else(|e| format!("cannot run: {e}"))
+}
+
+/// The legs that exist, as a GitHub Actions matrix (`include` entries).
+fn github_matrix(legs: &[Leg]) -> serde_json::Value {
+    let include: Vec<_> = legs
+        .iter()
+        .filter(|l| l.na.is_none())
+        .map(|l| {
+            json!({
+                "backend": l.backend.to_string(),
+                "os": l.os,
+                "arch": l.arch,
+                "runs-on": runner(l.os, l.arch),
+                "cmake-args": l.plan.as_ref().map(|p| p.cmake_args.join(" ")),
+                "assets": l.plan.as_ref().map(|p| p.prebuilt_assets.clone()),
+            })
+        })
+        .collect();
+    json!({ "include": include })
+}
+
+/// Every leg with its plan, problems and run, as JSON.
+fn legs_json(legs: &[Leg]) -> Vec<serde_json::Value> {
+    legs.iter()
+        .map(|l| {
+            json!({
+                "backend": l.backend.to_string(),
+                "os": l.os,
+                "arch": l.arch,
+                "not_applicable": l.na,
+                "plan": l.plan,
+                "problems": l.problems,
+                "buildable_here": l.buildable.is_ok(),
+                "not_buildable_because": l.buildable.as_ref().err(),
+                "run": l.run.as_ref().map(|r| json!({
+                    "status": r.status, "seconds": r.seconds,
+                    "size": r.size, "version": r.version,
+                })),
+            })
+        })
+        .collect()
 }
 
 fn runner(os: &str, arch: &str) -> &'static str {

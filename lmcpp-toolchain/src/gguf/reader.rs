@@ -267,6 +267,43 @@ impl<R: Read> Source<R> {
     }
 
     fn parse(&mut self) -> Result<GgufFile> {
+        let version = self.header()?;
+        let n_tensors = self.count("tensor count", MAX_TENSOR_COUNT, MIN_TENSOR_INFO_SIZE)?;
+        let n_kv = self.count("metadata count", MAX_KV_COUNT, MIN_KV_SIZE)?;
+        let metadata = self.metadata(n_kv)?;
+        let alignment = self.alignment(&metadata)?;
+
+        let mut tensors: Vec<TensorInfo> = Vec::with_capacity(initial_capacity(n_tensors));
+        let mut names = std::collections::HashSet::new();
+        for _ in 0..n_tensors {
+            tensors.push(self.tensor_info(alignment, &mut names)?);
+        }
+
+        // The data section starts at the next multiple of the alignment, but only when
+        // there are tensors (vocab-only files end right after their metadata).
+        let data_offset = if n_tensors > 0 {
+            let padded = self.pos.next_multiple_of(alignment);
+            if padded > self.len {
+                self.need(padded - self.pos, "padding before tensor data")?;
+            }
+            padded
+        } else {
+            self.pos
+        };
+        self.check_bounds(&tensors, data_offset)?;
+
+        Ok(GgufFile {
+            version,
+            metadata,
+            tensors,
+            alignment,
+            data_offset,
+            file_size: self.len,
+        })
+    }
+
+    /// The magic and the version.
+    fn header(&mut self) -> Result<u32> {
         let magic = self.array::<4>("magic")?;
         if magic != GGUF_MAGIC {
             return Err(crate::gguf::Error::BadMagic {
@@ -283,9 +320,11 @@ impl<R: Read> Source<R> {
             }
             .into());
         }
-        let n_tensors = self.count("tensor count", MAX_TENSOR_COUNT, MIN_TENSOR_INFO_SIZE)?;
-        let n_kv = self.count("metadata count", MAX_KV_COUNT, MIN_KV_SIZE)?;
+        Ok(version)
+    }
 
+    /// `n_kv` metadata key/values; a key may appear once.
+    fn metadata(&mut self, n_kv: u64) -> Result<GgufMetadata> {
         let mut metadata = GgufMetadata::default();
         for _ in 0..n_kv {
             let at = self.pos;
@@ -297,106 +336,106 @@ impl<R: Read> Source<R> {
             }
             metadata.push(key, value);
         }
+        Ok(metadata)
+    }
 
-        let alignment = match metadata.get("general.alignment") {
-            None => DEFAULT_ALIGNMENT,
+    /// `general.alignment`, or the default when the file does not set it.
+    fn alignment(&self, metadata: &GgufMetadata) -> Result<u64> {
+        match metadata.get("general.alignment") {
+            None => Ok(DEFAULT_ALIGNMENT),
             Some(GgufValue::U32(a)) if a.is_power_of_two() && u64::from(*a) <= MAX_ALIGNMENT => {
-                u64::from(*a)
+                Ok(u64::from(*a))
             }
-            Some(other) => {
-                return Err(self.invalid(
-                    8,
-                    format!("general.alignment must be a power-of-two u32, found {other:?}"),
-                ));
-            }
-        };
-
-        let mut tensors: Vec<TensorInfo> = Vec::with_capacity(initial_capacity(n_tensors));
-        let mut names = std::collections::HashSet::new();
-        for _ in 0..n_tensors {
-            let at = self.pos;
-            let name = self.string_limited("tensor name", MAX_TENSOR_NAME - 1)?;
-            if !names.insert(name.clone()) {
-                return Err(self.invalid(at, format!("duplicate tensor name '{name}'")));
-            }
-            let dims_at = self.pos;
-            let n_dims = self.u32("tensor dimension count")?;
-            if n_dims > MAX_DIMS {
-                return Err(self.invalid(
-                    dims_at,
-                    format!("tensor '{name}' has {n_dims} dimensions (at most {MAX_DIMS})"),
-                ));
-            }
-            let mut dims = Vec::with_capacity(n_dims as usize);
-            for _ in 0..n_dims {
-                let d = self.u64("tensor dimension")?;
-                if d > i64::MAX as u64 {
-                    return Err(
-                        self.invalid(dims_at, format!("tensor '{name}' has a negative dimension"))
-                    );
-                }
-                dims.push(d);
-            }
-            let type_at = self.pos;
-            let tag = self.u32("tensor type")?;
-            let ggml_type = GgmlType::from_tag(tag).ok_or_else(|| {
-                self.invalid(
-                    type_at,
-                    format!("tensor '{name}' has unknown ggml type {tag}"),
-                )
-            })?;
-            let offset_at = self.pos;
-            let offset = self.u64("tensor offset")?;
-
-            let elements = dims
-                .iter()
-                .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-                .filter(|&n| n <= i64::MAX as u64)
-                .ok_or_else(|| {
-                    self.invalid(dims_at, format!("tensor '{name}' has too many elements"))
-                })?;
-            let row = dims.first().copied().unwrap_or(1);
-            if !row.is_multiple_of(ggml_type.block_elements()) {
-                return Err(self.invalid(
-                    dims_at,
-                    format!(
-                        "tensor '{name}' row of {row} elements is not a multiple of the {} block size {}",
-                        ggml_type.name(),
-                        ggml_type.block_elements()
-                    ),
-                ));
-            }
-            let size = (elements / ggml_type.block_elements())
-                .checked_mul(ggml_type.block_bytes())
-                .ok_or_else(|| self.invalid(dims_at, format!("tensor '{name}' size overflows")))?;
-            if !offset.is_multiple_of(alignment) {
-                return Err(self.invalid(
-                    offset_at,
-                    format!("tensor '{name}' offset {offset} is not a multiple of the alignment {alignment}"),
-                ));
-            }
-            tensors.push(TensorInfo {
-                name,
-                dims,
-                ggml_type,
-                offset,
-                size,
-            });
+            Some(other) => Err(self.invalid(
+                8,
+                format!("general.alignment must be a power-of-two u32, found {other:?}"),
+            )),
         }
+    }
 
-        // The data section starts at the next multiple of the alignment, but only when
-        // there are tensors (vocab-only files end right after their metadata).
-        let data_offset = if n_tensors > 0 {
-            let padded = self.pos.next_multiple_of(alignment);
-            if padded > self.len {
-                self.need(padded - self.pos, "padding before tensor data")?;
+    /// One tensor info (name, dimensions, type, offset), checked as it is read: a name
+    /// seen before, too many or negative dimensions, an unknown type, a row that is not
+    /// whole blocks, a size that overflows, an offset off the alignment.
+    fn tensor_info(
+        &mut self,
+        alignment: u64,
+        names: &mut std::collections::HashSet<String>,
+    ) -> Result<TensorInfo> {
+        let at = self.pos;
+        let name = self.string_limited("tensor name", MAX_TENSOR_NAME - 1)?;
+        if !names.insert(name.clone()) {
+            return Err(self.invalid(at, format!("duplicate tensor name '{name}'")));
+        }
+        let dims_at = self.pos;
+        let n_dims = self.u32("tensor dimension count")?;
+        if n_dims > MAX_DIMS {
+            return Err(self.invalid(
+                dims_at,
+                format!("tensor '{name}' has {n_dims} dimensions (at most {MAX_DIMS})"),
+            ));
+        }
+        let mut dims = Vec::with_capacity(n_dims as usize);
+        for _ in 0..n_dims {
+            let d = self.u64("tensor dimension")?;
+            if d > i64::MAX as u64 {
+                return Err(
+                    self.invalid(dims_at, format!("tensor '{name}' has a negative dimension"))
+                );
             }
-            padded
-        } else {
-            self.pos
-        };
+            dims.push(d);
+        }
+        let type_at = self.pos;
+        let tag = self.u32("tensor type")?;
+        let ggml_type = GgmlType::from_tag(tag).ok_or_else(|| {
+            self.invalid(
+                type_at,
+                format!("tensor '{name}' has unknown ggml type {tag}"),
+            )
+        })?;
+        let offset_at = self.pos;
+        let offset = self.u64("tensor offset")?;
 
-        for t in &tensors {
+        let elements = dims
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .filter(|&n| n <= i64::MAX as u64)
+            .ok_or_else(|| {
+                self.invalid(dims_at, format!("tensor '{name}' has too many elements"))
+            })?;
+        let row = dims.first().copied().unwrap_or(1);
+        if !row.is_multiple_of(ggml_type.block_elements()) {
+            return Err(self.invalid(
+                dims_at,
+                format!(
+                    "tensor '{name}' row of {row} elements is not a multiple of the {} block size {}",
+                    ggml_type.name(),
+                    ggml_type.block_elements()
+                ),
+            ));
+        }
+        let size = (elements / ggml_type.block_elements())
+            .checked_mul(ggml_type.block_bytes())
+            .ok_or_else(|| self.invalid(dims_at, format!("tensor '{name}' size overflows")))?;
+        if !offset.is_multiple_of(alignment) {
+            return Err(self.invalid(
+                offset_at,
+                format!(
+                    "tensor '{name}' offset {offset} is not a multiple of the alignment {alignment}"
+                ),
+            ));
+        }
+        Ok(TensorInfo {
+            name,
+            dims,
+            ggml_type,
+            offset,
+            size,
+        })
+    }
+
+    /// Every tensor's data must end inside the file.
+    fn check_bounds(&self, tensors: &[TensorInfo], data_offset: u64) -> Result<()> {
+        for t in tensors {
             let end = data_offset
                 .checked_add(t.offset)
                 .and_then(|start| start.checked_add(t.size));
@@ -413,15 +452,7 @@ impl<R: Read> Source<R> {
                 }
             }
         }
-
-        Ok(GgufFile {
-            version,
-            metadata,
-            tensors,
-            alignment,
-            data_offset,
-            file_size: self.len,
-        })
+        Ok(())
     }
 }
 
