@@ -668,6 +668,76 @@ mod tests {
         }
     }
 
+    fn serve_args(argv: &[&str]) -> ServeArgs {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from(["lmcpp", "serve"].iter().chain(argv).copied())
+            .unwrap();
+        match cli.command {
+            crate::cli::Command::Serve(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_model_without_proxy_options_stays_a_single_server() {
+        let table: &[(&[&str], bool)] = &[
+            (&["--model", "demo"], false),
+            (&["--model", "a=demo"], false),
+            (&["--model", "demo", "--http", "--", "-c", "512"], false),
+            (&["--model", "a=demo", "--model", "b=demo"], true),
+            (&["--model", "demo", "--keep-alive", "10m"], true),
+            (&["--model", "demo", "--memory-budget", "1GiB"], true),
+            (&["--config", "lmcpp.toml"], true),
+        ];
+        for (argv, proxy) in table {
+            assert_eq!(wants_proxy(&serve_args(argv)), *proxy, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_fills_and_overrides_the_plan() {
+        let got = plan(&serve_args(&[
+            "--model",
+            "a=demo",
+            "--model",
+            "b=/m/x.gguf",
+            "--keep-alive",
+            "0",
+            "--memory-budget",
+            "50%",
+            "--ready-timeout",
+            "30",
+            "--",
+            "-c",
+            "512",
+        ]))
+        .unwrap();
+        assert_eq!(got.memory_budget, Some(config::Budget::Percent(50.0)));
+        assert_eq!(got.load_timeout, Duration::from_secs(30));
+        for m in &got.models {
+            assert_eq!(m.keep_alive, None, "0 = never");
+            assert_eq!(m.args, ["-c", "512"]);
+        }
+        let aliases: Vec<_> = got.models.iter().map(|m| m.alias.as_str()).collect();
+        assert_eq!(aliases, ["a", "b"]);
+
+        for (argv, words) in [
+            (
+                &["--model", "a=demo", "--model", "b=demo", "--alias", "x"][..],
+                "--alias",
+            ),
+            (
+                &[
+                    "--model", "a=demo", "--model", "b=demo", "--http", "--webui",
+                ],
+                "--webui",
+            ),
+        ] {
+            let err = plan(&serve_args(argv)).unwrap_err().to_string();
+            assert!(err.contains(words), "{argv:?}: {err}");
+        }
+    }
+
     #[test]
     fn fresh_ids_are_valid_registry_ids() {
         let id = fresh_id();
