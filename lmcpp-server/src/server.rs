@@ -98,8 +98,12 @@ impl TransportChoice {
 pub struct LaunchOptions {
     /// The `llama-server` binary.
     pub binary: PathBuf,
-    /// The GGUF model.
+    /// The GGUF model (in router mode, the models directory; see [`LaunchOptions::router`]).
     pub model: PathBuf,
+    /// Router mode: no model up front; llama-server serves the GGUF files of this
+    /// directory (`--models-dir`), loading each when a request names it. Set by
+    /// [`LaunchOptions::router`].
+    pub models_dir: Option<PathBuf>,
     /// Typed server arguments. Model, host and port are set by the launcher and
     /// override whatever is here; secrets (`api_key`, `hf_token`) reach the server
     /// through its environment, and the client sends `api_key` with every request.
@@ -148,6 +152,7 @@ impl LaunchOptions {
         Self {
             binary: binary.into(),
             model: model.into(),
+            models_dir: None,
             args: ServerArgs::default(),
             transport: TransportChoice::Unix,
             runtime_dir: None,
@@ -160,6 +165,16 @@ impl LaunchOptions {
             stop_grace: Duration::from_secs(5),
             detached: false,
             flags: None,
+        }
+    }
+
+    /// Options for router mode: the models of `models_dir`, each loaded on request, and
+    /// no model up front; otherwise the defaults of [`LaunchOptions::new`].
+    pub fn router(binary: impl Into<PathBuf>, models_dir: impl Into<PathBuf>) -> Self {
+        let models_dir = models_dir.into();
+        Self {
+            models_dir: Some(models_dir.clone()),
+            ..Self::new(binary, models_dir)
         }
     }
 
@@ -261,6 +276,18 @@ pub fn validate(binary: &Path, model: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A router's models directory, resolved; it must exist and be readable.
+fn models_dir(dir: &Path) -> Result<PathBuf> {
+    std::fs::read_dir(dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::ModelNotFound {
+            path: dir.to_owned(),
+        },
+        _ => Error::io("cannot read models directory", dir, e),
+    })?;
+    dir.canonicalize()
+        .map_err(|e| Error::io("cannot resolve", dir, e))
+}
+
 /// `path` made absolute with its directory resolved but its file name kept: a model in the
 /// Hugging Face cache is a link named like the file (`…-00001-of-00003.gguf`) to a blob
 /// named by its digest, and llama-server finds a split model's other parts by that name.
@@ -289,8 +316,16 @@ struct Plan {
 impl Plan {
     fn prepare(mut opts: LaunchOptions) -> Result<Self> {
         opts.check_owned()?;
-        validate(&opts.binary, &opts.model)?;
-        let model = resolve_keeping_name(&opts.model)?;
+        let model = match &opts.models_dir {
+            None => {
+                validate(&opts.binary, &opts.model)?;
+                resolve_keeping_name(&opts.model)?
+            }
+            Some(dir) => {
+                check_binary(&opts.binary)?;
+                models_dir(dir)?
+            }
+        };
         let prepared = Prepared::new(ProcessKind::Server, &opts.binary, opts.process())?;
         let fallback_dir = opts
             .socket_fallback_dir
@@ -325,7 +360,12 @@ impl Plan {
 
     fn argv(&self, endpoint: &Endpoint) -> Result<(Vec<String>, EnvVars)> {
         let mut args = self.opts.args.clone();
-        args.model = Some(self.model.clone());
+        if self.opts.models_dir.is_some() {
+            args.model = None;
+            args.models_dir = Some(self.model.clone());
+        } else {
+            args.model = Some(self.model.clone());
+        }
         match (endpoint, self.opts.transport.http()) {
             (Endpoint::Unix { socket }, _) => {
                 args.host = Some(socket.to_string_lossy().into_owned());
@@ -687,5 +727,38 @@ mod tests {
             };
             assert_eq!(got, want, "{binary:?} {model:?}");
         }
+    }
+
+    #[test]
+    fn a_router_gets_its_models_directory_and_no_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let exe = d.join("exe");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let models = d.join("models");
+        std::fs::create_dir(&models).unwrap();
+        let mut opts = LaunchOptions::router(&exe, &models);
+        opts.runtime_dir = Some(d.join("run"));
+        opts.args.model = Some("/elsewhere.gguf".into());
+        let plan = Plan::prepare(opts).unwrap();
+        let (argv, _) = plan.argv(&Endpoint::http("127.0.0.1", 8080)).unwrap();
+        let at = argv.iter().position(|a| a == "--models-dir").unwrap();
+        assert_eq!(
+            argv[at + 1],
+            models.canonicalize().unwrap().to_string_lossy()
+        );
+        assert!(
+            !argv.iter().any(|a| a == "-m" || a == "--model"),
+            "{argv:?}"
+        );
+
+        let mut missing = LaunchOptions::router(&exe, d.join("none"));
+        missing.runtime_dir = Some(d.join("run"));
+        assert!(matches!(
+            Plan::prepare(missing),
+            Err(Error::ModelNotFound { .. })
+        ));
     }
 }

@@ -5,19 +5,15 @@
 //!
 //! The recording is a data table: one [`Setup`] per server configuration (its flags and
 //! the steps run against it, in order). Servers are launched by lmcpp-server's
-//! `Server::launch` and asked through `Client::raw`, so this task has no HTTP client or
-//! process supervision of its own. Router mode is the exception for launching: the
-//! launcher always passes a model, and a router has none, so that one server is spawned
-//! here and killed on drop.
+//! `Server::launch` (a router through `LaunchOptions::router`) and asked through
+//! `Client::raw`, so this task has no HTTP client or process supervision of its own.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use http::Method;
-use lmcpp_server::{
-    Client, Endpoint, HttpPort, LaunchOptions, RawResponse, Server, TransportChoice,
-};
+use lmcpp_server::{Client, HttpPort, LaunchOptions, RawResponse, Server, TransportChoice};
 use serde_json::{Value, json};
 
 use lmcpp_toolchain::prepared::PreparedPaths;
@@ -639,12 +635,14 @@ fn router_steps() -> Vec<Step> {
 }
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
-    if !args.is_empty() {
-        bail!("`cargo xtask fixtures` takes no options");
-    }
     let root = workspace_root();
+    // `--out DIR` records somewhere else than the committed fixtures (to compare a run).
+    let out_dir = match args {
+        [] => root.join(DIR),
+        [flag, dir] if flag == "--out" => PathBuf::from(dir),
+        _ => bail!("usage: cargo xtask fixtures [--out DIR]"),
+    };
     let paths = PreparedPaths::load(&root)?;
-    let out_dir = root.join(DIR);
     std::fs::create_dir_all(&out_dir)?;
     let work = std::env::temp_dir().join(format!("lmcpp-fixtures-{}", std::process::id()));
     std::fs::create_dir_all(work.join("slots"))?;
@@ -689,25 +687,12 @@ struct Running {
     log: PathBuf,
     /// Machine-specific text (paths) and the stable placeholder written instead.
     subst: Vec<(String, String)>,
-    process: Process,
-}
-
-enum Process {
-    Supervised(Box<Server>),
-    /// A router, killed on drop.
-    Router(tokio::process::Child),
+    server: Server,
 }
 
 impl Running {
     async fn stop(self) -> Result<()> {
-        match self.process {
-            Process::Supervised(server) => {
-                server.stop().await?;
-            }
-            Process::Router(mut child) => {
-                child.kill().await?;
-            }
-        }
+        self.server.stop().await?;
         Ok(())
     }
 
@@ -756,15 +741,19 @@ async fn start(paths: &PreparedPaths, work: &Path, setup: &Setup) -> Result<Runn
             "/tmp/lmcpp-fixtures".to_owned(),
         ),
     ];
-    let (client, process) = match &setup.model {
+    // The launcher resolves a router's models directory; its paths name the resolved one.
+    let resolved = work.canonicalize()?;
+    if resolved != work {
+        subst.insert(
+            0,
+            (
+                resolved.to_string_lossy().into_owned(),
+                "/tmp/lmcpp-fixtures".to_owned(),
+            ),
+        );
+    }
+    let mut opts = match &setup.model {
         Model::Demo => {
-            let mut opts = LaunchOptions::new(bin, &paths.demo_model);
-            opts.transport = TransportChoice::Http(HttpPort::Auto);
-            opts.args.extra = setup.flags.clone();
-            opts.runtime_dir = Some(work.join("run"));
-            opts.cwd = Some(work.to_owned());
-            opts.log_path = Some(log.clone());
-            opts.ready_timeout = READY_TIMEOUT;
             // The server reports the model by the path it was given, which the launcher
             // resolves first.
             for model in [paths.demo_model.canonicalize()?, paths.demo_model.clone()] {
@@ -776,14 +765,7 @@ async fn start(paths: &PreparedPaths, work: &Path, setup: &Setup) -> Result<Runn
                     ),
                 );
             }
-            let server = Server::launch(opts).await.with_context(|| {
-                format!(
-                    "llama-server ({}) did not start; see {}",
-                    setup.name,
-                    log.display()
-                )
-            })?;
-            (server.client(), Process::Supervised(Box::new(server)))
+            LaunchOptions::new(bin, &paths.demo_model)
         }
         Model::Router { models_dir } => {
             std::fs::create_dir_all(models_dir)?;
@@ -791,64 +773,28 @@ async fn start(paths: &PreparedPaths, work: &Path, setup: &Setup) -> Result<Runn
             if !link.exists() {
                 std::os::unix::fs::symlink(&paths.demo_model, &link)?;
             }
-            let mut args = vec!["--models-dir".to_owned(), path_str(models_dir)?.to_owned()];
-            args.extend(setup.flags.iter().cloned());
-            start_router(bin, work, &args, &log, setup.name).await?
+            LaunchOptions::router(bin, models_dir)
         }
     };
+    opts.transport = TransportChoice::Http(HttpPort::Auto);
+    opts.args.extra = setup.flags.clone();
+    opts.runtime_dir = Some(work.join("run"));
+    opts.cwd = Some(work.to_owned());
+    opts.log_path = Some(log.clone());
+    opts.ready_timeout = READY_TIMEOUT;
+    let server = Server::launch(opts).await.with_context(|| {
+        format!(
+            "llama-server ({}) did not start; see {}",
+            setup.name,
+            log.display()
+        )
+    })?;
     Ok(Running {
-        client,
+        client: server.client(),
         log,
         subst,
-        process,
+        server,
     })
-}
-
-/// Spawns a router (no model, so not through the launcher) and waits for `/health`.
-async fn start_router(
-    bin: &Path,
-    work: &Path,
-    args: &[String],
-    log: &Path,
-    name: &str,
-) -> Result<(Client, Process)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let file = std::fs::File::create(log)?;
-    let mut child = tokio::process::Command::new(bin)
-        .args(args)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .current_dir(work)
-        .stdin(std::process::Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let client = Client::builder(Endpoint::http("127.0.0.1", port)).build();
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            bail!(
-                "llama-server ({name}) exited with {status}; see {}",
-                log.display()
-            );
-        }
-        if let Ok(health) = client.probe_health().await
-            && health.status == 200
-        {
-            return Ok((client, Process::Router(child)));
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "llama-server ({name}) not ready after {} s; see {}",
-                READY_TIMEOUT.as_secs(),
-                log.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The id of the (only) model a router lists.
