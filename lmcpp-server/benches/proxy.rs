@@ -22,7 +22,7 @@ use lmcpp_types::native::{completion::CompletionRequest, tokenize::TokenizeReque
 const CONCURRENCY: usize = 8;
 const LOAD_SECS: u64 = 2;
 const LOAD_ROUNDS: usize = 3;
-const LAUNCH_RUNS: usize = 5;
+const LAUNCH_RUNS: usize = 9;
 const TTFC_RUNS: usize = 30;
 const TOKENIZE_BODY: &str = r#"{"content":"The quick brown fox jumps over the lazy dog"}"#;
 
@@ -174,9 +174,15 @@ async fn run() {
     proxy.stop().await.unwrap();
 
     let (mut bare, mut proxied) = (Vec::new(), Vec::new());
-    for _ in 0..LAUNCH_RUNS {
-        bare.push(bare_first_ms(&paths, dir.path()).await);
-        proxied.push(proxied_first_ms(&paths, dir.path()).await);
+    for run in 0..LAUNCH_RUNS {
+        // Alternate the order so that neither always runs on a machine warmed by the other.
+        if run % 2 == 0 {
+            bare.push(bare_first_ms(&paths, dir.path()).await);
+            proxied.push(proxied_first_ms(&paths, dir.path()).await);
+        } else {
+            proxied.push(proxied_first_ms(&paths, dir.path()).await);
+            bare.push(bare_first_ms(&paths, dir.path()).await);
+        }
     }
     let (bare, proxied) = (median(bare), median(proxied));
     println!(

@@ -420,25 +420,26 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// `headers` without hop-by-hop headers (and those `Connection` names), and without
-/// `drop`.
-fn end_to_end(headers: &HeaderMap, drop: &[HeaderName]) -> HeaderMap {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .collect();
-    let mut out = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let n = name.as_str();
-        if HOP_BY_HOP.contains(&n) || named.iter().any(|c| c == n) || drop.contains(name) {
-            continue;
+/// Removes hop-by-hop headers (and those `Connection` names) and `also` from `headers`.
+fn strip_hop_by_hop(headers: &mut HeaderMap, also: &[HeaderName]) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
         }
-        out.append(name.clone(), value.clone());
     }
-    out
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    for name in also {
+        headers.remove(name);
+    }
 }
 
 /// Sends the request to the model's server and passes its answer back.
@@ -449,18 +450,31 @@ async fn forward(
     alias: &str,
 ) -> Result<Response<ProxyBody>, Reply> {
     let running = Arc::clone(&guard.running);
+    let http::request::Parts {
+        method,
+        uri,
+        mut headers,
+        ..
+    } = parts;
     let mut up = Request::new(Full::new(body));
-    *up.method_mut() = parts.method;
-    *up.uri_mut() = parts.uri.path_and_query().map_or_else(
-        || http::Uri::from_static("/"),
-        |pq| http::Uri::try_from(pq.as_str()).unwrap_or_else(|_| http::Uri::from_static("/")),
-    );
-    let mut headers = end_to_end(
-        &parts.headers,
+    *up.method_mut() = method;
+    // Over an explicit connection HTTP/1 wants the origin form (`/path?query`), which is
+    // what clients send; a proxy-style absolute form is cut down to it.
+    *up.uri_mut() = if uri.scheme().is_none() && uri.authority().is_none() {
+        uri
+    } else {
+        uri.path_and_query()
+            .and_then(|pq| http::Uri::try_from(pq.as_str()).ok())
+            .unwrap_or_else(|| http::Uri::from_static("/"))
+    };
+    // The body has been read already, so a `100-continue` handshake has nothing left
+    // to ask for.
+    strip_hop_by_hop(
+        &mut headers,
         &[
             header::AUTHORIZATION,
             HeaderName::from_static("x-api-key"),
-            header::HOST,
+            header::EXPECT,
         ],
     );
     headers.insert(header::HOST, running.pool.host().clone());
@@ -475,7 +489,7 @@ async fn forward(
         .map_err(|e| upstream_failed(alias, &e))?;
     let reusable = keeps_alive(&res);
     let (mut parts, body) = res.into_parts();
-    parts.headers = end_to_end(&parts.headers, &[]);
+    strip_hop_by_hop(&mut parts.headers, &[]);
     let sse = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -712,8 +726,8 @@ mod tests {
         ] {
             h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
         }
-        let out = end_to_end(&h, &[header::AUTHORIZATION]);
-        let mut names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
+        strip_hop_by_hop(&mut h, &[header::AUTHORIZATION]);
+        let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
         assert_eq!(names, ["accept", "content-type"]);
     }

@@ -81,12 +81,18 @@ async fn mock_answer(
 }
 
 impl Fake {
-    async fn start(name: &str, key: Option<String>, stops: Arc<AtomicUsize>) -> Self {
+    async fn start(
+        name: &str,
+        key: Option<String>,
+        stops: Arc<AtomicUsize>,
+        connections: Arc<AtomicUsize>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("m.sock");
         let listener = tokio::net::UnixListener::bind(&socket).unwrap();
         let (dead, watching) = watch::channel(false);
         let server_name = name.to_owned();
+        let accepted_count = Arc::clone(&connections);
         tokio::spawn(async move {
             let mut stop = watching.clone();
             loop {
@@ -94,6 +100,7 @@ impl Fake {
                     _ = stop.wait_for(|d| *d) => return,
                     accepted = listener.accept() => accepted.unwrap(),
                 };
+                accepted_count.fetch_add(1, Ordering::SeqCst);
                 let name = server_name.clone();
                 let dead = watching.clone();
                 let mut killed = watching.clone();
@@ -155,6 +162,7 @@ struct FakeStart {
     key: Option<String>,
     starts: AtomicUsize,
     stops: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
     gate: Option<Arc<Semaphore>>,
     fail: bool,
     /// The kill switch of the latest fake.
@@ -172,6 +180,7 @@ impl FakeStart {
             key: key.map(str::to_owned),
             starts: AtomicUsize::new(0),
             stops: Arc::new(AtomicUsize::new(0)),
+            connections: Arc::new(AtomicUsize::new(0)),
             gate,
             fail,
             last: std::sync::Mutex::new(None),
@@ -206,7 +215,13 @@ impl Start for Arc<FakeStart> {
                     user_error: false,
                 });
             }
-            let fake = Fake::start(&this.name, this.key.clone(), Arc::clone(&this.stops)).await;
+            let fake = Fake::start(
+                &this.name,
+                this.key.clone(),
+                Arc::clone(&this.stops),
+                Arc::clone(&this.connections),
+            )
+            .await;
             *this.last.lock().unwrap() = Some(fake.dead.clone());
             Ok(Box::new(fake) as Box<dyn Instance>)
         })
@@ -335,6 +350,17 @@ async fn requests_are_routed_by_model_and_unknown_or_missing_models_are_named() 
     );
     rig.proxy.stop().await.unwrap();
     assert_eq!((a.stops(), b.stops()), (1, 1));
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused() {
+    let a = FakeStart::new("a");
+    let rig = rig(|_| {}, vec![(spec("a", 0), a.clone())]).await;
+    let client = rig.proxy.client();
+    for _ in 0..50 {
+        assert_eq!(post(&client, "/tokenize", json!({})).await.0, 200);
+    }
+    assert_eq!(a.connections.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
