@@ -19,8 +19,8 @@ use anyhow::{Context, Result};
 use clap::ValueEnum;
 use futures_util::future::BoxFuture;
 use lmcpp::server::{
-    Endpoint, HttpPort, Launch, LaunchError, ModelSpec, ModelView, Proxy, ProxyOptions, Server,
-    ServerRecord, TransportChoice, default_memory_budget,
+    HttpPort, Launch, LaunchError, ModelSpec, ModelView, Proxy, ProxyOptions, Server, ServerRecord,
+    TransportChoice, default_memory_budget,
 };
 use lmcpp::toolchain::SharedProgress;
 use lmcpp::toolchain::ToolchainRequest;
@@ -54,12 +54,7 @@ pub(crate) fn wants_proxy(args: &ServeArgs) -> bool {
 /// `lmcpp serve --model a=… --model b=…` or `lmcpp serve --config lmcpp.toml`.
 pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
     let plan = plan(&args)?;
-    if args.detach {
-        return detach(ctx, &plan).await;
-    }
-    let mut shutdown = Shutdown::listen()?;
     let api_key = api_key(&plan, &args)?;
-    let transport = transport(&plan, &args);
     let mem_total = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| config::mem_total(&m));
@@ -67,6 +62,11 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
         Some(b) => b.bytes(mem_total).map_err(BadInput)?,
         None => default_memory_budget(),
     };
+    if args.detach {
+        return detach(ctx, budget, api_key.as_deref()).await;
+    }
+    let mut shutdown = Shutdown::listen()?;
+    let transport = transport(&plan, &args);
 
     let mut specs = Vec::with_capacity(plan.models.len());
     let mut shown_models = Vec::with_capacity(plan.models.len());
@@ -93,12 +93,10 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let record = ctx.registry().get(proxy.id()).ok();
+    let record = ctx.registry().get(proxy.id())?;
     let shown = ShownProxy {
-        id: proxy.id(),
-        endpoint: proxy.endpoint(),
+        record: &record,
         memory_budget: budget,
-        record: record.as_ref(),
         models: proxy.models(),
     };
     ctx.output(&shown, || {
@@ -124,14 +122,12 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// What `serve --json` prints for a proxy.
+/// What `serve --json` prints for a proxy: its registry record, the budget and its models.
 #[derive(Serialize)]
 struct ShownProxy<'a> {
-    id: &'a str,
-    endpoint: &'a Endpoint,
+    #[serde(flatten)]
+    record: &'a ServerRecord,
     memory_budget: u64,
-    /// The registry record (pid, kind, log), when it could be read back.
-    record: Option<&'a ServerRecord>,
     models: Vec<ModelView>,
 }
 
@@ -514,7 +510,7 @@ fn launch_error(e: lmcpp::Error) -> LaunchError {
 /// `--detach`: runs this `lmcpp serve` again in the background under a chosen id, with its
 /// output in the proxy's log, and returns when the proxy's record is there (or the
 /// background process failed, with its log's last lines).
-async fn detach(ctx: &Ctx, plan: &Plan) -> Result<ExitCode> {
+async fn detach(ctx: &Ctx, budget: u64, api_key: Option<&str>) -> Result<ExitCode> {
     let registry = ctx.registry();
     registry.ensure_dir()?;
     let id = fresh_id();
@@ -575,22 +571,18 @@ async fn detach(ctx: &Ctx, plan: &Plan) -> Result<ExitCode> {
         // needs no channel to a process that must outlive us.
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let shown = DetachedProxy {
+    let shown = ShownProxy {
         record: &record,
-        models: plan.models.iter().map(|m| m.alias.as_str()).collect(),
+        memory_budget: budget,
+        models: proxy_models(&record, api_key)
+            .await
+            .map_err(|e| anyhow::anyhow!("the background proxy {} gives {e}", record.id))?,
     };
     ctx.output(&shown, || {
         println!("{} {}", record.id, record.endpoint);
         Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-#[derive(Serialize)]
-struct DetachedProxy<'a> {
-    #[serde(flatten)]
-    record: &'a ServerRecord,
-    models: Vec<&'a str>,
 }
 
 /// A registry id for a detached proxy: `p` and 11 hex digits from the clock and pid.
@@ -602,13 +594,16 @@ fn fresh_id() -> String {
     format!("p{:011x}", mixed & 0xfff_ffff_ffff)
 }
 
-/// What `lmcpp ps` shows under a proxy: its models as the proxy reports them in
-/// `/v1/models`, or why it did not answer.
-pub(crate) async fn proxy_models(record: &ServerRecord) -> Result<Vec<ModelView>, String> {
+/// A proxy's models as it reports them in `/v1/models` (what `lmcpp ps` shows under it),
+/// or why it did not answer.
+pub(crate) async fn proxy_models(
+    record: &ServerRecord,
+    api_key: Option<&str>,
+) -> Result<Vec<ModelView>, String> {
     let mut builder = lmcpp::server::Client::builder(record.endpoint.clone())
         .timeout(Some(PS_TIMEOUT))
         .connect_timeout(PS_TIMEOUT);
-    if let Ok(key) = std::env::var("LLAMA_API_KEY") {
+    if let Some(key) = api_key {
         builder = builder.api_key(key);
     }
     let list = builder

@@ -205,9 +205,11 @@ pub(crate) async fn ps(ctx: &Ctx) -> Result<ExitCode> {
         })
         .collect();
     let mut shown: Vec<Shown<'_>> = live.iter().map(|r| Shown::new(r)).collect();
+    // A proxy that requires a key answers lmcpp's clients with the usual one.
+    let api_key = std::env::var("LLAMA_API_KEY").ok();
     for s in &mut shown {
         if s.record.kind == ProcessKind::Proxy {
-            match proxy::proxy_models(s.record).await {
+            match proxy::proxy_models(s.record, api_key.as_deref()).await {
                 Ok(models) => s.models = Some(models),
                 Err(e) => s.proxy_error = Some(e),
             }

@@ -241,7 +241,13 @@ fn a_detached_proxy_is_listed_and_stopped_with_its_models() {
     let record = env.json(&["serve", "--model", &a, "--model", &b, "--detach"]);
     let id = record["id"].as_str().unwrap().to_owned();
     assert_eq!(record["kind"], "proxy");
-    assert_eq!(record["models"], serde_json::json!(["a", "b"]));
+    let aliases: Vec<_> = record["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["alias"].as_str().unwrap(), m["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(aliases, [("a", "stopped"), ("b", "stopped")], "{record}");
     let Endpoint::Unix { socket } =
         serde_json::from_value::<Endpoint>(record["endpoint"].clone()).unwrap()
     else {
