@@ -69,13 +69,13 @@ fn tokenize_request() -> TokenizeRequest {
     serde_json::from_str(TOKENIZE_BODY).unwrap()
 }
 
-/// `/tokenize` requests per second through one shared client.
-async fn client_rps(client: &Client) -> f64 {
+/// `/tokenize` requests per second through one shared client, `concurrency` at a time.
+async fn client_rps(client: &Client, concurrency: usize) -> f64 {
     let req = tokenize_request();
     client.tokenize(&req).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(LOAD_SECS);
     let started = Instant::now();
-    let workers = (0..CONCURRENCY).map(|_| {
+    let workers = (0..concurrency).map(|_| {
         let client = client.clone();
         let req = req.clone();
         tokio::spawn(async move {
@@ -141,18 +141,26 @@ async fn run() {
         .unwrap();
     let direct = Client::new(record.endpoint.clone());
 
-    println!("lmcpp proxy benchmarks (concurrency {CONCURRENCY}, {LOAD_SECS} s per load run, UDS)");
+    println!(
+        "lmcpp proxy benchmarks ({} cores, {LOAD_SECS} s per load run, best of {LOAD_ROUNDS}, UDS)",
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
     // Other work on the machine shifts throughput between runs, so the contenders
     // alternate and each keeps its best of LOAD_ROUNDS runs.
-    let (mut proxied, mut bare) = (0.0f64, 0.0f64);
-    for _ in 0..LOAD_ROUNDS {
-        bare = bare.max(client_rps(&direct).await);
-        proxied = proxied.max(client_rps(&through).await);
+    // At concurrency 1 the ratio shows the latency the proxy adds; at CONCURRENCY, with
+    // client, proxy and llama-server sharing the machine's cores, also its CPU cost.
+    for concurrency in [1, CONCURRENCY] {
+        let (mut proxied, mut bare) = (0.0f64, 0.0f64);
+        for _ in 0..LOAD_ROUNDS {
+            bare = bare.max(client_rps(&direct, concurrency).await);
+            proxied = proxied.max(client_rps(&through, concurrency).await);
+        }
+        println!(
+            "/tokenize, concurrency {concurrency}: direct {bare:.0} req/s, through the proxy {proxied:.0} req/s, ratio {:.2} (target >= 0.9), {:.1} us added per request",
+            proxied / bare,
+            (1.0 / proxied - 1.0 / bare) * 1e6 * concurrency as f64
+        );
     }
-    println!(
-        "/tokenize: direct {bare:.0} req/s, through the proxy {proxied:.0} req/s, ratio {:.2} (target >= 0.9)",
-        proxied / bare
-    );
 
     let (mut p, mut d) = (Vec::new(), Vec::new());
     ttfc_ms(&through).await;
