@@ -688,6 +688,56 @@ memory = "1GiB"
         assert!(err.0.contains("ALIAS=MODEL"), "{}", err.0);
     }
 
+    mod props {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// TOML-ish text: the config's own keys, values and punctuation in any order.
+        fn tomlish() -> impl Strategy<Value = String> {
+            let token = prop_oneof![
+                Just("[[models]]\n".to_owned()),
+                Just("[models]\n".to_owned()),
+                "(alias|model|keep_alive|memory_budget|memory|port|transport|args|pinned|ctx_size|load_timeout|api_key_env|backend) = ",
+                "\"[a-z0-9%. /=:-]{0,12}\"\n",
+                any::<i64>().prop_map(|n| format!("{n}\n")),
+                Just("true\n".to_owned()),
+                Just("[\"-c\", 1]\n".to_owned()),
+                "[\\PC]{0,8}",
+            ];
+            proptest::collection::vec(token, 0..24).prop_map(|t| t.concat())
+        }
+
+        proptest! {
+            /// Whatever the file holds, it is a plan or an error naming the file; every
+            /// plan keeps the rules the checks promise.
+            #[test]
+            fn any_text_is_a_plan_or_an_error_naming_the_file(text in tomlish()) {
+                match parse_file(Path::new("x.toml"), &text) {
+                    Ok(plan) => {
+                        prop_assert!(!plan.models.is_empty());
+                        for (i, m) in plan.models.iter().enumerate() {
+                            prop_assert!(alias_problem(&m.alias).is_none());
+                            prop_assert!(!plan.models[..i].iter().any(|o| o.alias == m.alias));
+                        }
+                        prop_assert!(!plan.load_timeout.is_zero());
+                    }
+                    Err(e) => prop_assert!(e.0.starts_with("x.toml"), "{}", e.0),
+                }
+            }
+
+            /// Sizes and durations never panic, and a written duration reads back.
+            #[test]
+            fn sizes_and_durations_never_panic(text in "\\PC{0,16}", secs in 0u64..1 << 40) {
+                let _ = parse_budget(&text);
+                let _ = parse_duration(&text);
+                let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+                let written = format!("{h}h{m}m{s}s");
+                prop_assert_eq!(parse_duration(&written), Ok(Duration::from_secs(secs)));
+            }
+        }
+    }
+
     #[test]
     fn durations_table() {
         let ok = [
