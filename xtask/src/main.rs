@@ -8,6 +8,7 @@ mod fixtures;
 mod matrix;
 mod prepare;
 mod schemas;
+mod structure;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -17,7 +18,9 @@ use anyhow::{Result, bail};
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let Some(cmd) = args.next() else {
-        bail!("usage: cargo xtask <prepare|test|bench|matrix|codegen|schemas|fixtures> [args]");
+        bail!(
+            "usage: cargo xtask <prepare|test|bench|matrix|codegen|schemas|fixtures|structure> [args]"
+        );
     };
     let rest: Vec<String> = args.collect();
     match cmd.as_str() {
@@ -28,9 +31,10 @@ fn main() -> Result<()> {
         "matrix" => matrix::run(&rest),
         "test" => test::run(&rest),
         "bench" => bench::run(&rest),
+        "structure" => structure::run(&rest),
         other => {
             bail!(
-                "unknown xtask command `{other}`; try: prepare, test, bench, matrix, codegen, schemas, fixtures"
+                "unknown xtask command `{other}`; try: prepare, test, bench, matrix, codegen, schemas, fixtures, structure"
             )
         }
     }
