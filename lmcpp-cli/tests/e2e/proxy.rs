@@ -441,3 +441,44 @@ fn ps_shows_a_proxy_whose_models_it_cannot_read_and_the_key_opens_them() {
     assert_eq!(ps[0]["models"].as_array().map(Vec::len), Some(2), "{ps}");
     assert!(ps[0].get("proxy_error").is_none(), "{ps}");
 }
+
+#[test]
+fn a_budget_for_one_model_stops_the_idle_one_to_start_the_other() {
+    let env = Env::new();
+    // Room for one demo model's estimate, not two.
+    let one = env.json(&["model", "inspect", env.model()])["memory"]["total_bytes"]
+        .as_u64()
+        .unwrap();
+    let budget = (one + one / 2).to_string();
+    let a = format!("a={}", env.model());
+    let b = format!("b={}", env.model());
+    let record = env.json(&[
+        "serve",
+        "--model",
+        &a,
+        "--model",
+        &b,
+        "--memory-budget",
+        &budget,
+        "--detach",
+    ]);
+    assert_eq!(record["memory_budget"].as_u64(), Some(one + one / 2));
+    let endpoint: Endpoint = serde_json::from_value(record["endpoint"].clone()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = Client::new(endpoint);
+    let states = || {
+        let ps = env.json(&["ps"]);
+        ps[0]["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["state"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    for (alias, want) in [("a", ["ready", "stopped"]), ("b", ["stopped", "ready"])] {
+        let mut req = ChatCompletionRequest::new(vec![ChatMessage::user("Hi")]).max_tokens(2);
+        req.model = Some(alias.to_owned());
+        rt.block_on(client.chat_completions(&req)).unwrap();
+        assert_eq!(states(), want, "after a request to {alias}");
+    }
+}
