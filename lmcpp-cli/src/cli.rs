@@ -42,7 +42,8 @@ pub(crate) enum Command {
     /// Fetch, list, verify and inspect GGUF models.
     #[command(subcommand)]
     Model(ModelCmd),
-    /// Start a llama-server with a model (foreground, or --detach).
+    /// Start a llama-server with a model, or one endpoint for several models (foreground, or
+    /// --detach).
     Serve(ServeArgs),
     /// Run a ggml rpc-server worker that lends this machine to a llama-server elsewhere
     /// (unauthenticated: trusted networks only).
