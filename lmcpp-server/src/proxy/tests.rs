@@ -773,3 +773,39 @@ async fn the_proxy_is_registered_and_unregistered() {
     assert!(registry.read(&id).unwrap().is_none());
     assert!(!socket.exists());
 }
+
+#[tokio::test]
+async fn dropping_the_proxy_stops_its_servers_and_a_start_in_progress_is_stopped_when_done() {
+    let a = FakeStart::new("a");
+    let gate = Arc::new(Semaphore::new(0));
+    let b = FakeStart::with("b", None, Some(Arc::clone(&gate)), false);
+    let rig = rig(
+        |_| {},
+        vec![(spec("a", 0), a.clone()), (spec("b", 0), b.clone())],
+    )
+    .await;
+    let client = rig.proxy.client();
+    assert_eq!(
+        post(&client, "/completion", json!({"model": "a"})).await.0,
+        200
+    );
+    let loading = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let body = Bytes::from(json!({"model": "b"}).to_string());
+            client.raw(Method::POST, "/completion", Some(body)).await
+        }
+    });
+    eventually("b starts loading", || b.starts() == 1).await;
+    let Rig { proxy, _dir } = rig;
+    drop(proxy);
+    eventually("a's server is stopped", || a.stops() == 1).await;
+    gate.add_permits(1);
+    eventually("b's server is stopped as soon as its start ends", || {
+        b.stops() == 1
+    })
+    .await;
+    // A stopping proxy closes its connections: the waiting request ends at once.
+    let ended = loading.await.unwrap();
+    assert!(matches!(ended, Err(Error::Transport { .. })), "{ended:?}");
+}
