@@ -225,73 +225,8 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<Plan, BadInput> {
 
     let mut models: Vec<ModelPlan> = Vec::with_capacity(file.models.len());
     for (i, m) in file.models.into_iter().enumerate() {
-        let key = |k: &str| format!("models[{i}].{k}");
-        let alias = m.alias.get_ref().trim().to_owned();
-        if let Some(problem) = alias_problem(&alias) {
-            return Err(at(m.alias.span(), &key("alias"), problem));
-        }
-        if models.iter().any(|o| o.alias == alias) {
-            return Err(at(
-                m.alias.span(),
-                &key("alias"),
-                format!("{alias:?} is used twice; give every model its own alias"),
-            ));
-        }
-        if m.model.trim().is_empty() {
-            return Err(at(
-                m.alias.span(),
-                &key("model"),
-                "is empty; name a path, URL, owner/repo[:quant] or demo".to_owned(),
-            ));
-        }
-        if let Some(b) = m
-            .backend
-            .as_ref()
-            .filter(|b| !BACKENDS.contains(&b.get_ref().as_str()))
-        {
-            return Err(at(
-                b.span(),
-                &key("backend"),
-                format!(
-                    "{:?} is not a backend; write one of {}",
-                    b.get_ref(),
-                    BACKENDS.join(", ")
-                ),
-            ));
-        }
-        let keep_alive = match &m.keep_alive {
-            None => default_keep_alive,
-            Some(k) => keep_alive(k.get_ref()).map_err(|p| at(k.span(), &key("keep_alive"), p))?,
-        };
-        let memory = m
-            .memory
-            .as_ref()
-            .map(|v| match parse_budget(v.get_ref()) {
-                Ok(Budget::Bytes(b)) => Ok(b),
-                Ok(Budget::Percent(_)) => Err(at(
-                    v.span(),
-                    &key("memory"),
-                    "is the model's own size; write bytes (e.g. \"6GiB\"), not a percentage"
-                        .to_owned(),
-                )),
-                Err(p) => Err(at(v.span(), &key("memory"), p)),
-            })
-            .transpose()?;
-        models.push(ModelPlan {
-            alias,
-            reference: m.model.trim().to_owned(),
-            llama_version: m.llama_version,
-            backend: m.backend.map(Spanned::into_inner),
-            llama_server: m.llama_server,
-            args: m.args,
-            ctx_size: m.ctx_size,
-            parallel: m.parallel,
-            embeddings: m.embeddings,
-            pooling: m.pooling,
-            keep_alive,
-            pinned: m.pinned,
-            memory,
-        });
+        let model = model_plan(&at, i, m, &models, default_keep_alive)?;
+        models.push(model);
     }
     Ok(Plan {
         memory_budget,
@@ -300,6 +235,83 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<Plan, BadInput> {
         load_timeout,
         api_key_env,
         models,
+    })
+}
+
+/// One `[[models]]` table checked (alias unique among `taken`, model named, backend known,
+/// keep-alive and memory readable) into its plan.
+fn model_plan(
+    at: &impl Fn(std::ops::Range<usize>, &str, String) -> BadInput,
+    i: usize,
+    m: ModelEntry,
+    taken: &[ModelPlan],
+    default_keep_alive: Option<Duration>,
+) -> Result<ModelPlan, BadInput> {
+    let key = |k: &str| format!("models[{i}].{k}");
+    let alias = m.alias.get_ref().trim().to_owned();
+    if let Some(problem) = alias_problem(&alias) {
+        return Err(at(m.alias.span(), &key("alias"), problem));
+    }
+    if taken.iter().any(|o| o.alias == alias) {
+        return Err(at(
+            m.alias.span(),
+            &key("alias"),
+            format!("{alias:?} is used twice; give every model its own alias"),
+        ));
+    }
+    if m.model.trim().is_empty() {
+        return Err(at(
+            m.alias.span(),
+            &key("model"),
+            "is empty; name a path, URL, owner/repo[:quant] or demo".to_owned(),
+        ));
+    }
+    if let Some(b) = m
+        .backend
+        .as_ref()
+        .filter(|b| !BACKENDS.contains(&b.get_ref().as_str()))
+    {
+        return Err(at(
+            b.span(),
+            &key("backend"),
+            format!(
+                "{:?} is not a backend; write one of {}",
+                b.get_ref(),
+                BACKENDS.join(", ")
+            ),
+        ));
+    }
+    let keep_alive = match &m.keep_alive {
+        None => default_keep_alive,
+        Some(k) => keep_alive(k.get_ref()).map_err(|p| at(k.span(), &key("keep_alive"), p))?,
+    };
+    let memory = m
+        .memory
+        .as_ref()
+        .map(|v| match parse_budget(v.get_ref()) {
+            Ok(Budget::Bytes(b)) => Ok(b),
+            Ok(Budget::Percent(_)) => Err(at(
+                v.span(),
+                &key("memory"),
+                "is the model's own size; write bytes (e.g. \"6GiB\"), not a percentage".to_owned(),
+            )),
+            Err(p) => Err(at(v.span(), &key("memory"), p)),
+        })
+        .transpose()?;
+    Ok(ModelPlan {
+        alias,
+        reference: m.model.trim().to_owned(),
+        llama_version: m.llama_version,
+        backend: m.backend.map(Spanned::into_inner),
+        llama_server: m.llama_server,
+        args: m.args,
+        ctx_size: m.ctx_size,
+        parallel: m.parallel,
+        embeddings: m.embeddings,
+        pooling: m.pooling,
+        keep_alive,
+        pinned: m.pinned,
+        memory,
     })
 }
 
