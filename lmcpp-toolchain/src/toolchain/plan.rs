@@ -88,7 +88,7 @@ pub fn cudart_asset_name(tag: &str, os: &str, arch: &str, cuda_label: &str) -> S
 
 /// Release asset names planned for a target without a release listing (the offline plan
 /// shown by `cargo xtask matrix`), or why there is none. Installs resolve names from the
-/// listing instead (see [`crate::toolchain::release`]).
+/// listing instead (see [`crate::Toolchain::ensure`]).
 ///
 /// Linux and macOS assets are `.tar.gz`, Windows assets `.zip`; CUDA needs a second
 /// `cudart-` archive. A backend without an asset is an error, never a silent CPU fallback.

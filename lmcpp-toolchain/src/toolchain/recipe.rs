@@ -44,7 +44,7 @@ pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryStatus {
-    /// Work is in progress (or a run was killed mid-way; see [`crate::toolchain::manage`]).
+    /// Work is in progress (or a run was killed mid-way; see [`crate::Toolchain::status`]).
     Building,
     /// `bin/` is published and usable.
     Ready,
