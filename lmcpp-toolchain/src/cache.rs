@@ -103,7 +103,7 @@ impl CacheLayout {
 /// Writes `bytes` to `path` atomically: a temporary sibling is written, fsynced and renamed.
 ///
 /// Readers see either the old content or the new content, never a mix.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).ctx("create directory", dir)?;
     let mut tmp = tempfile::Builder::new()
@@ -120,7 +120,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Fsyncs a directory so a rename inside it survives a crash. Best effort.
-pub fn sync_dir(dir: &Path) {
+pub(crate) fn sync_dir(dir: &Path) {
     #[cfg(unix)]
     if let Ok(f) = std::fs::File::open(dir) {
         let _ = f.sync_all();
@@ -130,7 +130,7 @@ pub fn sync_dir(dir: &Path) {
 }
 
 /// Total size in bytes of the regular files under `path` (symlinks are not followed).
-pub fn dir_size(path: &Path) -> u64 {
+pub(crate) fn dir_size(path: &Path) -> u64 {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return 0;
     };
@@ -147,7 +147,7 @@ pub fn dir_size(path: &Path) -> u64 {
 }
 
 /// Removes a file or directory tree; a missing path is not an error.
-pub fn remove_all(path: &Path) -> Result<()> {
+pub(crate) fn remove_all(path: &Path) -> Result<()> {
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io("inspect", path, e)),

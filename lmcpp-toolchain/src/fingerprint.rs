@@ -7,12 +7,12 @@
 use sha2::{Digest, Sha256};
 
 /// Number of hex characters returned by [`Fingerprint::finish`].
-pub const SHORT_LEN: usize = 16;
+pub(crate) const SHORT_LEN: usize = 16;
 
 /// Builder for a cache key.
 ///
 /// ```
-/// use lmcpp_toolchain::fingerprint::Fingerprint;
+/// use lmcpp_toolchain::Fingerprint;
 /// let key = Fingerprint::new("lmcpp/toolchain/v1")
 ///     .field("version", "b1234")
 ///     .field("backend", "cpu")
@@ -63,7 +63,7 @@ impl Fingerprint {
         }
     }
 
-    /// The first [`SHORT_LEN`] hex characters of the digest (a directory-name-sized key).
+    /// The first `SHORT_LEN` (16) hex characters of the digest (a directory-name-sized key).
     pub fn finish(self) -> String {
         let mut s = self.finish_full();
         s.truncate(SHORT_LEN);

@@ -1,5 +1,11 @@
 //! Installs or builds `llama-server`, fetches and verifies models, and reads/writes GGUF files.
 //!
+//! It is cut by product: the llama-server toolchain (its types here at the root, with the
+//! [`backend`], [`plan`](mod@plan), [`versions`] and [`build_script`] namespaces), the model store
+//! ([`models`]) and GGUF files ([`gguf`]), over shared modules ([`download`], [`archive`],
+//! locks, the cache layout, [`gc`], [`progress`]). Each area has its own error type,
+//! wrapped by the crate's [`Error`].
+//!
 //! The toolchain half is [`Toolchain`]: a [`ToolchainRequest`] (llama.cpp version, sources,
 //! backend, mode, CMake arguments, features) maps to a fingerprinted cache entry under
 //! `<root>/toolchains/`, which [`Toolchain::ensure`] fills from a prebuilt release or a
@@ -14,20 +20,26 @@
 //! # Ok(()) }
 //! ```
 
-pub mod archive;
-pub mod cache;
+// The products: the llama-server toolchain (private, re-exported below), the model store,
+// GGUF files and the demo model.
 pub mod demo;
-pub mod digest;
-pub mod download;
-pub mod error;
-pub mod fingerprint;
-pub mod gc;
 pub mod gguf;
-pub mod lock;
 pub mod models;
-pub mod prepared;
-pub mod progress;
 mod toolchain;
+
+// Shared by the products.
+pub mod archive;
+mod cache;
+mod digest;
+pub mod download;
+mod error;
+mod fingerprint;
+pub mod gc;
+mod lock;
+pub mod progress;
+
+// The record `cargo xtask prepare` writes for the end-to-end tests.
+pub mod prepared;
 
 // The toolchain's namespaces of free functions and constants keep their paths
 // (`lmcpp_toolchain::versions::parse`, `backend::Probes`, `plan::prebuilt_assets`,
@@ -35,11 +47,12 @@ mod toolchain;
 pub use toolchain::{backend, build_script, plan, versions};
 
 pub use backend::{Backend, Detection};
-pub use cache::{CacheLayout, resolve_cache_root};
+pub use cache::{CacheLayout, HOME_ENV, resolve_cache_root};
+pub use digest::Sha256;
 pub use download::{DownloadOptions, DownloadSpec, Downloaded, Downloader, Probe};
-pub use error::{Error, Result};
+pub use error::{Error, Result, SourceAttempt};
 pub use fingerprint::Fingerprint;
-pub use lock::{LockGuard, lock_exclusive};
+pub use lock::{FileLockGuard, LockGuard, lock_exclusive, lock_exclusive_blocking};
 pub use plan::{Plan, plan};
 pub use progress::{NoProgress, Progress, ProgressEvent, SharedProgress, no_progress};
 pub use toolchain::{

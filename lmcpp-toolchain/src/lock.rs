@@ -267,7 +267,7 @@ pub fn lock_exclusive_blocking(path: &Path, timeout: Duration) -> Result<FileLoc
 
 /// Who holds the lock at `path` right now, without waiting: `None` when it is free (or
 /// there is no lock file), else the recorded holder (or `"unknown holder"`).
-pub fn current_holder(path: &Path) -> Option<String> {
+pub(crate) fn current_holder(path: &Path) -> Option<String> {
     let file = OpenOptions::new().read(true).write(true).open(path).ok()?;
     match FileExt::try_lock(&file) {
         Ok(()) => {
