@@ -373,3 +373,56 @@ async fn two_llama_cpp_versions_behind_one_endpoint() {
     assert_eq!(versions, [pinned.llama_version, older.llama_version]);
     proxy.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_proxy_key_is_checked_and_the_model_server_gets_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let launch = {
+        let mut opts = demo(&paths(), dir.path(), false).opts.clone();
+        opts.args.api_key = Some("model-key".into());
+        Arc::new(TestLaunch {
+            opts,
+            launches: AtomicUsize::new(0),
+        })
+    };
+    let mut opts = ProxyOptions::new(u64::MAX);
+    opts.runtime_dir = Some(dir.path().join("run"));
+    opts.socket_fallback_dir = Some(dir.path().join("s"));
+    opts.api_key = Some("proxy-key".into());
+    let proxy = Proxy::start(opts, vec![model("chat", &launch, 1)])
+        .await
+        .unwrap();
+    let anonymous = lmcpp_server::Client::new(proxy.endpoint().clone());
+    let refused = anonymous
+        .completion(&completion("chat", 2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, Error::Api { status: 401, .. }),
+        "{refused:?}"
+    );
+    assert_eq!(
+        launch.launches(),
+        0,
+        "nothing starts for a request without the key"
+    );
+    let with_model_key = lmcpp_server::Client::builder(proxy.endpoint().clone())
+        .api_key("model-key")
+        .build();
+    let refused = with_model_key
+        .completion(&completion("chat", 2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, Error::Api { status: 401, .. }),
+        "{refused:?}"
+    );
+    // The proxy's key opens the proxy; the proxy sends the model server its own key.
+    proxy
+        .client()
+        .completion(&completion("chat", 2))
+        .await
+        .unwrap();
+    assert!(anonymous.probe_health().await.unwrap().status.is_success());
+    proxy.stop().await.unwrap();
+}
