@@ -809,3 +809,102 @@ async fn dropping_the_proxy_stops_its_servers_and_a_start_in_progress_is_stopped
     let ended = loading.await.unwrap();
     assert!(matches!(ended, Err(Error::Transport { .. })), "{ended:?}");
 }
+
+/// Request bytes rich in what breaks parsers and routers: odd methods and paths, header
+/// floods, conflicting lengths, broken chunking, odd `model` values, random bytes.
+fn hostile_request() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let method = prop_oneof![
+        Just("GET"),
+        Just("POST"),
+        Just("PUT"),
+        Just("DELETE"),
+        Just("OPTIONS"),
+        Just("BREW"),
+        Just("")
+    ];
+    let path = prop_oneof![
+        Just("/completion".to_owned()),
+        Just("/v1/models".to_owned()),
+        Just("/models/load".to_owned()),
+        Just("/health".to_owned()),
+        Just("/props?model=%zz".to_owned()),
+        Just("http://evil/x".to_owned()),
+        "[ -~]{0,40}",
+    ];
+    let header = prop_oneof![
+        Just("content-length: 5".to_owned()),
+        Just("content-length: 99999999999999999999".to_owned()),
+        Just("content-length: -1".to_owned()),
+        Just("transfer-encoding: chunked".to_owned()),
+        Just("authorization: Bearer k".to_owned()),
+        Just("authorization: Bearer".to_owned()),
+        Just("connection: close, x".to_owned()),
+        Just("expect: 100-continue".to_owned()),
+        "[a-z-]{1,10}: [ -~]{0,30}",
+    ];
+    let body = prop_oneof![
+        Just(br#"{"model":"a"}"#.to_vec()),
+        Just(br#"{"model":{"x":1}}"#.to_vec()),
+        Just(b"zz\r\nnot chunked\r\n".to_vec()),
+        Just(b"0\r\n\r\n".to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..64),
+    ];
+    let structured = (method, path, proptest::collection::vec(header, 0..6), body).prop_map(
+        |(method, path, headers, body)| {
+            let mut out = format!("{method} {path} HTTP/1.1\r\nhost: x\r\n").into_bytes();
+            for h in headers {
+                out.extend_from_slice(h.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&body);
+            out
+        },
+    );
+    prop_oneof![
+        4 => structured,
+        1 => proptest::collection::vec(any::<u8>(), 0..200),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+    /// Whatever a client sends without the key, the proxy answers with an HTTP error or
+    /// closes the connection, starts no model, and keeps serving.
+    #[test]
+    fn hostile_requests_start_nothing_and_leave_the_proxy_serving(request in hostile_request()) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let a = FakeStart::new("a");
+            let rig = rig(|o| o.api_key = Some("right".into()), vec![(spec("a", 0), a.clone())]).await;
+            let Endpoint::Unix { socket } = rig.proxy.endpoint().clone() else {
+                panic!("unix by default")
+            };
+            let answer = raw_bytes_exchange(&socket, &request).await;
+            if !answer.is_empty() {
+                assert!(answer.starts_with("HTTP/1.1 "), "{answer:?}");
+                let status: u16 = answer[9..12].parse().unwrap();
+                assert!(status == 200 || status >= 400, "{answer:?}");
+            }
+            assert_eq!(a.starts(), 0);
+            let health = crate::Client::new(rig.proxy.endpoint().clone()).probe_health().await.unwrap();
+            assert_eq!(health.status.as_u16(), 200);
+        });
+    }
+}
+
+/// Writes `request`, half-closes, and reads what comes back (empty when the proxy just
+/// closed the connection).
+async fn raw_bytes_exchange(socket: &std::path::Path, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let _ = stream.write_all(request).await;
+    let _ = stream.shutdown().await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+        .await
+        .expect("the proxy answers or closes within 10 s");
+    String::from_utf8_lossy(&out).into_owned()
+}
