@@ -25,6 +25,10 @@ use crate::{endpoint::Endpoint, pool::Pool, server::Server, supervised::EXIT_TAI
 /// (the server's own stop is bounded by its grace period plus 5 s).
 const STOP_WAIT: Duration = Duration::from_secs(60);
 
+/// How long a server that just became ready is kept from eviction while the requests
+/// that waited for it have not used it yet.
+const FRESH_GRACE: Duration = Duration::from_secs(5);
+
 /// How soon the keep-alive task looks again at a busy model whose keep-alive is shorter.
 const BUSY_RECHECK: Duration = Duration::from_millis(100);
 
@@ -132,6 +136,9 @@ struct Slot {
     last_used: Option<(Instant, SystemTime)>,
     /// Bumped by every start, so a late result of an abandoned start is recognised.
     generation: u64,
+    /// A server that just became ready is kept from eviction until a request has used
+    /// it (or this passes), so the requests that waited for it get it.
+    fresh_until: Option<Instant>,
 }
 
 /// A ready model server, shared by the requests using it.
@@ -231,6 +238,7 @@ impl Models {
                 in_flight: 0,
                 last_used: None,
                 generation: 0,
+                fresh_until: None,
             })
             .collect();
         Self {
@@ -254,7 +262,7 @@ impl Models {
     }
 
     /// A ready server for model `index`, started if needed (one start for all who ask
-    /// meanwhile), waiting for it until `deadline`.
+    /// meanwhile), waiting for it at most `load_timeout`.
     pub(crate) async fn acquire(
         self: &Arc<Self>,
         index: usize,
@@ -273,6 +281,7 @@ impl Models {
                         let running = Arc::clone(running);
                         slot.in_flight += 1;
                         slot.last_used = Some((Instant::now(), SystemTime::now()));
+                        slot.fresh_until = None;
                         return Ok(InFlight {
                             models: Arc::clone(self),
                             index,
@@ -331,6 +340,9 @@ impl Models {
                 _ if i == index => continue,
                 Phase::Loading(_) => "loading",
                 Phase::Ready(_) if slot.in_flight > 0 => "busy",
+                Phase::Ready(_) if slot.fresh_until.is_some_and(|t| t > Instant::now()) => {
+                    "just started"
+                }
                 Phase::Ready(_) if conf.pinned => "pinned",
                 Phase::Ready(_) => {
                     idle.push((slot.last_used.map(|(at, _)| at), i));
@@ -417,6 +429,7 @@ impl Models {
                 let slot = &mut table.slots[index];
                 slot.phase = Phase::Ready(running);
                 slot.last_used = Some((Instant::now(), SystemTime::now()));
+                slot.fresh_until = Some(Instant::now() + FRESH_GRACE);
                 tokio::spawn(Arc::clone(self).supervise(index, generation, instance, stop_rx));
                 Ok(Ok(()))
             }
@@ -611,4 +624,169 @@ impl Models {
 pub(crate) async fn stopped(acks: Vec<oneshot::Receiver<()>>) {
     let all = futures_util::future::join_all(acks);
     let _ = tokio::time::timeout(STOP_WAIT, all).await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    struct NeverStarts;
+
+    impl Start for NeverStarts {
+        fn start(&self) -> BoxFuture<'static, Result<Box<dyn Instance>, LaunchError>> {
+            Box::pin(async { Err(LaunchError::new("not in this test")) })
+        }
+    }
+
+    /// A model of `estimate` bytes in the given state; `age` orders last use (larger is
+    /// longer ago).
+    #[derive(Clone, Copy)]
+    enum S {
+        Stopped,
+        Loading,
+        Idle { age: u64 },
+        Busy,
+        Pinned,
+        Fresh,
+    }
+
+    fn models(estimates_and_states: &[(u64, S)], budget: u64) -> Models {
+        let confs = estimates_and_states
+            .iter()
+            .enumerate()
+            .map(|(i, (estimate, state))| Conf {
+                alias: format!("m{i}"),
+                estimate: *estimate,
+                keep_alive: None,
+                pinned: matches!(state, S::Pinned),
+                llama_version: None,
+                starter: Arc::new(NeverStarts),
+            })
+            .collect();
+        let models = Models::new(confs, budget);
+        let now = Instant::now();
+        let mut table = lock(&models.table);
+        for (slot, (_, state)) in table.slots.iter_mut().zip(estimates_and_states) {
+            let running = || {
+                Phase::Ready(Arc::new(Running {
+                    pool: Pool::new(&Endpoint::unix("/nonexistent.sock"), Duration::from_secs(1)),
+                    auth: None,
+                    pid: None,
+                    server_id: None,
+                    generation: 0,
+                    stop: Mutex::new(None),
+                }))
+            };
+            slot.last_used = Some((now, SystemTime::now()));
+            slot.phase = match *state {
+                S::Stopped => Phase::Stopped,
+                S::Loading => Phase::Loading(watch::channel(None).1),
+                S::Idle { age } => {
+                    slot.last_used = Some((now - Duration::from_secs(age), SystemTime::now()));
+                    running()
+                }
+                S::Busy => {
+                    slot.in_flight = 1;
+                    running()
+                }
+                S::Pinned => running(),
+                S::Fresh => {
+                    slot.fresh_until = Some(now + Duration::from_secs(60));
+                    running()
+                }
+            };
+        }
+        drop(table);
+        models
+    }
+
+    /// Which models a start of the last one stops, or what holds the budget.
+    fn room(states: &[(u64, S)], budget: u64) -> Result<Vec<String>, Vec<(String, &'static str)>> {
+        let models = models(states, budget);
+        let last = states.len() - 1;
+        let mut table = lock(&models.table);
+        match models.make_room(&mut table, last) {
+            Ok(victims) => {
+                let stopped: Vec<String> = table
+                    .slots
+                    .iter()
+                    .zip(&models.confs)
+                    .zip(states)
+                    .filter(|((slot, _), (_, s))| {
+                        matches!(slot.phase, Phase::Stopped) && !matches!(s, S::Stopped)
+                    })
+                    .map(|((_, c), _)| c.alias.clone())
+                    .collect();
+                assert_eq!(stopped.len(), victims.len());
+                Ok(stopped)
+            }
+            Err(AcquireError::NoRoom { holders, .. }) => {
+                Err(holders.into_iter().map(|(m, _, why)| (m, why)).collect())
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn eviction_table() {
+        use S::*;
+        // Fits: nothing stops.
+        assert_eq!(
+            room(&[(40, Idle { age: 1 }), (50, Stopped)], 100),
+            Ok(vec![])
+        );
+        // The least recently used idle model goes first, and only as many as needed.
+        assert_eq!(
+            room(
+                &[(40, Idle { age: 1 }), (40, Idle { age: 9 }), (40, Stopped)],
+                100
+            ),
+            Ok(vec!["m1".to_owned()])
+        );
+        assert_eq!(
+            room(
+                &[(40, Idle { age: 1 }), (40, Idle { age: 9 }), (90, Stopped)],
+                100
+            ),
+            Ok(vec!["m0".to_owned(), "m1".to_owned()])
+        );
+        // Busy, pinned, loading and just-started models are never stopped; when they
+        // hold too much, nothing is stopped and the error names them.
+        assert_eq!(
+            room(
+                &[
+                    (30, Busy),
+                    (30, Pinned),
+                    (20, Loading),
+                    (10, Fresh),
+                    (5, Idle { age: 1 }),
+                    (20, Stopped)
+                ],
+                100
+            ),
+            Err(vec![
+                ("m0".to_owned(), "busy"),
+                ("m1".to_owned(), "pinned"),
+                ("m2".to_owned(), "loading"),
+                ("m3".to_owned(), "just started"),
+            ])
+        );
+        // The same models, but the idle one's room is enough.
+        assert_eq!(
+            room(
+                &[
+                    (30, Busy),
+                    (30, Pinned),
+                    (20, Loading),
+                    (10, Fresh),
+                    (5, Idle { age: 1 }),
+                    (10, Stopped)
+                ],
+                100
+            ),
+            Ok(vec!["m4".to_owned()])
+        );
+    }
 }
