@@ -98,8 +98,14 @@ async fn generation_endpoints(client: &Client, slot_dir: &std::path::Path) {
 
     let chat_res = client.chat_completions(&chat()).await.unwrap();
     assert!(chat_res.text().is_some());
-    // Endpoints newer than the oldest supported llama.cpp: there they are typed
-    // "unsupported" errors naming the endpoint.
+    newer_endpoints(client).await;
+    refused_endpoints(client).await;
+}
+
+/// Endpoints newer than the oldest supported llama.cpp (the OpenAI input-token counts,
+/// `/v1/responses`, the Anthropic messages).
+async fn newer_endpoints(client: &Client) {
+    // On the oldest version they are typed "unsupported" errors naming the endpoint.
     let counted = client.chat_input_tokens(&chat()).await;
     if let Some(c) = ok_or_unsupported(counted, "/v1/chat/completions/input_tokens") {
         assert!(c.input_tokens > 0);
@@ -125,8 +131,10 @@ async fn generation_endpoints(client: &Client, slot_dir: &std::path::Path) {
     if let Some(c) = ok_or_unsupported(counted, "/v1/messages/count_tokens") {
         assert!(c.input_tokens > 0);
     }
+}
 
-    // Endpoints this model or server cannot serve answer with typed errors.
+/// Endpoints this model or server cannot serve: each answers with a typed error.
+async fn refused_endpoints(client: &Client) {
     let infill: InfillRequest = req(json!({"input_prefix": "def f(", "input_suffix": "1"}));
     match client.infill(&infill).await {
         Err(Error::Unsupported {
