@@ -25,7 +25,7 @@ use lmcpp_server::{
     Client, Launch, LaunchError, LaunchOptions, ModelSpec, Proxy, ProxyOptions, Registry, Server,
     TransportChoice,
 };
-use lmcpp_toolchain::prepared::PreparedPaths;
+use lmcpp_test_support::PreparedPaths;
 use lmcpp_types::native::{completion::CompletionRequest, tokenize::TokenizeRequest};
 
 const CONCURRENCY: usize = 8;

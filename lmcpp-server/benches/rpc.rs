@@ -12,7 +12,7 @@ use std::{
 };
 
 use lmcpp_server::{LaunchOptions, RpcWorker, RpcWorkerOptions, Server, TransportChoice};
-use lmcpp_toolchain::prepared::PreparedPaths;
+use lmcpp_test_support::PreparedPaths;
 use lmcpp_types::native::completion::CompletionRequest;
 
 /// Tokens generated per run.

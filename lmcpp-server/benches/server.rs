@@ -15,7 +15,7 @@ use std::{
 
 use futures_util::StreamExt;
 use lmcpp_server::{Client, Endpoint, HttpPort, LaunchOptions, Server, TransportChoice};
-use lmcpp_toolchain::prepared::PreparedPaths;
+use lmcpp_test_support::PreparedPaths;
 use lmcpp_types::native::{completion::CompletionRequest, tokenize::TokenizeRequest};
 
 const CONCURRENCY: usize = 8;

@@ -16,7 +16,7 @@ use http::Method;
 use lmcpp_server::{Client, HttpPort, LaunchOptions, RawResponse, Server, TransportChoice};
 use serde_json::{Value, json};
 
-use lmcpp_toolchain::prepared::PreparedPaths;
+use lmcpp_test_support::PreparedPaths;
 
 use crate::workspace_root;
 

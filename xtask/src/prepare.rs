@@ -12,8 +12,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use crate::workspace_root;
+use lmcpp_test_support::PreparedPaths;
 use lmcpp_toolchain::demo::{DEMO_VOCAB, DemoOptions, write_demo_model};
-use lmcpp_toolchain::prepared::PreparedPaths;
 use lmcpp_toolchain::{ProgressEvent, SharedProgress, Toolchain, ToolchainRequest};
 
 /// The llama.cpp versions the end-to-end suites run against: the pinned one (every test)

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use lmcpp_server::TransportChoice;
-use lmcpp_toolchain::prepared::PreparedPaths;
+use lmcpp_test_support::PreparedPaths;
 use lmcpp_types::common::TokenId;
 use lmcpp_types::native::completion::CompletionRequest;
 use lmcpp_types::native::rerank::RerankRequest;

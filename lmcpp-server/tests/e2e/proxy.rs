@@ -17,7 +17,7 @@ use lmcpp_server::{
     Error, HttpPort, Launch, LaunchError, LaunchOptions, ModelSpec, ModelState, Proxy,
     ProxyOptions, Server, TransportChoice,
 };
-use lmcpp_toolchain::prepared::PreparedPaths;
+use lmcpp_test_support::PreparedPaths;
 use lmcpp_types::{
     native::{completion::CompletionRequest, tokenize::TokenizeRequest},
     openai::{chat::ChatCompletionRequest, embeddings::OaiEmbeddingRequest},

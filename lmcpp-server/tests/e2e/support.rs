@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use lmcpp_server::{LaunchOptions, Server, TransportChoice};
-use lmcpp_toolchain::prepared::PreparedPaths;
+use lmcpp_test_support::PreparedPaths;
+pub(crate) use lmcpp_test_support::{eventually, running};
 use lmcpp_types::ServerArgs;
 use lmcpp_types::args::help::BinaryFlags;
 use serde::de::DeserializeOwned;
@@ -81,34 +82,5 @@ pub(crate) fn ok_or_unsupported<T: std::fmt::Debug>(
             "llama.cpp {} lacks {path}; expected Unsupported, got {other:?}",
             paths().llama_version
         ),
-    }
-}
-
-/// Whether a process with this pid exists and is not a zombie.
-pub(crate) fn running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z"),
-        Err(_) => false,
-    }
-}
-
-/// Polls `cond` every 5 ms until it holds or `timeout` passes.
-pub(crate) async fn eventually(
-    timeout: std::time::Duration,
-    mut cond: impl FnMut() -> bool,
-) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }

@@ -10,22 +10,10 @@ use lmcpp_server::{
     Endpoint, Error, HttpPort, LaunchOptions, MAX_SOCKET_PATH, Readiness, Server, TransportChoice,
 };
 
-use crate::support::{eventually, script};
+use crate::support::{eventually, running, script};
 
 fn options(dir: &Path, binary: PathBuf) -> LaunchOptions {
     crate::support::launch_options(dir, binary)
-}
-
-/// Whether a process with this pid exists and is not a zombie.
-fn running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z"),
-        Err(_) => false,
-    }
 }
 
 #[tokio::test]

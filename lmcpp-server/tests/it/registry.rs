@@ -4,17 +4,8 @@ use std::{path::Path, process::Command, time::Duration};
 
 use lmcpp_server::{Entry, Error, LaunchOptions, Registry, Server, StaleReason, StopOutcome};
 
-use crate::support::{eventually, fake_gguf, script};
+use crate::support::{eventually, fake_gguf, running, script};
 
-/// Whether a process with this pid exists and is not a zombie.
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z")
-    })
-}
 use serde_json::json;
 
 /// Field 22 of `/proc/<pid>/stat`.

@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, StreamBody, combinators::BoxBody};
 use hyper::{Request, Response, body::Frame, body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 use lmcpp_server::Endpoint;
+pub(crate) use lmcpp_test_support::{eventually, running};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     sync::{Barrier, mpsc},
@@ -237,18 +238,4 @@ pub(crate) fn fake_gguf(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("model.gguf");
     std::fs::write(&path, b"GGUF\x03\0\0\0").expect("write model");
     path
-}
-
-/// Polls `cond` every 5 ms until it holds or `timeout` passes.
-pub(crate) async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }

@@ -5,10 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
+use lmcpp_test_support::PreparedPaths;
 use lmcpp_toolchain::demo::{DemoOptions, write_demo_model};
 use lmcpp_toolchain::gguf::read_gguf;
 use lmcpp_toolchain::models::{ModelStore, ModelStoreOptions, PullOptions};
-use lmcpp_toolchain::prepared::PreparedPaths;
 
 /// The test prerequisites written by `cargo xtask prepare`.
 fn paths() -> PreparedPaths {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use lmcpp_toolchain::prepared::PreparedPaths;
+use lmcpp_test_support::PreparedPaths;
 use lmcpp_toolchain::{Mode, Origin, ProgressEvent, SharedProgress, Toolchain, ToolchainRequest};
 
 fn paths() -> PreparedPaths {
