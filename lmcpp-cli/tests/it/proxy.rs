@@ -1,6 +1,7 @@
 //! The multi-model `lmcpp serve` refuses bad input before starting anything: a config file
-//! with an unknown key or a duplicate alias (naming the file, the line and the key), a
-//! missing file, and single-server options combined with several models. Exit status 2.
+//! with an unknown key, a duplicate alias or a typed key repeated as a flag in `args`
+//! (naming the file, the line and the key), a missing file, and single-server options
+//! combined with several models. Exit status 2.
 
 use super::{lmcpp, stderr};
 
@@ -24,6 +25,10 @@ fn bad_configs_and_option_mixes_exit_2_naming_the_problem() {
         "key.toml",
         "api_key_env = \"LMCPP_TEST_UNSET_KEY\"\n[[models]]\nalias = \"a\"\nmodel = \"demo\"\n",
     );
+    let ctx_twice = file(
+        "ctx.toml",
+        "[[models]]\nalias = \"a\"\nmodel = \"demo\"\nctx_size = 512\nargs = [\"-c\", \"1024\"]\n",
+    );
     let missing = dir.path().join("missing.toml");
     let missing = missing.to_str().unwrap();
     let table: Vec<(Vec<&str>, Vec<&str>)> = vec![
@@ -38,6 +43,15 @@ fn bad_configs_and_option_mixes_exit_2_naming_the_problem() {
         (
             vec!["serve", "--config", &key_env],
             vec!["LMCPP_TEST_UNSET_KEY", "not set"],
+        ),
+        (
+            vec!["serve", "--config", &ctx_twice],
+            vec![
+                "ctx.toml, line 5, models[0].args",
+                "\"-c\"",
+                "`ctx_size`",
+                "\"a\"",
+            ],
         ),
         (
             vec!["serve", "--config", missing],

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lmcpp::server::{DEFAULT_KEEP_ALIVE, DEFAULT_LOAD_TIMEOUT};
+use lmcpp::types::args::FlagInfo;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -115,12 +116,10 @@ struct ModelEntry {
     llama_version: Option<String>,
     backend: Option<Spanned<String>>,
     llama_server: Option<PathBuf>,
-    #[serde(default)]
-    args: Vec<String>,
+    args: Option<Spanned<Vec<String>>>,
     ctx_size: Option<u64>,
     parallel: Option<u64>,
-    #[serde(default)]
-    embeddings: bool,
+    embeddings: Option<bool>,
     pooling: Option<String>,
     keep_alive: Option<Spanned<DurationText>>,
     #[serde(default)]
@@ -298,21 +297,86 @@ fn model_plan(
             Err(p) => Err(at(v.span(), &key("memory"), p)),
         })
         .transpose()?;
+    if let Some(args) = &m.args {
+        let written = |k: &str| match k {
+            "ctx_size" => m.ctx_size.is_some(),
+            "parallel" => m.parallel.is_some(),
+            "embeddings" => m.embeddings.is_some(),
+            "pooling" => m.pooling.is_some(),
+            // `alias` and `model` are required, so always written.
+            _ => true,
+        };
+        if let Some((typed, flag)) = typed_key_in_args(args.get_ref(), written) {
+            let remedy = if matches!(typed, "alias" | "model") {
+                format!("remove {flag:?} from args")
+            } else {
+                format!("keep one: remove `{typed}` or {flag:?} from args")
+            };
+            return Err(at(
+                args.span(),
+                &key("args"),
+                format!(
+                    "{flag:?} sets what `{typed}` of model {alias:?} sets, and two settings \
+                     of one flag would leave llama-server to pick one; {remedy}"
+                ),
+            ));
+        }
+    }
     Ok(ModelPlan {
         alias,
         reference: m.model.trim().to_owned(),
         llama_version: m.llama_version,
         backend: m.backend.map(Spanned::into_inner),
         llama_server: m.llama_server,
-        args: m.args,
+        args: m.args.map(Spanned::into_inner).unwrap_or_default(),
         ctx_size: m.ctx_size,
         parallel: m.parallel,
-        embeddings: m.embeddings,
+        embeddings: m.embeddings.unwrap_or(false),
         pooling: m.pooling,
         keep_alive,
         pinned: m.pinned,
         memory,
     })
+}
+
+/// The `[[models]]` keys that set a llama-server flag themselves, with the `ServerArgs`
+/// fields whose spellings (from the generated flag table, so none is missed) they set.
+const TYPED_KEYS: &[(&str, &[&str])] = &[
+    ("alias", &["alias"]),
+    ("model", &["model", "model_url", "hf_repo", "docker_repo"]),
+    ("ctx_size", &["ctx_size"]),
+    ("parallel", &["parallel"]),
+    ("embeddings", &["embeddings"]),
+    ("pooling", &["pooling"]),
+];
+
+/// The first flag among `args` that sets what a typed key `written` says is set, as
+/// `(key, flag)`. Values of flags are skipped, as llama-server reads them, so
+/// `--chat-template -c` names a template, not a context size.
+fn typed_key_in_args(
+    args: &[String],
+    written: impl Fn(&str) -> bool,
+) -> Option<(&'static str, String)> {
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, _)) if name.starts_with('-') => (name, true),
+            _ => (arg.as_str(), false),
+        };
+        let Some(info) = FlagInfo::lookup(name) else {
+            continue;
+        };
+        if let Some((typed, _)) = TYPED_KEYS
+            .iter()
+            .find(|(typed, fields)| fields.contains(&info.field) && written(typed))
+        {
+            return Some((typed, name.to_owned()));
+        }
+        if info.value.is_some() && !inline {
+            it.next();
+        }
+    }
+    None
 }
 
 /// The backends `--backend` accepts.
@@ -660,6 +724,82 @@ memory = "1GiB"
             for w in words {
                 assert!(err.contains(w), "{text:?}: {w:?} not in {err}");
             }
+        }
+    }
+
+    /// Every spelling of every flag a typed key sets, in `args` beside that key (with its
+    /// value apart or after `=`), is refused when the file is read, naming the file, the
+    /// line of `args`, the model, the key and the flag; the flag alone is passed on.
+    #[test]
+    fn a_typed_key_and_its_flag_in_args_are_refused_for_every_key_and_spelling() {
+        let written = |typed: &str| match typed {
+            "ctx_size" => "ctx_size = 512\n",
+            "parallel" => "parallel = 2\n",
+            "embeddings" => "embeddings = false\n",
+            "pooling" => "pooling = \"mean\"\n",
+            _ => "",
+        };
+        let head = "[[models]]\nalias = \"chat\"\nmodel = \"demo\"\n";
+        let mut checked = 0;
+        for (typed, fields) in TYPED_KEYS {
+            let infos = lmcpp::types::args::FLAGS
+                .iter()
+                .filter(|f| fields.contains(&f.field));
+            for (info, flag) in infos.flat_map(|i| i.flags.iter().map(move |f| (i, *f))) {
+                let forms = match info.value {
+                    Some(_) => vec![
+                        vec![flag.to_owned(), "7".to_owned()],
+                        vec![format!("{flag}=7")],
+                    ],
+                    None => vec![vec![flag.to_owned()]],
+                };
+                for args in forms {
+                    let args = [vec!["--temp".to_owned(), "0".to_owned()], args].concat();
+                    let text = format!("{head}{}args = {args:?}\n", written(typed));
+                    let err = parse(&text).expect_err(&text);
+                    let line = format!("line {}", if written(typed).is_empty() { 4 } else { 5 });
+                    let words = [
+                        "/etc/lmcpp.toml",
+                        &line,
+                        "models[0].args",
+                        &format!("`{typed}`"),
+                        &format!("{flag:?}"),
+                        "\"chat\"",
+                    ];
+                    for w in words {
+                        assert!(err.contains(w), "{text:?}: {w:?} not in {err}");
+                    }
+                    if !written(typed).is_empty() {
+                        let alone = format!("{head}args = {args:?}\n");
+                        assert_eq!(parse(&alone).expect(&alone).models[0].args, args);
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 20, "only {checked} cases");
+        // A flag's value is not a flag: `-c` here is a chat template.
+        let text = format!("{head}ctx_size = 512\nargs = [\"--chat-template\", \"-c\"]\n");
+        assert_eq!(parse(&text).unwrap().models[0].ctx_size, Some(512));
+    }
+
+    /// Every `[[models]]` key that is also a llama-server flag is checked against `args`,
+    /// so a key added later cannot be forgotten here.
+    #[test]
+    fn every_model_key_with_a_flag_spelling_is_a_typed_key() {
+        // The TOML reader names every key it knows when it meets one it does not.
+        let err =
+            parse("[[models]]\nalias = \"a\"\nmodel = \"demo\"\nnot_a_key = 1\n").unwrap_err();
+        let known = err.split("expected one of").nth(1).expect(&err);
+        let keys: Vec<&str> = known.split('`').skip(1).step_by(2).collect();
+        assert!(
+            keys.contains(&"ctx_size") && keys.contains(&"pinned"),
+            "{keys:?}"
+        );
+        for key in keys {
+            let is_flag = lmcpp::types::args::FLAGS.iter().any(|f| f.field == key);
+            let typed = TYPED_KEYS.iter().any(|(t, _)| *t == key);
+            assert_eq!(is_flag, typed, "{key}");
         }
     }
 
