@@ -11,9 +11,9 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use lmcpp::server::{Client, Endpoint};
-use lmcpp::toolchain::prepared::PreparedPaths;
 use lmcpp::types::openai::chat::{ChatCompletionRequest, ChatMessage};
 use lmcpp::types::openai::embeddings::OaiEmbeddingRequest;
+use lmcpp_test_support::PreparedPaths;
 use serde_json::Value;
 
 use super::{Env, pid_alive};
@@ -279,19 +279,9 @@ fn a_detached_proxy_is_listed_and_stopped_with_its_models() {
     assert_eq!(env.json(&["ps"]), serde_json::json!([]));
 }
 
-#[test]
-fn a_config_serves_two_llama_cpp_versions_and_an_embedding_model_behind_one_socket() {
-    let env = Env::new();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    // The pinned llama.cpp and the older one `cargo xtask prepare` also provides.
-    let read = |path: PathBuf| -> PreparedPaths {
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask prepare`", path.display()));
-        serde_json::from_str(&text).unwrap()
-    };
-    let pinned = read(PreparedPaths::default_location(root));
-    let older = read(PreparedPaths::location_for(root, "4227c9b"));
-    assert_ne!(pinned.llama_version, older.llama_version);
+/// A config of three models: the pinned llama.cpp (its model named relative to the config
+/// file), the older one, and an embedding model that is pinned and never expires.
+fn two_versions_config(env: &Env, pinned: &PreparedPaths, older: &PreparedPaths) -> PathBuf {
     let demo = env.model();
     // A model named relative to the config file is found next to it.
     std::fs::create_dir_all(env.dir.path().join("models")).unwrap();
@@ -330,6 +320,19 @@ pinned = true
         ),
     )
     .unwrap();
+    config
+}
+
+#[test]
+fn a_config_serves_two_llama_cpp_versions_and_an_embedding_model_behind_one_socket() {
+    let env = Env::new();
+    let root = lmcpp_test_support::workspace_root();
+    // The pinned llama.cpp and the older one `cargo xtask prepare` also provides.
+    let read = |path: PathBuf| PreparedPaths::load_from(&path).unwrap_or_else(|e| panic!("{e}"));
+    let pinned = read(PreparedPaths::default_location(&root));
+    let older = read(PreparedPaths::location_for(&root, "4227c9b"));
+    assert_ne!(pinned.llama_version, older.llama_version);
+    let config = two_versions_config(&env, &pinned, &older);
     let record = env.json(&["serve", "--config", config.to_str().unwrap(), "--detach"]);
     let id = record["id"].as_str().unwrap().to_owned();
     let endpoint: Endpoint = serde_json::from_value(record["endpoint"].clone()).unwrap();
