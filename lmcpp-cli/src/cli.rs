@@ -274,11 +274,12 @@ pub(crate) struct DemoArgs {
 /// How to reach a server: an existing one, or one started on the fly for a model.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct TargetArgs {
-    /// Id of a running server (see `lmcpp ps`); default: the only one running.
-    #[arg(long, value_name = "ID", conflicts_with = "model")]
+    /// Id of a running server or proxy (see `lmcpp ps`); default: the only one running.
+    #[arg(long, value_name = "ID")]
     pub(crate) server: Option<String>,
-    /// Start a server for this model just for this command.
-    #[arg(long, value_name = "MODEL")]
+    /// With a proxy: the alias of the model to ask (a proxy serving it is found without
+    /// --server). Otherwise: start a server for this model just for this command.
+    #[arg(long, value_name = "ALIAS|MODEL")]
     pub(crate) model: Option<String>,
     /// Talk to any llama-server at this URL (http://host:port) or socket path.
     #[arg(long, value_name = "URL|SOCKET", conflicts_with_all = ["server", "model"])]

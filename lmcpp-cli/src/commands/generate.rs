@@ -29,7 +29,8 @@ fn completion_request(prompt: String, g: &GenOpts) -> CompletionRequest {
 /// `lmcpp complete PROMPT [--stream]`.
 pub(crate) async fn complete(ctx: &Ctx, args: CompleteArgs) -> Result<ExitCode> {
     let t = target::resolve(ctx, &args.target).await?;
-    let req = completion_request(args.prompt, &args.gen_opts);
+    let mut req = completion_request(args.prompt, &args.gen_opts);
+    t.name_model(&mut req.extra);
     if args.stream && !ctx.json {
         let mut stream = t.client.completion_stream(&req.stream(true)).await?;
         let mut out = std::io::stdout().lock();
@@ -108,7 +109,9 @@ pub(crate) async fn chat(ctx: &Ctx, args: ChatArgs) -> Result<ExitCode> {
             break;
         }
         history.push(ChatMessage::user(line.to_owned()));
-        let answer = stream_chat(&t.client, &chat_request(&history, &args.gen_opts)).await?;
+        let mut req = chat_request(&history, &args.gen_opts);
+        req.model.clone_from(&t.model);
+        let answer = stream_chat(&t.client, &req).await?;
         history.push(ChatMessage::assistant(answer));
     }
     Ok(ExitCode::SUCCESS)
@@ -161,12 +164,11 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
 /// `lmcpp embed TEXT...`: always JSON (the vectors are for programs).
 pub(crate) async fn embed(ctx: &Ctx, args: EmbedArgs) -> Result<ExitCode> {
     let t = target::resolve(ctx, &args.target).await?;
-    let resp = t
-        .client
-        .embedding(&EmbeddingRequest::new(Prompt::Many(
-            args.texts.into_iter().map(Prompt::Text).collect(),
-        )))
-        .await?;
+    let mut req = EmbeddingRequest::new(Prompt::Many(
+        args.texts.into_iter().map(Prompt::Text).collect(),
+    ));
+    t.name_model(&mut req.extra);
+    let resp = t.client.embedding(&req).await?;
     ctx.print_json(&resp)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -176,6 +178,7 @@ pub(crate) async fn tokenize(ctx: &Ctx, args: TokenizeArgs) -> Result<ExitCode> 
     let t = target::resolve(ctx, &args.target).await?;
     let mut req = TokenizeRequest::new(args.text);
     req.with_pieces = Some(args.pieces);
+    t.name_model(&mut req.extra);
     let resp = t.client.tokenize(&req).await?;
     if args.pieces {
         // Pieces do not fit the plain list of ids, so they are shown as JSON either way.
@@ -193,10 +196,9 @@ pub(crate) async fn tokenize(ctx: &Ctx, args: TokenizeArgs) -> Result<ExitCode> 
 /// `lmcpp detokenize ID...`.
 pub(crate) async fn detokenize(ctx: &Ctx, args: DetokenizeArgs) -> Result<ExitCode> {
     let t = target::resolve(ctx, &args.target).await?;
-    let resp = t
-        .client
-        .detokenize(&DetokenizeRequest::new(args.tokens))
-        .await?;
+    let mut req = DetokenizeRequest::new(args.tokens);
+    t.name_model(&mut req.extra);
+    let resp = t.client.detokenize(&req).await?;
     ctx.output(&resp, || {
         println!("{}", resp.content);
         Ok(())

@@ -1,20 +1,55 @@
-//! Which server a command talks to: `--url`, `--server ID`, `--model M` (started for this
-//! command), or the only server running.
+//! Which server a command talks to: `--url`, `--server ID` (a server, or a proxy and the
+//! alias `--model` names), a proxy serving the alias `--model` names, a server started for
+//! `--model M` for this command, or the only server or proxy running.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use lmcpp::Running;
-use lmcpp::server::{Client, Endpoint, Entry, ProcessKind, Registry};
+use lmcpp::server::{Client, Endpoint, Entry, ProcessKind, Registry, ServerRecord};
 
 use super::ctx::{Ctx, server_args};
+use super::proxy::proxy_models;
 use crate::cli::TargetArgs;
 use crate::exit::BadInput;
 
 /// A client plus, when the command started its own server, that server (stopped on drop).
 pub(crate) struct Target {
     pub(crate) client: Client,
+    /// The alias to name in every request when the target is a proxy (its `model`, or
+    /// `?model=` on a GET), so the proxy routes it.
+    pub(crate) model: Option<String>,
     _running: Option<Running>,
+}
+
+impl Target {
+    /// `path` with `?model=ALIAS` when the target is a proxy: how a GET names its model.
+    pub(crate) fn get_path(&self, path: &str) -> String {
+        match &self.model {
+            Some(alias) => format!("{path}?model={}", query_escape(alias)),
+            None => path.to_owned(),
+        }
+    }
+
+    /// Sets `model` in a request body's extra fields when the target is a proxy.
+    pub(crate) fn name_model(&self, extra: &mut lmcpp::types::common::Extra) {
+        if let Some(alias) = &self.model {
+            extra.insert("model".to_owned(), alias.clone().into());
+        }
+    }
+}
+
+/// `text` percent-encoded for a query value (everything but unreserved characters).
+fn query_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Parses `--url`: `http://host:port` or a Unix socket path.
@@ -40,15 +75,25 @@ pub(crate) fn parse_url(url: &str) -> Result<Endpoint> {
     Ok(Endpoint::unix(PathBuf::from(url)))
 }
 
-/// Live servers in the registry (not rpc workers, which speak no HTTP).
-pub(crate) fn live_servers(registry: &Registry) -> Result<Vec<lmcpp::server::ServerRecord>> {
-    let mut live = live_records(registry)?;
-    live.retain(|r| r.kind == ProcessKind::Server);
-    Ok(live)
+/// Live servers in the registry that a command may talk to directly: not rpc workers,
+/// which speak no HTTP, nor proxies, nor a proxy's model servers, which the proxy starts,
+/// counts requests on and stops (they are the proxy process's children).
+pub(crate) fn live_servers(registry: &Registry) -> Result<Vec<ServerRecord>> {
+    let live = live_records(registry)?;
+    let proxies: Vec<u32> = live
+        .iter()
+        .filter(|r| r.kind == ProcessKind::Proxy)
+        .map(|r| r.pid)
+        .collect();
+    Ok(live
+        .into_iter()
+        .filter(|r| r.kind == ProcessKind::Server)
+        .filter(|r| parent_pid(r.pid).is_none_or(|parent| !proxies.contains(&parent)))
+        .collect())
 }
 
-/// Live entries of every kind in the registry: servers and rpc workers.
-pub(crate) fn live_records(registry: &Registry) -> Result<Vec<lmcpp::server::ServerRecord>> {
+/// Live entries of every kind in the registry: servers, rpc workers and proxies.
+pub(crate) fn live_records(registry: &Registry) -> Result<Vec<ServerRecord>> {
     Ok(registry
         .list()
         .context("reading the server registry")?
@@ -60,74 +105,237 @@ pub(crate) fn live_records(registry: &Registry) -> Result<Vec<lmcpp::server::Ser
         .collect())
 }
 
+/// The parent of a process, from `/proc/<pid>/stat` (the field after the state, which
+/// follows the command name's closing parenthesis).
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The target of a command that asks a model: a proxy needs the alias to route to.
 pub(crate) async fn resolve(ctx: &Ctx, t: &TargetArgs) -> Result<Target> {
-    let with_key = |endpoint: Endpoint| {
-        let mut b = Client::builder(endpoint);
-        if let Some(key) = &t.api_key {
-            b = b.api_key(key.clone());
-        }
-        b.build()
+    resolve_as(ctx, t, true).await
+}
+
+/// The target of a command a proxy answers itself (`health`): a proxy with several
+/// models and no `--model` is asked as it is.
+pub(crate) async fn resolve_process(ctx: &Ctx, t: &TargetArgs) -> Result<Target> {
+    resolve_as(ctx, t, false).await
+}
+
+async fn resolve_as(ctx: &Ctx, t: &TargetArgs, needs_model: bool) -> Result<Target> {
+    let direct = |endpoint: Endpoint| Target {
+        client: keyed(endpoint, t),
+        model: None,
+        _running: None,
     };
     if let Some(url) = &t.url {
+        return Ok(direct(parse_url(url)?));
+    }
+    let registry = ctx.registry();
+    if let Some(id) = &t.server {
+        let record = registry.get(id)?;
+        return match record.kind {
+            ProcessKind::Proxy => proxy_target(record, t, needs_model).await,
+            ProcessKind::Server if t.model.is_none() => Ok(direct(record.endpoint)),
+            ProcessKind::Server => Err(BadInput(format!(
+                "{id} is a llama-server serving one model; --model with --server chooses a \
+                 model of a proxy, so drop --model or pass the id of a proxy (see `lmcpp ps`)"
+            ))
+            .into()),
+            _ => Err(BadInput(format!(
+                "{id} is an rpc worker, not a llama-server; pass the id of a server \
+                 (see `lmcpp ps`)"
+            ))
+            .into()),
+        };
+    }
+    if let Some(model) = &t.model {
+        // A running proxy that serves this alias, else a server just for this command.
+        let mut serving: Vec<_> = live_records(&registry)?
+            .into_iter()
+            .filter(|r| r.kind == ProcessKind::Proxy && r.args.contains(model))
+            .collect();
+        return match serving.len() {
+            0 => start_for_command(ctx, t, model).await,
+            1 => proxy_target(serving.remove(0), t, needs_model).await,
+            n => Err(BadInput(format!(
+                "{n} proxies serve {model} ({}); choose one with --server ID",
+                ids(&serving)
+            ))
+            .into()),
+        };
+    }
+    let mut live = live_servers(&registry)?;
+    live.extend(
+        live_records(&registry)?
+            .into_iter()
+            .filter(|r| r.kind == ProcessKind::Proxy),
+    );
+    match live.len() {
+        0 => Err(BadInput(
+            "no server is running; start one with `lmcpp serve --model MODEL --detach`, \
+             or pass --model MODEL to start one for this command"
+                .into(),
+        )
+        .into()),
+        1 => {
+            let record = live.remove(0);
+            match record.kind {
+                ProcessKind::Proxy => proxy_target(record, t, needs_model).await,
+                _ => Ok(direct(record.endpoint)),
+            }
+        }
+        n => Err(BadInput(format!(
+            "{n} servers are running ({}); choose one with --server ID",
+            ids(&live)
+        ))
+        .into()),
+    }
+}
+
+/// The ids of `records`, comma-separated.
+fn ids(records: &[ServerRecord]) -> String {
+    let ids: Vec<_> = records.iter().map(|r| r.id.as_str()).collect();
+    ids.join(", ")
+}
+
+/// A client for `endpoint` with the key of the command line, if any.
+fn keyed(endpoint: Endpoint, t: &TargetArgs) -> Client {
+    super::ctx::keyed_client(endpoint, t.api_key.as_deref())
+}
+
+/// A server for `--model` started for this command; the key it requires is the one this
+/// client sends.
+async fn start_for_command(ctx: &Ctx, t: &TargetArgs, model: &str) -> Result<Target> {
+    let running = ctx
+        .builder(Some(model.to_owned()))
+        .args(server_args(Vec::new(), Vec::new(), t.api_key.clone()))
+        .start()
+        .await?;
+    if let Some(notice) = &running.model.notice {
+        eprintln!("lmcpp: {notice}");
+    }
+    Ok(Target {
+        client: running.client(),
+        model: None,
+        _running: Some(running),
+    })
+}
+
+/// A proxy as the target: its endpoint, and the alias `--model` names (one of the models
+/// it lists) or its only model.
+async fn proxy_target(record: ServerRecord, t: &TargetArgs, needs_model: bool) -> Result<Target> {
+    if !needs_model && t.model.is_none() {
         return Ok(Target {
-            client: with_key(parse_url(url)?),
+            client: keyed(record.endpoint, t),
+            model: None,
             _running: None,
         });
     }
-    if let Some(model) = &t.model {
-        // The key the started server requires is the one this client sends.
-        let running = ctx
-            .builder(Some(model.clone()))
-            .args(server_args(Vec::new(), Vec::new(), t.api_key.clone()))
-            .start()
-            .await?;
-        if let Some(notice) = &running.model.notice {
-            eprintln!("lmcpp: {notice}");
-        }
-        return Ok(Target {
-            client: running.client(),
-            _running: Some(running),
-        });
-    }
-    let registry = ctx.registry();
-    let record = match &t.server {
-        Some(id) => {
-            let record = registry.get(id)?;
-            if record.kind != ProcessKind::Server {
-                return Err(BadInput(format!(
-                    "{id} is an rpc worker, not a llama-server; pass the id of a server \
-                     (see `lmcpp ps`)"
-                ))
-                .into());
-            }
-            record
-        }
-        None => {
-            let mut live = live_servers(&registry)?;
-            match live.len() {
-                0 => {
-                    return Err(BadInput(
-                        "no server is running; start one with `lmcpp serve --model MODEL --detach`, \
-                         or pass --model MODEL to start one for this command"
-                            .into(),
-                    )
-                    .into());
-                }
-                1 => live.remove(0),
-                _ => {
-                    let ids: Vec<_> = live.iter().map(|r| r.id.as_str()).collect();
-                    return Err(BadInput(format!(
-                        "{} servers are running ({}); choose one with --server ID",
-                        live.len(),
-                        ids.join(", ")
-                    ))
-                    .into());
-                }
-            }
-        }
-    };
+    let models = proxy_models(&record, t.api_key.as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("proxy {} gives {e}", record.id))?;
+    let aliases: Vec<&str> = models.iter().map(|m| m.alias.as_str()).collect();
+    let alias = choose_alias(&record.id, &aliases, t.model.as_deref())?;
     Ok(Target {
-        client: with_key(record.endpoint),
+        client: keyed(record.endpoint, t),
+        model: Some(alias),
         _running: None,
     })
+}
+
+/// The alias a command asks a proxy for: the one `--model` names if the proxy serves it,
+/// else its only model; several models and no `--model` is bad input naming them.
+fn choose_alias(id: &str, aliases: &[&str], wanted: Option<&str>) -> Result<String, BadInput> {
+    let listed = || aliases.join(", ");
+    match (wanted, aliases) {
+        (Some(w), _) if aliases.contains(&w) => Ok(w.to_owned()),
+        (Some(w), _) => Err(BadInput(format!(
+            "proxy {id} serves no model {w}; its models are {}; pass one with --model ALIAS",
+            listed()
+        ))),
+        (None, [only]) => Ok((*only).to_owned()),
+        (None, _) => Err(BadInput(format!(
+            "proxy {id} serves {} models ({}); choose one with --model ALIAS",
+            aliases.len(),
+            listed()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_alias_asked_of_a_proxy() {
+        /// The proxy's aliases, `--model`, and the alias asked or words of the error.
+        type Case<'a> = (
+            &'a [&'a str],
+            Option<&'a str>,
+            Result<&'a str, &'a [&'a str]>,
+        );
+        let table: &[Case<'_>] = &[
+            (&["a"], None, Ok("a")),
+            (&["a"], Some("a"), Ok("a")),
+            (&["a", "b"], Some("b"), Ok("b")),
+            (
+                &["a", "b"],
+                None,
+                Err(&["2 models", "a, b", "--model ALIAS"]),
+            ),
+            (
+                &["a", "b"],
+                Some("c"),
+                Err(&["no model c", "a, b", "--model"]),
+            ),
+            (&["a"], Some("c"), Err(&["no model c", "are a;"])),
+        ];
+        for (aliases, wanted, want) in table {
+            let got = choose_alias("p1", aliases, *wanted);
+            match (got, want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, *want),
+                (Err(e), Err(words)) => {
+                    assert!(e.0.contains("proxy p1"), "{}", e.0);
+                    for w in *words {
+                        assert!(
+                            e.0.contains(w),
+                            "{aliases:?} {wanted:?}: {w:?} not in {}",
+                            e.0
+                        );
+                    }
+                }
+                (got, _) => panic!("{aliases:?} {wanted:?}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn aliases_in_a_query_are_escaped() {
+        for (alias, want) in [
+            ("chat", "chat"),
+            ("a.b-c_d~", "a.b-c_d~"),
+            ("x&model=y", "x%26model%3Dy"),
+            ("50%+#?", "50%25%2B%23%3F"),
+        ] {
+            assert_eq!(query_escape(alias), want);
+        }
+    }
+
+    #[test]
+    fn a_process_parent_is_read_from_proc() {
+        assert_eq!(
+            parent_pid(std::process::id()),
+            Some(std::os::unix::process::parent_id())
+        );
+        assert_eq!(parent_pid(u32::MAX), None);
+    }
 }

@@ -11,6 +11,7 @@ use lmcpp::toolchain::prepared::PreparedPaths;
 mod blocking;
 mod names;
 mod proxy;
+mod proxy_target;
 mod real_clients;
 mod rpc;
 
