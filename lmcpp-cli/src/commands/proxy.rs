@@ -9,6 +9,7 @@
 //! registry record is there.
 
 mod config;
+mod log;
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -35,6 +36,7 @@ use crate::cli::{BackendArg, ServeArgs};
 use crate::exit::BadInput;
 use crate::shutdown::Shutdown;
 pub(crate) use config::{ModelPlan, Plan};
+use log::ProxyLog;
 
 /// How long a detached `lmcpp serve` may take to write its proxy's record.
 const DETACH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -67,11 +69,24 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
     }
     let mut shutdown = Shutdown::listen()?;
     let transport = transport(&plan, &args);
+    // The id is chosen here (a detached proxy is given it), so the log its record names
+    // is this process's to write from the start.
+    let id = match &args.proxy_id {
+        Some(id) => {
+            lmcpp::server::validate_id(id).map_err(|e| BadInput(e.to_string()))?;
+            id.clone()
+        }
+        None => fresh_id(),
+    };
+    let registry = ctx.registry();
+    registry.ensure_dir()?;
+    let log_path = registry.dir().join(format!("{id}.log"));
+    let log = Arc::new(ProxyLog::open(&log_path)?);
 
     let mut specs = Vec::with_capacity(plan.models.len());
     let mut shown_models = Vec::with_capacity(plan.models.len());
     for model in &plan.models {
-        let (spec, shown) = model_spec(ctx, &args, &plan, model).await?;
+        let (spec, shown) = model_spec(ctx, &args, &plan, model, &log).await?;
         specs.push(spec);
         shown_models.push(shown);
     }
@@ -81,19 +96,16 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
     opts.runtime_dir = ctx.runtime_dir.clone();
     opts.api_key = api_key;
     opts.load_timeout = plan.load_timeout;
-    if let Some(id) = &args.proxy_id {
-        lmcpp::server::validate_id(id).map_err(|e| BadInput(e.to_string()))?;
-        opts.id = Some(id.clone());
-        opts.log_path = Some(ctx.registry().dir().join(format!("{id}.log")));
-    }
+    opts.id = Some(id);
+    opts.log_path = Some(log_path);
     let proxy = tokio::select! {
         proxy = Proxy::start(opts, specs) => proxy?,
         signal = shutdown.recv() => {
-            eprintln!("lmcpp: {signal} during start-up; nothing left running");
+            log.line(format_args!("{signal} during start-up; nothing left running"));
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let record = ctx.registry().get(proxy.id())?;
+    let record = registry.get(proxy.id())?;
     let shown = ShownProxy {
         record: &record,
         memory_budget: budget,
@@ -103,22 +115,26 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
         println!("{} {}", proxy.id(), proxy.endpoint());
         Ok(())
     })?;
-    eprintln!(
-        "lmcpp: serving {} models on {} (memory budget {}); each starts at its first request",
+    log.line(format_args!(
+        "serving {} models on {} (memory budget {}); each starts at its first request",
         plan.models.len(),
         proxy.endpoint(),
         human_size(budget)
-    );
+    ));
     for line in &shown_models {
-        eprintln!("lmcpp:   {line}");
+        log.line(format_args!("  {line}"));
     }
-    eprintln!(
-        "lmcpp: Ctrl-C, SIGTERM or SIGHUP (or `lmcpp stop {}`) to stop",
+    log.line(format_args!(
+        "Ctrl-C, SIGTERM or SIGHUP (or `lmcpp stop {}`) to stop",
         proxy.id()
-    );
-    let signal = shutdown.recv().await;
-    eprintln!("lmcpp: {signal}: stopping the proxy and its models");
+    ));
+    let signal = tokio::select! {
+        signal = shutdown.recv() => signal,
+        never = log::watch_models(&log, || proxy.models()) => match never {},
+    };
+    log.line(format_args!("{signal}: stopping the proxy and its models"));
     proxy.stop().await?;
+    log.line("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -259,6 +275,7 @@ async fn model_spec(
     args: &ServeArgs,
     plan: &Plan,
     model: &ModelPlan,
+    log: &Arc<ProxyLog>,
 ) -> Result<(ModelSpec, String)> {
     let estimate_opts = estimate_options(model).map_err(|e| {
         BadInput(format!(
@@ -318,6 +335,7 @@ async fn model_spec(
         args: server_args(model, args),
         ready_timeout: plan.load_timeout,
         no_mmproj: args.no_mmproj,
+        log: Arc::clone(log),
     };
     let mut spec = ModelSpec::new(model.alias.clone(), Arc::new(launch));
     spec.estimate_bytes = estimate;
@@ -451,7 +469,8 @@ async fn offline_path(ctx: &Ctx, model: &ModelPlan, no_mmproj: bool) -> Option<P
 }
 
 /// Starts one model's server through the facade: toolchain and model ensured as for
-/// `lmcpp serve`, the alias passed, the web UI off, on a private Unix socket.
+/// `lmcpp serve`, the alias passed, the web UI off, on a private Unix socket; the start,
+/// and its server or its failure, go to the proxy's log.
 struct FacadeLaunch {
     home: Option<PathBuf>,
     runtime_dir: Option<PathBuf>,
@@ -463,6 +482,7 @@ struct FacadeLaunch {
     args: ServerArgs,
     ready_timeout: Duration,
     no_mmproj: bool,
+    log: Arc<ProxyLog>,
 }
 
 impl Launch for FacadeLaunch {
@@ -485,12 +505,28 @@ impl Launch for FacadeLaunch {
         if let Some(bin) = &self.llama_server {
             builder = builder.llama_server(bin);
         }
+        let (log, alias) = (Arc::clone(&self.log), self.alias.clone());
+        log.line(format_args!("model {alias}: starting {}", self.reference));
         Box::pin(async move {
-            builder
-                .start()
-                .await
-                .map(|running| running.server)
-                .map_err(launch_error)
+            match builder.start().await {
+                Ok(running) => {
+                    let server = running.server;
+                    log.line(format_args!(
+                        "model {alias}: ready (server {}, pid {})",
+                        server.id(),
+                        server.pid()
+                    ));
+                    Ok(server)
+                }
+                Err(e) => {
+                    let e = launch_error(e);
+                    log.line(format_args!(
+                        "model {alias}: failed to start: {}",
+                        e.message
+                    ));
+                    Err(e)
+                }
+            }
         })
     }
 }
@@ -585,7 +621,7 @@ async fn detach(ctx: &Ctx, budget: u64, api_key: Option<&str>) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// A registry id for a detached proxy: `p` and 11 hex digits from the clock and pid.
+/// A registry id for a proxy: `p` and 11 hex digits from the clock and pid.
 fn fresh_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,14 +1,20 @@
 //! A multi-model proxy as the target of the client commands: `--server <proxy id>` and the
 //! default target (the proxy alone, its model servers not counted) send requests to the
 //! proxy, `--model ALIAS` names the model in each request (and finds the proxy serving it),
-//! and a proxy with several models and no `--model` is bad input naming its aliases.
+//! and a proxy with several models and no `--model` is bad input naming its aliases. The
+//! proxy's own log (`lmcpp logs <id>`), in the foreground as with `--detach`.
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::Env;
+
+/// How long a test waits for what the proxy logs after a command returned.
+const LIMIT: Duration = Duration::from_secs(30);
 
 /// A foreground `lmcpp serve`, SIGKILLed if a test ends before it stops.
 struct Foreground {
@@ -179,4 +185,80 @@ fn a_proxy_of_one_model_is_the_default_target_without_model() {
     let _proxy = Foreground::start(&env, &["--model", &only, "--keep-alive", "10m"]);
     let done = complete(&env, &[]);
     assert_eq!(done["model"], "only", "{done}");
+}
+
+/// The proxy's log as `lmcpp logs` shows it, once it holds `want` (what the proxy logs
+/// after the command that caused it has returned: a stop, say), within `limit`.
+fn log_with(env: &Env, id: &str, want: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let log = env.ok(&["logs", id, "-n", "200"]);
+        if log.contains(want) {
+            return log;
+        }
+        assert!(Instant::now() < deadline, "{want:?} not logged: {log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_foreground_proxy_logs_its_starts_stops_and_failures_where_its_record_says() {
+    let env = Env::new();
+    let bogus = env.dir.path().join("bogus.gguf");
+    // GGUF magic, then garbage: llama-server itself refuses it.
+    std::fs::write(&bogus, b"GGUF\x03\x00\x00\x00garbage that is not a model").unwrap();
+    let (a, bad) = (
+        format!("a={}", env.model()),
+        format!("bad={}", bogus.display()),
+    );
+    let mut proxy = Foreground::start(
+        &env,
+        &["--model", &a, "--model", &bad, "--keep-alive", "1s"],
+    );
+    let id = proxy.id.clone();
+    let log = env.ok(&["logs", &id]);
+    assert!(log.contains("lmcpp: serving 2 models on unix:"), "{log}");
+
+    complete(&env, &["--model", "a"]);
+    let out = env
+        .cmd(&["complete", "x", "--model", "bad"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    // A second of keep-alive: the idle model's server stops, and the log says why.
+    let log = log_with(&env, &id, "stopped (idle for its keep-alive of 1s)", LIMIT);
+    let lines = |prefix: &str| log.lines().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(lines("lmcpp: model a: starting "), 1, "{log}");
+    assert_eq!(lines("lmcpp: model a: ready (server "), 1, "{log}");
+    assert_eq!(lines("lmcpp: model bad: failed to start: "), 1, "{log}");
+    assert_eq!(lines("lmcpp: serving 2 models"), 1, "{log}");
+
+    // Stopped, the proxy says so last, in the file its record named.
+    let record = env.json(&["ps"])[0].clone();
+    assert_eq!(record["id"], id.as_str(), "{record}");
+    let path = PathBuf::from(record["log_path"].as_str().unwrap());
+    env.ok(&["stop", &id]);
+    proxy.child.wait().unwrap();
+    let log = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        log.ends_with("stopping the proxy and its models\nlmcpp: stopped\n"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_detached_proxy_logs_each_line_once() {
+    let env = Env::new();
+    let (a, b) = (format!("a={}", env.model()), format!("b={}", env.model()));
+    let record = env.json(&["serve", "--model", &a, "--model", &b, "--detach"]);
+    let id = record["id"].as_str().unwrap();
+    complete(&env, &["--model", "b"]);
+    let log = log_with(&env, id, "model b: ready", LIMIT);
+    for line in [
+        "lmcpp: serving 2 models",
+        "lmcpp: model b: starting",
+        "lmcpp: model b: ready",
+    ] {
+        assert_eq!(log.matches(line).count(), 1, "{line}: {log}");
+    }
 }
