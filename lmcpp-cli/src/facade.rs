@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lmcpp_server::{Client, LaunchOptions, Server, TransportChoice};
-use lmcpp_toolchain::demo::{DEMO_VOCAB, DemoOptions, write_demo_model};
+use lmcpp_toolchain::demo::DemoOptions;
 use lmcpp_toolchain::download::DownloadOptions;
 use lmcpp_toolchain::models::{ModelSource, ModelStore, ModelStoreOptions, PullOptions};
 use lmcpp_toolchain::{
@@ -436,33 +436,7 @@ pub async fn demo_model(
                 |i| format!("toolchain {}", i.fingerprint),
             ),
         })?;
-    let path = match out {
-        Some(out) => out.to_path_buf(),
-        None => {
-            let cached = layout
-                .models()
-                .join("demo")
-                .join(format!("demo-{seed:x}.gguf"));
-            if cached.is_file() {
-                return Ok(cached);
-            }
-            cached
-        }
-    };
-    let target = path.clone();
-    let vocab = source.join(DEMO_VOCAB);
-    let written = tokio::task::spawn_blocking(move || {
-        if let Some(dir) = target.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| lmcpp_toolchain::Error::io("create directory", dir, e))?;
-        }
-        write_demo_model(&vocab, &target, &DemoOptions::with_seed(seed))
-    })
-    .await
-    .map_err(|e| {
-        lmcpp_toolchain::Error::io("write the demo model", &path, std::io::Error::other(e))
-    })??;
-    Ok(written.path)
+    Ok(lmcpp_toolchain::models::ensure_demo_model(layout, &source, seed, out).await?)
 }
 
 /// Resolves a model reference to a local GGUF file and the name to serve it under.

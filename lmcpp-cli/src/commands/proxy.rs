@@ -27,7 +27,7 @@ use lmcpp::toolchain::SharedProgress;
 use lmcpp::toolchain::ToolchainRequest;
 use lmcpp::toolchain::demo::DemoOptions;
 use lmcpp::toolchain::gguf::estimate::{EstimateOptions, KvCacheType, estimate_path};
-use lmcpp::toolchain::models::{ModelSource, PullOptions};
+use lmcpp::toolchain::models::{ModelSource, PullOptions, demo_model_path};
 use lmcpp::types::args::ServerArgs;
 use serde::Serialize;
 
@@ -447,14 +447,8 @@ async fn offline_path(ctx: &Ctx, model: &ModelPlan, no_mmproj: bool) -> Option<P
         return Some(path.to_path_buf());
     }
     if reference == lmcpp::DEMO_MODEL {
-        let seed = DemoOptions::default().seed;
-        let demo = ctx
-            .toolchain()
-            .ok()?
-            .layout()
-            .models()
-            .join("demo")
-            .join(format!("demo-{seed:x}.gguf"));
+        let toolchain = ctx.toolchain().ok()?;
+        let demo = demo_model_path(toolchain.layout(), DemoOptions::default().seed);
         return demo.is_file().then_some(demo);
     }
     let source = ModelSource::parse(reference).ok()?;

@@ -30,6 +30,7 @@
 //! download starts), and removal decides "no ref uses it any more" and deletes it under
 //! the same lock, so a removal never deletes a blob that a concurrent pull is publishing.
 
+mod demo;
 mod error;
 mod hf;
 mod hub;
@@ -53,6 +54,7 @@ use crate::error::{IoContext, Result};
 use crate::gguf::{GgufSummary, read_gguf_async};
 use crate::lock::{LockGuard, lock_exclusive};
 use crate::progress::{ProgressEvent, SharedProgress, no_progress};
+pub use demo::{demo_model_path, ensure_demo_model};
 pub use error::Error;
 
 pub use hf::{DEFAULT_HF_ENDPOINT, HfToken, default_token_file, resolve_endpoint};
