@@ -86,7 +86,7 @@ fn complete(env: &Env, target: &[&str]) -> Value {
 fn client_commands_reach_a_proxy_by_id_alias_or_as_the_only_one_running() {
     let env = Env::new();
     let (a, b) = (format!("a={}", env.model()), format!("b={}", env.model()));
-    let proxy = Foreground::start(&env, &["--model", &a, "--model", &b]);
+    let proxy = Foreground::start(&env, &["--model", &a, "--model", &b, "--", "--metrics"]);
     let id = proxy.id.as_str();
 
     // Two models and none chosen: bad input naming them, by id or as the default target.
@@ -120,6 +120,17 @@ fn client_commands_reach_a_proxy_by_id_alias_or_as_the_only_one_running() {
     assert!(!text.trim().is_empty());
     let props = env.json(&["props", "--server", id, "--model", "b"]);
     assert_eq!(props["model_alias"], "b", "{props}");
+    // GETs name their model in the query: b's metrics count what b predicted.
+    let text = env.ok(&["metrics", "--model", "b"]);
+    assert!(text.contains("llamacpp:tokens_predicted_total"), "{text}");
+    let samples = env.json(&["metrics", "--server", id, "--model", "b"]);
+    let predicted = samples
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "llamacpp:tokens_predicted_total")
+        .unwrap_or_else(|| panic!("{samples}"));
+    assert!(predicted["value"].as_f64().unwrap() >= 4.0, "{samples}");
     // The proxy answers its own health, whichever models run.
     assert_eq!(env.ok(&["health"]).trim(), "ok");
 
