@@ -38,9 +38,6 @@ pub mod gc;
 mod lock;
 pub mod progress;
 
-// The record `cargo xtask prepare` writes for the end-to-end tests.
-pub mod prepared;
-
 // The toolchain's namespaces of free functions and constants keep their paths
 // (`lmcpp_toolchain::versions::parse`, `backend::Probes`, `plan::prebuilt_assets`,
 // `build_script::ensure_for_build_script`); everything else of it is re-exported here.

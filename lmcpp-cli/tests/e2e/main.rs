@@ -3,10 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 
-use lmcpp::toolchain::prepared::PreparedPaths;
+use lmcpp_test_support::PreparedPaths;
 
 mod blocking;
 mod names;
@@ -17,10 +16,7 @@ mod rpc;
 
 /// Reads the prerequisites; fails (never skips) with the command that provides them.
 fn paths() -> PreparedPaths {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root");
-    PreparedPaths::load(root).unwrap_or_else(|e| panic!("{e}"))
+    lmcpp_test_support::prepared()
 }
 
 struct Env {
@@ -84,12 +80,7 @@ impl Drop for Env {
 }
 
 fn pid_alive(pid: u64) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'))
-        })
+    u32::try_from(pid).is_ok_and(lmcpp_test_support::running)
 }
 
 #[test]

@@ -157,15 +157,6 @@ pub enum Error {
         message: String,
     },
 
-    /// The end-to-end test prerequisites are missing or incomplete.
-    #[error("test prerequisites {}: {reason}; run `cargo xtask prepare` (or `cargo xtask test`)", path.display())]
-    TestPrerequisites {
-        /// The `paths.json` that was read.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
-
     /// A download failed, was refused or did not verify.
     #[error(transparent)]
     Download(#[from] crate::download::Error),
@@ -247,8 +238,7 @@ impl Error {
             | Self::NotCached { .. }
             | Self::State { .. }
             | Self::ArtefactMissing { .. }
-            | Self::Task { .. }
-            | Self::TestPrerequisites { .. } => Class::Failure,
+            | Self::Task { .. } => Class::Failure,
             // Each area's error answers for its own variants.
             Self::Download(e) => e.class(),
             Self::Archive(e) => e.class(),
@@ -375,13 +365,6 @@ mod tests {
                 },
                 Failure,
             ),
-            (
-                Error::TestPrerequisites {
-                    path: path.clone(),
-                    reason: "x".into(),
-                },
-                Failure,
-            ),
             // The areas' errors keep their class through the crate error.
             (
                 crate::download::Error::HttpStatus {
@@ -452,16 +435,15 @@ mod tests {
             Error::ArtefactMissing { .. } => 12,
             Error::InvalidRequest { .. } => 13,
             Error::Task { .. } => 14,
-            Error::TestPrerequisites { .. } => 15,
-            Error::Download(_) => 16,
-            Error::Archive(_) => 17,
-            Error::Gguf(_) => 18,
-            Error::Model(_) => 19,
+            Error::Download(_) => 15,
+            Error::Archive(_) => 16,
+            Error::Gguf(_) => 17,
+            Error::Model(_) => 18,
         }
     }
 
     /// How many arms `ordinal` has.
-    const VARIANTS: usize = 20;
+    const VARIANTS: usize = 19;
 
     #[test]
     fn every_variant_is_classified_as_the_table_says() {
