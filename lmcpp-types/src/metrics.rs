@@ -1,7 +1,7 @@
 //! `GET /metrics` (needs `--metrics`): Prometheus text exposition parsed into typed
 //! samples, plus the llama.cpp metrics by name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::Error;
 use crate::macros::open_enum;
@@ -90,8 +90,11 @@ pub struct LlamaMetrics {
 
 impl Metrics {
     /// Parses Prometheus text exposition format.
+    ///
+    /// Linear in the size of the text: families are found through a map from name to
+    /// index, so a body with many distinct names costs no more per line than a small one.
     pub fn parse(text: &str) -> Result<Metrics, Error> {
-        let mut m = Metrics::default();
+        let mut b = FamiliesBuilder::default();
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             let err = |reason: &str| Error::MetricsParse {
@@ -105,36 +108,22 @@ impl Metrics {
                 let rest = rest.trim_start();
                 if let Some(r) = rest.strip_prefix("HELP ") {
                     let (name, help) = r.split_once(' ').unwrap_or((r, ""));
-                    m.family_mut(name).help = Some(unescape(help, false));
+                    b.family_mut(name).help = Some(unescape(help, false));
                 } else if let Some(r) = rest.strip_prefix("TYPE ") {
                     let (name, kind) = r
                         .split_once(' ')
                         .ok_or_else(|| err("TYPE without a type"))?;
-                    m.family_mut(name).kind = Some(MetricKind::from(kind.trim()));
+                    b.family_mut(name).kind = Some(MetricKind::from(kind.trim()));
                 }
                 continue;
             }
             let sample = parse_sample(line).map_err(|r| err(&r))?;
-            let family = family_name(&m, &sample.name);
-            m.family_mut(&family).samples.push(sample);
+            let idx = b.family_of_sample(&sample.name);
+            b.families[idx].samples.push(sample);
         }
-        Ok(m)
-    }
-
-    fn family_mut(&mut self, name: &str) -> &mut MetricFamily {
-        let idx = match self.families.iter().position(|f| f.name == name) {
-            Some(i) => i,
-            None => {
-                self.families.push(MetricFamily {
-                    name: name.to_owned(),
-                    help: None,
-                    kind: None,
-                    samples: Vec::new(),
-                });
-                self.families.len() - 1
-            }
-        };
-        &mut self.families[idx]
+        Ok(Metrics {
+            families: b.families,
+        })
     }
 
     /// All samples of all families.
@@ -169,19 +158,51 @@ impl Metrics {
     }
 }
 
-/// Histogram and summary samples carry suffixes; they belong to the declared family.
-fn family_name(m: &Metrics, sample: &str) -> String {
-    if m.families.iter().any(|f| f.name == sample) {
-        return sample.to_owned();
-    }
-    for suffix in ["_bucket", "_sum", "_count"] {
-        if let Some(base) = sample.strip_suffix(suffix)
-            && m.families.iter().any(|f| f.name == base)
-        {
-            return base.to_owned();
+/// The families of a body being parsed, in order of first appearance, with an index by name.
+#[derive(Default)]
+struct FamiliesBuilder {
+    families: Vec<MetricFamily>,
+    by_name: HashMap<String, usize>,
+}
+
+impl FamiliesBuilder {
+    /// The index of the family named `name`, created (last) when it is new.
+    fn index_or_insert(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.by_name.get(name) {
+            return i;
         }
+        self.families.push(MetricFamily {
+            name: name.to_owned(),
+            help: None,
+            kind: None,
+            samples: Vec::new(),
+        });
+        let i = self.families.len() - 1;
+        self.by_name.insert(name.to_owned(), i);
+        i
     }
-    sample.to_owned()
+
+    fn family_mut(&mut self, name: &str) -> &mut MetricFamily {
+        let i = self.index_or_insert(name);
+        &mut self.families[i]
+    }
+
+    /// The family a sample belongs to: its own name when a family has it, else the
+    /// declared family of a histogram or summary suffix (`_bucket`, `_sum`, `_count`),
+    /// else a new family of its own name.
+    fn family_of_sample(&mut self, sample: &str) -> usize {
+        if let Some(&i) = self.by_name.get(sample) {
+            return i;
+        }
+        for suffix in ["_bucket", "_sum", "_count"] {
+            if let Some(base) = sample.strip_suffix(suffix)
+                && let Some(&i) = self.by_name.get(base)
+            {
+                return i;
+            }
+        }
+        self.index_or_insert(sample)
+    }
 }
 
 fn unescape(s: &str, quote: bool) -> String {
@@ -270,6 +291,7 @@ fn parse_sample(line: &str) -> Result<MetricSample, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn parses_help_type_labels_and_special_values() {
@@ -293,6 +315,119 @@ mod tests {
         assert_eq!(x.value, f64::INFINITY);
         assert_eq!(x.timestamp_ms, Some(1_700_000_000_000));
         assert_eq!(m.families[2].samples.len(), 3);
+    }
+
+    /// The grouping as it was first written (a linear search per line), kept as the
+    /// reference the map-based parse must agree with.
+    fn reference_parse(text: &str) -> Result<Metrics, Error> {
+        fn family_mut<'a>(m: &'a mut Metrics, name: &str) -> &'a mut MetricFamily {
+            let idx = match m.families.iter().position(|f| f.name == name) {
+                Some(i) => i,
+                None => {
+                    m.families.push(MetricFamily {
+                        name: name.to_owned(),
+                        help: None,
+                        kind: None,
+                        samples: Vec::new(),
+                    });
+                    m.families.len() - 1
+                }
+            };
+            &mut m.families[idx]
+        }
+        fn family_name(m: &Metrics, sample: &str) -> String {
+            if m.families.iter().any(|f| f.name == sample) {
+                return sample.to_owned();
+            }
+            for suffix in ["_bucket", "_sum", "_count"] {
+                if let Some(base) = sample.strip_suffix(suffix)
+                    && m.families.iter().any(|f| f.name == base)
+                {
+                    return base.to_owned();
+                }
+            }
+            sample.to_owned()
+        }
+        let mut m = Metrics::default();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            let err = |reason: &str| Error::MetricsParse {
+                line: i + 1,
+                reason: reason.to_owned(),
+            };
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix('#') {
+                let rest = rest.trim_start();
+                if let Some(r) = rest.strip_prefix("HELP ") {
+                    let (name, help) = r.split_once(' ').unwrap_or((r, ""));
+                    family_mut(&mut m, name).help = Some(unescape(help, false));
+                } else if let Some(r) = rest.strip_prefix("TYPE ") {
+                    let (name, kind) = r
+                        .split_once(' ')
+                        .ok_or_else(|| err("TYPE without a type"))?;
+                    family_mut(&mut m, name).kind = Some(MetricKind::from(kind.trim()));
+                }
+                continue;
+            }
+            let sample = parse_sample(line).map_err(|r| err(&r))?;
+            let family = family_name(&m, &sample.name);
+            family_mut(&mut m, &family).samples.push(sample);
+        }
+        Ok(m)
+    }
+
+    /// One line of a generated body: declarations and samples over a few names whose
+    /// suffixes collide (`h`, `h_bucket`, `h_sum_count`, ...), so every branch of the
+    /// grouping is taken, plus the odd broken line.
+    fn line() -> impl Strategy<Value = String> {
+        let base = prop::sample::select(vec!["h", "s", "x", "llamacpp:a", "h_sum"]);
+        let suffix = prop::sample::select(vec!["", "_bucket", "_sum", "_count"]);
+        let name = (base, suffix).prop_map(|(b, s)| format!("{b}{s}"));
+        let kind = prop::sample::select(vec!["counter", "gauge", "histogram", "summary", "odd"]);
+        prop_oneof![
+            (name.clone(), "[a-z ]{0,8}").prop_map(|(n, h)| format!("# HELP {n} {h}")),
+            (name.clone(), kind).prop_map(|(n, k)| format!("# TYPE {n} {k}")),
+            (name.clone(), 0u8..3, -5i32..5).prop_map(|(n, l, v)| match l {
+                0 => format!("{n} {v}"),
+                1 => format!("{n}{{le=\"{v}\"}} {v}"),
+                _ => format!("{n}{{a=\"x\",b=\"y\"}} {v} 17"),
+            }),
+            Just(String::new()),
+            Just("# a comment".to_owned()),
+            Just("broken{a=1} 2".to_owned()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn parse_equals_the_reference(lines in prop::collection::vec(line(), 0..40)) {
+            let text = lines.join("\n");
+            match (Metrics::parse(&text), reference_parse(&text)) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+                (a, b) => prop_assert!(false, "parse {a:?} but reference {b:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn many_distinct_names_parse() {
+        // Quadratic grouping made this take minutes; linear it is a blink. No timing
+        // assert: the test's normal run completing is the check.
+        const N: usize = 50_000;
+        let mut text = String::new();
+        for i in 0..N {
+            text.push_str(&format!(
+                "# TYPE m{i} histogram\nm{i}_bucket 1\nm{i}_sum 2\n"
+            ));
+        }
+        let m = Metrics::parse(&text).expect("valid text");
+        assert_eq!(m.families.len(), N);
+        assert_eq!(m.families[N - 1].name, format!("m{}", N - 1));
+        assert_eq!(m.families[N - 1].samples.len(), 2);
+        assert_eq!(m.samples().count(), 2 * N);
     }
 
     #[test]
