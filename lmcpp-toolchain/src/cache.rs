@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::fingerprint::Fingerprint;
 
 /// Environment variable that overrides the cache root.
 pub const HOME_ENV: &str = "LMCPP_HOME";
@@ -33,6 +34,7 @@ pub fn resolve_cache_root(explicit: Option<&Path>) -> Result<PathBuf> {
 /// <root>/downloads/                  archives and their `.part` files
 /// <root>/tools/                      bootstrapped tools (cmake)
 /// <root>/models/                     the model store
+/// <root>/probes/                      what was learned about a local file, by its identity
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheLayout {
@@ -98,6 +100,138 @@ impl CacheLayout {
     pub fn models(&self) -> PathBuf {
         self.root.join("models")
     }
+
+    /// `<root>/probes`: small records of what was learned about a local file (an archive's
+    /// SHA-256, a binary's `--help`), each keyed by the file's [`FileIdentity`].
+    pub fn probes(&self) -> PathBuf {
+        self.root.join("probes")
+    }
+
+    /// What was recorded as `kind` about the file `id` (see [`CacheLayout::write_probe`]);
+    /// `None` when nothing was, or when the record is for another file (unreadable or
+    /// foreign records are ignored, never trusted).
+    pub fn read_probe(&self, id: &FileIdentity, kind: ProbeKind) -> Option<String> {
+        let bytes = std::fs::read(self.probe_path(id, kind)).ok()?;
+        let record: ProbeRecord = serde_json::from_slice(&bytes).ok()?;
+        (record.identity == *id && record.kind == kind.name()).then_some(record.value)
+    }
+
+    /// Records `value` as `kind` about the file `id`, atomically, under
+    /// `<root>/probes/<identity key>.<kind>.json`.
+    pub fn write_probe(&self, id: &FileIdentity, kind: ProbeKind, value: &str) -> Result<()> {
+        let path = self.probe_path(id, kind);
+        let record = ProbeRecord {
+            identity: id.clone(),
+            kind: kind.name().to_owned(),
+            value: value.to_owned(),
+        };
+        let json = serde_json::to_vec(&record).map_err(|e| Error::State {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        atomic_write(&path, &json)
+    }
+
+    fn probe_path(&self, id: &FileIdentity, kind: ProbeKind) -> PathBuf {
+        self.probes()
+            .join(format!("{}.{}.json", id.key(), kind.name()))
+    }
+}
+
+/// What a record under `<root>/probes/` holds about a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProbeKind {
+    /// The SHA-256 of a local archive (lower-case hex).
+    ArchiveSha256,
+    /// What a `llama-server` binary printed for `--help`.
+    BinaryHelp,
+    /// The version label of a `llama-server` binary (from `--version`).
+    BinaryVersion,
+}
+
+impl ProbeKind {
+    /// The name used in the record's file name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ArchiveSha256 => "sha256",
+            Self::BinaryHelp => "help",
+            Self::BinaryVersion => "version",
+        }
+    }
+}
+
+/// What identifies a file's content without reading it: where it really is (the canonical
+/// path), its size, its modification time to the nanosecond, its inode and its device.
+/// A file rewritten in place changes its modification time, one replaced by a rename
+/// changes its inode, so a record keyed by this is not mistaken for another version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileIdentity {
+    /// The canonical path (symbolic links resolved).
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time: seconds since the Unix epoch (negative before it).
+    pub mtime_secs: i64,
+    /// Modification time: the nanoseconds within that second.
+    pub mtime_nanos: u32,
+    /// Inode number (0 where the platform has none).
+    pub inode: u64,
+    /// Device number (0 where the platform has none).
+    pub device: u64,
+}
+
+impl FileIdentity {
+    /// The identity of the file at `path` (symbolic links followed).
+    pub fn of(path: &Path) -> Result<Self> {
+        let canonical = std::fs::canonicalize(path).ctx("resolve", path)?;
+        let meta = std::fs::metadata(&canonical).ctx("inspect", &canonical)?;
+        #[cfg(unix)]
+        let (mtime_secs, mtime_nanos, inode, device) = {
+            use std::os::unix::fs::MetadataExt;
+            let nanos = u32::try_from(meta.mtime_nsec()).unwrap_or(0);
+            (meta.mtime(), nanos, meta.ino(), meta.dev())
+        };
+        #[cfg(not(unix))]
+        let (mtime_secs, mtime_nanos, inode, device) = {
+            let since = meta
+                .modified()
+                .ctx("inspect", &canonical)?
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let secs = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
+            (secs, since.subsec_nanos(), 0, 0)
+        };
+        Ok(Self {
+            path: canonical,
+            size: meta.len(),
+            mtime_secs,
+            mtime_nanos,
+            inode,
+            device,
+        })
+    }
+
+    /// The key records about this file are filed under (a full-length fingerprint).
+    pub fn key(&self) -> String {
+        Fingerprint::new("lmcpp/file-identity/v1")
+            .field("path", self.path.as_os_str().as_encoded_bytes())
+            .field("size", self.size.to_le_bytes())
+            .field("mtime_secs", self.mtime_secs.to_le_bytes())
+            .field("mtime_nanos", self.mtime_nanos.to_le_bytes())
+            .field("inode", self.inode.to_le_bytes())
+            .field("device", self.device.to_le_bytes())
+            .finish_full()
+    }
+}
+
+/// One file under `<root>/probes/`: the identity it is about (checked on read), and what
+/// was recorded.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ProbeRecord {
+    identity: FileIdentity,
+    kind: String,
+    value: String,
 }
 
 /// Writes `bytes` to `path` atomically: a temporary sibling is written, fsynced and renamed.
@@ -189,6 +323,50 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+    }
+
+    #[test]
+    fn probes_are_read_back_only_for_the_same_file_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = CacheLayout::new(dir.path().join("root"));
+        let file = dir.path().join("f.bin");
+        std::fs::write(&file, b"one").unwrap();
+        let id = FileIdentity::of(&file).unwrap();
+        assert_eq!(layout.read_probe(&id, ProbeKind::ArchiveSha256), None);
+        layout
+            .write_probe(&id, ProbeKind::ArchiveSha256, "abc")
+            .unwrap();
+        assert_eq!(
+            layout.read_probe(&id, ProbeKind::ArchiveSha256).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            layout.read_probe(&id, ProbeKind::BinaryHelp),
+            None,
+            "kinds are apart"
+        );
+
+        // Same size, another modification time: another identity, nothing recorded for it.
+        std::fs::write(&file, b"two").unwrap();
+        let later = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::new(1_000_000, 7);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        let id2 = FileIdentity::of(&file).unwrap();
+        assert_eq!((id2.mtime_secs, id2.mtime_nanos), (1_000_000, 7));
+        assert_ne!(id2.key(), id.key());
+        assert_eq!(layout.read_probe(&id2, ProbeKind::ArchiveSha256), None);
+
+        // A record whose identity does not match its name is not trusted.
+        std::fs::copy(
+            layout.probes().join(format!("{}.sha256.json", id.key())),
+            layout.probes().join(format!("{}.sha256.json", id2.key())),
+        )
+        .unwrap();
+        assert_eq!(layout.read_probe(&id2, ProbeKind::ArchiveSha256), None);
     }
 
     #[test]

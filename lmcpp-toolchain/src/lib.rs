@@ -44,7 +44,7 @@ pub mod progress;
 pub use toolchain::{backend, build_script, plan, versions};
 
 pub use backend::{Backend, Detection};
-pub use cache::{CacheLayout, HOME_ENV, resolve_cache_root};
+pub use cache::{CacheLayout, FileIdentity, HOME_ENV, ProbeKind, resolve_cache_root};
 pub use digest::Sha256;
 pub use download::{DownloadOptions, DownloadSpec, Downloaded, Downloader, Probe};
 pub use error::{Error, Result, SourceAttempt};

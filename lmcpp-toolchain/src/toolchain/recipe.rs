@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{CacheLayout, atomic_write, dir_size, remove_all, sync_dir};
+use crate::cache::{
+    CacheLayout, FileIdentity, ProbeKind, atomic_write, dir_size, remove_all, sync_dir,
+};
 use crate::download::{DownloadOptions, Downloader};
 use crate::error::{Error, IoContext, Result, SourceAttempt};
 use crate::lock::lock_exclusive;
@@ -346,10 +348,7 @@ impl Toolchain {
             }
             Some(Source::LocalArchive { path, sha256 }) => match sha256 {
                 Some(s) => Ok(format!("sha256:{}", s.to_ascii_lowercase())),
-                None => Ok(format!(
-                    "sha256:{}",
-                    crate::download::sha256_file(&path).await?.0
-                )),
+                None => Ok(format!("sha256:{}", self.archive_sha256(&path).await?)),
             },
             Some(Source::Url { url, sha256 } | Source::PrebuiltUrl { url, sha256 }) => {
                 Ok(match sha256 {
@@ -359,6 +358,42 @@ impl Toolchain {
             }
             _ => Ok(request.version.identity()),
         }
+    }
+
+    /// The SHA-256 of a local archive, hashed once per version of the file: the digest is
+    /// recorded under the file's identity (path, size, modification time, inode, device),
+    /// so a warm `ensure` does not read a multi-megabyte archive again. It is recorded only
+    /// when the identity is the same after hashing as before (a file being rewritten while
+    /// it is read is hashed again next time); a cache that cannot be written costs a
+    /// re-hash, never the `ensure`.
+    async fn archive_sha256(&self, path: &Path) -> Result<String> {
+        let layout = self.layout.clone();
+        let owned = path.to_path_buf();
+        let identity = tokio::task::spawn_blocking(move || {
+            let id = FileIdentity::of(&owned).ok()?;
+            let known = layout.read_probe(&id, ProbeKind::ArchiveSha256);
+            Some((id, known))
+        })
+        .await
+        .map_err(crate::error::join_error)?;
+        if let Some((_, Some(known))) = &identity
+            && known.len() == 64
+            && known.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Ok(known.clone());
+        }
+        let digest = crate::download::sha256_file(path).await?.0;
+        if let Some((before, _)) = identity {
+            let layout = self.layout.clone();
+            let (owned, value) = (path.to_path_buf(), digest.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                if FileIdentity::of(&owned).is_ok_and(|after| after == before) {
+                    let _ = layout.write_probe(&before, ProbeKind::ArchiveSha256, &value);
+                }
+            })
+            .await;
+        }
+        Ok(digest)
     }
 
     /// Every entry `request` may be served from, in the order tried: (origin, fingerprint,

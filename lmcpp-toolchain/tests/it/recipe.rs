@@ -603,3 +603,65 @@ async fn local_trees_are_keyed_by_content_and_archives_by_digest() {
     assert_eq!(key(named("pypi:0.3.36")).await, by_tag);
     assert_ne!(key(named("pypi:0.3.16")).await, by_tag);
 }
+
+#[tokio::test]
+async fn a_local_archive_is_hashed_once_per_version_of_the_file() {
+    use std::time::Duration;
+    let root = tempfile::tempdir().unwrap();
+    let tc = toolchain(root.path());
+    let archive = root.path().join("src.tar.gz");
+    std::fs::write(&archive, b"first bytes").unwrap();
+    let req = lmcpp_toolchain::ToolchainRequest {
+        backend: lmcpp_toolchain::Backend::Cpu,
+        mode: lmcpp_toolchain::Mode::BuildOnly,
+        sources: vec![Source::LocalArchive {
+            path: archive.clone(),
+            sha256: None,
+        }],
+        ..lmcpp_toolchain::ToolchainRequest::default()
+    };
+    let key = |tc: &lmcpp_toolchain::Toolchain| {
+        let (tc, req) = (tc.clone(), req.clone());
+        async move { tc.entries_for(&req).await.unwrap()[0].1.clone() }
+    };
+    let set_mtime = |path: &std::path::Path, t: std::time::SystemTime| {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    };
+    let first = key(&tc).await;
+    let mtime = std::fs::metadata(&archive).unwrap().modified().unwrap();
+
+    // Other bytes behind the same identity (same inode and size, the modification time put
+    // back): the key stays, which shows the lookup did not read the archive again.
+    std::fs::write(&archive, b"other bytes").unwrap();
+    set_mtime(&archive, mtime);
+    assert_eq!(
+        key(&tc).await,
+        first,
+        "an unchanged file is not hashed again"
+    );
+
+    // A fresh cache root hashes the bytes as they are; that is the key a change must give.
+    let fresh = |tc_root: &std::path::Path| toolchain(tc_root);
+    let other_root = tempfile::tempdir().unwrap();
+    let other_bytes = key(&fresh(other_root.path())).await;
+    assert_ne!(other_bytes, first);
+
+    // The same size rewritten in place with another modification time is hashed again.
+    set_mtime(&archive, mtime + Duration::from_secs(1));
+    assert_eq!(key(&tc).await, other_bytes);
+
+    // Replaced through a rename with the same size and time: another inode, hashed again.
+    let next = root.path().join("next.tar.gz");
+    std::fs::write(&next, b"third bytes").unwrap();
+    set_mtime(&next, mtime + Duration::from_secs(1));
+    std::fs::rename(&next, &archive).unwrap();
+    let third = key(&tc).await;
+    assert_ne!(third, other_bytes);
+    let third_root = tempfile::tempdir().unwrap();
+    assert_eq!(third, key(&fresh(third_root.path())).await);
+}
