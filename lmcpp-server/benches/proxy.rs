@@ -69,6 +69,69 @@ async fn proxy(paths: &PreparedPaths, dir: &Path) -> Proxy {
         .unwrap()
 }
 
+/// A proxy served by a runtime of its own on its own thread, as `lmcpp serve` is its own
+/// process: its tasks never queue behind the load client's.
+struct ProxyThread {
+    client: Client,
+    server_id: String,
+    /// The `schedstat` of the proxy's thread, for its CPU time.
+    schedstat: std::path::PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl ProxyThread {
+    /// Starts the proxy on its own thread and its model with one request through it.
+    async fn start(paths: &PreparedPaths, dir: &Path) -> Self {
+        let (paths, dir) = (paths.clone(), dir.to_owned());
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new().name("lmcpp-proxy".into());
+        thread
+            .spawn(move || {
+                proxy_runtime().block_on(async move {
+                    let proxy = proxy(&paths, &dir).await;
+                    proxy.client().tokenize(&tokenize_request()).await.unwrap();
+                    let server_id = proxy.models()[0].server_id.clone().unwrap();
+                    // The runtime has this one thread, so this is all the proxy's CPU.
+                    let own = std::fs::read_link("/proc/thread-self").unwrap();
+                    let schedstat = Path::new("/proc").join(own).join("schedstat");
+                    let _ = ready_tx.send((proxy.endpoint().clone(), server_id, schedstat));
+                    let _ = stop_rx.await;
+                    proxy.stop().await.unwrap();
+                });
+                let _ = done_tx.send(());
+            })
+            .unwrap();
+        let (endpoint, server_id, schedstat) = ready_rx.await.unwrap();
+        // Built here, so that its connections are driven by the load client's runtime
+        // (a client's connection tasks run where they were opened).
+        Self {
+            client: Client::new(endpoint),
+            server_id,
+            schedstat,
+            stop: Some(stop),
+            done: Some(done),
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.done.take().unwrap().await.unwrap();
+    }
+}
+
+/// The proxy's runtime: `LMCPP_BENCH_PROXY_RUNTIME=multi` for a multi-threaded one, else
+/// a current-thread one (which measured faster, see the header).
+fn proxy_runtime() -> tokio::runtime::Runtime {
+    let mut builder = match std::env::var("LMCPP_BENCH_PROXY_RUNTIME").as_deref() {
+        Ok("multi") => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    builder.enable_all().build().unwrap()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -78,8 +141,9 @@ fn tokenize_request() -> TokenizeRequest {
     serde_json::from_str(TOKENIZE_BODY).unwrap()
 }
 
-/// `/tokenize` requests per second through one shared client, `concurrency` at a time.
-async fn client_rps(client: &Client, concurrency: usize) -> f64 {
+/// `/tokenize` requests per second through one shared client, `concurrency` at a time,
+/// and the number of requests made.
+async fn client_rps(client: &Client, concurrency: usize) -> (f64, u64) {
     let req = tokenize_request();
     client.tokenize(&req).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(LOAD_SECS);
@@ -101,7 +165,71 @@ async fn client_rps(client: &Client, concurrency: usize) -> f64 {
         .into_iter()
         .map(|r| r.unwrap())
         .sum();
-    total as f64 / started.elapsed().as_secs_f64()
+    (total as f64 / started.elapsed().as_secs_f64(), total)
+}
+
+/// Nanoseconds one thread has run, the first field of its `schedstat`.
+fn thread_cpu_ns(schedstat: &Path) -> u64 {
+    std::fs::read_to_string(schedstat)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Nanoseconds every live thread of process `pid` has run.
+fn process_cpu_ns(pid: &str) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(Result::ok)
+                .map(|t| thread_cpu_ns(&t.path().join("schedstat")))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// CPU microseconds per request of the load client, the proxy and llama-server over one
+/// load run, summed over rounds.
+#[derive(Default)]
+struct Cpu {
+    client_ns: u64,
+    proxy_ns: u64,
+    server_ns: u64,
+    requests: u64,
+}
+
+impl Cpu {
+    /// Runs one load run and adds what each process spent to `self`.
+    async fn measure(
+        &mut self,
+        client: &Client,
+        concurrency: usize,
+        proxy: &Path,
+        server_pid: &str,
+    ) -> f64 {
+        let before = (
+            process_cpu_ns("self"),
+            thread_cpu_ns(proxy),
+            process_cpu_ns(server_pid),
+        );
+        let (rps, requests) = client_rps(client, concurrency).await;
+        let proxy_ns = thread_cpu_ns(proxy) - before.1;
+        self.proxy_ns += proxy_ns;
+        self.client_ns += process_cpu_ns("self") - before.0 - proxy_ns;
+        self.server_ns += process_cpu_ns(server_pid) - before.2;
+        self.requests += requests;
+        rps
+    }
+
+    fn per_request(&self) -> String {
+        let us = |ns: u64| ns as f64 / 1e3 / self.requests.max(1) as f64;
+        format!(
+            "client {:.1}, proxy {:.1}, llama-server {:.1}",
+            us(self.client_ns),
+            us(self.proxy_ns),
+            us(self.server_ns)
+        )
+    }
 }
 
 /// Milliseconds from sending a streaming completion to its first chunk.
@@ -140,13 +268,11 @@ async fn proxied_first_ms(paths: &PreparedPaths, dir: &Path) -> f64 {
 async fn run() {
     let paths = paths();
     let dir = tempfile::tempdir().unwrap();
-    let proxy = proxy(&paths, dir.path()).await;
-    let through = proxy.client();
-    through.tokenize(&tokenize_request()).await.unwrap();
+    let proxy = ProxyThread::start(&paths, dir.path()).await;
+    let through = proxy.client.clone();
     // The same llama-server, reached directly at the endpoint its record names.
-    let server_id = proxy.models()[0].server_id.clone().unwrap();
     let record = Registry::new(dir.path().join("run"))
-        .get(&server_id)
+        .get(&proxy.server_id)
         .unwrap();
     let direct = Client::new(record.endpoint.clone());
 
@@ -160,14 +286,27 @@ async fn run() {
     // client, proxy and llama-server sharing the machine's cores, also its CPU cost.
     for concurrency in [1, CONCURRENCY] {
         let (mut proxied, mut bare) = (0.0f64, 0.0f64);
+        let (mut bare_cpu, mut proxied_cpu) = (Cpu::default(), Cpu::default());
+        let pid = record.pid.to_string();
         for _ in 0..LOAD_ROUNDS {
-            bare = bare.max(client_rps(&direct, concurrency).await);
-            proxied = proxied.max(client_rps(&through, concurrency).await);
+            let rps = bare_cpu
+                .measure(&direct, concurrency, &proxy.schedstat, &pid)
+                .await;
+            bare = bare.max(rps);
+            let rps = proxied_cpu
+                .measure(&through, concurrency, &proxy.schedstat, &pid)
+                .await;
+            proxied = proxied.max(rps);
         }
         println!(
             "/tokenize, concurrency {concurrency}: direct {bare:.0} req/s, through the proxy {proxied:.0} req/s, ratio {:.2} (target >= 0.9), {:.1} us added per request",
             proxied / bare,
             (1.0 / proxied - 1.0 / bare) * 1e6 * concurrency as f64
+        );
+        println!(
+            "  CPU us per request: direct: {}; through the proxy: {}",
+            bare_cpu.per_request(),
+            proxied_cpu.per_request()
         );
     }
 
@@ -188,7 +327,7 @@ async fn run() {
         "streaming time to first chunk (median of {TTFC_RUNS}): direct {d:.2} ms, through the proxy {p:.2} ms, ratio {:.3} (target <= 1.05)",
         p / d
     );
-    proxy.stop().await.unwrap();
+    proxy.stop().await;
 
     let (mut bare, mut proxied) = (Vec::new(), Vec::new());
     for run in 0..LAUNCH_RUNS {

@@ -16,7 +16,7 @@ use tokio::{
     sync::watch,
 };
 
-use super::service::Service;
+use super::{service::Service, stall::StallGuard};
 use crate::{
     endpoint::Endpoint,
     error::{Error, Result},
@@ -27,6 +27,10 @@ use crate::{
 
 /// How long a client may take to send a request head (slow clients hold a task each).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a stopping proxy lets each connection finish the requests it has read
+/// (answering those that wait for a model with a 503) before it closes it.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The smallest read buffer hyper accepts; a head cap below it is raised to it.
 const MIN_BUF: usize = 8192;
@@ -104,11 +108,13 @@ fn in_use(ip: IpAddr, port: u16, e: std::io::Error) -> Error {
     }
 }
 
-/// Header limits of every connection.
+/// Limits of every connection.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub(crate) max_header: usize,
     pub(crate) max_headers: usize,
+    /// A write the client accepts nothing of for this long ends the connection.
+    pub(crate) write_stall: Duration,
 }
 
 /// Accepts connections until `shutdown` fires.
@@ -164,17 +170,24 @@ where
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(limits.max_header.max(MIN_BUF))
             .max_headers(limits.max_headers);
+        let io = StallGuard::new(io, limits.write_stall);
         let conn = builder.serve_connection(
             TokioIo::new(io),
             service_fn(move |req| Arc::clone(&service).handle(req)),
         );
+        tokio::pin!(conn);
         tokio::select! {
-            result = conn => {
+            result = conn.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "proxy connection ended with an error");
                 }
+                return;
             }
             _ = shutdown.changed() => {}
         }
+        // The proxy is stopping: the requests already read are answered (those waiting
+        // for a model with a 503), then the connection closes.
+        conn.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
     });
 }

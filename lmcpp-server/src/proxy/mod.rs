@@ -7,8 +7,10 @@ mod listen;
 mod models;
 mod service;
 mod spec;
+mod stall;
 #[cfg(test)]
 mod tests;
+mod view;
 
 use std::{
     path::PathBuf,
@@ -33,6 +35,7 @@ use crate::{
 };
 
 pub use spec::{DEFAULT_KEEP_ALIVE, Launch, LaunchError, MAX_ALIAS_LEN, ModelSpec};
+pub use view::{ModelState, ModelView};
 
 /// Default cap of a request body the proxy reads (it reads bodies whole, to route them).
 pub const DEFAULT_PROXY_MAX_BODY: usize = 64 * 1024 * 1024;
@@ -42,6 +45,10 @@ pub const DEFAULT_PROXY_MAX_HEADER: usize = 64 * 1024;
 
 /// Default cap of the number of request headers.
 pub const DEFAULT_PROXY_MAX_HEADERS: usize = 100;
+
+/// Default time a client may accept no byte of a response before the proxy drops the
+/// request (and so cancels it upstream).
+pub const DEFAULT_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Default time a request waits for its model to load.
 pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(300);
@@ -68,6 +75,10 @@ pub struct ProxyOptions {
     pub memory_budget: u64,
     /// How long a request waits for its model to load before it gets a 503.
     pub load_timeout: Duration,
+    /// How long a client may accept no byte of a response (it stopped reading its
+    /// stream) before the proxy drops the request: the model server's request is
+    /// cancelled and the model no longer counts it in flight.
+    pub write_stall_timeout: Duration,
     /// Largest request body read (413 above it).
     pub max_body: usize,
     /// Largest request head in bytes (431 above it).
@@ -91,90 +102,12 @@ impl ProxyOptions {
             api_key: None,
             memory_budget,
             load_timeout: DEFAULT_LOAD_TIMEOUT,
+            write_stall_timeout: DEFAULT_WRITE_STALL_TIMEOUT,
             max_body: DEFAULT_PROXY_MAX_BODY,
             max_header: DEFAULT_PROXY_MAX_HEADER,
             max_headers: DEFAULT_PROXY_MAX_HEADERS,
             log_path: None,
         }
-    }
-}
-
-/// The lifecycle state of one model behind the proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum ModelState {
-    /// Not running; the next request starts it.
-    Stopped,
-    /// Its server is starting.
-    Loading,
-    /// Its server is ready.
-    Ready,
-    /// The last start failed or the server died; the next request tries again.
-    Failed,
-}
-
-impl std::fmt::Display for ModelState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Stopped => "stopped",
-            Self::Loading => "loading",
-            Self::Ready => "ready",
-            Self::Failed => "failed",
-        })
-    }
-}
-
-/// What the proxy reports about one model ([`Proxy::models`], and the `lmcpp` object of
-/// each `/v1/models` entry).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[non_exhaustive]
-pub struct ModelView {
-    /// The alias.
-    pub alias: String,
-    /// Its state.
-    pub state: ModelState,
-    /// Its memory estimate in bytes.
-    pub estimate_bytes: u64,
-    /// When a request last used it (started or finished), if ever.
-    #[serde(default, with = "opt_ms")]
-    pub last_used: Option<SystemTime>,
-    /// The pid of its server while one runs.
-    pub pid: Option<u32>,
-    /// The registry id of its server while one runs.
-    pub server_id: Option<String>,
-    /// Requests and streams in flight.
-    pub in_flight: usize,
-    /// Its keep-alive in seconds (`None`: kept running).
-    pub keep_alive_secs: Option<u64>,
-    /// Whether it is never evicted.
-    pub pinned: bool,
-    /// The llama.cpp version, when known.
-    pub llama_version: Option<String>,
-    /// Why the last start failed or the server died (state [`ModelState::Failed`]).
-    pub error: Option<String>,
-}
-
-/// `Option<SystemTime>` as milliseconds since the Unix epoch.
-mod opt_ms {
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(
-        t: &Option<SystemTime>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
-            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<SystemTime>, D::Error> {
-        Ok(Option::<u64>::deserialize(d)?.map(|ms| UNIX_EPOCH + Duration::from_millis(ms)))
     }
 }
 
@@ -283,6 +216,7 @@ impl Proxy {
         let limits = listen::Limits {
             max_header: opts.max_header,
             max_headers: opts.max_headers,
+            write_stall: opts.write_stall_timeout,
         };
         tokio::spawn(listen::serve(listener, service, limits, watching.clone()));
         tokio::spawn(Arc::clone(&models).keep_alive(watching));
@@ -336,7 +270,7 @@ impl Proxy {
     }
 
     /// Stops accepting, asks the model servers to stop, removes the record.
-    fn begin_stop(&mut self) -> Vec<tokio::sync::oneshot::Receiver<()>> {
+    fn begin_stop(&mut self) -> Vec<futures_util::future::BoxFuture<'static, ()>> {
         self.finished = true;
         let _ = self.shutdown.send(true);
         let acks = self.models.shut_down();

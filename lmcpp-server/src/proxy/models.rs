@@ -16,8 +16,8 @@ use http::HeaderValue;
 use tokio::sync::{Notify, oneshot, watch};
 
 use super::{
-    ModelState, ModelView,
     spec::{Launch, LaunchError, ModelSpec},
+    view::{ModelState, ModelView},
 };
 use crate::{endpoint::Endpoint, pool::Pool, server::Server, supervised::EXIT_TAIL_LINES};
 
@@ -80,6 +80,12 @@ impl Instance for Server {
 
 /// Starts one model's server; [`Launch`] is the real one.
 pub(crate) trait Start: Send + Sync + 'static {
+    /// Readies what the start needs and returns the model's memory estimate when it is
+    /// known now ([`Launch::prepare`]).
+    fn prepare(&self) -> BoxFuture<'static, Result<Option<u64>, LaunchError>> {
+        Box::pin(async { Ok(None) })
+    }
+
     fn start(&self) -> BoxFuture<'static, Result<Box<dyn Instance>, LaunchError>>;
 }
 
@@ -87,6 +93,10 @@ pub(crate) trait Start: Send + Sync + 'static {
 struct Launcher(Arc<dyn Launch>);
 
 impl Start for Launcher {
+    fn prepare(&self) -> BoxFuture<'static, Result<Option<u64>, LaunchError>> {
+        self.0.prepare()
+    }
+
     fn start(&self) -> BoxFuture<'static, Result<Box<dyn Instance>, LaunchError>> {
         let fut = self.0.launch();
         Box::pin(async move { Ok(Box::new(fut.await?) as Box<dyn Instance>) })
@@ -121,19 +131,32 @@ impl Conf {
 }
 
 /// The outcome of one start, as its waiters see it.
-type Outcome = Option<Result<(), Arc<LaunchError>>>;
+type Outcome = Option<Result<(), AcquireError>>;
 
 enum Phase {
     Stopped,
+    /// [`Start::prepare`] runs; the model does not count against the budget yet.
+    Preparing(watch::Receiver<Outcome>),
+    /// Its server starts; it counts against the budget.
     Loading(watch::Receiver<Outcome>),
     Ready(Arc<Running>),
+    /// Its server is being stopped, and counts against the budget until it has exited.
+    /// `promised`: a start waits for exactly this memory, so no other start may count
+    /// on it.
+    Stopping {
+        done: watch::Receiver<bool>,
+        promised: bool,
+    },
     Failed(Arc<LaunchError>),
 }
 
 struct Slot {
     phase: Phase,
+    /// The memory estimate: the configured one, replaced by what the last
+    /// [`Start::prepare`] returned.
+    estimate: u64,
     in_flight: usize,
-    last_used: Option<(Instant, SystemTime)>,
+    last_used: Option<Instant>,
     /// Bumped by every start, so a late result of an abandoned start is recognised.
     generation: u64,
     /// A server that just became ready is kept from eviction until a request has used
@@ -202,6 +225,8 @@ pub(crate) struct Models {
     /// Wakes the keep-alive task when a model becomes ready or dies (a request ending
     /// only moves an expiry later, which the task finds when it looks).
     changed: Notify,
+    /// Set when the proxy stops, so that waiting requests get their 503 at once.
+    stopping: watch::Sender<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -222,19 +247,28 @@ impl Drop for InFlight {
         let mut table = lock(&self.models.table);
         let slot = &mut table.slots[self.index];
         slot.in_flight = slot.in_flight.saturating_sub(1);
-        slot.last_used = Some((Instant::now(), SystemTime::now()));
+        slot.last_used = Some(Instant::now());
         // No wake-up of the keep-alive task: it already plans to look at this model no
         // later than a keep-alive from now (see `Models::expire`), and a wake-up per
         // request costs throughput.
     }
 }
 
+/// What a waiting request waits for.
+enum Wait {
+    /// A start (its outcome).
+    Start(watch::Receiver<Outcome>),
+    /// The model's previous server to exit.
+    Stop(watch::Receiver<bool>),
+}
+
 impl Models {
     pub(crate) fn new(confs: Vec<Conf>, budget: u64) -> Self {
         let slots = confs
             .iter()
-            .map(|_| Slot {
+            .map(|conf| Slot {
                 phase: Phase::Stopped,
+                estimate: conf.estimate,
                 in_flight: 0,
                 last_used: None,
                 generation: 0,
@@ -249,6 +283,7 @@ impl Models {
             }),
             budget,
             changed: Notify::new(),
+            stopping: watch::channel(false).0,
         }
     }
 
@@ -269,8 +304,9 @@ impl Models {
         load_timeout: Duration,
     ) -> Result<InFlight, AcquireError> {
         let deadline = tokio::time::Instant::now() + load_timeout;
+        let mut stopping = self.stopping.subscribe();
         loop {
-            let mut outcome = {
+            let wait = {
                 let mut table = lock(&self.table);
                 if table.shutting_down {
                     return Err(AcquireError::ShuttingDown);
@@ -280,7 +316,7 @@ impl Models {
                     Phase::Ready(running) => {
                         let running = Arc::clone(running);
                         slot.in_flight += 1;
-                        slot.last_used = Some((Instant::now(), SystemTime::now()));
+                        slot.last_used = Some(Instant::now());
                         slot.fresh_until = None;
                         return Ok(InFlight {
                             models: Arc::clone(self),
@@ -288,122 +324,208 @@ impl Models {
                             running,
                         });
                     }
-                    Phase::Loading(outcome) => outcome.clone(),
-                    Phase::Stopped | Phase::Failed(_) => self.begin_start(&mut table, index)?,
-                }
-            };
-            let waited = tokio::time::timeout_at(deadline, outcome.wait_for(Option::is_some)).await;
-            match waited {
-                Err(_) => return Err(AcquireError::LoadTimeout(load_timeout)),
-                // The task starting it is gone: only a runtime that is shutting down
-                // drops it.
-                Ok(Err(_)) => return Err(AcquireError::ShuttingDown),
-                Ok(Ok(done)) => {
-                    if let Some(Err(e)) = &*done {
-                        return Err(AcquireError::Start(Arc::clone(e)));
+                    Phase::Preparing(outcome) | Phase::Loading(outcome) => {
+                        Wait::Start(outcome.clone())
+                    }
+                    Phase::Stopping { done, .. } => Wait::Stop(done.clone()),
+                    Phase::Stopped | Phase::Failed(_) => {
+                        Wait::Start(self.begin_start(&mut table, index))
                     }
                 }
+            };
+            let waited = async {
+                match wait {
+                    Wait::Start(mut outcome) => match outcome.wait_for(Option::is_some).await {
+                        Ok(done) => match &*done {
+                            Some(Err(e)) => Err(e.clone()),
+                            _ => Ok(()),
+                        },
+                        // The task starting it is gone: only a runtime that is shutting
+                        // down drops it.
+                        Err(_) => Err(AcquireError::ShuttingDown),
+                    },
+                    Wait::Stop(mut done) => {
+                        let _ = done.wait_for(|d| *d).await;
+                        Ok(())
+                    }
+                }
+            };
+            tokio::select! {
+                waited = tokio::time::timeout_at(deadline, waited) => match waited {
+                    Err(_) => return Err(AcquireError::LoadTimeout(load_timeout)),
+                    Ok(Err(e)) => return Err(e),
+                    Ok(Ok(())) => {}
+                },
+                _ = stopping.wait_for(|s| *s) => return Err(AcquireError::ShuttingDown),
             }
         }
     }
 
-    /// Makes room for model `index`, marks it loading and starts it in a task.
-    fn begin_start(
-        self: &Arc<Self>,
-        table: &mut Table,
-        index: usize,
-    ) -> Result<watch::Receiver<Outcome>, AcquireError> {
-        let victims = self.make_room(table, index)?;
+    /// Marks model `index` preparing and starts it in a task.
+    fn begin_start(self: &Arc<Self>, table: &mut Table, index: usize) -> watch::Receiver<Outcome> {
         let (tx, rx) = watch::channel(None);
         let slot = &mut table.slots[index];
         slot.generation += 1;
-        slot.phase = Phase::Loading(rx.clone());
+        slot.phase = Phase::Preparing(rx.clone());
         let generation = slot.generation;
-        tokio::spawn(Arc::clone(self).run_start(index, generation, victims, tx));
-        Ok(rx)
+        tokio::spawn(Arc::clone(self).run_start(index, generation, tx));
+        rx
     }
 
-    /// The idle unpinned ready models (least recently used first) to stop so that model
-    /// `index` fits the budget, taken out of the table; or why it cannot fit.
+    /// The memory model `index` needs, made free: idle unpinned ready models (least
+    /// recently used first) and models already stopping that no other start waits for,
+    /// as few as needed. Returns the stops to wait for, or why it cannot fit.
     fn make_room(
-        &self,
+        self: &Arc<Self>,
         table: &mut Table,
         index: usize,
-    ) -> Result<Vec<Arc<Running>>, AcquireError> {
-        let need = self.confs[index].estimate;
+    ) -> Result<Vec<watch::Receiver<bool>>, AcquireError> {
+        let need = table.slots[index].estimate;
         let mut used: u64 = 0;
-        let mut idle = Vec::new();
+        // (rank, last use, index): stopping ones first, they go anyway.
+        let mut freeable = Vec::new();
         let mut holders = Vec::new();
         for (i, (slot, conf)) in table.slots.iter().zip(&self.confs).enumerate() {
             let why = match &slot.phase {
-                Phase::Stopped | Phase::Failed(_) => continue,
+                Phase::Stopped | Phase::Failed(_) | Phase::Preparing(_) => continue,
                 _ if i == index => continue,
                 Phase::Loading(_) => "loading",
+                Phase::Stopping { promised: true, .. } => "stopping for another model",
+                Phase::Stopping { .. } => {
+                    freeable.push((0, None, i));
+                    "stopping"
+                }
                 Phase::Ready(_) if slot.in_flight > 0 => "busy",
                 Phase::Ready(_) if slot.fresh_until.is_some_and(|t| t > Instant::now()) => {
                     "just started"
                 }
                 Phase::Ready(_) if conf.pinned => "pinned",
                 Phase::Ready(_) => {
-                    idle.push((slot.last_used.map(|(at, _)| at), i));
+                    freeable.push((1, slot.last_used, i));
                     "idle"
                 }
             };
-            used = used.saturating_add(conf.estimate);
-            holders.push((conf.alias.clone(), conf.estimate, why));
+            used = used.saturating_add(slot.estimate);
+            holders.push((conf.alias.clone(), slot.estimate, why));
         }
         let fits = |used: u64| used.saturating_add(need) <= self.budget;
-        if fits(used) {
-            return Ok(Vec::new());
-        }
-        idle.sort();
+        freeable.sort();
         let mut chosen = Vec::new();
-        for (_, i) in idle {
+        for (_, _, i) in freeable {
             if fits(used) {
                 break;
             }
-            used -= self.confs[i].estimate;
+            used -= table.slots[i].estimate;
             chosen.push(i);
         }
         if !fits(used) {
-            holders.retain(|(_, _, why)| *why != "idle");
+            holders.retain(|(_, _, why)| !matches!(*why, "idle" | "stopping"));
             return Err(AcquireError::NoRoom {
                 estimate: need,
                 budget: self.budget,
                 holders,
             });
         }
-        let mut victims = Vec::new();
+        let mut waits = Vec::new();
         for i in chosen {
-            let slot = &mut table.slots[i];
-            if let Phase::Ready(running) = std::mem::replace(&mut slot.phase, Phase::Stopped) {
+            if let Phase::Ready(_) = table.slots[i].phase {
                 tracing::debug!(model = %self.confs[i].alias, for_model = %self.confs[index].alias, "stopping an idle model to make room");
-                victims.push(running);
             }
+            waits.extend(self.begin_stop(table, i, true));
         }
-        Ok(victims)
+        Ok(waits)
     }
 
-    /// Stops the victims, starts the server, and publishes the outcome to the waiters.
-    async fn run_start(
-        self: Arc<Self>,
+    /// Stops the server of a ready model in a task; the model counts against the budget
+    /// until it has exited. A model already stopping is marked `promised` if asked.
+    /// Returns what says when it has exited.
+    fn begin_stop(
+        self: &Arc<Self>,
+        table: &mut Table,
         index: usize,
-        generation: u64,
-        victims: Vec<Arc<Running>>,
-        tx: watch::Sender<Outcome>,
-    ) {
-        // Their memory must be free before the new server loads.
-        for victim in victims {
-            victim.stop().await;
+        promise: bool,
+    ) -> Option<watch::Receiver<bool>> {
+        let slot = &mut table.slots[index];
+        match &mut slot.phase {
+            Phase::Stopping { done, promised } => {
+                *promised |= promise;
+                Some(done.clone())
+            }
+            Phase::Ready(_) => {
+                let (tx, done) = watch::channel(false);
+                let stopping = Phase::Stopping {
+                    done: done.clone(),
+                    promised: promise,
+                };
+                let Phase::Ready(running) = std::mem::replace(&mut slot.phase, stopping) else {
+                    return None;
+                };
+                let models = Arc::clone(self);
+                tokio::spawn(async move {
+                    running.stop().await;
+                    {
+                        let mut table = lock(&models.table);
+                        let slot = &mut table.slots[index];
+                        if matches!(slot.phase, Phase::Stopping { .. }) {
+                            slot.phase = Phase::Stopped;
+                        }
+                    }
+                    let _ = tx.send(true);
+                    models.changed.notify_one();
+                });
+                Some(done)
+            }
+            _ => None,
         }
+    }
+
+    /// Prepares the model, makes room for it, starts its server, and publishes the
+    /// outcome to the waiters.
+    async fn run_start(self: Arc<Self>, index: usize, generation: u64, tx: watch::Sender<Outcome>) {
         let conf = &self.confs[index];
+        let prepared = conf.starter.prepare().await;
+        let waits = {
+            let mut table = lock(&self.table);
+            if table.shutting_down || table.slots[index].generation != generation {
+                drop(table);
+                let _ = tx.send(Some(Err(AcquireError::ShuttingDown)));
+                return;
+            }
+            let room = match prepared {
+                Ok(estimate) => {
+                    table.slots[index].estimate = estimate.unwrap_or(conf.estimate);
+                    self.make_room(&mut table, index)
+                }
+                Err(e) => Err(AcquireError::Start(Arc::new(e))),
+            };
+            let slot = &mut table.slots[index];
+            match room {
+                Ok(waits) => {
+                    slot.phase = Phase::Loading(tx.subscribe());
+                    waits
+                }
+                Err(e) => {
+                    slot.phase = match &e {
+                        AcquireError::Start(e) => Phase::Failed(Arc::clone(e)),
+                        _ => Phase::Stopped,
+                    };
+                    drop(table);
+                    let _ = tx.send(Some(Err(e)));
+                    return;
+                }
+            }
+        };
+        // Their memory must be free before the new server loads.
+        for mut done in waits {
+            let _ = tokio::time::timeout(STOP_WAIT, done.wait_for(|d| *d)).await;
+        }
         tracing::debug!(model = %conf.alias, "starting model server");
         let result = conf.starter.start().await;
         let outcome = match self.publish(index, generation, result) {
             Ok(outcome) => outcome,
             Err(abandoned) => {
                 abandoned.stop().await;
-                Err(Arc::new(LaunchError::new("the proxy is stopping")))
+                Err(AcquireError::ShuttingDown)
             }
         };
         self.changed.notify_one();
@@ -418,7 +540,7 @@ impl Models {
         index: usize,
         generation: u64,
         result: Result<Box<dyn Instance>, LaunchError>,
-    ) -> Result<Result<(), Arc<LaunchError>>, Box<dyn Instance>> {
+    ) -> Result<Result<(), AcquireError>, Box<dyn Instance>> {
         let mut table = lock(&self.table);
         let current = !table.shutting_down && table.slots[index].generation == generation;
         match result {
@@ -428,7 +550,7 @@ impl Models {
                 *lock(&running.stop) = Some(stop_tx);
                 let slot = &mut table.slots[index];
                 slot.phase = Phase::Ready(running);
-                slot.last_used = Some((Instant::now(), SystemTime::now()));
+                slot.last_used = Some(Instant::now());
                 slot.fresh_until = Some(Instant::now() + FRESH_GRACE);
                 tokio::spawn(Arc::clone(self).supervise(index, generation, instance, stop_rx));
                 Ok(Ok(()))
@@ -439,7 +561,7 @@ impl Models {
                 if current {
                     table.slots[index].phase = Phase::Failed(Arc::clone(&e));
                 }
-                Ok(Err(e))
+                Ok(Err(AcquireError::Start(e)))
             }
         }
     }
@@ -509,10 +631,7 @@ impl Models {
     /// Stops idle models whose keep-alive has passed, until `shutdown` fires.
     pub(crate) async fn keep_alive(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         loop {
-            let (expired, next) = self.expire(Instant::now());
-            for running in expired {
-                tokio::spawn(async move { running.stop().await });
-            }
+            let (_, next) = self.expire(Instant::now());
             let sleep = async {
                 match next {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -527,27 +646,28 @@ impl Models {
         }
     }
 
-    /// Takes the idle models whose keep-alive ended by `now` out of the table, and says
-    /// when to look again: at the earliest expiry of an idle model, and for a busy one a
-    /// keep-alive from now (it cannot expire earlier, as it is used now).
-    pub(crate) fn expire(&self, now: Instant) -> (Vec<Arc<Running>>, Option<Instant>) {
+    /// Begins to stop the idle models whose keep-alive ended by `now` (returning their
+    /// indices), and says when to look again: at the earliest expiry of an idle model,
+    /// and for a busy one a keep-alive from now (it cannot expire earlier, as it is used
+    /// now).
+    pub(crate) fn expire(self: &Arc<Self>, now: Instant) -> (Vec<usize>, Option<Instant>) {
         let mut table = lock(&self.table);
         let mut expired = Vec::new();
         let mut next: Option<Instant> = None;
-        for (slot, conf) in table.slots.iter_mut().zip(&self.confs) {
+        for (i, conf) in self.confs.iter().enumerate() {
+            let slot = &table.slots[i];
             let (Phase::Ready(_), Some(keep)) = (&slot.phase, conf.keep_alive) else {
                 continue;
             };
             let busy = slot.in_flight > 0;
             let at = match (busy, slot.last_used) {
-                (false, Some((used, _))) => used + keep,
+                (false, Some(used)) => used + keep,
                 _ => now + keep.max(BUSY_RECHECK),
             };
             if !busy && at <= now {
-                if let Phase::Ready(running) = std::mem::replace(&mut slot.phase, Phase::Stopped) {
-                    tracing::debug!(model = %conf.alias, "keep-alive ended; stopping model server");
-                    expired.push(running);
-                }
+                tracing::debug!(model = %conf.alias, "keep-alive ended; stopping model server");
+                self.begin_stop(&mut table, i, false);
+                expired.push(i);
             } else {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
@@ -558,22 +678,27 @@ impl Models {
     /// Every model as reported to users.
     pub(crate) fn views(&self) -> Vec<ModelView> {
         let table = lock(&self.table);
+        let (now, wall) = (Instant::now(), SystemTime::now());
         table
             .slots
             .iter()
             .zip(&self.confs)
             .map(|(slot, conf)| {
                 let (state, running, error) = match &slot.phase {
-                    Phase::Stopped => (ModelState::Stopped, None, None),
-                    Phase::Loading(_) => (ModelState::Loading, None, None),
+                    // A server being stopped still counts against the budget, but takes
+                    // no requests: to clients the model is stopped.
+                    Phase::Stopped | Phase::Stopping { .. } => (ModelState::Stopped, None, None),
+                    Phase::Preparing(_) | Phase::Loading(_) => (ModelState::Loading, None, None),
                     Phase::Ready(r) => (ModelState::Ready, Some(r), None),
                     Phase::Failed(e) => (ModelState::Failed, None, Some(e.to_string())),
                 };
                 ModelView {
                     alias: conf.alias.clone(),
                     state,
-                    estimate_bytes: conf.estimate,
-                    last_used: slot.last_used.map(|(_, at)| at),
+                    estimate_bytes: slot.estimate,
+                    last_used: slot
+                        .last_used
+                        .and_then(|at| wall.checked_sub(now.saturating_duration_since(at))),
                     pid: running.and_then(|r| r.pid),
                     server_id: running.and_then(|r| r.server_id.clone()),
                     in_flight: slot.in_flight,
@@ -586,46 +711,66 @@ impl Models {
             .collect()
     }
 
-    /// Stops model `index` now if it runs and is idle; `Err(in_flight)` when it is busy.
-    pub(crate) async fn unload(&self, index: usize) -> Result<(), usize> {
-        let running = {
+    /// Stops model `index` now if it runs and is idle, and waits until its server has
+    /// exited; refused while requests are in flight or it is loading.
+    pub(crate) async fn unload(self: &Arc<Self>, index: usize) -> Result<(), Unload> {
+        let done = {
             let mut table = lock(&self.table);
-            let slot = &mut table.slots[index];
+            let slot = &table.slots[index];
             match &slot.phase {
-                Phase::Ready(_) if slot.in_flight > 0 => return Err(slot.in_flight),
-                Phase::Ready(_) => match std::mem::replace(&mut slot.phase, Phase::Stopped) {
-                    Phase::Ready(running) => running,
-                    _ => return Ok(()),
-                },
-                _ => return Ok(()),
+                Phase::Ready(_) if slot.in_flight > 0 => return Err(Unload::Busy(slot.in_flight)),
+                Phase::Preparing(_) | Phase::Loading(_) => return Err(Unload::Loading),
+                _ => self.begin_stop(&mut table, index, false),
             }
         };
-        running.stop().await;
+        if let Some(mut done) = done {
+            let _ = tokio::time::timeout(STOP_WAIT, done.wait_for(|d| *d)).await;
+        }
         Ok(())
     }
 
-    /// Refuses new requests and asks every running server to stop; the returned
-    /// receivers answer when each has. A start in progress stops its server when it
-    /// finishes.
-    pub(crate) fn shut_down(&self) -> Vec<oneshot::Receiver<()>> {
+    /// Refuses new requests (and answers those waiting for a model), and asks every
+    /// running server to stop; the returned futures end when each has exited. A start in
+    /// progress stops its server when it finishes. Spawns nothing, so that it works in a
+    /// drop outside the runtime.
+    pub(crate) fn shut_down(&self) -> Vec<BoxFuture<'static, ()>> {
+        self.stopping.send_replace(true);
         let mut table = lock(&self.table);
         table.shutting_down = true;
-        let mut acks = Vec::new();
+        let mut stops: Vec<BoxFuture<'static, ()>> = Vec::new();
         for slot in &mut table.slots {
-            if let Phase::Ready(running) = std::mem::replace(&mut slot.phase, Phase::Stopped) {
-                acks.extend(running.request_stop());
+            match std::mem::replace(&mut slot.phase, Phase::Stopped) {
+                Phase::Ready(running) => {
+                    if let Some(ack) = running.request_stop() {
+                        stops.push(Box::pin(async move {
+                            let _ = ack.await;
+                        }));
+                    }
+                }
+                Phase::Stopping { mut done, .. } => stops.push(Box::pin(async move {
+                    let _ = done.wait_for(|d| *d).await;
+                })),
+                _ => {}
             }
         }
-        acks
+        stops
     }
 }
 
-/// Waits (bounded) for the stops [`Models::shut_down`] asked for.
-pub(crate) async fn stopped(acks: Vec<oneshot::Receiver<()>>) {
-    let all = futures_util::future::join_all(acks);
-    let _ = tokio::time::timeout(STOP_WAIT, all).await;
+/// Why `/models/unload` did nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unload {
+    /// Requests are in flight (how many).
+    Busy(usize),
+    /// Its server is starting; the start is not cancelled.
+    Loading,
 }
 
+/// Waits (bounded) for the stops [`Models::shut_down`] asked for.
+pub(crate) async fn stopped(stops: Vec<BoxFuture<'static, ()>>) {
+    let all = futures_util::future::join_all(stops);
+    let _ = tokio::time::timeout(STOP_WAIT, all).await;
+}
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -646,13 +791,19 @@ mod tests {
     enum S {
         Stopped,
         Loading,
-        Idle { age: u64 },
+        Idle {
+            age: u64,
+        },
         Busy,
         Pinned,
         Fresh,
+        /// Its server is being stopped; `promised` to another start or not.
+        Stopping {
+            promised: bool,
+        },
     }
 
-    fn models(estimates_and_states: &[(u64, S)], budget: u64) -> Models {
+    fn models(estimates_and_states: &[(u64, S)], budget: u64) -> Arc<Models> {
         let confs = estimates_and_states
             .iter()
             .enumerate()
@@ -665,7 +816,7 @@ mod tests {
                 starter: Arc::new(NeverStarts),
             })
             .collect();
-        let models = Models::new(confs, budget);
+        let models = Arc::new(Models::new(confs, budget));
         let now = Instant::now();
         let mut table = lock(&models.table);
         for (slot, (_, state)) in table.slots.iter_mut().zip(estimates_and_states) {
@@ -679,12 +830,12 @@ mod tests {
                     stop: Mutex::new(None),
                 }))
             };
-            slot.last_used = Some((now, SystemTime::now()));
+            slot.last_used = Some(now);
             slot.phase = match *state {
                 S::Stopped => Phase::Stopped,
                 S::Loading => Phase::Loading(watch::channel(None).1),
                 S::Idle { age } => {
-                    slot.last_used = Some((now - Duration::from_secs(age), SystemTime::now()));
+                    slot.last_used = Some(now - Duration::from_secs(age));
                     running()
                 }
                 S::Busy => {
@@ -696,31 +847,37 @@ mod tests {
                     slot.fresh_until = Some(now + Duration::from_secs(60));
                     running()
                 }
+                S::Stopping { promised } => Phase::Stopping {
+                    done: watch::channel(false).1,
+                    promised,
+                },
             };
         }
         drop(table);
         models
     }
 
-    /// Which models a start of the last one stops, or what holds the budget.
+    /// Which models' memory a start of the last one waits for (stopping them if they
+    /// run), or what holds the budget.
     fn room(states: &[(u64, S)], budget: u64) -> Result<Vec<String>, Vec<(String, &'static str)>> {
         let models = models(states, budget);
         let last = states.len() - 1;
         let mut table = lock(&models.table);
         match models.make_room(&mut table, last) {
-            Ok(victims) => {
-                let stopped: Vec<String> = table
+            Ok(waits) => {
+                let claimed: Vec<String> = table
                     .slots
                     .iter()
                     .zip(&models.confs)
                     .zip(states)
                     .filter(|((slot, _), (_, s))| {
-                        matches!(slot.phase, Phase::Stopped) && !matches!(s, S::Stopped)
+                        matches!(slot.phase, Phase::Stopping { promised: true, .. })
+                            && !matches!(s, S::Stopping { promised: true })
                     })
                     .map(|((_, c), _)| c.alias.clone())
                     .collect();
-                assert_eq!(stopped.len(), victims.len());
-                Ok(stopped)
+                assert_eq!(claimed.len(), waits.len());
+                Ok(claimed)
             }
             Err(AcquireError::NoRoom { holders, .. }) => {
                 Err(holders.into_iter().map(|(m, _, why)| (m, why)).collect())
@@ -729,8 +886,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn eviction_table() {
+    #[tokio::test]
+    async fn eviction_table() {
         use S::*;
         // Fits: nothing stops.
         assert_eq!(
@@ -787,6 +944,30 @@ mod tests {
                 100
             ),
             Ok(vec!["m4".to_owned()])
+        );
+        // A server being stopped still counts until it has exited: a start waits for
+        // it (before stopping an idle model), and memory another start waits for is not
+        // counted on twice.
+        assert_eq!(
+            room(
+                &[
+                    (40, Idle { age: 9 }),
+                    (40, Stopping { promised: false }),
+                    (40, Stopped)
+                ],
+                100
+            ),
+            Ok(vec!["m1".to_owned()])
+        );
+        assert_eq!(
+            room(
+                &[(60, Stopping { promised: true }), (40, Busy), (40, Stopped)],
+                100
+            ),
+            Err(vec![
+                ("m0".to_owned(), "stopping for another model"),
+                ("m1".to_owned(), "busy"),
+            ])
         );
     }
 }

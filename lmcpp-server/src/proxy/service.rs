@@ -22,8 +22,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    ModelState,
-    models::{AcquireError, InFlight, Models},
+    models::{AcquireError, InFlight, Models, Unload},
+    view::ModelState,
 };
 use crate::pool::{Body as PoolBody, SendError};
 
@@ -102,12 +102,20 @@ impl Reply {
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable_error",
-                    format!(
-                        "model `{alias}` needs an estimated {} but the memory budget of {} is held by {}; retry when they are idle, unpin one, or raise the budget",
-                        mib(estimate),
-                        mib(budget),
-                        if used.is_empty() { "nothing that can be stopped".to_owned() } else { used.join(", ") },
-                    ),
+                    if estimate > budget {
+                        format!(
+                            "model `{alias}` needs an estimated {}, more than the whole memory budget of {}; raise the budget or use a smaller model (or context)",
+                            mib(estimate),
+                            mib(budget),
+                        )
+                    } else {
+                        format!(
+                            "model `{alias}` needs an estimated {} but the memory budget of {} is held by {}; retry when they are idle, unpin one, or raise the budget",
+                            mib(estimate),
+                            mib(budget),
+                            if used.is_empty() { "nothing that can be stopped".to_owned() } else { used.join(", ") },
+                        )
+                    },
                 )
                 .with("model", json!(alias))
                 .with("estimate_bytes", json!(estimate))
@@ -221,12 +229,21 @@ impl Service {
     async fn unload(&self, index: usize, alias: &str) -> Result<Response<ProxyBody>, Reply> {
         match self.models.unload(index).await {
             Ok(()) => Ok(json_response(StatusCode::OK, &json!({"success": true}))),
-            Err(in_flight) => Err(Reply::new(
+            Err(Unload::Busy(in_flight)) => Err(Reply::new(
                 StatusCode::CONFLICT,
                 "invalid_request_error",
                 format!("model `{alias}` has {in_flight} request(s) in flight; unload it when they are done"),
             )
             .with("model", json!(alias))),
+            // A start is not cancelled: requests may be waiting for it, and a server
+            // killed half-way through loading saves nothing over one stopped when ready.
+            Err(Unload::Loading) => Err(Reply::new(
+                StatusCode::CONFLICT,
+                "invalid_request_error",
+                format!("model `{alias}` is loading; unload it when it is ready"),
+            )
+            .with("model", json!(alias))
+            .with("state", json!("loading"))),
         }
     }
 
@@ -343,7 +360,7 @@ fn authorized(headers: &HeaderMap, key: &str) -> bool {
         .and_then(|v| v.as_bytes().get(..7).zip(v.as_bytes().get(7..)))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
         .map(|(_, token)| token);
-    let x_api_key = headers.get("x-api-key").map(HeaderValue::as_bytes);
+    let x_api_key = headers.get(X_API_KEY).map(HeaderValue::as_bytes);
     // Both are checked, so the time does not tell which header was tried.
     let a = bearer.is_some_and(|t| constant_time_eq(t, key.as_bytes()));
     let b = x_api_key.is_some_and(|t| constant_time_eq(t, key.as_bytes()));
@@ -407,17 +424,21 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Headers that describe one connection, not the request: never forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// `X-Api-Key`, the other header a client may carry the key in.
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+/// Headers that describe one connection, not the request: never forwarded. Names, not
+/// strings, so that removing them parses nothing per request.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Removes hop-by-hop headers (and those `Connection` names) and `also` from `headers`.
@@ -434,10 +455,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, also: &[HeaderName]) {
             headers.remove(name);
         }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
-    }
-    for name in also {
+    for name in HOP_BY_HOP.iter().chain(also) {
         headers.remove(name);
     }
 }
@@ -471,11 +489,7 @@ async fn forward(
     // to ask for.
     strip_hop_by_hop(
         &mut headers,
-        &[
-            header::AUTHORIZATION,
-            HeaderName::from_static("x-api-key"),
-            header::EXPECT,
-        ],
+        &[header::AUTHORIZATION, X_API_KEY, header::EXPECT],
     );
     headers.insert(header::HOST, running.pool.host().clone());
     if let Some(auth) = &running.auth {

@@ -15,6 +15,16 @@ use crate::{error::Error, server::Server};
 pub trait Launch: Send + Sync + 'static {
     /// Starts the server and waits until it is ready.
     fn launch(&self) -> BoxFuture<'static, Result<Server, LaunchError>>;
+
+    /// Readies what [`launch`](Launch::launch) needs (the CLI ensures toolchain and
+    /// model here) and returns the model's memory estimate when it is known now. The
+    /// proxy calls it before each start of a stopped model, before the memory budget is
+    /// checked, and uses the estimate it returns for eviction and in listings from then
+    /// on; `None` keeps [`ModelSpec::estimate_bytes`]. A failure is the start's failure.
+    /// The default readies nothing and returns `None`.
+    fn prepare(&self) -> BoxFuture<'static, Result<Option<u64>, LaunchError>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// Why a model server could not be started, as every request waiting on that start is
@@ -98,7 +108,8 @@ pub struct ModelSpec {
     /// The name clients use as `model` (1 to 128 printable ASCII characters, no spaces).
     pub alias: String,
     /// How many bytes the running server is expected to use (weights plus KV cache),
-    /// counted against [`ProxyOptions::memory_budget`](crate::ProxyOptions::memory_budget).
+    /// counted against [`ProxyOptions::memory_budget`](crate::ProxyOptions::memory_budget);
+    /// replaced by what [`Launch::prepare`] returns, when it returns one.
     pub estimate_bytes: u64,
     /// How long the server may stay idle before it is stopped; `None` keeps it running.
     pub keep_alive: Option<Duration>,

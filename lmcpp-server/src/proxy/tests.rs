@@ -40,10 +40,20 @@ struct Fake {
     _dir: tempfile::TempDir,
 }
 
+/// Counts when it is dropped.
+struct DropCount(Arc<AtomicUsize>);
+
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 async fn mock_answer(
     name: String,
     req: Request<Incoming>,
     mut dead: watch::Receiver<bool>,
+    cancelled: Arc<AtomicUsize>,
 ) -> Result<Response<MockBody>, Infallible> {
     let path = req.uri().to_string();
     let auth = req
@@ -51,6 +61,18 @@ async fn mock_answer(
         .get("authorization")
         .map(|v| v.to_str().unwrap().to_owned());
     let body = req.into_body().collect().await.unwrap().to_bytes();
+    if path == "/flood" {
+        // Endless 64 KiB chunks; counts in `cancelled` when the proxy drops the request.
+        let guard = DropCount(cancelled);
+        let chunks = futures_util::stream::repeat_with(move || {
+            let _ = &guard;
+            Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'x'; 64 * 1024])))
+        });
+        return Ok(Response::builder()
+            .header("content-type", "application/octet-stream")
+            .body(BodyExt::boxed(StreamBody::new(chunks)))
+            .unwrap());
+    }
     if path == "/stream" {
         let first = futures_util::stream::once(async {
             Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"data: {\"n\":1}\n\n")))
@@ -86,6 +108,7 @@ impl Fake {
         key: Option<String>,
         stops: Arc<AtomicUsize>,
         connections: Arc<AtomicUsize>,
+        cancelled: Arc<AtomicUsize>,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("m.sock");
@@ -103,9 +126,12 @@ impl Fake {
                 accepted_count.fetch_add(1, Ordering::SeqCst);
                 let name = server_name.clone();
                 let dead = watching.clone();
+                let cancelled = Arc::clone(&cancelled);
                 let mut killed = watching.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| mock_answer(name.clone(), req, dead.clone()));
+                    let svc = service_fn(move |req| {
+                        mock_answer(name.clone(), req, dead.clone(), Arc::clone(&cancelled))
+                    });
                     let conn = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(io), svc);
                     tokio::select! {
@@ -163,6 +189,8 @@ struct FakeStart {
     starts: AtomicUsize,
     stops: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
+    /// Requests to `/flood` the proxy dropped.
+    cancelled: Arc<AtomicUsize>,
     gate: Option<Arc<Semaphore>>,
     fail: bool,
     /// The kill switch of the latest fake.
@@ -181,6 +209,7 @@ impl FakeStart {
             starts: AtomicUsize::new(0),
             stops: Arc::new(AtomicUsize::new(0)),
             connections: Arc::new(AtomicUsize::new(0)),
+            cancelled: Arc::new(AtomicUsize::new(0)),
             gate,
             fail,
             last: std::sync::Mutex::new(None),
@@ -220,6 +249,7 @@ impl Start for Arc<FakeStart> {
                 this.key.clone(),
                 Arc::clone(&this.stops),
                 Arc::clone(&this.connections),
+                Arc::clone(&this.cancelled),
             )
             .await;
             *this.last.lock().unwrap() = Some(fake.dead.clone());
@@ -805,9 +835,13 @@ async fn dropping_the_proxy_stops_its_servers_and_a_start_in_progress_is_stopped
         b.stops() == 1
     })
     .await;
-    // A stopping proxy closes its connections: the waiting request ends at once.
-    let ended = loading.await.unwrap();
-    assert!(matches!(ended, Err(Error::Transport { .. })), "{ended:?}");
+    // A stopping proxy answers the request that waited for a model, at once.
+    let ended = loading.await.unwrap().unwrap();
+    let body: Value = serde_json::from_slice(&ended.body).unwrap();
+    assert_eq!(
+        (ended.status.as_u16(), &body["error"]["message"]),
+        (503, &json!("the proxy is stopping"))
+    );
 }
 
 /// Request bytes rich in what breaks parsers and routers: odd methods and paths, header
@@ -907,4 +941,36 @@ async fn raw_bytes_exchange(socket: &std::path::Path, request: &[u8]) -> String 
         .await
         .expect("the proxy answers or closes within 10 s");
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_after_the_write_stall_timeout() {
+    let start = FakeStart::new("a");
+    let rig = rig(
+        |o| o.write_stall_timeout = Duration::from_millis(300),
+        vec![(spec("a", 1), Arc::clone(&start))],
+    )
+    .await;
+    let crate::Endpoint::Unix { socket } = rig.proxy.endpoint() else {
+        panic!("the rig listens on a socket")
+    };
+    let mut client = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let body = r#"{"model":"a"}"#;
+    let request = format!(
+        "POST /flood HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut client, request.as_bytes())
+        .await
+        .unwrap();
+    let in_flight = || rig.proxy.models()[0].in_flight;
+    eventually("the flood is in flight", || in_flight() == 1).await;
+    // The client reads nothing from here on.
+    eventually(
+        "the stalled request is dropped and cancelled upstream",
+        || in_flight() == 0 && start.cancelled.load(Ordering::SeqCst) == 1,
+    )
+    .await;
+    assert_eq!(state_of(&rig.proxy, "a"), ModelState::Ready);
+    drop(client);
 }
