@@ -291,7 +291,8 @@ impl LmcppBuilder {
         launch.ready_timeout = self.ready_timeout;
         launch.detached = self.detached;
         // Render the arguments for the binary at hand, not for the pinned llama.cpp: the
-        // toolchain captured its --help; a binary given by path is asked once.
+        // toolchain captured its --help; a binary given by path is asked once per version
+        // of the file (the answer is kept in the cache under its identity).
         launch.flags = match &installed {
             Some(i) => i.help.as_ref().and_then(|h| {
                 let help = std::fs::read_to_string(h).ok()?;
@@ -303,7 +304,7 @@ impl LmcppBuilder {
                     &help, version,
                 ))
             }),
-            None => probe_flags(&binary).await,
+            None => probe_flags(toolchain.layout(), &binary).await,
         };
         Ok(Resolved {
             toolchain: installed,
@@ -337,16 +338,47 @@ fn with_model_args(mut args: ServerArgs, model: &ModelResolution) -> ServerArgs 
 
 /// Asks a binary given by path for its flags (`--help`) and version, bounded to a few
 /// seconds each; `None` when it does not answer like llama-server.
-async fn probe_flags(binary: &Path) -> Option<lmcpp_types::args::help::BinaryFlags> {
-    use lmcpp_toolchain::run_binary;
+///
+/// The answers are kept under `<home>/probes/`, keyed by the binary's identity (canonical
+/// path, size, modification time, inode, device), so a later start of the same file
+/// spawns nothing; a rebuilt or replaced binary has another identity and is asked again.
+/// They are kept only when the identity did not change while it was asked, and a cache
+/// that cannot be written costs a probe, never the start.
+async fn probe_flags(
+    layout: &CacheLayout,
+    binary: &Path,
+) -> Option<lmcpp_types::args::help::BinaryFlags> {
+    use lmcpp_toolchain::{FileIdentity, ProbeKind, run_binary};
+    use lmcpp_types::args::help::BinaryFlags;
+    let before = FileIdentity::of(binary).ok();
+    if let Some(id) = &before
+        && let Some(help) = layout.read_probe(id, ProbeKind::BinaryHelp)
+        && let Some(version) = layout.read_probe(id, ProbeKind::BinaryVersion)
+    {
+        let flags = BinaryFlags::from_help(&help, version);
+        if !flags.is_empty() {
+            return Some(flags);
+        }
+    }
     let help = run_binary(binary, "--help").await.ok()?;
     let version = run_binary(binary, "--version")
         .await
         .ok()
         .and_then(|v| lmcpp_toolchain::BinaryVersion::parse(&v))
         .map_or_else(|| binary.display().to_string(), |v| v.label());
-    let flags = lmcpp_types::args::help::BinaryFlags::from_help(&help, version);
-    (!flags.is_empty()).then_some(flags)
+    let flags = BinaryFlags::from_help(&help, version.clone());
+    if flags.is_empty() {
+        return None;
+    }
+    if let Some(id) = before
+        && FileIdentity::of(binary).is_ok_and(|after| after == id)
+    {
+        // Version first: a reader needs both, so a help record alone is never used.
+        let _ = layout
+            .write_probe(&id, ProbeKind::BinaryVersion, &version)
+            .and_then(|()| layout.write_probe(&id, ProbeKind::BinaryHelp, &help));
+    }
+    Some(flags)
 }
 
 /// A toolchain and a model, ready to be started. See [`LmcppBuilder::resolve`].
@@ -501,5 +533,61 @@ pub async fn resolve_model(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A llama-server stand-in that appends a line to `count` on each `--help`.
+    fn counting_binary(dir: &Path, name: &str, count: &Path, flag: &str) -> PathBuf {
+        let bin = dir.join(name);
+        let script = format!(
+            "#!/bin/sh\nif [ \"$1\" = --help ]; then echo x >> '{}'; \
+             echo '-c,    {flag} N    size of the prompt context'; exit 0; fi\n\
+             echo 'version: 4321 (abcdef12)' >&2\n",
+            count.display()
+        );
+        std::fs::write(&bin, script).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        bin
+    }
+
+    fn probes(count: &Path) -> usize {
+        std::fs::read_to_string(count).map_or(0, |s| s.lines().count())
+    }
+
+    #[tokio::test]
+    async fn a_binary_given_by_path_is_asked_for_its_help_once_per_version_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = CacheLayout::new(dir.path().join("home"));
+        let count = dir.path().join("count");
+        let bin = counting_binary(dir.path(), "llama-server", &count, "--ctx-size");
+
+        let first = probe_flags(&layout, &bin).await.unwrap();
+        assert_eq!(probes(&count), 1);
+        assert_eq!(first.version(), "b4321 (abcdef12)");
+        let second = probe_flags(&layout, &bin).await.unwrap();
+        assert_eq!(
+            probes(&count),
+            1,
+            "the second start did not spawn the probe"
+        );
+        assert_eq!(second, first);
+
+        // A replaced binary (another inode, its own flags) is asked again.
+        let staged = counting_binary(dir.path(), "staged", &count, "--ctx-len");
+        std::fs::rename(&staged, &bin).unwrap();
+        let third = probe_flags(&layout, &bin).await.unwrap();
+        assert_eq!(probes(&count), 2);
+        assert_ne!(third, first);
+        probe_flags(&layout, &bin).await.unwrap();
+        assert_eq!(probes(&count), 2);
     }
 }
