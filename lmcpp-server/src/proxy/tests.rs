@@ -37,6 +37,8 @@ struct Fake {
     key: Option<String>,
     dead: watch::Sender<bool>,
     stops: Arc<AtomicUsize>,
+    /// When set, a stop takes a permit first (the process takes its time to exit).
+    stop_gate: Option<Arc<Semaphore>>,
     _dir: tempfile::TempDir,
 }
 
@@ -147,6 +149,7 @@ impl Fake {
             key,
             dead,
             stops,
+            stop_gate: None,
             _dir: dir,
         }
     }
@@ -176,9 +179,13 @@ impl Instance for Fake {
         vec!["fake log line".into()]
     }
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
-        self.stops.fetch_add(1, Ordering::SeqCst);
-        let _ = self.dead.send(true);
-        Box::pin(async {})
+        Box::pin(async move {
+            if let Some(gate) = &self.stop_gate {
+                let _permit = gate.acquire().await.unwrap();
+            }
+            self.stops.fetch_add(1, Ordering::SeqCst);
+            let _ = self.dead.send(true);
+        })
     }
 }
 
@@ -193,6 +200,11 @@ struct FakeStart {
     cancelled: Arc<AtomicUsize>,
     gate: Option<Arc<Semaphore>>,
     fail: bool,
+    /// What `prepare` returns as the estimate (and how often it was called).
+    prepared: std::sync::Mutex<Option<u64>>,
+    prepares: AtomicUsize,
+    /// Given to each fake as its stop gate.
+    stop_gate: std::sync::Mutex<Option<Arc<Semaphore>>>,
     /// The kill switch of the latest fake.
     last: std::sync::Mutex<Option<watch::Sender<bool>>>,
 }
@@ -212,6 +224,9 @@ impl FakeStart {
             cancelled: Arc::new(AtomicUsize::new(0)),
             gate,
             fail,
+            prepared: std::sync::Mutex::new(None),
+            prepares: AtomicUsize::new(0),
+            stop_gate: std::sync::Mutex::new(None),
             last: std::sync::Mutex::new(None),
         })
     }
@@ -230,6 +245,12 @@ impl FakeStart {
 }
 
 impl Start for Arc<FakeStart> {
+    fn prepare(&self) -> BoxFuture<'static, Result<Option<u64>, LaunchError>> {
+        self.prepares.fetch_add(1, Ordering::SeqCst);
+        let estimate = *self.prepared.lock().unwrap();
+        Box::pin(async move { Ok(estimate) })
+    }
+
     fn start(&self) -> BoxFuture<'static, Result<Box<dyn Instance>, LaunchError>> {
         let this = Arc::clone(self);
         Box::pin(async move {
@@ -252,6 +273,8 @@ impl Start for Arc<FakeStart> {
                 Arc::clone(&this.cancelled),
             )
             .await;
+            let mut fake = fake;
+            fake.stop_gate = this.stop_gate.lock().unwrap().clone();
             *this.last.lock().unwrap() = Some(fake.dead.clone());
             Ok(Box::new(fake) as Box<dyn Instance>)
         })
@@ -973,4 +996,136 @@ async fn a_client_that_stops_reading_is_dropped_after_the_write_stall_timeout() 
     .await;
     assert_eq!(state_of(&rig.proxy, "a"), ModelState::Ready);
     drop(client);
+}
+
+#[tokio::test]
+async fn prepare_refreshes_the_estimate_before_the_budget_is_checked() {
+    let a = FakeStart::new("a");
+    let b = FakeStart::new("b");
+    let big = FakeStart::new("big");
+    // Configured without an estimate (not downloaded yet); known once prepared.
+    *a.prepared.lock().unwrap() = Some(60);
+    *b.prepared.lock().unwrap() = Some(60);
+    *big.prepared.lock().unwrap() = Some(101);
+    let rig = rig(
+        |o| o.memory_budget = 100,
+        vec![
+            (spec("a", 0), a.clone()),
+            (spec("b", 0), b.clone()),
+            (spec("big", 0), big.clone()),
+        ],
+    )
+    .await;
+    let client = rig.proxy.client();
+    assert_eq!(post(&client, "/x", json!({"model": "a"})).await.0, 200);
+    assert_eq!(rig.proxy.models()[0].estimate_bytes, 60);
+    // a no longer counts as 0: b's start stops it.
+    assert_eq!(post(&client, "/x", json!({"model": "b"})).await.0, 200);
+    assert_eq!(
+        (
+            state_of(&rig.proxy, "a"),
+            a.stops(),
+            b.prepares.load(Ordering::SeqCst)
+        ),
+        (ModelState::Stopped, 1, 1)
+    );
+    // A model that turns out larger than the whole budget is refused before its start.
+    let (status, body) = post(&client, "/x", json!({"model": "big"})).await;
+    assert_eq!(
+        (status, &body["error"]["estimate_bytes"]),
+        (503, &json!(101))
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("more than the whole memory budget"),
+        "{message}"
+    );
+    assert_eq!(
+        (
+            big.starts(),
+            state_of(&rig.proxy, "big"),
+            rig.proxy.models()[2].estimate_bytes
+        ),
+        (0, ModelState::Stopped, 101)
+    );
+    assert_eq!(state_of(&rig.proxy, "b"), ModelState::Ready);
+}
+
+#[tokio::test]
+async fn a_server_being_stopped_counts_until_it_exited_and_a_start_waits_for_it() {
+    let a = FakeStart::new("a");
+    let b = FakeStart::new("b");
+    let stop_gate = Arc::new(Semaphore::new(0));
+    *a.stop_gate.lock().unwrap() = Some(Arc::clone(&stop_gate));
+    let rig = rig(
+        |o| o.memory_budget = 100,
+        vec![(spec("a", 60), a.clone()), (spec("b", 60), b.clone())],
+    )
+    .await;
+    let client = rig.proxy.client();
+    assert_eq!(post(&client, "/x", json!({"model": "a"})).await.0, 200);
+    // a's server takes its time to exit after the unload.
+    let unload = tokio::spawn({
+        let client = client.clone();
+        async move { post(&client, "/models/unload", json!({"model": "a"})).await }
+    });
+    eventually("a is being stopped", || {
+        state_of(&rig.proxy, "a") == ModelState::Stopped
+    })
+    .await;
+    let start_b = tokio::spawn({
+        let client = client.clone();
+        async move { post(&client, "/x", json!({"model": "b"})).await }
+    });
+    eventually("b waits for room", || {
+        state_of(&rig.proxy, "b") == ModelState::Loading
+    })
+    .await;
+    // b's server is not started while a's memory is still in use.
+    assert_eq!((b.starts(), a.stops()), (0, 0));
+    stop_gate.add_permits(1);
+    assert_eq!(start_b.await.unwrap().0, 200);
+    assert_eq!(unload.await.unwrap().0, 200);
+    assert_eq!((a.stops(), b.starts()), (1, 1));
+}
+
+#[tokio::test]
+async fn unloading_a_loading_model_is_a_409_and_its_start_goes_on() {
+    let gate = Arc::new(Semaphore::new(0));
+    let a = FakeStart::with("a", None, Some(Arc::clone(&gate)), false);
+    let rig = rig(|_| {}, vec![(spec("a", 0), a.clone())]).await;
+    let client = rig.proxy.client();
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move { post(&client, "/x", json!({"model": "a"})).await }
+    });
+    eventually("a is loading", || a.starts() == 1).await;
+    let (status, body) = post(&client, "/models/unload", json!({"model": "a"})).await;
+    assert_eq!((status, &body["error"]["state"]), (409, &json!("loading")));
+    gate.add_permits(1);
+    assert_eq!(waiting.await.unwrap().0, 200);
+    assert_eq!(state_of(&rig.proxy, "a"), ModelState::Ready);
+}
+
+#[tokio::test]
+async fn stopping_the_proxy_answers_a_request_waiting_for_its_model_with_a_503() {
+    let gate = Arc::new(Semaphore::new(0));
+    let a = FakeStart::with("a", None, Some(Arc::clone(&gate)), false);
+    let rig = rig(|_| {}, vec![(spec("a", 0), a.clone())]).await;
+    let client = rig.proxy.client();
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move { post(&client, "/x", json!({"model": "a"})).await }
+    });
+    eventually("a is loading", || a.starts() == 1).await;
+    let Rig { proxy, _dir } = rig;
+    let stopping = tokio::spawn(proxy.stop());
+    let (status, body) = waiting.await.unwrap();
+    assert_eq!(
+        (status, &body["error"]["message"]),
+        (503, &json!("the proxy is stopping"))
+    );
+    gate.add_permits(1);
+    stopping.await.unwrap().unwrap();
+    eventually("the abandoned start's server is stopped", || a.stops() == 1).await;
 }

@@ -118,3 +118,55 @@ fn the_proxy_handle_crosses_threads() {
     send_sync::<ModelSpec>();
     send_sync::<LaunchError>();
 }
+
+/// A model the CLI has not downloaded yet: configured without an estimate, its
+/// `prepare` fetches it and learns the real one.
+struct NotYetDownloaded {
+    prepares: Arc<AtomicUsize>,
+    launches: Arc<AtomicUsize>,
+}
+
+impl Launch for NotYetDownloaded {
+    fn launch(&self) -> BoxFuture<'static, Result<Server, LaunchError>> {
+        self.launches.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Err(LaunchError::new("not in this test")) })
+    }
+
+    fn prepare(&self) -> BoxFuture<'static, Result<Option<u64>, LaunchError>> {
+        self.prepares.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(Some(3 << 30)) })
+    }
+}
+
+#[tokio::test]
+async fn a_launch_prepares_its_model_and_its_estimate_is_checked_before_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (prepares, launches) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let launch: Arc<dyn Launch> = Arc::new(NotYetDownloaded {
+        prepares: Arc::clone(&prepares),
+        launches: Arc::clone(&launches),
+    });
+    let mut opts = ProxyOptions::new(2 << 30);
+    opts.runtime_dir = Some(dir.path().to_owned());
+    let proxy = Proxy::start(opts, vec![ModelSpec::new("later", launch)])
+        .await
+        .unwrap();
+    assert_eq!(proxy.models()[0].estimate_bytes, 0);
+    let req: TokenizeRequest = serde_json::from_str(r#"{"content":"x"}"#).unwrap();
+    match proxy.client().tokenize(&req).await {
+        Err(Error::Api {
+            status: 503, error, ..
+        }) => assert_eq!(error.extra["estimate_bytes"], 3u64 << 30),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        (
+            prepares.load(Ordering::SeqCst),
+            launches.load(Ordering::SeqCst),
+            proxy.models()[0].estimate_bytes,
+            proxy.models()[0].state
+        ),
+        (1, 0, 3 << 30, ModelState::Stopped)
+    );
+    proxy.stop().await.unwrap();
+}
