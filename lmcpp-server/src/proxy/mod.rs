@@ -123,8 +123,10 @@ impl ProxyOptions {
 ///   `loading` or `loaded`, with `failed: true` after a failure), plus an `lmcpp` object
 ///   per model ([`ModelView`]).
 /// - `POST /models/load` and `POST /models/unload` (`{"model": alias}`) start a model
-///   and wait until it is ready, or stop it now (409 while requests are in flight), as
-///   llama-server's router does.
+///   and wait until it is ready, or stop it now and wait until its server has exited,
+///   as llama-server's router does. Unloading is refused with a 409 while requests are
+///   in flight, and while the model loads (`"state": "loading"`): the start is not
+///   cancelled, as other requests may wait for it.
 /// - Any other request goes to the model its JSON body names in `model` (or `?model=`),
 ///   or to the only model when there is one and it names none; an unknown name is a 404
 ///   naming the models. The model's server is started if needed, and the answer (an
@@ -132,7 +134,17 @@ impl ProxyOptions {
 /// - Errors are llama-server's JSON shape: 401 (key), 404 (unknown model), 400 (no
 ///   model named), 413 (body over the cap), 431 (head over the caps), 502 (the start
 ///   failed, with `log_tail`; or the server did not answer), 503 (still loading at the
-///   load timeout, no room in the memory budget, stopping).
+///   load timeout, no room in the memory budget, and `the proxy is stopping` for every
+///   request still waiting for a model when [`Proxy::stop`] is called or the proxy is
+///   dropped).
+/// - Memory: a model counts against the budget from the moment its start is decided
+///   until its server has exited (a server being stopped still counts, and a start
+///   that needs its room waits for it). A model's estimate is what
+///   [`Launch::prepare`] returned before its last start, else
+///   [`ModelSpec::estimate_bytes`].
+/// - A client that accepts no byte of its answer for
+///   [`ProxyOptions::write_stall_timeout`] loses its connection, which cancels the
+///   request at the model server.
 /// - A model server that dies mid-answer: an event stream ends with a
 ///   `data: {"error":{...}}` event (which [`Client`] streams yield as
 ///   [`Error::Api`]), any other body breaks off (a transport error); the model is then

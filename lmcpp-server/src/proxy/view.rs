@@ -29,7 +29,7 @@ impl std::fmt::Display for ModelState {
     }
 }
 
-/// What the proxy reports about one model ([`Proxy::models`], and the `lmcpp` object of
+/// What the proxy reports about one model ([`Proxy::models`](crate::Proxy::models), and the `lmcpp` object of
 /// each `/v1/models` entry).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
