@@ -5,7 +5,8 @@
 //! and, once published, `bin/`. Its lock is `<root>/toolchains/<fingerprint>.lock` and its
 //! scratch dir `<root>/toolchains/.<fingerprint>.<pid>.scratch` (same filesystem, so the publish
 //! is a rename). A run that fails records the failure; after `fail_limit` consecutive
-//! failures the entry is purged so the next run starts clean.
+//! failures the entry is purged so the next run starts clean. A run that could reach none
+//! of its sources records nothing (see `RunFailure`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -214,6 +215,37 @@ struct Outcome {
     cmake_args: Vec<String>,
     /// What `llama-server --version` printed, when it already ran in scratch.
     version_output: Option<String>,
+}
+
+/// Why a run produced nothing, and whether that says something about the entry.
+///
+/// A bad digest, a broken archive, a binary whose `--version` fails or a failed build are
+/// recorded in the entry (and count towards its purge). A run whose every source failed
+/// before anything could be had from it (connection refused, timeout, a name that does not
+/// resolve, a 5xx: the usual offline case) is not: the entry is left as it was, so an
+/// offline machine does not collect failed entries for `toolchain prune` to remove.
+struct RunFailure {
+    error: Error,
+    record: bool,
+}
+
+impl RunFailure {
+    fn recorded(error: Error) -> Self {
+        Self {
+            error,
+            record: true,
+        }
+    }
+}
+
+/// Whether `e` is the network not being reachable or failing transiently (a later retry
+/// may succeed): it says nothing about what was asked for.
+fn is_unreached(e: &Error) -> bool {
+    e.is_transient()
+        || matches!(
+            e,
+            Error::Download(crate::download::Error::Unreachable { .. })
+        )
 }
 
 /// How a source tree is built.
@@ -608,35 +640,68 @@ impl Toolchain {
         remove_all(&scratch)?;
         std::fs::create_dir_all(&scratch).ctx("create directory", &scratch)?;
 
-        let result = self.run(job, &scratch, progress).await;
-        let result = match result {
-            Ok(outcome) => self.publish(entry, &scratch, outcome, &mut state).await,
-            Err(e) => Err(e),
+        let result = match self.run(job, &scratch, progress).await {
+            Ok(outcome) => self
+                .publish(entry, &scratch, outcome, &mut state)
+                .await
+                .map_err(RunFailure::recorded),
+            Err(f) => Err(f),
         };
         let _ = remove_all(&scratch);
         match result {
             Ok(installed) => Ok(installed),
-            Err(e) => {
-                state.status = EntryStatus::Failed;
-                state.failures += 1;
-                state.last_error = Some(e.to_string());
-                state.updated_unix = now_unix();
-                if state.failures >= self.fail_limit {
-                    progress.event(ProgressEvent::Note {
-                        message: format!(
-                            "{} failed {} times in a row; purged it so the next run starts clean",
-                            entry.display(),
-                            state.failures
-                        ),
-                    });
-                    if remove_all(entry).is_ok() {
-                        guard.unlink();
+            Err(RunFailure {
+                error,
+                record: false,
+            }) => {
+                // Nothing could be reached: that says nothing about the entry, so it is left
+                // as it was before this run (and not created at all when it was new).
+                match &previous {
+                    Some(p) => {
+                        let _ = write_state(entry, p);
                     }
-                } else {
-                    let _ = write_state(entry, &state);
+                    None => {
+                        if remove_all(entry).is_ok() {
+                            guard.unlink();
+                        }
+                    }
                 }
-                Err(e)
+                Err(error)
             }
+            Err(RunFailure { error, .. }) => {
+                self.record_failure(entry, &mut state, &error, &guard, progress);
+                Err(error)
+            }
+        }
+    }
+
+    /// Records a failed run in the entry's state, and purges the entry once it failed
+    /// `fail_limit` times in a row.
+    fn record_failure(
+        &self,
+        entry: &Path,
+        state: &mut EntryState,
+        error: &Error,
+        guard: &crate::lock::LockGuard,
+        progress: &SharedProgress,
+    ) {
+        state.status = EntryStatus::Failed;
+        state.failures += 1;
+        state.last_error = Some(error.to_string());
+        state.updated_unix = now_unix();
+        if state.failures >= self.fail_limit {
+            progress.event(ProgressEvent::Note {
+                message: format!(
+                    "{} failed {} times in a row; purged it so the next run starts clean",
+                    entry.display(),
+                    state.failures
+                ),
+            });
+            if remove_all(entry).is_ok() {
+                guard.unlink();
+            }
+        } else {
+            let _ = write_state(entry, state);
         }
     }
 
@@ -713,7 +778,7 @@ impl Toolchain {
         job: &EntryJob<'_>,
         scratch: &Path,
         progress: &SharedProgress,
-    ) -> Result<Outcome> {
+    ) -> Result<Outcome, RunFailure> {
         let request = &ToolchainRequest {
             sources: job.request.sources_of(job.origin),
             ..job.request.clone()
@@ -726,6 +791,9 @@ impl Toolchain {
             progress,
         };
         let mut attempts = Vec::new();
+        // Whether a source was tried, and whether every one tried failed before reaching
+        // anything (then the failure is not recorded, see `RunFailure`).
+        let (mut tried, mut unreached) = (false, true);
         if job.origin == Origin::Built
             && let Err(e) = backend::check_available(request.backend, true, self.probes())
         {
@@ -734,7 +802,7 @@ impl Toolchain {
                 location: "-".into(),
                 error: format!("skipped: {e}"),
             });
-            return Err(Error::AllSourcesFailed { attempts });
+            return Err(RunFailure::recorded(Error::AllSourcesFailed { attempts }));
         }
         for ps in &plan.sources {
             let kind = ps.source.kind().to_owned();
@@ -759,6 +827,8 @@ impl Toolchain {
                     Ok(outcome) => return Ok(outcome),
                     Err(e) => {
                         tracing::debug!(%kind, "source failed: {e}");
+                        tried = true;
+                        unreached &= is_unreached(&e);
                         attempts.push(SourceAttempt {
                             source: kind,
                             location,
@@ -771,6 +841,8 @@ impl Toolchain {
             let tree = match self.source_tree(&ctx, request, &ps.source, &location).await {
                 Ok(t) => t,
                 Err(e) => {
+                    tried = true;
+                    unreached &= is_unreached(&e);
                     attempts.push(SourceAttempt {
                         source: kind,
                         location,
@@ -782,7 +854,8 @@ impl Toolchain {
             // A build failure is final: another copy of the same source would fail alike.
             let bin = self
                 .build(&tree, &plan, &request.python, job.entry, scratch, progress)
-                .await?;
+                .await
+                .map_err(RunFailure::recorded)?;
             return Ok(Outcome {
                 bin,
                 source: format!("{kind} {location}"),
@@ -791,7 +864,10 @@ impl Toolchain {
                 version_output: None,
             });
         }
-        Err(Error::AllSourcesFailed { attempts })
+        Err(RunFailure {
+            error: Error::AllSourcesFailed { attempts },
+            record: !(tried && unreached),
+        })
     }
 
     /// Installs a prebuilt source into `scratch/bin`: the release listing's assets for this

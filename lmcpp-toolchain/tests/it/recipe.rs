@@ -665,3 +665,76 @@ async fn a_local_archive_is_hashed_once_per_version_of_the_file() {
     let third_root = tempfile::tempdir().unwrap();
     assert_eq!(third, key(&fresh(third_root.path())).await);
 }
+
+/// A loopback address where nothing listens (connections are refused).
+fn refusing_base() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    format!("http://{addr}")
+}
+
+/// A loopback server that accepts every connection and closes it without an answer.
+async fn closing_base() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = l.accept().await {
+            drop(conn);
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn an_unreachable_release_records_nothing_while_a_bad_digest_is_recorded() {
+    let closing = closing_base().await;
+    for base in [refusing_base(), closing] {
+        let root = tempfile::tempdir().unwrap();
+        let tc = toolchain(root.path());
+        let req = crate::fixtures::prebuilt_request_for(&base);
+        for _ in 0..2 {
+            let err = tc.ensure(&req, &no_progress()).await.unwrap_err();
+            assert!(matches!(err, Error::AllSourcesFailed { .. }), "{err}");
+            // No entry, no state and no lock file: nothing for `prune` to find.
+            let left: Vec<_> = std::fs::read_dir(root.path().join("toolchains"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert!(left.is_empty(), "{base}: {left:?}");
+            assert!(tc.list().unwrap().is_empty());
+        }
+    }
+
+    // A listing that is reached but names a wrong digest is a real failure: recorded.
+    let server = TestServer::start().await;
+    let bytes = serve_release(&server, 0);
+    crate::fixtures::serve_listing(
+        &server,
+        &[(host_asset(), bytes.len() as u64, Some("ab".repeat(32)))],
+    );
+    let root = tempfile::tempdir().unwrap();
+    let tc = toolchain(root.path());
+    let bad = prebuilt_request(&server);
+    tc.ensure(&bad, &no_progress()).await.unwrap_err();
+    let (_, entry) = tc.entry_for(&bad).await.unwrap();
+    let read = || lmcpp_toolchain::read_state(&entry).unwrap().unwrap();
+    let recorded = read();
+    assert_eq!(
+        (recorded.status, recorded.failures),
+        (EntryStatus::Failed, 1)
+    );
+    assert!(
+        recorded
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("checksum mismatch")
+    );
+
+    // The same entry offline afterwards keeps that record as it was: not a second failure.
+    let offline = crate::fixtures::prebuilt_request_for(&refusing_base());
+    assert_eq!(tc.entry_for(&offline).await.unwrap().1, entry);
+    tc.ensure(&offline, &no_progress()).await.unwrap_err();
+    assert_eq!(read(), recorded);
+}
