@@ -4,14 +4,42 @@
 //!
 //! Needs the prerequisites of the end-to-end tests (`cargo xtask prepare`).
 //!
-//! What bounds the ratios: a proxied request crosses two more socket hops, each a
-//! syscall pair and an epoll wake-up of a parked worker. At concurrency 1 that latency
-//! (some tens of microseconds on a small VM) is what the ratio shows, against a
-//! `/tokenize` of well under 100 us; at concurrency 8, where client, proxy and
-//! llama-server share the cores, it shows the proxy's CPU cost instead. Driving the
-//! upstream connection in the request's own task instead of the pool's connection task
-//! was tried: on the 2-core machine of this run it did not help (concurrency 1 went
-//! from 0.62-0.66 to 0.53), so the proxy reuses the crate's connection pool.
+//! The setup is the honest one: the proxy runs on a tokio runtime of its own, on its own
+//! thread, as `lmcpp serve` runs in a process of its own; the load client never shares
+//! a worker with it. (The first version of this bench ran both on one runtime. A hop
+//! between two tasks on the same worker costs no thread wake-up, which flattered the
+//! proxy: /tokenize ratios 0.77 and 0.67 at concurrency 1 and 8 on this machine, against
+//! 0.41-0.50 and 0.50-0.58 once the proxy had its own thread.) The proxy's runtime is a
+//! current-thread one: against a multi-threaded one it measured 0.41-0.50 vs 0.32-0.45
+//! at concurrency 1 and the same within noise at 8 (0.50-0.58 vs 0.55-0.63), and used
+//! less CPU per request (client plus proxy 143 vs 166-200 us at concurrency 1).
+//! `LMCPP_BENCH_PROXY_RUNTIME=multi` runs the other.
+//!
+//! What bounds the ratios, measured per request by the CPU lines this bench prints
+//! (`schedstat` of the proxy's thread and of every llama-server thread, 2 cores):
+//! - Concurrency 1 is latency. A proxied request crosses two more socket hops, and the
+//!   proxy's thread sleeps in `epoll_wait` twice per request (for the client, then for
+//!   llama-server): about 110 us added to a direct round trip of 80-110 us. The proxy
+//!   thread spends 77-96 us of CPU per request, 55% of it in the kernel (wake-ups,
+//!   Unix socket send and receive); the minimal six system calls per request were
+//!   checked with strace.
+//! - Concurrency 8 is CPU: client, proxy and llama-server share the 2 cores, so the
+//!   ratio is at most (client + llama-server) / (client + proxy + llama-server) CPU per
+//!   request: (22 + 53) / (23 + 36 + 65) = 0.60, and 0.50-0.58 was measured. The proxy
+//!   parses and writes each request and response once as a server and once as a client,
+//!   so it costs about 1.5 times what the load client does. Reaching 0.9 on 2 cores
+//!   would need a proxy under about 8 us of CPU per request: not an HTTP-parsing one.
+//! - User-space cuts made in this pass (hop-by-hop header names as constants instead
+//!   of strings parsed per request, one clock read instead of two per use) are within
+//!   the noise of these numbers. Routing already reads `model` through a borrowing
+//!   deserializer, the pool adds no task per request, and a hyper header-read timer per
+//!   request (slow-client protection) stays.
+//! - Driving the upstream connection in the request's own task instead of the pool's
+//!   connection task was tried in the first pass and did not help (concurrency 1 went
+//!   from 0.62-0.66 to 0.53 in the shared-runtime setup), so the proxy reuses the
+//!   crate's connection pool.
+//! - Streaming time to first chunk: 0.99-1.11 over runs (target 1.05), the same two hops
+//!   on a 3-6 ms first chunk.
 #![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs)]
 
 use std::{
@@ -194,8 +222,25 @@ fn process_cpu_ns(pid: &str) -> u64 {
 struct Cpu {
     client_ns: u64,
     proxy_ns: u64,
+    /// The proxy thread's clock ticks in user space and in the kernel.
+    proxy_ticks: (u64, u64),
     server_ns: u64,
     requests: u64,
+}
+
+/// A thread's `utime` and `stime` clock ticks, from the `stat` beside its `schedstat`.
+fn thread_ticks(schedstat: &Path) -> (u64, u64) {
+    let stat = std::fs::read_to_string(schedstat.with_file_name("stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    (
+        fields.get(11).copied().unwrap_or(0),
+        fields.get(12).copied().unwrap_or(0),
+    )
 }
 
 impl Cpu {
@@ -212,7 +257,11 @@ impl Cpu {
             thread_cpu_ns(proxy),
             process_cpu_ns(server_pid),
         );
+        let ticks = thread_ticks(proxy);
         let (rps, requests) = client_rps(client, concurrency).await;
+        let after = thread_ticks(proxy);
+        self.proxy_ticks.0 += after.0 - ticks.0;
+        self.proxy_ticks.1 += after.1 - ticks.1;
         let proxy_ns = thread_cpu_ns(proxy) - before.1;
         self.proxy_ns += proxy_ns;
         self.client_ns += process_cpu_ns("self") - before.0 - proxy_ns;
@@ -223,8 +272,17 @@ impl Cpu {
 
     fn per_request(&self) -> String {
         let us = |ns: u64| ns as f64 / 1e3 / self.requests.max(1) as f64;
+        let (user, kernel) = self.proxy_ticks;
+        let kernel_share = if user + kernel == 0 {
+            String::new()
+        } else {
+            format!(
+                " ({:.0}% of it in the kernel)",
+                kernel as f64 * 100.0 / (user + kernel) as f64
+            )
+        };
         format!(
-            "client {:.1}, proxy {:.1}, llama-server {:.1}",
+            "client {:.1}, proxy {:.1}{kernel_share}, llama-server {:.1}",
             us(self.client_ns),
             us(self.proxy_ns),
             us(self.server_ns)
