@@ -325,6 +325,9 @@ async fn model_spec(
     let launch_binary_given = llama_server.is_some();
     let version_label = request.version.label();
     let launch = FacadeLaunch {
+        // A configured `memory` is what the user wants counted; otherwise the estimate is
+        // taken again from the model on disk before each start (`Launch::prepare`).
+        estimate: model.memory.is_none().then(|| estimate_opts.clone()),
         home: ctx.home.clone(),
         runtime_dir: ctx.runtime_dir.clone(),
         llama_server,
@@ -466,6 +469,8 @@ async fn offline_path(ctx: &Ctx, model: &ModelPlan, no_mmproj: bool) -> Option<P
 /// `lmcpp serve`, the alias passed, the web UI off, on a private Unix socket; the start,
 /// and its server or its failure, go to the proxy's log.
 struct FacadeLaunch {
+    /// How to estimate the model's memory once it is on disk; `None` when the config fixes it.
+    estimate: Option<EstimateOptions>,
     home: Option<PathBuf>,
     runtime_dir: Option<PathBuf>,
     llama_server: Option<PathBuf>,
@@ -479,8 +484,9 @@ struct FacadeLaunch {
     log: Arc<ProxyLog>,
 }
 
-impl Launch for FacadeLaunch {
-    fn launch(&self) -> BoxFuture<'static, Result<Server, LaunchError>> {
+impl FacadeLaunch {
+    /// The facade's builder for this model, as `lmcpp serve` would start it.
+    fn builder(&self) -> lmcpp::LmcppBuilder {
         let mut builder = lmcpp::Lmcpp::builder()
             .model(self.reference.clone())
             .alias(self.alias.clone())
@@ -499,6 +505,35 @@ impl Launch for FacadeLaunch {
         if let Some(bin) = &self.llama_server {
             builder = builder.llama_server(bin);
         }
+        builder
+    }
+}
+
+impl Launch for FacadeLaunch {
+    /// Ensures the toolchain and the model (so a model pulled at its first request is
+    /// counted with its real size before the budget is checked) and estimates its memory.
+    fn prepare(&self) -> BoxFuture<'static, Result<Option<u64>, LaunchError>> {
+        let Some(opts) = self.estimate.clone() else {
+            return Box::pin(async { Ok(None) });
+        };
+        let builder = self.builder();
+        let (log, alias) = (Arc::clone(&self.log), self.alias.clone());
+        Box::pin(async move {
+            let resolved = builder.resolve().await.map_err(launch_error)?;
+            match estimate_path(&resolved.model.path, &opts).await {
+                Ok(e) => Ok(Some(e.total_bytes)),
+                Err(e) => {
+                    log.line(format_args!(
+                        "model {alias}: memory estimate unknown ({e}); counted as before"
+                    ));
+                    Ok(None)
+                }
+            }
+        })
+    }
+
+    fn launch(&self) -> BoxFuture<'static, Result<Server, LaunchError>> {
+        let builder = self.builder();
         let (log, alias) = (Arc::clone(&self.log), self.alias.clone());
         log.line(format_args!("model {alias}: starting {}", self.reference));
         Box::pin(async move {

@@ -279,6 +279,47 @@ fn a_detached_proxy_is_listed_and_stopped_with_its_models() {
     assert_eq!(env.json(&["ps"]), serde_json::json!([]));
 }
 
+#[test]
+fn a_model_fetched_at_its_first_request_is_counted_with_its_estimate_from_then_on() {
+    let env = Env::new();
+    // A URL model is not in the store when the proxy starts, so nothing can be estimated
+    // then; the start fetches it and the proxy counts its estimate before the budget check.
+    let url = format!("u=file://{}", env.model());
+    let b = format!("b={}", env.model());
+    let record = env.json(&["serve", "--model", &url, "--model", &b, "--detach"]);
+    let id = record["id"].as_str().unwrap().to_owned();
+    let estimate_of = |record: &Value, alias: &str| {
+        record["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["alias"] == alias)
+            .unwrap_or_else(|| panic!("{alias} not listed: {record}"))["estimate_bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    let on_disk = estimate_of(&record, "b");
+    assert!(on_disk > 0, "{record}");
+    assert_eq!(estimate_of(&record, "u"), 0, "not fetched yet: {record}");
+
+    let endpoint: Endpoint = serde_json::from_value(record["endpoint"].clone()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut req = ChatCompletionRequest::new(vec![ChatMessage::user("Hi")]).max_tokens(2);
+    req.model = Some("u".to_owned());
+    rt.block_on(Client::new(endpoint).chat_completions(&req))
+        .unwrap();
+    let ps = env.json(&["ps"]);
+    let proxy = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("proxy not listed: {ps}"));
+    // The same file under two names: the same estimate once both are known.
+    assert_eq!(estimate_of(proxy, "u"), on_disk, "{proxy}");
+    env.ok(&["stop", &id]);
+}
+
 /// A config of three models: the pinned llama.cpp (its model named relative to the config
 /// file), the older one, and an embedding model that is pinned and never expires.
 fn two_versions_config(env: &Env, pinned: &PreparedPaths, older: &PreparedPaths) -> PathBuf {
