@@ -234,6 +234,15 @@ struct ProbeRecord {
     value: String,
 }
 
+/// Whether the record at `path` (under `probes/`) is about its file as the file is now; a
+/// record that cannot be read, or names a file that is gone or changed, is stale.
+pub(crate) fn probe_is_current(path: &Path) -> bool {
+    std::fs::read(path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<ProbeRecord>(&bytes).ok())
+        .is_some_and(|r| FileIdentity::of(&r.identity.path).is_ok_and(|now| now == r.identity))
+}
+
 /// Writes `bytes` to `path` atomically: a temporary sibling is written, fsynced and renamed.
 ///
 /// Readers see either the old content or the new content, never a mix.

@@ -9,6 +9,7 @@
 //! | `link`     | `models/by-name/<key>` whose ref is gone                   | older than the age limit, the reference's lock free |
 //! | `source`   | `sources/<key>` no toolchain entry records as its `source_dir` | older than the age limit, no toolchain work running |
 //! | `lock`     | `*.lock` under the cache                                   | nobody holds it                      |
+//! | `probe`    | `probes/*.json` about a file that is gone or changed since (never read again), `probes/.tmp-*` | older than the age limit |
 //!
 //! Blobs, refs, toolchain entries and tools are never collected (`lmcpp model rm` and
 //! `lmcpp toolchain remove` are the explicit ways). Each removal takes the lock that guards
@@ -22,7 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::cache::{CacheLayout, dir_size, remove_all};
+use crate::cache::{CacheLayout, dir_size, probe_is_current, remove_all};
 use crate::error::{Error, Result};
 use crate::lock::{LockGuard, current_holder, lock_exclusive};
 use crate::progress::no_progress;
@@ -63,6 +64,9 @@ pub enum GcKind {
     Lock,
     /// A readable `models/by-name/<key>` link whose reference was removed.
     Link,
+    /// A record under `probes/` about a file that is gone or has changed since it was
+    /// written (it can never be read again).
+    Probe,
     /// A server log whose server is no longer running (collected by callers that know the
     /// server registry; this crate does not).
     Log,
@@ -78,6 +82,7 @@ impl std::fmt::Display for GcKind {
             Self::Lock => "lock",
             Self::Link => "link",
             Self::Log => "log",
+            Self::Probe => "probe",
         })
     }
 }
@@ -160,6 +165,7 @@ pub async fn collect(layout: &CacheLayout, opts: &GcOptions) -> Result<GcReport>
     toolchain_scratch(&layout.toolchains(), &mut candidates)?;
     tool_scratch(&layout.tools(), &mut candidates)?;
     store_leftovers(&models, &mut candidates)?;
+    stale_probes(&layout.probes(), &mut candidates)?;
     lock_dirs.extend([
         layout.sources(),
         layout.toolchains(),
@@ -409,6 +415,27 @@ fn tool_scratch(tools: &Path, out: &mut Vec<Candidate>) -> Result<()> {
                 path: p,
             });
         }
+    }
+    Ok(())
+}
+
+/// Records under `probes/` that can never be read again (about a file that is gone or
+/// changed since, or unreadable), and temporary files of record writes that died. No lock
+/// guards them: a record is written by one rename and a reader that misses one asks again.
+fn stale_probes(probes: &Path, out: &mut Vec<Candidate>) -> Result<()> {
+    for p in entries(probes)? {
+        let kind = if file_name(&p).starts_with(".tmp-") {
+            GcKind::Scratch
+        } else if has_suffix(&p, ".json") && p.is_file() && !probe_is_current(&p) {
+            GcKind::Probe
+        } else {
+            continue;
+        };
+        out.push(Candidate {
+            kind,
+            path: p,
+            guards: Vec::new(),
+        });
     }
     Ok(())
 }

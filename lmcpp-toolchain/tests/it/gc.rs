@@ -247,3 +247,57 @@ async fn gc_removes_old_unlocked_leftovers_and_keeps_what_is_used() {
     assert!(root.join(format!("models/blobs/{SHA}")).exists());
     assert!(!root.join("downloads/k3-fresh.tar.gz.part").exists());
 }
+
+#[tokio::test]
+async fn probes_about_files_that_are_gone_or_changed_are_collected_and_current_ones_kept() {
+    use lmcpp_toolchain::{FileIdentity, ProbeKind};
+    let cache = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let layout = CacheLayout::new(cache.path());
+    let record = |name: &str| {
+        let file = write(files.path(), name, name.as_bytes());
+        let id = FileIdentity::of(&file).unwrap();
+        layout
+            .write_probe(&id, ProbeKind::ArchiveSha256, "abc")
+            .unwrap();
+        (file, id)
+    };
+    let (_, kept) = record("kept.tar.gz");
+    let (changed, _) = record("changed.tar.gz");
+    let (gone, _) = record("gone.tar.gz");
+    std::fs::write(&changed, b"other bytes, another size").unwrap();
+    std::fs::remove_file(&gone).unwrap();
+    write(cache.path(), "probes/garbage.sha256.json", b"{not json");
+    write(cache.path(), "probes/.tmp-half", b"");
+    let probes: Vec<_> = std::fs::read_dir(layout.probes())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for p in &probes {
+        age(p);
+    }
+
+    let opts = GcOptions {
+        min_age: Duration::from_secs(3600),
+        dry_run: false,
+    };
+    let report = collect(&layout, &opts).await.unwrap();
+    let removed: Vec<_> = report
+        .removed
+        .iter()
+        .map(|i| (i.kind, i.path.file_name().unwrap().to_owned()))
+        .collect();
+    assert_eq!(removed.len(), 4, "{removed:?}");
+    assert_eq!(
+        removed.iter().filter(|(k, _)| *k == GcKind::Probe).count(),
+        3,
+        "{removed:?}"
+    );
+    assert!(removed.contains(&(GcKind::Scratch, ".tmp-half".into())));
+    // The record about the unchanged file is still read back.
+    assert_eq!(
+        layout.read_probe(&kept, ProbeKind::ArchiveSha256).as_deref(),
+        Some("abc")
+    );
+    assert_eq!(std::fs::read_dir(layout.probes()).unwrap().count(), 1);
+}
