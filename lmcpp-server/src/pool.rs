@@ -215,7 +215,7 @@ impl Pool {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
+    pub(crate) async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
         tokio::time::timeout(self.connect_timeout, self.open())
             .await
             .map_err(|_| SendError::ConnectTimeout(self.connect_timeout))?

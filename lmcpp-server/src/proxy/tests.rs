@@ -417,6 +417,35 @@ async fn upstream_connections_are_reused() {
 }
 
 #[tokio::test]
+async fn a_cancelled_stream_is_replaced_by_a_pooled_connection_opened_in_the_background() {
+    let a = FakeStart::new("a");
+    let rig = rig(|_| {}, vec![(spec("a", 0), a.clone())]).await;
+    let client = rig.proxy.client();
+    assert_eq!(post(&client, "/tokenize", json!({})).await.0, 200);
+    let mut stream = client
+        .stream::<_, Value>("/stream", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap()["n"], 1);
+    assert_eq!(a.connections.load(Ordering::SeqCst), 1);
+    // The client goes away: its upstream connection closes, and a new one is opened
+    // before any request needs it.
+    drop(stream);
+    eventually("a spare connection is opened", || {
+        a.connections.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    eventually("the stream no longer counts", || {
+        rig.proxy.models()[0].in_flight == 0
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(post(&client, "/tokenize", json!({})).await.0, 200);
+    }
+    assert_eq!(a.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
 async fn one_model_is_the_default_and_the_listing_shows_states() {
     let a = FakeStart::new("a");
     let rig = rig(|_| {}, vec![(spec("solo", 42), a.clone())]).await;
