@@ -41,7 +41,7 @@
 //! - Streaming time to first chunk is measured twice: with each stream read to its end,
 //!   and dropped after its first chunk (a cancelled completion). Before this pass the
 //!   proxy pooled a stream's upstream connection once the stream ended, and llama-server
-//!   may close it unannounced: 3 of 6 bench runs failed on a 502 (the request written
+//!   may close it unannounced: 3 of 5 bench runs failed on a 502 (the request written
 //!   into a closing connection). Now it never reuses a stream's connection, as the
 //!   client does not, and opens a replacement in the background when a stream ends or
 //!   is dropped, so the next request does not pay a connect: ratios 1.03-1.11 (read to
