@@ -296,7 +296,9 @@ async fn probes_about_files_that_are_gone_or_changed_are_collected_and_current_o
     assert!(removed.contains(&(GcKind::Scratch, ".tmp-half".into())));
     // The record about the unchanged file is still read back.
     assert_eq!(
-        layout.read_probe(&kept, ProbeKind::ArchiveSha256).as_deref(),
+        layout
+            .read_probe(&kept, ProbeKind::ArchiveSha256)
+            .as_deref(),
         Some("abc")
     );
     assert_eq!(std::fs::read_dir(layout.probes()).unwrap().count(), 1);
