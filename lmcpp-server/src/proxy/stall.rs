@@ -37,15 +37,19 @@ impl<I> StallGuard<I> {
         }
     }
 
-    /// Turns a pending write into the stall error once the timer has run out; any other
-    /// result clears the timer.
+    /// Turns a pending write into the stall error once the timer has run out. A write
+    /// that went through clears the timer; a flush does not, since a flush with nothing
+    /// buffered below is no sign that the client reads.
     fn check<T>(
         &mut self,
         cx: &mut Context<'_>,
         result: Poll<io::Result<T>>,
+        progress: bool,
     ) -> Poll<io::Result<T>> {
         if result.is_ready() {
-            self.stalled = None;
+            if progress {
+                self.stalled = None;
+            }
             return result;
         }
         let timeout = self.timeout;
@@ -80,7 +84,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for StallGuard<I> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.check(cx, result)
+        this.check(cx, result, true)
     }
 
     fn poll_write_vectored(
@@ -90,7 +94,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for StallGuard<I> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.check(cx, result)
+        this.check(cx, result, true)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -100,12 +104,46 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for StallGuard<I> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.io).poll_flush(cx);
-        this.check(cx, result)
+        this.check(cx, result, false)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.io).poll_shutdown(cx);
-        this.check(cx, result)
+        this.check(cx, result, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_slow_reader_keeps_its_connection_and_one_that_stopped_loses_it() {
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let mut guard = StallGuard::new(ours, Duration::from_secs(1));
+        // A reader that takes 64 bytes every 100 ms: slower than the writer, but never
+        // silent for the timeout.
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            let mut total = 0;
+            while total < 640 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                total += theirs.read(&mut buf).await.unwrap();
+            }
+            theirs
+        });
+        guard.write_all(&[1u8; 640]).await.unwrap();
+        let theirs = reader.await.unwrap();
+        // Now nobody reads: the write fails once the pipe is full for the timeout.
+        let started = tokio::time::Instant::now();
+        let e = guard.write_all(&[1u8; 640]).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        drop(theirs);
     }
 }
