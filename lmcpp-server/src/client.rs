@@ -424,8 +424,9 @@ impl Client {
     }
 }
 
-/// Whether the connection may carry another request after this response.
-fn keeps_alive(res: &Response<Incoming>) -> bool {
+/// Whether the connection may carry another request after this response (the proxy asks
+/// the same of its upstream answers).
+pub(crate) fn keeps_alive<B>(res: &Response<B>) -> bool {
     let close = res
         .headers()
         .get_all(header::CONNECTION)

@@ -688,14 +688,20 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// An executable shell script `exe` in `dir`.
+    fn executable(dir: &Path) -> PathBuf {
+        let exe = dir.join("exe");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        exe
+    }
+
     #[test]
     fn validation_table() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let exe = d.join("exe");
-        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        let exe = executable(d);
         let noexec = d.join("noexec");
         std::fs::write(&noexec, "").unwrap();
         let gguf = d.join("m.gguf");
@@ -733,10 +739,7 @@ mod tests {
     fn a_router_gets_its_models_directory_and_no_model() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let exe = d.join("exe");
-        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        let exe = executable(d);
         let models = d.join("models");
         std::fs::create_dir(&models).unwrap();
         let mut opts = LaunchOptions::router(&exe, &models);

@@ -25,6 +25,7 @@ use super::{
     models::{AcquireError, InFlight, Models, Running, Unload},
     view::ModelState,
 };
+use crate::client::keeps_alive;
 use crate::pool::{Body as PoolBody, SendError};
 
 /// What the proxy needs to answer requests.
@@ -531,16 +532,6 @@ fn upstream_failed(alias: &str, e: &SendError) -> Reply {
         ),
     )
     .with("model", json!(alias))
-}
-
-/// Whether the upstream connection may carry another request after this response.
-fn keeps_alive<B>(res: &Response<B>) -> bool {
-    let close = res
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-    !close && res.version() == http::Version::HTTP_11
 }
 
 /// The body of every answer: the proxy's own, or a model server's passed through.

@@ -317,6 +317,41 @@ async fn rig(
     Rig { proxy, _dir: dir }
 }
 
+/// A proxy of the one model `a` whose start waits for `gate`, and a request waiting on it.
+struct Loading {
+    gate: Arc<Semaphore>,
+    a: Arc<FakeStart>,
+    rig: Rig,
+    client: crate::Client,
+    waiting: tokio::task::JoinHandle<(u16, Value)>,
+}
+
+async fn loading() -> Loading {
+    let gate = Arc::new(Semaphore::new(0));
+    let a = FakeStart::with("a", None, Some(Arc::clone(&gate)), false);
+    let rig = rig(|_| {}, vec![(spec("a", 0), a.clone())]).await;
+    let client = rig.proxy.client();
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move { post(&client, "/x", json!({"model": "a"})).await }
+    });
+    eventually("a is loading", || a.starts() == 1).await;
+    Loading {
+        gate,
+        a,
+        rig,
+        client,
+        waiting,
+    }
+}
+
+/// A proxy of the one model `a` (estimate 0) and its fake start.
+async fn solo() -> (Arc<FakeStart>, Rig) {
+    let a = FakeStart::new("a");
+    let rig = rig(|_| {}, vec![(spec("a", 0), a.clone())]).await;
+    (a, rig)
+}
+
 async fn post(client: &crate::Client, path: &str, body: Value) -> (u16, Value) {
     let raw = client
         .raw(Method::POST, path, Some(Bytes::from(body.to_string())))
@@ -407,8 +442,7 @@ async fn requests_are_routed_by_model_and_unknown_or_missing_models_are_named() 
 
 #[tokio::test]
 async fn upstream_connections_are_reused() {
-    let a = FakeStart::new("a");
-    let rig = rig(|_| {}, vec![(spec("a", 0), a.clone())]).await;
+    let (a, rig) = solo().await;
     let client = rig.proxy.client();
     for _ in 0..50 {
         assert_eq!(post(&client, "/tokenize", json!({})).await.0, 200);
@@ -418,8 +452,7 @@ async fn upstream_connections_are_reused() {
 
 #[tokio::test]
 async fn a_cancelled_stream_is_replaced_by_a_pooled_connection_opened_in_the_background() {
-    let a = FakeStart::new("a");
-    let rig = rig(|_| {}, vec![(spec("a", 0), a.clone())]).await;
+    let (a, rig) = solo().await;
     let client = rig.proxy.client();
     assert_eq!(post(&client, "/tokenize", json!({})).await.0, 200);
     let mut stream = client
@@ -804,8 +837,7 @@ async fn a_model_larger_than_the_budget_or_a_bad_model_list_is_refused_at_start(
 
 #[tokio::test]
 async fn a_server_dying_mid_stream_ends_it_with_an_error_and_the_next_request_restarts_it() {
-    let a = FakeStart::new("a");
-    let rig = rig(|_| {}, vec![(spec("a", 0), a.clone())]).await;
+    let (a, rig) = solo().await;
     let client = rig.proxy.client();
     let mut stream = client
         .stream::<_, Value>("/stream", &json!({}))
@@ -1120,15 +1152,13 @@ async fn a_server_being_stopped_counts_until_it_exited_and_a_start_waits_for_it(
 
 #[tokio::test]
 async fn unloading_a_loading_model_is_a_409_and_its_start_goes_on() {
-    let gate = Arc::new(Semaphore::new(0));
-    let a = FakeStart::with("a", None, Some(Arc::clone(&gate)), false);
-    let rig = rig(|_| {}, vec![(spec("a", 0), a.clone())]).await;
-    let client = rig.proxy.client();
-    let waiting = tokio::spawn({
-        let client = client.clone();
-        async move { post(&client, "/x", json!({"model": "a"})).await }
-    });
-    eventually("a is loading", || a.starts() == 1).await;
+    let Loading {
+        gate,
+        a: _,
+        rig,
+        client,
+        waiting,
+    } = loading().await;
     let (status, body) = post(&client, "/models/unload", json!({"model": "a"})).await;
     assert_eq!((status, &body["error"]["state"]), (409, &json!("loading")));
     gate.add_permits(1);
@@ -1138,15 +1168,13 @@ async fn unloading_a_loading_model_is_a_409_and_its_start_goes_on() {
 
 #[tokio::test]
 async fn stopping_the_proxy_answers_a_request_waiting_for_its_model_with_a_503() {
-    let gate = Arc::new(Semaphore::new(0));
-    let a = FakeStart::with("a", None, Some(Arc::clone(&gate)), false);
-    let rig = rig(|_| {}, vec![(spec("a", 0), a.clone())]).await;
-    let client = rig.proxy.client();
-    let waiting = tokio::spawn({
-        let client = client.clone();
-        async move { post(&client, "/x", json!({"model": "a"})).await }
-    });
-    eventually("a is loading", || a.starts() == 1).await;
+    let Loading {
+        gate,
+        a,
+        rig,
+        client: _,
+        waiting,
+    } = loading().await;
     let Rig { proxy, _dir } = rig;
     let stopping = tokio::spawn(proxy.stop());
     let (status, body) = waiting.await.unwrap();
