@@ -98,6 +98,8 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
     opts.load_timeout = plan.load_timeout;
     opts.id = Some(id);
     opts.log_path = Some(log_path);
+    // `--detach` runs this command again with the id it chose: that process is detached.
+    opts.detached = args.proxy_id.is_some();
     let proxy = tokio::select! {
         proxy = Proxy::start(opts, specs) => proxy?,
         signal = shutdown.recv() => {

@@ -240,7 +240,10 @@ fn a_detached_proxy_is_listed_and_stopped_with_its_models() {
     let b = format!("b={}", env.model());
     let record = env.json(&["serve", "--model", &a, "--model", &b, "--detach"]);
     let id = record["id"].as_str().unwrap().to_owned();
-    assert_eq!(record["kind"], "proxy");
+    assert_eq!(
+        (&record["kind"], &record["detached"]),
+        (&"proxy".into(), &true.into())
+    );
     let aliases: Vec<_> = record["models"]
         .as_array()
         .unwrap()

@@ -88,6 +88,9 @@ pub struct ProxyOptions {
     /// The log file named in the registry record (the proxy itself writes none; the CLI
     /// may); default `<runtime dir>/<id>.log`.
     pub log_path: Option<PathBuf>,
+    /// Whether the proxy's process was started to outlive its caller (`lmcpp serve
+    /// --detach`); recorded in the registry as a server's `detached` is.
+    pub detached: bool,
 }
 
 impl ProxyOptions {
@@ -107,6 +110,7 @@ impl ProxyOptions {
             max_header: DEFAULT_PROXY_MAX_HEADER,
             max_headers: DEFAULT_PROXY_MAX_HEADERS,
             log_path: None,
+            detached: false,
         }
     }
 }
@@ -348,7 +352,7 @@ fn own_record(
             .clone()
             .unwrap_or_else(|| registry.default_log_path(id)),
         args: aliases,
-        detached: false,
+        detached: opts.detached,
         started_at_ms: SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
