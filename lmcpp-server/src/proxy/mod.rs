@@ -153,6 +153,41 @@ impl ProxyOptions {
 ///   `data: {"error":{...}}` event (which [`Client`] streams yield as
 ///   [`Error::Api`]), any other body breaks off (a transport error); the model is then
 ///   `failed` and the next request starts it again.
+///
+/// ```no_run
+/// # async fn demo() -> lmcpp_server::Result<()> {
+/// use std::sync::Arc;
+///
+/// use futures_util::future::BoxFuture;
+/// use lmcpp_server::{Launch, LaunchError, LaunchOptions, ModelSpec, Proxy, ProxyOptions, Server};
+///
+/// /// Starts one GGUF with a given binary (the `lmcpp` CLI's launcher also ensures the
+/// /// toolchain and the model, in `Launch::prepare`).
+/// struct Gguf(LaunchOptions);
+///
+/// impl Launch for Gguf {
+///     fn launch(&self) -> BoxFuture<'static, Result<Server, LaunchError>> {
+///         let opts = self.0.clone();
+///         Box::pin(async move { Ok(Server::launch(opts).await?) })
+///     }
+/// }
+///
+/// let chat = Gguf(LaunchOptions::new("/path/to/llama-server", "/models/chat.gguf"));
+/// let mut embed = LaunchOptions::new("/path/to/llama-server", "/models/embed.gguf");
+/// embed.args.embeddings = true;
+/// let mut chat = ModelSpec::new("chat", Arc::new(chat));
+/// chat.estimate_bytes = 2 << 30;
+/// let embed = ModelSpec::new("embed", Arc::new(Gguf(embed)));
+/// let budget = lmcpp_server::default_memory_budget();
+/// let proxy = Proxy::start(ProxyOptions::new(budget), vec![chat, embed]).await?;
+/// // The typed client works unchanged; each request's `model` picks the server, which
+/// // starts at its first request.
+/// let models = proxy.client().models().await?;
+/// assert_eq!(models.data.len(), 2);
+/// proxy.stop().await?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Proxy {
     endpoint: Endpoint,
     id: String,
