@@ -345,6 +345,18 @@ async fn loading() -> Loading {
     }
 }
 
+/// A proxy of the models `a` and `b` (estimates 0) and their fake starts.
+async fn pair() -> (Arc<FakeStart>, Arc<FakeStart>, Rig) {
+    let a = FakeStart::new("a");
+    let b = FakeStart::new("b");
+    let rig = rig(
+        |_| {},
+        vec![(spec("a", 0), a.clone()), (spec("b", 0), b.clone())],
+    )
+    .await;
+    (a, b, rig)
+}
+
 /// A proxy of the one model `a` (estimate 0) and its fake start.
 async fn solo() -> (Arc<FakeStart>, Rig) {
     let a = FakeStart::new("a");
@@ -386,13 +398,7 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn requests_are_routed_by_model_and_unknown_or_missing_models_are_named() {
-    let a = FakeStart::new("a");
-    let b = FakeStart::new("b");
-    let rig = rig(
-        |_| {},
-        vec![(spec("a", 0), a.clone()), (spec("b", 0), b.clone())],
-    )
-    .await;
+    let (a, b, rig) = pair().await;
     let client = rig.proxy.client();
     let (status, body) = post(
         &client,
@@ -774,13 +780,7 @@ async fn idle_models_are_evicted_lru_first_and_busy_or_pinned_ones_are_not() {
 
 #[tokio::test]
 async fn router_load_and_unload_start_and_stop_a_model() {
-    let a = FakeStart::new("a");
-    let b = FakeStart::new("b");
-    let rig = rig(
-        |_| {},
-        vec![(spec("a", 0), a.clone()), (spec("b", 0), b.clone())],
-    )
-    .await;
+    let (_, b, rig) = pair().await;
     let client = rig.proxy.client();
     let load = lmcpp_types::router::ModelRequest::new("b");
     assert!(client.load_model(&load).await.unwrap().success);
