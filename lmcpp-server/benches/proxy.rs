@@ -184,26 +184,14 @@ fn tokenize_request() -> TokenizeRequest {
 async fn client_rps(client: &Client, concurrency: usize) -> (f64, u64) {
     let req = tokenize_request();
     client.tokenize(&req).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(LOAD_SECS);
-    let started = Instant::now();
-    let workers = (0..concurrency).map(|_| {
-        let client = client.clone();
-        let req = req.clone();
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                client.tokenize(&req).await.unwrap();
-                n += 1;
-            }
-            n
-        })
-    });
-    let total: u64 = futures_util::future::join_all(workers)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap())
-        .sum();
-    (total as f64 / started.elapsed().as_secs_f64(), total)
+    let client = client.clone();
+    lmcpp_test_support::load(concurrency, Duration::from_secs(LOAD_SECS), move || {
+        let (client, req) = (client.clone(), req.clone());
+        async move {
+            client.tokenize(&req).await.unwrap();
+        }
+    })
+    .await
 }
 
 /// Nanoseconds one thread has run, the first field of its `schedstat`.

@@ -51,26 +51,16 @@ async fn client_rps(client: &Client) -> f64 {
     let req: TokenizeRequest = serde_json::from_str(TOKENIZE_BODY).unwrap();
     // Warm the pool.
     client.tokenize(&req).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(LOAD_SECS);
-    let started = Instant::now();
-    let workers = (0..CONCURRENCY).map(|_| {
-        let client = client.clone();
-        let req = req.clone();
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while Instant::now() < deadline {
+    let client = client.clone();
+    let (rps, _) =
+        lmcpp_test_support::load(CONCURRENCY, Duration::from_secs(LOAD_SECS), move || {
+            let (client, req) = (client.clone(), req.clone());
+            async move {
                 client.tokenize(&req).await.unwrap();
-                n += 1;
             }
-            n
         })
-    });
-    let total: u64 = futures_util::future::join_all(workers)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap())
-        .sum();
-    total as f64 / started.elapsed().as_secs_f64()
+        .await;
+    rps
 }
 
 fn oha() -> Option<PathBuf> {

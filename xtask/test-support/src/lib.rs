@@ -53,6 +53,35 @@ pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
     }
 }
 
+/// Runs `request` from `concurrency` tasks until `duration` has passed; requests per second
+/// and how many were made. The benchmarks' load loop, the same for every client measured.
+pub async fn load<F, Fut>(concurrency: usize, duration: Duration, request: F) -> (f64, u64)
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let deadline = tokio::time::Instant::now() + duration;
+    let started = std::time::Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let request = request.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while tokio::time::Instant::now() < deadline {
+                    request().await;
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for worker in workers {
+        total += worker.await.unwrap_or(0);
+    }
+    (total as f64 / started.elapsed().as_secs_f64(), total)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -71,6 +100,22 @@ mod tests {
         let pid = child.id();
         child.wait().unwrap();
         assert!(!running(pid));
+    }
+
+    #[tokio::test]
+    async fn load_counts_every_request_of_every_task() {
+        let made = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = std::sync::Arc::clone(&made);
+        let (rps, n) = load(3, Duration::from_millis(30), move || {
+            let counter = std::sync::Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert_eq!(n, made.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(n >= 3 && rps > 0.0, "{n} {rps}");
     }
 
     #[tokio::test]
