@@ -23,6 +23,13 @@
 //!   0.41-0.56). The proxy thread spends 77-125 us of CPU per request, 55-60% of it in
 //!   the kernel (wake-ups, Unix socket send and receive); strace shows the minimal six
 //!   system calls per request (two `epoll_wait`, two receives, two sends).
+//! - The floor: this bench also runs a relay that parses nothing (each client
+//!   connection copied byte for byte to a connection of its own to llama-server, on its
+//!   own thread and current-thread runtime like the proxy). What it costs is the hop
+//!   itself. Over six runs it measured 0.55-0.68 of direct at concurrency 1 and
+//!   0.70-0.81 at 8, so no proxy in a process of its own reaches 0.9 of direct on this
+//!   2-core machine; the proxy measured 0.86-0.95 and 0.74-0.82 of the relay. Where the
+//!   proxy had a core of its own the hop would cost latency only, not shared CPU.
 //! - Concurrency 8 is CPU: client, proxy and llama-server share the 2 cores, so the
 //!   ratio is at most (client + llama-server) / (client + proxy + llama-server) CPU per
 //!   request: (22 + 53) / (23 + 36 + 65) = 0.60, and 0.50-0.63 was measured. The proxy
@@ -34,6 +41,15 @@
 //!   the noise of these numbers. Routing already reads `model` through a borrowing
 //!   deserializer, the pool adds no task per request, and a hyper header-read timer per
 //!   request (slow-client protection) stays.
+//! - Tried and not kept: Unix sockets registered for readability only. The kernel
+//!   signals a Unix stream socket writable each time its peer reads, and tokio
+//!   registers both directions edge-triggered, so strace shows four `epoll_wait`
+//!   returns per forwarded request, two of them `EPOLLOUT` alone. A socket type that
+//!   watched only readability (and registered a duplicate descriptor for writability
+//!   while a write found the buffer full) halved that, but req/s and CPU per request
+//!   did not move beyond the run-to-run noise in two runs each way: the spurious events
+//!   mostly arrive before the thread sleeps, so they cost an `epoll_wait` call, not a
+//!   wake-up.
 //! - Driving the upstream connection in the request's own task instead of the pool's
 //!   connection task was tried in the first pass and did not help (concurrency 1 went
 //!   from 0.62-0.66 to 0.53 in the shared-runtime setup), so the proxy reuses the
@@ -60,8 +76,8 @@ use std::{
 
 use futures_util::{StreamExt, future::BoxFuture};
 use lmcpp_server::{
-    Client, Launch, LaunchError, LaunchOptions, ModelSpec, Proxy, ProxyOptions, Registry, Server,
-    TransportChoice,
+    Client, Endpoint, Launch, LaunchError, LaunchOptions, ModelSpec, Proxy, ProxyOptions, Registry,
+    Server, TransportChoice,
 };
 use lmcpp_test_support::PreparedPaths;
 use lmcpp_types::native::{completion::CompletionRequest, tokenize::TokenizeRequest};
@@ -157,6 +173,63 @@ impl ProxyThread {
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.done.take().unwrap().await.unwrap();
+    }
+}
+
+/// The floor of any proxy on this machine: a relay that parses nothing and copies the
+/// bytes of each client connection to a connection of its own to llama-server, on its
+/// own thread and current-thread runtime as the proxy is. What it costs over direct is
+/// the price of the hop itself (two more socket sends, receives and thread wake-ups per
+/// request), which no proxy in a process of its own can avoid.
+struct RelayThread {
+    client: Client,
+    schedstat: std::path::PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl RelayThread {
+    async fn start(upstream: &Path, dir: &Path) -> Self {
+        let socket = dir.join("relay.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let upstream = upstream.to_owned();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("lmcpp-relay".into())
+            .spawn(move || {
+                proxy_runtime().block_on(async move {
+                    let listener = tokio::net::UnixListener::from_std(listener).unwrap();
+                    let own = std::fs::read_link("/proc/thread-self").unwrap();
+                    let _ = ready_tx.send(Path::new("/proc").join(own).join("schedstat"));
+                    loop {
+                        let (mut down, _) = tokio::select! {
+                            _ = &mut stop_rx => return,
+                            accepted = listener.accept() => accepted.unwrap(),
+                        };
+                        let upstream = upstream.clone();
+                        tokio::spawn(async move {
+                            let mut up = tokio::net::UnixStream::connect(&upstream).await.unwrap();
+                            let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                        });
+                    }
+                });
+            })
+            .unwrap();
+        let schedstat = ready_rx.await.unwrap();
+        Self {
+            client: Client::new(Endpoint::unix(socket)),
+            schedstat,
+            stop: Some(stop),
+        }
+    }
+}
+
+impl Drop for RelayThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
@@ -347,15 +420,25 @@ async fn run() {
     // alternate and each keeps its best of LOAD_ROUNDS runs.
     // At concurrency 1 the ratio shows the latency the proxy adds; at CONCURRENCY, with
     // client, proxy and llama-server sharing the machine's cores, also its CPU cost.
+    let upstream = match &record.endpoint {
+        Endpoint::Unix { socket } => socket.clone(),
+        other => panic!("the model server listens on {other:?}, not a Unix socket"),
+    };
+    let relay = RelayThread::start(&upstream, dir.path()).await;
     for concurrency in [1, CONCURRENCY] {
-        let (mut proxied, mut bare) = (0.0f64, 0.0f64);
-        let (mut bare_cpu, mut proxied_cpu) = (Cpu::default(), Cpu::default());
+        let (mut proxied, mut bare, mut relayed) = (0.0f64, 0.0f64, 0.0f64);
+        let (mut bare_cpu, mut proxied_cpu, mut relay_cpu) =
+            (Cpu::default(), Cpu::default(), Cpu::default());
         let pid = record.pid.to_string();
         for _ in 0..LOAD_ROUNDS {
             let rps = bare_cpu
                 .measure(&direct, concurrency, &proxy.schedstat, &pid)
                 .await;
             bare = bare.max(rps);
+            let rps = relay_cpu
+                .measure(&relay.client, concurrency, &relay.schedstat, &pid)
+                .await;
+            relayed = relayed.max(rps);
             let rps = proxied_cpu
                 .measure(&through, concurrency, &proxy.schedstat, &pid)
                 .await;
@@ -367,11 +450,18 @@ async fn run() {
             (1.0 / proxied - 1.0 / bare) * 1e6 * concurrency as f64
         );
         println!(
-            "  CPU us per request: direct: {}; through the proxy: {}",
+            "  the floor, a byte relay that parses nothing: {relayed:.0} req/s, ratio {:.2} to direct; the proxy is {:.2} of the relay",
+            relayed / bare,
+            proxied / relayed
+        );
+        println!(
+            "  CPU us per request: direct: {}; through the relay: {}; through the proxy: {}",
             bare_cpu.per_request(),
+            relay_cpu.per_request(),
             proxied_cpu.per_request()
         );
     }
+    drop(relay);
 
     for (drain, how) in [(true, "read to the end"), (false, "dropped after it")] {
         let (mut p, mut d) = (Vec::new(), Vec::new());
