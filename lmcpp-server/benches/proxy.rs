@@ -10,13 +10,14 @@
 //! between two tasks on the same worker costs no thread wake-up, which flattered the
 //! proxy: /tokenize ratios 0.77 and 0.67 at concurrency 1 and 8 on this machine, against
 //! 0.41-0.56 and 0.50-0.63 once the proxy had its own thread.) The proxy's runtime is a
-//! current-thread one: against a multi-threaded one it measured 0.41-0.50 vs 0.32-0.45
-//! at concurrency 1 and the same within noise at 8 (0.50-0.58 vs 0.55-0.63), and used
-//! less CPU per request (client plus proxy 143 vs 166-200 us at concurrency 1).
-//! `LMCPP_BENCH_PROXY_RUNTIME=multi` runs the other.
+//! current-thread one, as `lmcpp serve` gives its proxy. Against a multi-threaded one
+//! (`LMCPP_BENCH_PROXY_RUNTIME=multi`, whose idle workers are woken to steal work) it
+//! measured 0.41-0.53 vs 0.32-0.48 at concurrency 1 and the same within noise at 8, and
+//! time to first streamed chunk 1.006-1.018 vs 0.991-1.087 of direct. The proxy's CPU
+//! is that of every thread named `lmcpp-proxy`, whichever runtime.
 //!
 //! What bounds the ratios, measured per request by the CPU lines this bench prints
-//! (`schedstat` of the proxy's thread and of every llama-server thread, 2 cores):
+//! (`schedstat` of the proxy's threads and of every llama-server thread, 2 cores):
 //! - Concurrency 1 is latency. A proxied request crosses two more socket hops, and the
 //!   proxy's thread sleeps in `epoll_wait` twice per request (for the client, then for
 //!   llama-server): 110-145 us added to a direct round trip of 80-150 us (ratios
@@ -128,8 +129,7 @@ async fn proxy(paths: &PreparedPaths, dir: &Path) -> Proxy {
 struct ProxyThread {
     client: Client,
     server_id: String,
-    /// The `schedstat` of the proxy's thread, for its CPU time.
-    schedstat: std::path::PathBuf,
+
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     done: Option<tokio::sync::oneshot::Receiver<()>>,
 }
@@ -141,30 +141,26 @@ impl ProxyThread {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (done_tx, done) = tokio::sync::oneshot::channel();
-        let thread = std::thread::Builder::new().name("lmcpp-proxy".into());
+        let thread = std::thread::Builder::new().name(PROXY_THREADS.into());
         thread
             .spawn(move || {
-                proxy_runtime().block_on(async move {
+                proxy_runtime(PROXY_THREADS).block_on(async move {
                     let proxy = proxy(&paths, &dir).await;
                     proxy.client().tokenize(&tokenize_request()).await.unwrap();
                     let server_id = proxy.models()[0].server_id.clone().unwrap();
-                    // The runtime has this one thread, so this is all the proxy's CPU.
-                    let own = std::fs::read_link("/proc/thread-self").unwrap();
-                    let schedstat = Path::new("/proc").join(own).join("schedstat");
-                    let _ = ready_tx.send((proxy.endpoint().clone(), server_id, schedstat));
+                    let _ = ready_tx.send((proxy.endpoint().clone(), server_id));
                     let _ = stop_rx.await;
                     proxy.stop().await.unwrap();
                 });
                 let _ = done_tx.send(());
             })
             .unwrap();
-        let (endpoint, server_id, schedstat) = ready_rx.await.unwrap();
+        let (endpoint, server_id) = ready_rx.await.unwrap();
         // Built here, so that its connections are driven by the load client's runtime
         // (a client's connection tasks run where they were opened).
         Self {
             client: Client::new(endpoint),
             server_id,
-            schedstat,
             stop: Some(stop),
             done: Some(done),
         }
@@ -183,7 +179,6 @@ impl ProxyThread {
 /// request), which no proxy in a process of its own can avoid.
 struct RelayThread {
     client: Client,
-    schedstat: std::path::PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -196,12 +191,11 @@ impl RelayThread {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
-            .name("lmcpp-relay".into())
+            .name(RELAY_THREADS.into())
             .spawn(move || {
-                proxy_runtime().block_on(async move {
+                proxy_runtime(RELAY_THREADS).block_on(async move {
                     let listener = tokio::net::UnixListener::from_std(listener).unwrap();
-                    let own = std::fs::read_link("/proc/thread-self").unwrap();
-                    let _ = ready_tx.send(Path::new("/proc").join(own).join("schedstat"));
+                    let _ = ready_tx.send(());
                     loop {
                         let (mut down, _) = tokio::select! {
                             _ = &mut stop_rx => return,
@@ -216,10 +210,9 @@ impl RelayThread {
                 });
             })
             .unwrap();
-        let schedstat = ready_rx.await.unwrap();
+        ready_rx.await.unwrap();
         Self {
             client: Client::new(Endpoint::unix(socket)),
-            schedstat,
             stop: Some(stop),
         }
     }
@@ -233,14 +226,36 @@ impl Drop for RelayThread {
     }
 }
 
-/// The proxy's runtime: `LMCPP_BENCH_PROXY_RUNTIME=multi` for a multi-threaded one, else
-/// a current-thread one (which measured faster, see the header).
-fn proxy_runtime() -> tokio::runtime::Runtime {
+/// The name of the proxy's threads, by which its CPU time is found.
+const PROXY_THREADS: &str = "lmcpp-proxy";
+/// The name of the relay's threads.
+const RELAY_THREADS: &str = "lmcpp-relay";
+
+/// The proxy's (or the relay's) runtime, its threads named `name`: a current-thread one
+/// as `lmcpp serve` runs its proxy on, or with `LMCPP_BENCH_PROXY_RUNTIME=multi` a
+/// multi-threaded one (see the header).
+fn proxy_runtime(name: &str) -> tokio::runtime::Runtime {
     let mut builder = match std::env::var("LMCPP_BENCH_PROXY_RUNTIME").as_deref() {
         Ok("multi") => tokio::runtime::Builder::new_multi_thread(),
         _ => tokio::runtime::Builder::new_current_thread(),
     };
-    builder.enable_all().build().unwrap()
+    builder.thread_name(name).enable_all().build().unwrap()
+}
+
+/// The `schedstat` of every thread of this process named `name`.
+fn named_threads(name: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .filter_map(Result::ok)
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|comm| comm.trim_end() == name)
+                })
+                .map(|t| t.path().join("schedstat"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -293,7 +308,7 @@ fn process_cpu_ns(pid: &str) -> u64 {
 struct Cpu {
     client_ns: u64,
     proxy_ns: u64,
-    /// The proxy thread's clock ticks in user space and in the kernel.
+    /// The proxy threads' clock ticks in user space and in the kernel.
     proxy_ticks: (u64, u64),
     server_ns: u64,
     requests: u64,
@@ -315,25 +330,35 @@ fn thread_ticks(schedstat: &Path) -> (u64, u64) {
 }
 
 impl Cpu {
-    /// Runs one load run and adds what each process spent to `self`.
+    /// Runs one load run and adds what each process spent to `self`; the proxy is the
+    /// threads named `proxy`.
     async fn measure(
         &mut self,
         client: &Client,
         concurrency: usize,
-        proxy: &Path,
+        proxy: &str,
         server_pid: &str,
     ) -> f64 {
+        let threads = named_threads(proxy);
+        let cpu =
+            |threads: &[std::path::PathBuf]| threads.iter().map(|t| thread_cpu_ns(t)).sum::<u64>();
+        let ticks = |threads: &[std::path::PathBuf]| {
+            threads
+                .iter()
+                .map(|t| thread_ticks(t))
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+        };
         let before = (
             process_cpu_ns("self"),
-            thread_cpu_ns(proxy),
+            cpu(&threads),
             process_cpu_ns(server_pid),
         );
-        let ticks = thread_ticks(proxy);
+        let ticks_before = ticks(&threads);
         let (rps, requests) = client_rps(client, concurrency).await;
-        let after = thread_ticks(proxy);
-        self.proxy_ticks.0 += after.0 - ticks.0;
-        self.proxy_ticks.1 += after.1 - ticks.1;
-        let proxy_ns = thread_cpu_ns(proxy) - before.1;
+        let after = ticks(&threads);
+        self.proxy_ticks.0 += after.0 - ticks_before.0;
+        self.proxy_ticks.1 += after.1 - ticks_before.1;
+        let proxy_ns = cpu(&threads) - before.1;
         self.proxy_ns += proxy_ns;
         self.client_ns += process_cpu_ns("self") - before.0 - proxy_ns;
         self.server_ns += process_cpu_ns(server_pid) - before.2;
@@ -432,15 +457,15 @@ async fn run() {
         let pid = record.pid.to_string();
         for _ in 0..LOAD_ROUNDS {
             let rps = bare_cpu
-                .measure(&direct, concurrency, &proxy.schedstat, &pid)
+                .measure(&direct, concurrency, PROXY_THREADS, &pid)
                 .await;
             bare = bare.max(rps);
             let rps = relay_cpu
-                .measure(&relay.client, concurrency, &relay.schedstat, &pid)
+                .measure(&relay.client, concurrency, RELAY_THREADS, &pid)
                 .await;
             relayed = relayed.max(rps);
             let rps = proxied_cpu
-                .measure(&through, concurrency, &proxy.schedstat, &pid)
+                .measure(&through, concurrency, PROXY_THREADS, &pid)
                 .await;
             proxied = proxied.max(rps);
         }

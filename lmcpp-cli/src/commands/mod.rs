@@ -9,6 +9,11 @@ mod inspect;
 mod model;
 mod proxy;
 mod serve;
+
+/// Whether the command is `lmcpp serve` as a multi-model proxy.
+pub(crate) fn runs_proxy(cli: &crate::cli::Cli) -> bool {
+    matches!(&cli.command, crate::cli::Command::Serve(args) if proxy::wants_proxy(args))
+}
 mod target;
 mod toolchain;
 
