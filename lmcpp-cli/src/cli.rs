@@ -278,11 +278,14 @@ pub(crate) struct TargetArgs {
     #[arg(long, value_name = "ID")]
     pub(crate) server: Option<String>,
     /// With a proxy: the alias of the model to ask (a proxy serving it is found without
-    /// --server). Otherwise: start a server for this model just for this command.
+    /// --server). With --url: the model named in each request, as sent (a proxy routes by
+    /// it, a llama-server of one model ignores it). Otherwise: start a server for this model
+    /// just for this command.
     #[arg(long, value_name = "ALIAS|MODEL")]
     pub(crate) model: Option<String>,
-    /// Talk to any llama-server at this URL (http://host:port) or socket path.
-    #[arg(long, value_name = "URL|SOCKET", conflicts_with_all = ["server", "model"])]
+    /// Talk to any llama-server or lmcpp proxy at this URL (http://host:port) or socket
+    /// path; with a proxy of several models, name one with --model.
+    #[arg(long, value_name = "URL|SOCKET", conflicts_with = "server")]
     pub(crate) url: Option<String>,
     /// API key for the server (read from the environment only).
     #[arg(long, env = "LLAMA_API_KEY", hide_env_values = true, hide = true)]

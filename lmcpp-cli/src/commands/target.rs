@@ -1,6 +1,7 @@
-//! Which server a command talks to: `--url`, `--server ID` (a server, or a proxy and the
-//! alias `--model` names), a proxy serving the alias `--model` names, a server started for
-//! `--model M` for this command, or the only server or proxy running.
+//! Which server a command talks to: `--url` (with the model `--model` names sent as is),
+//! `--server ID` (a server, or a proxy and the alias `--model` names), a proxy serving the
+//! alias `--model` names, a server started for `--model M` for this command, or the only
+//! server or proxy running.
 
 use std::path::PathBuf;
 
@@ -17,13 +18,13 @@ use crate::exit::BadInput;
 pub(crate) struct Target {
     pub(crate) client: Client,
     /// The alias to name in every request when the target is a proxy (its `model`, or
-    /// `?model=` on a GET), so the proxy routes it.
+    /// `?model=` on a GET), so the proxy routes it; with `--url`, whatever `--model` says.
     pub(crate) model: Option<String>,
     _running: Option<Running>,
 }
 
 impl Target {
-    /// `path` with `?model=ALIAS` when the target is a proxy: how a GET names its model.
+    /// `path` with `?model=ALIAS` when a model is named: how a GET names its model.
     pub(crate) fn get_path(&self, path: &str) -> String {
         match &self.model {
             Some(alias) => format!("{path}?model={}", query_escape(alias)),
@@ -31,7 +32,7 @@ impl Target {
         }
     }
 
-    /// Sets `model` in a request body's extra fields when the target is a proxy.
+    /// Sets `model` in a request body's extra fields when a model is named.
     pub(crate) fn name_model(&self, extra: &mut lmcpp::types::common::Extra) {
         if let Some(alias) = &self.model {
             extra.insert("model".to_owned(), alias.clone().into());
@@ -135,7 +136,14 @@ async fn resolve_as(ctx: &Ctx, t: &TargetArgs, needs_model: bool) -> Result<Targ
         _running: None,
     };
     if let Some(url) = &t.url {
-        return Ok(direct(parse_url(url)?));
+        // What is at a URL is not in the registry, so it cannot be asked whether it is a
+        // proxy or which aliases it serves: the model goes into each request as given. A
+        // proxy routes by it (and names its models when it serves none by that name); a
+        // llama-server of one model ignores it.
+        return Ok(Target {
+            model: t.model.clone(),
+            ..direct(parse_url(url)?)
+        });
     }
     let registry = ctx.registry();
     if let Some(id) = &t.server {

@@ -1,8 +1,9 @@
 //! A multi-model proxy as the target of the client commands: `--server <proxy id>` and the
 //! default target (the proxy alone, its model servers not counted) send requests to the
 //! proxy, `--model ALIAS` names the model in each request (and finds the proxy serving it),
-//! and a proxy with several models and no `--model` is bad input naming its aliases. The
-//! proxy's own log (`lmcpp logs <id>`), in the foreground as with `--detach`.
+//! and a proxy with several models and no `--model` is bad input naming its aliases;
+//! `lmcpp embed` to a proxy's pooling model; `--url` with `--model` for a proxy known only by
+//! its address. The proxy's own log (`lmcpp logs <id>`), in the foreground as with `--detach`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -277,4 +278,150 @@ fn a_detached_proxy_logs_each_line_once() {
     ] {
         assert_eq!(log.matches(line).count(), 1, "{line}: {log}");
     }
+}
+
+/// `alias:state` of each model of the proxy `id`, as `lmcpp ps --json` reports them.
+fn model_states(env: &Env, id: &str) -> Vec<String> {
+    let ps = env.json(&["ps"]);
+    let proxy = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == id)
+        .unwrap_or_else(|| panic!("proxy {id} not in ps: {ps}"));
+    proxy["models"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no models: {proxy}"))
+        .iter()
+        .map(|m| {
+            format!(
+                "{}:{}",
+                m["alias"].as_str().unwrap(),
+                m["state"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn embed_reaches_the_pooling_model_of_a_proxy() {
+    let env = Env::new();
+    let config = env.dir.path().join("lmcpp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[models]]\nalias = \"chat\"\nmodel = \"{demo}\"\n\n\
+             [[models]]\nalias = \"embed\"\nmodel = \"{demo}\"\n\
+             embeddings = true\npooling = \"mean\"\n",
+            demo = env.model()
+        ),
+    )
+    .unwrap();
+    let proxy = Foreground::start(&env, &["--config", config.to_str().unwrap()]);
+    let id = proxy.id.as_str();
+    bad_input(
+        &env,
+        &["embed", "x"],
+        &["serves 2 models (chat, embed)", "--model ALIAS"],
+    );
+
+    let n_embd = env.json(&["model", "inspect", env.model()])["embedding_length"].clone();
+    let embedded = env.json(&["embed", "first text", "second text", "--model", "embed"]);
+    let vectors: Vec<&Value> = embedded
+        .as_array()
+        .unwrap_or_else(|| panic!("{embedded}"))
+        .iter()
+        .map(|e| &e["embedding"][0])
+        .collect();
+    assert_eq!(vectors.len(), 2, "{embedded}");
+    for v in &vectors {
+        assert_eq!(
+            Value::from(v.as_array().map(Vec::len)),
+            n_embd,
+            "{embedded}"
+        );
+    }
+    assert_ne!(vectors[0], vectors[1], "{embedded}");
+    // Only the model asked for started.
+    assert_eq!(model_states(&env, id), ["chat:stopped", "embed:ready"]);
+
+    // The chat model was started without pooling: its server, not the proxy, refuses.
+    let out = env
+        .cmd(&["embed", "x", "--server", id, "--model", "chat"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("--embeddings"), "{err}");
+    assert_eq!(model_states(&env, id), ["chat:ready", "embed:ready"]);
+}
+
+#[test]
+fn url_and_model_reach_a_proxy_known_only_by_its_address() {
+    let env = Env::new();
+    let (a, b) = (format!("a={}", env.model()), format!("b={}", env.model()));
+    let proxy = Foreground::start(&env, &["--model", &a, "--model", &b, "--http"]);
+    let id = proxy.id.as_str();
+    let ps = env.json(&["ps"]);
+    let endpoint = &ps[0]["endpoint"];
+    assert_eq!(ps[0]["id"], id, "{ps}");
+    let url = format!(
+        "http://{}:{}",
+        endpoint["host"].as_str().unwrap(),
+        endpoint["port"]
+    );
+    // A client whose registry knows nothing of the proxy: only the URL leads to it.
+    let elsewhere = Env::new();
+    let done = complete(&elsewhere, &["--url", &url, "--model", "b"]);
+    assert_eq!(done["model"], "b", "{done}");
+    assert!(done["tokens_predicted"].as_u64().unwrap() > 0, "{done}");
+    assert_eq!(model_states(&env, id), ["a:stopped", "b:ready"]);
+    let tokens = elsewhere.json(&["tokenize", "Hello world", "--url", &url, "--model", "a"]);
+    assert!(!tokens["tokens"].as_array().unwrap().is_empty(), "{tokens}");
+    assert_eq!(model_states(&env, id), ["a:ready", "b:ready"]);
+    // A GET names its model in the query.
+    let props = elsewhere.json(&["props", "--url", &url, "--model", "b"]);
+    if env.paths.pinned {
+        assert_eq!(props["model_alias"], "b", "{props}");
+    } else {
+        assert!(props["model_path"].is_string(), "{props}");
+    }
+
+    // The proxy's own refusals: no model named, and one it does not serve.
+    for (model, words) in [
+        (None, ["names no model", "`a`, `b`"]),
+        (Some("c"), ["`c` is not served here", "`a`, `b`"]),
+    ] {
+        let mut args = vec!["complete", "x", "-n", "1", "--url", &url];
+        args.extend(model.iter().flat_map(|m| ["--model", *m]));
+        let out = elsewhere.cmd(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        for w in words {
+            assert!(err.contains(w), "{args:?}: {w:?} not in {err}");
+        }
+    }
+
+    // A llama-server of one model (b's own, on its socket) takes the name and ignores it.
+    let server = ps_entry_of_model(&env, "b");
+    let socket = server["endpoint"]["socket"].as_str().unwrap().to_owned();
+    let done = complete(&elsewhere, &["--url", &socket, "--model", "any-name"]);
+    assert!(done["tokens_predicted"].as_u64().unwrap() > 0, "{done}");
+    if env.paths.pinned {
+        // The pinned llama.cpp answers under its own alias; the older one echoes the name.
+        assert_eq!(done["model"], "b", "{done}");
+    }
+    let props = elsewhere.json(&["props", "--url", &socket, "--model", "any-name"]);
+    assert!(props["model_path"].is_string(), "{props}");
+}
+
+/// The `lmcpp ps --json` entry of the server of the proxy's model `alias`.
+fn ps_entry_of_model(env: &Env, alias: &str) -> Value {
+    let ps = env.json(&["ps"]);
+    ps.as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "server" && e["alias"] == alias)
+        .unwrap_or_else(|| panic!("no server of {alias}: {ps}"))
+        .clone()
 }
