@@ -91,7 +91,7 @@ fn inspect_estimates_the_demo_model_from_its_metadata() {
 }
 
 /// A running `lmcpp serve` that is SIGKILLed if a test fails before it does.
-struct Serving(Child);
+pub(crate) struct Serving(pub(crate) Child);
 
 impl Drop for Serving {
     fn drop(&mut self) {

@@ -1,13 +1,15 @@
 //! Clients this project did not write, against a real llama-server that lmcpp started: the
 //! `async-openai` crate on the OpenAI-compatible endpoints over HTTP (selecting the model by
 //! the alias lmcpp gave the server), and the system `curl` on the native endpoints over HTTP
-//! and over the Unix socket.
+//! and over the Unix socket; then both against `lmcpp serve` with several models, where each
+//! request reaches the server of the alias it names (and `lmcpp ps` shows which started).
 //!
 //! The demo model has random weights, so these tests check shapes, ids, types and counts,
 //! and that two ways of asking for the same greedy generation agree, never the text itself.
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use async_openai::Client;
@@ -467,4 +469,310 @@ async fn curl_reaches_the_native_endpoints_over_http_and_the_unix_socket() {
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         running.server.stop().await.unwrap();
     }
+}
+
+/// `lmcpp serve --config … --http` as a user runs it: the demo model under the aliases `a`
+/// and `b`, and once more as `embed` with mean pooling, behind one loopback port.
+struct ServedProxy {
+    /// Declared first, so the proxy is killed before its runtime dir goes.
+    _serving: crate::proxy::Serving,
+    env: crate::Env,
+    id: String,
+    port: u16,
+}
+
+impl ServedProxy {
+    fn start() -> Self {
+        let env = crate::Env::new();
+        let demo = env.model();
+        let config = env.dir.path().join("lmcpp.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[[models]]\nalias = \"a\"\nmodel = \"{demo}\"\n\n\
+                 [[models]]\nalias = \"b\"\nmodel = \"{demo}\"\n\n\
+                 [[models]]\nalias = \"embed\"\nmodel = \"{demo}\"\n\
+                 embeddings = true\npooling = \"mean\"\n"
+            ),
+        )
+        .unwrap();
+        let mut child = env
+            .cmd(&["serve", "--config", config.to_str().unwrap(), "--http"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let serving = crate::proxy::Serving(child);
+        // The first line is `<id> http://127.0.0.1:<port>` once the proxy listens.
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let (id, port) = line
+            .trim()
+            .split_once(" http://127.0.0.1:")
+            .and_then(|(id, port)| Some((id.to_owned(), port.parse().ok()?)))
+            .unwrap_or_else(|| panic!("no `<id> http://127.0.0.1:<port>` line: {line:?}"));
+        Self {
+            _serving: serving,
+            env,
+            id,
+            port,
+        }
+    }
+
+    /// The proxy's entry in `lmcpp ps --json`.
+    fn entry(&self) -> Value {
+        let ps = self.env.json(&["ps"]);
+        ps.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == self.id.as_str())
+            .unwrap_or_else(|| panic!("proxy {} not in ps: {ps}", self.id))
+            .clone()
+    }
+
+    /// `alias:state` of each model, in the config's order, as `lmcpp ps` reports them.
+    fn states(&self) -> Vec<String> {
+        let entry = self.entry();
+        entry["models"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no models: {entry}"))
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}:{}",
+                    m["alias"].as_str().unwrap(),
+                    m["state"].as_str().unwrap()
+                )
+            })
+            .collect()
+    }
+}
+
+/// The error text an `async-openai` call failed with: llama.cpp's and the proxy's 4xx
+/// bodies fail to deserialize (their `code` is a number), and are kept whole in the error.
+fn refusal<T: std::fmt::Debug>(result: Result<T, OpenAIError>) -> String {
+    match result {
+        Err(OpenAIError::JSONDeserialize(_, body)) => body,
+        Err(OpenAIError::ApiError(e)) => e.api_error.message,
+        other => panic!("a refusal expected: {other:?}"),
+    }
+}
+
+/// A greedy chat of a few tokens for the model `alias`.
+fn greedy_chat(alias: &str) -> async_openai::types::chat::CreateChatCompletionRequest {
+    #[allow(deprecated)]
+    CreateChatCompletionRequestArgs::default()
+        .model(alias)
+        .messages([ChatCompletionRequestUserMessage::from("Hi there").into()])
+        .max_tokens(6u32)
+        .temperature(0.0)
+        .seed(1)
+        .build()
+        .unwrap()
+}
+
+/// A streamed chat read to its end: the `model` of every chunk, the text, and how many
+/// chunks finished the answer.
+async fn read_chat_stream(
+    client: &Client<OpenAIConfig>,
+    request: async_openai::types::chat::CreateChatCompletionRequest,
+) -> (Vec<String>, String, usize) {
+    let mut stream = within("chat stream", client.chat().create_stream(request)).await;
+    let (mut models, mut text, mut finishes) = (Vec::new(), String::new(), 0);
+    loop {
+        let next = tokio::time::timeout(REQUEST_TIMEOUT, stream.next())
+            .await
+            .expect("the next chunk within the timeout");
+        let Some(chunk) = next else { break };
+        let chunk = chunk.unwrap_or_else(|e| panic!("chat stream chunk: {e}"));
+        models.push(chunk.model.clone());
+        for c in &chunk.choices {
+            finishes += usize::from(c.finish_reason.is_some());
+            text.push_str(c.delta.content.as_deref().unwrap_or_default());
+        }
+    }
+    (models, text, finishes)
+}
+
+/// curl through the proxy before any model runs: `/health` is the proxy's own, a body
+/// without `model` is refused naming the models, `?model=a` routes a body without one,
+/// a streamed `/completion` names `a` in its body, and `/v1/messages` (the Anthropic API)
+/// names `b`. Which servers run after each request shows where it went. Returns the text
+/// of the streamed completion.
+fn curl_routes_by_alias(proxy: &ServedProxy) -> String {
+    let target = Target::Http(proxy.port);
+    let (status, body) = curl(&target, "/health", None);
+    assert_eq!((status, json_of(&body)), (200, json!({"status": "ok"})));
+    assert_eq!(proxy.states(), ["a:stopped", "b:stopped", "embed:stopped"]);
+
+    let hello = json!({"content": "Hello world"});
+    let (status, body) = curl(&target, "/tokenize", Some(&hello));
+    assert_eq!(status, 400, "{body}");
+    let error = &json_of(&body)["error"];
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("names no model") && message.contains("`a`, `b`, `embed`"),
+        "{body}"
+    );
+    assert_eq!(proxy.states(), ["a:stopped", "b:stopped", "embed:stopped"]);
+    let (status, body) = curl(&target, "/tokenize?model=a", Some(&hello));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        json_of(&body)["tokens"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty()),
+        "{body}"
+    );
+    assert_eq!(proxy.states(), ["a:ready", "b:stopped", "embed:stopped"]);
+
+    let request = json!({"model": "a", "prompt": "Once upon a time", "n_predict": 4,
+        "temperature": 0, "stream": true});
+    let (status, body) = curl(&target, "/completion", Some(&request));
+    assert_eq!(status, 200, "{body}");
+    let events: Vec<Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(json_of)
+        .collect();
+    let last = events.last().unwrap_or_else(|| panic!("no events: {body}"));
+    assert_eq!(last["stop"], true, "{body}");
+    // The pinned llama.cpp names its own alias here; the older one echoes the request's.
+    assert_eq!(last["model"], "a", "{body}");
+    let streamed: String = events
+        .iter()
+        .map(|e| e["content"].as_str().expect("every event has content"))
+        .collect();
+    assert_eq!(proxy.states(), ["a:ready", "b:stopped", "embed:stopped"]);
+
+    let message = json!({"model": "b", "max_tokens": 4,
+        "messages": [{"role": "user", "content": "Hi"}]});
+    let (status, body) = curl(&target, "/v1/messages", Some(&message));
+    if crate::paths().pinned {
+        assert_eq!(status, 200, "{body}");
+        let answer = json_of(&body);
+        assert_eq!(
+            (&answer["type"], &answer["role"], &answer["model"]),
+            (&json!("message"), &json!("assistant"), &json!("b")),
+            "{body}"
+        );
+        assert_eq!(answer["content"][0]["type"], "text", "{body}");
+        assert!(
+            answer["usage"]["output_tokens"]
+                .as_u64()
+                .is_some_and(|n| (1..=4).contains(&n)),
+            "{body}"
+        );
+    } else {
+        // llama.cpp 4227c9b has no Anthropic API: b's server answers the unknown route.
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(json_of(&body)["error"]["message"], "File Not Found");
+    }
+    assert_eq!(proxy.states(), ["a:ready", "b:ready", "embed:stopped"]);
+    streamed
+}
+
+#[test]
+fn async_openai_and_curl_reach_each_alias_of_a_proxy() {
+    let proxy = ServedProxy::start();
+    let streamed = curl_routes_by_alias(&proxy);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // One client throughout: the proxy keeps its connection usable after an event
+    // stream, even where the llama-server behind it closes its own (4227c9b).
+    let client = openai(proxy.port);
+
+    let models = rt.block_on(within("models list", client.models().list()));
+    let ids: Vec<&str> = models.data.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "embed"], "{models:?}");
+    assert!(
+        models.data.iter().all(|m| m.object == "model"),
+        "{models:?}"
+    );
+
+    for alias in ["a", "b"] {
+        let chat = rt.block_on(within(alias, client.chat().create(greedy_chat(alias))));
+        assert_eq!(chat.model, alias, "{chat:?}");
+        let content = chat.choices[0].message.content.clone();
+        assert!(content.is_some(), "{chat:?}");
+        let (models, text, finishes) = rt.block_on(read_chat_stream(&client, greedy_chat(alias)));
+        assert!(models.len() > 1, "{models:?}");
+        assert!(models.iter().all(|m| m == alias), "{alias}: {models:?}");
+        assert_eq!(finishes, 1, "exactly one chunk finishes the answer");
+        assert_eq!(Some(text), content);
+    }
+
+    // An alias the proxy does not serve: a 404 naming the ones it does.
+    let body = refusal(rt.block_on(async {
+        tokio::time::timeout(REQUEST_TIMEOUT, client.chat().create(greedy_chat("c")))
+            .await
+            .expect("an answer within the timeout")
+    }));
+    let error = &json_of(&body)["error"];
+    assert_eq!(error["code"], 404, "{body}");
+    assert_eq!(error["models"], json!(["a", "b", "embed"]), "{body}");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`c`") && m.contains("`a`, `b`, `embed`")),
+        "{body}"
+    );
+
+    // A legacy completion by `a` agrees with the streamed native one curl asked `a` for.
+    let request = CreateCompletionRequestArgs::default()
+        .model("a")
+        .prompt("Once upon a time")
+        .max_tokens(4u32)
+        .temperature(0.0)
+        .build()
+        .unwrap();
+    let done = rt.block_on(within("completion", client.completions().create(request)));
+    assert_eq!(done.model, "a", "{done:?}");
+    assert_eq!(done.choices[0].text, streamed);
+
+    // Embeddings by `embed`, the model started with pooling; `a` has none and says so.
+    let n_embd = lmcpp::toolchain::gguf::read_gguf(&crate::paths().demo_model)
+        .unwrap()
+        .summary()
+        .embedding_length
+        .unwrap();
+    let embed = |alias: &str| {
+        CreateEmbeddingRequestArgs::default()
+            .model(alias)
+            .input(EmbeddingInput::StringArray(vec![
+                "first text".to_owned(),
+                "a second, longer text".to_owned(),
+            ]))
+            .build()
+            .unwrap()
+    };
+    let answer = rt.block_on(within(
+        "embeddings",
+        client.embeddings().create(embed("embed")),
+    ));
+    assert_eq!(answer.model, "embed", "{answer:?}");
+    assert_eq!(answer.data.len(), 2, "{answer:?}");
+    for e in &answer.data {
+        assert_eq!(u64::try_from(e.embedding.len()).unwrap(), n_embd);
+    }
+    let body = refusal(rt.block_on(async {
+        tokio::time::timeout(REQUEST_TIMEOUT, client.embeddings().create(embed("a")))
+            .await
+            .expect("an answer within the timeout")
+    }));
+    assert!(body.contains("--embeddings"), "{body}");
+
+    // Three models used, three servers: each its own llama-server process.
+    assert_eq!(proxy.states(), ["a:ready", "b:ready", "embed:ready"]);
+    let entry = proxy.entry();
+    let mut pids: Vec<u64> = entry["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["pid"].as_u64().unwrap_or_else(|| panic!("{m}")))
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(pids.len(), 3, "{entry}");
+    assert!(pids.iter().all(|pid| crate::pid_alive(*pid)), "{entry}");
 }
