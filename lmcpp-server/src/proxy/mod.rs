@@ -3,6 +3,7 @@
 //! starts servers on demand (one start however many requests wait), stops them after
 //! their keep-alive, and keeps the running ones within a memory budget.
 
+mod events;
 mod listen;
 mod models;
 mod service;
@@ -18,7 +19,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use self::{
     models::{Conf, Models},
@@ -34,6 +35,7 @@ use crate::{
     server::TransportChoice,
 };
 
+pub use events::{MODEL_EVENT_CAPACITY, ModelEvent, ModelEventKind, StopReason};
 pub use spec::{DEFAULT_KEEP_ALIVE, Launch, LaunchError, MAX_ALIAS_LEN, ModelSpec};
 pub use view::{ModelState, ModelView};
 
@@ -193,6 +195,8 @@ pub struct Proxy {
     id: String,
     client: Client,
     models: Arc<Models>,
+    /// The receiver subscribed before serving began, for the first [`Proxy::events`].
+    first_events: std::sync::Mutex<Option<broadcast::Receiver<ModelEvent>>>,
     shutdown: watch::Sender<bool>,
     registry: Registry,
     record: ServerRecord,
@@ -255,6 +259,7 @@ impl Proxy {
             return Err(e);
         }
         let models = Arc::new(Models::new(confs, opts.memory_budget));
+        let first_events = std::sync::Mutex::new(Some(models.events()));
         let service = Arc::new(Service {
             models: Arc::clone(&models),
             api_key: opts.api_key.clone(),
@@ -280,6 +285,7 @@ impl Proxy {
             id,
             client: client.build(),
             models,
+            first_events,
             shutdown,
             registry,
             record,
@@ -310,6 +316,30 @@ impl Proxy {
     /// Every configured model with its state, in configuration order.
     pub fn models(&self) -> Vec<ModelView> {
         self.models.views()
+    }
+
+    /// A receiver of what happens to the models: each start, ready server, failed
+    /// start, stop (with its exact reason) and death, as it happens and in order (see
+    /// [`ModelEvent`]). The first call's receiver has every event since the proxy
+    /// started serving (it was subscribed before the first request could come); a later
+    /// call's has those from then on, and [`Proxy::models`] has the state.
+    ///
+    /// The proxy never waits for a receiver: one that falls more than
+    /// [`MODEL_EVENT_CAPACITY`] events behind loses the oldest ones, and its next `recv`
+    /// is [`RecvError::Lagged`](tokio::sync::broadcast::error::RecvError::Lagged) with
+    /// how many it missed (then the oldest kept). The stream ends
+    /// ([`RecvError::Closed`](tokio::sync::broadcast::error::RecvError::Closed)) once
+    /// the proxy and every task of it are gone. The events of [`Proxy::stop`] (each
+    /// server [`Stopped`](ModelEventKind::Stopped) with
+    /// [`StopReason::ProxyStopping`]) are sent before it returns, unless a server took
+    /// longer to exit than the stop waits.
+    pub fn events(&self) -> broadcast::Receiver<ModelEvent> {
+        let first = self
+            .first_events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        first.unwrap_or_else(|| self.models.events())
     }
 
     /// Stops serving, stops every model server (waiting for each), and removes the

@@ -4,7 +4,9 @@
 //!
 //! All decisions are made under one lock over every model's state, so a budget check and
 //! the evictions it implies are one step; nothing is awaited while it is held. Starting
-//! and stopping servers happen in tasks, outside it.
+//! and stopping servers happen in tasks, outside it. Each transition is announced as a
+//! [`ModelEvent`](super::ModelEvent) where it happens: under the lock when the lock
+//! decides it, else by the task that saw it (a server stopped once it has exited).
 
 use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError},
@@ -16,6 +18,7 @@ use http::HeaderValue;
 use tokio::sync::{Notify, oneshot, watch};
 
 use super::{
+    events::{Emitter, ModelEvent, ModelEventKind, StopReason},
     spec::{Launch, LaunchError, ModelSpec},
     view::{ModelState, ModelView},
 };
@@ -172,22 +175,25 @@ pub(crate) struct Running {
     pid: Option<u32>,
     server_id: Option<String>,
     generation: u64,
-    /// Asks the task that owns the server to stop it; it answers when it has.
-    stop: Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
+    /// Asks the task that owns the server to stop it (and why); it answers when it has.
+    stop: Mutex<Option<StopSender>>,
 }
+
+/// How a stop is asked of the task that owns a server: why, and where to answer.
+type StopSender = oneshot::Sender<(StopReason, oneshot::Sender<()>)>;
 
 impl Running {
     /// Asks for the stop without waiting for it.
-    fn request_stop(&self) -> Option<oneshot::Receiver<()>> {
+    fn request_stop(&self, reason: StopReason) -> Option<oneshot::Receiver<()>> {
         let tx = lock(&self.stop).take()?;
         let (ack_tx, ack_rx) = oneshot::channel();
-        tx.send(ack_tx).ok()?;
+        tx.send((reason, ack_tx)).ok()?;
         Some(ack_rx)
     }
 
     /// Stops the server and waits (bounded) until it has exited.
-    async fn stop(&self) {
-        if let Some(ack) = self.request_stop() {
+    async fn stop(&self, reason: StopReason) {
+        if let Some(ack) = self.request_stop(reason) {
             let _ = tokio::time::timeout(STOP_WAIT, ack).await;
         }
     }
@@ -227,6 +233,8 @@ pub(crate) struct Models {
     changed: Notify,
     /// Set when the proxy stops, so that waiting requests get their 503 at once.
     stopping: watch::Sender<bool>,
+    /// Where every transition is announced.
+    events: Emitter,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -284,7 +292,18 @@ impl Models {
             budget,
             changed: Notify::new(),
             stopping: watch::channel(false).0,
+            events: Emitter::new(),
         }
+    }
+
+    /// A receiver of every event from now on.
+    pub(crate) fn events(&self) -> tokio::sync::broadcast::Receiver<ModelEvent> {
+        self.events.subscribe()
+    }
+
+    /// Announces an event about model `index` with no server concerned.
+    fn emit(&self, index: usize, kind: ModelEventKind) {
+        self.events.emit(&self.confs[index].alias, None, None, kind);
     }
 
     pub(crate) fn confs(&self) -> &[Conf] {
@@ -368,6 +387,7 @@ impl Models {
         slot.generation += 1;
         slot.phase = Phase::Preparing(rx.clone());
         let generation = slot.generation;
+        self.emit(index, ModelEventKind::Starting);
         tokio::spawn(Arc::clone(self).run_start(index, generation, tx));
         rx
     }
@@ -431,19 +451,24 @@ impl Models {
             if let Phase::Ready(_) = table.slots[i].phase {
                 tracing::debug!(model = %self.confs[i].alias, for_model = %self.confs[index].alias, "stopping an idle model to make room");
             }
-            waits.extend(self.begin_stop(table, i, true));
+            let reason = StopReason::Evicted {
+                for_model: self.confs[index].alias.clone(),
+            };
+            waits.extend(self.begin_stop(table, i, true, reason));
         }
         Ok(waits)
     }
 
-    /// Stops the server of a ready model in a task; the model counts against the budget
-    /// until it has exited. A model already stopping is marked `promised` if asked.
-    /// Returns what says when it has exited.
+    /// Stops the server of a ready model in a task, for `reason` (announced once it has
+    /// exited); the model counts against the budget until then. A model already stopping
+    /// is marked `promised` if asked (and keeps its first reason). Returns what says when
+    /// it has exited.
     fn begin_stop(
         self: &Arc<Self>,
         table: &mut Table,
         index: usize,
         promise: bool,
+        reason: StopReason,
     ) -> Option<watch::Receiver<bool>> {
         let slot = &mut table.slots[index];
         match &mut slot.phase {
@@ -462,7 +487,7 @@ impl Models {
                 };
                 let models = Arc::clone(self);
                 tokio::spawn(async move {
-                    running.stop().await;
+                    running.stop(reason).await;
                     {
                         let mut table = lock(&models.table);
                         let slot = &mut table.slots[index];
@@ -487,6 +512,10 @@ impl Models {
         let waits = {
             let mut table = lock(&self.table);
             if table.shutting_down || table.slots[index].generation != generation {
+                // Only the proxy's stop abandons a start (no other start can begin
+                // meanwhile): the start ends here, with no server.
+                let reason = StopReason::ProxyStopping;
+                self.emit(index, ModelEventKind::Stopped { reason });
                 drop(table);
                 let _ = tx.send(Some(Err(AcquireError::ShuttingDown)));
                 return;
@@ -509,6 +538,7 @@ impl Models {
                         AcquireError::Start(e) => Phase::Failed(Arc::clone(e)),
                         _ => Phase::Stopped,
                     };
+                    self.emit(index, start_refused(&e));
                     drop(table);
                     let _ = tx.send(Some(Err(e)));
                     return;
@@ -524,7 +554,12 @@ impl Models {
         let outcome = match self.publish(index, generation, result) {
             Ok(outcome) => outcome,
             Err(abandoned) => {
+                let (id, pid) = (abandoned.server_id().map(str::to_owned), abandoned.pid());
                 abandoned.stop().await;
+                let kind = ModelEventKind::Stopped {
+                    reason: StopReason::ProxyStopping,
+                };
+                self.events.emit(&conf.alias, id.as_deref(), pid, kind);
                 Err(AcquireError::ShuttingDown)
             }
         };
@@ -552,6 +587,12 @@ impl Models {
                 slot.phase = Phase::Ready(running);
                 slot.last_used = Some(Instant::now());
                 slot.fresh_until = Some(Instant::now() + FRESH_GRACE);
+                let (alias, id, pid) = (
+                    &self.confs[index].alias,
+                    instance.server_id(),
+                    instance.pid(),
+                );
+                self.events.emit(alias, id, pid, ModelEventKind::Ready);
                 tokio::spawn(Arc::clone(self).supervise(index, generation, instance, stop_rx));
                 Ok(Ok(()))
             }
@@ -561,6 +602,8 @@ impl Models {
                 if current {
                     table.slots[index].phase = Phase::Failed(Arc::clone(&e));
                 }
+                let message = e.message.clone();
+                self.emit(index, ModelEventKind::StartFailed { message });
                 Ok(Err(AcquireError::Start(e)))
             }
         }
@@ -591,21 +634,29 @@ impl Models {
         index: usize,
         generation: u64,
         instance: Box<dyn Instance>,
-        stop: oneshot::Receiver<oneshot::Sender<()>>,
+        stop: oneshot::Receiver<(StopReason, oneshot::Sender<()>)>,
     ) {
         let asked = tokio::select! {
             status = instance.exited() => Err(status),
-            ack = stop => Ok(ack.ok()),
+            asked = stop => Ok(asked.ok()),
         };
+        let alias = &self.confs[index].alias;
         match asked {
-            Ok(ack) => {
+            Ok(asked) => {
+                let (id, pid) = (instance.server_id().map(str::to_owned), instance.pid());
                 instance.stop().await;
+                // Nobody can ask any more only when the proxy is gone.
+                let (reason, ack) =
+                    asked.map_or((StopReason::ProxyStopping, None), |(r, a)| (r, Some(a)));
+                // Announced before the stop is answered, so before the model can start
+                // again.
+                let kind = ModelEventKind::Stopped { reason };
+                self.events.emit(alias, id.as_deref(), pid, kind);
                 if let Some(ack) = ack {
                     let _ = ack.send(());
                 }
             }
             Err(status) => {
-                let alias = &self.confs[index].alias;
                 let error = LaunchError {
                     message: format!(
                         "the server of model `{alias}` exited ({status}); the next request starts it again"
@@ -620,6 +671,10 @@ impl Models {
                     if matches!(&slot.phase, Phase::Ready(r) if r.generation == generation) {
                         slot.phase = Phase::Failed(Arc::new(error));
                     }
+                    let exit = status.clone();
+                    let (id, pid) = (instance.server_id(), instance.pid());
+                    self.events
+                        .emit(alias, id, pid, ModelEventKind::Died { exit });
                 }
                 self.changed.notify_one();
                 // Reaps the process and removes its record.
@@ -666,7 +721,9 @@ impl Models {
             };
             if !busy && at <= now {
                 tracing::debug!(model = %conf.alias, "keep-alive ended; stopping model server");
-                self.begin_stop(&mut table, i, false);
+                let keep_alive_ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX);
+                let reason = StopReason::KeepAlive { keep_alive_ms };
+                self.begin_stop(&mut table, i, false, reason);
                 expired.push(i);
             } else {
                 next = Some(next.map_or(at, |n| n.min(at)));
@@ -720,7 +777,7 @@ impl Models {
             match &slot.phase {
                 Phase::Ready(_) if slot.in_flight > 0 => return Err(Unload::Busy(slot.in_flight)),
                 Phase::Preparing(_) | Phase::Loading(_) => return Err(Unload::Loading),
-                _ => self.begin_stop(&mut table, index, false),
+                _ => self.begin_stop(&mut table, index, false, StopReason::Unloaded),
             }
         };
         if let Some(mut done) = done {
@@ -741,7 +798,7 @@ impl Models {
         for slot in &mut table.slots {
             match std::mem::replace(&mut slot.phase, Phase::Stopped) {
                 Phase::Ready(running) => {
-                    if let Some(ack) = running.request_stop() {
+                    if let Some(ack) = running.request_stop(StopReason::ProxyStopping) {
                         stops.push(Box::pin(async move {
                             let _ = ack.await;
                         }));
@@ -754,6 +811,24 @@ impl Models {
             }
         }
         stops
+    }
+}
+
+/// The event of a start refused before its server was launched.
+fn start_refused(e: &AcquireError) -> ModelEventKind {
+    match e {
+        AcquireError::Start(e) => ModelEventKind::StartFailed {
+            message: e.message.clone(),
+        },
+        AcquireError::NoRoom {
+            estimate, budget, ..
+        } => ModelEventKind::NoRoom {
+            estimate_bytes: *estimate,
+            budget_bytes: *budget,
+        },
+        AcquireError::LoadTimeout(_) | AcquireError::ShuttingDown => ModelEventKind::Stopped {
+            reason: StopReason::ProxyStopping,
+        },
     }
 }
 

@@ -1186,3 +1186,230 @@ async fn stopping_the_proxy_answers_a_request_waiting_for_its_model_with_a_503()
     stopping.await.unwrap().unwrap();
     eventually("the abandoned start's server is stopped", || a.stops() == 1).await;
 }
+
+/// The next `n` events, each within 10 s, as (alias, server id, kind).
+async fn next_events(
+    events: &mut tokio::sync::broadcast::Receiver<ModelEvent>,
+    n: usize,
+) -> Vec<(String, Option<String>, ModelEventKind)> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no event after {got:?}"))
+            .unwrap();
+        got.push((event.alias, event.server_id, event.kind));
+    }
+    got
+}
+
+/// An expected event: alias, server id, kind.
+fn ev(
+    alias: &str,
+    server: Option<&str>,
+    kind: ModelEventKind,
+) -> (String, Option<String>, ModelEventKind) {
+    (alias.to_owned(), server.map(str::to_owned), kind)
+}
+
+fn stopped(reason: StopReason) -> ModelEventKind {
+    ModelEventKind::Stopped { reason }
+}
+
+#[tokio::test]
+async fn events_tell_a_start_its_readiness_and_its_keep_alive_stop() {
+    let a = FakeStart::new("a");
+    let mut s = spec("a", 0);
+    s.keep_alive = Some(Duration::from_millis(30));
+    let rig = rig(|_| {}, vec![(s, a.clone())]).await;
+    let mut events = rig.proxy.events();
+    assert_eq!(post(&rig.proxy.client(), "/x", json!({})).await.0, 200);
+    use ModelEventKind::*;
+    assert_eq!(
+        next_events(&mut events, 3).await,
+        [
+            ev("a", None, Starting),
+            ev("a", Some("a"), Ready),
+            ev(
+                "a",
+                Some("a"),
+                stopped(StopReason::KeepAlive { keep_alive_ms: 30 })
+            ),
+        ]
+    );
+    // Sent when the server has exited.
+    assert_eq!(a.stops(), 1);
+}
+
+#[tokio::test]
+async fn an_eviction_names_the_model_it_made_room_for_and_a_refusal_says_no_room() {
+    let a = FakeStart::new("a");
+    let b = FakeStart::new("b");
+    let rig = rig(
+        |o| o.memory_budget = 100,
+        vec![(spec("a", 60), a.clone()), (spec("b", 60), b.clone())],
+    )
+    .await;
+    let mut events = rig.proxy.events();
+    let client = rig.proxy.client();
+    for m in ["a", "b"] {
+        assert_eq!(post(&client, "/x", json!({"model": m})).await.0, 200);
+    }
+    // b busy with a stream: a does not fit.
+    let stream = client
+        .stream::<_, Value>("/stream", &json!({"model": "b"}))
+        .await
+        .unwrap();
+    assert_eq!(post(&client, "/x", json!({"model": "a"})).await.0, 503);
+    drop(stream);
+    use ModelEventKind::*;
+    let evicted = StopReason::Evicted {
+        for_model: "b".into(),
+    };
+    let no_room = NoRoom {
+        estimate_bytes: 60,
+        budget_bytes: 100,
+    };
+    assert_eq!(
+        next_events(&mut events, 7).await,
+        [
+            ev("a", None, Starting),
+            ev("a", Some("a"), Ready),
+            ev("b", None, Starting),
+            // a's server has exited before b's is started.
+            ev("a", Some("a"), stopped(evicted)),
+            ev("b", Some("b"), Ready),
+            ev("a", None, Starting),
+            ev("a", None, no_room),
+        ]
+    );
+}
+
+/// The case the CLI's log once polled for and could miss: ready, stopped and ready again
+/// within milliseconds. Every step is an event, in order; and the proxy's stop is one too.
+#[tokio::test]
+async fn an_unload_and_a_reload_at_once_are_each_an_event_in_order() {
+    let (_, _, rig) = pair().await;
+    let mut events = rig.proxy.events();
+    let client = rig.proxy.client();
+    let b = lmcpp_types::router::ModelRequest::new("b");
+    assert!(client.load_model(&b).await.unwrap().success);
+    assert!(client.unload_model(&b).await.unwrap().success);
+    assert!(client.load_model(&b).await.unwrap().success);
+    let Rig { proxy, _dir } = rig;
+    proxy.stop().await.unwrap();
+    use ModelEventKind::*;
+    assert_eq!(
+        next_events(&mut events, 6).await,
+        [
+            ev("b", None, Starting),
+            ev("b", Some("b"), Ready),
+            ev("b", Some("b"), stopped(StopReason::Unloaded)),
+            ev("b", None, Starting),
+            ev("b", Some("b"), Ready),
+            ev("b", Some("b"), stopped(StopReason::ProxyStopping)),
+        ]
+    );
+    // Nothing else happened (a never started), and the stream ends with the proxy.
+    assert!(matches!(
+        tokio::time::timeout(Duration::from_secs(10), events.recv()).await,
+        Ok(Err(tokio::sync::broadcast::error::RecvError::Closed))
+    ));
+}
+
+#[tokio::test]
+async fn a_death_and_a_failed_start_are_events_and_the_next_request_starts_again() {
+    let (a, rig) = solo().await;
+    let mut events = rig.proxy.events();
+    let client = rig.proxy.client();
+    assert_eq!(post(&client, "/x", json!({})).await.0, 200);
+    a.kill();
+    use ModelEventKind::*;
+    let died = Died {
+        exit: "signal: 9 (SIGKILL)".into(),
+    };
+    assert_eq!(
+        next_events(&mut events, 3).await,
+        [
+            ev("a", None, Starting),
+            ev("a", Some("a"), Ready),
+            ev("a", Some("a"), died),
+        ]
+    );
+    assert_eq!(post(&client, "/x", json!({})).await.0, 200);
+    assert_eq!(
+        next_events(&mut events, 2).await,
+        [ev("a", None, Starting), ev("a", Some("a"), Ready)]
+    );
+
+    let failing = FakeStart::with("f", None, None, true);
+    let failing = self::rig(|_| {}, vec![(spec("f", 0), failing)]).await;
+    let mut events = failing.proxy.events();
+    assert_eq!(post(&failing.proxy.client(), "/x", json!({})).await.0, 502);
+    let message = "llama-server exited during start-up (exit status: 1)".into();
+    assert_eq!(
+        next_events(&mut events, 2).await,
+        [
+            ev("f", None, Starting),
+            ev("f", None, StartFailed { message })
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_start_the_proxy_stop_cut_short_ends_with_a_stopped_event() {
+    let Loading {
+        gate,
+        a,
+        rig,
+        client: _,
+        waiting,
+    } = loading().await;
+    let mut events = rig.proxy.events();
+    let Rig { proxy, _dir } = rig;
+    let stopping = tokio::spawn(proxy.stop());
+    assert_eq!(waiting.await.unwrap().0, 503);
+    gate.add_permits(1);
+    stopping.await.unwrap().unwrap();
+    eventually("the abandoned start's server is stopped", || a.stops() == 1).await;
+    use ModelEventKind::*;
+    assert_eq!(
+        next_events(&mut events, 2).await,
+        [
+            ev("a", None, Starting),
+            ev("a", Some("a"), stopped(StopReason::ProxyStopping)),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_reads_blocks_nothing_and_learns_what_it_missed() {
+    let (_, rig) = solo().await;
+    let mut idle = rig.proxy.events();
+    let client = rig.proxy.client();
+    let a = lmcpp_types::router::ModelRequest::new("a");
+    // 3 events a round, well over what is kept for a reader: every request is answered.
+    let rounds = 100;
+    for _ in 0..rounds {
+        assert!(client.load_model(&a).await.unwrap().success);
+        assert!(client.unload_model(&a).await.unwrap().success);
+    }
+    let missed = 3 * rounds - MODEL_EVENT_CAPACITY;
+    assert_eq!(
+        idle.recv().await.unwrap_err(),
+        tokio::sync::broadcast::error::RecvError::Lagged(missed as u64)
+    );
+    let mut kept = Vec::new();
+    while let Ok(event) = idle.try_recv() {
+        kept.push(event.kind);
+    }
+    assert_eq!(kept.len(), MODEL_EVENT_CAPACITY);
+    assert_eq!(kept.last(), Some(&stopped(StopReason::Unloaded)));
+    // And it goes on with what happens next.
+    assert!(client.load_model(&a).await.unwrap().success);
+    use ModelEventKind::*;
+    assert_eq!(
+        next_events(&mut idle, 2).await,
+        [ev("a", None, Starting), ev("a", Some("a"), Ready)]
+    );
+}
