@@ -114,6 +114,20 @@ fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// The proxy forwards on a current-thread runtime (a multi-threaded one wakes idle workers
+/// on the request path; see the proxy bench): no tokio worker threads in process `pid`,
+/// only the blocking pool's, named for lmcpp.
+fn assert_no_tokio_workers(pid: u32) {
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .collect();
+    assert!(
+        !threads.iter().any(|comm| comm.starts_with("tokio-")),
+        "{threads:?}"
+    );
+}
+
 #[test]
 fn two_aliases_behind_one_endpoint_and_no_orphans_after_sigkill() {
     let env = Env::new();
@@ -150,17 +164,7 @@ fn two_aliases_behind_one_endpoint_and_no_orphans_after_sigkill() {
     let listed = rt.block_on(client.models()).unwrap();
     let ids: Vec<_> = listed.data.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, ["a", "b"]);
-    // The proxy forwards on a current-thread runtime (a multi-threaded one wakes idle
-    // workers on the request path; see the proxy bench): no tokio worker threads, only
-    // the blocking pool's, named for lmcpp.
-    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", serving.0.id()))
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .collect();
-    assert!(
-        !threads.iter().any(|comm| comm.starts_with("tokio-")),
-        "{threads:?}"
-    );
+    assert_no_tokio_workers(serving.0.id());
 
     // Each alias reaches its own server, which answers under that alias.
     for alias in ["a", "b"] {
