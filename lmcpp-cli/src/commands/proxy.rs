@@ -107,6 +107,8 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
+    // The first receiver: every event since the proxy began to serve.
+    let mut events = proxy.events();
     let record = registry.get(proxy.id())?;
     let shown = ShownProxy {
         record: &record,
@@ -132,10 +134,10 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
     ));
     let signal = tokio::select! {
         signal = shutdown.recv() => signal,
-        never = log::watch_models(&log, || proxy.models()) => match never {},
+        never = log::follow(&log, &mut events) => match never {},
     };
     log.line(format_args!("{signal}: stopping the proxy and its models"));
-    proxy.stop().await?;
+    log::while_stopping(&log, &mut events, proxy.stop()).await?;
     log.line("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -512,16 +514,29 @@ impl FacadeLaunch {
 }
 
 impl Launch for FacadeLaunch {
-    /// Ensures the toolchain and the model (so a model pulled at its first request is
-    /// counted with its real size before the budget is checked) and estimates its memory.
+    /// Logs the start (the proxy prepares before each launch, so the line comes before
+    /// a download), ensures the toolchain and the model (so a model pulled at its first
+    /// request is counted with its real size before the budget is checked) and estimates
+    /// its memory.
     fn prepare(&self) -> BoxFuture<'static, Result<Option<u64>, LaunchError>> {
+        let (log, alias) = (Arc::clone(&self.log), self.alias.clone());
+        log.line(format_args!("model {alias}: starting {}", self.reference));
         let Some(opts) = self.estimate.clone() else {
             return Box::pin(async { Ok(None) });
         };
         let builder = self.builder();
-        let (log, alias) = (Arc::clone(&self.log), self.alias.clone());
         Box::pin(async move {
-            let resolved = builder.resolve().await.map_err(launch_error)?;
+            let resolved = match builder.resolve().await {
+                Ok(resolved) => resolved,
+                Err(e) => {
+                    let e = launch_error(e);
+                    log.line(format_args!(
+                        "model {alias}: failed to start: {}",
+                        e.message
+                    ));
+                    return Err(e);
+                }
+            };
             match estimate_path(&resolved.model.path, &opts).await {
                 Ok(e) => Ok(Some(e.total_bytes)),
                 Err(e) => {
@@ -537,7 +552,6 @@ impl Launch for FacadeLaunch {
     fn launch(&self) -> BoxFuture<'static, Result<Server, LaunchError>> {
         let builder = self.builder();
         let (log, alias) = (Arc::clone(&self.log), self.alias.clone());
-        log.line(format_args!("model {alias}: starting {}", self.reference));
         Box::pin(async move {
             match builder.start().await {
                 Ok(running) => {

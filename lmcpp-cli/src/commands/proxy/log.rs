@@ -5,16 +5,19 @@
 
 use std::fmt::Display;
 use std::fs::File;
+use std::future::Future;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use lmcpp::server::{ModelState, ModelView};
+use lmcpp::server::{ModelEvent, ModelEventKind, StopReason};
+use tokio::sync::broadcast::{
+    Receiver,
+    error::{RecvError, TryRecvError},
+};
 
-/// How often the models' states are compared (see [`watch_models`]).
-const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+use crate::commands::ctx::human_size;
 
 /// Lines for people on stderr, and the same lines in the proxy's log file.
 pub(crate) struct ProxyLog {
@@ -55,56 +58,113 @@ fn stderr_is(file: &File) -> bool {
     }
 }
 
-/// Logs what happens to models outside a start: a ready model's server that stopped
-/// (keep-alive, eviction, unload) or died. Starts are logged by the launch itself; the
-/// proxy reports no other events, so its model views are compared every
-/// [`WATCH_INTERVAL`]. Never returns; dropped when the proxy stops.
-pub(crate) async fn watch_models(
+/// Logs what happens to the models outside a launch, from the proxy's events as they
+/// come: a server stopped (with the exact reason) or dead, a start refused for lack of
+/// room, and how many events were missed when this fell behind. Starts, ready servers and
+/// failed starts are logged by the launch itself ([`Launch`](lmcpp::server::Launch), with
+/// the model's reference), so their events are not. Never returns; dropped when the
+/// proxy is to stop.
+pub(crate) async fn follow(
     log: &ProxyLog,
-    views: impl Fn() -> Vec<ModelView>,
+    events: &mut Receiver<ModelEvent>,
 ) -> std::convert::Infallible {
-    let mut before = views();
     loop {
-        tokio::time::sleep(WATCH_INTERVAL).await;
-        let after = views();
-        for line in changes(&before, &after, SystemTime::now()) {
-            log.line(line);
+        match events.recv().await {
+            Ok(event) => {
+                if let Some(line) = line(&event) {
+                    log.line(line);
+                }
+            }
+            Err(RecvError::Lagged(missed)) => log.line(lagged(missed)),
+            // Only once the proxy is gone, which this process does after following.
+            Err(RecvError::Closed) => return std::future::pending().await,
         }
-        before = after;
     }
 }
 
-/// The lines for the models that left the ready state between two looks.
-pub(crate) fn changes(before: &[ModelView], after: &[ModelView], now: SystemTime) -> Vec<String> {
-    let mut lines = Vec::new();
-    for (was, is) in before.iter().zip(after) {
-        if was.state != ModelState::Ready || is.state == ModelState::Ready {
-            continue;
-        }
-        let server = was.server_id.as_deref().unwrap_or("?");
-        let alias = &is.alias;
-        match is.state {
-            ModelState::Failed => lines.push(format!(
-                "model {alias}: its server {server} died ({}); the next request starts it again",
-                is.error.as_deref().unwrap_or("no reason given")
-            )),
-            ModelState::Stopped => {
-                let idle = is
-                    .last_used
-                    .and_then(|t| now.duration_since(t).ok())
-                    .zip(is.keep_alive_secs);
-                let why = match idle {
-                    Some((idle, keep)) if idle.as_secs() >= keep => {
-                        format!("idle for its keep-alive of {keep}s")
-                    }
-                    _ => "to make room in the memory budget, or unloaded".to_owned(),
-                };
-                lines.push(format!("model {alias}: server {server} stopped ({why})"));
+/// Runs the proxy's `stop` while logging its events (each model server stopped because
+/// the proxy stops), then those sent by the time it returned.
+pub(crate) async fn while_stopping<T>(
+    log: &ProxyLog,
+    events: &mut Receiver<ModelEvent>,
+    stop: impl Future<Output = T>,
+) -> T {
+    let done = tokio::select! {
+        done = stop => done,
+        never = follow(log, events) => match never {},
+    };
+    loop {
+        match events.try_recv() {
+            Ok(event) => {
+                if let Some(line) = line(&event) {
+                    log.line(line);
+                }
             }
-            _ => {}
+            Err(TryRecvError::Lagged(missed)) => log.line(lagged(missed)),
+            Err(TryRecvError::Empty | TryRecvError::Closed) => return done,
         }
     }
-    lines
+}
+
+/// The line for events a receiver that fell behind lost.
+fn lagged(missed: u64) -> String {
+    let events = if missed == 1 { "event" } else { "events" };
+    format!(
+        "missed {missed} {events} about the models (this log fell behind); `lmcpp ps` shows their state now"
+    )
+}
+
+/// The line for one event, if it is this log's to write.
+pub(crate) fn line(event: &ModelEvent) -> Option<String> {
+    let alias = &event.alias;
+    let server = match (&event.server_id, event.pid) {
+        (Some(id), _) => format!("server {id}"),
+        (None, Some(pid)) => format!("server with pid {pid}"),
+        (None, None) => "server".to_owned(),
+    };
+    Some(match &event.kind {
+        ModelEventKind::Stopped {
+            reason: StopReason::ProxyStopping,
+        } if event.server_id.is_none() && event.pid.is_none() => {
+            format!("model {alias}: start abandoned (the proxy is stopping)")
+        }
+        ModelEventKind::Stopped { reason } => {
+            let why = match reason {
+                StopReason::KeepAlive { keep_alive_ms } => {
+                    format!("idle for its keep-alive of {}", millis(*keep_alive_ms))
+                }
+                StopReason::Evicted { for_model } => {
+                    format!("evicted to make room for {for_model} in the memory budget")
+                }
+                StopReason::Unloaded => "unloaded by request".to_owned(),
+                StopReason::ProxyStopping => "the proxy is stopping".to_owned(),
+                _ => "for a reason this lmcpp does not know".to_owned(),
+            };
+            format!("model {alias}: {server} stopped ({why})")
+        }
+        ModelEventKind::Died { exit } => {
+            format!("model {alias}: its {server} died ({exit}); the next request starts it again")
+        }
+        ModelEventKind::NoRoom {
+            estimate_bytes,
+            budget_bytes,
+        } => format!(
+            "model {alias}: not started: it needs an estimated {} and the memory budget of {} is held by models that cannot be stopped now (busy, pinned or loading)",
+            human_size(*estimate_bytes),
+            human_size(*budget_bytes)
+        ),
+        // The launch logs these, with the model's reference.
+        _ => return None,
+    })
+}
+
+/// A keep-alive as it was given: `60s`, or `1500ms` when not whole seconds.
+fn millis(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
 }
 
 #[cfg(test)]
@@ -113,47 +173,111 @@ mod tests {
 
     use super::*;
 
-    fn view(state: ModelState, used_secs_ago: u64, now: SystemTime) -> ModelView {
-        let mut v: ModelView = serde_json::from_value(serde_json::json!({
-            "alias": "a", "state": "stopped", "estimate_bytes": 0, "last_used": null,
-            "pid": null, "server_id": "s1", "in_flight": 0, "keep_alive_secs": 60,
-            "pinned": false, "llama_version": null, "error": "exit status 9"
+    /// An event about model `a` (server `s1`, pid 7 where `server`), from its JSON form.
+    fn event(server: bool, kind: serde_json::Value) -> ModelEvent {
+        serde_json::from_value(serde_json::json!({
+            "alias": "a", "at": 1_700_000_000_000_u64,
+            "server_id": server.then_some("s1"), "pid": server.then_some(7),
+            "kind": kind,
         }))
-        .unwrap();
-        v.state = state;
-        v.last_used = Some(now - Duration::from_secs(used_secs_ago));
-        v
+        .unwrap()
     }
 
     #[test]
-    fn leaving_the_ready_state_is_logged_with_its_reason() {
-        use ModelState::*;
-        let now = SystemTime::now();
-        let table: &[(ModelState, ModelState, u64, Option<&str>)] = &[
+    fn each_event_is_logged_with_its_exact_reason_unless_the_launch_logs_it() {
+        use serde_json::json;
+        let stopped = |reason: serde_json::Value| json!({"type": "stopped", "reason": reason});
+        let table: &[(bool, serde_json::Value, Option<&str>)] = &[
             (
-                Ready,
-                Stopped,
-                61,
-                Some("server s1 stopped (idle for its keep-alive of 60s)"),
+                true,
+                stopped(json!({"type": "keep_alive", "keep_alive_ms": 60_000})),
+                Some("model a: server s1 stopped (idle for its keep-alive of 60s)"),
             ),
-            (Ready, Stopped, 5, Some("server s1 stopped (to make room")),
-            (Ready, Failed, 5, Some("its server s1 died (exit status 9)")),
-            (Ready, Ready, 5, None),
-            (Stopped, Loading, 5, None),
-            (Loading, Ready, 5, None),
-            (Loading, Failed, 5, None),
+            (
+                true,
+                stopped(json!({"type": "keep_alive", "keep_alive_ms": 1_500})),
+                Some("model a: server s1 stopped (idle for its keep-alive of 1500ms)"),
+            ),
+            (
+                true,
+                stopped(json!({"type": "evicted", "for_model": "b"})),
+                Some(
+                    "model a: server s1 stopped (evicted to make room for b in the memory budget)",
+                ),
+            ),
+            (
+                true,
+                stopped(json!({"type": "unloaded"})),
+                Some("model a: server s1 stopped (unloaded by request)"),
+            ),
+            (
+                true,
+                stopped(json!({"type": "proxy_stopping"})),
+                Some("model a: server s1 stopped (the proxy is stopping)"),
+            ),
+            (
+                false,
+                stopped(json!({"type": "proxy_stopping"})),
+                Some("model a: start abandoned (the proxy is stopping)"),
+            ),
+            (
+                true,
+                json!({"type": "died", "exit": "signal: 9 (SIGKILL)"}),
+                Some(
+                    "model a: its server s1 died (signal: 9 (SIGKILL)); the next request starts it again",
+                ),
+            ),
+            (
+                false,
+                json!({"type": "no_room", "estimate_bytes": 3_u64 << 30, "budget_bytes": 4_u64 << 30}),
+                Some(
+                    "model a: not started: it needs an estimated 3.0 GiB and the memory budget of 4.0 GiB is held by models that cannot be stopped now (busy, pinned or loading)",
+                ),
+            ),
+            // The launch logs these, with the model's reference: not twice.
+            (false, json!({"type": "starting"}), None),
+            (true, json!({"type": "ready"}), None),
+            (
+                false,
+                json!({"type": "start_failed", "message": "no such model"}),
+                None,
+            ),
         ];
-        for (was, is, ago, want) in table {
-            let got = changes(&[view(*was, *ago, now)], &[view(*is, *ago, now)], now);
-            match want {
-                Some(w) => {
-                    assert_eq!(got.len(), 1, "{was} -> {is}: {got:?}");
-                    assert!(got[0].starts_with("model a: "), "{got:?}");
-                    assert!(got[0].contains(w), "{was} -> {is}: {got:?}");
-                }
-                None => assert!(got.is_empty(), "{was} -> {is}: {got:?}"),
-            }
+        for (server, kind, want) in table {
+            let got = line(&event(*server, kind.clone()));
+            assert_eq!(got.as_deref(), *want, "{kind}");
         }
+    }
+
+    #[tokio::test]
+    async fn events_are_logged_in_order_and_a_lag_says_how_many_were_missed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.log");
+        let log = ProxyLog::open(&path).unwrap();
+        let (tx, mut rx) = tokio::sync::broadcast::channel(2);
+        let unloaded = serde_json::json!({"type": "stopped", "reason": {"type": "unloaded"}});
+        for exit in ["1", "2", "3"] {
+            let died = serde_json::json!({"type": "died", "exit": exit});
+            tx.send(event(true, died)).unwrap();
+        }
+        // The stop runs while the log follows, and what it sent is logged before it returns.
+        let stop = async {
+            tokio::task::yield_now().await;
+            tx.send(event(true, unloaded)).unwrap();
+            "done"
+        };
+        assert_eq!(while_stopping(&log, &mut rx, stop).await, "done");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "lmcpp: missed 1 event about the models (this log fell behind); `lmcpp ps` shows their state now",
+                "lmcpp: model a: its server s1 died (2); the next request starts it again",
+                "lmcpp: model a: its server s1 died (3); the next request starts it again",
+                "lmcpp: model a: server s1 stopped (unloaded by request)",
+            ]
+        );
     }
 
     #[test]
