@@ -70,9 +70,9 @@ pub use limits::{
 };
 pub use proxy::{
     DEFAULT_KEEP_ALIVE, DEFAULT_LOAD_TIMEOUT, DEFAULT_PROXY_MAX_BODY, DEFAULT_PROXY_MAX_HEADER,
-    DEFAULT_PROXY_MAX_HEADERS, DEFAULT_WRITE_STALL_TIMEOUT, Launch, LaunchError, MAX_ALIAS_LEN,
-    MODEL_EVENT_CAPACITY, ModelEvent, ModelEventKind, ModelSpec, ModelState, ModelView, Proxy,
-    ProxyOptions, StopReason, default_memory_budget,
+    DEFAULT_PROXY_MAX_HEADERS, DEFAULT_READ_STALL_TIMEOUT, DEFAULT_WRITE_STALL_TIMEOUT, Launch,
+    LaunchError, MAX_ALIAS_LEN, MODEL_EVENT_CAPACITY, ModelEvent, ModelEventKind, ModelSpec,
+    ModelState, ModelView, Proxy, ProxyOptions, StopReason, default_memory_budget,
 };
 pub use registry::{Entry, ProcessKind, Registry, ServerRecord, StaleReason, StopOutcome};
 pub use rpc::{

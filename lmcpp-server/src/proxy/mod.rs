@@ -52,6 +52,11 @@ pub const DEFAULT_PROXY_MAX_HEADERS: usize = 100;
 /// request (and so cancels it upstream).
 pub const DEFAULT_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Default time a client that has begun a request body may send no byte of it before
+/// the proxy answers 408 and closes the connection (hyper closes one whose head takes
+/// longer than 30 s).
+pub const DEFAULT_READ_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Default time a request waits for its model to load.
 pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -81,6 +86,9 @@ pub struct ProxyOptions {
     /// stream) before the proxy drops the request: the model server's request is
     /// cancelled and the model no longer counts it in flight.
     pub write_stall_timeout: Duration,
+    /// How long a client may send no byte of a request body it has begun (a slow or
+    /// stalled upload) before it gets a 408 and its connection is closed.
+    pub read_stall_timeout: Duration,
     /// Largest request body read (413 above it).
     pub max_body: usize,
     /// Largest request head in bytes (431 above it).
@@ -108,6 +116,7 @@ impl ProxyOptions {
             memory_budget,
             load_timeout: DEFAULT_LOAD_TIMEOUT,
             write_stall_timeout: DEFAULT_WRITE_STALL_TIMEOUT,
+            read_stall_timeout: DEFAULT_READ_STALL_TIMEOUT,
             max_body: DEFAULT_PROXY_MAX_BODY,
             max_header: DEFAULT_PROXY_MAX_HEADER,
             max_headers: DEFAULT_PROXY_MAX_HEADERS,
@@ -265,6 +274,7 @@ impl Proxy {
             api_key: opts.api_key.clone(),
             max_body: opts.max_body,
             max_header: opts.max_header,
+            read_stall: opts.read_stall_timeout,
             load_timeout: opts.load_timeout,
             created: service::unix_now(),
         });

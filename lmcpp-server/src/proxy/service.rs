@@ -11,7 +11,7 @@ use std::{
     time::{Duration, UNIX_EPOCH},
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::{
@@ -34,6 +34,8 @@ pub(crate) struct Service {
     pub(crate) api_key: Option<String>,
     pub(crate) max_body: usize,
     pub(crate) max_header: usize,
+    /// How long a request body may make no progress.
+    pub(crate) read_stall: Duration,
     pub(crate) load_timeout: Duration,
     /// Unix time the proxy started, reported as `created` of every model.
     pub(crate) created: u64,
@@ -46,6 +48,8 @@ pub(crate) struct Reply {
     kind: &'static str,
     message: String,
     extra: serde_json::Map<String, Value>,
+    /// Answered with `Connection: close`.
+    close: bool,
 }
 
 impl Reply {
@@ -55,7 +59,13 @@ impl Reply {
             kind,
             message: message.into(),
             extra: serde_json::Map::new(),
+            close: false,
         }
+    }
+
+    fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     fn with(mut self, key: &str, value: Value) -> Self {
@@ -69,7 +79,12 @@ impl Reply {
         error.insert("message".into(), json!(self.message));
         error.insert("type".into(), json!(self.kind));
         error.extend(self.extra);
-        json_response(self.status, &json!({ "error": error }))
+        let mut res = json_response(self.status, &json!({ "error": error }));
+        if self.close {
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        res
     }
 
     /// Why a request got no model server, as the client is told.
@@ -266,15 +281,45 @@ impl Service {
         if announced.is_some_and(|n| n > self.max_body as u64) {
             return Err(too_large());
         }
-        match Limited::new(body, self.max_body).collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
-            Err(e) => Err(Reply::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                format!("cannot read the request body: {e}"),
-            )),
+        let mut body = Limited::new(body, self.max_body);
+        let mut collected = BytesMut::new();
+        loop {
+            // Each frame must come within the stall timeout: a client that trickles its
+            // body (or stops sending it) cannot hold a task and a connection forever.
+            let frame = tokio::time::timeout(self.read_stall, body.frame())
+                .await
+                .map_err(|_| self.stalled())?;
+            match frame {
+                None => return Ok(collected.freeze()),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        collected.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) if e.is::<LengthLimitError>() => return Err(too_large()),
+                Some(Err(e)) => {
+                    return Err(Reply::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request_error",
+                        format!("cannot read the request body: {e}"),
+                    ));
+                }
+            }
         }
+    }
+
+    /// The answer to a request whose body stopped arriving; the connection is closed
+    /// after it, since the rest of the body may still come.
+    fn stalled(&self) -> Reply {
+        Reply::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!(
+                "the request body stopped arriving: no byte for {:?}; send it whole, faster",
+                self.read_stall
+            ),
+        )
+        .closing()
     }
 
     /// The model a request names, or the only one when it names none.

@@ -1059,6 +1059,66 @@ async fn a_client_that_stops_reading_is_dropped_after_the_write_stall_timeout() 
     drop(client);
 }
 
+/// A client that begins a body and stops sending it gets a 408 and a closed
+/// connection once the read stall timeout has passed; one that trickles its body, each
+/// byte within the timeout, is served. The model is started only for the second.
+#[tokio::test]
+async fn a_request_body_that_stops_arriving_is_answered_408_and_a_slow_one_is_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let start = FakeStart::new("a");
+    let rig = rig(
+        |o| o.read_stall_timeout = Duration::from_millis(300),
+        vec![(spec("a", 1), Arc::clone(&start))],
+    )
+    .await;
+    let crate::Endpoint::Unix { socket } = rig.proxy.endpoint() else {
+        panic!("the rig listens on a socket")
+    };
+    let body = br#"{"model":"a","prompt":"x"}"#;
+    let head = format!(
+        "POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+
+    let mut stalled = tokio::net::UnixStream::connect(socket).await.unwrap();
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(&body[..5]).await.unwrap();
+    // Nothing more is sent; the connection stays open on this side.
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut out))
+        .await
+        .expect("the proxy answers and closes within 10 s")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert!(
+        out.to_ascii_lowercase().contains("connection: close"),
+        "{out}"
+    );
+    assert!(out.contains("stopped arriving"), "{out}");
+    assert_eq!(start.starts(), 0);
+
+    let mut slow = tokio::net::UnixStream::connect(socket).await.unwrap();
+    slow.write_all(head.as_bytes()).await.unwrap();
+    // 26 bytes, one every 50 ms: 1.3 s in all, over four times the stall timeout.
+    for byte in body {
+        slow.write_all(&[*byte]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut answer = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(10), slow.read_exact(&mut answer))
+        .await
+        .expect("the slow request is answered within 10 s")
+        .unwrap();
+    assert_eq!(
+        &answer,
+        b"HTTP/1.1 200",
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(start.starts(), 1);
+}
+
 #[tokio::test]
 async fn prepare_refreshes_the_estimate_before_the_budget_is_checked() {
     let a = FakeStart::new("a");
