@@ -340,7 +340,10 @@ impl Error {
             Self::Transport { .. } | Self::ConnectTimeout { .. } | Self::RpcWorkerBusy { .. } => {
                 Class::Transient
             }
-            Self::Api { status, .. } if *status == 429 || *status == 503 => Class::Transient,
+            Self::Api { status, .. } if matches!(status, 408 | 429 | 503) => Class::Transient,
+            // The server refused the request as it was asked: a prompt over the context, a
+            // parameter it rejects, a model a proxy does not serve, a wrong API key.
+            Self::Api { status, .. } if (400..500).contains(status) => Class::UserError,
             Self::Api { .. }
             | Self::RuntimeDir { .. }
             | Self::Io { .. }
@@ -364,14 +367,15 @@ impl Error {
     }
 
     /// Whether the error is the caller's input (a missing or non-GGUF model, a binary that
-    /// is not executable, malformed arguments or ids, an unknown server) rather than a
-    /// failure of the work; the CLI exits with status 2 for these.
+    /// is not executable, malformed arguments or ids, an unknown server, a request the
+    /// server refused with a 4xx other than 408 and 429) rather than a failure of the
+    /// work; the CLI exits with status 2 for these.
     pub fn is_user_error(&self) -> bool {
         self.class() == Class::UserError
     }
 
     /// Whether retrying the same operation later could succeed: the connection dropped or
-    /// could not be opened in time, the server was busy or loading (429, 503), or an rpc
+    /// could not be opened in time, the server was busy or loading (408, 429, 503), or an rpc
     /// worker was serving another server.
     pub fn is_transient(&self) -> bool {
         self.class() == Class::Transient
@@ -526,7 +530,11 @@ mod tests {
                 },
                 Failure,
             ),
-            (api(400), Failure),
+            (api(200), Failure),
+            (api(400), UserError),
+            (api(401), UserError),
+            (api(404), UserError),
+            (api(408), Transient),
             (api(429), Transient),
             (api(500), Failure),
             (api(503), Transient),
