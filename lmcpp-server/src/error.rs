@@ -340,7 +340,10 @@ impl Error {
             Self::Transport { .. } | Self::ConnectTimeout { .. } | Self::RpcWorkerBusy { .. } => {
                 Class::Transient
             }
-            Self::Api { status, .. } if matches!(status, 408 | 429 | 503) => Class::Transient,
+            Self::Api {
+                status: 408 | 429 | 503,
+                ..
+            } => Class::Transient,
             // The server refused the request as it was asked: a prompt over the context, a
             // parameter it rejects, a model a proxy does not serve, a wrong API key.
             Self::Api { status, .. } if (400..500).contains(status) => Class::UserError,
