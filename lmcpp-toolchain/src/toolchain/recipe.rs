@@ -935,6 +935,10 @@ impl Toolchain {
         )
         .map_err(|reason| Error::NoPrebuilt { reason })?;
         let mut failures = Vec::new();
+        // The first failure that reached nothing, kept while every failure is one: then
+        // this source as a whole reached nothing (see `RunFailure`).
+        let mut unreached: Option<Error> = None;
+        let mut all_unreached = true;
         for choice in choices {
             let archives: Vec<_> = choice
                 .assets
@@ -964,12 +968,21 @@ impl Toolchain {
                     for i in 0..choice.assets.len() {
                         let _ = remove_all(&scratch.join(format!("prebuilt-{i}")));
                     }
+                    all_unreached &= is_unreached(&e);
+                    if unreached.is_none() && is_unreached(&e) {
+                        unreached = Some(e);
+                    }
                 }
             }
         }
-        Err(Error::NoPrebuilt {
-            reason: failures.join("; "),
-        })
+        match unreached {
+            // The listing answered but no asset download reached its host: as offline
+            // as an unreachable listing, so it must not be recorded as this entry's failure.
+            Some(e) if all_unreached => Err(e),
+            _ => Err(Error::NoPrebuilt {
+                reason: failures.join("; "),
+            }),
+        }
     }
 
     async fn source_tree(

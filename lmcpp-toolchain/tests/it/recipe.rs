@@ -706,6 +706,27 @@ async fn an_unreachable_release_records_nothing_while_a_bad_digest_is_recorded()
         }
     }
 
+    // A listing that is reached, whose asset downloads reach nothing (redirected to a
+    // host that refuses or closes every connection, as offline as the listing above):
+    // nothing recorded either.
+    for base in [refusing_base(), closing_base().await] {
+        let server = TestServer::start().await;
+        serve_release(&server, 0);
+        let asset = crate::fixtures::asset_path();
+        server.route(&asset, Route::redirect(format!("{base}/objects/asset")));
+        let root = tempfile::tempdir().unwrap();
+        let tc = toolchain(root.path());
+        let req = prebuilt_request(&server);
+        let err = tc.ensure(&req, &no_progress()).await.unwrap_err();
+        assert!(err.to_string().contains(&base), "{err}");
+        assert!(server.hits(&asset) >= 1, "the asset was asked for");
+        let left: Vec<_> = std::fs::read_dir(root.path().join("toolchains"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{base}: {left:?}");
+    }
+
     // A listing that is reached but names a wrong digest is a real failure: recorded.
     let server = TestServer::start().await;
     let bytes = serve_release(&server, 0);
