@@ -3,6 +3,7 @@
 //! starts servers on demand (one start however many requests wait), stops them after
 //! their keep-alive, and keeps the running ones within a memory budget.
 
+mod entry;
 mod events;
 mod listen;
 mod models;
@@ -136,7 +137,19 @@ impl ProxyOptions {
 /// - `GET /v1/models` and `GET /models` list every model with its state, in the shape of
 ///   llama-server's model list and of its router's (`status.value` is `unloaded`,
 ///   `loading` or `loaded`, with `failed: true` after a failure), plus an `lmcpp` object
-///   per model ([`ModelView`]).
+///   per model ([`ModelView`]). Each entry also carries every other field the model's
+///   own server lists for it (`meta` with `n_ctx_train`, `n_params`, `n_embd`,
+///   `n_vocab`, `size`, ...; `aliases` and `tags` on newer llama.cpp), under the
+///   proxy's `id` (the alias), `object`, `created`, `owned_by` (`lmcpp`), `status` and
+///   `lmcpp`, which win. The server is asked once per start, right after it is ready
+///   and before the requests that waited for the start are answered (about 0.5 ms; at
+///   most 100 ms, after which they are answered and the answer is still taken when it
+///   comes); its entry is kept after the model stops, as a model's metadata does not
+///   change, so only a model never started lists the proxy's fields alone. An answer
+///   over 64 KiB or not a JSON object is ignored, and so is a field the typed
+///   [`Client`] could not read (a `meta` that is not an object of numbers). The
+///   top-level `models` is llama-server's Ollama-style list, one entry per model with
+///   `name` and `model` the alias and the server's other fields when known.
 /// - `POST /models/load` and `POST /models/unload` (`{"model": alias}`) start a model
 ///   and wait until it is ready, or stop it now and wait until its server has exited,
 ///   as llama-server's router does. Unloading is refused with a 409 while requests are

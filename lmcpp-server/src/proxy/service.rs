@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
+    entry,
     models::{AcquireError, InFlight, Models, Running, Unload},
     view::ModelState,
 };
@@ -358,13 +359,18 @@ impl Service {
     }
 
     /// `/v1/models` and `/models`: every model with its state, in the shape both
-    /// llama-server's model list and its router's list have.
+    /// llama-server's model list and its router's list have, with what the model's own
+    /// server said about it (`meta`, `aliases`, `tags`, ...) under the proxy's fields; and
+    /// llama-server's Ollama-style `models` list, named by alias.
     fn listing(&self) -> Value {
-        let data: Vec<Value> = self
-            .models
-            .views()
+        let listed = self.models.listed();
+        let models: Vec<Value> = listed
+            .iter()
+            .map(|(view, server)| entry::merge_model(server.as_deref(), &view.alias))
+            .collect();
+        let data: Vec<Value> = listed
             .into_iter()
-            .map(|view| {
+            .map(|(view, server)| {
                 let value = match view.state {
                     ModelState::Stopped | ModelState::Failed => "unloaded",
                     ModelState::Loading => "loading",
@@ -374,17 +380,17 @@ impl Service {
                 if view.state == ModelState::Failed {
                     status["failed"] = json!(true);
                 }
-                json!({
-                    "id": view.alias,
-                    "object": "model",
-                    "created": self.created,
-                    "owned_by": "lmcpp",
-                    "status": status,
-                    "lmcpp": view,
-                })
+                let mut own = serde_json::Map::new();
+                own.insert("id".into(), json!(view.alias));
+                own.insert("object".into(), json!("model"));
+                own.insert("created".into(), json!(self.created));
+                own.insert("owned_by".into(), json!("lmcpp"));
+                own.insert("status".into(), status);
+                own.insert("lmcpp".into(), json!(view));
+                entry::merge(server.as_deref(), own)
             })
             .collect();
-        json!({ "object": "list", "data": data })
+        json!({ "models": models, "object": "list", "data": data })
     }
 }
 

@@ -51,13 +51,52 @@ impl Drop for DropCount {
     }
 }
 
+/// What a fake answers on `/v1/models`, and how often it was asked.
+#[derive(Default)]
+struct Listing {
+    /// `None`: the same echo as every other path. An empty body: no answer until killed.
+    answer: std::sync::Mutex<Option<Bytes>>,
+    asked: AtomicUsize,
+    /// The `Authorization` of the last ask.
+    auth: std::sync::Mutex<Option<String>>,
+}
+
+impl Listing {
+    fn set(&self, answer: impl Into<Bytes>) {
+        *self.answer.lock().unwrap() = Some(answer.into());
+    }
+
+    fn asked(&self) -> usize {
+        self.asked.load(Ordering::SeqCst)
+    }
+}
+
 async fn mock_answer(
     name: String,
     req: Request<Incoming>,
     mut dead: watch::Receiver<bool>,
     cancelled: Arc<AtomicUsize>,
+    listing: Arc<Listing>,
 ) -> Result<Response<MockBody>, Infallible> {
     let path = req.uri().to_string();
+    if path == "/v1/models" {
+        listing.asked.fetch_add(1, Ordering::SeqCst);
+        *listing.auth.lock().unwrap() = req
+            .headers()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let answer = listing.answer.lock().unwrap().clone();
+        if let Some(answer) = answer {
+            if answer.is_empty() {
+                let _ = dead.wait_for(|d| *d).await;
+                std::future::pending::<()>().await;
+            }
+            return Ok(Response::builder()
+                .header("content-type", "application/json")
+                .body(BodyExt::boxed(http_body_util::Full::new(answer)))
+                .unwrap());
+        }
+    }
     let auth = req
         .headers()
         .get("authorization")
@@ -111,6 +150,7 @@ impl Fake {
         stops: Arc<AtomicUsize>,
         connections: Arc<AtomicUsize>,
         cancelled: Arc<AtomicUsize>,
+        listing: Arc<Listing>,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("m.sock");
@@ -129,10 +169,12 @@ impl Fake {
                 let name = server_name.clone();
                 let dead = watching.clone();
                 let cancelled = Arc::clone(&cancelled);
+                let listing = Arc::clone(&listing);
                 let mut killed = watching.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
-                        mock_answer(name.clone(), req, dead.clone(), Arc::clone(&cancelled))
+                        let (cancelled, listing) = (Arc::clone(&cancelled), Arc::clone(&listing));
+                        mock_answer(name.clone(), req, dead.clone(), cancelled, listing)
                     });
                     let conn = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(io), svc);
@@ -198,6 +240,8 @@ struct FakeStart {
     connections: Arc<AtomicUsize>,
     /// Requests to `/flood` the proxy dropped.
     cancelled: Arc<AtomicUsize>,
+    /// The fakes' `/v1/models`.
+    listing: Arc<Listing>,
     gate: Option<Arc<Semaphore>>,
     fail: bool,
     /// What `prepare` returns as the estimate (and how often it was called).
@@ -222,6 +266,7 @@ impl FakeStart {
             stops: Arc::new(AtomicUsize::new(0)),
             connections: Arc::new(AtomicUsize::new(0)),
             cancelled: Arc::new(AtomicUsize::new(0)),
+            listing: Arc::default(),
             gate,
             fail,
             prepared: std::sync::Mutex::new(None),
@@ -271,6 +316,7 @@ impl Start for Arc<FakeStart> {
                 Arc::clone(&this.stops),
                 Arc::clone(&this.connections),
                 Arc::clone(&this.cancelled),
+                Arc::clone(&this.listing),
             )
             .await;
             let mut fake = fake;
@@ -500,6 +546,147 @@ async fn one_model_is_the_default_and_the_listing_shows_states() {
     let status = routed.data[0].status.as_ref().unwrap();
     assert_eq!(status.value.to_string(), "loaded");
     assert_eq!(state_of(&rig.proxy, "solo"), ModelState::Ready);
+}
+
+/// Every key of a `/v1/models` entry the proxy sets itself.
+const PROXY_KEYS: [&str; 6] = ["created", "id", "lmcpp", "object", "owned_by", "status"];
+
+/// The proxy's `/v1/models` as JSON, and its entry of `alias`.
+async fn listing(client: &crate::Client) -> Value {
+    let raw = client.raw(Method::GET, "/v1/models", None).await.unwrap();
+    assert_eq!(raw.status, 200);
+    serde_json::from_slice(&raw.body).unwrap()
+}
+
+fn entry_of<'a>(list: &'a Value, alias: &str) -> &'a Value {
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == alias)
+        .unwrap_or_else(|| panic!("no entry {alias} in {list}"))
+}
+
+fn keys(entry: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = entry
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+#[tokio::test]
+async fn the_listing_carries_what_each_model_server_says_under_the_proxy_fields() {
+    let a = FakeStart::with("a", Some("upstream-key"), None, false);
+    // A server's entry that tries to rename the model and set its state, beside what
+    // llama-server really sends (meta, aliases, tags, the Ollama-style entry).
+    a.listing.set(
+        json!({"object": "list", "data": [{"id": "evil", "status": {"value": "hacked"},
+            "lmcpp": "mine", "owned_by": "me", "object": "x", "created": 1,
+            "aliases": ["evil"], "tags": ["t"], "meta": {"n_params": 5, "n_ctx_train": 64}}],
+            "models": [{"name": "evil", "model": "evil", "size": "3",
+            "details": {"format": "gguf"}}]})
+        .to_string(),
+    );
+    let huge = FakeStart::new("huge");
+    let pad = "x".repeat(entry::MAX_ENTRY_BYTES);
+    huge.listing
+        .set(json!({"data": [{"meta": {"n_params": 1}, "pad": pad}]}).to_string());
+    let garbage = FakeStart::new("garbage");
+    garbage
+        .listing
+        .set("{\"data\": [{\"meta\": {\"n_params\": 1}}");
+    let typed = FakeStart::new("typed");
+    typed
+        .listing
+        .set(r#"{"data": [{"meta": "big", "path": 7, "tags": ["t"]}]}"#);
+    let silent = FakeStart::new("silent");
+    silent.listing.set(Bytes::new());
+    let fakes = [&a, &huge, &garbage, &typed, &silent];
+    let aliases = ["a", "huge", "garbage", "typed", "silent"];
+    let rig = rig(
+        |_| {},
+        aliases
+            .iter()
+            .zip(fakes)
+            .map(|(alias, fake)| (spec(alias, 0), Arc::clone(fake)))
+            .collect(),
+    )
+    .await;
+    let client = rig.proxy.client();
+    let before = listing(&client).await;
+    for alias in aliases {
+        assert_eq!(keys(entry_of(&before, alias)), PROXY_KEYS);
+    }
+    let names: Vec<Value> = aliases
+        .iter()
+        .map(|a| json!({"name": a, "model": a}))
+        .collect();
+    assert_eq!(before["models"], json!(names));
+
+    for alias in aliases {
+        assert_eq!(post(&client, "/x", json!({"model": alias})).await.0, 200);
+    }
+    // Waiters are released when the entry is in, so the first answer means it is known.
+    let after = listing(&client).await;
+    let entry = entry_of(&after, "a");
+    assert_eq!(
+        (&entry["status"], &entry["owned_by"], &entry["object"]),
+        (
+            &json!({"value": "loaded"}),
+            &json!("lmcpp"),
+            &json!("model")
+        )
+    );
+    assert_eq!(entry["lmcpp"]["alias"], "a");
+    assert_eq!(entry["created"], before["data"][0]["created"]);
+    assert_eq!(entry["meta"], json!({"n_params": 5, "n_ctx_train": 64}));
+    assert_eq!(
+        (&entry["aliases"], &entry["tags"]),
+        (&json!(["evil"]), &json!(["t"]))
+    );
+    assert_eq!(
+        after["models"][0],
+        json!({"name": "a", "model": "a", "size": "3", "details": {"format": "gguf"}})
+    );
+    // Too large, not JSON, no answer: nothing of theirs; unreadable fields dropped.
+    for alias in ["huge", "garbage", "silent"] {
+        assert_eq!(keys(entry_of(&after, alias)), PROXY_KEYS, "{alias}");
+    }
+    let mut with_tags = PROXY_KEYS.to_vec();
+    with_tags.push("tags");
+    with_tags.sort_unstable();
+    assert_eq!(keys(entry_of(&after, "typed")), with_tags);
+    assert_eq!(after["models"][1], json!({"name": "huge", "model": "huge"}));
+    // The typed client reads it all.
+    let typed_list = client.models().await.unwrap();
+    assert_eq!(typed_list.data[0].meta.as_ref().unwrap().n_params, Some(5));
+    assert_eq!(client.router_models().await.unwrap().data.len(), 5);
+    assert_eq!(
+        a.listing.auth.lock().unwrap().as_deref(),
+        Some("Bearer upstream-key")
+    );
+
+    // Asked once per start; the entry outlives the server.
+    for _ in 0..3 {
+        assert_eq!(post(&client, "/x", json!({"model": "a"})).await.0, 200);
+    }
+    assert_eq!(a.listing.asked(), 1);
+    assert_eq!(
+        post(&client, "/models/unload", json!({"model": "a"}))
+            .await
+            .0,
+        200
+    );
+    let stopped = listing(&client).await;
+    let entry = entry_of(&stopped, "a");
+    assert_eq!(entry["status"]["value"], "unloaded");
+    assert_eq!(entry["meta"]["n_params"], 5);
+    assert_eq!(post(&client, "/x", json!({"model": "a"})).await.0, 200);
+    assert_eq!((a.starts(), a.listing.asked()), (2, 2));
 }
 
 #[tokio::test]

@@ -426,3 +426,68 @@ async fn the_proxy_key_is_checked_and_the_model_server_gets_its_own() {
     assert!(anonymous.probe_health().await.unwrap().status.is_success());
     proxy.stop().await.unwrap();
 }
+
+/// `GET /v1/models` of `client` as JSON.
+async fn models_json(client: &lmcpp_server::Client) -> serde_json::Value {
+    let raw = client
+        .raw(http::Method::GET, "/v1/models", None)
+        .await
+        .unwrap();
+    assert!(raw.status.is_success(), "{}", raw.status);
+    serde_json::from_slice(&raw.body).unwrap()
+}
+
+#[tokio::test]
+async fn the_listing_carries_what_the_model_server_lists_under_the_alias() {
+    let dir = tempfile::tempdir().unwrap();
+    let launch = demo(&paths(), dir.path(), false);
+    // The same server started directly: what llama-server itself lists.
+    let direct = Server::launch(launch.opts.clone()).await.unwrap();
+    let own = models_json(&direct.client()).await;
+    direct.stop().await.unwrap();
+    let own_entry = own["data"][0].as_object().unwrap();
+    assert!(own_entry["meta"].is_object(), "{own}");
+
+    let proxy = proxy(
+        dir.path(),
+        u64::MAX,
+        vec![model("chat", &launch, 1), model("idle", &launch, 1)],
+    )
+    .await;
+    let client = proxy.client();
+    client.completion(&completion("chat", 2)).await.unwrap();
+    let listed = models_json(&client).await;
+    let entry = &listed["data"][0];
+    for key in own_entry.keys() {
+        assert!(
+            entry.get(key).is_some(),
+            "{key} of {own} missing in {listed}"
+        );
+    }
+    assert_eq!(entry["meta"], own_entry["meta"]);
+    assert_eq!(
+        (&entry["id"], &entry["owned_by"], &entry["status"]["value"]),
+        (&json!("chat"), &json!("lmcpp"), &json!("loaded"))
+    );
+    assert_eq!(entry["lmcpp"]["alias"], "chat");
+    // The model not started yet has the proxy's fields only.
+    assert_eq!(listed["data"][1]["id"], "idle");
+    assert!(listed["data"][1].get("meta").is_none(), "{listed}");
+    // llama-server's Ollama-style list, one entry per alias.
+    if let Some(own_models) = own["models"].as_array() {
+        let models = &listed["models"];
+        assert_eq!(models[1], json!({"name": "idle", "model": "idle"}));
+        for key in own_models[0].as_object().unwrap().keys() {
+            assert!(models[0].get(key).is_some(), "{key} missing in {listed}");
+        }
+        assert_eq!(
+            (&models[0]["name"], &models[0]["model"]),
+            (&json!("chat"), &json!("chat"))
+        );
+    }
+    let typed = client.models().await.unwrap();
+    let meta = typed.data[0].meta.as_ref().unwrap();
+    assert_eq!(meta.n_params, own_entry["meta"]["n_params"].as_i64());
+    assert!(client.router_models().await.unwrap().data.len() == 2);
+    proxy.stop().await.unwrap();
+}
