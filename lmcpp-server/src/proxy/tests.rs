@@ -551,13 +551,14 @@ async fn one_model_is_the_default_and_the_listing_shows_states() {
 /// Every key of a `/v1/models` entry the proxy sets itself.
 const PROXY_KEYS: [&str; 6] = ["created", "id", "lmcpp", "object", "owned_by", "status"];
 
-/// The proxy's `/v1/models` as JSON, and its entry of `alias`.
+/// The proxy's `/v1/models` as JSON.
 async fn listing(client: &crate::Client) -> Value {
     let raw = client.raw(Method::GET, "/v1/models", None).await.unwrap();
     assert_eq!(raw.status, 200);
     serde_json::from_slice(&raw.body).unwrap()
 }
 
+/// The entry of `alias` in a listing.
 fn entry_of<'a>(list: &'a Value, alias: &str) -> &'a Value {
     list["data"]
         .as_array()
