@@ -29,8 +29,13 @@
 //!   own thread and current-thread runtime like the proxy). What it costs is the hop
 //!   itself. Over six runs it measured 0.55-0.68 of direct at concurrency 1 and
 //!   0.70-0.81 at 8, so no proxy in a process of its own reaches 0.9 of direct on this
-//!   2-core machine; the proxy measured 0.86-0.95 and 0.74-0.82 of the relay. Where the
-//!   proxy had a core of its own the hop would cost latency only, not shared CPU.
+//!   2-core machine; the proxy measured 0.86-0.95 and 0.74-0.82 of the relay.
+//! - A core of its own does not help here. Pinned (sched_setaffinity) with the proxy
+//!   and the relay on one core, and the load client and llama-server on the other in
+//!   both the direct and the proxied runs, direct got faster (no wake-up crosses cores)
+//!   and the proxied runs slower: 0.32 of direct at concurrency 1 and 0.73 at 8, the
+//!   relay 0.34 and 0.69, llama-server's CPU per request up from 44 to 62 us. Every
+//!   hop then wakes a thread on the other core. Not kept in the bench.
 //! - Concurrency 8 is CPU: client, proxy and llama-server share the 2 cores, so the
 //!   ratio is at most (client + llama-server) / (client + proxy + llama-server) CPU per
 //!   request: (22 + 53) / (23 + 36 + 65) = 0.60, and 0.50-0.63 was measured. The proxy
@@ -87,7 +92,7 @@ const CONCURRENCY: usize = 8;
 const LOAD_SECS: u64 = 2;
 const LOAD_ROUNDS: usize = 3;
 const LAUNCH_RUNS: usize = 9;
-const TTFC_RUNS: usize = 30;
+const TTFC_RUNS: usize = 60;
 const TOKENIZE_BODY: &str = r#"{"content":"The quick brown fox jumps over the lazy dog"}"#;
 
 fn paths() -> PreparedPaths {
@@ -282,6 +287,55 @@ async fn client_rps(client: &Client, concurrency: usize) -> (f64, u64) {
     .await
 }
 
+/// The three ways to the same llama-server.
+struct Contenders<'a> {
+    direct: &'a Client,
+    relay: &'a Client,
+    proxy: &'a Client,
+    server_pid: &'a str,
+}
+
+impl Contenders<'_> {
+    /// `/tokenize` req/s at `concurrency` directly, through the relay and through the
+    /// proxy, alternating, best of [`LOAD_ROUNDS`] each; prints the ratios and the CPU.
+    async fn tokenize(&self, concurrency: usize, setup: &str) {
+        let (mut proxied, mut bare, mut relayed) = (0.0f64, 0.0f64, 0.0f64);
+        let (mut bare_cpu, mut proxied_cpu, mut relay_cpu) =
+            (Cpu::default(), Cpu::default(), Cpu::default());
+        let pid = self.server_pid;
+        for _ in 0..LOAD_ROUNDS {
+            let rps = bare_cpu
+                .measure(self.direct, concurrency, PROXY_THREADS, pid)
+                .await;
+            bare = bare.max(rps);
+            let rps = relay_cpu
+                .measure(self.relay, concurrency, RELAY_THREADS, pid)
+                .await;
+            relayed = relayed.max(rps);
+            let rps = proxied_cpu
+                .measure(self.proxy, concurrency, PROXY_THREADS, pid)
+                .await;
+            proxied = proxied.max(rps);
+        }
+        println!(
+            "/tokenize, concurrency {concurrency}{setup}: direct {bare:.0} req/s, through the proxy {proxied:.0} req/s, ratio {:.2} (target >= 0.9), {:.1} us added per request",
+            proxied / bare,
+            (1.0 / proxied - 1.0 / bare) * 1e6 * concurrency as f64
+        );
+        println!(
+            "  the floor, a byte relay that parses nothing: {relayed:.0} req/s, ratio {:.2} to direct; the proxy is {:.2} of the relay",
+            relayed / bare,
+            proxied / relayed
+        );
+        println!(
+            "  CPU us per request: direct: {}; through the relay: {}; through the proxy: {}",
+            bare_cpu.per_request(),
+            relay_cpu.per_request(),
+            proxied_cpu.per_request()
+        );
+    }
+}
+
 /// Nanoseconds one thread has run, the first field of its `schedstat`.
 fn thread_cpu_ns(schedstat: &Path) -> u64 {
     std::fs::read_to_string(schedstat)
@@ -450,41 +504,15 @@ async fn run() {
         other => panic!("the model server listens on {other:?}, not a Unix socket"),
     };
     let relay = RelayThread::start(&upstream, dir.path()).await;
+    let pid = record.pid.to_string();
+    let contenders = Contenders {
+        direct: &direct,
+        relay: &relay.client,
+        proxy: &through,
+        server_pid: &pid,
+    };
     for concurrency in [1, CONCURRENCY] {
-        let (mut proxied, mut bare, mut relayed) = (0.0f64, 0.0f64, 0.0f64);
-        let (mut bare_cpu, mut proxied_cpu, mut relay_cpu) =
-            (Cpu::default(), Cpu::default(), Cpu::default());
-        let pid = record.pid.to_string();
-        for _ in 0..LOAD_ROUNDS {
-            let rps = bare_cpu
-                .measure(&direct, concurrency, PROXY_THREADS, &pid)
-                .await;
-            bare = bare.max(rps);
-            let rps = relay_cpu
-                .measure(&relay.client, concurrency, RELAY_THREADS, &pid)
-                .await;
-            relayed = relayed.max(rps);
-            let rps = proxied_cpu
-                .measure(&through, concurrency, PROXY_THREADS, &pid)
-                .await;
-            proxied = proxied.max(rps);
-        }
-        println!(
-            "/tokenize, concurrency {concurrency}: direct {bare:.0} req/s, through the proxy {proxied:.0} req/s, ratio {:.2} (target >= 0.9), {:.1} us added per request",
-            proxied / bare,
-            (1.0 / proxied - 1.0 / bare) * 1e6 * concurrency as f64
-        );
-        println!(
-            "  the floor, a byte relay that parses nothing: {relayed:.0} req/s, ratio {:.2} to direct; the proxy is {:.2} of the relay",
-            relayed / bare,
-            proxied / relayed
-        );
-        println!(
-            "  CPU us per request: direct: {}; through the relay: {}; through the proxy: {}",
-            bare_cpu.per_request(),
-            relay_cpu.per_request(),
-            proxied_cpu.per_request()
-        );
+        contenders.tokenize(concurrency, "").await;
     }
     drop(relay);
 
