@@ -62,6 +62,7 @@ pub struct ClientBuilder {
     timeout: Option<Duration>,
     health_timeout: Duration,
     limits: ClientLimits,
+    max_connections: Option<usize>,
 }
 
 impl ClientBuilder {
@@ -91,6 +92,24 @@ impl ClientBuilder {
         self
     }
 
+    /// Holds at most `n` connections to the server (in use and idle; at least 1); a
+    /// request beyond them waits, first come first served, for one to be free or to close
+    /// (within its request timeout). Default: no cap.
+    ///
+    /// Older llama-server versions (before the dynamic HTTP thread pool, e.g. llama.cpp
+    /// 4227c9b) serve a fixed number of connections, one per HTTP thread (logged at
+    /// start as `http threads: N`), and keep each thread on its connection until the
+    /// connection has been idle for 5 s. Without a cap, a burst of more concurrent
+    /// requests than threads opens connections the server does not serve until one of
+    /// this client's idle connections times out: 16 requests then took 10-20 s instead of
+    /// 0.2 s. A client of a server lmcpp launched ([`Server::client`](crate::Server::client))
+    /// gets the cap from that log line, `N - 2` (leaving two threads for health probes
+    /// and other clients); set it here for such a server started elsewhere.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = Some(n.max(1));
+        self
+    }
+
     /// Longest silence inside a stream (default 120 s; `None` for none).
     pub fn stream_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.limits.stream_idle_timeout = timeout;
@@ -117,7 +136,11 @@ impl ClientBuilder {
 
     /// Builds the client. Must be called inside a tokio runtime only when requests are made.
     pub fn build(self) -> Client {
-        let pool = Pool::new(&self.endpoint, self.limits.connect_timeout);
+        let pool = Pool::new(
+            &self.endpoint,
+            self.limits.connect_timeout,
+            self.max_connections,
+        );
         let auth = self
             .api_key
             .and_then(|key| HeaderValue::from_str(&format!("Bearer {key}")).ok())
@@ -152,6 +175,7 @@ impl Client {
             timeout: Some(DEFAULT_REQUEST_TIMEOUT),
             health_timeout: DEFAULT_HEALTH_TIMEOUT,
             limits: ClientLimits::default(),
+            max_connections: None,
         }
     }
 

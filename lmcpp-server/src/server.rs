@@ -41,6 +41,28 @@ fn is_bind_failure(line: &str) -> bool {
     BIND_FAILURES.iter().any(|p| lower.contains(p))
 }
 
+/// What older llama-server versions log once they listen, before the number of their
+/// fixed HTTP threads: `main: HTTP server is listening, hostname: ..., port: ...,
+/// http threads: N`. Newer ones grow their thread pool on demand and log no such line.
+const HTTP_THREADS: &str = "http threads: ";
+
+/// How much of the start of a server's log is searched for [`HTTP_THREADS`]: it comes
+/// before the model loads, after a few lines of build and system information.
+const HTTP_THREADS_SEARCH_BYTES: u64 = 64 * 1024;
+
+/// The number of fixed HTTP threads a start-up log line reports, if it is that line.
+fn http_threads(line: &str) -> Option<usize> {
+    let (_, rest) = line.rsplit_once(HTTP_THREADS)?;
+    rest.trim_end().parse().ok()
+}
+
+/// The connections lmcpp's clients hold to a server with `threads` fixed HTTP threads:
+/// two fewer, which leaves threads for health probes and other clients, as the `+ 2` of
+/// llama.cpp's own default (`max(n_parallel + 2, cores - 1)`) intends; at least one.
+fn connection_cap(threads: usize) -> usize {
+    threads.saturating_sub(2).max(1)
+}
+
 /// What `llama-server` prints when it aborts because a worker went away.
 const WORKER_LOST: &str = "Remote RPC server crashed";
 
@@ -387,10 +409,13 @@ impl Plan {
         Ok((argv, args.secret_env()))
     }
 
-    fn client(&self, endpoint: &Endpoint) -> Client {
+    fn client(&self, endpoint: &Endpoint, max_connections: Option<usize>) -> Client {
         let mut builder = Client::builder(endpoint.clone());
         if let Some(key) = &self.opts.args.api_key {
             builder = builder.api_key(key.clone());
+        }
+        if let Some(n) = max_connections {
+            builder = builder.max_connections(n);
         }
         builder.build()
     }
@@ -411,8 +436,9 @@ impl Plan {
             })
             .await?;
         Ok(Attempt {
-            client: self.client(&endpoint),
+            client: self.client(&endpoint, None),
             process,
+            max_connections: None,
         })
     }
 }
@@ -422,6 +448,33 @@ impl Plan {
 struct Attempt {
     process: Supervised,
     client: Client,
+    /// The cap of its clients' connections, once it is ready and has logged
+    /// [`HTTP_THREADS`].
+    max_connections: Option<usize>,
+}
+
+impl Attempt {
+    /// Once the server is ready: caps its client's connections if it logged a fixed
+    /// number of HTTP threads. The client is replaced, and with it the pool the health
+    /// probes used, whose idle connection would otherwise keep one of those threads.
+    fn cap_connections(&mut self, plan: &Plan) {
+        let threads = self
+            .process
+            .log_head(HTTP_THREADS_SEARCH_BYTES)
+            .iter()
+            .find_map(|line| http_threads(line));
+        let Some(threads) = threads else {
+            return;
+        };
+        let cap = connection_cap(threads);
+        tracing::debug!(
+            threads,
+            cap,
+            "llama-server has a fixed HTTP thread pool; capping connections"
+        );
+        self.max_connections = Some(cap);
+        self.client = plan.client(&self.process.record().endpoint, Some(cap));
+    }
 }
 
 /// A supervised `llama-server` process.
@@ -524,7 +577,10 @@ impl Server {
         let deadline = tokio::time::Instant::now() + self.plan.opts.ready_timeout;
         loop {
             let status = match watch_health(&self.current, deadline).await {
-                HealthWatch::Ready => return Ok(Readiness::Ready),
+                HealthWatch::Ready => {
+                    self.current.cap_connections(&self.plan);
+                    return Ok(Readiness::Ready);
+                }
                 HealthWatch::TimedOut { last_health } => {
                     return Ok(Readiness::TimedOut { last_health });
                 }
@@ -546,9 +602,20 @@ impl Server {
         }
     }
 
-    /// A client for this server (cheap; clones share one connection pool).
+    /// A client for this server (cheap; clones share one connection pool). Once the
+    /// server is ready, the client holds at most [`Server::max_connections`] connections;
+    /// take it after [`Server::wait_ready`] (or [`Server::launch`]).
     pub fn client(&self) -> Client {
         self.current.client.clone()
+    }
+
+    /// How many connections [`Server::client`] holds at most: for a llama-server with a
+    /// fixed number of HTTP threads (older versions, which log `http threads: N` at
+    /// start), two fewer than those threads; `None` (no cap) for one that grows its
+    /// threads on demand, and before the server is ready. See
+    /// [`ClientBuilder::max_connections`](crate::ClientBuilder::max_connections).
+    pub fn max_connections(&self) -> Option<usize> {
+        self.current.max_connections
     }
 
     /// The registry id.
@@ -763,5 +830,44 @@ mod tests {
             Plan::prepare(missing),
             Err(Error::ModelNotFound { .. })
         ));
+    }
+
+    /// Start-up lines of both tested llama.cpp versions (demo model on a Unix socket, two
+    /// cores, default `--parallel` and `--threads-http`), and the cap each gives.
+    #[test]
+    fn http_threads_are_read_from_the_start_up_log_of_older_versions_only() {
+        let cases: &[(&str, Option<usize>)] = &[
+            // 4227c9b: a fixed pool of max(n_parallel + 2, cores - 1) = 3 threads.
+            (
+                "main: HTTP server is listening, hostname: /tmp/h14logs/old.sock, port: 8080, http threads: 3",
+                Some(1),
+            ),
+            (
+                "main: HTTP server is listening, hostname: 127.0.0.1, port: 40123, http threads: 15",
+                Some(13),
+            ),
+            (
+                "main: HTTP server is listening, hostname: x, port: 1, http threads: 1",
+                Some(1),
+            ),
+            // b11312: a dynamic pool, and no such line.
+            (
+                "0.00.119.135 I srv  llama_server: listening on unix:///tmp/h14logs/new.sock",
+                None,
+            ),
+            (
+                "0.00.004.781 I srv    load_model: loading model '/work/main/target/lmcpp-test/demo.gguf'",
+                None,
+            ),
+            (
+                "main: HTTP server is listening, hostname: x, port: 1, http threads: many",
+                None,
+            ),
+            ("http threads: -3", None),
+            ("http threads: ", None),
+        ];
+        for (line, cap) in cases {
+            assert_eq!(http_threads(line).map(connection_cap), *cap, "{line}");
+        }
     }
 }

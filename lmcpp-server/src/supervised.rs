@@ -233,6 +233,25 @@ impl Supervised {
         registry::log_tail(&self.record.log_path, 0, n)
     }
 
+    /// The first lines this attempt wrote to the log, within `max_bytes`: what it said
+    /// at start-up.
+    pub(crate) fn log_head(&self, max_bytes: u64) -> Vec<String> {
+        use std::io::{Read as _, Seek as _};
+        let Ok(mut file) = std::fs::File::open(&self.record.log_path) else {
+            return Vec::new();
+        };
+        let mut buf = Vec::new();
+        if file.seek(std::io::SeekFrom::Start(self.log_start)).is_err()
+            || file.take(max_bytes).read_to_end(&mut buf).is_err()
+        {
+            return Vec::new();
+        }
+        String::from_utf8_lossy(&buf)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// After the process exited: removes its record and returns the log lines this
     /// attempt wrote (at most [`EXIT_TAIL_LINES`]). Dropping the handle is then a no-op.
     pub(crate) fn retire(&mut self) -> Vec<String> {

@@ -53,6 +53,11 @@ pub(crate) trait Instance: Send + Sync + 'static {
     fn exited(&self) -> BoxFuture<'_, String>;
     fn log_tail(&self) -> Vec<String>;
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()>;
+    /// How many connections the server can take at once, if it has a fixed number of
+    /// HTTP threads ([`Server::max_connections`]); the model's pool holds no more.
+    fn max_connections(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl Instance for Server {
@@ -78,6 +83,10 @@ impl Instance for Server {
 
     fn log_tail(&self) -> Vec<String> {
         Server::log_tail(self, EXIT_TAIL_LINES).unwrap_or_default()
+    }
+
+    fn max_connections(&self) -> Option<usize> {
+        Server::max_connections(self)
     }
 
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
@@ -658,7 +667,11 @@ impl Models {
                 v
             });
         Running {
-            pool: Pool::new(instance.endpoint(), crate::DEFAULT_CONNECT_TIMEOUT),
+            pool: Pool::new(
+                instance.endpoint(),
+                crate::DEFAULT_CONNECT_TIMEOUT,
+                instance.max_connections(),
+            ),
             auth,
             pid: instance.pid(),
             server_id: instance.server_id().map(str::to_owned),
@@ -943,7 +956,11 @@ mod tests {
         for (slot, (_, state)) in table.slots.iter_mut().zip(estimates_and_states) {
             let running = || {
                 Phase::Ready(Arc::new(Running {
-                    pool: Pool::new(&Endpoint::unix("/nonexistent.sock"), Duration::from_secs(1)),
+                    pool: Pool::new(
+                        &Endpoint::unix("/nonexistent.sock"),
+                        Duration::from_secs(1),
+                        None,
+                    ),
                     auth: None,
                     pid: None,
                     server_id: None,

@@ -624,11 +624,7 @@ fn spare(running: &Arc<Running>) {
         return;
     };
     let running = Arc::clone(running);
-    runtime.spawn(async move {
-        if let Ok(sender) = running.pool.connect().await {
-            running.pool.put(sender);
-        }
-    });
+    runtime.spawn(async move { running.pool.spare().await });
 }
 
 impl Upstream {
