@@ -34,8 +34,9 @@ struct Inner {
 /// Typed async client for one `llama-server`.
 ///
 /// Cheap to clone; clones share the connection pool. Any number of requests may run
-/// concurrently (each takes its own pooled connection), and an error answer leaves the
-/// connection reusable. Every wait is bounded: connecting, each request (by default
+/// concurrently (each takes its own pooled connection; beyond
+/// [`ClientBuilder::max_connections`], when set, they wait for one), and an error answer
+/// leaves the connection reusable. Every wait is bounded: connecting, each request (by default
 /// [`DEFAULT_REQUEST_TIMEOUT`], [`ClientBuilder::timeout`], [`Client::with_timeout`];
 /// requests that never generate get the shorter quick timeout, `/health` its own), and
 /// silence inside a stream; and every buffer is capped (see [`ClientLimits`]).

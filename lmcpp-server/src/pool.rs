@@ -372,6 +372,12 @@ impl Pool {
     fn waiting(&self) -> usize {
         self.lock().waiters.len()
     }
+
+    /// How many more connections the cap allows now; `None` without a cap.
+    #[cfg(test)]
+    pub(crate) fn free_slots(&self) -> Option<usize> {
+        self.slots.as_ref().map(|s| s.available_permits())
+    }
 }
 
 /// The sender of an idle connection if it is fresh and still open, once it is ready.

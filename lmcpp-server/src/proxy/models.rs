@@ -1108,4 +1108,41 @@ mod tests {
             ])
         );
     }
+
+    /// A server with a fixed number of connections, as an older llama-server reports.
+    struct Capped(Endpoint);
+
+    impl Instance for Capped {
+        fn endpoint(&self) -> &Endpoint {
+            &self.0
+        }
+        fn api_key(&self) -> Option<&str> {
+            None
+        }
+        fn pid(&self) -> Option<u32> {
+            None
+        }
+        fn server_id(&self) -> Option<&str> {
+            None
+        }
+        fn exited(&self) -> BoxFuture<'_, String> {
+            Box::pin(std::future::pending())
+        }
+        fn log_tail(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
+            Box::pin(async {})
+        }
+        fn max_connections(&self) -> Option<usize> {
+            Some(3)
+        }
+    }
+
+    #[test]
+    fn a_models_pool_holds_no_more_connections_than_its_server_takes() {
+        let models = models(&[(1, S::Stopped)], 10);
+        let capped = models.running(&Capped(Endpoint::unix("/nonexistent.sock")), 1);
+        assert_eq!(capped.pool.free_slots(), Some(3));
+    }
 }
