@@ -94,18 +94,22 @@ impl ClientBuilder {
     }
 
     /// Holds at most `n` connections to the server (in use and idle; at least 1); a
-    /// request beyond them waits, first come first served, for one to be free or to close
-    /// (within its request timeout). Default: no cap.
+    /// request beyond them waits, first come first served, for one to be free or to close,
+    /// and after 5 s connects beyond the cap (so a caller holding every connection itself,
+    /// say a request inside the loops of `n` open streams, is slowed, never hung).
+    /// Default: no cap.
     ///
-    /// Older llama-server versions (before the dynamic HTTP thread pool, e.g. llama.cpp
-    /// 4227c9b) serve a fixed number of connections, one per HTTP thread (logged at
-    /// start as `http threads: N`), and keep each thread on its connection until the
-    /// connection has been idle for 5 s. Without a cap, a burst of more concurrent
-    /// requests than threads opens connections the server does not serve until one of
-    /// this client's idle connections times out: 16 requests then took 10-20 s instead of
-    /// 0.2 s. A client of a server lmcpp launched ([`Server::client`](crate::Server::client))
-    /// gets the cap from that log line, `N - 2` (leaving two threads for health probes
-    /// and other clients); set it here for such a server started elsewhere.
+    /// llama-server (cpp-httplib) keeps each HTTP thread on its connection until the
+    /// connection has been idle for 5 s. Older versions (e.g. llama.cpp 4227c9b) have a
+    /// fixed number of threads; newer ones add threads only when none is idle at the
+    /// moment a connection arrives, which a burst outruns. Without a cap, a burst of more
+    /// concurrent requests than threads opens connections the server does not serve
+    /// until one of this client's idle connections times out: 16 requests took 10-20 s
+    /// instead of 0.2 s on 4227c9b, and 5 or 10 s in some runs on b11312. A server lmcpp
+    /// launches is told its threads (`--threads-http`, unless given) and
+    /// [`Server::client`](crate::Server::client) holds one connection fewer, leaving a
+    /// thread for health probes and other clients; set it here for a server started
+    /// elsewhere, from its `--threads-http` (or the `http threads: N` it logs).
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = Some(n.max(1));
         self

@@ -37,6 +37,11 @@ use tower_service::Service as _;
 
 use crate::endpoint::Endpoint;
 
+/// How long a request waits at the cap before it opens a connection beyond it:
+/// cpp-httplib's keep-alive idle timeout, after which a thread held by an idle
+/// connection would have been freed anyway.
+const CAP_WAIT: Duration = Duration::from_secs(5);
+
 /// The request body type of every connection.
 pub(crate) type Body = Full<Bytes>;
 
@@ -125,6 +130,8 @@ pub(crate) struct Pool {
     shared: Mutex<Shared>,
     /// The cap: one permit per open connection, held by the connection's task.
     slots: Option<Arc<Semaphore>>,
+    /// How long a request waits at the cap ([`CAP_WAIT`]).
+    cap_wait: Duration,
 }
 
 impl Pool {
@@ -164,6 +171,7 @@ impl Pool {
             host,
             shared: Mutex::new(Shared::default()),
             slots: max_connections.map(|n| Arc::new(Semaphore::new(n.max(1)))),
+            cap_wait: CAP_WAIT,
         }
     }
 
@@ -259,9 +267,17 @@ impl Pool {
                 Ok(idle) => return Waited::Idle(idle),
                 // Only the pool holds the sender, and it sends or drops it only by
                 // taking it from the queue; wait for a slot all the same.
-                Err(_) => Arc::clone(slots).acquire_owned().await,
+                Err(_) => tokio::time::timeout(self.cap_wait, Arc::clone(slots).acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
             },
-            permit = Arc::clone(slots).acquire_owned() => permit,
+            permit = Arc::clone(slots).acquire_owned() => permit.ok(),
+            // Past the wait, a connection beyond the cap: at worst it waits in the server's
+            // backlog as it would without a cap, where waiting here for ever would hang a
+            // caller that holds every connection itself (a request made inside the loop of
+            // as many open streams as the cap).
+            () = tokio::time::sleep(self.cap_wait) => None,
         };
         // A connection may have been handed over at the same moment: take it rather than
         // let it close unused, and give the slot to the next waiter.
@@ -269,8 +285,9 @@ impl Pool {
         if let Ok(idle) = rx.try_recv() {
             return Waited::Idle(idle);
         }
-        // The semaphore is never closed; were it, the cap would be gone.
-        Waited::Slot(permit.ok())
+        // `None`: past the wait (the semaphore is never closed), a connection that no
+        // slot counts.
+        Waited::Slot(permit)
     }
 
     /// The warmest idle sender that is still open, discarding closed and stale ones.
@@ -638,6 +655,29 @@ mod tests {
             .await
             .expect("the waiter gets the freed slot")
             .unwrap();
+    }
+
+    /// A caller that holds every connection of the pool and makes one more request (a
+    /// request inside a stream's loop) is not left waiting for ever: past the wait at
+    /// the cap, it opens a connection beyond it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_at_the_cap_connects_beyond_it_after_the_wait() {
+        let fake = Fake::start(2);
+        let mut pool = Pool::new(
+            &Endpoint::unix(&fake.socket),
+            Duration::from_secs(10),
+            Some(1),
+        );
+        pool.cap_wait = Duration::from_millis(300);
+        let pool = Arc::new(pool);
+        let (res, held) = send(&pool, "/hang").await;
+        let started = std::time::Instant::now();
+        tokio::time::timeout(BUDGET, fetch(&pool, "/"))
+            .await
+            .expect("the second request is served past the wait at the cap");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert_eq!(fake.accepted(), 2);
+        drop((res, held));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,11 +56,30 @@ fn http_threads(line: &str) -> Option<usize> {
     rest.trim_end().parse().ok()
 }
 
+/// The `--threads-http` lmcpp passes when none is given: llama.cpp's own default,
+/// `max(n_parallel + 2, cores - 1)` (with the 4 slots recent versions default to), made
+/// explicit so that the clients know it. Recent versions start that many threads and add
+/// more on demand, but only when none is idle at the moment a connection arrives: in a
+/// burst, connections still queue behind threads that idle keep-alive connections hold
+/// for 5 s (seen as 5 and 10 s stalls of 16 first requests through the proxy on
+/// b11312), which the cap derived from this number prevents.
+fn default_http_threads(parallel: Option<i64>) -> usize {
+    let slots = parallel
+        .and_then(|p| usize::try_from(p).ok())
+        .filter(|&p| p > 0)
+        .unwrap_or(4);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (slots + 2).max(cores.saturating_sub(1))
+}
+
 /// The connections lmcpp's clients hold to a server with `threads` fixed HTTP threads:
-/// two fewer, which leaves threads for health probes and other clients, as the `+ 2` of
-/// llama.cpp's own default (`max(n_parallel + 2, cores - 1)`) intends; at least one.
+/// one fewer, which leaves a thread for health probes and other clients; at least one.
+/// (Two fewer, as the `+ 2` of llama.cpp's own default `max(n_parallel + 2, cores - 1)`
+/// might suggest, leaves one connection for a server of one slot on a small machine: a
+/// request made while a stream is open would then wait for the stream to end, where the
+/// server itself answers it on a spare thread.)
 fn connection_cap(threads: usize) -> usize {
-    threads.saturating_sub(2).max(1)
+    threads.saturating_sub(1).max(1)
 }
 
 /// What `llama-server` prints when it aborts because a worker went away.
@@ -380,8 +399,33 @@ impl Plan {
         Ok(Endpoint::http(connect_host(bind).to_string(), port))
     }
 
+    /// The HTTP threads the server starts with when lmcpp knows the number: the typed
+    /// `threads_http` given, else the default lmcpp passes ([`default_http_threads`]) if
+    /// the binary takes `--threads-http`; `None` when the raw `extra` arguments set it.
+    fn http_threads(&self) -> Option<usize> {
+        let args = &self.opts.args;
+        if let Some(n) = args.threads_http {
+            return usize::try_from(n).ok().filter(|&n| n > 0);
+        }
+        let in_extra = args
+            .extra
+            .iter()
+            .any(|a| a == "--threads-http" || a.starts_with("--threads-http="));
+        let accepted = self
+            .opts
+            .flags
+            .as_ref()
+            .is_none_or(|f| f.accepts("--threads-http"));
+        (!in_extra && accepted).then(|| default_http_threads(args.parallel))
+    }
+
     fn argv(&self, endpoint: &Endpoint) -> Result<(Vec<String>, EnvVars)> {
         let mut args = self.opts.args.clone();
+        if args.threads_http.is_none()
+            && let Some(n) = self.http_threads()
+        {
+            args.threads_http = i64::try_from(n).ok();
+        }
         if self.opts.models_dir.is_some() {
             args.model = None;
             args.models_dir = Some(self.model.clone());
@@ -454,15 +498,17 @@ struct Attempt {
 }
 
 impl Attempt {
-    /// Once the server is ready: caps its client's connections if it logged a fixed
-    /// number of HTTP threads. The client is replaced, and with it the pool the health
-    /// probes used, whose idle connection would otherwise keep one of those threads.
+    /// Once the server is ready: caps its client's connections to one fewer than its
+    /// HTTP threads, as logged (older versions) or as passed. The client is replaced, and
+    /// with it the pool the health probes used, whose idle connection would otherwise
+    /// keep one of those threads.
     fn cap_connections(&mut self, plan: &Plan) {
         let threads = self
             .process
             .log_head(HTTP_THREADS_SEARCH_BYTES)
             .iter()
-            .find_map(|line| http_threads(line));
+            .find_map(|line| http_threads(line))
+            .or_else(|| plan.http_threads());
         let Some(threads) = threads else {
             return;
         };
@@ -470,7 +516,7 @@ impl Attempt {
         tracing::debug!(
             threads,
             cap,
-            "llama-server has a fixed HTTP thread pool; capping connections"
+            "capping connections to llama-server's HTTP threads"
         );
         self.max_connections = Some(cap);
         self.client = plan.client(&self.process.record().endpoint, Some(cap));
@@ -609,10 +655,11 @@ impl Server {
         self.current.client.clone()
     }
 
-    /// How many connections [`Server::client`] holds at most: for a llama-server with a
-    /// fixed number of HTTP threads (older versions, which log `http threads: N` at
-    /// start), two fewer than those threads; `None` (no cap) for one that grows its
-    /// threads on demand, and before the server is ready. See
+    /// How many connections [`Server::client`] holds at most: one fewer than the
+    /// server's HTTP threads, which lmcpp passes as `--threads-http` unless the arguments
+    /// set it (or which an older version logs as `http threads: N`); `None` when the
+    /// number is not known (a binary without `--threads-http`, or the flag among the raw
+    /// `extra` arguments), and before the server is ready. See
     /// [`ClientBuilder::max_connections`](crate::ClientBuilder::max_connections).
     pub fn max_connections(&self) -> Option<usize> {
         self.current.max_connections
@@ -840,11 +887,11 @@ mod tests {
             // 4227c9b: a fixed pool of max(n_parallel + 2, cores - 1) = 3 threads.
             (
                 "main: HTTP server is listening, hostname: /tmp/h14logs/old.sock, port: 8080, http threads: 3",
-                Some(1),
+                Some(2),
             ),
             (
                 "main: HTTP server is listening, hostname: 127.0.0.1, port: 40123, http threads: 15",
-                Some(13),
+                Some(14),
             ),
             (
                 "main: HTTP server is listening, hostname: x, port: 1, http threads: 1",
