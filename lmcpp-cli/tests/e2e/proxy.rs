@@ -93,6 +93,30 @@ fn inspect_estimates_the_demo_model_from_its_metadata() {
 /// A running `lmcpp serve` that is SIGKILLed if a test fails before it does.
 pub(crate) struct Serving(pub(crate) Child);
 
+impl Serving {
+    /// Starts `lmcpp serve <args>` (which must serve over `--http`) and reads its first
+    /// line, `<id> http://127.0.0.1:<port>`, printed once the proxy listens.
+    pub(crate) fn http(env: &Env, args: &[&str]) -> (Self, String, u16) {
+        let mut child = env
+            .cmd(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let serving = Self(child);
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let (id, port) = line
+            .trim()
+            .split_once(" http://127.0.0.1:")
+            .and_then(|(id, port)| Some((id.to_owned(), port.parse().ok()?)))
+            .unwrap_or_else(|| panic!("no `<id> http://127.0.0.1:<port>` line: {line:?}"));
+        (serving, id, port)
+    }
+}
+
 impl Drop for Serving {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -135,25 +159,13 @@ fn two_aliases_behind_one_endpoint_and_no_orphans_after_sigkill() {
     let b = format!("b={}", env.model());
     // Two slots of 2048 each, so the log line the estimate is checked against is not the
     // server's automatic default.
-    let mut child = env
-        .cmd(&[
+    let (serving, id, port) = Serving::http(
+        &env,
+        &[
             "serve", "--model", &a, "--model", &b, "--http", "--", "-c", "4096", "-np", "2",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let serving = Serving(child);
-    // The first line is `<id> http://127.0.0.1:<port>` once the proxy listens.
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let (id, url) = line
-        .trim()
-        .split_once(' ')
-        .unwrap_or_else(|| panic!("{line:?}"));
-    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+        ],
+    );
+    let id = id.as_str();
     let endpoint = Endpoint::Http {
         host: "127.0.0.1".into(),
         port,

@@ -281,7 +281,7 @@ fn a_detached_proxy_logs_each_line_once() {
 }
 
 /// `alias:state` of each model of the proxy `id`, as `lmcpp ps --json` reports them.
-fn model_states(env: &Env, id: &str) -> Vec<String> {
+pub(crate) fn model_states(env: &Env, id: &str) -> Vec<String> {
     let ps = env.json(&["ps"]);
     let proxy = ps
         .as_array()

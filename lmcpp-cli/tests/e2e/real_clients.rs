@@ -7,9 +7,8 @@
 //! The demo model has random weights, so these tests check shapes, ids, types and counts,
 //! and that two ways of asking for the same greedy generation agree, never the text itself.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use async_openai::Client;
@@ -496,23 +495,10 @@ impl ServedProxy {
             ),
         )
         .unwrap();
-        let mut child = env
-            .cmd(&["serve", "--config", config.to_str().unwrap(), "--http"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let serving = crate::proxy::Serving(child);
-        // The first line is `<id> http://127.0.0.1:<port>` once the proxy listens.
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let (id, port) = line
-            .trim()
-            .split_once(" http://127.0.0.1:")
-            .and_then(|(id, port)| Some((id.to_owned(), port.parse().ok()?)))
-            .unwrap_or_else(|| panic!("no `<id> http://127.0.0.1:<port>` line: {line:?}"));
+        let (serving, id, port) = crate::proxy::Serving::http(
+            &env,
+            &["serve", "--config", config.to_str().unwrap(), "--http"],
+        );
         Self {
             _serving: serving,
             env,
@@ -534,19 +520,7 @@ impl ServedProxy {
 
     /// `alias:state` of each model, in the config's order, as `lmcpp ps` reports them.
     fn states(&self) -> Vec<String> {
-        let entry = self.entry();
-        entry["models"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no models: {entry}"))
-            .iter()
-            .map(|m| {
-                format!(
-                    "{}:{}",
-                    m["alias"].as_str().unwrap(),
-                    m["state"].as_str().unwrap()
-                )
-            })
-            .collect()
+        crate::proxy_target::model_states(&self.env, &self.id)
     }
 }
 
