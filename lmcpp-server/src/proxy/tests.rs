@@ -773,7 +773,7 @@ async fn bodies_and_heads_over_the_caps_are_refused() {
 /// Writes `request` on a new connection and reads what comes back.
 async fn raw_exchange(socket: &std::path::Path, request: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let mut stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
     // The server may answer and close before reading everything.
     let _ = stream.write_all(request.as_bytes()).await;
     let mut out = vec![0; 256];
@@ -1205,7 +1205,7 @@ proptest::proptest! {
 /// closed the connection).
 async fn raw_bytes_exchange(socket: &std::path::Path, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let mut stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
     let _ = stream.write_all(request).await;
     let _ = stream.shutdown().await;
     let mut out = Vec::new();
@@ -1215,18 +1215,24 @@ async fn raw_bytes_exchange(socket: &std::path::Path, request: &[u8]) -> String 
     String::from_utf8_lossy(&out).into_owned()
 }
 
-#[tokio::test]
-async fn a_client_that_stops_reading_is_dropped_after_the_write_stall_timeout() {
+/// A proxy of the one model `a` (estimate 1) configured by `configure`, its fake start,
+/// and the proxy's socket, for tests that speak raw HTTP/1 to it.
+async fn socket_rig(
+    configure: impl FnOnce(&mut ProxyOptions),
+) -> (Arc<FakeStart>, Rig, std::path::PathBuf) {
     let start = FakeStart::new("a");
-    let rig = rig(
-        |o| o.write_stall_timeout = Duration::from_millis(300),
-        vec![(spec("a", 1), Arc::clone(&start))],
-    )
-    .await;
-    let crate::Endpoint::Unix { socket } = rig.proxy.endpoint() else {
+    let rig = rig(configure, vec![(spec("a", 1), Arc::clone(&start))]).await;
+    let crate::Endpoint::Unix { socket } = rig.proxy.endpoint().clone() else {
         panic!("the rig listens on a socket")
     };
-    let mut client = tokio::net::UnixStream::connect(socket).await.unwrap();
+    (start, rig, socket)
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_after_the_write_stall_timeout() {
+    let (start, rig, socket) =
+        socket_rig(|o| o.write_stall_timeout = Duration::from_millis(300)).await;
+    let mut client = tokio::net::UnixStream::connect(&socket).await.unwrap();
     let body = r#"{"model":"a"}"#;
     let request = format!(
         "POST /flood HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{body}",
@@ -1253,22 +1259,15 @@ async fn a_client_that_stops_reading_is_dropped_after_the_write_stall_timeout() 
 #[tokio::test]
 async fn a_request_body_that_stops_arriving_is_answered_408_and_a_slow_one_is_served() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let start = FakeStart::new("a");
-    let rig = rig(
-        |o| o.read_stall_timeout = Duration::from_millis(300),
-        vec![(spec("a", 1), Arc::clone(&start))],
-    )
-    .await;
-    let crate::Endpoint::Unix { socket } = rig.proxy.endpoint() else {
-        panic!("the rig listens on a socket")
-    };
+    let (start, _rig, socket) =
+        socket_rig(|o| o.read_stall_timeout = Duration::from_millis(300)).await;
     let body = br#"{"model":"a","prompt":"x"}"#;
     let head = format!(
         "POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
 
-    let mut stalled = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let mut stalled = tokio::net::UnixStream::connect(&socket).await.unwrap();
     stalled.write_all(head.as_bytes()).await.unwrap();
     stalled.write_all(&body[..5]).await.unwrap();
     // Nothing more is sent; the connection stays open on this side.
@@ -1286,7 +1285,7 @@ async fn a_request_body_that_stops_arriving_is_answered_408_and_a_slow_one_is_se
     assert!(out.contains("stopped arriving"), "{out}");
     assert_eq!(start.starts(), 0);
 
-    let mut slow = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let mut slow = tokio::net::UnixStream::connect(&socket).await.unwrap();
     slow.write_all(head.as_bytes()).await.unwrap();
     // 26 bytes, one every 50 ms: 1.3 s in all, over four times the stall timeout.
     for byte in body {
