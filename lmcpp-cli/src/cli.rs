@@ -344,7 +344,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
     pub(crate) rpc: Vec<String>,
     /// Seconds to wait for the server to become ready (with several models: how long a
-    /// request waits for its model to load).
+    /// request waits for its model to load, a 503 then while the start goes on; a model
+    /// server may take up to `start_timeout` of the config, 1 hour by default).
     #[arg(long, default_value_t = 120)]
     pub(crate) ready_timeout: u64,
     #[command(flatten)]

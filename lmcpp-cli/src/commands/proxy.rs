@@ -209,6 +209,7 @@ fn plan(args: &ServeArgs) -> Result<Plan> {
             http: false,
             port: None,
             load_timeout: Duration::from_secs(args.ready_timeout),
+            start_timeout: config::DEFAULT_START_TIMEOUT,
             api_key_env: None,
             models: config::models_from_args(&args.model, |p| Path::new(p).is_file())?,
         },
@@ -340,7 +341,7 @@ async fn model_spec(
         alias: model.alias.clone(),
         request,
         args: server_args(model, args),
-        ready_timeout: plan.load_timeout,
+        ready_timeout: model.start_timeout.unwrap_or(plan.start_timeout),
         no_mmproj: args.no_mmproj,
         log: Arc::clone(log),
     };

@@ -556,3 +556,44 @@ fn a_budget_for_one_model_stops_the_idle_one_to_start_the_other() {
         assert_eq!(states(), want, "after a request to {alias}");
     }
 }
+
+/// A model's start-up limit is its `start_timeout`, not how long a request waits
+/// (`load_timeout`): a start limited to 1 ms fails at once with the ready timeout named,
+/// although requests may wait a minute; the model with none starts as usual.
+#[test]
+fn a_models_start_is_limited_by_its_start_timeout_not_by_the_load_timeout() {
+    let env = Env::new();
+    let demo = env.model();
+    let config = env.dir.path().join("lmcpp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "load_timeout = \"1m\"\n\n\
+             [[models]]\nalias = \"hasty\"\nmodel = \"{demo}\"\nstart_timeout = \"1ms\"\n\n\
+             [[models]]\nalias = \"calm\"\nmodel = \"{demo}\"\n"
+        ),
+    )
+    .unwrap();
+    let (_serving, _id, port) = Serving::http(
+        &env,
+        &["serve", "--config", config.to_str().unwrap(), "--http"],
+    );
+    let client = Client::new(Endpoint::Http {
+        host: "127.0.0.1".into(),
+        port,
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let chat = |alias: &str| {
+        let mut req = ChatCompletionRequest::new(vec![ChatMessage::user("Hi")]).max_tokens(2);
+        req.model = Some(alias.to_owned());
+        rt.block_on(client.chat_completions(&req))
+    };
+    let started = Instant::now();
+    let err = chat("hasty").unwrap_err().to_string();
+    assert!(
+        err.contains("could not be started") && err.contains("did not become ready within 1ms"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30), "{err}");
+    assert_eq!(chat("calm").unwrap().model, "calm");
+}

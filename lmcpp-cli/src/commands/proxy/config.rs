@@ -10,6 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lmcpp::server::{DEFAULT_KEEP_ALIVE, DEFAULT_LOAD_TIMEOUT};
+
+/// How long a model server may take to become ready before its start fails, unless the
+/// config says otherwise: long, so that a slow load (a large model from a slow disk) is
+/// not killed and retried for ever, as a start-up limit equal to how long a request waits
+/// would do; a request gives up after `load_timeout` while the start goes on.
+pub(crate) const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 use lmcpp::types::args::FlagInfo;
 use serde::Deserialize;
 use toml::Spanned;
@@ -28,8 +34,11 @@ pub(crate) struct Plan {
     pub(crate) http: bool,
     /// The port for `http` (`None`: a free one).
     pub(crate) port: Option<u16>,
-    /// How long a request waits for its model to load.
+    /// How long a request waits for its model to load (a 503 then; the start goes on).
     pub(crate) load_timeout: Duration,
+    /// How long a model server may take to become ready before its start fails, for
+    /// the models that set none.
+    pub(crate) start_timeout: Duration,
     /// The environment variable holding the proxy's API key, if the config names one.
     pub(crate) api_key_env: Option<String>,
     /// The models, in order.
@@ -65,6 +74,8 @@ pub(crate) struct ModelPlan {
     pub(crate) pinned: bool,
     /// The memory to count instead of the estimate from the GGUF metadata.
     pub(crate) memory: Option<u64>,
+    /// Its own start-up limit (`None`: the plan's).
+    pub(crate) start_timeout: Option<Duration>,
 }
 
 /// A memory budget as written: bytes, or a share of the machine's RAM.
@@ -101,6 +112,7 @@ struct File {
     transport: Option<Spanned<String>>,
     port: Option<u16>,
     load_timeout: Option<Spanned<DurationText>>,
+    start_timeout: Option<Spanned<DurationText>>,
     api_key_env: Option<Spanned<String>>,
     keep_alive: Option<Spanned<DurationText>>,
     #[serde(default)]
@@ -125,6 +137,7 @@ struct ModelEntry {
     #[serde(default)]
     pinned: bool,
     memory: Option<Spanned<String>>,
+    start_timeout: Option<Spanned<DurationText>>,
 }
 
 /// A duration as TOML allows writing it: `"5m"`, `"90s"`, `"1h30m"`, `"0"`, or an integer
@@ -191,17 +204,11 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<Plan, BadInput> {
         .transpose()?;
     let load_timeout = match &file.load_timeout {
         None => DEFAULT_LOAD_TIMEOUT,
-        Some(t) => match t.get_ref().parse() {
-            Ok(d) if !d.is_zero() => d,
-            Ok(_) => {
-                return Err(at(
-                    t.span(),
-                    "load_timeout",
-                    "must be longer than 0 (e.g. \"5m\")".to_owned(),
-                ));
-            }
-            Err(p) => return Err(at(t.span(), "load_timeout", p)),
-        },
+        Some(t) => positive(t.get_ref()).map_err(|p| at(t.span(), "load_timeout", p))?,
+    };
+    let start_timeout = match &file.start_timeout {
+        None => DEFAULT_START_TIMEOUT,
+        Some(t) => positive(t.get_ref()).map_err(|p| at(t.span(), "start_timeout", p))?,
     };
     let api_key_env = match &file.api_key_env {
         Some(v) if !is_env_name(v.get_ref()) => {
@@ -232,6 +239,7 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<Plan, BadInput> {
         http,
         port: file.port,
         load_timeout,
+        start_timeout,
         api_key_env,
         models,
     })
@@ -284,6 +292,11 @@ fn model_plan(
         None => default_keep_alive,
         Some(k) => keep_alive(k.get_ref()).map_err(|p| at(k.span(), &key("keep_alive"), p))?,
     };
+    let start_timeout = m
+        .start_timeout
+        .as_ref()
+        .map(|t| positive(t.get_ref()).map_err(|p| at(t.span(), &key("start_timeout"), p)))
+        .transpose()?;
     let memory = m
         .memory
         .as_ref()
@@ -336,7 +349,16 @@ fn model_plan(
         keep_alive,
         pinned: m.pinned,
         memory,
+        start_timeout,
     })
+}
+
+/// A duration that must not be 0 (a timeout).
+fn positive(text: &DurationText) -> Result<Duration, String> {
+    match text.parse()? {
+        d if d.is_zero() => Err("must be longer than 0 (e.g. \"5m\")".to_owned()),
+        d => Ok(d),
+    }
 }
 
 /// The `[[models]]` keys that set a llama-server flag themselves, with the `ServerArgs`
@@ -578,6 +600,7 @@ memory_budget = "12GiB"
 transport = "http"
 port = 8080
 load_timeout = "2m"
+start_timeout = "2h"
 api_key_env = "MY_PROXY_KEY"
 keep_alive = "10m"
 
@@ -599,6 +622,7 @@ embeddings = true
 pooling = "mean"
 keep_alive = "0"
 memory = "1GiB"
+start_timeout = "90s"
 "#;
 
     #[test]
@@ -608,6 +632,7 @@ memory = "1GiB"
         assert!(plan.http);
         assert_eq!(plan.port, Some(8080));
         assert_eq!(plan.load_timeout, Duration::from_secs(120));
+        assert_eq!(plan.start_timeout, Duration::from_secs(7200));
         assert_eq!(plan.api_key_env.as_deref(), Some("MY_PROXY_KEY"));
         assert_eq!(
             plan.models[0],
@@ -633,6 +658,8 @@ memory = "1GiB"
         assert_eq!(embed.pooling.as_deref(), Some("mean"));
         assert_eq!(embed.keep_alive, None, "0 means never stop");
         assert_eq!(embed.memory, Some(1 << 30));
+        assert_eq!(embed.start_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(plan.models[0].start_timeout, None, "the plan's");
     }
 
     #[test]
@@ -641,6 +668,9 @@ memory = "1GiB"
         assert_eq!(plan.memory_budget, None);
         assert!(!plan.http);
         assert_eq!(plan.load_timeout, DEFAULT_LOAD_TIMEOUT);
+        // A slow load is not killed at a request's wait: the start may take far longer.
+        assert_eq!(plan.start_timeout, DEFAULT_START_TIMEOUT);
+        assert!(plan.start_timeout > 10 * plan.load_timeout);
         assert_eq!(plan.models[0].keep_alive, Some(DEFAULT_KEEP_ALIVE));
         assert!(!plan.models[0].pinned);
     }
@@ -684,6 +714,14 @@ memory = "1GiB"
             (
                 format!("load_timeout = \"soon\"\n{m}"),
                 &["line 1", "not a duration", "5m"],
+            ),
+            (
+                format!("start_timeout = \"0\"\n{m}"),
+                &["line 1", "start_timeout", "longer than 0"],
+            ),
+            (
+                format!("{m}start_timeout = \"later\"\n"),
+                &["line 4", "models[0].start_timeout", "not a duration"],
             ),
             (
                 format!("api_key_env = \"sk-secret value\"\n{m}"),
@@ -850,7 +888,7 @@ memory = "1GiB"
             let token = prop_oneof![
                 Just("[[models]]\n".to_owned()),
                 Just("[models]\n".to_owned()),
-                "(alias|model|keep_alive|memory_budget|memory|port|transport|args|pinned|ctx_size|load_timeout|api_key_env|backend) = ",
+                "(alias|model|keep_alive|memory_budget|memory|port|transport|args|pinned|ctx_size|load_timeout|start_timeout|api_key_env|backend) = ",
                 "\"[a-z0-9%. /=:-]{0,12}\"\n",
                 any::<i64>().prop_map(|n| format!("{n}\n")),
                 Just("true\n".to_owned()),
