@@ -499,16 +499,18 @@ struct Attempt {
 
 impl Attempt {
     /// Once the server is ready: caps its client's connections to one fewer than its
-    /// HTTP threads, as logged (older versions) or as passed. The client is replaced, and
-    /// with it the pool the health probes used, whose idle connection would otherwise
-    /// keep one of those threads.
+    /// HTTP threads, as passed or, when lmcpp passed none, as logged (older versions).
+    /// The client is replaced, and with it the pool the health probes used, whose idle
+    /// connection would otherwise keep one of those threads.
     fn cap_connections(&mut self, plan: &Plan) {
-        let threads = self
-            .process
-            .log_head(HTTP_THREADS_SEARCH_BYTES)
-            .iter()
-            .find_map(|line| http_threads(line))
-            .or_else(|| plan.http_threads());
+        // The number lmcpp passed needs no log read; only a server started without it
+        // (a binary without the flag, or the flag among the raw arguments) is asked.
+        let threads = plan.http_threads().or_else(|| {
+            self.process
+                .log_head(HTTP_THREADS_SEARCH_BYTES)
+                .iter()
+                .find_map(|line| http_threads(line))
+        });
         let Some(threads) = threads else {
             return;
         };

@@ -91,6 +91,25 @@ async fn streamed_completion_and_chat_concatenate_to_the_plain_result() {
     }
 }
 
+/// `--threads-http` among the raw arguments is not counted by lmcpp: the cap then comes
+/// from the `http threads: N` an older llama.cpp logs, and a newer one (no such line)
+/// gets none.
+#[tokio::test]
+async fn threads_set_in_raw_arguments_are_read_from_the_log_of_an_older_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = launch(dir.path(), TransportChoice::Unix, |a| {
+        a.extra = vec!["--threads-http".into(), "3".into()];
+    })
+    .await;
+    let expected = if crate::support::pinned() {
+        None
+    } else {
+        Some(2)
+    };
+    assert_eq!(server.max_connections(), expected);
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn sixteen_concurrent_completions_on_four_slots() {
     let dir = tempfile::tempdir().unwrap();
