@@ -70,11 +70,7 @@ pub(crate) async fn follow(
 ) -> std::convert::Infallible {
     loop {
         match events.recv().await {
-            Ok(event) => {
-                if let Some(line) = line(&event) {
-                    log.line(line);
-                }
-            }
+            Ok(event) => write(log, &event),
             Err(RecvError::Lagged(missed)) => log.line(lagged(missed)),
             // Only once the proxy is gone, which this process does after following.
             Err(RecvError::Closed) => return std::future::pending().await,
@@ -95,14 +91,17 @@ pub(crate) async fn while_stopping<T>(
     };
     loop {
         match events.try_recv() {
-            Ok(event) => {
-                if let Some(line) = line(&event) {
-                    log.line(line);
-                }
-            }
+            Ok(event) => write(log, &event),
             Err(TryRecvError::Lagged(missed)) => log.line(lagged(missed)),
             Err(TryRecvError::Empty | TryRecvError::Closed) => return done,
         }
+    }
+}
+
+/// Writes the line for `event`, if it is this log's to write.
+fn write(log: &ProxyLog, event: &ModelEvent) {
+    if let Some(line) = line(event) {
+        log.line(line);
     }
 }
 
