@@ -97,13 +97,6 @@ const LAUNCH_RUNS: usize = 9;
 const TTFC_RUNS: usize = 60;
 const TOKENIZE_BODY: &str = r#"{"content":"The quick brown fox jumps over the lazy dog"}"#;
 
-fn paths() -> PreparedPaths {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root");
-    PreparedPaths::load(root).unwrap_or_else(|e| panic!("{e}"))
-}
-
 fn options(paths: &PreparedPaths, dir: &Path) -> LaunchOptions {
     let mut opts = LaunchOptions::new(&paths.llama_server, &paths.demo_model);
     opts.runtime_dir = Some(dir.join("run"));
@@ -483,7 +476,7 @@ async fn proxied_first_ms(paths: &PreparedPaths, dir: &Path) -> f64 {
 }
 
 async fn run() {
-    let paths = paths();
+    let paths = lmcpp_test_support::prepared();
     let dir = tempfile::tempdir().unwrap();
     let proxy = ProxyThread::start(&paths, dir.path()).await;
     let through = proxy.client.clone();

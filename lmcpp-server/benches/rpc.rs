@@ -20,13 +20,6 @@ const N_PREDICT: i32 = 128;
 /// Measured runs per configuration (after one warm-up).
 const RUNS: usize = 7;
 
-fn paths() -> PreparedPaths {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root");
-    PreparedPaths::load(root).unwrap_or_else(|e| panic!("{e}"))
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -86,7 +79,7 @@ fn main() {
         );
         return;
     }
-    let paths = paths();
+    let paths = lmcpp_test_support::prepared();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root");

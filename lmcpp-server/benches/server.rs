@@ -25,13 +25,6 @@ const LAUNCH_RUNS: usize = 5;
 const TTFC_RUNS: usize = 30;
 const TOKENIZE_BODY: &str = r#"{"content":"The quick brown fox jumps over the lazy dog"}"#;
 
-fn paths() -> PreparedPaths {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root");
-    PreparedPaths::load(root).unwrap_or_else(|e| panic!("{e}"))
-}
-
 fn options(paths: &PreparedPaths, dir: &Path, transport: TransportChoice) -> LaunchOptions {
     let mut opts = LaunchOptions::new(&paths.llama_server, &paths.demo_model);
     opts.runtime_dir = Some(dir.join("run"));
@@ -200,7 +193,7 @@ fn curl_ttfc_ms(socket: &Path) -> f64 {
 }
 
 async fn run() {
-    let paths = paths();
+    let paths = lmcpp_test_support::prepared();
     let dir = tempfile::tempdir().unwrap();
     let uds = Server::launch(options(&paths, dir.path(), TransportChoice::Unix))
         .await
