@@ -1,14 +1,14 @@
 //! A spawned child: exit notification without polling, and signals that can never hit a
 //! recycled pid.
 //!
-//! A waiter thread blocks in `waitid(WEXITED | WNOWAIT)`, which reports the exit but
-//! leaves the child a zombie, so its pid cannot be reused yet. It then reaps the child
-//! under the same lock that every signal takes, and signals are only sent while the child
-//! is unreaped. The exit status is published both to async waiters (a `watch` channel)
-//! and to blocking ones (a condvar, for `Drop`).
+//! A waiter thread blocks until the child has exited but is not yet reaped (so its pid
+//! cannot be reused yet: a zombie on Unix, an open handle on Windows). It then reaps the
+//! child under the same lock that every signal takes, and signals are only sent while the
+//! child is unreaped. Once reaped, the child's group is released: whatever the child left
+//! running is stopped with it. The exit status is published both to async waiters (a
+//! `watch` channel) and to blocking ones (a condvar, for `Drop`).
 
 use std::{
-    os::unix::process::ExitStatusExt,
     process::{Child, ExitStatus},
     sync::{Arc, Condvar, Mutex, MutexGuard},
     time::{Duration, Instant},
@@ -16,11 +16,14 @@ use std::{
 
 use tokio::sync::watch;
 
+use crate::platform::{self, Group, Stop};
+
 /// How long to wait for the kernel to report the exit after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
 struct State {
     child: Child,
+    group: Group,
     status: Option<ExitStatus>,
 }
 
@@ -53,12 +56,13 @@ impl std::fmt::Debug for ChildProc {
 }
 
 impl ChildProc {
-    /// Takes ownership of `child` and starts its waiter thread.
-    pub(crate) fn new(child: Child) -> Self {
+    /// Takes ownership of `child` and its group and starts its waiter thread.
+    pub(crate) fn new(child: Child, group: Group) -> Self {
         let pid = child.id();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 child,
+                group,
                 status: None,
             }),
             cond: Condvar::new(),
@@ -67,7 +71,7 @@ impl ChildProc {
         let waiter = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
             .name(format!("lmcpp-wait-{pid}"))
-            .spawn(move || wait_and_reap(pid, &waiter));
+            .spawn(move || wait_and_reap(&waiter));
         if let Err(e) = spawned {
             // Without a waiter nobody would notice the exit; fall back to reaping on
             // demand in `status()` (readiness then polls).
@@ -101,40 +105,42 @@ impl ChildProc {
         }
     }
 
-    /// Sends `signal` to the child's process group while the child is unreaped. Returns
-    /// false when the child has already exited.
-    pub(crate) fn signal(&self, signal: libc::c_int) -> bool {
+    /// Sends `stop` to the child's group while the child is unreaped. Returns false when
+    /// the child has already exited (or the signal could not be sent).
+    pub(crate) fn signal(&self, stop: Stop) -> bool {
         let state = self.shared.lock();
         if state.status.is_some() {
             return false;
         }
-        let Ok(pgid) = libc::pid_t::try_from(self.pid) else {
-            return false;
-        };
-        // SAFETY: the child is unreaped (we hold the lock the reaper needs), so the pid
-        // and the process group it leads are still ours.
-        unsafe { libc::kill(-pgid, signal) == 0 || libc::kill(pgid, signal) == 0 }
+        // The child is unreaped (we hold the lock the reaper needs), so its pid and the
+        // group it leads are still ours.
+        state.group.signal(stop)
     }
 
-    /// SIGTERM, up to `grace` for a clean exit, then SIGKILL; always reaps.
+    /// Lets the child run on after every handle is gone, until this process ends.
+    pub(crate) fn keep_until_exit(&self) {
+        self.shared.lock().group.keep_until_exit();
+    }
+
+    /// A graceful stop, up to `grace` for a clean exit, then a kill; always reaps.
     pub(crate) async fn stop(&self, grace: Duration) -> Option<ExitStatus> {
-        if self.signal(libc::SIGTERM)
+        if self.signal(Stop::Graceful)
             && let Ok(status) = tokio::time::timeout(grace, self.exited()).await
         {
             return Some(status);
         }
-        self.signal(libc::SIGKILL);
+        self.signal(Stop::Kill);
         tokio::time::timeout(KILL_WAIT, self.exited()).await.ok()
     }
 
     /// Blocking version of [`ChildProc::stop`], for `Drop`.
     pub(crate) fn stop_blocking(&self, grace: Duration) -> Option<ExitStatus> {
-        if self.signal(libc::SIGTERM)
+        if self.signal(Stop::Graceful)
             && let Some(status) = self.wait_blocking(grace)
         {
             return Some(status);
         }
-        self.signal(libc::SIGKILL);
+        self.signal(Stop::Kill);
         self.wait_blocking(KILL_WAIT)
     }
 
@@ -157,77 +163,93 @@ impl ChildProc {
 }
 
 /// Body of the waiter thread.
-fn wait_and_reap(pid: u32, shared: &Shared) {
-    loop {
-        // SAFETY: siginfo_t is plain data; waitid fills it in.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: valid pointer to a siginfo_t; WNOWAIT leaves the child unreaped.
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            break;
-        }
-    }
+fn wait_and_reap(shared: &Shared) {
+    let watch = platform::ExitWatch::new(&shared.lock().child);
+    watch.wait();
     let mut state = shared.lock();
     let status = match state.child.wait() {
         Ok(status) => status,
         Err(e) => {
             // Someone else reaped it (e.g. SIGCHLD set to SIG_IGN). It is gone either way.
-            tracing::warn!(pid, error = %e, "cannot reap child");
-            ExitStatus::from_raw(0)
+            tracing::warn!(pid = state.child.id(), error = %e, "cannot reap child");
+            platform::unknown_exit()
         }
     };
+    state.group.release();
     state.status = Some(status);
     drop(state);
     shared.cond.notify_all();
     shared.exited.send_replace(Some(status));
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::process::Command;
 
-    fn sleeper() -> ChildProc {
-        let child = std::process::Command::new("sleep")
-            .arg("30")
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        ChildProc::new(child)
+    /// Starts `cmd` as spawning does: contained, in its own group.
+    fn start(mut cmd: Command) -> ChildProc {
+        let pending = platform::contain(&mut cmd, false).unwrap();
+        let child = cmd.spawn().unwrap();
+        let group = pending.adopt(&child).unwrap();
+        ChildProc::new(child, group)
     }
-    use std::os::unix::process::CommandExt;
 
     #[tokio::test]
     async fn stop_terminates_and_reaps() {
-        let child = sleeper();
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let child = start(cmd);
         assert!(child.status().is_none());
         let status = child.stop(Duration::from_secs(5)).await.unwrap();
-        assert_eq!(status.signal(), Some(libc::SIGTERM));
-        assert!(!child.signal(libc::SIGTERM), "no signal after reaping");
+        assert_eq!(platform::exit_signal(&status), Some(libc::SIGTERM));
+        assert!(!child.signal(Stop::Graceful), "no signal after reaping");
     }
 
     #[test]
     fn stop_blocking_escalates_to_sigkill() {
         // A shell that ignores SIGTERM needs the SIGKILL.
-        let child = std::process::Command::new("sh")
-            .args(["-c", "trap '' TERM; echo ready; while :; do sleep 1; done"])
-            .stdout(std::process::Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let mut child = child;
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "trap '' TERM; echo ready; while :; do sleep 1; done"])
+            .stdout(std::process::Stdio::piped());
+        let pending = platform::contain(&mut cmd, false).unwrap();
+        let mut child = cmd.spawn().unwrap();
         let mut out = child.stdout.take().unwrap();
         let mut buf = [0u8; 6];
         std::io::Read::read_exact(&mut out, &mut buf).unwrap();
-        let child = ChildProc::new(child);
+        let group = pending.adopt(&child).unwrap();
+        let child = ChildProc::new(child, group);
         let status = child.stop_blocking(Duration::from_millis(200)).unwrap();
-        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert_eq!(platform::exit_signal(&status), Some(libc::SIGKILL));
+    }
+
+    /// What a wrapper script that forks its server (rather than `exec`ing it) leaves
+    /// behind is stopped once the wrapper is reaped: the lifeline's watcher kills the
+    /// group.
+    #[tokio::test]
+    async fn the_group_is_stopped_once_the_leader_is_reaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild.pid");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!(
+            "sleep 60 & echo $! > {}; exit 0",
+            pidfile.display()
+        ));
+        let child = start(cmd);
+        child.exited().await;
+        let grandchild: u32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while platform::alive(grandchild) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !platform::alive(grandchild),
+            "the forked sleep outlived its group"
+        );
     }
 }

@@ -305,6 +305,11 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A Unix socket was asked for on a platform without them (Windows).
+    #[error(
+        "unix sockets are not available on this platform; use http on loopback (the default here, guarded by a generated api key)"
+    )]
+    UnixSocketsUnavailable,
 }
 
 /// Shorthand used across the crate.
@@ -334,7 +339,8 @@ impl Error {
             | Self::InvalidId { .. }
             | Self::LauncherOwned { .. }
             | Self::UnknownServer { .. }
-            | Self::ProxyConfig { .. } => Class::UserError,
+            | Self::ProxyConfig { .. }
+            | Self::UnixSocketsUnavailable => Class::UserError,
             // A dropped connection, a server not accepting yet, a busy or loading server
             // (429, 503), a worker serving another llama-server: the next try may work.
             Self::Transport { .. } | Self::ConnectTimeout { .. } | Self::RpcWorkerBusy { .. } => {
@@ -395,7 +401,10 @@ impl Error {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(unix)]
     use std::os::unix::process::ExitStatusExt;
+    #[cfg(windows)]
+    use std::os::windows::process::ExitStatusExt;
 
     use super::*;
 
@@ -609,6 +618,7 @@ mod tests {
                 },
                 UserError,
             ),
+            (Error::UnixSocketsUnavailable, UserError),
         ]
     }
 
@@ -646,11 +656,12 @@ mod tests {
             Error::RpcWorkerExited { .. } => 28,
             Error::RpcWorkerReadyTimeout { .. } => 29,
             Error::ProxyConfig { .. } => 30,
+            Error::UnixSocketsUnavailable => 31,
         }
     }
 
     /// How many arms `ordinal` has.
-    const VARIANTS: usize = 31;
+    const VARIANTS: usize = 32;
 
     #[test]
     fn every_variant_is_classified_as_the_table_says() {

@@ -46,8 +46,8 @@ mod endpoints;
 mod error;
 mod limits;
 mod owned;
+mod platform;
 mod pool;
-mod procfs;
 mod proxy;
 mod registry;
 mod rpc;
@@ -68,6 +68,7 @@ pub use limits::{
     ClientLimits, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_ERROR_BODY,
     DEFAULT_MAX_EVENT, DEFAULT_QUICK_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT,
 };
+pub use platform::{default_runtime_dir, private_dir_name};
 pub use proxy::{
     DEFAULT_KEEP_ALIVE, DEFAULT_LOAD_TIMEOUT, DEFAULT_PROXY_MAX_BODY, DEFAULT_PROXY_MAX_HEADER,
     DEFAULT_PROXY_MAX_HEADERS, DEFAULT_READ_STALL_TIMEOUT, DEFAULT_WRITE_STALL_TIMEOUT, Launch,
@@ -79,8 +80,6 @@ pub use rpc::{
     DEFAULT_RPC_HOST, DEFAULT_RPC_PORT, RpcWorker, RpcWorkerOptions, WORKER_CHECK_TIMEOUT,
     check_workers,
 };
-pub use runtime::{
-    MAX_ID_LEN, MAX_SOCKET_PATH, default_runtime_dir, private_dir_name, socket_path, validate_id,
-};
+pub use runtime::{MAX_ID_LEN, MAX_SOCKET_PATH, socket_path, validate_id};
 pub use server::{HttpPort, LaunchOptions, Readiness, Server, TransportChoice, validate};
 pub use stream::EventStream;

@@ -31,9 +31,7 @@ use hyper::{
     client::conn::http1::{self, SendRequest},
 };
 use hyper_util::rt::TokioIo;
-use hyperlocal::UnixConnector;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
-use tower_service::Service as _;
 
 use crate::endpoint::Endpoint;
 
@@ -57,8 +55,15 @@ enum Connector {
     },
     /// hyperlocal's connector takes the socket path hex-encoded in a URI; it is built
     /// once here, so the encoding costs nothing per request.
+    #[cfg(unix)]
     Unix {
         uri: hyper::Uri,
+    },
+    /// A Unix socket endpoint where tokio has no Unix sockets (Windows): every connect
+    /// fails, saying so.
+    #[cfg(not(unix))]
+    Unsupported {
+        socket: std::path::PathBuf,
     },
 }
 
@@ -143,9 +148,17 @@ impl Pool {
         max_connections: Option<usize>,
     ) -> Self {
         let (connector, host) = match endpoint {
+            #[cfg(unix)]
             Endpoint::Unix { socket } => (
                 Connector::Unix {
                     uri: hyperlocal::Uri::new(socket, "/").into(),
+                },
+                HeaderValue::from_static("localhost"),
+            ),
+            #[cfg(not(unix))]
+            Endpoint::Unix { socket } => (
+                Connector::Unsupported {
+                    socket: socket.clone(),
                 },
                 HeaderValue::from_static("localhost"),
             ),
@@ -374,13 +387,23 @@ impl Pool {
                 stream.set_nodelay(true).map_err(SendError::Connect)?;
                 handshake(TokioIo::new(stream), slot).await
             }
+            #[cfg(unix)]
             Connector::Unix { uri } => {
-                let stream = UnixConnector
+                use tower_service::Service as _;
+                let stream = hyperlocal::UnixConnector
                     .call(uri.clone())
                     .await
                     .map_err(SendError::Connect)?;
                 handshake(stream, slot).await
             }
+            #[cfg(not(unix))]
+            Connector::Unsupported { socket } => Err(SendError::Connect(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                format!(
+                    "{} is a Unix socket, which this platform cannot connect to; use HTTP",
+                    socket.display()
+                ),
+            ))),
         }
     }
 

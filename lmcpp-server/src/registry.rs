@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     endpoint::Endpoint,
     error::{Error, Result},
-    procfs,
-    runtime::{default_runtime_dir, ensure_private_dir, private_dir_name, validate_id},
+    platform::{self, Stop, can_verify, default_runtime_dir, private_dir_name},
+    runtime::{ensure_private_dir, validate_id},
 };
 
 /// What kind of process a registry record describes.
@@ -85,6 +85,11 @@ pub struct ServerRecord {
     pub detached: bool,
     /// When it was started, in milliseconds since the Unix epoch.
     pub started_at_ms: u64,
+    /// The API key lmcpp generated for it (loopback HTTP on Windows), so other lmcpp
+    /// processes of the user can reach it; the record is private to the user. Keys a
+    /// caller chose are never recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
 }
 
 /// Why a state file no longer describes a running server.
@@ -270,7 +275,7 @@ impl Registry {
                     continue;
                 }
             };
-            if !can_verify() && procfs::alive(record.pid) {
+            if !can_verify() && platform::alive(record.pid) {
                 entries.push(Entry::Unverifiable(record));
                 continue;
             }
@@ -295,7 +300,7 @@ impl Registry {
     pub fn get(&self, id: &str) -> Result<ServerRecord> {
         let unknown = || Error::UnknownServer { id: id.to_owned() };
         let record = self.read(id)?.ok_or_else(unknown)?;
-        if !can_verify() && procfs::alive(record.pid) {
+        if !can_verify() && platform::alive(record.pid) {
             return Err(Error::Unverifiable {
                 id: id.to_owned(),
                 pid: record.pid,
@@ -310,16 +315,20 @@ impl Registry {
         }
     }
 
-    /// Stops server `id`: SIGTERM, up to `grace` for it to exit, then SIGKILL. Only a
-    /// process whose record verifies is signalled, and it is re-verified before SIGKILL.
+    /// Stops server `id`: a graceful stop (SIGTERM; `CTRL_BREAK` on Windows, which only
+    /// reaches a process on the caller's console), up to `grace` for it to exit, then a
+    /// kill. Only a process whose record verifies is signalled, and it is re-verified
+    /// before the kill.
     pub async fn stop(&self, id: &str, grace: Duration) -> Result<StopOutcome> {
         let record = self.get(id)?;
         let pid = record.pid;
-        signal_verified(&record, libc::SIGTERM);
-        let outcome = if wait_gone(&record, grace).await {
+        // Where the graceful stop could not be sent, nothing is worth waiting for.
+        let sent = signal_verified(&record, Stop::Graceful);
+        let wait = if sent { grace } else { Duration::ZERO };
+        let outcome = if wait_gone(&record, wait).await {
             StopOutcome::Terminated
         } else {
-            signal_verified(&record, libc::SIGKILL);
+            signal_verified(&record, Stop::Kill);
             if !wait_gone(&record, Duration::from_secs(5)).await {
                 return Err(Error::StopTimeout { pid });
             }
@@ -338,12 +347,6 @@ impl Registry {
     }
 }
 
-/// Whether this platform can tell a recorded process from a recycled pid (it needs
-/// `/proc/<pid>/exe` and `/proc/<pid>/stat`).
-fn can_verify() -> bool {
-    cfg!(target_os = "linux")
-}
-
 /// Checks a record against the kernel. A process is identified by what was observed
 /// right after it was spawned: its pid and start time within this boot. That identity
 /// holds across `exec`, so a server started through a wrapper script or an exec shim
@@ -351,15 +354,15 @@ fn can_verify() -> bool {
 /// (or the record is too old to say what the kernel saw at spawn) must the executable
 /// match as well.
 pub(crate) fn verify(record: &ServerRecord) -> Result<(), StaleReason> {
-    if !procfs::alive(record.pid) {
+    if !platform::alive(record.pid) {
         return Err(StaleReason::NotRunning);
     }
-    if let (Some(recorded), Some(now)) = (&record.boot_id, procfs::boot_id())
+    if let (Some(recorded), Some(now)) = (&record.boot_id, platform::boot_id())
         && *recorded != now
     {
         return Err(StaleReason::NotRunning);
     }
-    let now = procfs::start_time(record.pid);
+    let now = platform::start_time(record.pid);
     match (record.start_time, now) {
         (Some(recorded), Some(found)) if recorded != found => {
             return Err(StaleReason::StartTimeChanged {
@@ -370,7 +373,7 @@ pub(crate) fn verify(record: &ServerRecord) -> Result<(), StaleReason> {
         (Some(_), Some(_)) if record.spawned_exe.is_some() => return Ok(()),
         _ => {}
     }
-    let found = procfs::exe(record.pid);
+    let found = platform::exe(record.pid);
     let expected = [Some(&record.exe), record.spawned_exe.as_ref()];
     if found.is_none() || !expected.contains(&found.as_ref()) {
         return Err(StaleReason::OtherExecutable { found });
@@ -384,62 +387,12 @@ pub(crate) fn verify(record: &ServerRecord) -> Result<(), StaleReason> {
     Ok(())
 }
 
-/// Signals the process if the record still verifies, and its process group when it
-/// leads one (lmcpp starts every server as a group leader), so the children of a wrapper
-/// script that does not `exec` are stopped with it.
-///
-/// On Linux the process is first pinned with a pidfd and verified afterwards: a pidfd
-/// refers to one process, never to a later one that reuses the pid, so nothing can be
-/// recycled between the check and the signal. Elsewhere (or on kernels without pidfds)
-/// the window between check and `kill` remains, as small as two syscalls. The group is
-/// signalled right after its verified leader; a group id cannot be reused while any
-/// member lives.
-fn signal_verified(record: &ServerRecord, signal: libc::c_int) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(record.pid) else {
-        return false;
-    };
-    let leader_signalled = signal_leader(record, pid, signal);
-    if let Some(leads) = leader_signalled
-        && leads
-    {
-        // SAFETY: plain syscall; the group is the one the verified leader leads.
-        unsafe { libc::kill(-pid, signal) };
-    }
-    leader_signalled.is_some()
-}
-
-/// Signals the verified process itself; `Some(whether it leads its process group)` when
-/// the signal was sent.
-fn signal_leader(record: &ServerRecord, pid: libc::pid_t, signal: libc::c_int) -> Option<bool> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if let Ok(fd) = i32::try_from(fd)
-            && fd >= 0
-        {
-            // SAFETY: the fd was just returned to us and is owned by nobody else.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            verify(record).ok()?;
-            let leads = procfs::pgid(record.pid) == Some(record.pid);
-            // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
-            let sent = unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    fd.as_raw_fd(),
-                    signal,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            } == 0;
-            return sent.then_some(leads);
-        }
-    }
-    verify(record).ok()?;
-    let leads = procfs::pgid(record.pid) == Some(record.pid);
-    // SAFETY: plain syscall on a pid we just verified.
-    (unsafe { libc::kill(pid, signal) } == 0).then_some(leads)
+/// Sends `stop` to the process if the record still verifies (once the platform has
+/// pinned the pid, where it can), and to its process group when it leads one (lmcpp
+/// starts every server as a group leader), so the children of a wrapper script that does
+/// not `exec` are stopped with it. Returns whether it was sent.
+fn signal_verified(record: &ServerRecord, stop: Stop) -> bool {
+    platform::signal_verified(record.pid, || verify(record).is_ok(), stop).is_some()
 }
 
 /// Polls until the recorded process is gone (dead or a zombie, or the pid now names a
@@ -449,7 +402,7 @@ async fn wait_gone(record: &ServerRecord, timeout: Duration) -> bool {
     loop {
         // Not `verify`: a process in the middle of exiting has already lost its
         // executable link but still exists; only death or a new process counts.
-        if !procfs::alive(record.pid) || procfs::start_time(record.pid) != record.start_time {
+        if !platform::alive(record.pid) || platform::start_time(record.pid) != record.start_time {
             return true;
         }
         if Instant::now() >= deadline {

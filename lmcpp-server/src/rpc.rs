@@ -191,6 +191,7 @@ impl RpcWorker {
                     env: Vec::new(),
                     endpoint: Endpoint::http(opts.host.to_string(), port),
                     model: PathBuf::new(),
+                    api_key: None,
                 })
                 .await?;
             let probe = probe_addr(opts.host, port);

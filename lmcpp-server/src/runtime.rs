@@ -1,72 +1,29 @@
 //! The per-user runtime directory, server ids and Unix socket paths.
 
 use std::{
-    os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    platform,
+};
 
 /// Longest socket path we hand to the server. Linux allows 107 bytes in `sun_path` and
 /// macOS 103; staying well below both leaves room for the NUL and for surprises.
 pub const MAX_SOCKET_PATH: usize = 100;
 
-/// The default runtime directory: `$XDG_RUNTIME_DIR` when that variable holds an absolute
-/// path, else `/tmp`. lmcpp never changes it; its files go into the private subdirectory
-/// [`private_dir_name`] it makes there (see [`crate::Registry::new`]).
-pub fn default_runtime_dir() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-        Some(dir) if dir.is_absolute() => dir,
-        _ => PathBuf::from("/tmp"),
-    }
-}
-
-/// The name of lmcpp's private subdirectory of a runtime dir: `lmcpp-<uid>`, so users
-/// sharing one runtime dir (such as `/tmp`) never share a subdirectory.
-pub fn private_dir_name() -> String {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
-    format!("lmcpp-{uid}")
-}
-
-/// `/tmp/lmcpp-<uid>`: where short socket paths go when the runtime dir's are too long.
-pub(crate) fn private_tmp_dir() -> PathBuf {
-    Path::new("/tmp").join(private_dir_name())
-}
-
-/// Creates `dir` (mode 0700, and any missing parents likewise) if needed and checks that it
-/// is a real directory owned by us that nobody else can enter, so other users can neither
-/// read our state nor plant sockets. Only pass directories lmcpp owns: one that is open to
+/// Creates `dir` if needed and makes sure it is private to the user (mode 0700 and owned
+/// by us on Unix, an ACL for the user alone on Windows), so other users can neither read
+/// our state nor plant sockets. Only pass directories lmcpp owns: one that is open to
 /// others is made private (never a runtime dir a user gave, only lmcpp's subdirectory).
 pub(crate) fn ensure_private_dir(dir: &Path) -> Result<()> {
-    let unusable = |reason: String| Error::RuntimeDir {
+    platform::ensure_private_dir(dir).map_err(|reason| Error::RuntimeDir {
         path: dir.to_owned(),
         reason,
-    };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| unusable(format!("cannot create it: {e}")))?;
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| unusable(e.to_string()))?;
-    if !meta.is_dir() {
-        return Err(unusable("it is not a directory (maybe a symlink)".into()));
-    }
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
-    if meta.uid() != uid {
-        return Err(unusable(format!(
-            "it is owned by uid {} and not by us ({uid})",
-            meta.uid()
-        )));
-    }
-    if meta.mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| unusable(format!("cannot make it private: {e}")))?;
-    }
-    Ok(())
+    })
 }
 
 /// Longest id accepted from a user (generated ids have 12 characters).

@@ -14,10 +14,10 @@ use crate::{
     client::Client,
     endpoint::Endpoint,
     error::{Error, Result},
-    owned,
+    owned, platform,
     registry::{ProcessKind, ServerRecord},
     rpc::{WORKER_CHECK_TIMEOUT, check_workers},
-    runtime::{self, ensure_private_dir, socket_path},
+    runtime::{ensure_private_dir, socket_path},
     supervised::{
         EXIT_TAIL_LINES, EnvVars, Launch, PORT_ATTEMPTS, Prepared, ProcessOptions, Supervised,
         check_binary, fixed_port, free_port,
@@ -101,14 +101,17 @@ pub enum HttpPort {
     Prefer(u16),
 }
 
-/// How clients reach the server.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// How clients reach the server. The default is the platform's private transport: a
+/// Unix socket on Unix, loopback HTTP guarded by a generated API key on Windows.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TransportChoice {
-    /// A Unix socket in the private runtime dir (the default).
-    #[default]
+    /// A Unix socket in the private runtime dir (the default on Unix; not on Windows).
     Unix,
-    /// HTTP on 127.0.0.1.
+    /// HTTP on 127.0.0.1. On Windows, where it is the default, a server launched without
+    /// [`ServerArgs::api_key`] gets a random one, passed through its environment and
+    /// kept only in lmcpp's private registry, so other users of the machine cannot use
+    /// the port.
     Http(HttpPort),
     /// HTTP bound to `bind`, which may reach beyond this machine (`0.0.0.0`, a LAN
     /// address). Anyone who can reach that address can use the server, so lmcpp logs a
@@ -122,7 +125,23 @@ pub enum TransportChoice {
     },
 }
 
+impl Default for TransportChoice {
+    fn default() -> Self {
+        if cfg!(windows) {
+            Self::Http(HttpPort::Auto)
+        } else {
+            Self::Unix
+        }
+    }
+}
+
 impl TransportChoice {
+    /// Whether a server on this transport gets a generated API key when none is set:
+    /// loopback HTTP on a platform where it is the private default (Windows).
+    pub(crate) fn needs_generated_key(&self) -> bool {
+        cfg!(windows) && matches!(self, Self::Http(_))
+    }
+
     /// The address an HTTP server binds and how its port is chosen; `None` for Unix.
     fn http(&self) -> Option<(IpAddr, HttpPort)> {
         match *self {
@@ -155,7 +174,7 @@ pub struct LaunchOptions {
     /// Unix socket (default), HTTP on loopback, or HTTP on a chosen address.
     pub transport: TransportChoice,
     /// Runtime dir for state files, sockets and logs; default
-    /// [`runtime::default_runtime_dir`].
+    /// [`crate::default_runtime_dir`].
     pub runtime_dir: Option<PathBuf>,
     /// Where sockets go when the runtime dir path is too long for a socket path;
     /// default `/tmp/lmcpp-<uid>`.
@@ -195,7 +214,7 @@ impl LaunchOptions {
             model: model.into(),
             models_dir: None,
             args: ServerArgs::default(),
-            transport: TransportChoice::Unix,
+            transport: TransportChoice::default(),
             runtime_dir: None,
             socket_fallback_dir: None,
             log_path: None,
@@ -243,19 +262,28 @@ impl LaunchOptions {
 
     /// Refuses what would override the launcher, and takes an inherited API key over
     /// when asked to inherit the llama-server environment.
-    fn check_owned(&mut self) -> Result<()> {
+    fn check_owned(&mut self) -> Result<bool> {
         owned::check_server_args(&self.args.extra)?;
         owned::check_server_fields(&self.args)?;
         owned::check_server_env(&self.env)?;
         if self.inherit_llama_env && self.args.api_key.is_none() {
             self.args.api_key = std::env::var(owned::API_KEY_ENV).ok();
         }
+        if cfg!(windows) && self.transport == TransportChoice::Unix {
+            return Err(Error::UnixSocketsUnavailable);
+        }
+        let generate = self.args.api_key.is_none() && self.transport.needs_generated_key();
+        if generate {
+            let key = platform::random_key()
+                .map_err(|e| Error::io("cannot generate an api key for", "the server", e))?;
+            self.args.api_key = Some(key);
+        }
         if let TransportChoice::PublicHttp { bind, .. } = self.transport
             && !bind.is_loopback()
         {
             tracing::warn!(%bind, "llama-server will serve beyond loopback: anyone who can reach {bind} can use it; set an API key");
         }
-        Ok(())
+        Ok(generate)
     }
 }
 
@@ -352,11 +380,19 @@ struct Plan {
     prepared: Prepared,
     model: PathBuf,
     fallback_dir: PathBuf,
+    /// The API key lmcpp generated, kept in the registry record (see
+    /// [`ServerRecord::api_key`]).
+    recorded_key: Option<String>,
 }
 
 impl Plan {
     fn prepare(mut opts: LaunchOptions) -> Result<Self> {
-        opts.check_owned()?;
+        let generated = opts.check_owned()?;
+        let recorded_key = if generated {
+            opts.args.api_key.clone()
+        } else {
+            None
+        };
         let model = match &opts.models_dir {
             None => {
                 validate(&opts.binary, &opts.model)?;
@@ -371,12 +407,13 @@ impl Plan {
         let fallback_dir = opts
             .socket_fallback_dir
             .clone()
-            .unwrap_or_else(runtime::private_tmp_dir);
+            .unwrap_or_else(platform::private_tmp_dir);
         Ok(Self {
             opts,
             prepared,
             model,
             fallback_dir,
+            recorded_key,
         })
     }
 
@@ -477,6 +514,7 @@ impl Plan {
                 env,
                 endpoint: endpoint.clone(),
                 model: self.model.clone(),
+                api_key: self.recorded_key.clone(),
             })
             .await?;
         Ok(Attempt {

@@ -1,22 +1,24 @@
-//! The one place that starts processes: cwd, environment, log file and containment.
+//! The one place that starts processes: cwd, environment, log file and containment
+//! ([`crate::platform::contain`]: what keeps a child from outliving lmcpp on each OS).
 //!
-//! On Linux an attached child gets `PR_SET_PDEATHSIG(SIGKILL)`. The kernel delivers that
-//! signal when the *thread* that forked the child exits, not the process, so every spawn
-//! runs on one dedicated thread that lives as long as the process. After setting it the
-//! child re-checks its parent: if the parent died between `fork` and `prctl`, the signal
-//! will never come and the child exits on its own.
+//! Every spawn runs on one dedicated thread that lives as long as the process: Linux
+//! delivers the parent-death signal when the *thread* that forked the child exits, not
+//! the process, so a child spawned from a short-lived thread would die with it.
 
 use std::{
     ffi::OsString,
     fs::File,
     io,
-    os::unix::process::CommandExt,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{OnceLock, mpsc},
 };
 
-use crate::error::{Error, Result};
+use crate::{
+    child::ChildProc,
+    error::{Error, Result},
+    platform,
+};
 
 /// What to start and how.
 #[derive(Debug)]
@@ -57,8 +59,8 @@ fn spawner() -> io::Result<&'static mpsc::Sender<Job>> {
         .map_err(|e| io::Error::other(format!("cannot start the spawner thread: {e}")))
 }
 
-/// Starts the process described by `spec` on the spawner thread.
-pub(crate) async fn spawn(spec: SpawnSpec) -> Result<Child> {
+/// Starts the process described by `spec` on the spawner thread, contained.
+pub(crate) async fn spawn(spec: SpawnSpec) -> Result<ChildProc> {
     let spawn_err = |source| Error::Spawn {
         binary: spec.program.clone(),
         source,
@@ -82,45 +84,22 @@ pub(crate) async fn spawn(spec: SpawnSpec) -> Result<Child> {
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);
-    let detached = spec.detached;
-    if !detached {
-        cmd.process_group(0);
-    }
-    let parent = std::process::id();
-    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-    // calls (setsid, prctl, getppid, _exit); it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            if detached {
-                if libc::setsid() == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-                return Ok(());
-            }
-            #[cfg(target_os = "linux")]
-            {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) == -1
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                if libc::getppid() as u32 != parent {
-                    libc::_exit(1);
-                }
-            }
-            let _ = parent;
-            Ok(())
-        });
-    }
+    let pending = platform::contain(&mut cmd, spec.detached).map_err(spawn_err)?;
 
     let (tx, rx) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
-        let _ = tx.send(cmd.spawn());
+        let started = cmd
+            .spawn()
+            .and_then(|mut child| match pending.adopt(&child) {
+                Ok(group) => Ok(ChildProc::new(child, group)),
+                Err(e) => {
+                    // Uncontained, it must not run at all.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    Err(e)
+                }
+            });
+        let _ = tx.send(started);
     });
     spawner()
         .map_err(spawn_err)?

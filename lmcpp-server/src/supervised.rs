@@ -18,7 +18,7 @@ use crate::{
     child::ChildProc,
     endpoint::Endpoint,
     error::{Error, Result},
-    procfs,
+    platform,
     registry::{self, ProcessKind, Registry, ServerRecord},
     runtime,
     spawn::{SpawnSpec, spawn},
@@ -38,7 +38,7 @@ pub(crate) type EnvVars = Vec<(String, String)>;
 #[derive(Debug, Clone)]
 pub(crate) struct ProcessOptions {
     /// Runtime dir for state files, sockets and logs; default
-    /// [`runtime::default_runtime_dir`].
+    /// [`crate::default_runtime_dir`].
     pub(crate) runtime_dir: Option<PathBuf>,
     /// Log file; default `<runtime dir>/<id>.log`.
     pub(crate) log_path: Option<PathBuf>,
@@ -77,6 +77,8 @@ pub(crate) struct Launch {
     pub(crate) endpoint: Endpoint,
     /// The model it serves (empty for workers).
     pub(crate) model: PathBuf,
+    /// An API key lmcpp generated for it, recorded for other lmcpp processes.
+    pub(crate) api_key: Option<String>,
 }
 
 impl Prepared {
@@ -90,7 +92,7 @@ impl Prepared {
         let registry = Registry::new(
             opts.runtime_dir
                 .clone()
-                .unwrap_or_else(runtime::default_runtime_dir),
+                .unwrap_or_else(platform::default_runtime_dir),
         );
         registry.ensure_dir()?;
         let mut id = runtime::new_id();
@@ -149,18 +151,19 @@ impl Prepared {
             detached: self.opts.detached,
         })
         .await?;
-        let child = ChildProc::new(child);
         let pid = child.pid();
+        let identity = platform::identity(pid);
         let record = ServerRecord {
             id: self.id.clone(),
             kind: self.kind,
             pid,
             exe: self.exe.clone(),
-            start_time: procfs::start_time(pid),
-            spawned_exe: procfs::exe(pid),
-            boot_id: procfs::boot_id(),
+            start_time: identity.start_time,
+            spawned_exe: identity.exe,
+            boot_id: platform::boot_id(),
             endpoint: launch.endpoint,
             model: launch.model,
+            api_key: launch.api_key,
             log_path: self.log_path.clone(),
             args: launch.args,
             detached: self.opts.detached,
@@ -270,8 +273,10 @@ impl Supervised {
         status.ok_or(Error::StopTimeout { pid: self.pid() })
     }
 
-    /// Lets the process run on after this handle is dropped; returns its record.
+    /// Lets the process run on after this handle is dropped; returns its record. One
+    /// started attached still ends with this process.
     pub(crate) fn detach(mut self) -> ServerRecord {
+        self.child.keep_until_exit();
         self.finished = true;
         self.record.clone()
     }
@@ -289,11 +294,10 @@ impl Drop for Supervised {
 
 /// The binary exists and is an executable regular file.
 pub(crate) fn check_binary(binary: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(binary).map_err(|_| Error::BinaryNotFound {
         path: binary.to_owned(),
     })?;
-    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+    if !platform::is_executable(&meta) {
         return Err(Error::BinaryNotExecutable {
             path: binary.to_owned(),
         });

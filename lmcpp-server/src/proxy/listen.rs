@@ -12,7 +12,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    net::{TcpListener, UnixListener},
+    net::TcpListener,
     sync::watch,
 };
 
@@ -37,7 +37,8 @@ const MIN_BUF: usize = 8192;
 
 /// A bound listening socket.
 pub(crate) enum Listener {
-    Unix(UnixListener),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixListener),
     Tcp(TcpListener),
 }
 
@@ -58,6 +59,12 @@ pub(crate) async fn bind(
             (bind, port)
         }
         // `TransportChoice` is non-exhaustive; anything else is the private socket.
+        #[cfg(not(unix))]
+        _ => {
+            let _ = (registry, id, fallback_dir);
+            return Err(Error::UnixSocketsUnavailable);
+        }
+        #[cfg(unix)]
         _ => {
             let dir = registry.dir();
             let socket = socket_path(dir, id, fallback_dir);
@@ -68,7 +75,7 @@ pub(crate) async fn bind(
             }
             // The id is fresh or verified unused: a file there is a stale socket.
             let _ = std::fs::remove_file(&socket);
-            let listener = UnixListener::bind(&socket)
+            let listener = tokio::net::UnixListener::bind(&socket)
                 .map_err(|e| Error::io("cannot listen on", &socket, e))?;
             return Ok((Listener::Unix(listener), Endpoint::unix(socket)));
         }
@@ -130,6 +137,7 @@ pub(crate) async fn serve(
             accepted = accept(&listener) => accepted,
         };
         match accepted {
+            #[cfg(unix)]
             Ok(Conn::Unix(io)) => spawn_conn(io, &service, limits, &shutdown),
             Ok(Conn::Tcp(io)) => {
                 let _ = io.set_nodelay(true);
@@ -146,12 +154,14 @@ pub(crate) async fn serve(
 }
 
 enum Conn {
+    #[cfg(unix)]
     Unix(tokio::net::UnixStream),
     Tcp(tokio::net::TcpStream),
 }
 
 async fn accept(listener: &Listener) -> std::io::Result<Conn> {
     match listener {
+        #[cfg(unix)]
         Listener::Unix(l) => l.accept().await.map(|(s, _)| Conn::Unix(s)),
         Listener::Tcp(l) => l.accept().await.map(|(s, _)| Conn::Tcp(s)),
     }

@@ -30,7 +30,7 @@ use crate::{
     client::Client,
     endpoint::Endpoint,
     error::{Error, Result},
-    procfs,
+    platform,
     registry::{ProcessKind, Registry, ServerRecord},
     runtime::{self, validate_id},
     server::TransportChoice,
@@ -105,11 +105,12 @@ pub struct ProxyOptions {
 }
 
 impl ProxyOptions {
-    /// Options with defaults: Unix socket in the default runtime dir, no API key, the
+    /// Options with defaults: the platform's private transport (a Unix socket in the
+    /// default runtime dir; loopback HTTP with a generated API key on Windows), the
     /// given memory budget (see [`default_memory_budget`]).
     pub fn new(memory_budget: u64) -> Self {
         Self {
-            transport: TransportChoice::Unix,
+            transport: TransportChoice::default(),
             runtime_dir: None,
             socket_fallback_dir: None,
             id: None,
@@ -245,11 +246,17 @@ impl Proxy {
     }
 
     /// [`Proxy::start`] with the models' starters given directly.
-    pub(crate) async fn start_confs(opts: ProxyOptions, confs: Vec<Conf>) -> Result<Self> {
+    pub(crate) async fn start_confs(mut opts: ProxyOptions, confs: Vec<Conf>) -> Result<Self> {
+        let generated = opts.api_key.is_none() && opts.transport.needs_generated_key();
+        if generated {
+            let key = platform::random_key()
+                .map_err(|e| Error::io("cannot generate an api key for", "the proxy", e))?;
+            opts.api_key = Some(key);
+        }
         let registry = Registry::new(
             opts.runtime_dir
                 .clone()
-                .unwrap_or_else(runtime::default_runtime_dir),
+                .unwrap_or_else(platform::default_runtime_dir),
         );
         registry.ensure_dir()?;
         let id = match &opts.id {
@@ -272,10 +279,13 @@ impl Proxy {
         let fallback = opts
             .socket_fallback_dir
             .clone()
-            .unwrap_or_else(runtime::private_tmp_dir);
+            .unwrap_or_else(platform::private_tmp_dir);
         let (listener, endpoint) = listen::bind(&opts.transport, &registry, &id, &fallback).await?;
         let aliases: Vec<String> = confs.iter().map(|c: &Conf| c.alias.clone()).collect();
-        let record = own_record(&registry, &opts, &id, &endpoint, aliases);
+        let mut record = own_record(&registry, &opts, &id, &endpoint, aliases);
+        if generated {
+            record.api_key.clone_from(&opts.api_key);
+        }
         if let Err(e) = registry.write(&record) {
             registry.remove(&record);
             return Err(e);
@@ -430,9 +440,9 @@ fn own_record(
         kind: ProcessKind::Proxy,
         pid,
         exe: std::env::current_exe().unwrap_or_default(),
-        start_time: procfs::start_time(pid),
-        spawned_exe: procfs::exe(pid),
-        boot_id: procfs::boot_id(),
+        start_time: platform::start_time(pid),
+        spawned_exe: platform::exe(pid),
+        boot_id: platform::boot_id(),
         endpoint: endpoint.clone(),
         model: PathBuf::from(aliases.join(",")),
         log_path: opts
@@ -445,6 +455,7 @@ fn own_record(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or_default(),
+        api_key: None,
     }
 }
 

@@ -275,6 +275,54 @@ async fn parent_death_kills_the_server() {
     );
 }
 
+/// A wrapper script that forks its server instead of `exec`ing it: the parent-death
+/// signal reaches only the wrapper, so without the lifeline the forked process would
+/// outlive a SIGKILLed lmcpp.
+#[tokio::test]
+async fn parent_death_kills_what_a_forking_wrapper_started() {
+    if let Ok(dir) = std::env::var("LMCPP_IT_FORK_HELPER_DIR") {
+        let dir = PathBuf::from(dir);
+        let server = Server::spawn(options(&dir, dir.join("server")))
+            .await
+            .unwrap();
+        std::mem::forget(server);
+        std::future::pending::<()>().await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("forked.pid");
+    script(
+        dir.path(),
+        "server",
+        &format!(
+            "sleep 60 & echo $! > {0}.tmp; mv {0}.tmp {0}; wait",
+            pidfile.display()
+        ),
+    );
+    let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "launch::parent_death_kills_what_a_forking_wrapper_started",
+            "--nocapture",
+        ])
+        .env("LMCPP_IT_FORK_HELPER_DIR", dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(20), || pidfile.exists()).await);
+    let forked: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(running(forked));
+    helper.kill().unwrap();
+    helper.wait().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || !running(forked)).await,
+        "the wrapper's forked process {forked} outlived its SIGKILLed lmcpp"
+    );
+}
+
 #[test]
 fn a_server_outlives_the_thread_that_spawned_it_but_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,90 @@
+//! macOS: what the kernel records about a pid (`proc_pidinfo`, `proc_pidpath`).
+//!
+//! The start time is absolute (microseconds since the Unix epoch), so it identifies a
+//! process across reboots as well; no boot id is needed.
+
+use std::{
+    ffi::{c_int, c_void},
+    io,
+    os::unix::ffi::OsStringExt,
+    path::PathBuf,
+};
+
+/// `SZOMB` from `<sys/proc.h>`: the process has exited and awaits its parent.
+const SZOMB: u32 = 5;
+
+fn bsd_info(pid: u32) -> Option<libc::proc_bsdinfo> {
+    let raw = c_int::try_from(pid).ok().filter(|p| *p > 0)?;
+    // SAFETY: proc_bsdinfo is plain data that proc_pidinfo fills in.
+    let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::proc_bsdinfo>() as c_int;
+    // SAFETY: a buffer of `size` bytes for the PROC_PIDTBSDINFO flavour.
+    let n = unsafe {
+        libc::proc_pidinfo(
+            raw,
+            libc::PROC_PIDTBSDINFO,
+            0,
+            (&raw mut info).cast::<c_void>(),
+            size,
+        )
+    };
+    (n == size).then_some(info)
+}
+
+/// Whether a process with this pid exists and is not a zombie.
+pub(crate) fn alive(pid: u32) -> bool {
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if raw <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 performs only the existence and permission check.
+    let exists = unsafe { libc::kill(raw, 0) } == 0
+        || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && bsd_info(pid).is_none_or(|i| i.pbi_status != SZOMB)
+}
+
+/// The start time in microseconds since the Unix epoch.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let info = bsd_info(pid)?;
+    Some(info.pbi_start_tvsec * 1_000_000 + info.pbi_start_tvusec)
+}
+
+/// The process group the process belongs to.
+pub(crate) fn pgid(pid: u32) -> Option<u32> {
+    bsd_info(pid).map(|i| i.pbi_pgid)
+}
+
+/// Not needed: start times are absolute.
+pub(crate) fn boot_id() -> Option<String> {
+    None
+}
+
+/// The path of the executable the process runs.
+pub(crate) fn exe(pid: u32) -> Option<PathBuf> {
+    let raw = c_int::try_from(pid).ok().filter(|p| *p > 0)?;
+    let mut buf = vec![0u8; libc::PROC_PIDPATHINFO_MAXSIZE as usize];
+    // SAFETY: a buffer of the size passed.
+    let n = unsafe { libc::proc_pidpath(raw, buf.as_mut_ptr().cast(), buf.len() as u32) };
+    let n = usize::try_from(n).ok().filter(|n| *n > 0)?;
+    buf.truncate(n);
+    Some(PathBuf::from(std::ffi::OsString::from_vec(buf)))
+}
+
+/// No parent-death signal exists here; the lifeline alone stops the group.
+///
+/// # Safety
+/// Async-signal-safe (does nothing).
+pub(super) unsafe fn die_with_parent(_parent: u32) -> io::Result<()> {
+    Ok(())
+}
+
+/// No pidfds here.
+pub(super) fn signal_pinned(
+    _pid: libc::pid_t,
+    _verify: &dyn Fn() -> bool,
+    _signal: c_int,
+) -> Option<Option<bool>> {
+    None
+}
