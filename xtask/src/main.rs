@@ -4,12 +4,14 @@
 
 mod bench;
 mod codegen;
+mod cross;
 mod fixtures;
 mod matrix;
 mod prepare;
 mod schemas;
 mod structure;
 mod test;
+mod wine;
 
 use std::path::{Path, PathBuf};
 
@@ -19,7 +21,7 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let Some(cmd) = args.next() else {
         bail!(
-            "usage: cargo xtask <prepare|test|bench|matrix|codegen|schemas|fixtures|structure> [args]"
+            "usage: cargo xtask <prepare|test|bench|matrix|codegen|schemas|fixtures|structure|cross|wine-test> [args]"
         );
     };
     let rest: Vec<String> = args.collect();
@@ -32,9 +34,11 @@ fn main() -> Result<()> {
         "test" => test::run(&rest),
         "bench" => bench::run(&rest),
         "structure" => structure::run(&rest),
+        "cross" => cross::run(&rest),
+        "wine-test" => wine::run(&rest),
         other => {
             bail!(
-                "unknown xtask command `{other}`; try: prepare, test, bench, matrix, codegen, schemas, fixtures, structure"
+                "unknown xtask command `{other}`; try: prepare, test, bench, matrix, codegen, schemas, fixtures, structure, cross, wine-test"
             )
         }
     }
