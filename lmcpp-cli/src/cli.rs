@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use lmcpp::toolchain::{Backend, Features, Mode, Source, Toolchain, ToolchainRequest};
+use lmcpp::toolchain::{Backend, Features, Mode, Source, Target, Toolchain, ToolchainRequest};
 
 use crate::exit::BadInput;
 
@@ -152,6 +152,26 @@ impl ToolchainOpts {
     }
 }
 
+/// The options of the `toolchain` commands: which build, and for which machine.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ToolchainTargetOpts {
+    #[command(flatten)]
+    pub(crate) toolchain: ToolchainOpts,
+    /// Build for another machine, as a Rust target triple: x86_64-pc-windows-gnu cross-builds
+    /// llama-server.exe with mingw-w64 on Linux (default: this machine).
+    #[arg(long, value_name = "TRIPLE")]
+    pub(crate) target: Option<Target>,
+}
+
+impl ToolchainTargetOpts {
+    /// The request these options make (see [`ToolchainOpts::request`]).
+    pub(crate) async fn request(&self, home: Option<&Path>) -> Result<ToolchainRequest> {
+        let mut req = self.toolchain.request(home).await?;
+        req.target = self.target.clone();
+        Ok(req)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum BackendArg {
     Auto,
@@ -193,19 +213,19 @@ impl From<ModeArg> for Mode {
 #[derive(Debug, Subcommand)]
 pub(crate) enum ToolchainCmd {
     /// Ensure a llama-server is installed (prebuilt or built, per --mode).
-    Install(ToolchainOpts),
+    Install(ToolchainTargetOpts),
     /// Build llama-server from source (same as install --mode build-only).
-    Build(ToolchainOpts),
+    Build(ToolchainTargetOpts),
     /// List cached toolchains.
     List,
     /// Show the state of the toolchain a request maps to.
-    Status(ToolchainOpts),
+    Status(ToolchainTargetOpts),
     /// Remove the toolchain a request maps to (only that one).
-    Remove(ToolchainOpts),
+    Remove(ToolchainTargetOpts),
     /// Remove failed and partial toolchain entries.
     Prune,
     /// Print the path of the llama-server binary (cache only; never builds).
-    Path(ToolchainOpts),
+    Path(ToolchainTargetOpts),
 }
 
 #[derive(Debug, Subcommand)]

@@ -55,7 +55,7 @@ pub use progress::{NoProgress, Progress, ProgressEvent, SharedProgress, no_progr
 pub use toolchain::{
     BuildDriver, DEFAULT_GITHUB_API, DEFAULT_GITHUB_REPO, EntryInfo, EntryState, EntryStatus,
     Features, Installed, LlamaVersion, Mode, Origin, PINNED_COMMIT, PINNED_PYPI_SHA256,
-    PINNED_PYPI_VERSION, PypiPin, RequestStatus, Source, Toolchain, ToolchainRequest, VERSION_ENV,
-    read_state, run_binary,
+    PINNED_PYPI_VERSION, PypiPin, RequestStatus, Source, Target, Toolchain, ToolchainRequest,
+    VERSION_ENV, read_state, run_binary,
 };
 pub use versions::BinaryVersion;

@@ -150,6 +150,30 @@ pub enum Error {
         reason: String,
     },
 
+    /// A build for another OS or architecture than this machine's that lmcpp cannot do here.
+    #[error("cannot build llama.cpp for {target} on {host}: {reason}")]
+    UnsupportedTarget {
+        /// The target asked for (`macos-aarch64`).
+        target: String,
+        /// This machine (`linux-x86_64`).
+        host: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+
+    /// A cross build's compiler or tool is not installed.
+    #[error(
+        "building llama.cpp for {target} needs {tool}, which is not installed; install {install}"
+    )]
+    CrossToolsMissing {
+        /// The target being built for.
+        target: String,
+        /// The missing tool.
+        tool: String,
+        /// What provides it.
+        install: String,
+    },
+
     /// A background task panicked or was cancelled.
     #[error("background task failed: {message}")]
     Task {
@@ -224,7 +248,7 @@ impl Error {
     /// compile until someone decides what it means.
     fn class(&self) -> Class {
         match self {
-            Self::InvalidRequest { .. } => Class::UserError,
+            Self::InvalidRequest { .. } | Self::UnsupportedTarget { .. } => Class::UserError,
             Self::NoCacheRoot
             | Self::Io { .. }
             | Self::LockTimeout { .. }
@@ -233,6 +257,7 @@ impl Error {
             | Self::FailedWhileWaiting { .. }
             | Self::BackendUnavailable { .. }
             | Self::CmakeNotFound { .. }
+            | Self::CrossToolsMissing { .. }
             | Self::Spawn { .. }
             | Self::CommandFailed { .. }
             | Self::NotCached { .. }
@@ -360,6 +385,22 @@ mod tests {
             ),
             (Error::InvalidRequest { reason: "x".into() }, UserError),
             (
+                Error::UnsupportedTarget {
+                    target: "macos-aarch64".into(),
+                    host: "linux-x86_64".into(),
+                    reason: "x".into(),
+                },
+                UserError,
+            ),
+            (
+                Error::CrossToolsMissing {
+                    target: "windows-x86_64".into(),
+                    tool: "x".into(),
+                    install: "x".into(),
+                },
+                Failure,
+            ),
+            (
                 Error::Task {
                     message: "x".into(),
                 },
@@ -439,11 +480,13 @@ mod tests {
             Error::Archive(_) => 16,
             Error::Gguf(_) => 17,
             Error::Model(_) => 18,
+            Error::UnsupportedTarget { .. } => 19,
+            Error::CrossToolsMissing { .. } => 20,
         }
     }
 
     /// How many arms `ordinal` has.
-    const VARIANTS: usize = 19;
+    const VARIANTS: usize = 21;
 
     #[test]
     fn every_variant_is_classified_as_the_table_says() {

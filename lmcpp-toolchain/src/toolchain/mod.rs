@@ -5,7 +5,7 @@
 //! The request and its versions (`request`, `versions`) say what is wanted; `plan` and
 //! `release` map it to asset names and CMake arguments offline and against a release
 //! listing; `source` fetches archives and source trees; `cmake` finds or bootstraps cmake
-//! and runs the build; `recipe` is the state machine that drives one entry from request to
+//! and runs the build; `target` says what a cross build takes and how its binaries run here; `recipe` is the state machine that drives one entry from request to
 //! published `bin/`; `manage` lists, validates and removes entries; `build_script` runs the
 //! same recipe from a downstream crate's `build.rs`. `backend` detects and checks compute
 //! backends.
@@ -19,6 +19,7 @@ pub(crate) mod recipe;
 pub(crate) mod release;
 pub(crate) mod request;
 pub(crate) mod source;
+pub(crate) mod target;
 pub mod versions;
 
 pub use manage::{EntryInfo, RequestStatus};
@@ -29,4 +30,5 @@ pub use request::{
     DEFAULT_GITHUB_API, DEFAULT_GITHUB_REPO, Features, Mode, Origin, PINNED_COMMIT,
     PINNED_PYPI_SHA256, PINNED_PYPI_VERSION, Source, ToolchainRequest, VERSION_ENV,
 };
+pub use target::Target;
 pub use versions::{LlamaVersion, PypiPin};

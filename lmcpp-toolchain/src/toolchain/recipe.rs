@@ -25,6 +25,7 @@ use crate::toolchain::cmake;
 use crate::toolchain::plan::{Plan, plan};
 use crate::toolchain::request::{Mode, Origin, Source, ToolchainRequest};
 use crate::toolchain::source::{self, Ctx};
+use crate::toolchain::target::{CrossBuild, Runner, Target, cross_spec};
 use crate::toolchain::versions::BinaryVersion;
 
 /// Name of the state file inside an entry.
@@ -203,8 +204,9 @@ pub(crate) fn installed_from(entry: &Path, state: &EntryState) -> Option<Install
     })
 }
 
-fn exe_name(name: &str) -> String {
-    crate::toolchain::plan::exe(std::env::consts::OS, name)
+/// The file name of executable `name` built for `request`'s target.
+fn exe_name(request: &ToolchainRequest, name: &str) -> String {
+    crate::toolchain::plan::exe(&request.target_or_host().os, name)
 }
 
 /// What a successful run leaves in scratch.
@@ -331,12 +333,44 @@ impl Toolchain {
 
     /// Resolves `auto` and checks an explicit backend is usable, before any work: a GPU
     /// backend needs its device, and its build tools unless a prebuilt asset can be had.
+    ///
+    /// For a target other than this machine, this machine's devices say nothing: `auto`
+    /// is the CPU, which is all a cross build makes, and another backend is only had
+    /// from the target's prebuilt release.
     pub fn resolve_backend(&self, request: &ToolchainRequest) -> Result<(Backend, String)> {
         let origins = request.origins();
         let can = Obtainable {
             prebuilt: origins.contains(&Origin::Prebuilt),
             build: origins.contains(&Origin::Built),
         };
+        let target = request.target_or_host();
+        if !target.is_host() {
+            return match request.backend {
+                Backend::Auto => Ok((
+                    Backend::Cpu,
+                    format!("cpu, the backend of builds for {target}"),
+                )),
+                Backend::Cpu => Ok((Backend::Cpu, "requested".into())),
+                other
+                    if can.prebuilt
+                        && crate::toolchain::plan::asset_platform(
+                            &target.os,
+                            &target.arch,
+                            other,
+                        )
+                        .is_ok() =>
+                {
+                    Ok((other, "requested".into()))
+                }
+                other => Err(Error::BackendUnavailable {
+                    backend: other.to_string(),
+                    reason: format!(
+                        "lmcpp builds for {target} on {} with the cpu backend only; choose cpu, or install the target's prebuilt release with --mode install-only",
+                        Target::host()
+                    ),
+                }),
+            };
+        }
         match request.backend {
             Backend::Auto => {
                 let d = backend::choose(self.probes(), can);
@@ -455,6 +489,11 @@ impl Toolchain {
                 ),
             });
         }
+        // A cross build this machine cannot do is refused before any work, when building
+        // is all the request allows (otherwise the prebuilt may still be had).
+        if origins == [Origin::Built] {
+            cross_spec(&request.target_or_host(), &Target::host())?;
+        }
         let mut out = Vec::new();
         for origin in origins {
             let tree = self.tree_identity(request, origin).await?;
@@ -510,18 +549,19 @@ impl Toolchain {
         crate::toolchain::versions::parse(&listing.tag_name)
     }
 
-    /// The plan for `request` on this machine (backend resolved).
+    /// The plan for `request` on this machine (backend resolved): the target's plan, with
+    /// a cross build's CMake arguments when the target is not this machine.
     pub fn plan(&self, request: &ToolchainRequest) -> Result<Plan> {
         let (backend, _) = self.resolve_backend(request)?;
         let resolved = ToolchainRequest {
             backend,
             ..request.clone()
         };
-        Ok(plan(
-            &resolved,
-            std::env::consts::OS,
-            std::env::consts::ARCH,
-        ))
+        let cross = match cross_spec(&resolved.target_or_host(), &Target::host())? {
+            Some(spec) => Some(CrossBuild::find(spec)?),
+            None => None,
+        };
+        Ok(plan_here(&resolved, cross.as_ref()))
     }
 
     /// Returns the cached toolchain for `request` without any network or build work.
@@ -577,6 +617,27 @@ impl Toolchain {
                 Err(Error::AllSourcesFailed { attempts: a }) => attempts.extend(a),
                 Err(e) => return Err(e),
             }
+        }
+        // `auto` picked a GPU backend on the machine's evidence (a loader or driver), but
+        // neither its prebuilt nor its build could be had (offline, no SDK): the CPU is
+        // always there, and a working CPU server beats none.
+        if request.backend == Backend::Auto && backend != Backend::Cpu {
+            progress.event(ProgressEvent::Note {
+                message: format!("backend auto: {backend} could not be obtained; using cpu"),
+            });
+            let cpu = ToolchainRequest {
+                backend: Backend::Cpu,
+                ..request.clone()
+            };
+            return Box::pin(self.ensure(&cpu, progress))
+                .await
+                .map_err(|e| match e {
+                    Error::AllSourcesFailed { attempts: cpu } => {
+                        attempts.extend(cpu);
+                        Error::AllSourcesFailed { attempts }
+                    }
+                    e => e,
+                });
         }
         Err(Error::AllSourcesFailed { attempts })
     }
@@ -712,8 +773,9 @@ impl Toolchain {
         outcome: Outcome,
         state: &mut EntryState,
     ) -> Result<Installed> {
-        let server = exe_name("llama-server");
-        let rpc = exe_name("rpc-server");
+        let server = exe_name(&state.request, "llama-server");
+        let rpc = exe_name(&state.request, "rpc-server");
+        let runner = Runner::for_target(&state.request.target_or_host());
         let server_path = outcome.bin.join(&server);
         if !server_path.is_file() {
             return Err(Error::ArtefactMissing {
@@ -732,12 +794,21 @@ impl Toolchain {
         }
         // Nothing is published that does not start: `--version` must answer (shared
         // libraries found, CPU supported), and `--help` is kept as the flags it accepts.
+        // A cross build's binary is checked the same way where this machine can run it
+        // (a Windows binary under Wine), and published unchecked where it cannot.
         let version_out = match outcome.version_output {
-            Some(out) => out,
-            None => run_binary(&server_path, "--version").await?,
+            Some(out) => Some(out),
+            None => run_binary_with(&runner, &server_path, "--version").await?,
         };
-        let obtained = BinaryVersion::parse(&version_out);
-        let help = run_binary(&server_path, "--help").await.unwrap_or_default();
+        let obtained = version_out.as_deref().and_then(BinaryVersion::parse);
+        let help = match version_out {
+            Some(_) => run_binary_with(&runner, &server_path, "--help")
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+            None => String::new(),
+        };
         let help_tmp = scratch.join(HELP_FILE);
         std::fs::write(&help_tmp, help.as_bytes()).ctx("write", &help_tmp)?;
         let server_size = std::fs::metadata(&server_path)
@@ -783,7 +854,34 @@ impl Toolchain {
             sources: job.request.sources_of(job.origin),
             ..job.request.clone()
         };
-        let plan = plan(request, std::env::consts::OS, std::env::consts::ARCH);
+        let cross = if job.origin == Origin::Built {
+            match self.cross_build(request).await {
+                Ok(c) => c,
+                // A cross build this machine cannot do leaves the entry as it was: it says
+                // nothing about what was asked for.
+                Err(error @ Error::CrossToolsMissing { .. }) => {
+                    return Err(RunFailure {
+                        error,
+                        record: false,
+                    });
+                }
+                Err(e) => {
+                    return Err(RunFailure {
+                        error: Error::AllSourcesFailed {
+                            attempts: vec![SourceAttempt {
+                                source: "build".into(),
+                                location: "-".into(),
+                                error: format!("skipped: {e}"),
+                            }],
+                        },
+                        record: false,
+                    });
+                }
+            }
+        } else {
+            None
+        };
+        let plan = plan_here(request, cross.as_ref());
         let ctx = Ctx {
             layout: &self.layout,
             downloader: &self.downloader,
@@ -794,8 +892,20 @@ impl Toolchain {
         // Whether a source was tried, and whether every one tried failed before reaching
         // anything (then the failure is not recorded, see `RunFailure`).
         let (mut tried, mut unreached) = (false, true);
+        let backend_check = if cross.is_some() {
+            // A cross build makes the cpu backend only (see `resolve_backend`).
+            match request.backend {
+                Backend::Auto | Backend::Cpu => Ok(()),
+                other => Err(Error::BackendUnavailable {
+                    backend: other.to_string(),
+                    reason: format!("lmcpp builds for {} with the cpu backend only", plan.os),
+                }),
+            }
+        } else {
+            backend::check_available(request.backend, true, self.probes())
+        };
         if job.origin == Origin::Built
-            && let Err(e) = backend::check_available(request.backend, true, self.probes())
+            && let Err(e) = backend_check
         {
             attempts.push(SourceAttempt {
                 source: "build".into(),
@@ -879,13 +989,14 @@ impl Toolchain {
         src: &Source,
         scratch: &Path,
     ) -> Result<Outcome> {
-        let server = exe_name("llama-server");
+        let server = exe_name(request, "llama-server");
         let bin = scratch.join("bin");
+        let runner = Runner::for_target(&request.target_or_host());
         let (dir, label, version_output) = match src {
             Source::PrebuiltUrl { url, sha256 } => {
                 let archives = [(url.clone(), sha256.clone(), None)];
                 let dir = source::install_prebuilt(ctx, &archives, scratch, &server).await?;
-                let version = run_binary(&dir.join(&server), "--version").await?;
+                let version = run_binary_with(&runner, &dir.join(&server), "--version").await?;
                 (dir, url.clone(), version)
             }
             _ => {
@@ -899,7 +1010,7 @@ impl Toolchain {
             source: format!("{} {label}", src.kind()),
             source_dir: None,
             cmake_args: Vec::new(),
-            version_output: Some(version_output),
+            version_output,
         })
     }
 
@@ -912,7 +1023,7 @@ impl Toolchain {
         request: &ToolchainRequest,
         scratch: &Path,
         server: &str,
-    ) -> Result<(PathBuf, String, String)> {
+    ) -> Result<(PathBuf, String, Option<String>)> {
         let tag = request
             .version
             .tag
@@ -926,10 +1037,12 @@ impl Toolchain {
             label: request.cuda_label.clone(),
             driver_max: self.probes().cuda_driver,
         };
+        let target = request.target_or_host();
+        let runner = Runner::for_target(&target);
         let choices = crate::toolchain::release::choose_assets(
             &listing,
-            std::env::consts::OS,
-            std::env::consts::ARCH,
+            &target.os,
+            &target.arch,
             request.backend,
             &cuda,
         )
@@ -958,7 +1071,7 @@ impl Toolchain {
                 .join(" + ");
             let attempt = async {
                 let dir = source::install_prebuilt(ctx, &archives, scratch, server).await?;
-                let version = run_binary(&dir.join(server), "--version").await?;
+                let version = run_binary_with(&runner, &dir.join(server), "--version").await?;
                 Ok::<_, Error>((dir, version))
             };
             match attempt.await {
@@ -983,6 +1096,26 @@ impl Toolchain {
                 reason: failures.join("; "),
             }),
         }
+    }
+
+    /// The cross build `request` takes on this machine: `None` for its own target, else
+    /// the cross compilers found (and a C++ compiler with POSIX threads checked), or why
+    /// it cannot be done here.
+    async fn cross_build(&self, request: &ToolchainRequest) -> Result<Option<CrossBuild>> {
+        let Some(spec) = cross_spec(&request.target_or_host(), &Target::host())? else {
+            return Ok(None);
+        };
+        let build = CrossBuild::find(spec)?;
+        if let Some(cxx) = build.cxx() {
+            let mut cmd = tokio::process::Command::new(cxx);
+            cmd.arg("-v");
+            // `gcc -v` prints its configuration to stderr; a compiler that cannot even say
+            // that fails the build later with its own error.
+            if let Ok(Ok(out)) = tokio::time::timeout(VERSION_TIMEOUT, cmd.output()).await {
+                build.check_thread_model(&String::from_utf8_lossy(&out.stderr))?;
+            }
+        }
+        Ok(Some(build))
     }
 
     async fn source_tree(
@@ -1036,7 +1169,7 @@ impl Toolchain {
         let cmake =
             cmake::find_or_bootstrap(&self.layout, python, self.lock_timeout, progress).await?;
         let mut plan = plan.clone();
-        let rpc = exe_name("rpc-server");
+        let rpc = crate::toolchain::plan::exe(&plan.os, "rpc-server");
         if plan.artefacts.contains(&rpc) {
             match source::rpc_target(tree) {
                 Some(target) => plan.build_targets.push(target),
@@ -1176,12 +1309,38 @@ fn shared_failure(
     })
 }
 
+/// The plan for `request` built on this machine: its target's plan, with a cross build's
+/// CMake arguments placed before the request's own (which may override them).
+fn plan_here(request: &ToolchainRequest, cross: Option<&CrossBuild>) -> Plan {
+    let target = request.target_or_host();
+    let mut p = plan(request, &target.os, &target.arch);
+    if let Some(cross) = cross {
+        let at = p.cmake_args.len().saturating_sub(request.cmake_args.len());
+        p.cmake_args.splice(at..at, cross.cmake_args());
+    }
+    p
+}
+
+/// [`run_binary`] for a binary built for a target `runner` runs (directly, or under Wine);
+/// `Ok(None)` when this machine cannot run it at all.
+async fn run_binary_with(runner: &Runner, binary: &Path, arg: &str) -> Result<Option<String>> {
+    match runner.command(binary) {
+        Some(cmd) => run_command(cmd, binary, arg).await.map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Runs a `llama-server` (published, about to be, or any given by path) with one argument
 /// (`--version`, `--help`), bounded in time, and returns stdout and stderr together; a
 /// failure carries the tail of that output.
 pub async fn run_binary(binary: &Path, arg: &str) -> Result<String> {
+    run_command(tokio::process::Command::new(binary), binary, arg).await
+}
+
+/// Runs `cmd` (which runs `binary`) with `arg`; see [`run_binary`].
+async fn run_command(mut cmd: tokio::process::Command, binary: &Path, arg: &str) -> Result<String> {
     let command = format!("{} {arg}", binary.display());
-    let run = tokio::process::Command::new(binary)
+    let run = cmd
         .arg(arg)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::fingerprint::Fingerprint;
 use crate::toolchain::backend::Backend;
+use crate::toolchain::target::Target;
 use crate::toolchain::versions::LlamaVersion;
 
 /// llama.cpp commit this crate is tested against (release `b11312`).
@@ -216,6 +217,15 @@ pub struct ToolchainRequest {
     pub cuda_label: Option<String>,
     /// Python interpreter used for `pip`.
     pub python: String,
+    /// The OS and architecture the binaries are for; `None` is this machine.
+    ///
+    /// Another target is a cross build: `windows-x86_64` (`"x86_64-pc-windows-gnu".parse()`)
+    /// builds `llama-server.exe` with mingw-w64 on Linux (the CPU backend, statically
+    /// linked, so it runs under Wine or on Windows without further DLLs), into an entry of
+    /// its own. Other cross builds are refused with [`crate::Error::UnsupportedTarget`];
+    /// prebuilt release assets of any target can be installed (`--mode install-only`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
 }
 
 impl Default for ToolchainRequest {
@@ -235,6 +245,7 @@ impl Default for ToolchainRequest {
             github_api: default_github_api(),
             cuda_label: None,
             python: "python3".to_owned(),
+            target: None,
         }
     }
 }
@@ -244,6 +255,11 @@ fn default_github_api() -> String {
 }
 
 impl ToolchainRequest {
+    /// The target the binaries are for: [`ToolchainRequest::target`], else this machine.
+    pub fn target_or_host(&self) -> Target {
+        self.target.clone().unwrap_or_else(Target::host)
+    }
+
     /// The origins this request accepts, in the order they are tried. A prebuilt cannot
     /// honour extra CMake arguments, and a custom source decides the origin by its kind.
     pub fn origins(&self) -> Vec<Origin> {
@@ -282,17 +298,19 @@ impl ToolchainRequest {
     /// [`LlamaVersion::identity`], or the content identity of a custom source (see
     /// [`crate::Toolchain::tree_identity`]).
     ///
-    /// The key is what was produced: os, arch, origin, tree, backend, CMake arguments and
-    /// features. The mode and the list of places tried are not part of it, so a build-only
-    /// result satisfies a build-or-install request for the same version.
+    /// The key is what was produced: the target's os and arch, origin, tree, backend, CMake
+    /// arguments and features. The mode and the list of places tried are not part of it, so
+    /// a build-only result satisfies a build-or-install request for the same version; nor
+    /// is whether the target was named, so `Some(host)` and `None` share an entry.
     pub fn fingerprint(&self, backend: Backend, origin: Origin, tree: &str) -> String {
         let cmake_args: &[String] = match origin {
             Origin::Built => &self.cmake_args,
             Origin::Prebuilt => &[],
         };
+        let target = self.target_or_host();
         Fingerprint::new("lmcpp/toolchain/v2")
-            .field("os", std::env::consts::OS)
-            .field("arch", std::env::consts::ARCH)
+            .field("os", &target.os)
+            .field("arch", &target.arch)
             .field("origin", origin.as_str())
             .field("tree", tree)
             .field("backend", backend.as_str())
@@ -322,6 +340,7 @@ mod tests {
         let variants: Vec<Change> = vec![
             Box::new(|r| r.cmake_args.push("-DX=1".into())),
             Box::new(|r| r.features.rpc = false),
+            Box::new(|r| r.target = Some(cross_target())),
         ];
         for (i, v) in variants.iter().enumerate() {
             let mut changed = base.clone();
@@ -343,6 +362,40 @@ mod tests {
         other.mode = Mode::BuildOnly;
         other.sources = vec![Source::PypiSdist];
         assert_eq!(reference, fp(&other, Origin::Built, "commit:abc1234"));
+        // Naming this machine as the target is the same product as naming none.
+        other.target = Some(Target::host());
+        assert_eq!(reference, fp(&other, Origin::Built, "commit:abc1234"));
+    }
+
+    /// A target other than this machine.
+    fn cross_target() -> Target {
+        let os = if cfg!(windows) { "linux" } else { "windows" };
+        Target {
+            os: os.into(),
+            arch: "x86_64".into(),
+        }
+    }
+
+    #[test]
+    fn a_cross_target_has_entries_of_its_own_for_every_origin() {
+        let host = ToolchainRequest::default();
+        let cross = ToolchainRequest {
+            target: Some(cross_target()),
+            ..ToolchainRequest::default()
+        };
+        for origin in [Origin::Built, Origin::Prebuilt] {
+            assert_ne!(
+                host.fingerprint(Backend::Cpu, origin, "commit:abc1234"),
+                cross.fingerprint(Backend::Cpu, origin, "commit:abc1234"),
+                "{origin}"
+            );
+        }
+        // The target survives the state file's round trip; a host request writes none.
+        let json = serde_json::to_value(&cross).unwrap();
+        let back: ToolchainRequest = serde_json::from_value(json).unwrap();
+        assert_eq!(back.target, Some(cross_target()));
+        let host_json = serde_json::to_value(&host).unwrap();
+        assert!(host_json.get("target").is_none(), "{host_json}");
     }
 
     #[test]
