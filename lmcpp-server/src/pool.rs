@@ -408,7 +408,7 @@ impl Pool {
     }
 
     /// How many requests wait at the cap (some may have given up).
-    #[cfg(test)]
+    #[cfg(all(test, unix))]
     fn waiting(&self) -> usize {
         self.lock().waiters.len()
     }
@@ -450,7 +450,8 @@ where
     Ok(sender)
 }
 
-#[cfg(test)]
+// The fake servers of these tests listen on Unix sockets.
+#[cfg(all(test, unix))]
 mod tests {
     #![allow(clippy::unwrap_used)]
 

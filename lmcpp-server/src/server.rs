@@ -846,6 +846,7 @@ mod tests {
     fn executable(dir: &Path) -> PathBuf {
         let exe = dir.join("exe");
         std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        #[cfg(unix)]
         std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         exe
@@ -869,7 +870,16 @@ mod tests {
         let cases: Vec<(&Path, &Path, &str)> = vec![
             (&exe, &gguf, "ok"),
             (&missing, &gguf, "BinaryNotFound"),
-            (&noexec, &gguf, "BinaryNotExecutable"),
+            // Windows has no execute bit: any regular file may be run.
+            (
+                &noexec,
+                &gguf,
+                if cfg!(unix) {
+                    "BinaryNotExecutable"
+                } else {
+                    "ok"
+                },
+            ),
             (d, &gguf, "BinaryNotExecutable"),
             (&exe, &missing, "ModelNotFound"),
             (&exe, &text, "ModelNotGguf"),

@@ -204,8 +204,8 @@ fn open(pid: u32, access: u32) -> Option<OwnedHandle> {
 fn running(handle: &OwnedHandle) -> bool {
     let mut code = 0u32;
     // SAFETY: a valid process handle with query access.
-    unsafe { GetExitCodeProcess(handle.as_raw_handle() as HANDLE, &mut code) != 0 }
-    &&code == STILL_ACTIVE
+    let ok = unsafe { GetExitCodeProcess(handle.as_raw_handle() as HANDLE, &mut code) };
+    ok != 0 && code == STILL_ACTIVE
 }
 
 /// Whether a process with this pid exists and has not exited.

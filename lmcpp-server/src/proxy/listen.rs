@@ -21,7 +21,6 @@ use crate::{
     endpoint::Endpoint,
     error::{Error, Result},
     registry::Registry,
-    runtime::{ensure_private_dir, socket_path},
     server::{HttpPort, TransportChoice},
 };
 
@@ -66,6 +65,7 @@ pub(crate) async fn bind(
         }
         #[cfg(unix)]
         _ => {
+            use crate::runtime::{ensure_private_dir, socket_path};
             let dir = registry.dir();
             let socket = socket_path(dir, id, fallback_dir);
             if let Some(parent) = socket.parent()

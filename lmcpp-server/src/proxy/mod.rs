@@ -10,7 +10,8 @@ mod models;
 mod service;
 mod spec;
 mod stall;
-#[cfg(test)]
+// The fake model servers of these tests listen on Unix sockets.
+#[cfg(all(test, unix))]
 mod tests;
 mod view;
 

@@ -293,6 +293,8 @@ async fn eviction_makes_room_but_never_stops_a_busy_model() {
     proxy.stop().await.unwrap();
 }
 
+// Kills the server with a signal, as a crash would.
+#[cfg(unix)]
 #[tokio::test]
 async fn a_model_server_killed_mid_stream_is_an_error_then_restarts() {
     let dir = tempfile::tempdir().unwrap();

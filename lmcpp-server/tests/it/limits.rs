@@ -3,10 +3,9 @@
 //! case must end in its typed error, quickly; the tokio timeouts around the calls are
 //! only a safety net so that a regression fails instead of hanging the test run.
 
-use std::{
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    time::Duration,
-};
+#[cfg(unix)]
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use lmcpp_server::{Client, ClientLimits, Endpoint, Error};
@@ -223,7 +222,8 @@ async fn huge_error_bodies_are_cut_with_a_note() {
 }
 
 /// A listener whose accept queue is full: the kernel drops further connection attempts,
-/// so a connect hangs until its timeout.
+/// so a connect hangs until its timeout. (Windows refuses instead of dropping.)
+#[cfg(unix)]
 fn full_listener() -> (OwnedFd, u16, Vec<std::net::TcpStream>) {
     // SAFETY: plain socket calls on a new fd we own; the sockaddr is fully initialised.
     unsafe {
@@ -255,6 +255,7 @@ fn full_listener() -> (OwnedFd, u16, Vec<std::net::TcpStream>) {
     }
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn a_connect_that_never_completes_times_out() {
     let (_listener, port, _held) = full_listener();

@@ -3,19 +3,20 @@
 
 use std::{
     convert::Infallible,
-    path::Path,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
 };
+#[cfg(unix)]
+use std::{path::Path, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody, combinators::BoxBody};
 use hyper::{Request, Response, body::Frame, body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 use lmcpp_server::Endpoint;
+#[cfg(unix)]
 pub(crate) use lmcpp_test_support::{eventually, running};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -189,6 +190,7 @@ pub(crate) async fn tcp() -> Mock {
 }
 
 /// Starts the mock on a Unix socket in a fresh temp dir.
+#[cfg(unix)]
 pub(crate) async fn unix() -> Mock {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("mock.sock");
@@ -207,12 +209,17 @@ pub(crate) async fn unix() -> Mock {
     }
 }
 
-/// Both transports, for tests that must hold for each.
-pub(crate) async fn both() -> [Mock; 2] {
-    [tcp().await, unix().await]
+/// Every transport of the platform (TCP, and Unix sockets where they exist), for tests
+/// that must hold for each.
+pub(crate) async fn both() -> Vec<Mock> {
+    #[cfg(unix)]
+    return vec![tcp().await, unix().await];
+    #[cfg(not(unix))]
+    return vec![tcp().await];
 }
 
 /// Writes an executable shell script.
+#[cfg(unix)]
 pub(crate) fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
@@ -222,6 +229,7 @@ pub(crate) fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
 }
 
 /// Launch options for `binary` with a fake model and a private runtime dir under `dir`.
+#[cfg(unix)]
 pub(crate) fn launch_options(
     dir: &Path,
     binary: std::path::PathBuf,
@@ -234,6 +242,7 @@ pub(crate) fn launch_options(
 }
 
 /// Writes a file that passes the GGUF magic check.
+#[cfg(unix)]
 pub(crate) fn fake_gguf(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("model.gguf");
     std::fs::write(&path, b"GGUF\x03\0\0\0").expect("write model");
