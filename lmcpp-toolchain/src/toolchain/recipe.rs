@@ -348,7 +348,7 @@ impl Toolchain {
             return match request.backend {
                 Backend::Auto => Ok((
                     Backend::Cpu,
-                    format!("cpu, the backend of builds for {target}"),
+                    format!("the only backend of builds for {target} here"),
                 )),
                 Backend::Cpu => Ok((Backend::Cpu, "requested".into())),
                 other
@@ -1407,7 +1407,102 @@ fn make_executable(path: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn windows() -> Target {
+        "x86_64-pc-windows-gnu".parse().unwrap()
+    }
+
+    /// A cross build with every tool "found" under /usr/bin (no machine is looked at).
+    fn mingw() -> CrossBuild {
+        let spec = cross_spec(&windows(), &"linux-x86_64".parse().unwrap())
+            .unwrap()
+            .unwrap();
+        CrossBuild::resolve(spec, |n| Some(PathBuf::from("/usr/bin").join(n))).unwrap()
+    }
+
+    #[test]
+    fn a_cross_plan_configures_for_the_target_and_lets_the_request_override() {
+        let request = ToolchainRequest {
+            target: Some(windows()),
+            cmake_args: vec!["-DGGML_AVX2=ON".into()],
+            ..ToolchainRequest::default()
+        };
+        let p = plan_here(&request, Some(&mingw()));
+        assert_eq!(p.artefacts, ["llama-server.exe", "rpc-server.exe"]);
+        assert_eq!(p.prebuilt_assets, ["llama-b11312-bin-win-cpu-x64.zip"]);
+        let at = |a: &str| p.cmake_args.iter().position(|x| x == a).unwrap();
+        // The target's own plan, then the cross build's arguments, then the request's.
+        assert!(at("-DGGML_RPC=ON") < at("-DCMAKE_SYSTEM_NAME=Windows"));
+        assert!(at("-DCMAKE_SYSTEM_NAME=Windows") < at("-DGGML_AVX2=ON"));
+        assert_eq!(
+            p.cmake_args.last().map(String::as_str),
+            Some("-DGGML_AVX2=ON")
+        );
+        // Without a cross build the plan is the target's plan as `cargo xtask matrix` shows it.
+        let native = plan_here(&request, None);
+        assert_eq!(native, plan(&request, "windows", "x86_64"));
+    }
+
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    #[tokio::test]
+    async fn cross_targets_resolve_to_cpu_and_unsupported_builds_are_refused_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        // Probes claiming every device: a cross target must not look at them.
+        let probes = Probes {
+            nvidia: Some("n".into()),
+            nvcc: Some("c".into()),
+            vulkan: Some("v".into()),
+            glslc: Some("g".into()),
+            ..Probes::default()
+        };
+        let tc = Toolchain::new(Some(dir.path()))
+            .unwrap()
+            .with_probes(probes);
+        let cross = ToolchainRequest {
+            target: Some(windows()),
+            ..ToolchainRequest::default()
+        };
+        assert_eq!(tc.resolve_backend(&cross).unwrap().0, Backend::Cpu);
+        let vulkan_build = ToolchainRequest {
+            backend: Backend::Vulkan,
+            mode: Mode::BuildOnly,
+            ..cross.clone()
+        };
+        let err = tc.resolve_backend(&vulkan_build).unwrap_err().to_string();
+        assert!(err.contains("cpu backend only"), "{err}");
+        // The prebuilt windows vulkan release may still be installed.
+        let vulkan_install = ToolchainRequest {
+            mode: Mode::InstallOnly,
+            ..vulkan_build
+        };
+        assert_eq!(
+            tc.resolve_backend(&vulkan_install).unwrap().0,
+            Backend::Vulkan
+        );
+
+        let mac = ToolchainRequest {
+            target: Some("aarch64-apple-darwin".parse().unwrap()),
+            mode: Mode::BuildOnly,
+            ..ToolchainRequest::default()
+        };
+        let err = tc.entries_for(&mac).await.unwrap_err();
+        assert!(
+            matches!(err, Error::UnsupportedTarget { .. }) && err.is_user_error(),
+            "{err}"
+        );
+        // With prebuilt allowed, the request maps to its entries (the build is skipped later).
+        let mac_any = ToolchainRequest {
+            mode: Mode::BuildOrInstall,
+            ..mac
+        };
+        assert_eq!(tc.entries_for(&mac_any).await.unwrap().len(), 2);
+        assert!(
+            !dir.path().join("toolchains").exists(),
+            "nothing was written"
+        );
+    }
 
     #[test]
     fn scratch_names_map_to_their_entry() {
