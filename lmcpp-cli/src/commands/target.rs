@@ -135,6 +135,13 @@ async fn resolve_as(ctx: &Ctx, t: &TargetArgs, needs_model: bool) -> Result<Targ
         model: None,
         _running: None,
     };
+    // A registered server is asked with the key lmcpp generated for it (Windows), unless
+    // the command line gives one.
+    let registered = |record: ServerRecord| Target {
+        client: recorded(&record, t),
+        model: None,
+        _running: None,
+    };
     if let Some(url) = &t.url {
         // What is at a URL is not in the registry, so it cannot be asked whether it is a
         // proxy or which aliases it serves: the model goes into each request as given. A
@@ -150,7 +157,7 @@ async fn resolve_as(ctx: &Ctx, t: &TargetArgs, needs_model: bool) -> Result<Targ
         let record = registry.get(id)?;
         return match record.kind {
             ProcessKind::Proxy => proxy_target(record, t, needs_model).await,
-            ProcessKind::Server if t.model.is_none() => Ok(direct(record.endpoint)),
+            ProcessKind::Server if t.model.is_none() => Ok(registered(record)),
             ProcessKind::Server => Err(BadInput(format!(
                 "{id} is a llama-server serving one model; --model with --server chooses a \
                  model of a proxy, so drop --model or pass the id of a proxy (see `lmcpp ps`)"
@@ -196,7 +203,7 @@ async fn resolve_as(ctx: &Ctx, t: &TargetArgs, needs_model: bool) -> Result<Targ
             let record = live.remove(0);
             match record.kind {
                 ProcessKind::Proxy => proxy_target(record, t, needs_model).await,
-                _ => Ok(direct(record.endpoint)),
+                _ => Ok(registered(record)),
             }
         }
         n => Err(BadInput(format!(
@@ -216,6 +223,13 @@ fn ids(records: &[ServerRecord]) -> String {
 /// A client for `endpoint` with the key of the command line, if any.
 fn keyed(endpoint: Endpoint, t: &TargetArgs) -> Client {
     super::ctx::keyed_client(endpoint, t.api_key.as_deref())
+}
+
+/// A client for a registered process: the command line's key, else the one lmcpp
+/// generated for it and recorded.
+fn recorded(record: &ServerRecord, t: &TargetArgs) -> Client {
+    let key = t.api_key.as_deref().or(record.api_key.as_deref());
+    super::ctx::keyed_client(record.endpoint.clone(), key)
 }
 
 /// A server for `--model` started for this command; the key it requires is the one this
@@ -241,18 +255,19 @@ async fn start_for_command(ctx: &Ctx, t: &TargetArgs, model: &str) -> Result<Tar
 async fn proxy_target(record: ServerRecord, t: &TargetArgs, needs_model: bool) -> Result<Target> {
     if !needs_model && t.model.is_none() {
         return Ok(Target {
-            client: keyed(record.endpoint, t),
+            client: recorded(&record, t),
             model: None,
             _running: None,
         });
     }
-    let models = proxy_models(&record, t.api_key.as_deref())
+    let key = t.api_key.as_deref().or(record.api_key.as_deref());
+    let models = proxy_models(&record, key)
         .await
         .map_err(|e| anyhow::anyhow!("proxy {} gives {e}", record.id))?;
     let aliases: Vec<&str> = models.iter().map(|m| m.alias.as_str()).collect();
     let alias = choose_alias(&record.id, &aliases, t.model.as_deref())?;
     Ok(Target {
-        client: keyed(record.endpoint, t),
+        client: recorded(&record, t),
         model: Some(alias),
         _running: None,
     })
@@ -338,6 +353,7 @@ mod tests {
         }
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn a_process_parent_is_read_from_proc() {
         assert_eq!(
