@@ -771,7 +771,11 @@ async fn start(paths: &PreparedPaths, work: &Path, setup: &Setup) -> Result<Runn
             std::fs::create_dir_all(models_dir)?;
             let link = models_dir.join("demo.gguf");
             if !link.exists() {
+                #[cfg(unix)]
                 std::os::unix::fs::symlink(&paths.demo_model, &link)?;
+                // Windows links need a privilege; a copy of the small demo model serves.
+                #[cfg(windows)]
+                std::fs::copy(&paths.demo_model, &link)?;
             }
             LaunchOptions::router(bin, models_dir)
         }

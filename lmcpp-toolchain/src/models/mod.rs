@@ -1059,9 +1059,9 @@ impl ModelStore {
         if r.hub_dir.is_some() {
             return Ok(());
         }
-        let link = self.link_path(r);
         #[cfg(unix)]
         {
+            let link = self.link_path(r);
             if let Some(dir) = link.parent() {
                 std::fs::create_dir_all(dir).ctx("create directory", dir)?;
             }

@@ -22,6 +22,8 @@ async fn strips_the_single_top_folder_and_keeps_modes() {
     let items = [
         Item::Dir("top/"),
         Item::File("top/bin/llama-server", b"x".to_vec(), 0o755),
+        // Windows has no symbolic links for unprivileged users (see the test below).
+        #[cfg(unix)]
         Item::Symlink("top/bin/link", "llama-server"),
     ];
     for (bytes, kind) in [
@@ -32,15 +34,39 @@ async fn strips_the_single_top_folder_and_keeps_modes() {
         r.unwrap();
         let exe = dir.path().join("out/bin/llama-server");
         assert!(exe.is_file(), "{kind:?}");
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&exe).unwrap().permissions().mode();
-        assert_eq!(mode & 0o111, 0o111, "{kind:?}");
-        assert_eq!(
-            std::fs::read_link(dir.path().join("out/bin/link")).unwrap(),
-            std::path::Path::new("llama-server")
-        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&exe).unwrap().permissions().mode();
+            assert_eq!(mode & 0o111, 0o111, "{kind:?}");
+            assert_eq!(
+                std::fs::read_link(dir.path().join("out/bin/link")).unwrap(),
+                std::path::Path::new("llama-server")
+            );
+        }
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 2, "only the archive and out/ remain");
+    }
+}
+
+/// Where unprivileged users cannot make symbolic links, an archive holding one is refused
+/// naming the link, rather than extracted without it.
+#[cfg(windows)]
+#[tokio::test]
+async fn a_symbolic_link_is_refused_where_the_platform_has_none() {
+    let items = [
+        Item::Dir("top/"),
+        Item::File("top/bin/llama-server", b"x".to_vec(), 0o755),
+        Item::Symlink("top/bin/link", "llama-server"),
+    ];
+    for (bytes, kind) in [
+        (tar_gz(&items), ArchiveKind::TarGz),
+        (zip(&items), ArchiveKind::Zip),
+    ] {
+        let (dir, r) = try_extract(&bytes, kind).await;
+        let err = r.unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{kind:?}: {err}");
+        assert!(!dir.path().join("out").exists(), "{kind:?}");
     }
 }
 

@@ -26,8 +26,27 @@ fn age(path: &Path) {
             age(&e.unwrap().path());
         }
     }
-    let f = std::fs::File::open(path).unwrap();
-    f.set_modified(then).unwrap();
+    open_for_times(path).set_modified(then).unwrap();
+}
+
+/// A handle that may set `path`'s times, a folder's included.
+#[cfg(unix)]
+fn open_for_times(path: &Path) -> std::fs::File {
+    std::fs::File::open(path).unwrap()
+}
+
+/// A handle that may set `path`'s times: Windows needs the right to write attributes, and
+/// a folder opens only with backup semantics.
+#[cfg(windows)]
+fn open_for_times(path: &Path) -> std::fs::File {
+    use std::os::windows::fs::OpenOptionsExt;
+    const FILE_WRITE_ATTRIBUTES: u32 = 0x100;
+    const FILE_FLAG_BACKUP_SEMANTICS: u32 = 0x0200_0000;
+    std::fs::OpenOptions::new()
+        .access_mode(FILE_WRITE_ATTRIBUTES)
+        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
+        .open(path)
+        .unwrap()
 }
 
 async fn hold(path: &Path) -> LockGuard {
@@ -79,11 +98,12 @@ async fn fixture() -> Fixture {
     std::fs::create_dir_all(root.join("models/by-name/kept")).unwrap();
     std::fs::create_dir_all(root.join("models/by-name/gone")).unwrap();
     for key in ["kept", "gone"] {
-        std::os::unix::fs::symlink(
-            format!("../../blobs/{SHA}"),
-            root.join(format!("models/by-name/{key}/m.gguf")),
-        )
-        .unwrap();
+        let entry = root.join(format!("models/by-name/{key}/m.gguf"));
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(format!("../../blobs/{SHA}"), entry).unwrap();
+        // The store makes no links on Windows; a file stands in for the entry.
+        #[cfg(windows)]
+        std::fs::write(entry, b"m").unwrap();
     }
     let used = root.join("sources/used");
     write(
@@ -112,7 +132,12 @@ fn set(report_items: &[lmcpp_toolchain::gc::GcItem], root: &Path) -> BTreeSet<(G
         .map(|i| {
             (
                 i.kind,
-                i.path.strip_prefix(root).unwrap().display().to_string(),
+                i.path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .display()
+                    .to_string()
+                    .replace('\\', "/"),
             )
         })
         .collect()

@@ -91,8 +91,14 @@ fn place(root: &Path, repo: &str, files: &[(&str, &[u8])]) {
         std::fs::write(dir.join("blobs").join(&digest), body).unwrap();
         let link = snapshot(root, repo).join(path);
         std::fs::create_dir_all(link.parent().unwrap()).unwrap();
-        let up = "../".repeat(path.split('/').count() + 1);
-        std::os::unix::fs::symlink(format!("{up}blobs/{digest}"), &link).unwrap();
+        #[cfg(unix)]
+        {
+            let up = "../".repeat(path.split('/').count() + 1);
+            std::os::unix::fs::symlink(format!("{up}blobs/{digest}"), &link).unwrap();
+        }
+        // Without symlinks (Windows without developer mode) the Python client copies.
+        #[cfg(windows)]
+        std::fs::write(&link, body).unwrap();
     }
 }
 

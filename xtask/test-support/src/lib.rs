@@ -30,6 +30,7 @@ pub fn prepared() -> PreparedPaths {
 }
 
 /// Whether a process with this pid exists and is not a zombie.
+#[cfg(target_os = "linux")]
 pub fn running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
         stat.rsplit(')')
@@ -37,6 +38,42 @@ pub fn running(pid: u32) -> bool {
             .and_then(|rest| rest.split_whitespace().next())
             .is_some_and(|state| state != "Z")
     })
+}
+
+/// Whether a process with this pid exists and is not a zombie (its BSD status).
+#[cfg(target_os = "macos")]
+pub fn running(pid: u32) -> bool {
+    let Ok(pid) = libc::c_int::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: a zeroed `proc_bsdinfo` is a valid value, and the call writes at most
+    // `size` bytes into it.
+    let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::proc_bsdinfo>() as libc::c_int;
+    let wrote =
+        unsafe { libc::proc_pidinfo(pid, libc::PROC_PIDTBSDINFO, 0, (&raw mut info).cast(), size) };
+    wrote == size && info.pbi_status != libc::SZOMB
+}
+
+/// Whether a process with this pid exists and has not exited (a handle to an exited
+/// process that someone still holds keeps its pid, with an exit code).
+#[cfg(windows)]
+pub fn running(pid: u32) -> bool {
+    use windows_sys::Win32::Foundation::{CloseHandle, STILL_ACTIVE};
+    use windows_sys::Win32::System::Threading::{
+        GetExitCodeProcess, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
+    };
+    // SAFETY: plain calls with a pid; the handle, when one is returned, is closed once.
+    unsafe {
+        let handle = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid);
+        if handle.is_null() {
+            return false;
+        }
+        let mut code = 0u32;
+        let ok = GetExitCodeProcess(handle, &mut code);
+        CloseHandle(handle);
+        ok != 0 && code == STILL_ACTIVE as u32
+    }
 }
 
 /// Polls `cond` every 5 ms until it holds or `timeout` passes; whether it held.
