@@ -1,28 +1,24 @@
 //! The signals that end a foreground process: Ctrl-C (SIGINT), SIGTERM (service
-//! managers, `kill`) and SIGHUP (a closed terminal). Each stops the server gracefully,
-//! where the default action would kill lmcpp and leave the kernel to SIGKILL the server.
+//! managers, `kill`) and SIGHUP (a closed terminal); on Windows the console's Ctrl-C,
+//! Ctrl-Break (what lmcpp itself sends to stop a process group gracefully) and close
+//! events. Each stops the server gracefully, where the default action would kill lmcpp and
+//! leave the kernel (or the Job object) to kill the server.
 
 use anyhow::{Context, Result};
-use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// Listens for the signals from creation on, so one that arrives while a server starts
 /// is not lost (and does not kill lmcpp mid-way).
 pub(crate) struct Shutdown {
-    signals: Vec<(&'static str, Signal)>,
+    signals: Vec<(&'static str, os::Listener)>,
 }
 
 impl Shutdown {
     /// Installs the handlers.
     pub(crate) fn listen() -> Result<Self> {
-        let kinds = [
-            ("SIGINT", SignalKind::interrupt()),
-            ("SIGTERM", SignalKind::terminate()),
-            ("SIGHUP", SignalKind::hangup()),
-        ];
-        let signals = kinds
-            .into_iter()
-            .map(|(name, kind)| {
-                signal(kind)
+        let signals = os::KINDS
+            .iter()
+            .map(|&(name, kind)| {
+                os::listen(kind)
                     .map(|s| (name, s))
                     .with_context(|| format!("cannot listen for {name}"))
             })
@@ -34,10 +30,72 @@ impl Shutdown {
     pub(crate) async fn recv(&mut self) -> &'static str {
         let waits = self.signals.iter_mut().map(|(name, signal)| {
             Box::pin(async move {
-                signal.recv().await;
+                os::recv(signal).await;
                 *name
             })
         });
         futures_util::future::select_all(waits).await.0
+    }
+}
+
+#[cfg(unix)]
+mod os {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+
+    pub(super) type Listener = Signal;
+
+    pub(super) const KINDS: &[(&str, SignalKind)] = &[
+        ("SIGINT", SignalKind::interrupt()),
+        ("SIGTERM", SignalKind::terminate()),
+        ("SIGHUP", SignalKind::hangup()),
+    ];
+
+    pub(super) fn listen(kind: SignalKind) -> std::io::Result<Listener> {
+        signal(kind)
+    }
+
+    pub(super) async fn recv(listener: &mut Listener) {
+        listener.recv().await;
+    }
+}
+
+#[cfg(windows)]
+mod os {
+    use tokio::signal::windows::{CtrlBreak, CtrlC, CtrlClose, ctrl_break, ctrl_c, ctrl_close};
+
+    /// The console events, each with tokio's own listener type.
+    #[derive(Clone, Copy)]
+    pub(super) enum Kind {
+        CtrlC,
+        CtrlBreak,
+        CtrlClose,
+    }
+
+    pub(super) enum Listener {
+        CtrlC(CtrlC),
+        CtrlBreak(CtrlBreak),
+        CtrlClose(CtrlClose),
+    }
+
+    pub(super) const KINDS: &[(&str, Kind)] = &[
+        ("Ctrl-C", Kind::CtrlC),
+        ("Ctrl-Break", Kind::CtrlBreak),
+        ("console close", Kind::CtrlClose),
+    ];
+
+    pub(super) fn listen(kind: Kind) -> std::io::Result<Listener> {
+        Ok(match kind {
+            Kind::CtrlC => Listener::CtrlC(ctrl_c()?),
+            Kind::CtrlBreak => Listener::CtrlBreak(ctrl_break()?),
+            Kind::CtrlClose => Listener::CtrlClose(ctrl_close()?),
+        })
+    }
+
+    pub(super) async fn recv(listener: &mut Listener) {
+        match listener {
+            Listener::CtrlC(l) => l.recv().await,
+            Listener::CtrlBreak(l) => l.recv().await,
+            Listener::CtrlClose(l) => l.recv().await,
+        };
     }
 }

@@ -20,10 +20,19 @@ fn old_file(path: &Path, bytes: &[u8]) -> PathBuf {
 }
 
 /// lmcpp's private subdirectory of the runtime dir the test helper passes.
+#[cfg(unix)]
 fn registry_dir(dir: &Path) -> PathBuf {
     use std::os::unix::fs::MetadataExt;
     let uid = std::fs::metadata(dir).unwrap().uid();
     dir.join("run").join(format!("lmcpp-{uid}"))
+}
+
+/// lmcpp's private subdirectory of the runtime dir the test helper passes (named after the
+/// user on Windows, which has no uid).
+#[cfg(windows)]
+fn registry_dir(dir: &Path) -> PathBuf {
+    let user = std::env::var("USERNAME").unwrap();
+    dir.join("run").join(format!("lmcpp-{user}"))
 }
 
 #[test]

@@ -2,10 +2,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+// The stand-in llama-server is a shell script that `exec`s this binary and notes the Unix
+// signal that stopped it; `alias` runs against it.
+#[cfg(unix)]
 mod alias;
 mod gc;
 mod model;
 mod proxy;
+#[cfg(unix)]
 mod stand_in;
 
 use std::path::Path;
