@@ -473,9 +473,12 @@ mod tests {
             match registry.log_path(&id) {
                 Ok(path) => {
                     prop_assert_eq!(path.parent(), Some(dir));
+                    // A drive (`C:`) prefixes absolute paths on Windows.
                     prop_assert!(path.components().all(|c| matches!(
                         c,
-                        std::path::Component::RootDir | std::path::Component::Normal(_)
+                        std::path::Component::Prefix(_)
+                            | std::path::Component::RootDir
+                            | std::path::Component::Normal(_)
                     )));
                     let state = registry.state_path(&id);
                     prop_assert_eq!(state.parent(), Some(dir));

@@ -310,21 +310,30 @@ pub enum Readiness {
 /// Checks the binary and model before anything is spawned.
 pub fn validate(binary: &Path, model: &Path) -> Result<()> {
     check_binary(binary)?;
-    let mut file = std::fs::File::open(model).map_err(|e| match e.kind() {
+    let not_regular = || Error::ModelNotGguf {
+        path: model.to_owned(),
+        found: "(not a regular file)".into(),
+    };
+    let missing_or = |e: std::io::Error, action| match e.kind() {
         std::io::ErrorKind::NotFound => Error::ModelNotFound {
             path: model.to_owned(),
         },
-        _ => Error::io("cannot open model", model, e),
-    })?;
+        _ => Error::io(action, model, e),
+    };
+    // Before opening: opening a FIFO blocks, and Windows refuses to open a directory.
+    if !std::fs::metadata(model)
+        .map_err(|e| missing_or(e, "cannot read model"))?
+        .is_file()
+    {
+        return Err(not_regular());
+    }
+    let mut file = std::fs::File::open(model).map_err(|e| missing_or(e, "cannot open model"))?;
     if !file
         .metadata()
         .map_err(|e| Error::io("cannot read model", model, e))?
         .is_file()
     {
-        return Err(Error::ModelNotGguf {
-            path: model.to_owned(),
-            found: "(not a regular file)".into(),
-        });
+        return Err(not_regular());
     }
     let mut magic = [0u8; 4];
     let mut got = 0;
@@ -897,6 +906,23 @@ mod tests {
             };
             assert_eq!(got, want, "{binary:?} {model:?}");
         }
+    }
+
+    /// A FIFO named as the model is refused by its type: opening it would block until
+    /// something writes to it.
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_model_is_refused_without_opening_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = executable(dir.path());
+        let fifo = dir.path().join("m.gguf");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(matches!(
+            validate(&exe, &fifo),
+            Err(Error::ModelNotGguf { .. })
+        ));
     }
 
     #[test]
