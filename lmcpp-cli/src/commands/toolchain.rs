@@ -100,17 +100,18 @@ fn list(ctx: &Ctx, tc: &Toolchain) -> Result<()> {
             return Ok(());
         }
         println!(
-            "{:<18} {:<12} {:<20} {:<9} {:<8} {:<9} {:>9}  SOURCE",
-            "FINGERPRINT", "VERSION", "OBTAINED", "ORIGIN", "BACKEND", "STATUS", "SIZE"
+            "{:<18} {:<12} {:<20} {:<9} {:<8} {:<15} {:<9} {:>9}  SOURCE",
+            "FINGERPRINT", "VERSION", "OBTAINED", "ORIGIN", "BACKEND", "TARGET", "STATUS", "SIZE"
         );
         for e in &entries {
             println!(
-                "{:<18} {:<12} {:<20} {:<9} {:<8} {:<9} {:>9}  {}",
+                "{:<18} {:<12} {:<20} {:<9} {:<8} {:<15} {:<9} {:>9}  {}",
                 e.fingerprint,
                 e.version,
                 e.obtained.as_deref().unwrap_or("-"),
                 e.origin.map(|o| o.to_string()).unwrap_or_default(),
                 e.backend.map(|b| b.to_string()).unwrap_or_default(),
+                e.target.as_ref().map(|t| t.to_string()).unwrap_or_default(),
                 status_name(e),
                 human_size(e.size),
                 e.source.as_deref().unwrap_or("-")
@@ -138,6 +139,7 @@ fn entry_json(e: &EntryInfo) -> serde_json::Value {
         "obtained": e.obtained,
         "origin": e.origin.map(|o| o.to_string()),
         "backend": e.backend.map(|b| b.to_string()),
+        "target": e.target.as_ref().map(|t| t.to_string()),
         "source": e.source,
         "size": e.size,
         "failures": e.failures,

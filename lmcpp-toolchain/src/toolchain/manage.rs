@@ -32,6 +32,8 @@ pub struct EntryInfo {
     pub origin: Option<crate::toolchain::request::Origin>,
     /// Backend.
     pub backend: Option<Backend>,
+    /// The OS and architecture the binaries are for (this machine unless cross-built).
+    pub target: Option<crate::toolchain::target::Target>,
     /// Source that produced it.
     pub source: Option<String>,
     /// Bytes on disk.
@@ -57,6 +59,7 @@ fn info(dir: &Path, fingerprint: String, state: Option<&EntryState>) -> EntryInf
         obtained: state.and_then(|s| s.obtained.as_ref().map(|v| v.label())),
         origin: state.and_then(|s| s.origin),
         backend: state.map(|s| s.backend),
+        target: state.map(|s| s.request.target_or_host()),
         source: state.and_then(|s| s.source.clone()),
         size: dir_size(dir),
         failures: state.map_or(0, |s| s.failures),
@@ -120,10 +123,13 @@ impl Toolchain {
     }
 
     /// Checks that the cached toolchain for `request` runs: `llama-server --version`
-    /// must exit successfully within 30 s.
+    /// must exit successfully within 30 s (under Wine for a Windows cross build; a cross
+    /// build this machine cannot run is only checked to be there).
     pub async fn validate(&self, request: &ToolchainRequest) -> Result<Installed> {
         let installed = self.ensure_cached(request).await?;
-        crate::toolchain::recipe::run_binary(&installed.llama_server, "--version").await?;
+        let runner = crate::toolchain::target::Runner::for_target(&request.target_or_host());
+        crate::toolchain::recipe::run_binary_with(&runner, &installed.llama_server, "--version")
+            .await?;
         Ok(installed)
     }
 

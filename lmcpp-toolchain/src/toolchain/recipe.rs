@@ -1323,7 +1323,11 @@ fn plan_here(request: &ToolchainRequest, cross: Option<&CrossBuild>) -> Plan {
 
 /// [`run_binary`] for a binary built for a target `runner` runs (directly, or under Wine);
 /// `Ok(None)` when this machine cannot run it at all.
-async fn run_binary_with(runner: &Runner, binary: &Path, arg: &str) -> Result<Option<String>> {
+pub(crate) async fn run_binary_with(
+    runner: &Runner,
+    binary: &Path,
+    arg: &str,
+) -> Result<Option<String>> {
     match runner.command(binary) {
         Some(cmd) => run_command(cmd, binary, arg).await.map(Some),
         None => Ok(None),
