@@ -356,8 +356,9 @@ mod tests {
         );
 
         // Same size, another modification time: another identity, nothing recorded for it.
+        // (700 ns: Windows keeps file times in 100 ns units.)
         std::fs::write(&file, b"two").unwrap();
-        let later = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::new(1_000_000, 7);
+        let later = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::new(1_000_000, 700);
         std::fs::File::options()
             .write(true)
             .open(&file)
@@ -365,7 +366,7 @@ mod tests {
             .set_modified(later)
             .unwrap();
         let id2 = FileIdentity::of(&file).unwrap();
-        assert_eq!((id2.mtime_secs, id2.mtime_nanos), (1_000_000, 7));
+        assert_eq!((id2.mtime_secs, id2.mtime_nanos), (1_000_000, 700));
         assert_ne!(id2.key(), id.key());
         assert_eq!(layout.read_probe(&id2, ProbeKind::ArchiveSha256), None);
 

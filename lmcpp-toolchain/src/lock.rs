@@ -311,11 +311,41 @@ fn still_linked(file: &File, path: &Path) -> bool {
             _ => false,
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        // Windows lets a file open elsewhere be deleted (std opens with FILE_SHARE_DELETE),
+        // so the same race exists; the volume and file index say which file a handle is.
+        match std::fs::File::open(path) {
+            Ok(at_path) => match (windows_file_id(file), windows_file_id(&at_path)) {
+                (Some(a), Some(b)) => a == b,
+                _ => false,
+            },
+            Err(_) => false,
+        }
+    }
+    #[cfg(not(any(unix, windows)))]
     {
         let _ = (file, path);
         true
     }
+}
+
+/// The volume serial number and file index of an open file.
+#[cfg(windows)]
+fn windows_file_id(file: &File) -> Option<(u32, u32, u32)> {
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::Storage::FileSystem::{
+        BY_HANDLE_FILE_INFORMATION, GetFileInformationByHandle,
+    };
+    // SAFETY: an all-zero `BY_HANDLE_FILE_INFORMATION` is a valid value of the plain record.
+    let mut info: BY_HANDLE_FILE_INFORMATION = unsafe { std::mem::zeroed() };
+    // SAFETY: the handle stays open for the call and `info` is writable.
+    let ok = unsafe { GetFileInformationByHandle(file.as_raw_handle(), &mut info) };
+    (ok != 0).then_some((
+        info.dwVolumeSerialNumber,
+        info.nFileIndexHigh,
+        info.nFileIndexLow,
+    ))
 }
 
 fn write_holder(mut file: &File) {

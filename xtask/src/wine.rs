@@ -272,7 +272,8 @@ fn run_one(root: &Path, exe: &TestExe, prefix: &Path, log: &Path) -> Result<Tall
     let out = Command::new("timeout")
         .args(["--kill-after=10", "900", WINE])
         .arg(&exe.path)
-        .args(["--test-threads", "2"])
+        // Arguments would reach tests that inspect the command line (as cargo test's do not).
+        .env("RUST_TEST_THREADS", "2")
         .current_dir(&cwd)
         .env("WINEPREFIX", prefix)
         .env("WINEDEBUG", "-all")
