@@ -151,7 +151,7 @@ impl Default for LmcppBuilder {
             home: None,
             model: Some(DEMO_MODEL.to_owned()),
             request: ToolchainRequest::default(),
-            transport: TransportChoice::Unix,
+            transport: TransportChoice::default(),
             args: ServerArgs::default(),
             runtime_dir: None,
             ready_timeout: Duration::from_secs(120),

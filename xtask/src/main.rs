@@ -12,6 +12,7 @@ mod schemas;
 mod structure;
 mod test;
 mod wine;
+mod wine_e2e;
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +22,7 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let Some(cmd) = args.next() else {
         bail!(
-            "usage: cargo xtask <prepare|test|bench|matrix|codegen|schemas|fixtures|structure|cross|wine-test> [args]"
+            "usage: cargo xtask <prepare|test|bench|matrix|codegen|schemas|fixtures|structure|cross|wine-test|wine-e2e> [args]"
         );
     };
     let rest: Vec<String> = args.collect();
@@ -36,9 +37,10 @@ fn main() -> Result<()> {
         "structure" => structure::run(&rest),
         "cross" => cross::run(&rest),
         "wine-test" => wine::run(&rest),
+        "wine-e2e" => wine_e2e::run(&rest),
         other => {
             bail!(
-                "unknown xtask command `{other}`; try: prepare, test, bench, matrix, codegen, schemas, fixtures, structure, cross, wine-test"
+                "unknown xtask command `{other}`; try: prepare, test, bench, matrix, codegen, schemas, fixtures, structure, cross, wine-test, wine-e2e"
             )
         }
     }

@@ -21,7 +21,7 @@ use crate::cross::{self, WINDOWS};
 use crate::workspace_root;
 
 /// Wine's loader for 64-bit binaries (package `wine64`; not on PATH).
-const WINE: &str = "/usr/lib/wine/wine64";
+pub(crate) const WINE: &str = "/usr/lib/wine/wine64";
 
 /// The packages crossed by default: the ones whose tests need no real `llama-server`.
 const DEFAULT_PACKAGES: &[&str] = &["lmcpp-types", "lmcpp-toolchain"];
@@ -228,7 +228,7 @@ fn package_name(id: &str) -> String {
 }
 
 /// Builds the `bcryptprimitives.dll` stand-in (once; kept in `target/cross/wine-dll`).
-fn build_prng_dll(root: &Path) -> Result<PathBuf> {
+pub(crate) fn build_prng_dll(root: &Path) -> Result<PathBuf> {
     let dir = cross::cross_dir(root).join("wine-dll");
     let dll = dir.join("bcryptprimitives.dll");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -254,7 +254,7 @@ fn build_prng_dll(root: &Path) -> Result<PathBuf> {
     Ok(dll)
 }
 
-fn place_beside(dll: &Path, exe: &Path) -> Result<()> {
+pub(crate) fn place_beside(dll: &Path, exe: &Path) -> Result<()> {
     let dir = exe.parent().context("a test binary has a folder")?;
     let to = dir.join("bcryptprimitives.dll");
     if std::fs::metadata(&to).map(|m| m.len()).ok() != std::fs::metadata(dll).map(|m| m.len()).ok()

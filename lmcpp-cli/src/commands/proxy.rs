@@ -260,7 +260,7 @@ fn transport(plan: &Plan, args: &ServeArgs) -> TransportChoice {
         .or(plan.port)
         .map_or(HttpPort::Auto, HttpPort::Fixed);
     match (args.http || plan.http, args.bind) {
-        (false, _) => TransportChoice::Unix,
+        (false, _) => TransportChoice::default(),
         (true, None) => TransportChoice::Http(port),
         (true, Some(bind)) => {
             if !bind.is_loopback() {
@@ -497,7 +497,7 @@ impl FacadeLaunch {
             .alias(self.alias.clone())
             .no_mmproj(self.no_mmproj)
             .toolchain_request(self.request.clone())
-            .transport(TransportChoice::Unix)
+            .transport(TransportChoice::default())
             .args(self.args.clone())
             .ready_timeout(self.ready_timeout)
             .progress(self.progress.clone());
@@ -619,9 +619,13 @@ async fn detach(ctx: &Ctx, budget: u64, api_key: Option<&str>) -> Result<ExitCod
         .args(&argv)
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("cannot share the log file")?)
-        .stderr(log)
-        // Its own process group: the terminal's Ctrl-C and hang-up are not for it.
-        .process_group(0);
+        .stderr(log);
+    // Its own process group: the terminal's Ctrl-C and hang-up are not for it (on Windows
+    // a group of its own and no console: CREATE_NEW_PROCESS_GROUP | DETACHED_PROCESS).
+    #[cfg(unix)]
+    command.process_group(0);
+    #[cfg(windows)]
+    command.creation_flags(0x0000_0200 | 0x0000_0008);
     let mut child = command
         .spawn()
         .context("cannot start lmcpp in the background")?;

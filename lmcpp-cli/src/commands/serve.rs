@@ -29,7 +29,7 @@ pub(crate) async fn serve(ctx: &Ctx, mut args: ServeArgs) -> Result<ExitCode> {
     let mut shutdown = Shutdown::listen()?;
     let port = args.port.map_or(HttpPort::Auto, HttpPort::Fixed);
     let transport = match (args.http, args.bind) {
-        (false, _) => TransportChoice::Unix,
+        (false, _) => TransportChoice::default(),
         (true, None) => TransportChoice::Http(port),
         (true, Some(bind)) => {
             if !bind.is_loopback() {

@@ -759,3 +759,32 @@ async fn an_unreachable_release_records_nothing_while_a_bad_digest_is_recorded()
     tc.ensure(&offline, &no_progress()).await.unwrap_err();
     assert_eq!(read(), recorded);
 }
+
+/// `auto` on a machine with a Vulkan loader but no Vulkan SDK (Wine installs the loader):
+/// when no Vulkan prebuilt can be had, the CPU one is installed rather than nothing.
+#[tokio::test]
+async fn auto_falls_back_to_cpu_when_its_gpu_backend_cannot_be_obtained() {
+    let server = TestServer::start().await;
+    let cpu = serve_release(&server, 0); // the release lists the CPU asset only
+    let root = tempfile::tempdir().unwrap();
+    let tc = toolchain(root.path()).with_probes(lmcpp_toolchain::backend::Probes {
+        vulkan: Some("/usr/lib/libvulkan.so.1".into()),
+        ..Default::default()
+    });
+    let mut req = prebuilt_request(&server);
+    req.backend = lmcpp_toolchain::Backend::Auto;
+    assert_eq!(
+        tc.resolve_backend(&req).unwrap().0,
+        lmcpp_toolchain::Backend::Vulkan,
+        "the loader is evidence for vulkan"
+    );
+    let i = tc.ensure(&req, &no_progress()).await.unwrap();
+    assert_eq!(i.backend, lmcpp_toolchain::Backend::Cpu);
+    assert_eq!(server.hits(&asset_path()), 1);
+    assert!(!cpu.is_empty());
+
+    // An explicit vulkan request is not silently served by the CPU.
+    req.backend = lmcpp_toolchain::Backend::Vulkan;
+    let err = tc.ensure(&req, &no_progress()).await.unwrap_err();
+    assert!(err.to_string().contains("vulkan"), "{err}");
+}
