@@ -46,9 +46,9 @@ impl LockGuard {
 
     /// Deletes the lock file while the lock is still held (when the thing it guards is
     /// being removed). Waiters notice and re-create it, so exclusion is preserved. On
-    /// platforms without inode checks the file is kept.
+    /// platforms where a waiter cannot tell (neither Unix nor Windows) the file is kept.
     pub fn unlink(&self) {
-        if cfg!(unix) {
+        if cfg!(any(unix, windows)) {
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -242,22 +242,35 @@ pub fn lock_exclusive_blocking(path: &Path, timeout: Duration) -> Result<FileLoc
         std::fs::create_dir_all(dir).ctx("create directory", dir)?;
     }
     let mut pause = Duration::from_millis(5);
+    let mut wait = || {
+        if start.elapsed() + pause > timeout {
+            return Err(Error::LockTimeout {
+                path: path.to_path_buf(),
+                holder: read_holder(path),
+                waited: start.elapsed(),
+            });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(MAX_POLL);
+        Ok(())
+    };
     let file = loop {
-        let file = open_lock_file(path)?;
+        let file = match open_lock_file(path) {
+            Ok(file) => file,
+            // A lock file its holder unlinked (see `LockGuard::unlink`) cannot be opened on
+            // Windows until the holder closes it: busy, as if held.
+            Err(Error::Io { ref source, .. })
+                if cfg!(windows) && source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                wait()?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         match FileExt::try_lock(&file) {
             Ok(()) if still_linked(&file, path) => break file,
             Ok(()) => continue,
-            Err(TryLockError::WouldBlock) => {
-                if start.elapsed() + pause > timeout {
-                    return Err(Error::LockTimeout {
-                        path: path.to_path_buf(),
-                        holder: read_holder(path),
-                        waited: start.elapsed(),
-                    });
-                }
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(MAX_POLL);
-            }
+            Err(TryLockError::WouldBlock) => wait()?,
             Err(TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
         }
     };

@@ -14,6 +14,16 @@ mod proxy_target;
 mod real_clients;
 mod rpc;
 
+/// Places a hub snapshot file as `huggingface_hub` does: a link to its blob (`blob` is
+/// relative to the link's folder), or a copy of the blob where links need a privilege
+/// (Windows).
+fn hub_link(blob: &str, link: &std::path::Path) {
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(blob, link).unwrap();
+    #[cfg(windows)]
+    std::fs::copy(link.parent().unwrap().join(blob), link).unwrap();
+}
+
 /// Reads the prerequisites; fails (never skips) with the command that provides them.
 fn paths() -> PreparedPaths {
     lmcpp_test_support::prepared()

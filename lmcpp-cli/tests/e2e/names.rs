@@ -34,11 +34,10 @@ fn place_demo(hub: &Path, demo: &Path) {
     }
     std::fs::copy(demo, dir.join("blobs").join(&digest)).unwrap();
     std::fs::write(dir.join("refs/main"), COMMIT).unwrap();
-    std::os::unix::fs::symlink(
-        format!("../../blobs/{digest}"),
-        dir.join("snapshots").join(COMMIT).join("tiny-Q4_K_M.gguf"),
-    )
-    .unwrap();
+    super::hub_link(
+        &format!("../../blobs/{digest}"),
+        &dir.join("snapshots").join(COMMIT).join("tiny-Q4_K_M.gguf"),
+    );
 }
 
 /// One HTTP/1.1 request on loopback; the status and the body.
@@ -234,13 +233,12 @@ fn a_split_model_in_the_hub_cache_loads_from_its_first_part() {
     for (i, part) in parts.iter().enumerate() {
         let digest = format!("{:x}", i + 10).repeat(64);
         std::fs::rename(part, dir.join("blobs").join(&digest)).unwrap();
-        std::os::unix::fs::symlink(
-            format!("../../blobs/{digest}"),
-            dir.join("snapshots")
+        super::hub_link(
+            &format!("../../blobs/{digest}"),
+            &dir.join("snapshots")
                 .join(COMMIT)
                 .join(part.file_name().unwrap()),
-        )
-        .unwrap();
+        );
     }
     let out = env
         .cmd(&[
@@ -361,11 +359,10 @@ fn a_multimodal_model_is_served_with_the_projector_pulled_with_it() {
     {
         let digest = format!("{:x}", i + 3).repeat(64);
         std::fs::copy(src, dir.join("blobs").join(&digest)).unwrap();
-        std::os::unix::fs::symlink(
-            format!("../../blobs/{digest}"),
-            dir.join("snapshots").join(COMMIT).join(name),
-        )
-        .unwrap();
+        super::hub_link(
+            &format!("../../blobs/{digest}"),
+            &dir.join("snapshots").join(COMMIT).join(name),
+        );
     }
     let (record, _) = serve_model(&env, &["--model", "org/vision-GGUF"]);
     let args: Vec<String> = serde_json::from_value(record["args"].clone()).unwrap();
@@ -397,7 +394,8 @@ fn serve_model(env: &Env, extra: &[&str]) -> (serde_json::Value, String) {
 
 /// `lmcpp run` starts its one-shot server with the web UI off, as `serve` does unless
 /// `--webui`: seen in the argv the real server is started with, through a wrapper that
-/// notes it and then runs the real binary.
+/// notes it and then runs the real binary (a shell script: Unix only).
+#[cfg(unix)]
 #[test]
 fn run_starts_its_server_with_the_web_ui_off() {
     use std::os::unix::fs::PermissionsExt;

@@ -356,7 +356,12 @@ fn two_versions_config(env: &Env, pinned: &PreparedPaths, older: &PreparedPaths)
     let demo = env.model();
     // A model named relative to the config file is found next to it.
     std::fs::create_dir_all(env.dir.path().join("models")).unwrap();
-    std::os::unix::fs::symlink(demo, env.dir.path().join("models/beside.gguf")).unwrap();
+    let beside = env.dir.path().join("models/beside.gguf");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(demo, beside).unwrap();
+    // Windows links need a privilege; a copy is as good a file beside the config.
+    #[cfg(windows)]
+    std::fs::copy(demo, beside).unwrap();
     let config = env.dir.path().join("lmcpp.toml");
     std::fs::write(
         &config,

@@ -21,12 +21,25 @@ pub(super) fn local_source(url: &str) -> Result<Option<PathBuf>> {
             }
             .into());
         }
-        return Ok(Some(PathBuf::from(percent_decode(path))));
+        return Ok(Some(PathBuf::from(file_url_path(&percent_decode(path)))));
     }
     if url.contains("://") {
         return Ok(None);
     }
     Ok(Some(PathBuf::from(url)))
+}
+
+/// The path a `file://` URL's (decoded) path names: itself, except that on Windows the
+/// slash before a drive letter is the URL's own (`file:///C:/m.gguf` is `C:/m.gguf`).
+fn file_url_path(path: &str) -> &str {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    let drive = rest.as_bytes();
+    let is_drive = drive.len() >= 2 && drive[0].is_ascii_alphabetic() && drive[1] == b':';
+    if cfg!(windows) && is_drive {
+        rest
+    } else {
+        path
+    }
 }
 
 /// Copies a local file to `spec.dest` through a `.part`, checking content and digest.
@@ -94,5 +107,11 @@ mod tests {
         assert_eq!(local_source("/x/y").unwrap(), Some(PathBuf::from("/x/y")));
         assert_eq!(local_source("https://h/x").unwrap(), None);
         assert!(local_source("file://rel").is_err());
+        let drive = local_source("file:///C:/m%20x.gguf").unwrap();
+        if cfg!(windows) {
+            assert_eq!(drive, Some(PathBuf::from("C:/m x.gguf")));
+        } else {
+            assert_eq!(drive, Some(PathBuf::from("/C:/m x.gguf")));
+        }
     }
 }

@@ -377,8 +377,7 @@ async fn local_paths_and_file_urls_are_sources() {
         .unwrap();
     let b = dl
         .fetch(
-            &DownloadSpec::new(format!("file://{}", src.display()), dir.path().join("b"))
-                .sha256(sha(&payload(1234))),
+            &DownloadSpec::new(file_url(&src), dir.path().join("b")).sha256(sha(&payload(1234))),
             &no_progress(),
         )
         .await
@@ -700,4 +699,14 @@ async fn https_goes_through_a_connect_tunnel() {
     );
     assert!(err.to_string().contains("refused the tunnel"), "{err}");
     assert!(!err.to_string().contains("pw"), "{err}");
+}
+
+/// The `file://` URL of an absolute path (`file:///C:/…` on Windows).
+fn file_url(path: &std::path::Path) -> String {
+    let path = path.display().to_string().replace('\\', "/");
+    if path.starts_with('/') {
+        format!("file://{path}")
+    } else {
+        format!("file:///{path}")
+    }
 }
