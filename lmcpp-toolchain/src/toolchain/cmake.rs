@@ -291,13 +291,16 @@ struct GroupGuard(Option<u32>);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        #[cfg(target_os = "linux")]
+        #[cfg(unix)]
         if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
             // SAFETY: killpg only sends a signal; a group that is gone yields ESRCH.
             unsafe {
                 libc::killpg(pid, libc::SIGKILL);
             }
         }
+        // Windows has no process groups to kill; the build's own processes end with it.
+        #[cfg(not(unix))]
+        let _ = self.0;
     }
 }
 

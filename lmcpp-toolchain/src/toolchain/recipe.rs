@@ -1404,6 +1404,17 @@ fn make_executable(path: &Path) -> Result<()> {
                 .ctx("make executable", path)?;
         }
     }
+    // Gatekeeper refuses to run a binary marked as downloaded by a browser; an archive
+    // the user fetched that way passes the mark to what is unpacked from it. lmcpp's own
+    // downloads are never marked, so a missing attribute is the usual case.
+    #[cfg(target_os = "macos")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
+            // SAFETY: NUL-terminated path and attribute name; no options.
+            unsafe { libc::removexattr(c.as_ptr(), c"com.apple.quarantine".as_ptr(), 0) };
+        }
+    }
     #[cfg(not(unix))]
     let _ = path;
     Ok(())
