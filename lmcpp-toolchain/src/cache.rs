@@ -200,7 +200,18 @@ impl FileIdentity {
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
             let secs = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
-            (secs, since.subsec_nanos(), 0, 0)
+            // The volume serial number and file index stand for device and inode, so a
+            // file replaced through a rename with the same size and time is another file.
+            #[cfg(windows)]
+            let (inode, device) = std::fs::File::open(&canonical)
+                .ok()
+                .and_then(|f| crate::lock::windows_file_id(&f))
+                .map_or((0, 0), |(volume, high, low)| {
+                    ((u64::from(high) << 32) | u64::from(low), u64::from(volume))
+                });
+            #[cfg(not(windows))]
+            let (inode, device) = (0, 0);
+            (secs, since.subsec_nanos(), inode, device)
         };
         Ok(Self {
             path: canonical,

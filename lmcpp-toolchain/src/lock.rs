@@ -343,9 +343,10 @@ fn still_linked(file: &File, path: &Path) -> bool {
     }
 }
 
-/// The volume serial number and file index of an open file.
+/// The volume serial number and file index (high, low) of an open file: what tells two
+/// files apart on Windows, as device and inode do on Unix.
 #[cfg(windows)]
-fn windows_file_id(file: &File) -> Option<(u32, u32, u32)> {
+pub(crate) fn windows_file_id(file: &File) -> Option<(u32, u32, u32)> {
     use std::os::windows::io::AsRawHandle;
     use windows_sys::Win32::Storage::FileSystem::{
         BY_HANDLE_FILE_INFORMATION, GetFileInformationByHandle,

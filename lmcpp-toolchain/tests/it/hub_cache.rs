@@ -146,6 +146,8 @@ async fn a_split_multimodal_model_is_pulled_whole_into_the_hub_layout() {
     // The hub layout: blobs named by SHA-256, relative snapshot links, the revision's ref.
     for (path, body) in expected {
         let link = snap.join(path);
+        // A copy of the blob where there are no links (Windows).
+        #[cfg(unix)]
         assert_eq!(
             std::fs::read_link(&link).unwrap(),
             Path::new("../../blobs").join(sha(body)),
