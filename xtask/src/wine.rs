@@ -29,10 +29,11 @@ const DEFAULT_PACKAGES: &[&str] = &["lmcpp-types", "lmcpp-toolchain"];
 /// Test binaries not run: they need a real `llama-server.exe` (test target name, why).
 const NOT_RUN: &[(&str, &str)] = &[("e2e", "end-to-end tests need a real llama-server.exe")];
 
-/// Tests that fail under Wine because of Wine, not lmcpp: (test binary, test name, what
-/// Wine does differently from Windows).
-const WINE_SHORTFALLS: &[(&str, &str, &str)] = &[
+/// Tests that fail under Wine because of Wine, not lmcpp: (package, test binary, test name,
+/// what Wine does differently from Windows).
+const WINE_SHORTFALLS: &[(&str, &str, &str, &str)] = &[
     (
+        "lmcpp-toolchain",
         "lmcpp_toolchain",
         "lock::tests::an_unlinked_lock_file_is_detected_and_replaced",
         "Wine keeps the name of a file deleted while another handle has it open, and opens \
@@ -40,11 +41,13 @@ const WINE_SHORTFALLS: &[(&str, &str, &str)] = &[
          semantics) or refuses to open a file pending deletion",
     ),
     (
+        "lmcpp-toolchain",
         "it",
         "hub_cache::a_blob_huggingface_hub_is_downloading_is_waited_for",
         "needs a Windows Python with huggingface_hub, which the Wine prefix does not have",
     ),
     (
+        "lmcpp-toolchain",
         "it",
         "hub_cache::huggingface_hub_finds_what_lmcpp_wrote",
         "needs a Windows Python with huggingface_hub, which the Wine prefix does not have",
@@ -120,7 +123,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         let (wine, real): (Vec<&String>, Vec<&String>) = tally
             .failed
             .iter()
-            .partition(|t| shortfall(&exe.target, t).is_some());
+            .partition(|t| shortfall(exe, t).is_some());
         println!(
             "  {} {} ({}): {} passed, {} failed ({} of them Wine's), {} ignored, {took}; log {}",
             exe.package,
@@ -133,15 +136,16 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             log.display()
         );
         for test in &wine {
-            let why = shortfall(&exe.target, test).unwrap_or_default();
+            let why = shortfall(exe, test).unwrap_or_default();
             println!("    WINE SHORTFALL {test}: {why}");
         }
         for test in &real {
             println!("    FAILED {test}");
             real_failures.push(format!("{} {}: {test}", exe.package, exe.target));
         }
-        for (binary, test, _) in WINE_SHORTFALLS {
-            if *binary == exe.target && !tally.failed.iter().any(|t| t == test) {
+        for (package, binary, test, _) in WINE_SHORTFALLS {
+            let this = *package == exe.package && *binary == exe.target;
+            if this && !tally.failed.iter().any(|t| t == test) {
                 println!("    listed as a Wine shortfall but did not fail: {test}");
             }
         }
@@ -178,11 +182,11 @@ fn parse_args(args: &[String]) -> Result<Vec<String>> {
     Ok(packages)
 }
 
-fn shortfall(binary: &str, test: &str) -> Option<&'static str> {
+fn shortfall(exe: &TestExe, test: &str) -> Option<&'static str> {
     WINE_SHORTFALLS
         .iter()
-        .find(|(b, t, _)| *b == binary && *t == test)
-        .map(|(_, _, why)| *why)
+        .find(|(p, b, t, _)| *p == exe.package && *b == exe.target && *t == test)
+        .map(|(_, _, _, why)| *why)
 }
 
 /// Builds the packages' test binaries for Windows; the paths from cargo's JSON messages.
