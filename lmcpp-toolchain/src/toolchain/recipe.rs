@@ -567,7 +567,21 @@ impl Toolchain {
     /// Returns the cached toolchain for `request` without any network or build work.
     pub async fn ensure_cached(&self, request: &ToolchainRequest) -> Result<Installed> {
         let entries = self.entries_for(request).await?;
-        first_usable(&entries).ok_or_else(|| Error::NotCached {
+        if let Some(i) = first_usable(&entries) {
+            return Ok(i);
+        }
+        // `auto`'s GPU choice may have been unobtainable when the toolchain was ensured;
+        // then `ensure` installed the CPU one, which is what `auto` has here.
+        if request.backend == Backend::Auto {
+            let cpu = ToolchainRequest {
+                backend: Backend::Cpu,
+                ..request.clone()
+            };
+            if let Some(i) = first_usable(&self.entries_for(&cpu).await?) {
+                return Ok(i);
+            }
+        }
+        Err(Error::NotCached {
             entry: entries.into_iter().next().map(|e| e.2).unwrap_or_default(),
         })
     }

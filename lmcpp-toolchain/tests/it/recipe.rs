@@ -782,6 +782,8 @@ async fn auto_falls_back_to_cpu_when_its_gpu_backend_cannot_be_obtained() {
     assert_eq!(i.backend, lmcpp_toolchain::Backend::Cpu);
     assert_eq!(server.hits(&asset_path()), 1);
     assert!(!cpu.is_empty());
+    // The cache answers `auto` with what `ensure` installed for it.
+    assert_eq!(tc.ensure_cached(&req).await.unwrap(), i);
 
     // An explicit vulkan request is not silently served by the CPU.
     req.backend = lmcpp_toolchain::Backend::Vulkan;
