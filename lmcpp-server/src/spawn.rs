@@ -109,3 +109,76 @@ pub(crate) async fn spawn(spec: SpawnSpec) -> Result<ChildProc> {
         .map_err(|_| spawn_err(io::Error::other("the spawner thread dropped the request")))?
         .map_err(spawn_err)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// Set when this test binary runs as the contained child (it sleeps) or as the
+    /// parent that contains it (then it holds the child's pid file's directory).
+    const CHILD_ROLE: &str = "LMCPP_PLATFORM_TEST_CHILD";
+    const PARENT_ROLE: &str = "LMCPP_PLATFORM_TEST_PARENT";
+
+    /// Whatever ends lmcpp (here: SIGKILL on Unix, TerminateProcess on Windows), a child it
+    /// started attached ends with it: the parent-death signal and lifeline on Unix, the
+    /// Job object's kill-on-close on Windows.
+    #[test]
+    fn a_contained_child_dies_with_its_parent() {
+        let exe = std::env::current_exe().unwrap();
+        let this = "spawn::tests::a_contained_child_dies_with_its_parent";
+        if std::env::var_os(CHILD_ROLE).is_some() {
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            return;
+        }
+        if let Some(dir) = std::env::var_os(PARENT_ROLE) {
+            let dir = PathBuf::from(dir);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let child = spawn(SpawnSpec {
+                    program: exe.clone(),
+                    args: vec!["--exact".into(), this.into(), "--nocapture".into()],
+                    cwd: dir.clone(),
+                    env: vec![(CHILD_ROLE.into(), "1".into())],
+                    env_remove: vec![PARENT_ROLE.into()],
+                    log: dir.join("child.log"),
+                    detached: false,
+                })
+                .await
+                .unwrap();
+                std::fs::write(dir.join("pid.tmp"), child.pid().to_string()).unwrap();
+                std::fs::rename(dir.join("pid.tmp"), dir.join("pid")).unwrap();
+                std::future::pending::<()>().await;
+            });
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut parent = std::process::Command::new(&exe)
+            .args(["--exact", this, "--nocapture"])
+            .env(PARENT_ROLE, dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let wait = |what: &str, cond: &dyn Fn() -> bool| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !cond() {
+                assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        };
+        let pidfile = dir.path().join("pid");
+        wait("the child's pid", &|| pidfile.exists());
+        let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
+        assert!(platform::alive(pid));
+        parent.kill().unwrap();
+        parent.wait().unwrap();
+        wait("the child's end after its parent's", &|| {
+            !platform::alive(pid)
+        });
+    }
+}

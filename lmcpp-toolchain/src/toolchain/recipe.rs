@@ -869,29 +869,7 @@ impl Toolchain {
             ..job.request.clone()
         };
         let cross = if job.origin == Origin::Built {
-            match self.cross_build(request).await {
-                Ok(c) => c,
-                // A cross build this machine cannot do leaves the entry as it was: it says
-                // nothing about what was asked for.
-                Err(error @ Error::CrossToolsMissing { .. }) => {
-                    return Err(RunFailure {
-                        error,
-                        record: false,
-                    });
-                }
-                Err(e) => {
-                    return Err(RunFailure {
-                        error: Error::AllSourcesFailed {
-                            attempts: vec![SourceAttempt {
-                                source: "build".into(),
-                                location: "-".into(),
-                                error: format!("skipped: {e}"),
-                            }],
-                        },
-                        record: false,
-                    });
-                }
-            }
+            self.cross_for_build(request).await?
         } else {
             None
         };
@@ -906,18 +884,7 @@ impl Toolchain {
         // Whether a source was tried, and whether every one tried failed before reaching
         // anything (then the failure is not recorded, see `RunFailure`).
         let (mut tried, mut unreached) = (false, true);
-        let backend_check = if cross.is_some() {
-            // A cross build makes the cpu backend only (see `resolve_backend`).
-            match request.backend {
-                Backend::Auto | Backend::Cpu => Ok(()),
-                other => Err(Error::BackendUnavailable {
-                    backend: other.to_string(),
-                    reason: format!("lmcpp builds for {} with the cpu backend only", plan.os),
-                }),
-            }
-        } else {
-            backend::check_available(request.backend, true, self.probes())
-        };
+        let backend_check = self.check_build_backend(request, cross.is_some(), &plan.os);
         if job.origin == Origin::Built
             && let Err(e) = backend_check
         {
@@ -992,6 +959,47 @@ impl Toolchain {
             error: Error::AllSourcesFailed { attempts },
             record: !(tried && unreached),
         })
+    }
+
+    /// The cross build a build for `request` needs, if any. A cross build this machine
+    /// cannot do leaves the entry as it was (the failure is not recorded): it says
+    /// nothing about what was asked for.
+    async fn cross_for_build(
+        &self,
+        request: &ToolchainRequest,
+    ) -> Result<Option<CrossBuild>, RunFailure> {
+        match self.cross_build(request).await {
+            Ok(c) => Ok(c),
+            Err(error @ Error::CrossToolsMissing { .. }) => Err(RunFailure {
+                error,
+                record: false,
+            }),
+            Err(e) => Err(RunFailure {
+                error: Error::AllSourcesFailed {
+                    attempts: vec![SourceAttempt {
+                        source: "build".into(),
+                        location: "-".into(),
+                        error: format!("skipped: {e}"),
+                    }],
+                },
+                record: false,
+            }),
+        }
+    }
+
+    /// Whether a build can make `request`'s backend: a cross build (for `os`) makes the
+    /// cpu backend only (see `resolve_backend`); a native one needs the backend's tools.
+    fn check_build_backend(&self, request: &ToolchainRequest, cross: bool, os: &str) -> Result<()> {
+        if !cross {
+            return backend::check_available(request.backend, true, self.probes());
+        }
+        match request.backend {
+            Backend::Auto | Backend::Cpu => Ok(()),
+            other => Err(Error::BackendUnavailable {
+                backend: other.to_string(),
+                reason: format!("lmcpp builds for {os} with the cpu backend only"),
+            }),
+        }
     }
 
     /// Installs a prebuilt source into `scratch/bin`: the release listing's assets for this
