@@ -127,19 +127,30 @@ pub enum TransportChoice {
 
 impl Default for TransportChoice {
     fn default() -> Self {
-        if cfg!(windows) {
-            Self::Http(HttpPort::Auto)
-        } else {
+        if platform::HAS_UNIX_SOCKETS {
             Self::Unix
+        } else {
+            Self::Http(HttpPort::Auto)
         }
     }
 }
 
 impl TransportChoice {
-    /// Whether a server on this transport gets a generated API key when none is set:
-    /// loopback HTTP on a platform where it is the private default (Windows).
-    pub(crate) fn needs_generated_key(&self) -> bool {
-        cfg!(windows) && matches!(self, Self::Http(_))
+    /// Refuses a Unix socket where the platform has none, and gives `api_key` a random
+    /// value when it is unset and this is loopback HTTP as the platform's private default
+    /// (Windows). Returns whether it generated the key.
+    pub(crate) fn secure(&self, api_key: &mut Option<String>, whose: &str) -> Result<bool> {
+        if *self == Self::Unix && !platform::HAS_UNIX_SOCKETS {
+            return Err(Error::UnixSocketsUnavailable);
+        }
+        let generate =
+            api_key.is_none() && !platform::HAS_UNIX_SOCKETS && matches!(self, Self::Http(_));
+        if generate {
+            let key = platform::random_key()
+                .map_err(|e| Error::io("cannot generate an api key for", whose, e))?;
+            *api_key = Some(key);
+        }
+        Ok(generate)
     }
 
     /// The address an HTTP server binds and how its port is chosen; `None` for Unix.
@@ -269,15 +280,9 @@ impl LaunchOptions {
         if self.inherit_llama_env && self.args.api_key.is_none() {
             self.args.api_key = std::env::var(owned::API_KEY_ENV).ok();
         }
-        if cfg!(windows) && self.transport == TransportChoice::Unix {
-            return Err(Error::UnixSocketsUnavailable);
-        }
-        let generate = self.args.api_key.is_none() && self.transport.needs_generated_key();
-        if generate {
-            let key = platform::random_key()
-                .map_err(|e| Error::io("cannot generate an api key for", "the server", e))?;
-            self.args.api_key = Some(key);
-        }
+        let generate = self
+            .transport
+            .secure(&mut self.args.api_key, "the server")?;
         if let TransportChoice::PublicHttp { bind, .. } = self.transport
             && !bind.is_loopback()
         {

@@ -12,16 +12,7 @@ use std::{
 
 /// Whether a process with this pid exists and is neither a zombie nor dead.
 pub(crate) fn alive(pid: u32) -> bool {
-    let Ok(raw) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if raw <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 performs only the existence and permission check.
-    let exists = unsafe { libc::kill(raw, 0) } == 0
-        || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    exists && !matches!(state(pid), Some('Z' | 'X'))
+    super::pid_exists(pid) && !matches!(state(pid), Some('Z' | 'X'))
 }
 
 /// The process state letter from `/proc/<pid>/stat` (`R`, `S`, `Z`, ...).

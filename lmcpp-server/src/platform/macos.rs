@@ -5,7 +5,6 @@
 
 use std::{
     ffi::{c_int, c_void},
-    io,
     os::unix::ffi::OsStringExt,
     path::PathBuf,
 };
@@ -33,16 +32,7 @@ fn bsd_info(pid: u32) -> Option<libc::proc_bsdinfo> {
 
 /// Whether a process with this pid exists and is not a zombie.
 pub(crate) fn alive(pid: u32) -> bool {
-    let Ok(raw) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if raw <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 performs only the existence and permission check.
-    let exists = unsafe { libc::kill(raw, 0) } == 0
-        || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    exists && bsd_info(pid).is_none_or(|i| i.pbi_status != SZOMB)
+    super::pid_exists(pid) && bsd_info(pid).is_none_or(|i| i.pbi_status != SZOMB)
 }
 
 /// The start time in microseconds since the Unix epoch.
@@ -70,21 +60,4 @@ pub(crate) fn exe(pid: u32) -> Option<PathBuf> {
     let n = usize::try_from(n).ok().filter(|n| *n > 0)?;
     buf.truncate(n);
     Some(PathBuf::from(std::ffi::OsString::from_vec(buf)))
-}
-
-/// No parent-death signal exists here; the lifeline alone stops the group.
-///
-/// # Safety
-/// Async-signal-safe (does nothing).
-pub(super) unsafe fn die_with_parent(_parent: u32) -> io::Result<()> {
-    Ok(())
-}
-
-/// No pidfds here.
-pub(super) fn signal_pinned(
-    _pid: libc::pid_t,
-    _verify: &dyn Fn() -> bool,
-    _signal: c_int,
-) -> Option<Option<bool>> {
-    None
 }

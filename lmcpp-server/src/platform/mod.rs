@@ -35,6 +35,10 @@ pub use windows::{default_runtime_dir, private_dir_name};
 #[cfg(not(any(unix, windows)))]
 compile_error!("lmcpp-server supports Unix and Windows");
 
+/// Whether the platform has Unix sockets (tokio has none on Windows): the default
+/// transport where it does, loopback HTTP with a generated key where it does not.
+pub(crate) const HAS_UNIX_SOCKETS: bool = cfg!(unix);
+
 /// How a supervised process is asked to end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stop {

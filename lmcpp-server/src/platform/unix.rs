@@ -28,7 +28,41 @@ mod os;
 #[path = "unknown.rs"]
 mod os;
 
-pub(crate) use os::{alive, boot_id, exe, pgid, start_time};
+use os::pgid;
+pub(crate) use os::{alive, boot_id, exe, start_time};
+#[cfg(target_os = "linux")]
+use os::{die_with_parent, signal_pinned};
+
+/// Whether a process with this pid exists (zombies included), by signal 0: only the
+/// existence and permission check.
+fn pid_exists(pid: u32) -> bool {
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 sends nothing.
+    raw > 0
+        && (unsafe { libc::kill(raw, 0) } == 0
+            || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+/// No parent-death signal outside Linux: the lifeline alone stops the group.
+///
+/// # Safety
+/// Async-signal-safe (does nothing).
+#[cfg(not(target_os = "linux"))]
+unsafe fn die_with_parent(_parent: u32) -> io::Result<()> {
+    Ok(())
+}
+
+/// No pidfds outside Linux: [`signal_verified`] checks, then signals by pid.
+#[cfg(not(target_os = "linux"))]
+fn signal_pinned(
+    _pid: libc::pid_t,
+    _verify: &dyn Fn() -> bool,
+    _signal: c_int,
+) -> Option<Option<bool>> {
+    None
+}
 
 /// The default runtime directory: `$XDG_RUNTIME_DIR` when that variable holds an absolute
 /// path, else `/tmp`. lmcpp never changes it; its files go into the private subdirectory
@@ -142,7 +176,7 @@ pub(crate) fn contain(cmd: &mut Command, detached: bool) -> io::Result<Pending> 
             if libc::setpgid(0, 0) == -1 {
                 return Err(io::Error::last_os_error());
             }
-            os::die_with_parent(parent)?;
+            die_with_parent(parent)?;
             match libc::fork() {
                 -1 => return Err(io::Error::last_os_error()),
                 0 => watch(read_fd),
@@ -333,7 +367,7 @@ pub(crate) fn signal_verified(pid: u32, verify: impl Fn() -> bool, stop: Stop) -
         return None;
     };
     let signal = unix_signal(stop);
-    let leads = match os::signal_pinned(raw, &verify, signal) {
+    let leads = match signal_pinned(raw, &verify, signal) {
         Some(sent) => sent?,
         None => {
             if !verify() {

@@ -21,7 +21,7 @@ use std::{
 };
 
 use windows_sys::Win32::{
-    Foundation::{FILETIME, HANDLE},
+    Foundation::{FILETIME, HANDLE, STILL_ACTIVE},
     Security::Cryptography::{BCRYPT_USE_SYSTEM_PREFERRED_RNG, BCryptGenRandom},
     Security::{
         ACL, AddAccessAllowedAceEx, Authorization::SE_FILE_OBJECT,
@@ -47,9 +47,6 @@ use windows_sys::Win32::{
 };
 
 use super::Stop;
-
-/// `STILL_ACTIVE`: the exit code of a process that has not exited.
-const STILL_ACTIVE: u32 = 259;
 
 /// The exit code a terminated job or process is given.
 const KILLED: u32 = 1;
@@ -205,7 +202,7 @@ fn running(handle: &OwnedHandle) -> bool {
     let mut code = 0u32;
     // SAFETY: a valid process handle with query access.
     let ok = unsafe { GetExitCodeProcess(handle.as_raw_handle() as HANDLE, &mut code) };
-    ok != 0 && code == STILL_ACTIVE
+    ok != 0 && code == STILL_ACTIVE as u32
 }
 
 /// Whether a process with this pid exists and has not exited.

@@ -248,12 +248,7 @@ impl Proxy {
 
     /// [`Proxy::start`] with the models' starters given directly.
     pub(crate) async fn start_confs(mut opts: ProxyOptions, confs: Vec<Conf>) -> Result<Self> {
-        let generated = opts.api_key.is_none() && opts.transport.needs_generated_key();
-        if generated {
-            let key = platform::random_key()
-                .map_err(|e| Error::io("cannot generate an api key for", "the proxy", e))?;
-            opts.api_key = Some(key);
-        }
+        let generated = opts.transport.secure(&mut opts.api_key, "the proxy")?;
         let registry = Registry::new(
             opts.runtime_dir
                 .clone()
@@ -436,13 +431,14 @@ fn own_record(
     aliases: Vec<String>,
 ) -> ServerRecord {
     let pid = std::process::id();
+    let identity = platform::identity(pid);
     ServerRecord {
         id: id.to_owned(),
         kind: ProcessKind::Proxy,
         pid,
         exe: std::env::current_exe().unwrap_or_default(),
-        start_time: platform::start_time(pid),
-        spawned_exe: platform::exe(pid),
+        start_time: identity.start_time,
+        spawned_exe: identity.exe,
         boot_id: platform::boot_id(),
         endpoint: endpoint.clone(),
         model: PathBuf::from(aliases.join(",")),
