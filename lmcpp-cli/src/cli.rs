@@ -17,8 +17,9 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub(crate) home: Option<PathBuf>,
     /// Runtime directory for server state files, sockets and logs, which go into lmcpp's
-    /// private subdirectory lmcpp-<uid> there; the directory itself is never changed
-    /// (default: $XDG_RUNTIME_DIR, else /tmp).
+    /// private subdirectory lmcpp-<uid> there (lmcpp-<user> on Windows); the directory
+    /// itself is never changed (default: $XDG_RUNTIME_DIR, else /tmp; on Windows
+    /// %LOCALAPPDATA%).
     #[arg(long, global = true, value_name = "DIR", env = "LMCPP_RUNTIME_DIR")]
     pub(crate) runtime_dir: Option<PathBuf>,
     /// Use this llama-server binary instead of one from the toolchain cache.
