@@ -541,15 +541,26 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    /// A llama-server stand-in that appends a line to `count` on each `--help`.
+    /// A llama-server stand-in that appends a line to `count` on each `--help`: a shell
+    /// script, on Windows a batch file (`name.cmd`, which `Command` runs through `cmd`).
     fn counting_binary(dir: &Path, name: &str, count: &Path, flag: &str) -> PathBuf {
-        let bin = dir.join(name);
-        let script = format!(
-            "#!/bin/sh\nif [ \"$1\" = --help ]; then echo x >> '{}'; \
-             echo '-c,    {flag} N    size of the prompt context'; exit 0; fi\n\
-             echo 'version: 4321 (abcdef12)' >&2\n",
-            count.display()
-        );
+        let (bin, script) = if cfg!(windows) {
+            let script = format!(
+                "@echo off\r\nif \"%1\"==\"--help\" (\r\n  echo x>> \"{}\"\r\n  \
+                 echo -c,    {flag} N    size of the prompt context\r\n  exit /b 0\r\n)\r\n\
+                 echo version: 4321 (abcdef12) 1>&2\r\n",
+                count.display()
+            );
+            (dir.join(format!("{name}.cmd")), script)
+        } else {
+            let script = format!(
+                "#!/bin/sh\nif [ \"$1\" = --help ]; then echo x >> '{}'; \
+                 echo '-c,    {flag} N    size of the prompt context'; exit 0; fi\n\
+                 echo 'version: 4321 (abcdef12)' >&2\n",
+                count.display()
+            );
+            (dir.join(name), script)
+        };
         std::fs::write(&bin, script).unwrap();
         #[cfg(unix)]
         {

@@ -23,8 +23,17 @@ use crate::workspace_root;
 /// Wine's loader for 64-bit binaries (package `wine64`; not on PATH).
 pub(crate) const WINE: &str = "/usr/lib/wine/wine64";
 
-/// The packages crossed by default: the ones whose tests need no real `llama-server`.
-const DEFAULT_PACKAGES: &[&str] = &["lmcpp-types", "lmcpp-toolchain"];
+/// The packages crossed by default: the whole workspace but xtask (which drives Wine).
+const DEFAULT_PACKAGES: &[&str] = &[
+    "lmcpp-types",
+    "lmcpp-toolchain",
+    "lmcpp-server",
+    "lmcpp-cli",
+];
+
+/// The Windows `llama-server` stand-in of the toolchain's test fixtures, committed as bytes
+/// with its source; rebuilt here and compared, so the bytes are what the source says.
+const FAKE_SERVER: &str = "lmcpp-toolchain/tests/data/fake-llama-server";
 
 /// Test binaries not run: they need a real `llama-server.exe` (test target name, why).
 const NOT_RUN: &[(&str, &str)] = &[("e2e", "end-to-end tests need a real llama-server.exe")];
@@ -103,6 +112,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         cross::minutes(started.elapsed())
     );
     let dll = build_prng_dll(&root)?;
+    check_fake_server(&root)?;
     let prefix = cross::cross_dir(&root).join("wineprefix");
     let logs = cross::cross_dir(&root).join("wine-logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
@@ -116,7 +126,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             continue;
         }
         place_beside(&dll, &exe.path)?;
-        let log = logs.join(format!("{}-{}.log", exe.package, exe.target));
+        let log = logs.join(format!("{}-{}-{}.log", exe.package, exe.target, exe.kind));
         let ran = Instant::now();
         let tally = run_one(&root, exe, &prefix, &log)?;
         let took = cross::minutes(ran.elapsed());
@@ -274,6 +284,48 @@ pub(crate) fn build_prng_dll(root: &Path) -> Result<PathBuf> {
         bail!("building {} failed ({status})", dll.display());
     }
     Ok(dll)
+}
+
+/// Rebuilds the fixture stand-in from its C source (the command in its header) and fails
+/// when the committed `.exe` differs.
+fn check_fake_server(root: &Path) -> Result<()> {
+    let src = root.join(format!("{FAKE_SERVER}.c"));
+    let committed = root.join(format!("{FAKE_SERVER}.exe"));
+    let out = cross::cross_dir(root).join("fake-llama-server.exe");
+    let status = Command::new("x86_64-w64-mingw32-gcc")
+        .args([
+            "-Os",
+            "-s",
+            "-nostdlib",
+            "-e",
+            "start",
+            "-Wl,--no-insert-timestamp",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(&src)
+        .arg("-lkernel32")
+        .status()
+        .context("running x86_64-w64-mingw32-gcc")?;
+    if !status.success() {
+        bail!("building {} failed ({status})", src.display());
+    }
+    let built = std::fs::read(&out).with_context(|| format!("reading {}", out.display()))?;
+    let kept =
+        std::fs::read(&committed).with_context(|| format!("reading {}", committed.display()))?;
+    if built != kept {
+        bail!(
+            "{} is not what {} builds: copy {} over it and commit",
+            committed.display(),
+            src.display(),
+            out.display()
+        );
+    }
+    println!(
+        "xtask wine-test: {} matches its source",
+        committed.display()
+    );
+    Ok(())
 }
 
 pub(crate) fn place_beside(dll: &Path, exe: &Path) -> Result<()> {

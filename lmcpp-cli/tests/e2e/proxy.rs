@@ -314,7 +314,10 @@ fn a_model_fetched_at_its_first_request_is_counted_with_its_estimate_from_then_o
     let env = Env::new();
     // A URL model is not in the store when the proxy starts, so nothing can be estimated
     // then; the start fetches it and the proxy counts its estimate before the budget check.
-    let url = format!("u=file://{}", env.model());
+    let url = format!(
+        "u={}",
+        lmcpp_test_support::file_url(std::path::Path::new(env.model()))
+    );
     let b = format!("b={}", env.model());
     let record = env.json(&["serve", "--model", &url, "--model", &b, "--detach"]);
     let id = record["id"].as_str().unwrap().to_owned();

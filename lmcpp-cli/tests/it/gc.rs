@@ -71,7 +71,9 @@ fn gc_lists_with_dry_run_then_removes_old_leftovers_and_logs() {
         .collect();
     for (kind, path) in [("partial", &part), ("lock", &lock), ("log", &log)] {
         assert!(
-            listed.contains(&(kind.to_owned(), path.display().to_string())),
+            listed
+                .iter()
+                .any(|(k, p)| k == kind && std::path::Path::new(p) == path),
             "{kind} {} not listed in {listed:?}",
             path.display()
         );

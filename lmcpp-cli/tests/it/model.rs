@@ -11,7 +11,7 @@ fn pull(dir: &Path, name: &str, fill: u8) -> String {
     let mut bytes = b"GGUF".to_vec();
     bytes.extend(std::iter::repeat_n(fill, 5000));
     std::fs::write(&file, bytes).unwrap();
-    let url = format!("file://{}", file.display());
+    let url = lmcpp_test_support::file_url(&file);
     let out = lmcpp(dir, &["--json", "model", "pull", &url]);
     assert!(
         out.status.success(),
@@ -85,7 +85,7 @@ fn pulling_something_that_is_not_gguf_is_bad_input_and_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("page.gguf");
     std::fs::write(&page, "<!doctype html><p>sign in</p>").unwrap();
-    let url = format!("file://{}", page.display());
+    let url = lmcpp_test_support::file_url(&page);
     let out = lmcpp(dir.path(), &["model", "pull", &url]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);

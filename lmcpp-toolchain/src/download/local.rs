@@ -14,6 +14,10 @@ use crate::progress::{ProgressEvent, SharedProgress};
 pub(super) fn local_source(url: &str) -> Result<Option<PathBuf>> {
     if let Some(rest) = url.strip_prefix("file://") {
         let path = rest.strip_prefix("localhost").unwrap_or(rest);
+        // `file://C:\m.gguf`, as Windows users write it, names the drive too.
+        if cfg!(windows) && starts_with_drive(path) {
+            return Ok(Some(PathBuf::from(percent_decode(path))));
+        }
         if !path.starts_with('/') {
             return Err(crate::download::Error::InvalidUrl {
                 url: url.to_owned(),
@@ -33,13 +37,17 @@ pub(super) fn local_source(url: &str) -> Result<Option<PathBuf>> {
 /// slash before a drive letter is the URL's own (`file:///C:/m.gguf` is `C:/m.gguf`).
 fn file_url_path(path: &str) -> &str {
     let rest = path.strip_prefix('/').unwrap_or(path);
-    let drive = rest.as_bytes();
-    let is_drive = drive.len() >= 2 && drive[0].is_ascii_alphabetic() && drive[1] == b':';
-    if cfg!(windows) && is_drive {
+    if cfg!(windows) && starts_with_drive(rest) {
         rest
     } else {
         path
     }
+}
+
+/// Whether a path starts with a drive letter and its colon (`C:`).
+fn starts_with_drive(path: &str) -> bool {
+    let b = path.as_bytes();
+    b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':'
 }
 
 /// Copies a local file to `spec.dest` through a `.part`, checking content and digest.
@@ -108,10 +116,13 @@ mod tests {
         assert_eq!(local_source("https://h/x").unwrap(), None);
         assert!(local_source("file://rel").is_err());
         let drive = local_source("file:///C:/m%20x.gguf").unwrap();
+        let bare = local_source("file://C:\\m%20x.gguf");
         if cfg!(windows) {
             assert_eq!(drive, Some(PathBuf::from("C:/m x.gguf")));
+            assert_eq!(bare.unwrap(), Some(PathBuf::from("C:\\m x.gguf")));
         } else {
             assert_eq!(drive, Some(PathBuf::from("/C:/m x.gguf")));
+            assert!(bare.is_err(), "a drive means nothing outside Windows");
         }
     }
 }

@@ -149,10 +149,16 @@ impl HubRepo {
         }
         #[cfg(not(unix))]
         {
-            // Without symlinks the Python client copies the blob into the snapshot; so do we
-            // (through a temporary file, so the snapshot never holds a partial copy).
+            // Without symlinks (Windows without developer mode) the Python client puts a
+            // copy in the snapshot. A hard link is that copy without the second disk
+            // space; where one cannot be made (another volume), a copy. Either goes through
+            // a temporary name, so the snapshot never holds a partial file.
             let tmp = dir.join(format!(".lmcpp-copy-{}-{sha256}", std::process::id()));
-            std::fs::copy(self.blob(sha256), &tmp).ctx("copy into", &tmp)?;
+            let _ = std::fs::remove_file(&tmp);
+            let blob = self.blob(sha256);
+            if std::fs::hard_link(&blob, &tmp).is_err() {
+                std::fs::copy(&blob, &tmp).ctx("copy into", &tmp)?;
+            }
             std::fs::rename(&tmp, &link).ctx("rename into", &link)?;
         }
         crate::cache::sync_dir(&dir);

@@ -536,8 +536,9 @@ impl ModelStore {
             return Ok(found);
         }
         if let ModelSource::HuggingFace(src) = source
-            && let Some(found) =
-                self.found_in_hub_cache(source, src, &key, expected.as_deref(), opts)?
+            && let Some(found) = self
+                .found_in_hub_cache(source, src, &key, expected.as_deref(), opts)
+                .await?
         {
             progress.event(ProgressEvent::Note {
                 message: format!(
@@ -716,8 +717,11 @@ impl ModelStore {
     ///
     /// Unless offline, `owner/repo` alone is taken from the cache only as its `Q4_K_M`
     /// file: the cache may hold other files of the repository but not the one the hub
-    /// would pick. The digests are the blobs' names; `verify` re-hashes them.
-    fn found_in_hub_cache(
+    /// would pick. The digests are the blobs' names; `verify` re-hashes them. A snapshot
+    /// file that is a copy, not a link (a cache written without symlinks, as on Windows
+    /// without developer mode), is hashed here, once: the ref recorded for it keeps the
+    /// digest.
+    async fn found_in_hub_cache(
         &self,
         source: &ModelSource,
         src: &HfSource,
@@ -735,9 +739,15 @@ impl ModelStore {
         } else {
             DefaultRule::FirstOnly
         };
-        let Ok(sel) = pick::select(src, &entries, !opts.no_mmproj, rule) else {
+        let Ok(mut sel) = pick::select(src, &entries, !opts.no_mmproj, rule) else {
             return Ok(None);
         };
+        for c in sel.parts.iter_mut().chain(sel.mmproj.iter_mut()) {
+            if c.sha256.is_none() {
+                let file = repo.snapshot_file(&commit, &c.path);
+                c.sha256 = sha256_file(&file).await.ok().map(|(sha, _)| sha);
+            }
+        }
         let known = |c: &Chosen| -> Option<RefFile> {
             Some(RefFile {
                 path: c.path.clone(),
@@ -1327,7 +1337,9 @@ impl ModelStore {
     }
 
     /// Re-hashes one blob (see [`ModelStore::resolve`] to get its digest from what a user
-    /// typed); a corrupt one is deleted. No other blob is read or touched.
+    /// typed); a corrupt one is deleted, with the hub-cache snapshot entries that name it.
+    /// No other blob is read or touched. In a hub cache written without symlinks, where
+    /// the Python client keeps the file in the snapshot only, that file is the one checked.
     pub async fn verify_digest(&self, sha256: &str) -> Result<VerifyReport> {
         let sha256 = String::from(Sha256::parse(sha256)?);
         let _blob = self.lock_blob(&sha256).await?;
@@ -1335,11 +1347,31 @@ impl ModelStore {
             .referenced_digests()?
             .remove(&sha256)
             .unwrap_or_default();
-        let blob = self
-            .all_refs()?
+        let refs = self.all_refs()?;
+        let blob = refs
             .iter()
             .find(|r| r.uses(&sha256))
             .map_or_else(|| self.blob_path(&sha256), |r| self.ref_blob(r, &sha256));
+        let snapshots: Vec<PathBuf> = refs
+            .iter()
+            .filter_map(|r| Some((HubRepo::at(r.hub_dir.clone()?), r.commit.as_deref()?, r)))
+            .flat_map(|(repo, commit, r)| {
+                r.files()
+                    .into_iter()
+                    .filter(|(_, sha, _)| *sha == sha256)
+                    .map(|(file, _, _)| repo.snapshot_file(commit, file))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let blob = if blob.is_file() {
+            blob
+        } else {
+            snapshots
+                .iter()
+                .find(|p| p.is_file())
+                .cloned()
+                .unwrap_or(blob)
+        };
         if sources.is_empty() && !blob.is_file() {
             return Err(Error::Unknown {
                 query: sha256,
@@ -1358,6 +1390,11 @@ impl ModelStore {
                 VerifyStatus::Ok
             } else {
                 delete_file(&blob)?;
+                // A snapshot entry is a link to the blob, now broken, or (without
+                // symlinks) a hard link or copy that may hold the same bad bytes.
+                for entry in &snapshots {
+                    delete_file(entry)?;
+                }
                 VerifyStatus::Corrupt { found }
             }
         };

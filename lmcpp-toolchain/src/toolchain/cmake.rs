@@ -486,6 +486,33 @@ mod tests {
         assert!(!alive(pid), "grandchild {pid} outlived the build");
     }
 
+    /// A command running these shell lines (`sh`; on Windows a batch file, where `'` is
+    /// literal and so dropped, and `%` doubled).
+    fn script(dir: &Path, name: &str, lines: &[&str]) -> Command {
+        if cfg!(windows) {
+            let path = dir.join(format!("{name}.cmd"));
+            let body: Vec<String> = lines
+                .iter()
+                .map(|l| {
+                    let l = l
+                        .replace('\'', "")
+                        .replace('%', "%%")
+                        .replace(">&2", "1>&2");
+                    let l = l.replace("exit ", "exit /b ");
+                    format!("@{l}\r\n")
+                })
+                .collect();
+            std::fs::write(&path, body.concat()).unwrap();
+            let mut cmd = Command::new("cmd");
+            cmd.arg("/C").arg(path);
+            cmd
+        } else {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", &lines.join("; ")]);
+            cmd
+        }
+    }
+
     #[tokio::test]
     async fn run_logged_records_output_and_fails_with_tail() {
         let dir = tempfile::tempdir().unwrap();
@@ -497,14 +524,16 @@ mod tests {
                 s.lock().unwrap().push(percent);
             }
         });
-        let mut ok = Command::new("sh");
-        ok.args(["-c", "echo '[ 10%] a'; echo '[ 55%] b' >&2"]);
+        let ok = script(
+            dir.path(),
+            "ok",
+            &["echo '[ 10%] a'", "echo '[ 55%] b' >&2"],
+        );
         run_logged(ok, dir.path(), &log, &progress).await.unwrap();
         let mut percents = seen.lock().unwrap().clone();
         percents.sort_unstable();
         assert_eq!(percents, [10, 55]);
-        let mut bad = Command::new("sh");
-        bad.args(["-c", "echo boom; exit 3"]);
+        let bad = script(dir.path(), "bad", &["echo boom", "exit 3"]);
         let err = run_logged(bad, dir.path(), &log, &progress)
             .await
             .unwrap_err();

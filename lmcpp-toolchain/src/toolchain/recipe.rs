@@ -1406,9 +1406,15 @@ fn sync_tree(dir: &Path) -> Result<()> {
         if t.is_dir() {
             sync_tree(&p)?;
         } else if t.is_file() {
-            std::fs::File::open(&p)
-                .and_then(|f| f.sync_all())
-                .ctx("sync", &p)?;
+            // Windows flushes a file only through a handle that may write to it
+            // (`FlushFileBuffers`); elsewhere a read-only handle does, and files that
+            // are read-only by their mode can still be synced.
+            let file = if cfg!(windows) {
+                std::fs::OpenOptions::new().write(true).open(&p)
+            } else {
+                std::fs::File::open(&p)
+            };
+            file.and_then(|f| f.sync_all()).ctx("sync", &p)?;
         }
     }
     sync_dir(dir);

@@ -399,7 +399,7 @@ mod tests {
     #[test]
     fn the_windows_cross_build_configures_mingw_statically() {
         // Debian: both names exist; the POSIX-threads one is taken.
-        let debian = |n: &str| Some(PathBuf::from("/usr/bin").join(n));
+        let debian = |n: &str| Some(PathBuf::from(format!("/usr/bin/{n}")));
         let build = CrossBuild::resolve(windows_spec(), debian).unwrap();
         assert_eq!(
             build.cmake_args(),
@@ -432,7 +432,7 @@ mod tests {
 
     #[test]
     fn missing_cross_compilers_name_the_tool_and_what_to_install() {
-        let no_cxx = |n: &str| (!n.contains("g++")).then(|| PathBuf::from("/usr/bin").join(n));
+        let no_cxx = |n: &str| (!n.contains("g++")).then(|| PathBuf::from(format!("/usr/bin/{n}")));
         let err = CrossBuild::resolve(windows_spec(), no_cxx).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, Error::CrossToolsMissing { .. }), "{msg}");
@@ -442,7 +442,7 @@ mod tests {
                 && msg.contains("windows-x86_64"),
             "{msg}"
         );
-        let all = |n: &str| Some(PathBuf::from("/usr/bin").join(n));
+        let all = |n: &str| Some(PathBuf::from(format!("/usr/bin/{n}")));
         let build = CrossBuild::resolve(windows_spec(), all).unwrap();
         let win32 = "Target: x86_64-w64-mingw32\nThread model: win32\ngcc version 12\n";
         let err = build.check_thread_model(win32).unwrap_err().to_string();

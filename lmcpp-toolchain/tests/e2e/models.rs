@@ -32,7 +32,7 @@ async fn demo_model_written_from_the_vocab_is_pulled_through_the_store() {
     // found at its by-name path with the same bytes.
     let store =
         ModelStore::new(ModelStoreOptions::with_cache_root(dir.path().join("cache"))).unwrap();
-    let url = format!("file://{}", demo.display());
+    let url = lmcpp_test_support::file_url(&demo);
     let pulled = store.pull_str(&url, &PullOptions::default()).await.unwrap();
     assert_eq!(pulled.size, written.size);
     assert_eq!(pulled.path.file_name().unwrap(), "demo.gguf");

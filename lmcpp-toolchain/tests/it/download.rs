@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use lmcpp_test_support::file_url;
 use lmcpp_toolchain::download::Error as DownloadError;
 use lmcpp_toolchain::download::{Content, Proxies, sha256_file};
 use lmcpp_toolchain::{DownloadOptions, DownloadSpec, Downloader, Error, no_progress};
@@ -699,14 +700,4 @@ async fn https_goes_through_a_connect_tunnel() {
     );
     assert!(err.to_string().contains("refused the tunnel"), "{err}");
     assert!(!err.to_string().contains("pw"), "{err}");
-}
-
-/// The `file://` URL of an absolute path (`file:///C:/…` on Windows).
-fn file_url(path: &std::path::Path) -> String {
-    let path = path.display().to_string().replace('\\', "/");
-    if path.starts_with('/') {
-        format!("file://{path}")
-    } else {
-        format!("file:///{path}")
-    }
 }

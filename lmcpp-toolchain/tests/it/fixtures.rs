@@ -12,8 +12,50 @@ use lmcpp_toolchain::{Backend, LlamaVersion, Mode, Source, Toolchain, ToolchainR
 use crate::download::downloader;
 use crate::server::TestServer;
 
-/// A `llama-server` stand-in that answers `--version` like the real one.
+/// A `llama-server` stand-in that answers `--version` like the real one (Unix).
 pub const FAKE_SERVER: &str = "#!/bin/sh\necho 'version: 1 (fake)' >&2\nexit 0\n";
+
+/// The Windows stand-in: a program that prints the same (see `tests/data/README.md`).
+pub const FAKE_SERVER_EXE: &[u8] = include_bytes!("../data/fake-llama-server.exe");
+
+/// This OS's `llama-server` stand-in: [`FAKE_SERVER`], or [`FAKE_SERVER_EXE`] on Windows.
+pub fn fake_server() -> Vec<u8> {
+    if cfg!(windows) {
+        FAKE_SERVER_EXE.to_vec()
+    } else {
+        FAKE_SERVER.as_bytes().to_vec()
+    }
+}
+
+/// A program's file name on this OS (`llama-server.exe` on Windows).
+pub fn exe(name: &str) -> String {
+    format!("{name}{}", std::env::consts::EXE_SUFFIX)
+}
+
+/// The file name of a shared library on this OS (`libggml.so`, `ggml.dll`).
+pub fn dylib(name: &str) -> String {
+    let (prefix, suffix) = (std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+    format!("{prefix}{name}{suffix}")
+}
+
+/// Makes the `llama-server` of [`release_items`] fail as one that cannot start on this
+/// machine does, printing `why` and exiting 1.
+pub fn break_server(items: &mut Vec<(String, Vec<u8>, u32)>, why: &str) {
+    if cfg!(windows) {
+        let top = items[0]
+            .0
+            .rsplit_once('/')
+            .map_or("", |(top, _)| top)
+            .to_owned();
+        items.push((
+            format!("{top}/fake-failure.txt"),
+            why.as_bytes().to_vec(),
+            0o644,
+        ));
+    } else {
+        items[0].1 = format!("#!/bin/sh\necho '{why}' >&2\nexit 1\n").into_bytes();
+    }
+}
 
 /// One entry of a test archive.
 pub enum Item<'a> {
@@ -27,16 +69,12 @@ pub enum Item<'a> {
 pub fn release_items(top: &str, extra_files: usize) -> Vec<(String, Vec<u8>, u32)> {
     let mut v = vec![
         (
-            format!("{top}/llama-server"),
-            FAKE_SERVER.as_bytes().to_vec(),
+            format!("{top}/{}", exe("llama-server")),
+            fake_server(),
             0o755,
         ),
-        (
-            format!("{top}/rpc-server"),
-            FAKE_SERVER.as_bytes().to_vec(),
-            0o755,
-        ),
-        (format!("{top}/libggml.so"), vec![7u8; 1000], 0o644),
+        (format!("{top}/{}", exe("rpc-server")), fake_server(), 0o755),
+        (format!("{top}/{}", dylib("ggml")), vec![7u8; 1000], 0o644),
     ];
     // Pseudo-random content, so compression cannot make the archive trivially small.
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -199,10 +237,23 @@ pub fn serve_listing(server: &TestServer, assets: &[(String, u64, Option<String>
     );
 }
 
-/// The fake CPU release archive for the host.
+/// The fake CPU release archive for the host, in the host asset's format.
 pub fn release_archive(extra_files: usize) -> Vec<u8> {
     let top = host_asset().replace(".tar.gz", "").replace(".zip", "");
-    tar_gz_files(&release_items(&top, extra_files))
+    archive_files(&host_asset(), &release_items(&top, extra_files))
+}
+
+/// An archive of regular files in the format `name` says (`.zip`, else `.tar.gz`).
+pub fn archive_files(name: &str, files: &[(String, Vec<u8>, u32)]) -> Vec<u8> {
+    if name.ends_with(".zip") {
+        let items: Vec<Item<'_>> = files
+            .iter()
+            .map(|(n, d, m)| Item::File(n, d.clone(), *m))
+            .collect();
+        zip(&items)
+    } else {
+        tar_gz_files(files)
+    }
 }
 
 /// An install-only CPU request for [`TAG`] from the loopback "GitHub".

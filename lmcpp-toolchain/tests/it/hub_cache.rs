@@ -102,6 +102,50 @@ fn place(root: &Path, repo: &str, files: &[(&str, &[u8])]) {
     }
 }
 
+/// Places `files` as `huggingface_hub` does where it cannot make symlinks (Windows without
+/// developer mode, a FAT drive): each file only in its snapshot, no blob.
+fn place_copies(root: &Path, repo: &str, files: &[(&str, &[u8])]) {
+    let dir = repo_dir(root, repo);
+    std::fs::create_dir_all(dir.join("refs")).unwrap();
+    std::fs::write(dir.join("refs/main"), COMMIT).unwrap();
+    for (path, body) in files {
+        let file = snapshot(root, repo).join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, body).unwrap();
+    }
+}
+
+/// A cache written without symlinks is used with no request (its digest from hashing the
+/// file once), `verify` checks the snapshot file itself, and a corrupt one is removed.
+#[tokio::test]
+async fn a_cache_written_without_symlinks_is_used_and_verified() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = gguf(3000, 7);
+    place_copies(dir.path(), "org/copied", &[("c-Q4_K_M.gguf", &body)]);
+    let store = ModelStore::new(options(dir.path(), &server)).unwrap();
+    let m = store
+        .pull_str("org/copied", &PullOptions::default())
+        .await
+        .unwrap();
+    assert!(m.from_cache);
+    let file = snapshot(dir.path(), "org/copied").join("c-Q4_K_M.gguf");
+    assert_eq!(m.path, file);
+    assert_eq!(m.sha256.as_deref(), Some(sha(&body).as_str()));
+    assert_eq!(server.total_hits(), 0);
+    let report = store.verify().await.unwrap();
+    assert_eq!(report.len(), 1);
+    assert_eq!(report[0].status, VerifyStatus::Ok, "{report:?}");
+
+    let mut bad = body.clone();
+    bad[9] ^= 1;
+    std::fs::write(&file, &bad).unwrap();
+    let report = store.verify().await.unwrap();
+    assert_eq!(report[0].status, VerifyStatus::Corrupt { found: sha(&bad) });
+    assert!(!file.exists(), "the corrupt copy is removed");
+    assert_eq!(server.total_hits(), 0);
+}
+
 fn split_repo() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("m-Q4_K_M-00001-of-00003.gguf", gguf(7000, 1)),

@@ -6,7 +6,7 @@ use lmcpp_toolchain::{EntryStatus, Error, Source, no_progress};
 
 use crate::download::sha;
 use crate::fixtures::{
-    Item, asset_path, host_asset, prebuilt_request, serve_release, toolchain, zip,
+    Item, asset_path, dylib, exe, host_asset, prebuilt_request, serve_release, toolchain, zip,
 };
 use crate::server::{Route, TestServer};
 
@@ -19,12 +19,13 @@ async fn installs_a_prebuilt_tar_gz_and_reuses_it() {
     let mut req = prebuilt_request(&server);
     req.version.asset_sha256.insert(host_asset(), sha(&bytes));
     let i = tc.ensure(&req, &no_progress()).await.unwrap();
-    assert_eq!(i.llama_server, i.entry_dir.join("bin/llama-server"));
+    let bin = i.entry_dir.join("bin");
+    assert_eq!(i.llama_server, bin.join(exe("llama-server")));
     assert_eq!(
         i.rpc_server.as_deref(),
-        Some(i.entry_dir.join("bin/rpc-server").as_path())
+        Some(bin.join(exe("rpc-server")).as_path())
     );
-    assert!(i.entry_dir.join("bin/libggml.so").is_file());
+    assert!(bin.join(dylib("ggml")).is_file());
     assert!(i.entry_dir.starts_with(root.path().join("toolchains")));
     assert!(i.source.starts_with("github-release"), "{}", i.source);
     assert_eq!(i.source_dir, None);
@@ -50,10 +51,10 @@ async fn installs_a_prebuilt_tar_gz_and_reuses_it() {
 #[tokio::test]
 async fn installs_a_prebuilt_zip_from_any_url() {
     let server = TestServer::start().await;
-    let server_script = crate::fixtures::FAKE_SERVER.as_bytes().to_vec();
+    let name = format!("llama-bin/{}", exe("llama-server"));
     let bytes = zip(&[
         Item::Dir("llama-bin/"),
-        Item::File("llama-bin/llama-server", server_script, 0o755),
+        Item::File(&name, crate::fixtures::fake_server(), 0o755),
     ]);
     server.route("/assets/llama.zip", Route::file(bytes.clone()));
     let root = tempfile::tempdir().unwrap();
@@ -418,7 +419,7 @@ async fn source_archives_are_fetched_verified_and_published_once() {
 
 #[tokio::test]
 async fn cuda_prebuilt_follows_the_driver_falls_back_across_labels_and_never_to_cpu() {
-    use crate::fixtures::{TAG, serve_listing, tar_gz, tar_gz_files};
+    use crate::fixtures::{TAG, archive_files, serve_listing};
     let server = TestServer::start().await;
     let os = std::env::consts::OS;
     let arch = std::env::consts::ARCH;
@@ -431,21 +432,22 @@ async fn cuda_prebuilt_follows_the_driver_falls_back_across_labels_and_never_to_
     let base = format!("/ggml-org/llama.cpp/releases/download/{TAG}");
     // 13.4's llama-server does not start (as with a driver too old for it); 12.8's does.
     let mut broken = crate::fixtures::release_items("llama-cuda-13", 0);
-    broken[0].1 = b"#!/bin/sh\necho 'CUDA driver version is insufficient' >&2\nexit 1\n".to_vec();
+    crate::fixtures::break_server(&mut broken, "CUDA driver version is insufficient");
+    let cudart = |v: &str| {
+        vec![(
+            format!("lib/libcudart.so.{v}"),
+            v.as_bytes().to_vec(),
+            0o644,
+        )]
+    };
     let archives = [
-        (new[0].clone(), tar_gz_files(&broken)),
-        (
-            new[1].clone(),
-            tar_gz(&[Item::File("lib/libcudart.so.13", b"13".to_vec(), 0o644)]),
-        ),
+        (new[0].clone(), archive_files(&new[0], &broken)),
+        (new[1].clone(), archive_files(&new[1], &cudart("13"))),
         (
             old[0].clone(),
-            tar_gz_files(&crate::fixtures::release_items("llama-cuda-12", 0)),
+            archive_files(&old[0], &crate::fixtures::release_items("llama-cuda-12", 0)),
         ),
-        (
-            old[1].clone(),
-            tar_gz(&[Item::File("lib/libcudart.so.12", b"12".to_vec(), 0o644)]),
-        ),
+        (old[1].clone(), archive_files(&old[1], &cudart("12"))),
     ];
     let cpu = serve_release(&server, 0); // the CPU asset exists too, and must not be picked
     let root = tempfile::tempdir().unwrap();

@@ -3,6 +3,7 @@
 //!
 //! - [`PreparedPaths`]: the record of what `cargo xtask prepare` made (a `llama-server` from
 //!   the toolchain's cache, the demo model), one definition for the writer and every reader.
+//! - [`file_url`]: a path as a `file://` URL on every OS.
 //! - [`running`] and [`eventually`]: whether a process lives, and polling a condition with a
 //!   deadline (state observed, never a sleep as synchronisation).
 
@@ -27,6 +28,17 @@ pub fn workspace_root() -> PathBuf {
 /// test, it never skips it.
 pub fn prepared() -> PreparedPaths {
     PreparedPaths::load(&workspace_root()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The `file://` URL of an absolute path: `file:///home/m.gguf`, and on Windows
+/// `file:///C:/Users/m.gguf` (the drive after a third slash, forward slashes).
+pub fn file_url(path: &Path) -> String {
+    let path = path.display().to_string().replace('\\', "/");
+    if path.starts_with('/') {
+        format!("file://{path}")
+    } else {
+        format!("file:///{path}")
+    }
 }
 
 /// Whether a process with this pid exists and is not a zombie.
