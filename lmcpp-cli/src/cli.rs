@@ -320,8 +320,8 @@ pub(crate) struct ServeArgs {
     /// model's own name), started at its first request.
     #[arg(long, short, required_unless_present = "config")]
     pub(crate) model: Vec<String>,
-    /// Serve the models of this TOML file behind one endpoint (see the README's config
-    /// reference).
+    /// Serve the models of this TOML file behind one endpoint (every key is in
+    /// docs/serving.md, "The configuration file").
     #[arg(long, value_name = "FILE", conflicts_with = "model")]
     pub(crate) config: Option<PathBuf>,
     /// With several models: what the running models' memory estimates may add up to, e.g.

@@ -38,3 +38,31 @@ pub use lmcpp_types as types;
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The pages of `docs/`, one item each, so that their Rust examples are compiled as doc
+/// tests like the README's (`tests/it/docs.rs` checks that every page is listed here).
+#[cfg(doctest)]
+pub mod docs {
+    #[doc = include_str!("../../docs/benchmarks.md")]
+    pub struct Benchmarks;
+    #[doc = include_str!("../../docs/development.md")]
+    pub struct Development;
+    #[doc = include_str!("../../docs/environment.md")]
+    pub struct Environment;
+    #[doc = include_str!("../../docs/library.md")]
+    pub struct Library;
+    #[doc = include_str!("../../docs/models.md")]
+    pub struct Models;
+    #[doc = include_str!("../../docs/platforms.md")]
+    pub struct Platforms;
+    #[doc = include_str!("../../docs/rpc.md")]
+    pub struct Rpc;
+    #[doc = include_str!("../../docs/security.md")]
+    pub struct Security;
+    #[doc = include_str!("../../docs/serving.md")]
+    pub struct Serving;
+    #[doc = include_str!("../../docs/toolchain.md")]
+    pub struct Toolchain;
+    #[doc = include_str!("../../docs/troubleshooting.md")]
+    pub struct Troubleshooting;
+}

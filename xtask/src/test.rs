@@ -60,7 +60,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     if !failed.is_empty() {
         bail!("{}", failed.join("; "));
     }
-    // nextest does not run doc tests; the README's library example is one.
+    // nextest does not run doc tests; the README's and docs/' Rust examples are ones.
     let status = Command::new(&cargo)
         .args(["test", "--workspace", "--doc"])
         .current_dir(&root)

@@ -34,7 +34,7 @@ fn bad_configs_and_option_mixes_exit_2_naming_the_problem() {
     let table: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (
             vec!["serve", "--config", &unknown],
-            vec!["unknown.toml", "line 4", "keep_alive_s", "README"],
+            vec!["unknown.toml", "line 4", "keep_alive_s", "docs/serving.md"],
         ),
         (
             vec!["serve", "--config", &twice],

@@ -23,7 +23,7 @@ use toml::Spanned;
 use crate::exit::BadInput;
 
 /// Where the config reference is.
-const SEE: &str = "see \"Many models behind one endpoint\" in the README for every key";
+const SEE: &str = "see \"The configuration file\" in docs/serving.md for every key";
 
 /// Everything a multi-model serve needs to know, from a file or from the command line.
 #[derive(Debug, Clone, PartialEq)]
