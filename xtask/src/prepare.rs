@@ -25,15 +25,106 @@ pub(crate) const VERSIONS: &[&str] = &["pinned", "pypi:0.3.16"];
 pub(crate) struct Prepared {
     /// The pinned version's record.
     pub(crate) paths_json: PathBuf,
+    /// The pinned version's label.
+    pub(crate) label: String,
     /// The older versions' records, with their labels.
     pub(crate) others: Vec<(String, PathBuf)>,
 }
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
-    if let Some(bad) = args.first() {
-        bail!("`cargo xtask prepare` takes no arguments (got `{bad}`)");
+    match args {
+        [] => prepare().map(|_| ()),
+        [flag, spec] if flag == "--llama-version" => {
+            let (label, path) = prepare_one(spec)?;
+            eprintln!(
+                "xtask: run the end-to-end suites against llama.cpp {label} with\n  \
+                 LMCPP_TEST_PATHS={} cargo nextest run --workspace -E 'binary(e2e)'",
+                path.display()
+            );
+            Ok(())
+        }
+        [bad, ..] => bail!(
+            "`cargo xtask prepare` takes no arguments, or `--llama-version <VERSION>` to \
+             prepare one more llama.cpp version (got `{bad}`)"
+        ),
     }
-    prepare().map(|_| ())
+}
+
+/// Prepares one llama.cpp version besides the default ones (`spec` as `lmcpp toolchain
+/// install --llama-version` takes it) and records it in `paths-<label>.json`; the demo
+/// model of the default preparation is reused when there is one. Returns the label and
+/// the record's path.
+fn prepare_one(spec: &str) -> Result<(String, PathBuf)> {
+    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    let toolchain = Toolchain::new(None).context("opening the toolchain cache")?;
+    let root = workspace_root();
+    let out_dir = PreparedPaths::default_location(&root)
+        .parent()
+        .map_or_else(workspace_root, Path::to_path_buf);
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let existing = PreparedPaths::load_from(&PreparedPaths::default_location(&root))
+        .ok()
+        .map(|p| (p.demo_model, p.vocab_gguf));
+    let (label, installed) = ensure(&rt, &toolchain, &line_progress(), spec)?;
+    let (model, vocab) = match existing {
+        Some(d) => d,
+        None => write_demo(installed.source_dir.as_deref(), &out_dir)?,
+    };
+    let path = PreparedPaths::location_for(&root, &label);
+    record(&installed, &label, model, vocab)
+        .write(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok((label, path))
+}
+
+/// Ensures `llama-server` of the version `spec` through the toolchain cache (built on
+/// first use); returns its label and what the toolchain made.
+fn ensure(
+    rt: &tokio::runtime::Runtime,
+    toolchain: &Toolchain,
+    progress: &SharedProgress,
+    spec: &str,
+) -> Result<(String, lmcpp_toolchain::Installed)> {
+    let version = lmcpp_toolchain::versions::parse(spec)
+        .with_context(|| format!("reading llama.cpp version {spec}"))?;
+    let label = version.label();
+    let request = ToolchainRequest {
+        version,
+        ..ToolchainRequest::default()
+    };
+    eprintln!("xtask: llama.cpp {label}");
+    let installed = rt
+        .block_on(toolchain.ensure(&request, progress))
+        .with_context(|| format!("ensuring llama-server {label} through lmcpp-toolchain"))?;
+    eprintln!(
+        "xtask: llama-server {} ({}, {}, {})",
+        installed.llama_server.display(),
+        installed.backend,
+        installed.source,
+        installed
+            .version
+            .as_ref()
+            .map_or_else(|| "version unknown".into(), |v| v.line.clone())
+    );
+    Ok((label, installed))
+}
+
+/// The record of one prepared version.
+fn record(
+    installed: &lmcpp_toolchain::Installed,
+    label: &str,
+    demo_model: PathBuf,
+    vocab_gguf: PathBuf,
+) -> PreparedPaths {
+    PreparedPaths {
+        llama_server: installed.llama_server.clone(),
+        rpc_server: installed.rpc_server.clone(),
+        demo_model,
+        vocab_gguf,
+        source_dir: installed.source_dir.clone(),
+        llama_version: label.to_owned(),
+        help: installed.help.clone(),
+    }
 }
 
 /// Plain-line progress for xtask output (CI logs are not terminals).
@@ -113,27 +204,7 @@ pub(crate) fn prepare() -> Result<Prepared> {
     let mut paths_json = None;
     let mut others = Vec::new();
     for (i, spec) in VERSIONS.iter().enumerate() {
-        let version = lmcpp_toolchain::versions::parse(spec)
-            .with_context(|| format!("reading llama.cpp version {spec}"))?;
-        let label = version.label();
-        let request = ToolchainRequest {
-            version,
-            ..ToolchainRequest::default()
-        };
-        eprintln!("xtask: llama.cpp {label}");
-        let installed = rt
-            .block_on(toolchain.ensure(&request, &progress))
-            .with_context(|| format!("ensuring llama-server {label} through lmcpp-toolchain"))?;
-        eprintln!(
-            "xtask: llama-server {} ({}, {}, {})",
-            installed.llama_server.display(),
-            installed.backend,
-            installed.source,
-            installed
-                .version
-                .as_ref()
-                .map_or_else(|| "version unknown".into(), |v| v.line.clone())
-        );
+        let (label, installed) = ensure(&rt, &toolchain, &progress, spec)?;
         // The demo model is written once, from the pinned tree's vocabulary.
         let (model, vocab) = match &demo {
             Some(d) => d.clone(),
@@ -143,37 +214,31 @@ pub(crate) fn prepare() -> Result<Prepared> {
                 d
             }
         };
-        let record = PreparedPaths {
-            llama_server: installed.llama_server.clone(),
-            rpc_server: installed.rpc_server.clone(),
-            demo_model: model,
-            vocab_gguf: vocab,
-            source_dir: installed.source_dir.clone(),
-            llama_version: label.clone(),
-            pinned: i == 0,
-            help: installed.help.clone(),
-        };
         let path = if i == 0 {
             PreparedPaths::default_location(&workspace_root())
         } else {
             PreparedPaths::location_for(&workspace_root(), &label)
         };
-        record
+        record(&installed, &label, model, vocab)
             .write(&path)
             .with_context(|| format!("writing {}", path.display()))?;
         if i == 0 {
-            paths_json = Some(path);
+            paths_json = Some((label, path));
         } else {
             others.push((label, path));
         }
     }
-    let paths_json = paths_json.context("no llama.cpp version to prepare")?;
+    let (label, paths_json) = paths_json.context("no llama.cpp version to prepare")?;
     eprintln!(
         "xtask: prepared {} in {:.1}s",
         paths_json.display(),
         started.elapsed().as_secs_f64()
     );
-    Ok(Prepared { paths_json, others })
+    Ok(Prepared {
+        paths_json,
+        label,
+        others,
+    })
 }
 
 /// Writes the demo model from the vocabulary of `source_dir` (a llama.cpp tree).

@@ -29,6 +29,12 @@ fn paths() -> PreparedPaths {
     lmcpp_test_support::prepared()
 }
 
+/// What the `llama-server` under test says it supports (read once per test binary).
+fn supports() -> &'static lmcpp_test_support::Supports {
+    static SUPPORTS: std::sync::OnceLock<lmcpp_test_support::Supports> = std::sync::OnceLock::new();
+    SUPPORTS.get_or_init(|| paths().supports(&lmcpp_test_support::workspace_root()))
+}
+
 struct Env {
     dir: tempfile::TempDir,
     paths: PreparedPaths,

@@ -7,8 +7,7 @@
 //!
 //! A llama-server built offline embeds no UI assets (its build fetches or builds them), so
 //! the page comes from `--path`, which llama-server serves only while its UI is on; what
-//! the binary itself embeds is checked too (none in the pinned offline build, the page in
-//! the older one).
+//! the binary itself embeds is checked too (the page, or its absence reported by name).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -141,46 +140,62 @@ fn a_model_from_the_hub_cache_is_served_by_its_name_and_the_web_ui_only_when_ask
 
 /// `--webui` without `--path`: the page the binary embeds, if any.
 ///
-/// The pinned llama.cpp is built offline here, and its build embeds UI assets only when it
-/// can fetch or build them, so its `/` is a 404 even with the UI on; that the UI is on
-/// shows in `/sw.js`, which llama-server answers (with a service worker that removes
-/// itself) only while the UI is off or comes from `--path`. A build with assets (a release
-/// archive) serves its gzip-encoded page at `/` instead. The older llama.cpp keeps its page
-/// in the source tree, so its offline build serves it.
+/// A llama-server built offline embeds UI assets only when its build can fetch or build
+/// them (an older tree keeps its page in the source, so its offline build has one). Without
+/// a page, its `/` is a 404 even with the UI on; that the UI is on then shows in `/sw.js`,
+/// which a current llama-server answers (with a service worker that removes itself) only
+/// while the UI is off or comes from `--path`. A build with assets serves its page at `/`.
 fn the_ui_the_build_embeds(env: &Env) {
     use super::real_clients::{Target, curl_with};
-    let pinned = env.paths.pinned;
+    const TEST: &str =
+        "a_model_from_the_hub_cache_is_served_by_its_name_and_the_web_ui_only_when_asked";
+    let supports = crate::supports();
     let port_of = |record: &serde_json::Value| {
         Target::Http(u16::try_from(record["endpoint"]["port"].as_u64().unwrap()).unwrap())
     };
+
+    // The UI off: no page, and the self-removing service worker where the server has one.
+    let (record, _) = serve_model(env, &["--model", REPO]);
+    let target = port_of(&record);
+    let (status, body) = curl_with(&target, "/", None, &["--compressed"]);
+    assert_eq!(status, 404, "{}", &body[..body.len().min(300)]);
+    let (status, sw) = curl_with(&target, "/sw.js", None, &[]);
+    let kill_switch = status == 200;
+    if kill_switch {
+        assert!(sw.contains("unregister()"), "the UI is off: {sw}");
+    } else {
+        assert_eq!(status, 404, "{sw}");
+        supports.lacks(
+            TEST,
+            "a self-removing /sw.js while the UI is off",
+            "`/` is a 404 with the UI off",
+        );
+    }
+    env.ok(&["stop", "--all"]);
 
     let (record, _) = serve_model(env, &["--model", REPO, "--webui"]);
     let target = port_of(&record);
     let (status, body) = curl_with(&target, "/", None, &["--compressed"]);
     let head = &body[..body.len().min(300)];
-    if pinned {
-        assert_eq!(status, 404, "an offline build has no UI page: {head}");
-        assert_eq!(json_body(&body)["error"]["type"], "not_found_error");
-        let (status, _) = curl_with(&target, "/sw.js", None, &[]);
-        assert_eq!(status, 404, "the UI is on: no self-removing service worker");
-    } else {
-        assert_eq!(status, 200, "{head}");
+    if status == 200 {
         assert!(
             body.to_ascii_lowercase().contains("<!doctype html>"),
             "{head}"
         );
+    } else {
+        assert_eq!(status, 404, "{head}");
+        assert_eq!(json_body(&body)["error"]["type"], "not_found_error");
+        supports.lacks(
+            TEST,
+            "an embedded UI page (a build without UI assets)",
+            "`/` is its 404 with the UI on",
+        );
+        if kill_switch {
+            let (status, _) = curl_with(&target, "/sw.js", None, &[]);
+            assert_eq!(status, 404, "the UI is on: no self-removing service worker");
+        }
     }
     env.ok(&["stop", "--all"]);
-
-    let (record, _) = serve_model(env, &["--model", REPO]);
-    let target = port_of(&record);
-    let (status, body) = curl_with(&target, "/", None, &["--compressed"]);
-    assert_eq!(status, 404, "{}", &body[..body.len().min(300)]);
-    if pinned {
-        let (status, body) = curl_with(&target, "/sw.js", None, &[]);
-        assert_eq!(status, 200, "the UI is off: {body}");
-        assert!(body.contains("unregister()"), "{body}");
-    }
 }
 
 /// Writes `demo` as a split GGUF of two parts into `dir`, as `gguf-split` lays one out: the
@@ -436,11 +451,9 @@ fn run_starts_its_server_with_the_web_ui_off() {
         .unwrap_or_else(|| panic!("no launch among the noted calls: {noted}"))
         .split_whitespace()
         .collect();
-    // The older llama.cpp knows the switch only as `--no-webui`.
-    let off = if env.paths.pinned {
-        "--no-ui"
-    } else {
-        "--no-webui"
-    };
+    // The switch as this binary spells it (an older llama.cpp knows only `--no-webui`).
+    let off = crate::supports()
+        .spelling(&["--no-ui", "--no-webui"])
+        .expect("the binary has a switch that turns the web UI off");
     assert!(launch.contains(&off), "{off} not in {launch:?}");
 }

@@ -231,20 +231,30 @@ fn two_aliases_behind_one_endpoint_and_no_orphans_after_sigkill() {
     assert_eq!(models.len(), 2);
 
     // What the real server made of the context agrees with the estimate's reading: two
-    // slots of 2048 cells, and (where the version logs it) the KV cache size.
+    // slots of 2048 cells (each llama-server phrases the slot's size one of these ways),
+    // and (where the server logs it) the KV cache size.
     let log = env.ok(&["logs", &pids[0].1, "-n", "400"]);
+    let slot_sizes = ["n_ctx_slot = 2048", "new slot, n_ctx = 2048"];
     assert!(
-        log.contains("n_slots = 2") && log.contains("n_ctx_slot = 2048"),
+        log.contains("n_slots = 2") && slot_sizes.iter().any(|p| log.contains(p)),
         "{log}"
     );
     let kv = inspected["kv_cache_bytes"].as_u64().unwrap() as f64 / f64::from(1 << 20);
-    for line in log
+    let kv_lines: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("llama_kv_cache") && l.contains("cells"))
-    {
+        .collect();
+    for line in &kv_lines {
         assert!(
             line.contains(&format!("size = {kv:>7.2} MiB")),
             "{kv}: {line}"
+        );
+    }
+    if kv_lines.is_empty() {
+        crate::supports().lacks(
+            "two_aliases_behind_one_endpoint_and_no_orphans_after_sigkill",
+            "a `llama_kv_cache` size line in its log at the default verbosity",
+            "its slots have the context the estimate assumed",
         );
     }
 
@@ -353,9 +363,10 @@ fn a_model_fetched_at_its_first_request_is_counted_with_its_estimate_from_then_o
     env.ok(&["stop", &id]);
 }
 
-/// A config of three models: the pinned llama.cpp (its model named relative to the config
-/// file), the older one, and an embedding model that is pinned and never expires.
-fn two_versions_config(env: &Env, pinned: &PreparedPaths, older: &PreparedPaths) -> PathBuf {
+/// A config of three models: the llama.cpp under test (its model named relative to the
+/// config file), another prepared version, and an embedding model that is pinned and never
+/// expires.
+fn two_versions_config(env: &Env, this: &PreparedPaths, other: &PreparedPaths) -> PathBuf {
     let demo = env.model();
     // A model named relative to the config file is found next to it.
     std::fs::create_dir_all(env.dir.path().join("models")).unwrap();
@@ -374,28 +385,28 @@ memory_budget = "1GiB"
 load_timeout = "2m"
 
 [[models]]
-alias = "new"
+alias = "this"
 model = "models/beside.gguf"
-llama_server = "{new_bin}"
+llama_server = "{this_bin}"
 ctx_size = 1024
 
 [[models]]
-alias = "old"
+alias = "other"
 model = "{demo}"
-llama_server = "{old_bin}"
+llama_server = "{other_bin}"
 keep_alive = "1h"
 
 [[models]]
 alias = "embed"
 model = "{demo}"
-llama_server = "{new_bin}"
+llama_server = "{this_bin}"
 embeddings = true
 pooling = "mean"
 keep_alive = "0"
 pinned = true
 "#,
-            new_bin = pinned.llama_server.display(),
-            old_bin = older.llama_server.display(),
+            this_bin = this.llama_server.display(),
+            other_bin = other.llama_server.display(),
         ),
     )
     .unwrap();
@@ -406,12 +417,13 @@ pinned = true
 fn a_config_serves_two_llama_cpp_versions_and_an_embedding_model_behind_one_socket() {
     let env = Env::new();
     let root = lmcpp_test_support::workspace_root();
-    // The pinned llama.cpp and the older one `cargo xtask prepare` also provides.
-    let read = |path: PathBuf| PreparedPaths::load_from(&path).unwrap_or_else(|e| panic!("{e}"));
-    let pinned = read(PreparedPaths::default_location(&root));
-    let older = read(PreparedPaths::location_for(&root, "4227c9b"));
-    assert_ne!(pinned.llama_version, older.llama_version);
-    let config = two_versions_config(&env, &pinned, &older);
+    // The llama.cpp under test and another prepared version.
+    let this = env.paths.clone();
+    let other = this
+        .another_version(&root)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(this.llama_version, other.llama_version);
+    let config = two_versions_config(&env, &this, &other);
     let record = env.json(&["serve", "--config", config.to_str().unwrap(), "--detach"]);
     let id = record["id"].as_str().unwrap().to_owned();
     let endpoint: Endpoint = serde_json::from_value(record["endpoint"].clone()).unwrap();
@@ -419,7 +431,7 @@ fn a_config_serves_two_llama_cpp_versions_and_an_embedding_model_behind_one_sock
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = Client::new(endpoint);
-    for alias in ["new", "old"] {
+    for alias in ["this", "other"] {
         let mut req = ChatCompletionRequest::new(vec![ChatMessage::user("Hi")]).max_tokens(2);
         req.model = Some(alias.to_owned());
         rt.block_on(client.chat_completions(&req))
@@ -450,8 +462,8 @@ fn a_config_serves_two_llama_cpp_versions_and_an_embedding_model_behind_one_sock
     };
     let canonical = |p: &Path| std::fs::canonicalize(p).unwrap();
     let exe = |r: &Value| PathBuf::from(r["exe"].as_str().unwrap());
-    assert_eq!(exe(&server_of("new")), canonical(&pinned.llama_server));
-    assert_eq!(exe(&server_of("old")), canonical(&older.llama_server));
+    assert_eq!(exe(&server_of("this")), canonical(&this.llama_server));
+    assert_eq!(exe(&server_of("other")), canonical(&other.llama_server));
     let args = |r: &Value| -> Vec<String> { serde_json::from_value(r["args"].clone()).unwrap() };
     let embed_args = args(&server_of("embed"));
     assert!(
@@ -462,11 +474,11 @@ fn a_config_serves_two_llama_cpp_versions_and_an_embedding_model_behind_one_sock
         "{embed_args:?}"
     );
     assert!(
-        args(&server_of("new"))
+        args(&server_of("this"))
             .windows(2)
             .any(|w| (w[0] == "--ctx-size" || w[0] == "-c") && w[1] == "1024"),
         "{:?}",
-        args(&server_of("new"))
+        args(&server_of("this"))
     );
     let keep = |alias: &str| {
         proxy["models"]
@@ -479,7 +491,7 @@ fn a_config_serves_two_llama_cpp_versions_and_an_embedding_model_behind_one_sock
     };
     assert_eq!(keep("embed")["keep_alive_secs"], Value::Null, "0 = never");
     assert_eq!(keep("embed")["pinned"], true);
-    assert_eq!(keep("old")["keep_alive_secs"], 3600);
+    assert_eq!(keep("other")["keep_alive_secs"], 3600);
     env.ok(&["stop", &id]);
     assert_eq!(env.json(&["ps"]), serde_json::json!([]));
 }

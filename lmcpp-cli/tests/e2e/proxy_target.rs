@@ -120,12 +120,10 @@ fn client_commands_reach_a_proxy_by_id_alias_or_as_the_only_one_running() {
     let text = env.ok(&["detokenize", "15043", "--model", "b"]);
     assert!(!text.trim().is_empty());
     let props = env.json(&["props", "--server", id, "--model", "b"]);
-    if env.paths.pinned {
-        assert_eq!(props["model_alias"], "b", "{props}");
-    } else {
-        // Older llama.cpp has no `model_alias` in /props: the answer is a model server's.
-        assert!(props["model_path"].is_string(), "{props}");
-    }
+    props_are_bs(
+        &props,
+        "client_commands_reach_a_proxy_by_id_alias_or_as_the_only_one_running",
+    );
     // GETs name their model in the query: b's metrics count what b predicted.
     let text = env.ok(&["metrics", "--model", "b"]);
     assert!(text.contains("llamacpp:tokens_predicted_total"), "{text}");
@@ -381,11 +379,10 @@ fn url_and_model_reach_a_proxy_known_only_by_its_address() {
     assert_eq!(model_states(&env, id), ["a:ready", "b:ready"]);
     // A GET names its model in the query.
     let props = elsewhere.json(&["props", "--url", &url, "--model", "b"]);
-    if env.paths.pinned {
-        assert_eq!(props["model_alias"], "b", "{props}");
-    } else {
-        assert!(props["model_path"].is_string(), "{props}");
-    }
+    props_are_bs(
+        &props,
+        "url_and_model_reach_a_proxy_known_only_by_its_address",
+    );
 
     // The proxy's own refusals: no model named, and one it does not serve.
     for (model, words) in [
@@ -409,16 +406,31 @@ fn url_and_model_reach_a_proxy_known_only_by_its_address() {
     let socket = server["endpoint"]["socket"].as_str().unwrap().to_owned();
     let done = complete(&elsewhere, &["--url", &socket, "--model", "any-name"]);
     assert!(done["tokens_predicted"].as_u64().unwrap() > 0, "{done}");
-    if env.paths.pinned {
-        // The pinned llama.cpp answers under its own alias; the older one echoes the name.
-        assert_eq!(done["model"], "b", "{done}");
-    }
     let props = elsewhere.json(&["props", "--url", &socket, "--model", "any-name"]);
     assert!(props["model_path"].is_string(), "{props}");
+    // A llama-server that names its model in `/props` answers under that name; one that
+    // does not echoes the request's.
+    let expected = props["model_alias"].as_str().unwrap_or("any-name");
+    assert_eq!(done["model"], expected, "{done} {props}");
+}
+
+/// `/props` of the proxy's model `b`: with its alias where the llama-server names its model
+/// there, else (reported by `test`) a model server's answer all the same.
+fn props_are_bs(props: &Value, test: &str) {
+    if props.get("model_alias").is_some() {
+        assert_eq!(props["model_alias"], "b", "{props}");
+    } else {
+        assert!(props["model_path"].is_string(), "{props}");
+        crate::supports().lacks(
+            test,
+            "`model_alias` in /props",
+            "the proxy's /props answer for b is a model server's",
+        );
+    }
 }
 
 /// The `lmcpp ps --json` entry of the server of the proxy's model `alias`.
-fn ps_entry_of_model(env: &Env, alias: &str) -> Value {
+pub(crate) fn ps_entry_of_model(env: &Env, alias: &str) -> Value {
     let ps = env.json(&["ps"]);
     ps.as_array()
         .unwrap()

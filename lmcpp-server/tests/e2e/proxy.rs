@@ -330,27 +330,19 @@ async fn a_model_server_killed_mid_stream_is_an_error_then_restarts() {
 
 #[tokio::test]
 async fn two_llama_cpp_versions_behind_one_endpoint() {
+    // The version under test and another prepared one.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let read = |path: std::path::PathBuf| -> PreparedPaths {
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; run `cargo xtask prepare` (and its older-version pass)",
-                path.display()
-            )
-        });
-        serde_json::from_str(&text).unwrap()
-    };
-    let pinned = read(PreparedPaths::default_location(root));
-    let older = read(PreparedPaths::location_for(root, "4227c9b"));
+    let this = paths();
+    let other = this.another_version(root).unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap();
-    let mut new_spec = model("new", &demo(&pinned, dir.path(), false), 1);
-    new_spec.llama_version = Some(pinned.llama_version.clone());
-    let mut old_spec = model("old", &demo(&older, dir.path(), false), 1);
-    old_spec.llama_version = Some(older.llama_version.clone());
-    let proxy = proxy(dir.path(), u64::MAX, vec![new_spec, old_spec]).await;
+    let mut this_spec = model("this", &demo(&this, dir.path(), false), 1);
+    this_spec.llama_version = Some(this.llama_version.clone());
+    let mut other_spec = model("other", &demo(&other, dir.path(), false), 1);
+    other_spec.llama_version = Some(other.llama_version.clone());
+    let proxy = proxy(dir.path(), u64::MAX, vec![this_spec, other_spec]).await;
     let client = proxy.client();
     let mut builds = Vec::new();
-    for alias in ["new", "old"] {
+    for alias in ["this", "other"] {
         client.completion(&completion(alias, 4)).await.unwrap();
         let props = client
             .raw(http::Method::GET, &format!("/props?model={alias}"), None)
@@ -362,17 +354,22 @@ async fn two_llama_cpp_versions_behind_one_endpoint() {
     }
     assert_ne!(builds[0], builds[1], "both answers came from one llama.cpp");
     let listed = client.models().await.unwrap();
-    let versions: Vec<_> = listed
+    let mut versions: Vec<_> = listed
         .data
         .iter()
         .map(|m| {
-            m.extra["lmcpp"]["llama_version"]
-                .as_str()
-                .unwrap()
-                .to_owned()
+            let version = m.extra["lmcpp"]["llama_version"].as_str().unwrap();
+            (m.id.clone(), version.to_owned())
         })
         .collect();
-    assert_eq!(versions, [pinned.llama_version, older.llama_version]);
+    versions.sort();
+    assert_eq!(
+        versions,
+        [
+            ("other".to_owned(), other.llama_version),
+            ("this".to_owned(), this.llama_version)
+        ]
+    );
     proxy.stop().await.unwrap();
 }
 

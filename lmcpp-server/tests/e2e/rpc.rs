@@ -85,11 +85,16 @@ async fn two_loopback_workers_serve_then_fail_typed_and_recover() {
         .await
         .expect("completion through both workers");
 
-    // Both workers received the model's tensors and computed graphs (an older rpc-server
-    // logs only the connection).
-    let markers: &[&str] = if crate::support::pinned() {
+    // Both workers received the model's tensors and computed graphs, as their command logs
+    // show; an rpc-server without a command log shows only the connection.
+    let markers: &[&str] = if crate::support::supports().rpc_debug_log() {
         &["[set_tensor]", "[graph_compute]"]
     } else {
+        crate::support::supports().lacks(
+            "two_loopback_workers_serve_then_fail_typed_and_recover",
+            "an rpc-server command log (GGML_RPC_DEBUG)",
+            "each worker logged the server's connection",
+        );
         &["Accepted client connection"]
     };
     for w in [&w1, &w2] {
@@ -185,11 +190,16 @@ async fn the_pre_launch_handshake_is_the_one_rpc_server_expects() {
     lmcpp_server::check_workers(&[w.address()], Duration::from_secs(5))
         .await
         .unwrap();
-    // The worker logs the hello it answered (debug log) and no complaint about it; an
-    // older rpc-server (another protocol, no command log) logs the connection it closed.
-    let marker = if crate::support::pinned() {
+    // The worker logs the hello it answered (its command log) and no complaint about it;
+    // an rpc-server without a command log logs the connection it closed.
+    let marker = if crate::support::supports().rpc_debug_log() {
         "[hello] version:"
     } else {
+        crate::support::supports().lacks(
+            "the_pre_launch_handshake_is_the_one_rpc_server_expects",
+            "an rpc-server command log (GGML_RPC_DEBUG)",
+            "the worker closed the connection without a complaint",
+        );
         "Client connection closed"
     };
     assert!(

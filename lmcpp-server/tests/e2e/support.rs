@@ -1,20 +1,42 @@
 //! Prerequisites (from `cargo xtask prepare`) and launch helpers for the end-to-end tests.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
-use lmcpp_server::{LaunchOptions, Server, TransportChoice};
-use lmcpp_test_support::PreparedPaths;
+use lmcpp_server::{Client, LaunchOptions, Server, TransportChoice};
+use lmcpp_test_support::{PreparedPaths, Supports};
 pub(crate) use lmcpp_test_support::{eventually, running};
 use lmcpp_types::ServerArgs;
 use lmcpp_types::args::help::BinaryFlags;
 use serde::de::DeserializeOwned;
 
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+}
+
 /// Reads the prerequisites, failing with the command that creates them.
 pub(crate) fn paths() -> PreparedPaths {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root");
-    PreparedPaths::load(root).unwrap_or_else(|e| panic!("{e}"))
+    PreparedPaths::load(root()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// What the `llama-server` under test says it supports (read once per test binary).
+pub(crate) fn supports() -> &'static Supports {
+    static SUPPORTS: OnceLock<Supports> = OnceLock::new();
+    SUPPORTS.get_or_init(|| paths().supports(root()))
+}
+
+/// Whether the server has the route `path` (a `POST` of `{}`, or a `GET`): anything but
+/// its unknown-route answer means it does. The probe goes through the raw client, so the
+/// typed error classification under test does not decide it.
+pub(crate) async fn has_route(client: &Client, method: http::Method, path: &str) -> bool {
+    let body = (method == http::Method::POST).then(|| bytes::Bytes::from_static(b"{}"));
+    let raw = client
+        .raw(method, path, body)
+        .await
+        .unwrap_or_else(|e| panic!("probing {path}: {e}"));
+    !lmcpp_test_support::is_unknown_route(raw.status.as_u16(), &raw.body)
 }
 
 /// A typed request from its JSON, as the server's docs write it.
@@ -22,16 +44,11 @@ pub(crate) fn req<T: DeserializeOwned>(value: serde_json::Value) -> T {
     serde_json::from_value(value).expect("request JSON matches the typed request")
 }
 
-/// Whether the server under test is the pinned llama.cpp (the second end-to-end pass runs
-/// an older one, which lacks some endpoints and flags).
-pub(crate) fn pinned() -> bool {
-    paths().pinned
-}
-
-/// The flags of the binary under test, from the `--help` the toolchain captured.
+/// The flags of the binary of `paths`, from the `--help` the toolchain captured (or its
+/// own `--help` when the record has none).
 pub(crate) fn flags(paths: &PreparedPaths) -> Option<BinaryFlags> {
-    let help = std::fs::read_to_string(paths.help.as_ref()?).ok()?;
-    Some(BinaryFlags::from_help(&help, paths.llama_version.clone()))
+    let flags = paths.supports(root()).flags().clone();
+    (!flags.is_empty()).then_some(flags)
 }
 
 /// Launch options for the demo model with a private runtime dir under `dir`, rendered for
@@ -63,13 +80,16 @@ pub(crate) async fn launch(
     Server::launch(opts).await.expect("demo server launches")
 }
 
-/// On the pinned version `result` must succeed; on an older one that lacks `path`, it must
-/// be the typed "unsupported" error naming it. Returns the value when there is one.
+/// The typed call `result` to `path` must succeed where the server has the route
+/// (`present`, from [`has_route`]) and be the typed "unsupported" error naming it where it
+/// has not, which `test` then reports. Returns the value when there is one.
 pub(crate) fn ok_or_unsupported<T: std::fmt::Debug>(
+    test: &str,
+    present: bool,
     result: lmcpp_server::Result<T>,
     path: &str,
 ) -> Option<T> {
-    if pinned() {
+    if present {
         return Some(result.unwrap_or_else(|e| panic!("{path}: {e}")));
     }
     match result {
@@ -77,10 +97,10 @@ pub(crate) fn ok_or_unsupported<T: std::fmt::Debug>(
             path: p,
             status: 404,
             ..
-        }) if p == path => None,
-        other => panic!(
-            "llama.cpp {} lacks {path}; expected Unsupported, got {other:?}",
-            paths().llama_version
-        ),
+        }) if p == path => {
+            supports().lacks(test, path, "lmcpp returns Error::Unsupported naming it");
+            None
+        }
+        other => panic!("this llama-server lacks {path}; expected Unsupported, got {other:?}"),
     }
 }

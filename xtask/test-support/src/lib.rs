@@ -3,16 +3,20 @@
 //!
 //! - [`PreparedPaths`]: the record of what `cargo xtask prepare` made (a `llama-server` from
 //!   the toolchain's cache, the demo model), one definition for the writer and every reader.
+//! - [`Supports`]: what the `llama-server` under test says it supports (its `--help`,
+//!   `--version`, the routes it answers), which end-to-end expectations come from.
 //! - [`file_url`]: a path as a `file://` URL on every OS.
 //! - [`running`] and [`eventually`]: whether a process lives, and polling a condition with a
 //!   deadline (state observed, never a sleep as synchronisation).
 
 mod prepared;
+mod supports;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use prepared::{Error, PATHS_ENV, PreparedPaths};
+pub use supports::{Supports, is_unknown_route, read_report};
 
 /// The workspace root (this crate lives in `xtask/test-support`).
 pub fn workspace_root() -> PathBuf {

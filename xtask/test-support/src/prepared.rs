@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::Supports;
+
 /// What is wrong with the prerequisites record.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -43,17 +45,24 @@ pub struct PreparedPaths {
     /// The llama.cpp version requested (`b11312`, `pypi:0.3.16`).
     #[serde(default)]
     pub llama_version: String,
-    /// Whether this is the version the workspace is pinned to (the newest, with every
-    /// endpoint); end-to-end tests expect "unsupported" outcomes from older ones.
-    #[serde(default = "yes")]
-    pub pinned: bool,
-    /// The binary's `--help` text captured by the toolchain, for the flag check.
+    /// The binary's `--help` text captured by the toolchain, for the flag check (when
+    /// absent, readers run the binary's `--help` themselves).
     #[serde(default)]
     pub help: Option<PathBuf>,
 }
 
-fn yes() -> bool {
-    true
+/// `label` made file-name safe: ASCII letters, digits and dots kept, the rest `-`.
+fn file_safe(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 impl PreparedPaths {
@@ -68,23 +77,77 @@ impl PreparedPaths {
     /// `<workspace root>/target/lmcpp-test/paths-<label>.json`, for a version other than
     /// the pinned one (`label` made file-name safe).
     pub fn location_for(workspace_root: &Path, label: &str) -> PathBuf {
-        let safe: String = label
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect();
-        Self::default_location(workspace_root).with_file_name(format!("paths-{safe}.json"))
+        Self::default_location(workspace_root)
+            .with_file_name(format!("paths-{}.json", file_safe(label)))
     }
 
-    /// `$LMCPP_TEST_PATHS` when set, else [`PreparedPaths::default_location`].
+    /// The report of what the version `label` lacks, beside its record `paths_file`
+    /// (`lacks-<label>.txt`), which end-to-end tests append to.
+    pub fn report_location(paths_file: &Path, label: &str) -> PathBuf {
+        paths_file.with_file_name(format!("lacks-{}.txt", file_safe(label)))
+    }
+
+    /// What this record's binaries say they support, reporting what they lack beside the
+    /// record the tests read ([`PreparedPaths::location`]).
+    pub fn supports(&self, workspace_root: &Path) -> Supports {
+        let report = Self::report_location(&Self::location(workspace_root), &self.llama_version);
+        Supports::of(self, report)
+    }
+
+    /// A prepared record of another llama.cpp version than `self`, for tests that run two
+    /// versions side by side: the first `paths*.json` (by name) beside the default record
+    /// or beside the one the tests read whose version differs and whose files exist.
+    pub fn another_version(&self, workspace_root: &Path) -> Result<Self> {
+        let mut dirs: Vec<PathBuf> = [
+            Self::default_location(workspace_root),
+            Self::location(workspace_root),
+        ]
+        .iter()
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect();
+        dirs.dedup();
+        self.another_version_in(&dirs)
+            .ok_or_else(|| Error::Prerequisites {
+                path: Self::location(workspace_root),
+                reason: format!(
+                    "no prepared llama.cpp version other than {} in {}; prepare one as \
+                     docs/testing.md says",
+                    self.llama_version,
+                    dirs.iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
+    }
+
+    fn another_version_in(&self, dirs: &[PathBuf]) -> Option<Self> {
+        let mut candidates: Vec<PathBuf> = dirs
+            .iter()
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("paths") && n.ends_with(".json"))
+            })
+            .collect();
+        candidates.sort();
+        candidates
+            .iter()
+            .filter_map(|p| Self::load_from(p).ok())
+            .find(|other| other.llama_version != self.llama_version)
+    }
+
+    /// `$LMCPP_TEST_PATHS` when set, else [`PreparedPaths::default_location`]. A relative
+    /// path is taken from the workspace root, where the command was most likely typed (test
+    /// binaries run in their crate's directory).
     pub fn location(workspace_root: &Path) -> PathBuf {
-        std::env::var_os(PATHS_ENV)
-            .map_or_else(|| Self::default_location(workspace_root), PathBuf::from)
+        std::env::var_os(PATHS_ENV).map_or_else(
+            || Self::default_location(workspace_root),
+            |p| workspace_root.join(p),
+        )
     }
 
     /// Reads the record and checks that the server binary and the demo model exist.
@@ -163,7 +226,6 @@ mod tests {
             vocab_gguf: dir.join("vocab.gguf"),
             source_dir: None,
             llama_version: "b1".into(),
-            pinned: true,
             help: None,
         }
     }
@@ -182,6 +244,17 @@ mod tests {
         let at = PreparedPaths::default_location(&root);
         paths.write(&at).unwrap();
         assert_eq!(PreparedPaths::load_from(&at).unwrap(), paths);
+        let mut other = paths.clone();
+        other.llama_version = "b2".into();
+        other
+            .write(&PreparedPaths::location_for(&root, "b2"))
+            .unwrap();
+        let dirs = [at.parent().unwrap().to_path_buf()];
+        assert_eq!(paths.another_version_in(&dirs), Some(other.clone()));
+        assert_eq!(other.another_version_in(&dirs), Some(paths.clone()));
+        assert!(
+            PreparedPaths::report_location(&at, "pypi:0.3.28").ends_with("lacks-pypi-0.3.28.txt")
+        );
         std::fs::remove_file(&paths.demo_model).unwrap();
         let err = PreparedPaths::load_from(&at).unwrap_err().to_string();
         assert!(
