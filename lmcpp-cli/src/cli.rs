@@ -311,6 +311,10 @@ pub(crate) struct TargetArgs {
     /// API key for the server (read from the environment only).
     #[arg(long, env = "LLAMA_API_KEY", hide_env_values = true, hide = true)]
     pub(crate) api_key: Option<String>,
+    /// Give up on a request after this many seconds, like curl's --max-time (default:
+    /// 600 for requests that generate, less for the quick ones).
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    pub(crate) timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -362,7 +366,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, requires = "http")]
     pub(crate) webui: bool,
     /// rpc-server workers to offload to, as host:port,host:port.
-    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',', value_parser = rpc_address)]
     pub(crate) rpc: Vec<String>,
     /// Seconds to wait for the server to become ready (with several models: how long a
     /// request waits for its model to load, a 503 then while the start goes on; a model
@@ -531,4 +535,22 @@ pub(crate) struct GcArgs {
 pub(crate) struct SchemaArgs {
     /// Type name (default: list the names).
     pub(crate) name: Option<String>,
+}
+
+/// A positive number of seconds, fractions allowed (`0.5`, `30`).
+fn seconds(text: &str) -> Result<std::time::Duration, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s.is_finite() && s <= 1e9 => Ok(std::time::Duration::from_secs_f64(s)),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds above 0 (write e.g. 30 or 0.5)"
+        )),
+    }
+}
+
+/// One `--rpc` entry, checked as llama-server takes it (an error is exit 2, before anything
+/// is resolved or started).
+fn rpc_address(addr: &str) -> Result<String, String> {
+    lmcpp::server::parse_rpc_address(addr)
+        .map(|()| addr.to_owned())
+        .map_err(|e| e.to_string())
 }

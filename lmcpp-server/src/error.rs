@@ -247,6 +247,17 @@ pub enum Error {
         /// Why it could not be reached.
         reason: String,
     },
+    /// An `--rpc` entry is not a `host:port` address (see [`crate::parse_rpc_address`]).
+    /// Nothing was spawned or contacted.
+    #[error(
+        "--rpc entry `{addr}` is not a worker address: {reason}; write host:port (an IPv6 address in brackets, [::1]:50052), entries separated by commas"
+    )]
+    RpcAddressInvalid {
+        /// The entry as given.
+        addr: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An `rpc-server` worker named in `--rpc` accepted a connection but did not answer the
     /// ggml RPC handshake: it is serving another llama-server (a worker serves one at a
     /// time), or it is not an `rpc-server`. Nothing was spawned.
@@ -340,6 +351,7 @@ impl Error {
             | Self::LauncherOwned { .. }
             | Self::UnknownServer { .. }
             | Self::ProxyConfig { .. }
+            | Self::RpcAddressInvalid { .. }
             | Self::UnixSocketsUnavailable => Class::UserError,
             // A dropped connection, a server not accepting yet, a busy or loading server
             // (429, 503), a worker serving another llama-server: the next try may work.
@@ -619,6 +631,13 @@ mod tests {
                 UserError,
             ),
             (Error::UnixSocketsUnavailable, UserError),
+            (
+                Error::RpcAddressInvalid {
+                    addr: "x".into(),
+                    reason: "no port".into(),
+                },
+                UserError,
+            ),
         ]
     }
 
@@ -657,11 +676,12 @@ mod tests {
             Error::RpcWorkerReadyTimeout { .. } => 29,
             Error::ProxyConfig { .. } => 30,
             Error::UnixSocketsUnavailable => 31,
+            Error::RpcAddressInvalid { .. } => 32,
         }
     }
 
     /// How many arms `ordinal` has.
-    const VARIANTS: usize = 32;
+    const VARIANTS: usize = 33;
 
     #[test]
     fn every_variant_is_classified_as_the_table_says() {

@@ -78,7 +78,7 @@ pub use proxy::{
 pub use registry::{Entry, ProcessKind, Registry, ServerRecord, StaleReason, StopOutcome};
 pub use rpc::{
     DEFAULT_RPC_HOST, DEFAULT_RPC_PORT, RpcWorker, RpcWorkerOptions, WORKER_CHECK_TIMEOUT,
-    check_workers,
+    check_workers, parse_rpc_address,
 };
 pub use runtime::{MAX_ID_LEN, MAX_SOCKET_PATH, socket_path, validate_id};
 pub use server::{HttpPort, LaunchOptions, Readiness, Server, TransportChoice, validate};

@@ -340,10 +340,15 @@ impl Registry {
 
     /// The last `n` lines of server `id`'s log (the server need not be running).
     pub fn log_tail(&self, id: &str, n: usize) -> Result<Vec<String>> {
-        let record = self
-            .read(id)?
-            .ok_or_else(|| Error::UnknownServer { id: id.to_owned() })?;
-        log_tail(&record.log_path, 0, n)
+        if let Some(record) = self.read(id)? {
+            return log_tail(&record.log_path, 0, n);
+        }
+        // A server that failed to start, or has stopped, has no record but keeps its log.
+        let kept = self.log_path(id)?;
+        if kept.is_file() {
+            return log_tail(&kept, 0, n);
+        }
+        Err(Error::UnknownServer { id: id.to_owned() })
     }
 }
 
@@ -506,5 +511,24 @@ mod tests {
             ["line 1", "line 2", "line 3"]
         );
         assert!(log_tail(&path, 100, 10).unwrap().is_empty());
+    }
+
+    /// `lmcpp logs <id>` of a server that failed to start: no record, its log kept.
+    #[test]
+    fn the_log_of_a_server_without_a_record_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new(dir.path());
+        let log = registry.log_path("0123456789ab").unwrap();
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        std::fs::write(&log, "loading\nerror: failed to load model\n").unwrap();
+        assert!(registry.read("0123456789ab").unwrap().is_none());
+        assert_eq!(
+            registry.log_tail("0123456789ab", 1).unwrap(),
+            ["error: failed to load model"]
+        );
+        assert!(matches!(
+            registry.log_tail("ba9876543210", 1),
+            Err(Error::UnknownServer { .. })
+        ));
     }
 }

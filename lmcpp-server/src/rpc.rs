@@ -310,18 +310,54 @@ pub async fn check_workers(addrs: &[String], timeout: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Checks that `addr` is a worker address as llama-server's `--rpc` takes it: `host:port`
+/// with a host name or IPv4 address, or `[v6]:port`; a port from 1 to 65535. What is
+/// wrong is [`Error::RpcAddressInvalid`], found before anything is contacted.
+pub fn parse_rpc_address(addr: &str) -> Result<()> {
+    let invalid = |reason: &str| Error::RpcAddressInvalid {
+        addr: addr.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(invalid("it has no :port"));
+    };
+    match port.parse::<u16>() {
+        Ok(0) => return Err(invalid("port 0 is not a port a worker listens on")),
+        Ok(_) => {}
+        Err(_) => return Err(invalid("the port is not a number from 1 to 65535")),
+    }
+    if let Some(v6) = host.strip_prefix('[') {
+        let ok = v6
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        return if ok {
+            Ok(())
+        } else {
+            Err(invalid("the bracketed host is not an IPv6 address"))
+        };
+    }
+    if host.is_empty() {
+        return Err(invalid("the host is empty"));
+    }
+    if host.contains(':') {
+        return Err(invalid("an IPv6 host must be in brackets"));
+    }
+    let name_ok = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
+    if !name_ok {
+        return Err(invalid("the host is not a name or an IP address"));
+    }
+    Ok(())
+}
+
 /// Connects to one worker, says hello, and closes the connection again.
 async fn check_worker(addr: &str, timeout: Duration) -> Result<()> {
     let unreachable = |reason: String| Error::RpcWorkerUnreachable {
         addr: addr.to_owned(),
         reason,
     };
-    if addr
-        .rsplit_once(':')
-        .is_none_or(|(_, port)| port.parse::<u16>().is_err())
-    {
-        return Err(unreachable("not a host:port address".into()));
-    }
+    parse_rpc_address(addr)?;
     let connect = async {
         let targets: Vec<SocketAddr> = tokio::net::lookup_host(addr)
             .await
@@ -442,6 +478,54 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rpc_addresses_are_host_port_and_anything_else_is_the_users_error() {
+        for ok in [
+            "127.0.0.1:50052",
+            "gpu-box.lan:1",
+            "[::1]:50052",
+            "h_1:65535",
+        ] {
+            parse_rpc_address(ok).unwrap();
+        }
+        for bad in [
+            "nohost",
+            "h:",
+            ":50052",
+            "h:0",
+            "h:65536",
+            "h:port",
+            "::1:50052",
+            "[::1:50052",
+            "[nope]:1",
+            "h h:1",
+            "h/x:1",
+            "",
+        ] {
+            let err = parse_rpc_address(bad).unwrap_err();
+            assert!(err.is_user_error(), "{bad}: {err}");
+            assert!(err.to_string().contains("host:port"), "{err}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Every socket address, as Rust prints it, is accepted; any port past u16 is not.
+        #[test]
+        fn every_socket_address_is_accepted(
+            v4 in proptest::prelude::any::<[u8; 4]>(),
+            v6 in proptest::prelude::any::<[u16; 8]>(),
+            port in 1u16..,
+            over in 65_536u32..10_000_000,
+        ) {
+            let v4 = std::net::SocketAddr::from((v4, port)).to_string();
+            let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::from(v6), port)).to_string();
+            proptest::prop_assert!(parse_rpc_address(&v4).is_ok(), "{}", v4);
+            proptest::prop_assert!(parse_rpc_address(&v6).is_ok(), "{}", v6);
+            let over = format!("h:{over}");
+            proptest::prop_assert!(parse_rpc_address(&over).is_err(), "{}", over);
+        }
+    }
+
+    #[test]
     fn argv_renders_every_option() {
         let mut opts = RpcWorkerOptions::new("/bin/rpc-server");
         assert_eq!(opts.argv(7), ["--host", "127.0.0.1", "--port", "7"]);
@@ -529,8 +613,8 @@ mod tests {
         // A worker that hangs up on the handshake is left to llama-server to judge.
         check_workers(&[good.clone(), odd], t).await.unwrap();
         for (bad, want) in [
-            ("no-port", "unreachable"),
-            ("host:notaport", "unreachable"),
+            ("no-port", "invalid"),
+            ("host:notaport", "invalid"),
             (closed.as_str(), "unreachable"),
             (silent.0.as_str(), "busy"),
         ] {
@@ -540,6 +624,9 @@ mod tests {
                     assert_eq!(addr, bad)
                 }
                 Err(Error::RpcWorkerBusy { addr, .. }) if want == "busy" => assert_eq!(addr, bad),
+                Err(Error::RpcAddressInvalid { addr, .. }) if want == "invalid" => {
+                    assert_eq!(addr, bad)
+                }
                 other => panic!("{bad}: {other:?}"),
             }
         }

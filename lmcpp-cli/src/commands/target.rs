@@ -120,13 +120,25 @@ fn parent_pid(pid: u32) -> Option<u32> {
 
 /// The target of a command that asks a model: a proxy needs the alias to route to.
 pub(crate) async fn resolve(ctx: &Ctx, t: &TargetArgs) -> Result<Target> {
-    resolve_as(ctx, t, true).await
+    resolve_as(ctx, t, true)
+        .await
+        .map(|target| with_timeout(target, t))
 }
 
 /// The target of a command a proxy answers itself (`health`): a proxy with several
 /// models and no `--model` is asked as it is.
 pub(crate) async fn resolve_process(ctx: &Ctx, t: &TargetArgs) -> Result<Target> {
-    resolve_as(ctx, t, false).await
+    resolve_as(ctx, t, false)
+        .await
+        .map(|target| with_timeout(target, t))
+}
+
+/// `--timeout` for every request of the command (the client's own limits otherwise).
+fn with_timeout(mut target: Target, t: &TargetArgs) -> Target {
+    if let Some(limit) = t.timeout {
+        target.client = target.client.with_timeout(Some(limit));
+    }
+    target
 }
 
 async fn resolve_as(ctx: &Ctx, t: &TargetArgs, needs_model: bool) -> Result<Target> {

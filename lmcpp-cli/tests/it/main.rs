@@ -6,6 +6,7 @@
 // signal that stopped it; `alias` runs against it.
 #[cfg(unix)]
 mod alias;
+mod bad_input;
 mod docs;
 mod gc;
 mod model;

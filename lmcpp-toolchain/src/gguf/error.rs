@@ -8,6 +8,19 @@ use crate::error::Class;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A path given as a GGUF file names something else (a directory, a FIFO, a device):
+    /// refused before it is opened, since opening a FIFO blocks until a writer comes.
+    #[error(
+        "{} is not a regular file (it is {kind}); give the path of a .gguf model file",
+        path.display()
+    )]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead ("a directory", "a FIFO", ...).
+        kind: &'static str,
+    },
+
     /// A file that should be GGUF does not start with the `GGUF` magic.
     #[error(
         "{} is not a GGUF file (it starts with \"{}\", not \"GGUF\"); check that the path points at a .gguf model",
@@ -108,18 +121,20 @@ impl Error {
     /// Every variant's class, in one match without a catch-all (see [`crate::Error`]).
     pub(crate) fn class(&self) -> Class {
         match self {
-            // A file that is not GGUF at all is the caller pointing at the wrong file.
-            Self::BadMagic { .. } => Class::UserError,
-            Self::UnsupportedVersion { .. }
+            // A file that cannot be read as GGUF is the input's fault, wherever it came
+            // from: the remedy is another file (or pulling it again), never a retry.
+            Self::NotAFile { .. }
+            | Self::BadMagic { .. }
+            | Self::UnsupportedVersion { .. }
             | Self::Truncated { .. }
             | Self::Implausible { .. }
             | Self::Invalid { .. }
-            | Self::TensorOutOfBounds { .. }
-            | Self::Write { .. } => Class::Failure,
+            | Self::TensorOutOfBounds { .. } => Class::UserError,
+            Self::Write { .. } => Class::Failure,
         }
     }
 
-    /// Whether the error is the caller's input (a file that is not GGUF at all).
+    /// Whether the error is the caller's input (a file that is not a readable GGUF).
     pub fn is_user_error(&self) -> bool {
         self.class() == Class::UserError
     }
@@ -141,6 +156,13 @@ mod tests {
         let path = PathBuf::from("/x");
         vec![
             (
+                Error::NotAFile {
+                    path: path.clone(),
+                    kind: "a FIFO",
+                },
+                UserError,
+            ),
+            (
                 Error::BadMagic {
                     path: path.clone(),
                     found: *b"PK\x03\x04",
@@ -152,7 +174,7 @@ mod tests {
                     path: path.clone(),
                     version: 1,
                 },
-                Failure,
+                UserError,
             ),
             (
                 Error::Truncated {
@@ -162,7 +184,7 @@ mod tests {
                     needed: 2,
                     available: 1,
                 },
-                Failure,
+                UserError,
             ),
             (
                 Error::Implausible {
@@ -172,7 +194,7 @@ mod tests {
                     value: 2,
                     limit: 1,
                 },
-                Failure,
+                UserError,
             ),
             (
                 Error::Invalid {
@@ -180,7 +202,7 @@ mod tests {
                     offset: 0,
                     reason: "x".into(),
                 },
-                Failure,
+                UserError,
             ),
             (
                 Error::TensorOutOfBounds {
@@ -189,7 +211,7 @@ mod tests {
                     end: 2,
                     file_size: 1,
                 },
-                Failure,
+                UserError,
             ),
             (Error::Write { reason: "x".into() }, Failure),
         ]
@@ -204,12 +226,13 @@ mod tests {
             Error::Invalid { .. } => 4,
             Error::TensorOutOfBounds { .. } => 5,
             Error::Write { .. } => 6,
+            Error::NotAFile { .. } => 7,
         }
     }
 
     #[test]
     fn every_variant_is_classified_as_the_table_says() {
-        crate::error::check_class_table(&table(), ordinal, 7, Error::class, |e| {
+        crate::error::check_class_table(&table(), ordinal, 8, Error::class, |e| {
             (e.is_user_error(), e.is_transient())
         });
     }

@@ -17,6 +17,7 @@ use std::ops::Range;
 use serde::Serialize;
 
 pub use error::Error;
+pub(crate) use reader::check_regular;
 pub use reader::{
     DEFAULT_ALIGNMENT, GGUF_MAGIC, read_gguf, read_gguf_async, read_gguf_bytes, read_gguf_from,
 };

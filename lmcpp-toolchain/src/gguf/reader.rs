@@ -43,9 +43,49 @@ const MIN_KV_SIZE: u64 = 8 + 4 + 1;
 /// Reads through a buffered reader; tensor data is not loaded, so this is cheap for
 /// multi-GB models. Blocking: use [`read_gguf_async`] from async code.
 pub fn read_gguf(path: &Path) -> Result<GgufFile> {
+    check_regular(path)?;
     let file = File::open(path).ctx("open", path)?;
     let len = file.metadata().ctx("stat", path)?.len();
     read_gguf_from(BufReader::with_capacity(64 << 10, file), len, path)
+}
+
+/// Refuses a path that is not a regular file before anything opens it (opening a FIFO
+/// blocks; Windows refuses to open a directory with an unrelated error).
+pub(crate) fn check_regular(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).ctx("stat", path)?;
+    if meta.is_file() {
+        return Ok(());
+    }
+    let kind = if meta.is_dir() {
+        "a directory"
+    } else {
+        special_kind(&meta)
+    };
+    Err(crate::gguf::Error::NotAFile {
+        path: path.to_path_buf(),
+        kind,
+    }
+    .into())
+}
+
+#[cfg(unix)]
+fn special_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "a special file"
+    }
+}
+
+#[cfg(not(unix))]
+fn special_kind(_: &std::fs::Metadata) -> &'static str {
+    "a special file"
 }
 
 /// [`read_gguf`] on the blocking thread pool.

@@ -508,11 +508,16 @@ impl ModelStore {
     /// Makes `source` available locally and returns where it is.
     ///
     /// Idempotent: a reference already in the store is returned without any network use.
-    /// Local paths are checked and returned as they are. Concurrent pulls of the same
+    /// Local paths are checked (a regular file that reads as GGUF) and returned as they
+    /// are. Concurrent pulls of the same
     /// reference, in this process or others, wait for one another and transfer it once.
     pub async fn pull(&self, source: &ModelSource, opts: &PullOptions) -> Result<PulledModel> {
         match source {
-            ModelSource::Local(path) => local_model(source, path, opts),
+            ModelSource::Local(path) => {
+                let model = local_model(source, path, opts)?;
+                read_gguf_async(&model.path).await?;
+                Ok(model)
+            }
             _ => self.pull_remote(source, opts).await,
         }
     }
@@ -1448,7 +1453,7 @@ fn local_model(source: &ModelSource, path: &Path, opts: &PullOptions) -> Result<
     let path = expand_home(path);
     let meta = std::fs::metadata(&path).map_err(|_| Error::FileMissing { path: path.clone() })?;
     if !meta.is_file() {
-        return Err(Error::FileMissing { path }.into());
+        crate::gguf::check_regular(&path)?;
     }
     Ok(PulledModel {
         source: source.to_string(),

@@ -609,12 +609,25 @@ async fn local_paths_are_used_in_place() {
     let server = TestServer::start().await;
     let store = store(dir.path(), &server);
     let file = dir.path().join("m.gguf");
-    std::fs::write(&file, b"GGUF").unwrap();
+    let real = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/ggml-vocab-llama-spm.gguf");
+    let size = std::fs::copy(real, &file).unwrap();
     let m = store
         .pull_str(file.to_str().unwrap(), &PullOptions::default())
         .await
         .unwrap();
-    assert_eq!((m.path, m.size, m.blob), (file.clone(), 4, None));
+    assert_eq!((m.path, m.size, m.blob), (file.clone(), size, None));
+    // A local file is checked as GGUF: the bare magic is a truncated file.
+    let stub = dir.path().join("stub.gguf");
+    std::fs::write(&stub, b"GGUF").unwrap();
+    let err = store
+        .pull_str(stub.to_str().unwrap(), &PullOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_user_error() && err.to_string().contains("truncated"),
+        "{err}"
+    );
     let err = store
         .pull_str(
             dir.path().join("missing.gguf").to_str().unwrap(),
