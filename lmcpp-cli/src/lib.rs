@@ -61,6 +61,8 @@ pub mod docs {
     pub struct Security;
     #[doc = include_str!("../../docs/serving.md")]
     pub struct Serving;
+    #[doc = include_str!("../../docs/testing.md")]
+    pub struct Testing;
     #[doc = include_str!("../../docs/toolchain.md")]
     pub struct Toolchain;
     #[doc = include_str!("../../docs/troubleshooting.md")]
