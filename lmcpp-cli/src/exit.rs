@@ -3,6 +3,8 @@
 
 use std::process::ExitCode;
 
+use lmcpp::Classify;
+
 /// Exit codes: 0 success, 1 the work failed, 2 bad input (clap uses 2 for usage errors too).
 pub(crate) const EXIT_FAILURE: u8 = 1;
 const EXIT_BAD_INPUT: u8 = 2;
@@ -35,11 +37,11 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
     err.downcast_ref::<BadInput>().is_some()
         || err.chain().any(|e| {
             e.downcast_ref::<lmcpp::Error>()
-                .is_some_and(lmcpp::Error::is_user_error)
+                .is_some_and(Classify::is_user_error)
                 || e.downcast_ref::<lmcpp::toolchain::Error>()
-                    .is_some_and(lmcpp::toolchain::Error::is_user_error)
+                    .is_some_and(Classify::is_user_error)
                 || e.downcast_ref::<lmcpp::server::Error>()
-                    .is_some_and(lmcpp::server::Error::is_user_error)
+                    .is_some_and(Classify::is_user_error)
         })
 }
 

@@ -12,6 +12,7 @@ use lmcpp_toolchain::{
     no_progress,
 };
 use lmcpp_types::args::ServerArgs;
+use lmcpp_types::{Class, Classify};
 
 /// The model name that selects the generated demo model.
 pub const DEMO_MODEL: &str = "demo";
@@ -47,24 +48,13 @@ pub enum Error {
     Runtime(String),
 }
 
-impl Error {
-    /// Whether the error is the caller's input rather than a failure of the work, as the
-    /// wrapped crate's error type decides; the CLI exits with status 2 for these.
-    pub fn is_user_error(&self) -> bool {
+impl Classify for Error {
+    /// A wrapped crate's error is classified as its type decides.
+    fn class(&self) -> Class {
         match self {
-            Self::Toolchain(e) => e.is_user_error(),
-            Self::Server(e) => e.is_user_error(),
-            Self::NoSourceTree { .. } | Self::Runtime(_) => false,
-        }
-    }
-
-    /// Whether retrying the same operation later could succeed, as the wrapped crate's
-    /// error type decides.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Toolchain(e) => e.is_transient(),
-            Self::Server(e) => e.is_transient(),
-            Self::NoSourceTree { .. } | Self::Runtime(_) => false,
+            Self::Toolchain(e) => e.class(),
+            Self::Server(e) => e.class(),
+            Self::NoSourceTree { .. } | Self::Runtime(_) => Class::Failure,
         }
     }
 }
@@ -540,6 +530,30 @@ pub async fn resolve_model(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// The facade's own variants, and the wrapped errors classified as their crates say.
+    #[test]
+    fn every_variant_is_classified_as_the_table_says() {
+        let table = vec![
+            (
+                Error::Toolchain(lmcpp_toolchain::Error::InvalidRequest { reason: "x".into() }),
+                Class::UserError,
+            ),
+            (
+                Error::Server(lmcpp_server::Error::UnixSocketsUnavailable),
+                Class::UserError,
+            ),
+            (Error::NoSourceTree { what: "x".into() }, Class::Failure),
+            (Error::Runtime("x".into()), Class::Failure),
+        ];
+        let ordinal = |e: &Error| match e {
+            Error::Toolchain(_) => 0,
+            Error::Server(_) => 1,
+            Error::NoSourceTree { .. } => 2,
+            Error::Runtime(_) => 3,
+        };
+        lmcpp_test_support::check_class_table(&table, ordinal, 4);
+    }
 
     /// A llama-server stand-in that appends a line to `count` on each `--help`: a shell
     /// script, on Windows a batch file (`name.cmd`, which `Command` runs through `cmd`).

@@ -33,6 +33,7 @@ pub use facade::{
 pub use lmcpp_server as server;
 pub use lmcpp_toolchain as toolchain;
 pub use lmcpp_types as types;
+pub use lmcpp_types::{Class, Classify};
 
 /// The README's Rust examples, compiled as doc tests so they stay true.
 #[doc = include_str!("../../README.md")]

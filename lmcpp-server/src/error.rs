@@ -2,6 +2,8 @@
 
 use std::{io, path::PathBuf, process::ExitStatus, time::Duration};
 
+use lmcpp_types::{Class, Classify};
+
 /// Everything that can go wrong while launching, supervising or talking to a server.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -326,20 +328,23 @@ pub enum Error {
 /// Shorthand used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What an error means for whoever handles it: exactly one answer per variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Class {
-    /// The caller's input is wrong; retrying the same thing fails the same way.
-    UserError,
-    /// Retrying the same operation later could succeed.
-    Transient,
-    /// The work failed; see the message for what to do.
-    Failure,
+impl Error {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
 }
 
-impl Error {
+impl Classify for Error {
     /// Every variant's class, in one match without a catch-all, so a new variant does not
-    /// compile until someone decides what it means.
+    /// compile until someone decides what it means. The caller's input: a missing or
+    /// non-GGUF model, a binary that is not executable, malformed arguments or ids, an
+    /// unknown server, a request the server refused with a 4xx other than 408 and 429.
+    /// Transient: the connection dropped or could not be opened in time, the server was
+    /// busy or loading (408, 429, 503), or an rpc worker was serving another server.
     fn class(&self) -> Class {
         match self {
             Self::BinaryNotFound { .. }
@@ -384,29 +389,6 @@ impl Error {
             | Self::RpcWorkerLost { .. }
             | Self::RpcWorkerExited { .. }
             | Self::RpcWorkerReadyTimeout { .. } => Class::Failure,
-        }
-    }
-
-    /// Whether the error is the caller's input (a missing or non-GGUF model, a binary that
-    /// is not executable, malformed arguments or ids, an unknown server, a request the
-    /// server refused with a 4xx other than 408 and 429) rather than a failure of the
-    /// work; the CLI exits with status 2 for these.
-    pub fn is_user_error(&self) -> bool {
-        self.class() == Class::UserError
-    }
-
-    /// Whether retrying the same operation later could succeed: the connection dropped or
-    /// could not be opened in time, the server was busy or loading (408, 429, 503), or an rpc
-    /// worker was serving another server.
-    pub fn is_transient(&self) -> bool {
-        self.class() == Class::Transient
-    }
-
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Self::Io {
-            action,
-            path: path.into(),
-            source,
         }
     }
 }
@@ -685,19 +667,6 @@ mod tests {
 
     #[test]
     fn every_variant_is_classified_as_the_table_says() {
-        let table = table();
-        let mut seen: Vec<usize> = table.iter().map(|(e, _)| ordinal(e)).collect();
-        seen.sort_unstable();
-        seen.dedup();
-        assert_eq!(
-            seen,
-            (0..VARIANTS).collect::<Vec<_>>(),
-            "every variant needs an example in the table"
-        );
-        for (e, class) in &table {
-            assert_eq!(e.class(), *class, "{e:?}");
-            assert_eq!(e.is_user_error(), *class == Class::UserError, "{e:?}");
-            assert_eq!(e.is_transient(), *class == Class::Transient, "{e:?}");
-        }
+        lmcpp_test_support::check_class_table(&table(), ordinal, VARIANTS);
     }
 }

@@ -64,6 +64,7 @@ pub use answer::RawResponse;
 pub use client::{Client, ClientBuilder, DEFAULT_HEALTH_TIMEOUT};
 pub use endpoint::Endpoint;
 pub use error::{Error, Result};
+pub use lmcpp_types::{Class, Classify};
 pub use limits::{
     ClientLimits, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_ERROR_BODY,
     DEFAULT_MAX_EVENT, DEFAULT_QUICK_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT,

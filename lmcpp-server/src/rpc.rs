@@ -476,6 +476,7 @@ mod tests {
     use std::net::TcpListener;
 
     use super::*;
+    use lmcpp_types::Classify;
 
     #[test]
     fn rpc_addresses_are_host_port_and_anything_else_is_the_users_error() {

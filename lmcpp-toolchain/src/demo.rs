@@ -88,7 +88,7 @@ pub fn write_demo_model(vocab_gguf: &Path, out: &Path, opts: &DemoOptions) -> Re
     let n_vocab = match vocab.metadata.get("tokenizer.ggml.tokens") {
         Some(GgufValue::Array(tokens)) if !tokens.is_empty() => tokens.len() as u64,
         _ => {
-            return Err(crate::gguf::Error::Write {
+            return Err(crate::gguf::error::Error::Write {
                 reason: format!(
                     "{} has no tokenizer.ggml.tokens; pass a vocab GGUF such as models/ggml-vocab-llama-spm.gguf",
                     vocab_gguf.display()
@@ -97,7 +97,7 @@ pub fn write_demo_model(vocab_gguf: &Path, out: &Path, opts: &DemoOptions) -> Re
         }
     };
     let invalid = |reason: &str| {
-        crate::gguf::Error::Write {
+        crate::gguf::error::Error::Write {
             reason: format!("invalid demo options: {reason}"),
         }
         .into()

@@ -49,6 +49,7 @@ pub use digest::Sha256;
 pub use download::{DownloadOptions, DownloadSpec, Downloaded, Downloader, Probe};
 pub use error::{Error, Result, SourceAttempt};
 pub use fingerprint::Fingerprint;
+pub use lmcpp_types::{Class, Classify};
 pub use lock::{FileLockGuard, LockGuard, lock_exclusive, lock_exclusive_blocking};
 pub use plan::{Plan, plan};
 pub use progress::{NoProgress, Progress, ProgressEvent, SharedProgress, no_progress};

@@ -27,6 +27,7 @@
 //! | [`anthropic`] | `POST /v1/messages` (+ stream events), `POST /v1/messages/count_tokens` |
 //! | [`router`] | router mode: `GET /models`, `POST /models/load`, `POST /models/unload`, `/models/sse` |
 //! | [`args`] | `ServerArgs`: every `llama-server` flag, rendered to argv |
+//! | [`class`] | `Class` and `Classify`: what an error means, shared by every lmcpp error |
 //! | [`sse`] | the incremental Server-Sent Events parser the client streams with |
 //! | [`schema`] | JSON Schemas of the request/response types (feature `schemars`) |
 //!
@@ -43,6 +44,7 @@ mod macros;
 
 pub mod anthropic;
 pub mod args;
+pub mod class;
 pub mod common;
 pub mod error;
 pub mod health;
@@ -59,6 +61,7 @@ pub mod slots;
 pub mod sse;
 
 pub use args::ServerArgs;
+pub use class::{Class, Classify};
 pub use error::{ErrorBody, ServerError};
 
 /// Errors of this crate: invalid `ServerArgs` and unparsable metrics text.

@@ -67,8 +67,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let root = workspace_root();
     let mut failures = 0;
     for krate in CRATES {
-        for (a, b) in cycles(&root.join(krate).join("src"))? {
-            println!("cycle: {krate}/src/{a} <-> {krate}/src/{b}");
+        for circle in cycles(&root.join(krate).join("src"))? {
+            let files: Vec<String> = circle.iter().map(|f| format!("{krate}/src/{f}")).collect();
+            println!("circle of {} files: {}", files.len(), files.join(", "));
             failures += 1;
         }
     }
@@ -483,8 +484,10 @@ fn is_pub_before(c: &[char]) -> bool {
                 .is_some_and(|p| !before[p..].contains([';', '}'])))
 }
 
-/// The pairs of files of a crate that import each other.
-fn cycles(src: &Path) -> Result<Vec<(String, String)>> {
+/// The import circles among the files of a crate: each a set of files every one of which
+/// imports, directly or through the others, every other (two files importing each other
+/// are the smallest).
+fn cycles(src: &Path) -> Result<Vec<Vec<String>>> {
     let files = rust_files(src)?;
     let mut modules: BTreeMap<ModPath, (String, Scanned)> = BTreeMap::new();
     for file in &files {
@@ -508,28 +511,104 @@ fn cycles(src: &Path) -> Result<Vec<(String, String)>> {
             {
                 path[0] = "self".to_owned();
             }
-            if let Some(target) = resolve(&modules, me, &path, 0)
-                && &target != me
-            {
-                edges.insert((me.clone(), target));
+            let mut via = Vec::new();
+            if let Some(target) = resolve(&modules, me, &path, 0, &mut via) {
+                // The file that defines the item, and every file whose re-export the path
+                // went through: importing `crate::area::Error` imports `area` too.
+                for target in via.into_iter().chain([target]) {
+                    if &target != me {
+                        edges.insert((me.clone(), target));
+                    }
+                }
             }
         }
     }
     let name = |m: &ModPath| modules.get(m).map(|(f, _)| f.clone()).unwrap_or_default();
-    Ok(edges
+    Ok(circles(&edges)
         .iter()
-        .filter(|(a, b)| a < b && edges.contains(&(b.clone(), a.clone())))
-        .map(|(a, b)| (name(a), name(b)))
+        .map(|circle| circle.iter().map(name).collect())
         .collect())
 }
 
+/// The circles of an import graph: its strongly connected components of more than one
+/// module (Tarjan's algorithm), each as its modules in order, sorted.
+fn circles(edges: &BTreeSet<(ModPath, ModPath)>) -> Vec<Vec<ModPath>> {
+    let mut next: BTreeMap<&ModPath, Vec<&ModPath>> = BTreeMap::new();
+    for (a, b) in edges {
+        next.entry(a).or_default().push(b);
+        next.entry(b).or_default();
+    }
+    struct Tarjan<'a> {
+        next: &'a BTreeMap<&'a ModPath, Vec<&'a ModPath>>,
+        index: BTreeMap<&'a ModPath, usize>,
+        low: BTreeMap<&'a ModPath, usize>,
+        stack: Vec<&'a ModPath>,
+        on_stack: BTreeSet<&'a ModPath>,
+        found: Vec<Vec<&'a ModPath>>,
+    }
+    impl<'a> Tarjan<'a> {
+        fn visit(&mut self, v: &'a ModPath) {
+            let i = self.index.len();
+            self.index.insert(v, i);
+            self.low.insert(v, i);
+            self.stack.push(v);
+            self.on_stack.insert(v);
+            for &w in self.next.get(v).map(Vec::as_slice).unwrap_or_default() {
+                if !self.index.contains_key(w) {
+                    self.visit(w);
+                    let low = self.low[v].min(self.low[w]);
+                    self.low.insert(v, low);
+                } else if self.on_stack.contains(w) {
+                    let low = self.low[v].min(self.index[w]);
+                    self.low.insert(v, low);
+                }
+            }
+            if self.low[v] == self.index[v] {
+                let mut component = Vec::new();
+                while let Some(w) = self.stack.pop() {
+                    self.on_stack.remove(w);
+                    component.push(w);
+                    if w == v {
+                        break;
+                    }
+                }
+                if component.len() > 1 {
+                    self.found.push(component);
+                }
+            }
+        }
+    }
+    let mut t = Tarjan {
+        next: &next,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on_stack: BTreeSet::new(),
+        found: Vec::new(),
+    };
+    for &v in next.keys() {
+        if !t.index.contains_key(v) {
+            t.visit(v);
+        }
+    }
+    t.found
+        .into_iter()
+        .map(|component| {
+            let mut members: Vec<ModPath> = component.into_iter().cloned().collect();
+            members.sort();
+            members
+        })
+        .collect()
+}
+
 /// The module whose file defines what `path` (seen from module `me`) names, following
-/// re-exports.
+/// re-exports; the modules whose re-exports were followed go into `via`.
 fn resolve(
     modules: &BTreeMap<ModPath, (String, Scanned)>,
     me: &ModPath,
     path: &ModPath,
     depth: usize,
+    via: &mut Vec<ModPath>,
 ) -> Option<ModPath> {
     let mut base = me.clone();
     let mut rest = path.as_slice();
@@ -555,8 +634,9 @@ fn resolve(
             if let Some(next) = full.get(k).and_then(|n| scanned.reexports.get(n))
                 && depth < 5
             {
-                let via: ModPath = next.iter().chain(&full[k + 1..]).cloned().collect();
-                return resolve(modules, &prefix, &via, depth + 1);
+                let onward: ModPath = next.iter().chain(&full[k + 1..]).cloned().collect();
+                via.push(prefix.clone());
+                return resolve(modules, &prefix, &onward, depth + 1, via);
             }
             return Some(prefix);
         }
@@ -608,10 +688,30 @@ mod tests {
         write("b.rs", "pub fn f() { crate::a::g() }\n");
         write("c/mod.rs", "pub mod inner;\n");
         write("c/inner.rs", "pub struct Thing;\nuse crate::Thing as T;\n");
-        assert_eq!(
-            cycles(&src).unwrap(),
-            [("a.rs".to_owned(), "b.rs".to_owned())]
+        assert_eq!(cycles(&src).unwrap(), [["a.rs", "b.rs"]]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A longer circle counts, through a re-export too: `area` imports the crate's error
+    /// (re-exported at the root from `error`), which imports `wrap`, which imports `area`.
+    #[test]
+    fn a_circle_of_three_through_a_re_export_is_found() {
+        let dir = tempfile_dir();
+        let src = dir.join("src");
+        let write = |rel: &str, text: &str| {
+            let p = src.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        write(
+            "lib.rs",
+            "mod area;\nmod error;\nmod wrap;\nmod leaf;\npub use error::Error;\n",
         );
+        write("area.rs", "use crate::Error;\nuse crate::leaf::x;\n");
+        write("error.rs", "pub struct Error(crate::wrap::W);\n");
+        write("wrap.rs", "pub struct W(crate::area::A);\n");
+        write("leaf.rs", "pub fn x() {}\n");
+        assert_eq!(cycles(&src).unwrap(), [["area.rs", "error.rs", "wrap.rs"]]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

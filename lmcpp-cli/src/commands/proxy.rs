@@ -36,6 +36,7 @@ use crate::cli::{BackendArg, ServeArgs};
 use crate::exit::BadInput;
 use crate::shutdown::Shutdown;
 pub(crate) use config::{ModelPlan, Plan};
+use lmcpp::Classify;
 use log::ProxyLog;
 
 /// How long a detached `lmcpp serve` may take to write its proxy's record.

@@ -6,6 +6,7 @@ use std::{sync::Arc, time::Duration};
 use futures_util::future::BoxFuture;
 
 use crate::{error::Error, server::Server};
+use lmcpp_types::Classify;
 
 /// Starts one model's `llama-server`. The proxy calls it when a request needs a model
 /// that is not running; the implementation ensures toolchain and model as it sees fit

@@ -26,6 +26,7 @@ use super::{
     *,
 };
 use crate::Error;
+use lmcpp_types::Classify;
 
 type MockBody = BoxBody<Bytes, Infallible>;
 

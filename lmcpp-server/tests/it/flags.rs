@@ -7,6 +7,7 @@ use lmcpp_server::{Error, LaunchOptions, Server};
 use lmcpp_types::args::help::BinaryFlags;
 
 use crate::support::{eventually, launch_options, script};
+use lmcpp_server::Classify;
 
 /// Help lines in the shape of llama.cpp of August 2025 (4227c9b): `--flash-attn` is a
 /// switch there, and there is no `--sleep-idle-seconds`.

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::Class;
+use lmcpp_types::{Class, Classify};
 
 /// An archive that cannot be read, or that is unsafe or too large to extract.
 #[derive(Debug, thiserror::Error)]
@@ -47,22 +47,12 @@ pub enum Error {
     },
 }
 
-impl Error {
+impl Classify for Error {
     /// Every variant's class, in one match without a catch-all (see [`crate::Error`]).
-    pub(crate) fn class(&self) -> Class {
+    fn class(&self) -> Class {
         match self {
             Self::Unsafe { .. } | Self::Read { .. } | Self::TooLarge { .. } => Class::Failure,
         }
-    }
-
-    /// Whether the error is the caller's input (never: archives come from the toolchain's sources, not from the caller).
-    pub fn is_user_error(&self) -> bool {
-        self.class() == Class::UserError
-    }
-
-    /// Whether retrying the same operation later could succeed (never: an archive does not change by being read again).
-    pub fn is_transient(&self) -> bool {
-        self.class() == Class::Transient
     }
 }
 
@@ -114,8 +104,6 @@ mod tests {
 
     #[test]
     fn every_variant_is_classified_as_the_table_says() {
-        crate::error::check_class_table(&table(), ordinal, 3, Error::class, |e| {
-            (e.is_user_error(), e.is_transient())
-        });
+        lmcpp_test_support::check_class_table(&table(), ordinal, 3);
     }
 }

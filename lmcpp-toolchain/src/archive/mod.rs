@@ -26,7 +26,7 @@
 //! Prebuilt binaries use [`LinkPolicy::LibraryAliasesOnly`], which admits only shared-library
 //! version aliases (`libggml.so -> libggml.so.0`) and refuses every other link.
 
-mod error;
+pub(crate) mod error;
 
 use std::cell::Cell;
 use std::collections::HashSet;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::Class;
+use lmcpp_types::{Class, Classify};
 
 /// A download that cannot be sent, is refused, is cut short or does not verify.
 #[derive(Debug, thiserror::Error)]
@@ -131,9 +131,9 @@ fn hint_for_status(status: u16) -> &'static str {
     }
 }
 
-impl Error {
+impl Classify for Error {
     /// Every variant's class, in one match without a catch-all (see [`crate::Error`]).
-    pub(crate) fn class(&self) -> Class {
+    fn class(&self) -> Class {
         match self {
             Self::InvalidUrl { .. } | Self::NotGguf { .. } => Class::UserError,
             // Network hiccups and cut-short bodies; a rate limit or a failing server.
@@ -146,16 +146,6 @@ impl Error {
             | Self::InsecureRedirect { .. }
             | Self::Unverifiable { .. } => Class::Failure,
         }
-    }
-
-    /// Whether the error is the caller's input (an invalid URL, or a model URL that serves something other than GGUF).
-    pub fn is_user_error(&self) -> bool {
-        self.class() == Class::UserError
-    }
-
-    /// Whether retrying the same operation later could succeed (network hiccups, cut-short bodies, 5xx, 429).
-    pub fn is_transient(&self) -> bool {
-        self.class() == Class::Transient
     }
 }
 
@@ -285,8 +275,6 @@ mod tests {
 
     #[test]
     fn every_variant_is_classified_as_the_table_says() {
-        crate::error::check_class_table(&table(), ordinal, 10, Error::class, |e| {
-            (e.is_user_error(), e.is_transient())
-        });
+        lmcpp_test_support::check_class_table(&table(), ordinal, 10);
     }
 }

@@ -70,7 +70,7 @@ pub(super) async fn send(
         {
             let loc = loc
                 .to_str()
-                .map_err(|_| crate::download::Error::InvalidUrl {
+                .map_err(|_| crate::download::error::Error::InvalidUrl {
                     url: current.to_string(),
                     reason: "redirect location is not text".into(),
                 })?;
@@ -83,7 +83,7 @@ pub(super) async fn send(
             response: resp,
         });
     }
-    Err(crate::download::Error::TooManyRedirects {
+    Err(crate::download::error::Error::TooManyRedirects {
         url: url.to_owned(),
         limit: o.max_redirects,
     }
@@ -122,7 +122,7 @@ fn build_request(
         builder = builder.header(http::header::PROXY_AUTHORIZATION, value);
     }
     builder.body(Empty::<Bytes>::new()).map_err(|e| {
-        crate::download::Error::InvalidUrl {
+        crate::download::error::Error::InvalidUrl {
             url: uri.to_string(),
             reason: e.to_string(),
         }
@@ -136,7 +136,7 @@ async fn request_once(
     req: Request<Empty<Bytes>>,
 ) -> Result<http::Response<Incoming>> {
     match tokio::time::timeout(o.idle_timeout, o.client.request(req)).await {
-        Err(_) => Err(crate::download::Error::Http {
+        Err(_) => Err(crate::download::error::Error::Http {
             url: uri.to_string(),
             message: format!("no response within {}s", o.idle_timeout.as_secs()),
         }
@@ -146,13 +146,13 @@ async fn request_once(
             // A name that does not resolve will not resolve a second later; do not spend
             // the retry budget on it (this is the offline case).
             if message.contains("dns error") {
-                Err(crate::download::Error::Unreachable {
+                Err(crate::download::error::Error::Unreachable {
                     url: uri.to_string(),
                     message,
                 }
                 .into())
             } else {
-                Err(crate::download::Error::Http {
+                Err(crate::download::error::Error::Http {
                     url: uri.to_string(),
                     message,
                 }
@@ -167,7 +167,7 @@ async fn request_once(
 pub(super) fn redirect_target(current: &Uri, location: &str) -> Result<Uri> {
     let next = resolve_location(current, location)?;
     if current.scheme_str() == Some("https") && next.scheme_str() == Some("http") {
-        return Err(crate::download::Error::InsecureRedirect {
+        return Err(crate::download::error::Error::InsecureRedirect {
             from: current.to_string(),
             to: next.to_string(),
         }
@@ -177,16 +177,15 @@ pub(super) fn redirect_target(current: &Uri, location: &str) -> Result<Uri> {
 }
 
 pub(super) fn parse_uri(url: &str) -> Result<Uri> {
-    let uri: Uri =
-        url.parse().map_err(
-            |e: http::uri::InvalidUri| crate::download::Error::InvalidUrl {
-                url: url.to_owned(),
-                reason: e.to_string(),
-            },
-        )?;
+    let uri: Uri = url.parse().map_err(|e: http::uri::InvalidUri| {
+        crate::download::error::Error::InvalidUrl {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        }
+    })?;
     match uri.scheme_str() {
         Some("http" | "https") if uri.authority().is_some() => Ok(uri),
-        _ => Err(crate::download::Error::InvalidUrl {
+        _ => Err(crate::download::error::Error::InvalidUrl {
             url: url.to_owned(),
             reason: "only http, https and file urls are supported".into(),
         }
@@ -195,7 +194,7 @@ pub(super) fn parse_uri(url: &str) -> Result<Uri> {
 }
 
 fn resolve_location(base: &Uri, loc: &str) -> Result<Uri> {
-    let bad = |reason: String| crate::download::Error::InvalidUrl {
+    let bad = |reason: String| crate::download::error::Error::InvalidUrl {
         url: loc.to_owned(),
         reason,
     };
@@ -264,6 +263,7 @@ pub(super) fn retry_after(h: &HeaderMap) -> Option<Duration> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use lmcpp_types::Classify;
 
     #[test]
     fn relative_redirects_resolve() {
@@ -288,7 +288,7 @@ mod tests {
         let base: Uri = "https://hub.example/a/b".parse().unwrap();
         for loc in ["http://cdn.example/x", "http://hub.example/a/c"] {
             match redirect_target(&base, loc) {
-                Err(crate::Error::Download(crate::download::Error::InsecureRedirect {
+                Err(crate::Error::Download(crate::download::error::Error::InsecureRedirect {
                     from,
                     to,
                 })) => {

@@ -19,7 +19,7 @@ pub(super) fn local_source(url: &str) -> Result<Option<PathBuf>> {
             return Ok(Some(PathBuf::from(percent_decode(path))));
         }
         if !path.starts_with('/') {
-            return Err(crate::download::Error::InvalidUrl {
+            return Err(crate::download::error::Error::InvalidUrl {
                 url: url.to_owned(),
                 reason: "file urls must be absolute (file:///path)".into(),
             }
@@ -72,14 +72,14 @@ pub(super) async fn copy_local(
             let head = file_head(&part)?;
             if head != crate::gguf::GGUF_MAGIC {
                 let _ = std::fs::remove_file(&part);
-                return Err(crate::download::Error::NotGguf { url, found: head }.into());
+                return Err(crate::download::error::Error::NotGguf { url, found: head }.into());
             }
         }
         if let Some(exp) = expected
             && exp != written.sha256
         {
             let _ = std::fs::remove_file(&part);
-            return Err(crate::download::Error::ChecksumMismatch {
+            return Err(crate::download::error::Error::ChecksumMismatch {
                 url,
                 path: dest,
                 expected: exp,

@@ -21,7 +21,7 @@
 //! roots, `resume` decides what may be continued, `sink` writes and hashes, `local`
 //! copies `file://` sources, `url` names files after URLs.
 
-mod error;
+pub(crate) mod error;
 mod http;
 mod local;
 mod proxy;
@@ -63,6 +63,7 @@ use crate::gguf::GGUF_MAGIC;
 use crate::lock::lock_exclusive;
 use crate::progress::{ProgressEvent, SharedProgress};
 pub use error::Error;
+use lmcpp_types::Classify;
 
 /// Tunables of a [`Downloader`].
 #[derive(Debug, Clone)]

@@ -137,7 +137,7 @@ impl Proxies {
 impl Proxy {
     fn parse(url: &str) -> Result<Self> {
         let bad = |reason: &str| {
-            crate::download::Error::InvalidUrl {
+            crate::download::error::Error::InvalidUrl {
                 url: redact(url),
                 reason: format!("proxy: {reason}"),
             }

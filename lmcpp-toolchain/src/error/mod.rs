@@ -1,15 +1,11 @@
 //! The crate's error type: its own variants (cache, locks, processes, the toolchain's
 //! build) and the areas' errors (download, archive, GGUF, models) wrapped.
 
-mod class;
-
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub(crate) use class::Class;
-#[cfg(test)]
-pub(crate) use class::check_class_table;
+use lmcpp_types::{Class, Classify};
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -183,19 +179,19 @@ pub enum Error {
 
     /// A download failed, was refused or did not verify.
     #[error(transparent)]
-    Download(#[from] crate::download::Error),
+    Download(#[from] crate::download::error::Error),
 
     /// An archive could not be extracted.
     #[error(transparent)]
-    Archive(#[from] crate::archive::Error),
+    Archive(#[from] crate::archive::error::Error),
 
     /// A GGUF file could not be read or written.
     #[error(transparent)]
-    Gguf(#[from] crate::gguf::Error),
+    Gguf(#[from] crate::gguf::error::Error),
 
     /// A model could not be resolved, found or picked.
     #[error(transparent)]
-    Model(#[from] crate::models::Error),
+    Model(#[from] crate::models::error::Error),
 }
 
 /// One source that was tried while obtaining llama.cpp.
@@ -243,9 +239,13 @@ impl Error {
             source,
         }
     }
+}
 
+impl Classify for Error {
     /// Every variant's class, in one match without a catch-all, so a new variant does not
-    /// compile until someone decides what it means.
+    /// compile until someone decides what it means. The caller's input here is an invalid
+    /// toolchain request; the areas' errors answer for theirs (a missing, unknown or
+    /// non-GGUF model, an invalid model reference or URL).
     fn class(&self) -> Class {
         match self {
             Self::InvalidRequest { .. } | Self::UnsupportedTarget { .. } => Class::UserError,
@@ -270,19 +270,6 @@ impl Error {
             Self::Gguf(e) => e.class(),
             Self::Model(e) => e.class(),
         }
-    }
-
-    /// Whether the error is the caller's input (an invalid toolchain request here; a
-    /// missing, unknown, ambiguous or non-GGUF model, an invalid model reference or URL in
-    /// the areas' errors, which answer for themselves) rather than a failure of the work;
-    /// the CLI exits with status 2 for these.
-    pub fn is_user_error(&self) -> bool {
-        self.class() == Class::UserError
-    }
-
-    /// Whether retrying the same operation later could succeed (network hiccups, 5xx, 429).
-    pub fn is_transient(&self) -> bool {
-        self.class() == Class::Transient
     }
 }
 
@@ -408,7 +395,7 @@ mod tests {
             ),
             // The areas' errors keep their class through the crate error.
             (
-                crate::download::Error::HttpStatus {
+                crate::download::error::Error::HttpStatus {
                     url: url(),
                     status: 503,
                 }
@@ -416,7 +403,7 @@ mod tests {
                 Transient,
             ),
             (
-                crate::download::Error::InvalidUrl {
+                crate::download::error::Error::InvalidUrl {
                     url: url(),
                     reason: "x".into(),
                 }
@@ -424,7 +411,7 @@ mod tests {
                 UserError,
             ),
             (
-                crate::archive::Error::Read {
+                crate::archive::error::Error::Read {
                     path: path.clone(),
                     message: "x".into(),
                 }
@@ -432,7 +419,7 @@ mod tests {
                 Failure,
             ),
             (
-                crate::gguf::Error::BadMagic {
+                crate::gguf::error::Error::BadMagic {
                     path: path.clone(),
                     found: *b"PK\x03\x04",
                 }
@@ -440,7 +427,7 @@ mod tests {
                 UserError,
             ),
             (
-                crate::models::Error::Unknown {
+                crate::models::error::Error::Unknown {
                     query: "x".into(),
                     root: path.clone(),
                 }
@@ -448,7 +435,7 @@ mod tests {
                 UserError,
             ),
             (
-                crate::models::Error::NotCached {
+                crate::models::error::Error::NotCached {
                     source_ref: "x".into(),
                     root: path.clone(),
                 }
@@ -490,8 +477,6 @@ mod tests {
 
     #[test]
     fn every_variant_is_classified_as_the_table_says() {
-        check_class_table(&table(), ordinal, VARIANTS, Error::class, |e| {
-            (e.is_user_error(), e.is_transient())
-        });
+        lmcpp_test_support::check_class_table(&table(), ordinal, VARIANTS);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::Class;
+use lmcpp_types::{Class, Classify};
 
 /// A GGUF file that cannot be read (not GGUF, truncated, corrupt) or written.
 #[derive(Debug, thiserror::Error)]
@@ -117,9 +117,9 @@ pub enum Error {
     },
 }
 
-impl Error {
+impl Classify for Error {
     /// Every variant's class, in one match without a catch-all (see [`crate::Error`]).
-    pub(crate) fn class(&self) -> Class {
+    fn class(&self) -> Class {
         match self {
             // A file that cannot be read as GGUF is the input's fault, wherever it came
             // from: the remedy is another file (or pulling it again), never a retry.
@@ -132,16 +132,6 @@ impl Error {
             | Self::TensorOutOfBounds { .. } => Class::UserError,
             Self::Write { .. } => Class::Failure,
         }
-    }
-
-    /// Whether the error is the caller's input (a file that is not a readable GGUF).
-    pub fn is_user_error(&self) -> bool {
-        self.class() == Class::UserError
-    }
-
-    /// Whether retrying could succeed: never, a file does not change by being read again.
-    pub fn is_transient(&self) -> bool {
-        self.class() == Class::Transient
     }
 }
 
@@ -232,8 +222,6 @@ mod tests {
 
     #[test]
     fn every_variant_is_classified_as_the_table_says() {
-        crate::error::check_class_table(&table(), ordinal, 8, Error::class, |e| {
-            (e.is_user_error(), e.is_transient())
-        });
+        lmcpp_test_support::check_class_table(&table(), ordinal, 8);
     }
 }

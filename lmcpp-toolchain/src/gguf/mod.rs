@@ -4,7 +4,7 @@
 //! key/values, tensor infos (name, shape, ggml type, offset), then the aligned tensor data.
 //! Dimensions are stored innermost first (`ne0`), as ggml does.
 
-mod error;
+pub(crate) mod error;
 pub mod estimate;
 mod reader;
 mod summary;

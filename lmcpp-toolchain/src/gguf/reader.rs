@@ -61,7 +61,7 @@ pub(crate) fn check_regular(path: &Path) -> Result<()> {
     } else {
         special_kind(&meta)
     };
-    Err(crate::gguf::Error::NotAFile {
+    Err(crate::gguf::error::Error::NotAFile {
         path: path.to_path_buf(),
         kind,
     }
@@ -128,7 +128,7 @@ impl<R: Read> Source<R> {
     }
 
     fn truncated(&self, what: &str, needed: u64) -> Error {
-        crate::gguf::Error::Truncated {
+        crate::gguf::error::Error::Truncated {
             path: self.path.clone(),
             offset: self.pos,
             what: what.to_owned(),
@@ -139,7 +139,7 @@ impl<R: Read> Source<R> {
     }
 
     fn implausible(&self, what: &str, value: u64, limit: u64) -> Error {
-        crate::gguf::Error::Implausible {
+        crate::gguf::error::Error::Implausible {
             path: self.path.clone(),
             offset: self.pos,
             what: what.to_owned(),
@@ -150,7 +150,7 @@ impl<R: Read> Source<R> {
     }
 
     fn invalid(&self, offset: u64, reason: String) -> Error {
-        crate::gguf::Error::Invalid {
+        crate::gguf::error::Error::Invalid {
             path: self.path.clone(),
             offset,
             reason,
@@ -346,7 +346,7 @@ impl<R: Read> Source<R> {
     fn header(&mut self) -> Result<u32> {
         let magic = self.array::<4>("magic")?;
         if magic != GGUF_MAGIC {
-            return Err(crate::gguf::Error::BadMagic {
+            return Err(crate::gguf::error::Error::BadMagic {
                 path: self.path.clone(),
                 found: magic,
             }
@@ -354,7 +354,7 @@ impl<R: Read> Source<R> {
         }
         let version = self.u32("version")?;
         if version != 2 && version != 3 {
-            return Err(crate::gguf::Error::UnsupportedVersion {
+            return Err(crate::gguf::error::Error::UnsupportedVersion {
                 path: self.path.clone(),
                 version,
             }
@@ -482,7 +482,7 @@ impl<R: Read> Source<R> {
             match end {
                 Some(end) if end <= self.len => {}
                 _ => {
-                    return Err(crate::gguf::Error::TensorOutOfBounds {
+                    return Err(crate::gguf::error::Error::TensorOutOfBounds {
                         path: self.path.clone(),
                         tensor: t.name.clone(),
                         end: end.unwrap_or(u64::MAX),

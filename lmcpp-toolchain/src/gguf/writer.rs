@@ -47,7 +47,7 @@ impl GgufWriter {
         data: Vec<u8>,
     ) -> Result<&mut Self> {
         let invalid = |reason: String| {
-            crate::gguf::Error::Write {
+            crate::gguf::error::Error::Write {
                 reason: format!("tensor '{name}': {reason}"),
             }
             .into()

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::Class;
+use lmcpp_types::{Class, Classify};
 
 /// A model reference that cannot be parsed, found, picked or verified.
 #[derive(Debug, thiserror::Error)]
@@ -104,9 +104,9 @@ pub enum Error {
     },
 }
 
-impl Error {
+impl Classify for Error {
     /// Every variant's class, in one match without a catch-all (see [`crate::Error`]).
-    pub(crate) fn class(&self) -> Class {
+    fn class(&self) -> Class {
         match self {
             Self::InvalidSource { .. }
             | Self::FileMissing { .. }
@@ -117,16 +117,6 @@ impl Error {
             | Self::SplitIncomplete { .. }
             | Self::HubFileUnverifiable { .. } => Class::Failure,
         }
-    }
-
-    /// Whether the error is the caller's input (an invalid model reference, a missing file, an unknown or ambiguous cached model).
-    pub fn is_user_error(&self) -> bool {
-        self.class() == Class::UserError
-    }
-
-    /// Whether retrying the same operation later could succeed (never: the store's answers do not change by asking again).
-    pub fn is_transient(&self) -> bool {
-        self.class() == Class::Transient
     }
 }
 
@@ -206,8 +196,6 @@ mod tests {
 
     #[test]
     fn every_variant_is_classified_as_the_table_says() {
-        crate::error::check_class_table(&table(), ordinal, 8, Error::class, |e| {
-            (e.is_user_error(), e.is_transient())
-        });
+        lmcpp_test_support::check_class_table(&table(), ordinal, 8);
     }
 }

@@ -31,7 +31,7 @@
 //! the same lock, so a removal never deletes a blob that a concurrent pull is publishing.
 
 mod demo;
-mod error;
+pub(crate) mod error;
 mod hf;
 mod hub;
 mod pick;
@@ -1047,7 +1047,7 @@ impl ModelStore {
         self.inner.downloader.fetch(&spec, &no_progress()).await?;
         let text = std::fs::read(&dest).ctx("read", &dest)?;
         serde_json::from_slice(&text).map_err(|e| {
-            crate::download::Error::Http {
+            crate::download::error::Error::Http {
                 url,
                 message: format!("the repository listing is not the expected JSON: {e}"),
             }

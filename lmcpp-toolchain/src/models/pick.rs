@@ -192,7 +192,7 @@ pub(crate) fn select(
     let groups = groups(&models);
     let available = || groups.iter().map(|g| g.name.clone()).collect::<Vec<_>>();
     let no_match = |wanted: String| {
-        crate::models::Error::NoMatchingFile {
+        crate::models::error::Error::NoMatchingFile {
             repo: src.repo.clone(),
             revision: src.revision.clone(),
             wanted,
@@ -254,7 +254,7 @@ pub(crate) fn select(
     };
     let missing = group.missing();
     if !missing.is_empty() {
-        return Err(crate::models::Error::SplitIncomplete {
+        return Err(crate::models::error::Error::SplitIncomplete {
             repo: src.repo.clone(),
             model: group.name.clone(),
             missing,
@@ -338,8 +338,9 @@ mod tests {
         assert_eq!(one(HfSelector::File("m.Q8_0.gguf".into())), "m.Q8_0.gguf");
         // `Q4_K` is a prefix of two names but a whole word in neither.
         match pick(HfSelector::Quant("Q4_K".into()), &list) {
-            Err(crate::Error::Model(crate::models::Error::NoMatchingFile {
-                available, ..
+            Err(crate::Error::Model(crate::models::error::Error::NoMatchingFile {
+                available,
+                ..
             })) => {
                 assert_eq!(available.len(), 4, "mmproj is not offered: {available:?}");
             }
@@ -378,7 +379,7 @@ mod tests {
             matches!(
                 r,
                 Err(crate::Error::Model(
-                    crate::models::Error::NoMatchingFile { .. }
+                    crate::models::error::Error::NoMatchingFile { .. }
                 ))
             ),
             "{r:?}"
@@ -412,7 +413,10 @@ mod tests {
             parts
         );
         match pick(HfSelector::Quant("Q8_0".into()), &list) {
-            Err(crate::Error::Model(crate::models::Error::SplitIncomplete { missing, .. })) => {
+            Err(crate::Error::Model(crate::models::error::Error::SplitIncomplete {
+                missing,
+                ..
+            })) => {
                 assert_eq!(missing, ["m-Q8_0-00002-of-00002.gguf"]);
             }
             other => panic!("{other:?}"),

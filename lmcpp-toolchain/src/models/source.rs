@@ -100,7 +100,7 @@ impl FromStr for ModelSource {
 }
 
 fn invalid(input: &str, reason: impl Into<String>) -> Error {
-    crate::models::Error::InvalidSource {
+    crate::models::error::Error::InvalidSource {
         input: input.to_owned(),
         reason: reason.into(),
     }
@@ -402,8 +402,9 @@ mod tests {
             "https://",
         ] {
             match ModelSource::parse(input) {
-                Err(crate::Error::Model(crate::models::Error::InvalidSource {
-                    reason, ..
+                Err(crate::Error::Model(crate::models::error::Error::InvalidSource {
+                    reason,
+                    ..
                 })) => assert!(!reason.is_empty()),
                 other => panic!("{input:?}: {other:?}"),
             }

@@ -27,6 +27,7 @@ use crate::toolchain::request::{Mode, Origin, Source, ToolchainRequest};
 use crate::toolchain::source::{self, Ctx};
 use crate::toolchain::target::{CrossBuild, Runner, Target, cross_spec};
 use crate::toolchain::versions::BinaryVersion;
+use lmcpp_types::Classify;
 
 /// Name of the state file inside an entry.
 pub(crate) const STATE_FILE: &str = "state.json";
@@ -246,7 +247,7 @@ fn is_unreached(e: &Error) -> bool {
     e.is_transient()
         || matches!(
             e,
-            Error::Download(crate::download::Error::Unreachable { .. })
+            Error::Download(crate::download::error::Error::Unreachable { .. })
         )
 }
 

@@ -418,7 +418,7 @@ pub(crate) async fn pypi_sdist(
             let (found, _) = sha256_file(&got).await?;
             if found != want {
                 let _ = remove_all(&tmp);
-                return Err(crate::download::Error::ChecksumMismatch {
+                return Err(crate::download::error::Error::ChecksumMismatch {
                     url: format!("pip download llama-cpp-python=={version}"),
                     path: file,
                     expected: want.to_owned(),

@@ -331,6 +331,7 @@ impl Runner {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use lmcpp_types::Classify;
 
     fn t(os: &str, arch: &str) -> Target {
         Target {

@@ -10,6 +10,7 @@ use lmcpp_toolchain::{DownloadOptions, DownloadSpec, Downloader, Error, no_progr
 use sha2::{Digest, Sha256};
 
 use crate::server::{Route, TestServer};
+use lmcpp_toolchain::Classify;
 
 pub fn downloader(retries: u32) -> Downloader {
     Downloader::new(DownloadOptions {

@@ -15,6 +15,7 @@ use lmcpp_toolchain::{DownloadOptions, Error};
 use crate::download::{payload, sha};
 
 use crate::server::{Route, TestServer};
+use lmcpp_toolchain::Classify;
 
 const REPO: &str = "owner/tiny";
 const FILE: &str = "tiny-Q4_K_M.gguf";

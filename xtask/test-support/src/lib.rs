@@ -6,6 +6,7 @@
 //! - [`Supports`]: what the `llama-server` under test says it supports (its `--help`,
 //!   `--version`, the routes it answers), which end-to-end expectations come from.
 //! - [`file_url`]: a path as a `file://` URL on every OS.
+//! - [`check_class_table`]: an error type's classification table, complete and obeyed.
 //! - [`running`] and [`eventually`]: whether a process lives, and polling a condition with a
 //!   deadline (state observed, never a sleep as synchronisation).
 
@@ -14,6 +15,8 @@ mod supports;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use lmcpp_types::{Class, Classify};
 
 pub use prepared::{Error, PATHS_ENV, PreparedPaths};
 pub use supports::{Supports, is_unknown_route, read_report};
@@ -42,6 +45,30 @@ pub fn file_url(path: &Path) -> String {
         format!("file://{path}")
     } else {
         format!("file:///{path}")
+    }
+}
+
+/// Checks an error type's table of examples: every variant (numbered by `ordinal`, a
+/// `match` without a catch-all, so a new variant does not compile until it is numbered)
+/// has an example, and each example has the class the table says, through
+/// [`Classify::class`] and the `is_user_error`/`is_transient` answers.
+pub fn check_class_table<E: std::fmt::Debug + Classify>(
+    table: &[(E, Class)],
+    ordinal: fn(&E) -> usize,
+    variants: usize,
+) {
+    let mut seen: Vec<usize> = table.iter().map(|(e, _)| ordinal(e)).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        (0..variants).collect::<Vec<_>>(),
+        "every variant needs an example in the table"
+    );
+    for (e, expected) in table {
+        assert_eq!(e.class(), *expected, "{e:?}");
+        assert_eq!(e.is_user_error(), *expected == Class::UserError, "{e:?}");
+        assert_eq!(e.is_transient(), *expected == Class::Transient, "{e:?}");
     }
 }
 
