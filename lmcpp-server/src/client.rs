@@ -426,7 +426,22 @@ impl Client {
             obj.insert("stream".into(), serde_json::Value::Bool(true));
         }
         let bytes = encode(path, &value)?;
-        let fut = self.send(&Method::POST, path, Some(bytes), EVENT_STREAM);
+        self.open_stream(Method::POST, path, Some(bytes)).await
+    }
+
+    /// `GET path`; the answer's Server-Sent Events decoded as `T` (comment lines, such
+    /// as pings, are skipped). Timeouts as for [`Client::stream`].
+    pub async fn stream_get<T: DeserializeOwned>(&self, path: &str) -> Result<EventStream<T>> {
+        self.open_stream(Method::GET, path, None).await
+    }
+
+    async fn open_stream<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<EventStream<T>> {
+        let fut = self.send(&method, path, body, EVENT_STREAM);
         // The connection was asked to close after this response, so its sender is
         // dropped at once and the connection lives only as long as the body.
         let (res, _) = match self.timeout {
@@ -434,14 +449,14 @@ impl Client {
             Some(t) => tokio::time::timeout(t, fut)
                 .await
                 .map_err(|_| Error::Timeout {
-                    method: "POST".into(),
+                    method: method.to_string(),
                     path: path.to_owned(),
                     timeout: t,
                 })??,
         };
         if !res.status().is_success() {
             let status = res.status();
-            let body = self.read_body(&Method::POST, path, res).await?;
+            let body = self.read_body(&method, path, res).await?;
             return Err(api_error(
                 path,
                 status.as_u16(),

@@ -26,7 +26,9 @@ use lmcpp_types::{
     },
     props::{Props, PropsUpdate, SuccessResponse},
     responses::{ResponsesRequest, ResponsesResponse, ResponsesStreamEvent},
-    router::{LoadModelRequest, ModelActionResponse, RouterModelList, UnloadModelRequest},
+    router::{
+        LoadModelRequest, ModelActionResponse, ModelsEvent, RouterModelList, UnloadModelRequest,
+    },
     slots::{
         SlotEraseResponse, SlotFileRequest, SlotRestoreResponse, SlotSaveResponse, SlotsResponse,
     },
@@ -265,5 +267,35 @@ impl Client {
     /// Router mode: `POST /models/unload`.
     pub async fn unload_model(&self, req: &UnloadModelRequest) -> Result<ModelActionResponse> {
         self.post("/models/unload", req).await
+    }
+
+    /// Router mode: `GET /models/sse`, each model's status changes as they happen
+    /// (llama-server's router, and an lmcpp proxy in the same shape).
+    pub async fn router_events(&self) -> Result<EventStream<ModelsEvent>> {
+        self.stream_get("/models/sse").await
+    }
+
+    /// An lmcpp proxy's `GET /lmcpp/events`: what happens to its models, typed, as it
+    /// happens (see [`Proxy::events`](crate::Proxy::events); a client that reads too
+    /// slowly misses the oldest events).
+    pub async fn proxy_events(&self) -> Result<EventStream<crate::ModelEvent>> {
+        self.stream_get(crate::EVENTS_PATH).await
+    }
+
+    /// An lmcpp proxy's own metrics, `GET /lmcpp/metrics` (per model: requests, queue
+    /// wait, load time, evictions, state), parsed; a model server's own are
+    /// [`Client::metrics`] with `?model=`.
+    pub async fn proxy_metrics(&self) -> Result<Metrics> {
+        let path = crate::METRICS_PATH;
+        let raw = self.raw(Method::GET, path, None).await?;
+        if !raw.status.is_success() {
+            return Err(crate::answer::api_error_of(path, &raw));
+        }
+        let text = String::from_utf8_lossy(&raw.body);
+        Metrics::parse(&text).map_err(|e| Error::Decode {
+            path: path.into(),
+            snippet: text.chars().take(200).collect(),
+            source: serde::de::Error::custom(e),
+        })
     }
 }

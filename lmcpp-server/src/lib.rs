@@ -69,7 +69,7 @@ pub use limits::{
     ClientLimits, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_ERROR_BODY,
     DEFAULT_MAX_EVENT, DEFAULT_QUICK_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT,
 };
-pub use platform::{default_runtime_dir, private_dir_name};
+pub use platform::{default_runtime_dir, parent_pid, private_dir_name, total_memory};
 pub use proxy::{
     DEFAULT_KEEP_ALIVE, DEFAULT_LOAD_TIMEOUT, DEFAULT_PROXY_MAX_BODY, DEFAULT_PROXY_MAX_HEADER,
     DEFAULT_PROXY_MAX_HEADERS, DEFAULT_READ_STALL_TIMEOUT, DEFAULT_WRITE_STALL_TIMEOUT, Launch,

@@ -58,9 +58,7 @@ pub(crate) fn wants_proxy(args: &ServeArgs) -> bool {
 pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
     let plan = plan(&args)?;
     let api_key = api_key(&plan, &args)?;
-    let mem_total = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| config::mem_total(&m));
+    let mem_total = lmcpp::server::total_memory();
     let budget = match plan.memory_budget {
         Some(b) => b.bytes(mem_total).map_err(BadInput)?,
         None => default_memory_budget(),
@@ -97,6 +95,7 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
     opts.runtime_dir = ctx.runtime_dir.clone();
     opts.api_key = api_key;
     opts.load_timeout = plan.load_timeout;
+    opts.max_pass_over = plan.max_pass_over;
     opts.id = Some(id);
     opts.log_path = Some(log_path);
     // `--detach` runs this command again with the id it chose: that process is detached.
@@ -212,6 +211,7 @@ fn plan(args: &ServeArgs) -> Result<Plan> {
             load_timeout: Duration::from_secs(args.ready_timeout),
             start_timeout: config::DEFAULT_START_TIMEOUT,
             api_key_env: None,
+            max_pass_over: lmcpp::server::DEFAULT_MAX_PASS_OVER,
             models: config::models_from_args(&args.model, |p| Path::new(p).is_file())?,
         },
     };
@@ -350,6 +350,7 @@ async fn model_spec(
     spec.estimate_bytes = estimate;
     spec.keep_alive = model.keep_alive;
     spec.pinned = model.pinned;
+    spec.max_queue = model.max_queue;
     // A binary given by path is whatever version it is; the record of its server says.
     spec.llama_version = if launch_binary_given {
         None
@@ -586,6 +587,7 @@ fn launch_error(e: lmcpp::Error) -> LaunchError {
             message: other.to_string(),
             log_tail: Vec::new(),
             user_error: other.is_user_error(),
+            exit_code: None,
         },
     }
 }

@@ -57,6 +57,10 @@ pub enum ModelEventKind {
     StartFailed {
         /// Why, as the requests that waited for it were told.
         message: String,
+        /// The exit code of a server that exited during its start (a signal `N` is
+        /// `128 + N`).
+        #[serde(default)]
+        exit_code: Option<i32>,
     },
     /// The start was refused: the model does not fit the memory budget beside the models
     /// that cannot be stopped now (busy, pinned, loading or just started).
@@ -75,6 +79,9 @@ pub enum ModelEventKind {
     Died {
         /// How it exited (`exit status: 1`, `signal: 9 (SIGKILL)`).
         exit: String,
+        /// The same as one number: the exit code, or `128 + N` for signal `N`.
+        #[serde(default)]
+        exit_code: Option<i32>,
     },
 }
 

@@ -456,44 +456,8 @@ fn own_record(
     }
 }
 
-/// The default memory budget: three quarters of `MemTotal` in `/proc/meminfo`, or 8 GiB
-/// where that cannot be read.
+/// The default memory budget: three quarters of the machine's memory, or 8 GiB where the
+/// OS does not say.
 pub fn default_memory_budget() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| mem_total(&text))
-        .map_or(8 << 30, |total| total / 4 * 3)
-}
-
-/// `MemTotal` of a `/proc/meminfo` text, in bytes.
-fn mem_total(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let mut words = line["MemTotal:".len()..].split_whitespace();
-    let value: u64 = words.next()?.parse().ok()?;
-    match words.next() {
-        Some("kB") | None => value.checked_mul(1024),
-        Some(_) => None,
-    }
-}
-
-#[cfg(test)]
-mod meminfo_tests {
-    use super::*;
-
-    #[test]
-    fn meminfo_table() {
-        for (text, want) in [
-            (
-                "MemTotal:       16318480 kB\nMemFree: 1 kB\n",
-                Some(16_710_123_520),
-            ),
-            ("MemFree: 1 kB\n", None),
-            ("MemTotal: x kB\n", None),
-            ("MemTotal: 5 MB\n", None),
-            ("MemTotal: 18446744073709551615 kB\n", None),
-        ] {
-            assert_eq!(mem_total(text), want, "{text:?}");
-        }
-        assert!(default_memory_budget() > 0);
-    }
+    crate::platform::total_memory().map_or(8 << 30, |total| total / 4 * 3)
 }

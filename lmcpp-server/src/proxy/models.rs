@@ -9,6 +9,7 @@
 //! decides it, else by the task that saw it (a server stopped once it has exited).
 
 use std::{
+    collections::BTreeMap,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant, SystemTime},
 };
@@ -20,7 +21,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use super::{
     entry::{self, ServerEntry},
     events::{Emitter, ModelEvent, ModelEventKind, StopReason},
-    spec::{Launch, LaunchError, ModelSpec},
+    spec::{self, Launch, LaunchError, ModelSpec},
     view::{ModelState, ModelView},
 };
 use crate::{endpoint::Endpoint, pool::Pool, server::Server, supervised::EXIT_TAIL_LINES};
@@ -49,14 +50,19 @@ pub(crate) trait Instance: Send + Sync + 'static {
     fn api_key(&self) -> Option<&str>;
     fn pid(&self) -> Option<u32>;
     fn server_id(&self) -> Option<&str>;
-    /// Resolves when the process exits, with its status as text.
-    fn exited(&self) -> BoxFuture<'_, String>;
+    /// Resolves when the process exits, with its status as text and as one number
+    /// ([`spec::exit_code`]).
+    fn exited(&self) -> BoxFuture<'_, (String, Option<i32>)>;
     fn log_tail(&self) -> Vec<String>;
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()>;
     /// How many connections the server can take at once, if it has a fixed number of
     /// HTTP threads ([`Server::max_connections`]); the model's pool holds no more.
     fn max_connections(&self) -> Option<usize> {
         None
+    }
+    /// Its command line, the binary first, as the router lists it.
+    fn argv(&self) -> Vec<String> {
+        Vec::new()
     }
 }
 
@@ -77,8 +83,11 @@ impl Instance for Server {
         Some(Server::id(self))
     }
 
-    fn exited(&self) -> BoxFuture<'_, String> {
-        Box::pin(async move { Server::exited(self).await.to_string() })
+    fn exited(&self) -> BoxFuture<'_, (String, Option<i32>)> {
+        Box::pin(async move {
+            let status = Server::exited(self).await;
+            (status.to_string(), spec::exit_code(&status))
+        })
     }
 
     fn log_tail(&self) -> Vec<String> {
@@ -87,6 +96,13 @@ impl Instance for Server {
 
     fn max_connections(&self) -> Option<usize> {
         Server::max_connections(self)
+    }
+
+    fn argv(&self) -> Vec<String> {
+        let record = Server::record(self);
+        std::iter::once(record.exe.display().to_string())
+            .chain(record.args.iter().cloned())
+            .collect()
     }
 
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
@@ -130,6 +146,7 @@ pub(crate) struct Conf {
     keep_alive: Option<Duration>,
     pinned: bool,
     llama_version: Option<String>,
+    max_queue: Option<usize>,
     starter: Arc<dyn Start>,
 }
 
@@ -145,6 +162,7 @@ impl Conf {
             keep_alive: spec.keep_alive,
             pinned: spec.pinned,
             llama_version: spec.llama_version,
+            max_queue: spec.max_queue,
             starter,
         }
     }
@@ -185,6 +203,38 @@ struct Slot {
     /// What the last server that answered said about its model, and the generation of
     /// that server; kept after it stops (a model's metadata does not change).
     entry: Option<(u64, Arc<ServerEntry>)>,
+    /// The command line of its last server (empty before the first start).
+    argv: Arc<[String]>,
+    /// The requests waiting for it (its start, room for it, or their turn), by arrival
+    /// number, with when each arrived; the first is the oldest.
+    waiting: BTreeMap<u64, Instant>,
+    /// Set while another model waits for this one's memory and has been passed over
+    /// for the bound: requests that arrived after it wait until this model has been
+    /// stopped and started again, so it drains.
+    drain_after: Option<Instant>,
+    /// While its start waits for room: what holds the memory, as a request that gives
+    /// up waiting is told.
+    blocked: Option<AcquireError>,
+    counters: Counters,
+}
+
+/// What the proxy counts per model for its metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Counters {
+    /// Requests let through to its server.
+    pub(crate) requests: u64,
+    /// Requests that had to wait, and their total wait.
+    pub(crate) waits: u64,
+    pub(crate) wait_total: Duration,
+    /// Starts that became ready, and the total time from start to ready.
+    pub(crate) loads: u64,
+    pub(crate) load_total: Duration,
+    /// Starts that failed.
+    pub(crate) load_failures: u64,
+    /// Times it was stopped to make room for another model.
+    pub(crate) evictions: u64,
+    /// Requests refused because its queue was full.
+    pub(crate) rejected: u64,
 }
 
 /// A ready model server, shared by the requests using it.
@@ -236,11 +286,22 @@ pub(crate) enum AcquireError {
     },
     /// The proxy is stopping.
     ShuttingDown,
+    /// Its queue holds `max` requests already.
+    QueueFull {
+        max: usize,
+        /// A guess at when to try again: its last load time, at least a second.
+        retry_after: Duration,
+    },
 }
 
 struct Table {
     slots: Vec<Slot>,
     shutting_down: bool,
+    /// The arrival number of the next waiting request.
+    next_arrival: u64,
+    /// Starts waiting for room: while there are any, a request that leaves a model
+    /// idle says so on `tick`.
+    room_waiters: usize,
 }
 
 /// Every model's configuration and state.
@@ -255,6 +316,12 @@ pub(crate) struct Models {
     stopping: watch::Sender<bool>,
     /// Where every transition is announced.
     events: Emitter,
+    /// How long a request may wait for memory held by busy models while they keep
+    /// taking newer requests; then they take no newer ones until it has had its turn.
+    pass_over: Duration,
+    /// Bumped when a model is ready, stops, fails, goes idle while a start waits for
+    /// room, or a waiting request leaves: what waiting starts and requests look again on.
+    tick: watch::Sender<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -276,14 +343,49 @@ impl Drop for InFlight {
         let slot = &mut table.slots[self.index];
         slot.in_flight = slot.in_flight.saturating_sub(1);
         slot.last_used = Some(Instant::now());
+        if slot.in_flight == 0 && table.room_waiters > 0 {
+            self.models.bump();
+        }
         // No wake-up of the keep-alive task: it already plans to look at this model no
         // later than a keep-alive from now (see `Models::expire`), and a wake-up per
         // request costs throughput.
     }
 }
 
+/// A request waiting for its model, counted in the model's queue until dropped (also
+/// when its client goes away, which drops the request).
+struct Queued {
+    models: Arc<Models>,
+    index: usize,
+    arrival: u64,
+    since: Instant,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        let mut table = lock(&self.models.table);
+        table.slots[self.index].waiting.remove(&self.arrival);
+        if table.room_waiters > 0 {
+            self.models.bump();
+        }
+    }
+}
+
+/// What one look for room for a start found.
+enum Room {
+    /// Room is made: the stops to wait for.
+    Free(Vec<watch::Receiver<bool>>),
+    /// The memory is held by models that will free it: wait (and why, for requests
+    /// that give up).
+    Wait(AcquireError),
+    /// The start ends here, without a server (the event is sent).
+    End(AcquireError),
+}
+
 /// What a waiting request waits for.
 enum Wait {
+    /// Its model to drain (another model's turn), then to be started again.
+    Turn(watch::Receiver<u64>),
     /// A start (its outcome).
     Start(watch::Receiver<Outcome>),
     /// The model's previous server to exit.
@@ -291,7 +393,7 @@ enum Wait {
 }
 
 impl Models {
-    pub(crate) fn new(confs: Vec<Conf>, budget: u64) -> Self {
+    pub(crate) fn new(confs: Vec<Conf>, budget: u64, pass_over: Duration) -> Self {
         let slots = confs
             .iter()
             .map(|conf| Slot {
@@ -302,6 +404,11 @@ impl Models {
                 generation: 0,
                 fresh_until: None,
                 entry: None,
+                argv: Arc::new([]),
+                waiting: BTreeMap::new(),
+                drain_after: None,
+                blocked: None,
+                counters: Counters::default(),
             })
             .collect();
         Self {
@@ -309,12 +416,26 @@ impl Models {
             table: Mutex::new(Table {
                 slots,
                 shutting_down: false,
+                next_arrival: 0,
+                room_waiters: 0,
             }),
             budget,
             changed: Notify::new(),
             stopping: watch::channel(false).0,
             events: Emitter::new(),
+            pass_over,
+            tick: watch::channel(0).0,
         }
+    }
+
+    /// Wakes whatever waits on `tick`.
+    fn bump(&self) {
+        self.tick.send_modify(|t| *t = t.wrapping_add(1));
+    }
+
+    /// Turns true when the proxy stops.
+    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     /// A receiver of every event from now on.
@@ -337,14 +458,17 @@ impl Models {
     }
 
     /// A ready server for model `index`, started if needed (one start for all who ask
-    /// meanwhile), waiting for it at most `load_timeout`.
+    /// meanwhile), waiting for it at most `load_timeout`. While it waits, the request is
+    /// in the model's queue (refused when that holds `max_queue` already).
     pub(crate) async fn acquire(
         self: &Arc<Self>,
         index: usize,
         load_timeout: Duration,
     ) -> Result<InFlight, AcquireError> {
+        let arrived = Instant::now();
         let deadline = tokio::time::Instant::now() + load_timeout;
         let mut stopping = self.stopping.subscribe();
+        let mut queued: Option<Queued> = None;
         loop {
             let wait = {
                 let mut table = lock(&self.table);
@@ -353,17 +477,29 @@ impl Models {
                 }
                 let slot = &mut table.slots[index];
                 match &slot.phase {
-                    Phase::Ready(running) => {
+                    // A model that drains takes only the requests that came before it
+                    // began to.
+                    Phase::Ready(running) if slot.drain_after.is_none_or(|t| arrived <= t) => {
                         let running = Arc::clone(running);
                         slot.in_flight += 1;
                         slot.last_used = Some(Instant::now());
                         slot.fresh_until = None;
+                        slot.counters.requests += 1;
+                        if let Some(q) = &queued {
+                            slot.counters.waits += 1;
+                            slot.counters.wait_total += q.since.elapsed();
+                        }
                         return Ok(InFlight {
                             models: Arc::clone(self),
                             index,
                             running,
                         });
                     }
+                    _ if queued.is_none() => {
+                        queued = Some(self.enqueue(&mut table, index, arrived)?);
+                        continue;
+                    }
+                    Phase::Ready(_) => Wait::Turn(self.tick.subscribe()),
                     Phase::Preparing(outcome) | Phase::Loading(outcome) => {
                         Wait::Start(outcome.clone())
                     }
@@ -388,17 +524,64 @@ impl Models {
                         let _ = done.wait_for(|d| *d).await;
                         Ok(())
                     }
+                    Wait::Turn(mut tick) => {
+                        let _ = tick.changed().await;
+                        Ok(())
+                    }
                 }
             };
             tokio::select! {
                 waited = tokio::time::timeout_at(deadline, waited) => match waited {
-                    Err(_) => return Err(AcquireError::LoadTimeout(load_timeout)),
+                    Err(_) => return Err(self.timed_out(index, load_timeout)),
                     Ok(Err(e)) => return Err(e),
                     Ok(Ok(())) => {}
                 },
                 _ = stopping.wait_for(|s| *s) => return Err(AcquireError::ShuttingDown),
             }
         }
+    }
+
+    /// Puts a request into model `index`'s queue, unless that is full.
+    fn enqueue(
+        self: &Arc<Self>,
+        table: &mut Table,
+        index: usize,
+        since: Instant,
+    ) -> Result<Queued, AcquireError> {
+        let arrival = table.next_arrival;
+        table.next_arrival += 1;
+        let slot = &mut table.slots[index];
+        if let Some(max) = self.confs[index].max_queue
+            && slot.waiting.len() >= max
+        {
+            slot.counters.rejected += 1;
+            let last_load = slot
+                .counters
+                .load_total
+                .checked_div(u32::try_from(slot.counters.loads).unwrap_or(u32::MAX))
+                .unwrap_or_default();
+            return Err(AcquireError::QueueFull {
+                max,
+                retry_after: last_load.max(Duration::from_secs(1)),
+            });
+        }
+        slot.waiting.insert(arrival, since);
+        Ok(Queued {
+            models: Arc::clone(self),
+            index,
+            arrival,
+            since,
+        })
+    }
+
+    /// Why a request that waited `load_timeout` for model `index` got nothing: the
+    /// models that hold the memory it waits for, or that it is still loading.
+    fn timed_out(&self, index: usize, load_timeout: Duration) -> AcquireError {
+        let table = lock(&self.table);
+        table.slots[index]
+            .blocked
+            .clone()
+            .unwrap_or(AcquireError::LoadTimeout(load_timeout))
     }
 
     /// Marks model `index` preparing and starts it in a task.
@@ -437,7 +620,12 @@ impl Models {
                     "stopping"
                 }
                 Phase::Ready(_) if slot.in_flight > 0 => "busy",
-                Phase::Ready(_) if slot.fresh_until.is_some_and(|t| t > Instant::now()) => {
+                // A draining model's newer requests wait for it to stop: it is not kept
+                // for them.
+                Phase::Ready(_)
+                    if slot.drain_after.is_none()
+                        && slot.fresh_until.is_some_and(|t| t > Instant::now()) =>
+                {
                     "just started"
                 }
                 Phase::Ready(_) if conf.pinned => "pinned",
@@ -471,6 +659,7 @@ impl Models {
         for i in chosen {
             if let Phase::Ready(_) = table.slots[i].phase {
                 tracing::debug!(model = %self.confs[i].alias, for_model = %self.confs[index].alias, "stopping an idle model to make room");
+                table.slots[i].counters.evictions += 1;
             }
             let reason = StopReason::Evicted {
                 for_model: self.confs[index].alias.clone(),
@@ -506,6 +695,9 @@ impl Models {
                 let Phase::Ready(running) = std::mem::replace(&mut slot.phase, stopping) else {
                     return None;
                 };
+                // Drained: requests that waited for their turn start it again.
+                slot.drain_after = None;
+                self.bump();
                 let models = Arc::clone(self);
                 tokio::spawn(async move {
                     running.stop(reason).await;
@@ -518,6 +710,7 @@ impl Models {
                     }
                     let _ = tx.send(true);
                     models.changed.notify_one();
+                    models.bump();
                 });
                 Some(done)
             }
@@ -525,54 +718,172 @@ impl Models {
         }
     }
 
+    /// Makes room for model `index` once prepared, waiting while the memory is held by
+    /// models that will free it (busy, loading, just started, being stopped) and
+    /// requests still wait for this one; past the pass-over bound those models drain.
+    /// Returns the stops to wait for, or `None` when the start ended here (its outcome
+    /// sent).
+    async fn room_for(
+        self: &Arc<Self>,
+        index: usize,
+        generation: u64,
+        prepared: Result<Option<u64>, LaunchError>,
+        tx: &watch::Sender<Outcome>,
+    ) -> Option<Vec<watch::Receiver<bool>>> {
+        let mut prepared = Some(prepared);
+        let mut tick = self.tick.subscribe();
+        let mut stopping = self.stopping.subscribe();
+        let mut counted = false;
+        let result = loop {
+            let look_again = {
+                let mut table = lock(&self.table);
+                match self.try_room(&mut table, index, generation, prepared.take()) {
+                    Room::Free(waits) => {
+                        table.slots[index].phase = Phase::Loading(tx.subscribe());
+                        break Some(waits);
+                    }
+                    Room::Wait(blocked) => {
+                        if !counted {
+                            table.room_waiters += 1;
+                            counted = true;
+                        }
+                        table.slots[index].blocked = Some(blocked);
+                        self.pass_over(&mut table, index)
+                    }
+                    Room::End(e) => {
+                        drop(table);
+                        let _ = tx.send(Some(Err(e)));
+                        break None;
+                    }
+                }
+            };
+            // Woken by anything that may free memory; and at the pass-over bound or
+            // when a just-started model stops being kept.
+            let sleep = async {
+                match look_again {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tick.changed() => {}
+                () = sleep => {}
+                _ = stopping.wait_for(|s| *s) => {}
+            }
+        };
+        if counted {
+            let mut table = lock(&self.table);
+            table.room_waiters -= 1;
+            table.slots[index].blocked = None;
+        }
+        result
+    }
+
+    /// One look for room for model `index` (its preparation's result on the first).
+    fn try_room(
+        self: &Arc<Self>,
+        table: &mut Table,
+        index: usize,
+        generation: u64,
+        prepared: Option<Result<Option<u64>, LaunchError>>,
+    ) -> Room {
+        if table.shutting_down || table.slots[index].generation != generation {
+            // Only the proxy's stop abandons a start (no other start can begin
+            // meanwhile): the start ends here, with no server.
+            let reason = StopReason::ProxyStopping;
+            self.emit(index, ModelEventKind::Stopped { reason });
+            return Room::End(AcquireError::ShuttingDown);
+        }
+        let room = match prepared {
+            Some(Err(e)) => Err(AcquireError::Start(Arc::new(e))),
+            Some(Ok(estimate)) => {
+                table.slots[index].estimate = estimate.unwrap_or(self.confs[index].estimate);
+                self.make_room(table, index)
+            }
+            None => self.make_room(table, index),
+        };
+        match room {
+            Ok(waits) => Room::Free(waits),
+            Err(e @ AcquireError::NoRoom { .. })
+                if self.may_fit_later(table, index) && !table.slots[index].waiting.is_empty() =>
+            {
+                Room::Wait(e)
+            }
+            Err(e) => {
+                let slot = &mut table.slots[index];
+                slot.phase = match &e {
+                    AcquireError::Start(e) => Phase::Failed(Arc::clone(e)),
+                    _ => Phase::Stopped,
+                };
+                if matches!(e, AcquireError::Start(_)) {
+                    slot.counters.load_failures += 1;
+                }
+                self.emit(index, start_refused(&e));
+                Room::End(e)
+            }
+        }
+    }
+
+    /// Whether model `index` could fit once every model that is not pinned has stopped.
+    fn may_fit_later(&self, table: &Table, index: usize) -> bool {
+        let pinned: u64 = table
+            .slots
+            .iter()
+            .zip(&self.confs)
+            .enumerate()
+            .filter(|(i, (slot, conf))| {
+                *i != index
+                    && conf.pinned
+                    && matches!(slot.phase, Phase::Ready(_) | Phase::Loading(_))
+            })
+            .map(|(_, (slot, _))| slot.estimate)
+            .fold(0, u64::saturating_add);
+        pinned.saturating_add(table.slots[index].estimate) <= self.budget
+    }
+
+    /// The pass-over bound for a start of model `index` that waits for room: once its
+    /// oldest request has waited that long, every other model that holds memory and can
+    /// be stopped drains (takes no request that came later). Returns when to look again
+    /// without a wake-up: at the bound, or when a just-started model stops being kept.
+    fn pass_over(&self, table: &mut Table, index: usize) -> Option<Instant> {
+        let now = Instant::now();
+        let oldest = table.slots[index].waiting.values().next().copied()?;
+        let mark = oldest + self.pass_over;
+        let mut next = (mark > now).then_some(mark);
+        for (i, (slot, conf)) in table.slots.iter_mut().zip(&self.confs).enumerate() {
+            if i == index || conf.pinned {
+                continue;
+            }
+            if !matches!(slot.phase, Phase::Ready(_) | Phase::Loading(_)) {
+                continue;
+            }
+            if mark <= now && slot.drain_after.is_none_or(|t| t > mark) {
+                tracing::debug!(model = %conf.alias, for_model = %self.confs[index].alias, "draining: another model was passed over for the bound");
+                slot.drain_after = Some(mark);
+            }
+            if let Some(fresh) = slot.fresh_until.filter(|t| *t > now) {
+                next = Some(next.map_or(fresh, |n| n.min(fresh)));
+            }
+        }
+        next
+    }
+
     /// Prepares the model, makes room for it, starts its server, and publishes the
     /// outcome to the waiters.
     async fn run_start(self: Arc<Self>, index: usize, generation: u64, tx: watch::Sender<Outcome>) {
         let conf = &self.confs[index];
         let prepared = conf.starter.prepare().await;
-        let waits = {
-            let mut table = lock(&self.table);
-            if table.shutting_down || table.slots[index].generation != generation {
-                // Only the proxy's stop abandons a start (no other start can begin
-                // meanwhile): the start ends here, with no server.
-                let reason = StopReason::ProxyStopping;
-                self.emit(index, ModelEventKind::Stopped { reason });
-                drop(table);
-                let _ = tx.send(Some(Err(AcquireError::ShuttingDown)));
-                return;
-            }
-            let room = match prepared {
-                Ok(estimate) => {
-                    table.slots[index].estimate = estimate.unwrap_or(conf.estimate);
-                    self.make_room(&mut table, index)
-                }
-                Err(e) => Err(AcquireError::Start(Arc::new(e))),
-            };
-            let slot = &mut table.slots[index];
-            match room {
-                Ok(waits) => {
-                    slot.phase = Phase::Loading(tx.subscribe());
-                    waits
-                }
-                Err(e) => {
-                    slot.phase = match &e {
-                        AcquireError::Start(e) => Phase::Failed(Arc::clone(e)),
-                        _ => Phase::Stopped,
-                    };
-                    self.emit(index, start_refused(&e));
-                    drop(table);
-                    let _ = tx.send(Some(Err(e)));
-                    return;
-                }
-            }
+        let Some(waits) = self.room_for(index, generation, prepared, &tx).await else {
+            return;
         };
         // Their memory must be free before the new server loads.
         for mut done in waits {
             let _ = tokio::time::timeout(STOP_WAIT, done.wait_for(|d| *d)).await;
         }
         tracing::debug!(model = %conf.alias, "starting model server");
+        let launched = Instant::now();
         let result = conf.starter.start().await;
-        let outcome = match self.publish(index, generation, result) {
+        let outcome = match self.publish(index, generation, result, launched.elapsed()) {
             Ok(Ok(running)) => {
                 self.describe(index, running).await;
                 Ok(())
@@ -600,6 +911,7 @@ impl Models {
         index: usize,
         generation: u64,
         result: Result<Box<dyn Instance>, LaunchError>,
+        took: Duration,
     ) -> Result<Result<Arc<Running>, AcquireError>, Box<dyn Instance>> {
         let mut table = lock(&self.table);
         let current = !table.shutting_down && table.slots[index].generation == generation;
@@ -612,6 +924,10 @@ impl Models {
                 slot.phase = Phase::Ready(Arc::clone(&running));
                 slot.last_used = Some(Instant::now());
                 slot.fresh_until = Some(Instant::now() + FRESH_GRACE);
+                slot.argv = instance.argv().into();
+                slot.counters.loads += 1;
+                slot.counters.load_total += took;
+                self.bump();
                 let (alias, id, pid) = (
                     &self.confs[index].alias,
                     instance.server_id(),
@@ -626,9 +942,12 @@ impl Models {
                 let e = Arc::new(e);
                 if current {
                     table.slots[index].phase = Phase::Failed(Arc::clone(&e));
+                    table.slots[index].drain_after = None;
                 }
-                let message = e.message.clone();
-                self.emit(index, ModelEventKind::StartFailed { message });
+                table.slots[index].counters.load_failures += 1;
+                self.bump();
+                let (message, exit_code) = (e.message.clone(), e.exit_code);
+                self.emit(index, ModelEventKind::StartFailed { message, exit_code });
                 Ok(Err(AcquireError::Start(e)))
             }
         }
@@ -690,7 +1009,7 @@ impl Models {
         stop: oneshot::Receiver<(StopReason, oneshot::Sender<()>)>,
     ) {
         let asked = tokio::select! {
-            status = instance.exited() => Err(status),
+            exited = instance.exited() => Err(exited),
             asked = stop => Ok(asked.ok()),
         };
         let alias = &self.confs[index].alias;
@@ -709,13 +1028,14 @@ impl Models {
                     let _ = ack.send(());
                 }
             }
-            Err(status) => {
+            Err((status, exit_code)) => {
                 let error = LaunchError {
                     message: format!(
                         "the server of model `{alias}` exited ({status}); the next request starts it again"
                     ),
                     log_tail: instance.log_tail(),
                     user_error: false,
+                    exit_code,
                 };
                 tracing::warn!(model = %alias, %status, "model server exited");
                 {
@@ -723,11 +1043,13 @@ impl Models {
                     let slot = &mut table.slots[index];
                     if matches!(&slot.phase, Phase::Ready(r) if r.generation == generation) {
                         slot.phase = Phase::Failed(Arc::new(error));
+                        slot.drain_after = None;
                     }
+                    self.bump();
                     let exit = status.clone();
                     let (id, pid) = (instance.server_id(), instance.pid());
                     self.events
-                        .emit(alias, id, pid, ModelEventKind::Died { exit });
+                        .emit(alias, id, pid, ModelEventKind::Died { exit, exit_code });
                 }
                 self.changed.notify_one();
                 // Reaps the process and removes its record.
@@ -787,11 +1109,12 @@ impl Models {
 
     /// Every model as reported to users.
     pub(crate) fn views(&self) -> Vec<ModelView> {
-        self.listed().into_iter().map(|(view, _)| view).collect()
+        self.listed().into_iter().map(|l| l.view).collect()
     }
 
-    /// Every model as reported to users, with what its server last said about it.
-    pub(crate) fn listed(&self) -> Vec<(ModelView, Option<Arc<ServerEntry>>)> {
+    /// Every model as reported to users, with what its server last said about it, its
+    /// last command line, its queue and its counters.
+    pub(crate) fn listed(&self) -> Vec<Listed> {
         let table = lock(&self.table);
         let (now, wall) = (Instant::now(), SystemTime::now());
         table
@@ -799,13 +1122,19 @@ impl Models {
             .iter()
             .zip(&self.confs)
             .map(|(slot, conf)| {
-                let (state, running, error) = match &slot.phase {
+                let (state, running, error, exit_code) = match &slot.phase {
                     // A server being stopped still counts against the budget, but takes
                     // no requests: to clients the model is stopped.
-                    Phase::Stopped | Phase::Stopping { .. } => (ModelState::Stopped, None, None),
-                    Phase::Preparing(_) | Phase::Loading(_) => (ModelState::Loading, None, None),
-                    Phase::Ready(r) => (ModelState::Ready, Some(r), None),
-                    Phase::Failed(e) => (ModelState::Failed, None, Some(e.to_string())),
+                    Phase::Stopped | Phase::Stopping { .. } => {
+                        (ModelState::Stopped, None, None, None)
+                    }
+                    Phase::Preparing(_) | Phase::Loading(_) => {
+                        (ModelState::Loading, None, None, None)
+                    }
+                    Phase::Ready(r) => (ModelState::Ready, Some(r), None, None),
+                    Phase::Failed(e) => {
+                        (ModelState::Failed, None, Some(e.to_string()), e.exit_code)
+                    }
                 };
                 let view = ModelView {
                     alias: conf.alias.clone(),
@@ -821,8 +1150,15 @@ impl Models {
                     pinned: conf.pinned,
                     llama_version: conf.llama_version.clone(),
                     error,
+                    exit_code,
                 };
-                (view, slot.entry.as_ref().map(|(_, e)| Arc::clone(e)))
+                Listed {
+                    view,
+                    entry: slot.entry.as_ref().map(|(_, e)| Arc::clone(e)),
+                    argv: Arc::clone(&slot.argv),
+                    queued: slot.waiting.len(),
+                    counters: slot.counters,
+                }
             })
             .collect()
     }
@@ -878,6 +1214,7 @@ fn start_refused(e: &AcquireError) -> ModelEventKind {
     match e {
         AcquireError::Start(e) => ModelEventKind::StartFailed {
             message: e.message.clone(),
+            exit_code: e.exit_code,
         },
         AcquireError::NoRoom {
             estimate, budget, ..
@@ -885,10 +1222,24 @@ fn start_refused(e: &AcquireError) -> ModelEventKind {
             estimate_bytes: *estimate,
             budget_bytes: *budget,
         },
-        AcquireError::LoadTimeout(_) | AcquireError::ShuttingDown => ModelEventKind::Stopped {
+        AcquireError::LoadTimeout(_)
+        | AcquireError::ShuttingDown
+        | AcquireError::QueueFull { .. } => ModelEventKind::Stopped {
             reason: StopReason::ProxyStopping,
         },
     }
+}
+
+/// One model as [`Models::listed`] reports it.
+pub(crate) struct Listed {
+    pub(crate) view: ModelView,
+    /// What its last server said about it.
+    pub(crate) entry: Option<Arc<ServerEntry>>,
+    /// Its last server's command line.
+    pub(crate) argv: Arc<[String]>,
+    /// Requests waiting for it.
+    pub(crate) queued: usize,
+    pub(crate) counters: Counters,
 }
 
 /// Why `/models/unload` did nothing.
@@ -947,10 +1298,11 @@ mod tests {
                 keep_alive: None,
                 pinned: matches!(state, S::Pinned),
                 llama_version: None,
+                max_queue: None,
                 starter: Arc::new(NeverStarts),
             })
             .collect();
-        let models = Arc::new(Models::new(confs, budget));
+        let models = Arc::new(Models::new(confs, budget, Duration::from_secs(30)));
         let now = Instant::now();
         let mut table = lock(&models.table);
         for (slot, (_, state)) in table.slots.iter_mut().zip(estimates_and_states) {
@@ -1125,7 +1477,7 @@ mod tests {
         fn server_id(&self) -> Option<&str> {
             None
         }
-        fn exited(&self) -> BoxFuture<'_, String> {
+        fn exited(&self) -> BoxFuture<'_, (String, Option<i32>)> {
             Box::pin(std::future::pending())
         }
         fn log_tail(&self) -> Vec<String> {

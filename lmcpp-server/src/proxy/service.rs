@@ -23,8 +23,10 @@ use serde_json::{Value, json};
 
 use super::{
     entry,
+    feed::{self, Feed},
+    metrics,
     models::{AcquireError, InFlight, Models, Running, Unload},
-    view::ModelState,
+    router,
 };
 use crate::client::keeps_alive;
 use crate::pool::{Body as PoolBody, SendError};
@@ -51,6 +53,8 @@ pub(crate) struct Reply {
     extra: serde_json::Map<String, Value>,
     /// Answered with `Connection: close`.
     close: bool,
+    /// Sent as `Retry-After` (whole seconds, rounded up).
+    retry_after: Option<Duration>,
 }
 
 impl Reply {
@@ -61,7 +65,13 @@ impl Reply {
             message: message.into(),
             extra: serde_json::Map::new(),
             close: false,
+            retry_after: None,
         }
+    }
+
+    fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
     }
 
     fn closing(mut self) -> Self {
@@ -84,6 +94,11 @@ impl Reply {
         if self.close {
             res.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         res
     }
@@ -150,6 +165,16 @@ impl Reply {
                 "unavailable_error",
                 "the proxy is stopping",
             ),
+            AcquireError::QueueFull { max, retry_after } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "unavailable_error",
+                format!(
+                    "model `{alias}` has {max} request(s) waiting already, its `max_queue`; retry later"
+                ),
+            )
+            .with("model", json!(alias))
+            .with("max_queue", json!(max))
+            .retry_after(retry_after),
         }
     }
 }
@@ -206,8 +231,10 @@ impl Service {
                 "Invalid API Key",
             ));
         }
-        if req.method() == Method::GET && (path == "/v1/models" || path == "/models") {
-            return Ok(json_response(StatusCode::OK, &self.listing()));
+        if req.method() == Method::GET
+            && let Some(res) = self.own_get(path, req.uri().query())
+        {
+            return Ok(res);
         }
         let (parts, body) = req.into_parts();
         let body = self.read_body(&parts.headers, body).await?;
@@ -359,39 +386,67 @@ impl Service {
     }
 
     /// `/v1/models` and `/models`: every model with its state, in the shape both
-    /// llama-server's model list and its router's list have, with what the model's own
-    /// server said about it (`meta`, `aliases`, `tags`, ...) under the proxy's fields; and
-    /// llama-server's Ollama-style `models` list, named by alias.
+    /// llama-server's model list and its router's list have ([`router::model_entry`]),
+    /// and llama-server's Ollama-style `models` list, named by alias.
     fn listing(&self) -> Value {
         let listed = self.models.listed();
         let models: Vec<Value> = listed
             .iter()
-            .map(|(view, server)| entry::merge_model(server.as_deref(), &view.alias))
+            .map(|l| entry::merge_model(l.entry.as_deref(), &l.view.alias))
             .collect();
         let data: Vec<Value> = listed
-            .into_iter()
-            .map(|(view, server)| {
-                let value = match view.state {
-                    ModelState::Stopped | ModelState::Failed => "unloaded",
-                    ModelState::Loading => "loading",
-                    ModelState::Ready => "loaded",
-                };
-                let mut status = json!({ "value": value });
-                if view.state == ModelState::Failed {
-                    status["failed"] = json!(true);
-                }
-                let mut own = serde_json::Map::new();
-                own.insert("id".into(), json!(view.alias));
-                own.insert("object".into(), json!("model"));
-                own.insert("created".into(), json!(self.created));
-                own.insert("owned_by".into(), json!("lmcpp"));
-                own.insert("status".into(), status);
-                own.insert("lmcpp".into(), json!(view));
-                entry::merge(server.as_deref(), own)
-            })
+            .iter()
+            .map(|l| router::model_entry(&l.view, l.entry.as_deref(), &l.argv, self.created))
             .collect();
         json!({ "models": models, "object": "list", "data": data })
     }
+
+    /// The routes the proxy answers itself on a GET, after the API key: the model lists,
+    /// the event streams, its own metrics, and the router's `/props` when several
+    /// models share the endpoint and the request names none.
+    fn own_get(&self, path: &str, query: Option<&str>) -> Option<Response<ProxyBody>> {
+        Some(match path {
+            "/v1/models" | "/models" => json_response(StatusCode::OK, &self.listing()),
+            "/models/sse" => self.events(router::sse_event),
+            EVENTS_PATH => self.events(feed::own_json),
+            METRICS_PATH => text_response(metrics::render(&self.models.listed())),
+            "/props"
+                if self.models.confs().len() > 1 && query.and_then(model_in_query).is_none() =>
+            {
+                json_response(StatusCode::OK, &router::props(self.models.confs().len()))
+            }
+            _ => return None,
+        })
+    }
+
+    /// An event stream of the proxy's model events, each rendered by `render`.
+    fn events(&self, render: fn(&super::ModelEvent) -> Value) -> Response<ProxyBody> {
+        let body = feed::feed(self.models.events(), self.models.stopping(), render);
+        let mut res = Response::new(ProxyBody::Events(body));
+        let headers = res.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        res
+    }
+}
+
+/// Where the proxy's own Prometheus metrics are: `/metrics` (with `?model=`) is each
+/// model server's own, forwarded.
+pub const METRICS_PATH: &str = "/lmcpp/metrics";
+
+/// Where the proxy streams its [`ModelEvent`](super::ModelEvent)s as Server-Sent Events.
+pub const EVENTS_PATH: &str = "/lmcpp/events";
+
+fn text_response(text: String) -> Response<ProxyBody> {
+    let mut res = Response::new(ProxyBody::Full(Some(Bytes::from(text))));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
 }
 
 /// The size of a request's head as sent: request line and header lines.
@@ -589,6 +644,8 @@ fn upstream_failed(alias: &str, e: &SendError) -> Reply {
 pub(crate) enum ProxyBody {
     Full(Option<Bytes>),
     Upstream(Upstream),
+    /// One of the proxy's own event streams.
+    Events(Feed),
 }
 
 /// A model server's response body, frame by frame. It holds the request's in-flight
@@ -662,6 +719,12 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let up = match self.get_mut() {
             Self::Full(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Events(feed) => {
+                return feed
+                    .as_mut()
+                    .poll_next(cx)
+                    .map(|b| b.map(|b| Ok(Frame::data(b))));
+            }
             Self::Upstream(up) => up,
         };
         if up.guard.is_none() {
@@ -694,6 +757,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Full(bytes) => bytes.is_none(),
+            Self::Events(_) => false,
             Self::Upstream(up) => up.guard.is_none(),
         }
     }
@@ -702,6 +766,7 @@ impl Body for ProxyBody {
         match self {
             Self::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Self::Full(None) => SizeHint::with_exact(0),
+            Self::Events(_) => SizeHint::default(),
             Self::Upstream(up) if up.guard.is_none() => SizeHint::with_exact(0),
             Self::Upstream(up) => up.body.size_hint(),
         }

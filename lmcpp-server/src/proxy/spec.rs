@@ -40,6 +40,9 @@ pub struct LaunchError {
     /// Whether the configuration is wrong (a missing model, bad arguments) rather than
     /// the start failing.
     pub user_error: bool,
+    /// The exit code of a server that exited during its start, when it did (a signal
+    /// `N` is `128 + N`, as a shell reports it).
+    pub exit_code: Option<i32>,
 }
 
 impl LaunchError {
@@ -49,8 +52,22 @@ impl LaunchError {
             message: message.into(),
             log_tail: Vec::new(),
             user_error: false,
+            exit_code: None,
         }
     }
+}
+
+/// An exit status as one number: the exit code, or `128 + N` for signal `N` (as a shell
+/// reports it); `None` where neither is known.
+pub(crate) fn exit_code(status: &std::process::ExitStatus) -> Option<i32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return Some(128 + signal);
+        }
+    }
+    status.code()
 }
 
 impl std::fmt::Display for LaunchError {
@@ -74,6 +91,10 @@ impl From<Error> for LaunchError {
             _ => Vec::new(),
         };
         let user_error = e.is_user_error();
+        let exit_code = match &e {
+            Error::Exited { status, .. } => exit_code(status),
+            _ => None,
+        };
         // The tail is carried on its own; the message names where the rest is.
         let message = match &e {
             Error::Exited {
@@ -88,6 +109,7 @@ impl From<Error> for LaunchError {
             message,
             log_tail,
             user_error,
+            exit_code,
         }
     }
 }
@@ -114,6 +136,10 @@ pub struct ModelSpec {
     pub estimate_bytes: u64,
     /// How long the server may stay idle before it is stopped; `None` keeps it running.
     pub keep_alive: Option<Duration>,
+    /// How many requests may wait for it at once (for its start, for room in the
+    /// budget, or for their turn); one more is refused with a 429 and `Retry-After`.
+    /// `None`: no bound.
+    pub max_queue: Option<usize>,
     /// A pinned model is never stopped to make room for another.
     pub pinned: bool,
     /// Starts the server.
@@ -131,6 +157,7 @@ impl ModelSpec {
             estimate_bytes: 0,
             keep_alive: Some(DEFAULT_KEEP_ALIVE),
             pinned: false,
+            max_queue: None,
             launch,
             llama_version: None,
         }

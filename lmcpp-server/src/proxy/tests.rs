@@ -211,11 +211,11 @@ impl Instance for Fake {
     fn server_id(&self) -> Option<&str> {
         Some(&self.name)
     }
-    fn exited(&self) -> BoxFuture<'_, String> {
+    fn exited(&self) -> BoxFuture<'_, (String, Option<i32>)> {
         let mut dead = self.dead.subscribe();
         Box::pin(async move {
             let _ = dead.wait_for(|d| *d).await;
-            "signal: 9 (SIGKILL)".to_owned()
+            ("signal: 9 (SIGKILL)".to_owned(), Some(137))
         })
     }
     fn log_tail(&self) -> Vec<String> {
@@ -309,6 +309,7 @@ impl Start for Arc<FakeStart> {
                     message: "llama-server exited during start-up (exit status: 1)".into(),
                     log_tail: vec!["error: failed to load model".into()],
                     user_error: false,
+                    exit_code: Some(1),
                 });
             }
             let fake = Fake::start(
@@ -481,13 +482,17 @@ async fn requests_are_routed_by_model_and_unknown_or_missing_models_are_named() 
     assert_eq!(body["error"]["type"], "invalid_request_error");
     // The typed client sees the same as an API error.
     let err = client
-        .models()
-        .await
-        .map(|_| ())
-        .and(client.get::<Value>("/props").await.map(|_| ()));
+        .post::<_, Value>("/completion", &json!({"prompt": "x"}))
+        .await;
     assert!(
         matches!(err, Err(Error::Api { status: 400, .. })),
         "{err:?}"
+    );
+    // `/props` naming no model is the router's own, as the web UI asks it.
+    let props: Value = client.get("/props").await.unwrap();
+    assert_eq!(
+        (&props["role"], &props["max_instances"]),
+        (&json!("router"), &json!(2))
     );
     rig.proxy.stop().await.unwrap();
     assert_eq!((a.stops(), b.stops()), (1, 1));
@@ -550,7 +555,19 @@ async fn one_model_is_the_default_and_the_listing_shows_states() {
 }
 
 /// Every key of a `/v1/models` entry the proxy sets itself.
-const PROXY_KEYS: [&str; 6] = ["created", "id", "lmcpp", "object", "owned_by", "status"];
+const PROXY_KEYS: [&str; 11] = [
+    "aliases",
+    "architecture",
+    "can_remove",
+    "created",
+    "id",
+    "lmcpp",
+    "object",
+    "owned_by",
+    "source",
+    "status",
+    "tags",
+];
 
 /// The proxy's `/v1/models` as JSON.
 async fn listing(client: &crate::Client) -> Value {
@@ -638,7 +655,7 @@ async fn the_listing_carries_what_each_model_server_says_under_the_proxy_fields(
     assert_eq!(
         (&entry["status"], &entry["owned_by"], &entry["object"]),
         (
-            &json!({"value": "loaded"}),
+            &json!({"value": "loaded", "args": []}),
             &json!("lmcpp"),
             &json!("model")
         )
@@ -658,10 +675,8 @@ async fn the_listing_carries_what_each_model_server_says_under_the_proxy_fields(
     for alias in ["huge", "garbage", "silent"] {
         assert_eq!(keys(entry_of(&after, alias)), PROXY_KEYS, "{alias}");
     }
-    let mut with_tags = PROXY_KEYS.to_vec();
-    with_tags.push("tags");
-    with_tags.sort_unstable();
-    assert_eq!(keys(entry_of(&after, "typed")), with_tags);
+    assert_eq!(keys(entry_of(&after, "typed")), PROXY_KEYS);
+    assert_eq!(entry_of(&after, "typed")["tags"], json!(["t"]));
     assert_eq!(after["models"][1], json!({"name": "huge", "model": "huge"}));
     // The typed client reads it all.
     let typed_list = client.models().await.unwrap();
@@ -902,7 +917,10 @@ async fn idle_models_are_evicted_lru_first_and_busy_or_pinned_ones_are_not() {
     let mut pinned = spec("c", 40);
     pinned.pinned = true;
     let rig = rig(
-        |o| o.memory_budget = 100,
+        |o| {
+            o.memory_budget = 100;
+            o.load_timeout = Duration::from_millis(300);
+        },
         vec![
             (spec("a", 40), a.clone()),
             (spec("b", 40), b.clone()),
@@ -924,7 +942,8 @@ async fn idle_models_are_evicted_lru_first_and_busy_or_pinned_ones_are_not() {
     );
     assert_eq!(state_of(&rig.proxy, "a"), ModelState::Stopped);
     assert_eq!(a.stops(), 1);
-    // b busy with a stream, c pinned: a cannot fit, and the error says why.
+    // b busy with a stream, c pinned: a cannot fit until b is idle, and a request that
+    // gives up waiting is told why.
     let stream = client
         .stream::<_, Value>("/stream", &json!({"model": "b"}))
         .await
@@ -1494,7 +1513,10 @@ async fn an_eviction_names_the_model_it_made_room_for_and_a_refusal_says_no_room
     let a = FakeStart::new("a");
     let b = FakeStart::new("b");
     let rig = rig(
-        |o| o.memory_budget = 100,
+        |o| {
+            o.memory_budget = 100;
+            o.load_timeout = Duration::from_millis(300);
+        },
         vec![(spec("a", 60), a.clone()), (spec("b", 60), b.clone())],
     )
     .await;
@@ -1575,6 +1597,7 @@ async fn a_death_and_a_failed_start_are_events_and_the_next_request_starts_again
     use ModelEventKind::*;
     let died = Died {
         exit: "signal: 9 (SIGKILL)".into(),
+        exit_code: Some(137),
     };
     assert_eq!(
         next_events(&mut events, 3).await,
@@ -1599,7 +1622,14 @@ async fn a_death_and_a_failed_start_are_events_and_the_next_request_starts_again
         next_events(&mut events, 2).await,
         [
             ev("f", None, Starting),
-            ev("f", None, StartFailed { message })
+            ev(
+                "f",
+                None,
+                StartFailed {
+                    message,
+                    exit_code: Some(1)
+                }
+            )
         ]
     );
 }
@@ -1660,4 +1690,413 @@ async fn a_receiver_that_never_reads_blocks_nothing_and_learns_what_it_missed() 
         next_events(&mut idle, 2).await,
         [ev("a", None, Starting), ev("a", Some("a"), Ready)]
     );
+}
+
+/// A recorded answer of llama-server's router (`cargo xtask fixtures`).
+fn router_fixture(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../lmcpp-types/tests/fixtures")
+        .join(format!("{name}.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The JSON type of a value, as a word.
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Where `ours` lacks a key of `router` or has another JSON type for it, recursively
+/// (objects key by key, arrays by their first elements); `skip` names the keys the
+/// proxy documents as not given.
+fn shape_gaps(router: &Value, ours: &Value, at: &str, skip: &[&str], gaps: &mut Vec<String>) {
+    if json_type(router) != json_type(ours) {
+        gaps.push(format!(
+            "{at}: {} in the router's, {} in the proxy's",
+            json_type(router),
+            json_type(ours)
+        ));
+        return;
+    }
+    match (router, ours) {
+        (Value::Object(r), Value::Object(o)) => {
+            for (key, value) in r {
+                let here = format!("{at}.{key}");
+                if skip.contains(&here.as_str()) {
+                    continue;
+                }
+                match o.get(key) {
+                    Some(mine) => shape_gaps(value, mine, &here, skip, gaps),
+                    None => gaps.push(format!("{here}: missing")),
+                }
+            }
+        }
+        (Value::Array(r), Value::Array(o)) => {
+            if let (Some(r), Some(o)) = (r.first(), o.first()) {
+                shape_gaps(r, o, &format!("{at}[0]"), skip, gaps);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What the proxy leaves out of the router's shapes, and why: `status.preset` is the
+/// router's INI preset, which lmcpp has no counterpart of.
+const ROUTER_SHAPE_SKIPS: [&str; 1] = ["$.data[0].status.preset"];
+
+fn router_shape_gaps(router: &Value, ours: &Value) -> Vec<String> {
+    let mut gaps = Vec::new();
+    shape_gaps(router, ours, "$", &ROUTER_SHAPE_SKIPS, &mut gaps);
+    gaps
+}
+
+#[test]
+fn the_shape_check_finds_a_missing_key_and_a_wrong_type() {
+    let router = json!({"data": [{"id": "m", "status": {"value": "loaded", "args": []}}]});
+    assert!(router_shape_gaps(&router, &router).is_empty());
+    let ours = json!({"data": [{"id": 1, "status": {"value": "loaded"}}]});
+    assert_eq!(
+        router_shape_gaps(&router, &ours),
+        [
+            "$.data[0].id: string in the router's, number in the proxy's",
+            "$.data[0].status.args: missing"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_router_routes_answer_in_the_recorded_router_shapes() {
+    let a = FakeStart::new("a");
+    // What a llama-server of one model lists for it (b11312, the demo model).
+    a.listing.set(
+        json!({"object": "list", "data": [{"id": "demo", "aliases": ["demo"], "tags": [],
+            "object": "model", "owned_by": "llamacpp", "created": 1,
+            "meta": {"vocab_type": 1, "n_vocab": 32000, "n_ctx": 512, "n_ctx_train": 2048,
+                "n_embd": 64, "n_params": 4_178_240, "size": 16_712_960, "ftype": "all F32"}}]})
+        .to_string(),
+    );
+    let rig = rig(|_| {}, vec![(spec("a", 0), a.clone())]).await;
+    let client = rig.proxy.client();
+    let get = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            let raw = client.raw(Method::GET, path, None).await.unwrap();
+            serde_json::from_slice::<Value>(&raw.body).unwrap()
+        }
+    };
+    let unloaded = get("/models").await;
+    assert_eq!(unloaded["data"][0]["status"]["value"], "unloaded");
+    assert_eq!(
+        router_shape_gaps(&router_fixture("router_models"), &unloaded),
+        Vec::<String>::new()
+    );
+    let (status, loaded) = post(&client, "/models/load", json!({"model": "a"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(loaded, router_fixture("router_load"));
+    let listed = get("/models").await;
+    assert_eq!(listed["data"][0]["status"]["value"], "loaded");
+    assert_eq!(
+        router_shape_gaps(&router_fixture("router_models_loaded"), &listed),
+        Vec::<String>::new()
+    );
+    let (status, unloaded) = post(&client, "/models/unload", json!({"model": "a"})).await;
+    assert_eq!((status, unloaded), (200, router_fixture("router_unload")));
+    let (status, unknown) = post(&client, "/models/load", json!({"model": "zz"})).await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        router_shape_gaps(&router_fixture("router_error_unknown_model"), &unknown),
+        Vec::<String>::new()
+    );
+    // The typed router client reads it all.
+    let typed = client.router_models().await.unwrap();
+    assert_eq!(
+        typed.data[0].status.as_ref().unwrap().value,
+        lmcpp_types::router::ModelState::Unloaded
+    );
+}
+
+#[tokio::test]
+async fn a_failed_model_is_listed_unloaded_with_failed_and_its_exit_code() {
+    let (a, rig) = solo().await;
+    let client = rig.proxy.client();
+    assert_eq!(post(&client, "/x", json!({})).await.0, 200);
+    a.kill();
+    eventually("a is failed", || {
+        state_of(&rig.proxy, "a") == ModelState::Failed
+    })
+    .await;
+    let list = listing(&client).await;
+    assert_eq!(
+        entry_of(&list, "a")["status"],
+        json!({"value": "unloaded", "args": [], "failed": true, "exit_code": 137})
+    );
+    let typed = client.router_models().await.unwrap();
+    let status = typed.data[0].status.clone().unwrap();
+    assert_eq!((status.failed, status.exit_code), (Some(true), Some(137)));
+}
+
+#[tokio::test]
+async fn models_sse_and_lmcpp_events_stream_each_transition_as_it_happens() {
+    let (_, b, rig) = pair().await;
+    let client = rig.proxy.client();
+    let mut router = client.router_events().await.unwrap();
+    let mut own = client.proxy_events().await.unwrap();
+    let load = lmcpp_types::router::ModelRequest::new("b");
+    assert!(client.load_model(&load).await.unwrap().success);
+    assert!(client.unload_model(&load).await.unwrap().success);
+    b.kill();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let event = tokio::time::timeout(Duration::from_secs(10), router.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.push(serde_json::to_value(&event).unwrap());
+    }
+    assert_eq!(
+        seen,
+        [
+            json!({"model": "b", "event": "status_change", "data": {"status": "loading"}}),
+            json!({"model": "b", "event": "status_change", "data": {"status": "loaded"}}),
+            json!({"model": "b", "event": "status_change",
+                "data": {"status": "unloaded", "exit_code": 0}}),
+        ]
+    );
+    let mut kinds = Vec::new();
+    for _ in 0..3 {
+        let event = tokio::time::timeout(Duration::from_secs(10), own.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.alias, "b");
+        kinds.push(event.kind);
+    }
+    use ModelEventKind::*;
+    assert_eq!(kinds, [Starting, Ready, stopped(StopReason::Unloaded)]);
+    // A stream of a stopping proxy ends.
+    rig.proxy.stop().await.unwrap();
+    let rest = tokio::time::timeout(Duration::from_secs(10), own.collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+/// The value of the proxy's metric `name` for model `alias`.
+async fn metric(client: &crate::Client, name: &str, alias: &str) -> f64 {
+    let metrics = client.proxy_metrics().await.unwrap();
+    metrics
+        .samples()
+        .find(|s| s.name == name && s.labels.get("model").map(String::as_str) == Some(alias))
+        .unwrap_or_else(|| panic!("no {name} for {alias}"))
+        .value
+}
+
+#[tokio::test]
+async fn the_proxys_own_metrics_count_requests_loads_evictions_and_state() {
+    let a = FakeStart::new("a");
+    let b = FakeStart::new("b");
+    let rig = rig(
+        |o| o.memory_budget = 100,
+        vec![(spec("a", 60), a.clone()), (spec("b", 60), b.clone())],
+    )
+    .await;
+    let client = rig.proxy.client();
+    for m in ["a", "a", "b"] {
+        assert_eq!(post(&client, "/x", json!({"model": m})).await.0, 200);
+    }
+    let text = client
+        .raw(Method::GET, "/lmcpp/metrics", None)
+        .await
+        .unwrap();
+    assert_eq!(text.status, 200);
+    let values = [
+        ("lmcpp_proxy_requests_total", "a", 2.0),
+        ("lmcpp_proxy_requests_total", "b", 1.0),
+        ("lmcpp_proxy_load_seconds_count", "a", 1.0),
+        ("lmcpp_proxy_evictions_total", "a", 1.0),
+        ("lmcpp_proxy_evictions_total", "b", 0.0),
+        // The first request of each model waited for its start.
+        ("lmcpp_proxy_queue_wait_seconds_count", "a", 1.0),
+        ("lmcpp_proxy_queued", "a", 0.0),
+    ];
+    for (name, alias, want) in values {
+        assert_eq!(metric(&client, name, alias).await, want, "{name} {alias}");
+    }
+    let metrics = client.proxy_metrics().await.unwrap();
+    let states: Vec<(String, String)> = metrics
+        .samples()
+        .filter(|s| s.name == "lmcpp_proxy_model_state" && s.value == 1.0)
+        .map(|s| (s.labels["model"].clone(), s.labels["state"].clone()))
+        .collect();
+    assert_eq!(
+        states,
+        [("a".into(), "stopped".into()), ("b".into(), "ready".into())]
+    );
+    // A model's own metrics stay where they were: forwarded with `?model=`.
+    let raw = client
+        .raw(Method::GET, "/metrics?model=b", None)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&raw.body).unwrap();
+    assert_eq!(
+        (body["server"].as_str(), body["path"].as_str()),
+        (Some("b"), Some("/metrics?model=b"))
+    );
+}
+
+#[tokio::test]
+async fn a_full_queue_is_a_429_with_retry_after_and_a_gone_client_leaves_the_queue() {
+    let gate = Arc::new(Semaphore::new(0));
+    let a = FakeStart::with("a", None, Some(Arc::clone(&gate)), false);
+    let mut s = spec("a", 0);
+    s.max_queue = Some(2);
+    let rig = rig(|_| {}, vec![(s, a.clone())]).await;
+    let client = rig.proxy.client();
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { post(&client, "/x", json!({})).await.0 }
+    });
+    // The second waits on a connection of its own, which the test then drops.
+    let crate::Endpoint::Unix { socket } = rig.proxy.endpoint().clone() else {
+        panic!("the rig listens on a socket")
+    };
+    let mut gone = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    let body = r#"{"model":"a"}"#;
+    let request = format!(
+        "POST /x HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut gone, request.as_bytes())
+        .await
+        .unwrap();
+    let mut queued = 0.0;
+    for _ in 0..5000 {
+        queued = metric(&client, "lmcpp_proxy_queued", "a").await;
+        if queued == 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(queued, 2.0);
+    let full = client
+        .raw(Method::POST, "/x", Some(Bytes::from("{}")))
+        .await
+        .unwrap();
+    assert_eq!(full.status, 429);
+    let body: Value = serde_json::from_slice(&full.body).unwrap();
+    assert_eq!(body["error"]["max_queue"], 2);
+    assert_eq!(
+        metric(&client, "lmcpp_proxy_rejected_total", "a").await,
+        1.0
+    );
+    drop(gone);
+    let mut left = 2.0;
+    for _ in 0..5000 {
+        left = metric(&client, "lmcpp_proxy_queued", "a").await;
+        if left == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(
+        left, 1.0,
+        "the request of the client that went away left the queue"
+    );
+    gate.add_permits(1);
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(
+        metric(&client, "lmcpp_proxy_requests_total", "a").await,
+        1.0
+    );
+}
+
+/// Two models of which only one fits, `a` busy with a stream and `b` waiting for its
+/// room; `pass_over` is the bound.
+async fn one_fits(pass_over: Duration) -> (Arc<FakeStart>, Arc<FakeStart>, Rig) {
+    let a = FakeStart::new("a");
+    let b = FakeStart::new("b");
+    let rig = rig(
+        |o| {
+            o.memory_budget = 100;
+            o.max_pass_over = pass_over;
+        },
+        vec![(spec("a", 60), a.clone()), (spec("b", 60), b.clone())],
+    )
+    .await;
+    (a, b, rig)
+}
+
+/// Waits until `alias` has `n` requests queued.
+async fn queued(client: &crate::Client, alias: &str, n: f64) {
+    for _ in 0..5000 {
+        if metric(client, "lmcpp_proxy_queued", alias).await == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("{alias} never had {n} queued");
+}
+
+#[tokio::test]
+async fn a_request_waits_for_a_busy_models_room_and_the_busy_model_batches_within_the_bound() {
+    let (a, b, rig) = one_fits(Duration::from_secs(3600)).await;
+    let client = rig.proxy.client();
+    let stream = client
+        .stream::<_, Value>("/stream", &json!({"model": "a"}))
+        .await
+        .unwrap();
+    let waiting_b = tokio::spawn({
+        let client = client.clone();
+        async move { post(&client, "/x", json!({"model": "b"})).await }
+    });
+    queued(&client, "b", 1.0).await;
+    // Within the bound, a (resident) still takes newer requests: no swap for them.
+    for _ in 0..3 {
+        assert_eq!(post(&client, "/x", json!({"model": "a"})).await.0, 200);
+    }
+    assert_eq!((a.starts(), b.starts(), a.stops()), (1, 0, 0));
+    // a is never evicted while its stream is in flight; once it is done, b gets its room.
+    drop(stream);
+    let (status, body) = waiting_b.await.unwrap();
+    assert_eq!((status, body["server"].as_str()), (200, Some("b")));
+    assert_eq!((a.stops(), b.starts()), (1, 1));
+}
+
+#[tokio::test]
+async fn past_the_bound_the_busy_model_takes_no_newer_request_until_the_waiting_one_had_its_turn() {
+    let (a, b, rig) = one_fits(Duration::ZERO).await;
+    let client = rig.proxy.client();
+    let stream = client
+        .stream::<_, Value>("/stream", &json!({"model": "a"}))
+        .await
+        .unwrap();
+    let waiting_b = tokio::spawn({
+        let client = client.clone();
+        async move { post(&client, "/x", json!({"model": "b"})).await.0 }
+    });
+    queued(&client, "b", 1.0).await;
+    // First come first served: a's newer request waits behind b's.
+    let later_a = tokio::spawn({
+        let client = client.clone();
+        async move { post(&client, "/x", json!({"model": "a"})).await }
+    });
+    queued(&client, "a", 1.0).await;
+    assert_eq!(
+        metric(&client, "lmcpp_proxy_requests_total", "a").await,
+        1.0
+    );
+    drop(stream);
+    assert_eq!(waiting_b.await.unwrap(), 200);
+    let (status, body) = later_a.await.unwrap();
+    assert_eq!((status, body["server"].as_str()), (200, Some("a")));
+    // a was stopped for b and started again for its later request.
+    assert_eq!((a.starts(), a.stops(), b.starts()), (2, 1, 1));
 }

@@ -57,6 +57,10 @@ pub struct ModelView {
     pub llama_version: Option<String>,
     /// Why the last start failed or the server died (state [`ModelState::Failed`]).
     pub error: Option<String>,
+    /// How its server exited, as one number, when it failed by exiting (state
+    /// [`ModelState::Failed`]): the exit code, or `128 + N` for signal `N`.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
 }
 
 /// `Option<SystemTime>` as milliseconds since the Unix epoch.

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lmcpp::server::{DEFAULT_KEEP_ALIVE, DEFAULT_LOAD_TIMEOUT};
+use lmcpp::server::{DEFAULT_KEEP_ALIVE, DEFAULT_LOAD_TIMEOUT, DEFAULT_MAX_PASS_OVER};
 
 /// How long a model server may take to become ready before its start fails, unless the
 /// config says otherwise: long, so that a slow load (a large model from a slow disk) is
@@ -41,6 +41,9 @@ pub(crate) struct Plan {
     pub(crate) start_timeout: Duration,
     /// The environment variable holding the proxy's API key, if the config names one.
     pub(crate) api_key_env: Option<String>,
+    /// How long a request may wait for memory held by busy models that keep taking newer
+    /// requests (`Duration::ZERO`: first come first served across models).
+    pub(crate) max_pass_over: Duration,
     /// The models, in order.
     pub(crate) models: Vec<ModelPlan>,
 }
@@ -76,6 +79,8 @@ pub(crate) struct ModelPlan {
     pub(crate) memory: Option<u64>,
     /// Its own start-up limit (`None`: the plan's).
     pub(crate) start_timeout: Option<Duration>,
+    /// How many requests may wait for it at once (`None`: no bound).
+    pub(crate) max_queue: Option<usize>,
 }
 
 /// A memory budget as written: bytes, or a share of the machine's RAM.
@@ -83,7 +88,7 @@ pub(crate) struct ModelPlan {
 pub(crate) enum Budget {
     /// Exactly this many bytes.
     Bytes(u64),
-    /// This percentage (0 < p ≤ 100) of `MemTotal`.
+    /// This percentage (0 < p ≤ 100) of the machine's memory.
     Percent(f64),
 }
 
@@ -96,8 +101,8 @@ impl Budget {
             Self::Percent(p) => mem_total
                 .map(|total| (total as f64 * p / 100.0) as u64)
                 .ok_or_else(|| {
-                    "a percentage budget needs MemTotal from /proc/meminfo, which cannot be \
-                     read here; give the budget in bytes (e.g. \"12GiB\")"
+                    "a percentage budget needs the machine's memory, which the OS does not \
+                     say here; give the budget in bytes (e.g. \"12GiB\")"
                         .to_owned()
                 }),
         }
@@ -115,6 +120,7 @@ struct File {
     start_timeout: Option<Spanned<DurationText>>,
     api_key_env: Option<Spanned<String>>,
     keep_alive: Option<Spanned<DurationText>>,
+    max_pass_over: Option<Spanned<DurationText>>,
     #[serde(default)]
     models: Vec<ModelEntry>,
 }
@@ -138,6 +144,7 @@ struct ModelEntry {
     pinned: bool,
     memory: Option<Spanned<String>>,
     start_timeout: Option<Spanned<DurationText>>,
+    max_queue: Option<Spanned<u64>>,
 }
 
 /// A duration as TOML allows writing it: `"5m"`, `"90s"`, `"1h30m"`, `"0"`, or an integer
@@ -224,6 +231,13 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<Plan, BadInput> {
         }
         v => v.as_ref().map(|v| v.get_ref().clone()),
     };
+    let max_pass_over = match &file.max_pass_over {
+        None => DEFAULT_MAX_PASS_OVER,
+        Some(t) => t
+            .get_ref()
+            .parse()
+            .map_err(|p| at(t.span(), "max_pass_over", p))?,
+    };
     let default_keep_alive = match &file.keep_alive {
         None => Some(DEFAULT_KEEP_ALIVE),
         Some(k) => keep_alive(k.get_ref()).map_err(|p| at(k.span(), "keep_alive", p))?,
@@ -241,6 +255,7 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<Plan, BadInput> {
         load_timeout,
         start_timeout,
         api_key_env,
+        max_pass_over,
         models,
     })
 }
@@ -335,6 +350,21 @@ fn model_plan(
             ));
         }
     }
+    let max_queue = match &m.max_queue {
+        None => None,
+        Some(n) => match usize::try_from(*n.get_ref()) {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                return Err(at(
+                    n.span(),
+                    &key("max_queue"),
+                    "must be at least 1 (how many requests may wait for the model); leave it \
+                     out for no bound"
+                        .to_owned(),
+                ));
+            }
+        },
+    };
     Ok(ModelPlan {
         alias,
         reference: m.model.trim().to_owned(),
@@ -350,6 +380,7 @@ fn model_plan(
         pinned: m.pinned,
         memory,
         start_timeout,
+        max_queue,
     })
 }
 
@@ -575,16 +606,6 @@ pub(crate) fn parse_budget(text: &str) -> Result<Budget, String> {
     Ok(Budget::Bytes(bytes as u64))
 }
 
-/// `MemTotal` of a `/proc/meminfo` text, in bytes.
-pub(crate) fn mem_total(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let mut words = line["MemTotal:".len()..].split_whitespace();
-    let kib: u64 = words.next()?.parse().ok()?;
-    matches!(words.next(), Some("kB") | None)
-        .then(|| kib.checked_mul(1024))
-        .flatten()
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -603,6 +624,7 @@ load_timeout = "2m"
 start_timeout = "2h"
 api_key_env = "MY_PROXY_KEY"
 keep_alive = "10m"
+max_pass_over = "10s"
 
 [[models]]
 alias = "chat"
@@ -613,6 +635,7 @@ args = ["--temp", "0.7"]
 ctx_size = 8192
 parallel = 2
 pinned = true
+max_queue = 16
 
 [[models]]
 alias = "embed"
@@ -634,6 +657,7 @@ start_timeout = "90s"
         assert_eq!(plan.load_timeout, Duration::from_secs(120));
         assert_eq!(plan.start_timeout, Duration::from_secs(7200));
         assert_eq!(plan.api_key_env.as_deref(), Some("MY_PROXY_KEY"));
+        assert_eq!(plan.max_pass_over, Duration::from_secs(10));
         assert_eq!(
             plan.models[0],
             ModelPlan {
@@ -646,6 +670,7 @@ start_timeout = "90s"
                 parallel: Some(2),
                 keep_alive: Some(Duration::from_secs(600)),
                 pinned: true,
+                max_queue: Some(16),
                 ..ModelPlan::default()
             }
         );
@@ -668,6 +693,8 @@ start_timeout = "90s"
         assert_eq!(plan.memory_budget, None);
         assert!(!plan.http);
         assert_eq!(plan.load_timeout, DEFAULT_LOAD_TIMEOUT);
+        assert_eq!(plan.max_pass_over, DEFAULT_MAX_PASS_OVER);
+        assert_eq!(plan.models[0].max_queue, None);
         // A slow load is not killed at a request's wait: the start may take far longer.
         assert_eq!(plan.start_timeout, DEFAULT_START_TIMEOUT);
         assert!(plan.start_timeout > 10 * plan.load_timeout);
@@ -710,6 +737,14 @@ start_timeout = "90s"
             (
                 format!("load_timeout = \"0\"\n{m}"),
                 &["line 1", "load_timeout", "longer than 0"],
+            ),
+            (
+                format!("{m}max_queue = 0\n"),
+                &["line 4", "max_queue", "at least 1"],
+            ),
+            (
+                format!("max_pass_over = \"a while\"\n{m}"),
+                &["line 1", "not a duration"],
             ),
             (
                 format!("load_timeout = \"soon\"\n{m}"),
@@ -991,7 +1026,5 @@ start_timeout = "90s"
         }
         assert_eq!(Budget::Percent(50.0).bytes(Some(1000)), Ok(500));
         assert!(Budget::Percent(50.0).bytes(None).is_err());
-        assert_eq!(mem_total("MemTotal: 2 kB\n"), Some(2048));
-        assert_eq!(mem_total("MemTotal: 99999999999999999999 kB\n"), None);
     }
 }

@@ -174,7 +174,7 @@ pub(crate) fn line(event: &ModelEvent) -> Option<String> {
             };
             format!("model {alias}: {server} stopped ({why})")
         }
-        ModelEventKind::Died { exit } => {
+        ModelEventKind::Died { exit, .. } => {
             format!("model {alias}: its {server} died ({exit}); the next request starts it again")
         }
         ModelEventKind::NoRoom {
