@@ -35,6 +35,18 @@ const BIND_FAILURES: &[&str] = &[
     "address already in use",
 ];
 
+/// Whether a server that exited early failed to bind its HTTP endpoint: its log says so,
+/// or (some versions exit without a word, or before the line reaches the log) the port is
+/// taken now, so lmcpp cannot bind it either.
+fn could_not_bind(endpoint: &Endpoint, log_tail: &[String]) -> bool {
+    let Endpoint::Http { host, port } = endpoint else {
+        return false;
+    };
+    log_tail.iter().any(|l| is_bind_failure(l))
+        || std::net::TcpListener::bind((host.as_str(), *port))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+}
+
 /// Whether a log line reports that the listening socket could not be bound.
 fn is_bind_failure(line: &str) -> bool {
     let lower = line.to_ascii_lowercase();
@@ -627,7 +639,7 @@ impl Server {
             Readiness::Exited { status, log_tail } => {
                 if let (Endpoint::Http { host, port }, true) = (
                     server.endpoint(),
-                    log_tail.iter().any(|l| is_bind_failure(l)),
+                    could_not_bind(server.endpoint(), &log_tail),
                 ) {
                     return Err(Error::PortInUse {
                         host: host.clone(),
@@ -691,7 +703,7 @@ impl Server {
                 self.plan.opts.transport.http(),
                 Some((_, HttpPort::Auto | HttpPort::Prefer(_)))
             ) && self.port_attempts < PORT_ATTEMPTS
-                && log_tail.iter().any(|l| is_bind_failure(l));
+                && could_not_bind(self.endpoint(), &log_tail);
             if !retry {
                 return Ok(Readiness::Exited { status, log_tail });
             }
@@ -855,6 +867,32 @@ async fn watch_health(attempt: &Attempt, deadline: tokio::time::Instant) -> Heal
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A server that exits early without a word about binding (as some versions do) is
+    /// still known to have lost its port when the port is held; a free port is not that.
+    #[test]
+    fn a_held_port_is_a_bind_failure_whatever_the_log_says() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = held.local_addr().unwrap().port();
+        let http = |port| Endpoint::Http {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        assert!(could_not_bind(&http(port), &[]));
+        assert!(could_not_bind(
+            &http(port),
+            &["main: couldn't bind HTTP server socket".into()]
+        ));
+        drop(held);
+        assert!(!could_not_bind(
+            &http(port),
+            &["error: model not found".into()]
+        ));
+        let socket = Endpoint::Unix {
+            socket: "/nonexistent/s.sock".into(),
+        };
+        assert!(!could_not_bind(&socket, &["address already in use".into()]));
+    }
 
     /// An executable shell script `exe` in `dir`.
     fn executable(dir: &Path) -> PathBuf {

@@ -89,7 +89,9 @@ pub(crate) fn live_servers(registry: &Registry) -> Result<Vec<ServerRecord>> {
     Ok(live
         .into_iter()
         .filter(|r| r.kind == ProcessKind::Server)
-        .filter(|r| parent_pid(r.pid).is_none_or(|parent| !proxies.contains(&parent)))
+        .filter(|r| {
+            lmcpp::server::parent_pid(r.pid).is_none_or(|parent| !proxies.contains(&parent))
+        })
         .collect())
 }
 
@@ -104,18 +106,6 @@ pub(crate) fn live_records(registry: &Registry) -> Result<Vec<ServerRecord>> {
             _ => None,
         })
         .collect())
-}
-
-/// The parent of a process, from `/proc/<pid>/stat` (the field after the state, which
-/// follows the command name's closing parenthesis).
-fn parent_pid(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 /// The target of a command that asks a model: a proxy needs the alias to route to.
@@ -363,15 +353,5 @@ mod tests {
         ] {
             assert_eq!(query_escape(alias), want);
         }
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn a_process_parent_is_read_from_proc() {
-        assert_eq!(
-            parent_pid(std::process::id()),
-            Some(std::os::unix::process::parent_id())
-        );
-        assert_eq!(parent_pid(u32::MAX), None);
     }
 }

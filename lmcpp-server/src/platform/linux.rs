@@ -26,6 +26,27 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     stat_fields(pid)?.get(22 - 3)?.parse().ok()
 }
 
+/// The parent of the process (field 4 of `/proc/<pid>/stat`).
+pub fn parent_pid(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(4 - 3)?.parse().ok()
+}
+
+/// The machine's memory: `MemTotal` of `/proc/meminfo`.
+pub fn total_memory() -> Option<u64> {
+    mem_total(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+/// `MemTotal` of a `/proc/meminfo` text, in bytes.
+fn mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut words = line["MemTotal:".len()..].split_whitespace();
+    let value: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") | None => value.checked_mul(1024),
+        Some(_) => None,
+    }
+}
+
 /// The process group the process belongs to (field 5 of `/proc/<pid>/stat`).
 pub(crate) fn pgid(pid: u32) -> Option<u32> {
     stat_fields(pid)?.get(5 - 3)?.parse().ok()
@@ -120,6 +141,22 @@ pub(super) fn signal_pinned(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meminfo_table() {
+        for (text, want) in [
+            (
+                "MemTotal:       16318480 kB\nMemFree: 1 kB\n",
+                Some(16_710_123_520),
+            ),
+            ("MemFree: 1 kB\n", None),
+            ("MemTotal: x kB\n", None),
+            ("MemTotal: 5 MB\n", None),
+            ("MemTotal: 18446744073709551615 kB\n", None),
+        ] {
+            assert_eq!(mem_total(text), want, "{text:?}");
+        }
+    }
 
     #[test]
     fn own_process_has_a_group_and_this_boot_an_id() {

@@ -41,6 +41,28 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     Some(info.pbi_start_tvsec * 1_000_000 + info.pbi_start_tvusec)
 }
 
+/// The parent of the process.
+pub fn parent_pid(pid: u32) -> Option<u32> {
+    bsd_info(pid).map(|i| i.pbi_ppid)
+}
+
+/// The machine's memory (`hw.memsize`).
+pub fn total_memory() -> Option<u64> {
+    let mut bytes: u64 = 0;
+    let mut len = std::mem::size_of::<u64>();
+    // SAFETY: a NUL-terminated name and a buffer of `len` bytes for its 64-bit value.
+    let rc = unsafe {
+        libc::sysctlbyname(
+            c"hw.memsize".as_ptr(),
+            (&raw mut bytes).cast::<c_void>(),
+            &raw mut len,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    (rc == 0 && len == std::mem::size_of::<u64>() && bytes > 0).then_some(bytes)
+}
+
 /// The process group the process belongs to.
 pub(crate) fn pgid(pid: u32) -> Option<u32> {
     bsd_info(pid).map(|i| i.pbi_pgid)

@@ -7,6 +7,7 @@
 //! | graceful stop, then kill | SIGTERM, SIGKILL to the group | the same | `CTRL_BREAK` to the group, `TerminateJobObject` |
 //! | exit without reaping | `waitid(WNOWAIT)` | the same | wait on the process handle |
 //! | identity of a pid | `/proc/<pid>/stat` start time, `/proc/<pid>/exe` | `proc_pidinfo` start time, `proc_pidpath` | `GetProcessTimes`, `QueryFullProcessImageNameW` |
+//! | parent, memory | `/proc/<pid>/stat`, `/proc/meminfo` | `proc_pidinfo`, `hw.memsize` (other Unix: `sysconf`) | process snapshot, `GlobalMemoryStatusEx` |
 //! | runtime files | `$XDG_RUNTIME_DIR` or `/tmp`, `lmcpp-<uid>` mode 0700 | the same | `%LOCALAPPDATA%`, `lmcpp-<user>` with an ACL for the user alone |
 //! | default transport | Unix socket | Unix socket | loopback HTTP with a random API key |
 //!
@@ -23,14 +24,14 @@ mod unix;
 #[cfg(unix)]
 pub(crate) use unix::*;
 #[cfg(unix)]
-pub use unix::{default_runtime_dir, private_dir_name};
+pub use unix::{default_runtime_dir, parent_pid, private_dir_name, total_memory};
 
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
 pub(crate) use windows::*;
 #[cfg(windows)]
-pub use windows::{default_runtime_dir, private_dir_name};
+pub use windows::{default_runtime_dir, parent_pid, private_dir_name, total_memory};
 
 #[cfg(not(any(unix, windows)))]
 compile_error!("lmcpp-server supports Unix and Windows");
@@ -83,6 +84,33 @@ pub(crate) fn random_key() -> std::io::Result<String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A child's parent is this process; the machine's memory is known (and plausible).
+    #[test]
+    fn parents_and_memory_are_read_from_the_os() {
+        let mut child = if cfg!(windows) {
+            let mut c = std::process::Command::new("cmd");
+            c.args(["/C", "ping -n 30 127.0.0.1 >NUL"]);
+            c
+        } else {
+            let mut c = std::process::Command::new("sleep");
+            c.arg("30");
+            c
+        };
+        let mut child = child.spawn().unwrap();
+        let parent = parent_pid(child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(parent, Some(std::process::id()));
+        #[cfg(unix)]
+        assert_eq!(
+            parent_pid(std::process::id()),
+            Some(std::os::unix::process::parent_id())
+        );
+        assert_eq!(parent_pid(u32::MAX), None);
+        let memory = total_memory().unwrap();
+        assert!(memory > 64 << 20, "{memory}");
+    }
 
     #[test]
     fn own_process_is_described() {

@@ -32,6 +32,7 @@ use os::pgid;
 pub(crate) use os::{alive, boot_id, exe, start_time};
 #[cfg(target_os = "linux")]
 use os::{die_with_parent, signal_pinned};
+pub use os::{parent_pid, total_memory};
 
 /// Whether a process with this pid exists (zombies included), by signal 0: only the
 /// existence and permission check.

@@ -21,6 +21,24 @@ pub(crate) fn pgid(pid: u32) -> Option<u32> {
 }
 
 /// Unknown here.
+pub fn parent_pid(_pid: u32) -> Option<u32> {
+    None
+}
+
+/// Physical pages times the page size (`sysconf`), where the system answers.
+pub fn total_memory() -> Option<u64> {
+    // SAFETY: plain library calls.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let pages = u64::try_from(pages).ok().filter(|p| *p > 0)?;
+    pages.checked_mul(u64::try_from(size).ok()?)
+}
+
+/// Unknown here.
 pub(crate) fn boot_id() -> Option<String> {
     None
 }

@@ -236,6 +236,48 @@ pub(crate) fn boot_id() -> Option<String> {
     None
 }
 
+/// The parent of the process, from a snapshot of the process list (Windows records the
+/// pid of the creating process, which may since have exited).
+pub fn parent_pid(pid: u32) -> Option<u32> {
+    use windows_sys::Win32::Foundation::INVALID_HANDLE_VALUE;
+    use windows_sys::Win32::System::Diagnostics::ToolHelp::{
+        CreateToolhelp32Snapshot, PROCESSENTRY32W, Process32FirstW, Process32NextW,
+        TH32CS_SNAPPROCESS,
+    };
+    // SAFETY: plain call; the handle is owned (and closed) below.
+    let snapshot = unsafe { CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0) };
+    if snapshot == INVALID_HANDLE_VALUE || snapshot.is_null() {
+        return None;
+    }
+    // SAFETY: a handle we just opened and own.
+    let snapshot = unsafe { OwnedHandle::from_raw_handle(snapshot as RawHandle) };
+    // SAFETY: plain data, with its size set as the API requires.
+    let mut entry: PROCESSENTRY32W = unsafe { std::mem::zeroed() };
+    entry.dwSize = std::mem::size_of::<PROCESSENTRY32W>() as u32;
+    let raw = snapshot.as_raw_handle() as HANDLE;
+    // SAFETY: a valid snapshot handle and an entry of the declared size.
+    let mut more = unsafe { Process32FirstW(raw, &mut entry) } != 0;
+    while more {
+        if entry.th32ProcessID == pid {
+            return Some(entry.th32ParentProcessID);
+        }
+        // SAFETY: as above.
+        more = unsafe { Process32NextW(raw, &mut entry) } != 0;
+    }
+    None
+}
+
+/// The machine's physical memory (`GlobalMemoryStatusEx`).
+pub fn total_memory() -> Option<u64> {
+    use windows_sys::Win32::System::SystemInformation::{GlobalMemoryStatusEx, MEMORYSTATUSEX};
+    // SAFETY: plain data, with its length set as the API requires.
+    let mut status: MEMORYSTATUSEX = unsafe { std::mem::zeroed() };
+    status.dwLength = std::mem::size_of::<MEMORYSTATUSEX>() as u32;
+    // SAFETY: a structure of the declared length.
+    let ok = unsafe { GlobalMemoryStatusEx(&mut status) } != 0;
+    (ok && status.ullTotalPhys > 0).then_some(status.ullTotalPhys)
+}
+
 /// The full path of the executable the process runs.
 pub(crate) fn exe(pid: u32) -> Option<PathBuf> {
     let handle = open(pid, PROCESS_QUERY_LIMITED_INFORMATION)?;

@@ -463,7 +463,7 @@ mod tests {
                 loop {
                     if let Some(p) = std::fs::read_to_string(&pidfile)
                         .ok()
-                        .and_then(|s| s.trim().parse::<i32>().ok())
+                        .and_then(|s| s.trim().parse::<u32>().ok())
                     {
                         break p;
                     }
@@ -472,18 +472,10 @@ mod tests {
             } => pid,
         };
         // The select dropped the build future: the grandchild must be gone too.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let alive = |p: i32| {
-            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
-                s.rsplit(')')
-                    .next()
-                    .is_some_and(|r| !r.trim_start().starts_with('Z'))
-            })
-        };
-        while alive(pid) && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(!alive(pid), "grandchild {pid} outlived the build");
+        let gone = lmcpp_test_support::eventually(Duration::from_secs(10), || {
+            !lmcpp_test_support::running(pid)
+        });
+        assert!(gone.await, "grandchild {pid} outlived the build");
     }
 
     /// A command running these shell lines (`sh`; on Windows a batch file, where `'` is
