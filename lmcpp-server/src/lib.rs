@@ -64,17 +64,18 @@ pub use answer::RawResponse;
 pub use client::{Client, ClientBuilder, DEFAULT_HEALTH_TIMEOUT};
 pub use endpoint::Endpoint;
 pub use error::{Error, Result};
-pub use lmcpp_types::{Class, Classify};
 pub use limits::{
     ClientLimits, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_ERROR_BODY,
     DEFAULT_MAX_EVENT, DEFAULT_QUICK_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT,
 };
+pub use lmcpp_types::{Class, Classify};
 pub use platform::{default_runtime_dir, parent_pid, private_dir_name, total_memory};
 pub use proxy::{
-    DEFAULT_KEEP_ALIVE, DEFAULT_LOAD_TIMEOUT, DEFAULT_PROXY_MAX_BODY, DEFAULT_PROXY_MAX_HEADER,
-    DEFAULT_PROXY_MAX_HEADERS, DEFAULT_READ_STALL_TIMEOUT, DEFAULT_WRITE_STALL_TIMEOUT, Launch,
-    LaunchError, MAX_ALIAS_LEN, MODEL_EVENT_CAPACITY, ModelEvent, ModelEventKind, ModelSpec,
-    ModelState, ModelView, Proxy, ProxyOptions, StopReason, default_memory_budget,
+    DEFAULT_KEEP_ALIVE, DEFAULT_LOAD_TIMEOUT, DEFAULT_MAX_PASS_OVER, DEFAULT_PROXY_MAX_BODY,
+    DEFAULT_PROXY_MAX_HEADER, DEFAULT_PROXY_MAX_HEADERS, DEFAULT_READ_STALL_TIMEOUT,
+    DEFAULT_WRITE_STALL_TIMEOUT, EVENTS_PATH, Launch, LaunchError, MAX_ALIAS_LEN, METRICS_PATH,
+    MODEL_EVENT_CAPACITY, ModelEvent, ModelEventKind, ModelSpec, ModelState, ModelView, Proxy,
+    ProxyOptions, SSE_PING, StopReason, default_memory_budget,
 };
 pub use registry::{Entry, ProcessKind, Registry, ServerRecord, StaleReason, StopOutcome};
 pub use rpc::{

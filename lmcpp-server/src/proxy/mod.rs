@@ -5,8 +5,11 @@
 
 mod entry;
 mod events;
+mod feed;
 mod listen;
+mod metrics;
 mod models;
+mod router;
 mod service;
 mod spec;
 mod stall;
@@ -38,6 +41,8 @@ use crate::{
 };
 
 pub use events::{MODEL_EVENT_CAPACITY, ModelEvent, ModelEventKind, StopReason};
+pub use feed::SSE_PING;
+pub use service::{EVENTS_PATH, METRICS_PATH};
 pub use spec::{DEFAULT_KEEP_ALIVE, Launch, LaunchError, MAX_ALIAS_LEN, ModelSpec};
 pub use view::{ModelState, ModelView};
 
@@ -62,6 +67,10 @@ pub const DEFAULT_READ_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time a request waits for its model to load.
 pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Default bound on how long a request waits for memory held by busy models while
+/// those keep taking newer requests ([`ProxyOptions::max_pass_over`]).
+pub const DEFAULT_MAX_PASS_OVER: Duration = Duration::from_secs(30);
+
 /// How the proxy listens and what it enforces.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -84,6 +93,12 @@ pub struct ProxyOptions {
     pub memory_budget: u64,
     /// How long a request waits for its model to load before it gets a 503.
     pub load_timeout: Duration,
+    /// When a model must wait for memory that busy models hold, those keep taking
+    /// newer requests (so requests are served in batches per model rather than
+    /// swapping models on each) for at most this long after its oldest request came;
+    /// then they take none that came later, finish what they have, and make room.
+    /// `Duration::ZERO` serves requests first come first served across models.
+    pub max_pass_over: Duration,
     /// How long a client may accept no byte of a response (it stopped reading its
     /// stream) before the proxy drops the request: the model server's request is
     /// cancelled and the model no longer counts it in flight.
@@ -118,6 +133,7 @@ impl ProxyOptions {
             api_key: None,
             memory_budget,
             load_timeout: DEFAULT_LOAD_TIMEOUT,
+            max_pass_over: DEFAULT_MAX_PASS_OVER,
             write_stall_timeout: DEFAULT_WRITE_STALL_TIMEOUT,
             read_stall_timeout: DEFAULT_READ_STALL_TIMEOUT,
             max_body: DEFAULT_PROXY_MAX_BODY,
@@ -286,7 +302,7 @@ impl Proxy {
             registry.remove(&record);
             return Err(e);
         }
-        let models = Arc::new(Models::new(confs, opts.memory_budget));
+        let models = Arc::new(Models::new(confs, opts.memory_budget, opts.max_pass_over));
         let first_events = std::sync::Mutex::new(Some(models.events()));
         let service = Arc::new(Service {
             models: Arc::clone(&models),
