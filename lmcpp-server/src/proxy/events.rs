@@ -11,6 +11,9 @@ use std::time::SystemTime;
 
 use tokio::sync::broadcast;
 
+/// Where the proxy streams its [`ModelEvent`]s as Server-Sent Events.
+pub const EVENTS_PATH: &str = "/lmcpp/events";
+
 /// How many events the proxy keeps for a receiver that has not read them yet. A receiver
 /// further behind misses the oldest ones: its next `recv` is
 /// [`RecvError::Lagged(n)`](tokio::sync::broadcast::error::RecvError::Lagged) with the

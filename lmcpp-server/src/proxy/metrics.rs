@@ -7,6 +7,10 @@ use std::fmt::Write as _;
 
 use super::{models::Listed, view::ModelState};
 
+/// Where the proxy's own Prometheus metrics are: `/metrics` (with `?model=`) is each
+/// model server's own, forwarded.
+pub const METRICS_PATH: &str = "/lmcpp/metrics";
+
 /// Every state a model can be in, for the one-hot `lmcpp_proxy_model_state`.
 const STATES: [ModelState; 4] = [
     ModelState::Stopped,

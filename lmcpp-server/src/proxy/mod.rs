@@ -40,9 +40,9 @@ use crate::{
     server::TransportChoice,
 };
 
-pub use events::{MODEL_EVENT_CAPACITY, ModelEvent, ModelEventKind, StopReason};
+pub use events::{EVENTS_PATH, MODEL_EVENT_CAPACITY, ModelEvent, ModelEventKind, StopReason};
 pub use feed::SSE_PING;
-pub use service::{EVENTS_PATH, METRICS_PATH};
+pub use metrics::METRICS_PATH;
 pub use spec::{DEFAULT_KEEP_ALIVE, Launch, LaunchError, MAX_ALIAS_LEN, ModelSpec};
 pub use view::{ModelState, ModelView};
 

@@ -23,8 +23,9 @@ use serde_json::{Value, json};
 
 use super::{
     entry,
+    events::{EVENTS_PATH, ModelEvent},
     feed::{self, Feed},
-    metrics,
+    metrics::{self, METRICS_PATH},
     models::{AcquireError, InFlight, Models, Running, Unload},
     router,
 };
@@ -420,7 +421,7 @@ impl Service {
     }
 
     /// An event stream of the proxy's model events, each rendered by `render`.
-    fn events(&self, render: fn(&super::ModelEvent) -> Value) -> Response<ProxyBody> {
+    fn events(&self, render: fn(&ModelEvent) -> Value) -> Response<ProxyBody> {
         let body = feed::feed(self.models.events(), self.models.stopping(), render);
         let mut res = Response::new(ProxyBody::Events(body));
         let headers = res.headers_mut();
@@ -432,13 +433,6 @@ impl Service {
         res
     }
 }
-
-/// Where the proxy's own Prometheus metrics are: `/metrics` (with `?model=`) is each
-/// model server's own, forwarded.
-pub const METRICS_PATH: &str = "/lmcpp/metrics";
-
-/// Where the proxy streams its [`ModelEvent`](super::ModelEvent)s as Server-Sent Events.
-pub const EVENTS_PATH: &str = "/lmcpp/events";
 
 fn text_response(text: String) -> Response<ProxyBody> {
     let mut res = Response::new(ProxyBody::Full(Some(Bytes::from(text))));
