@@ -92,8 +92,8 @@ pub(crate) struct ToolchainOpts {
     )]
     pub(crate) version: Option<String>,
     /// Backend.
-    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
-    pub(crate) backend: BackendArg,
+    #[arg(long, default_value = "auto", value_parser = backend_parser())]
+    pub(crate) backend: Backend,
     /// Install prebuilt only, build from source only, or either.
     #[arg(long, value_enum, default_value_t = ModeArg::BuildOrInstall)]
     pub(crate) mode: ModeArg,
@@ -114,7 +114,7 @@ impl ToolchainOpts {
     /// of the toolchain cache at `home`).
     pub(crate) async fn request(&self, home: Option<&Path>) -> Result<ToolchainRequest> {
         let mut req = ToolchainRequest {
-            backend: self.backend.into(),
+            backend: self.backend,
             mode: self.mode.into(),
             cmake_args: self.cmake_args.clone(),
             features: Features { rpc: !self.no_rpc },
@@ -174,31 +174,10 @@ impl ToolchainTargetOpts {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum BackendArg {
-    Auto,
-    Cpu,
-    Cuda,
-    Metal,
-    Vulkan,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ModeArg {
     InstallOnly,
     BuildOnly,
     BuildOrInstall,
-}
-
-impl From<BackendArg> for Backend {
-    fn from(arg: BackendArg) -> Self {
-        match arg {
-            BackendArg::Auto => Backend::Auto,
-            BackendArg::Cpu => Backend::Cpu,
-            BackendArg::Cuda => Backend::Cuda,
-            BackendArg::Metal => Backend::Metal,
-            BackendArg::Vulkan => Backend::Vulkan,
-        }
-    }
 }
 
 impl From<ModeArg> for Mode {
@@ -553,4 +532,11 @@ fn rpc_address(addr: &str) -> Result<String, String> {
     lmcpp::server::parse_rpc_address(addr)
         .map(|()| addr.to_owned())
         .map_err(|e| e.to_string())
+}
+
+/// `--backend`: the toolchain's own names (and its parser), listed in `--help`.
+fn backend_parser() -> impl clap::builder::TypedValueParser<Value = Backend> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Backend::ALL.map(Backend::as_str))
+        .try_map(|name| name.parse::<Backend>())
 }

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::ValueEnum;
 use futures_util::future::BoxFuture;
 use lmcpp::server::{
     HttpPort, Launch, LaunchError, ModelSpec, ModelView, Proxy, ProxyOptions, Server, ServerRecord,
@@ -32,7 +31,7 @@ use lmcpp::types::args::ServerArgs;
 use serde::Serialize;
 
 use super::ctx::{Ctx, human_size};
-use crate::cli::{BackendArg, ServeArgs};
+use crate::cli::ServeArgs;
 use crate::exit::BadInput;
 use crate::shutdown::Shutdown;
 pub(crate) use config::{ModelPlan, Plan};
@@ -323,9 +322,8 @@ async fn model_spec(
     if let Some(v) = &model.llama_version {
         toolchain.version = Some(v.clone());
     }
-    if let Some(b) = &model.backend {
-        toolchain.backend = BackendArg::from_str(b, true)
-            .map_err(|e| BadInput(format!("model {}: backend {b}: {e}", model.alias)))?;
+    if let Some(b) = model.backend {
+        toolchain.backend = b;
     }
     let request = toolchain.request(ctx.home.as_deref()).await?;
     let launch_binary_given = llama_server.is_some();

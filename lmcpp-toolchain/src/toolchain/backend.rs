@@ -26,6 +26,9 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Every backend, `auto` first: the one list of their names (see [`Backend::as_str`]).
+    pub const ALL: [Backend; 5] = [Self::Auto, Self::Cpu, Self::Cuda, Self::Metal, Self::Vulkan];
+
     /// Lower-case name, as used in fingerprints, asset names and state files.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -57,16 +60,15 @@ impl fmt::Display for Backend {
 impl FromStr for Backend {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        match s.to_ascii_lowercase().as_str() {
-            "auto" => Ok(Self::Auto),
-            "cpu" => Ok(Self::Cpu),
-            "cuda" => Ok(Self::Cuda),
-            "metal" => Ok(Self::Metal),
-            "vulkan" => Ok(Self::Vulkan),
-            other => Err(Error::InvalidRequest {
-                reason: format!("unknown backend {other:?}; use cpu, cuda, metal, vulkan or auto"),
-            }),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|b| b.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|b| b.as_str()).collect();
+                Error::InvalidRequest {
+                    reason: format!("{s:?} is not a backend; write one of {}", names.join(", ")),
+                }
+            })
     }
 }
 

@@ -58,7 +58,7 @@ pub(crate) struct ModelPlan {
     /// `--llama-version` for this model (`None`: the command line's, else the pinned one).
     pub(crate) llama_version: Option<String>,
     /// `--backend` for this model.
-    pub(crate) backend: Option<String>,
+    pub(crate) backend: Option<lmcpp::toolchain::Backend>,
     /// A llama-server binary for this model instead of the toolchain's.
     pub(crate) llama_server: Option<PathBuf>,
     /// Extra llama-server arguments.
@@ -288,21 +288,14 @@ fn model_plan(
             "is empty; name a path, URL, owner/repo[:quant] or demo".to_owned(),
         ));
     }
-    if let Some(b) = m
-        .backend
-        .as_ref()
-        .filter(|b| !BACKENDS.contains(&b.get_ref().as_str()))
-    {
-        return Err(at(
-            b.span(),
-            &key("backend"),
-            format!(
-                "{:?} is not a backend; write one of {}",
-                b.get_ref(),
-                BACKENDS.join(", ")
-            ),
-        ));
-    }
+    let backend = match &m.backend {
+        None => None,
+        Some(b) => Some(
+            b.get_ref()
+                .parse::<lmcpp::toolchain::Backend>()
+                .map_err(|e| at(b.span(), &key("backend"), e.to_string()))?,
+        ),
+    };
     let keep_alive = match &m.keep_alive {
         None => default_keep_alive,
         Some(k) => keep_alive(k.get_ref()).map_err(|p| at(k.span(), &key("keep_alive"), p))?,
@@ -369,7 +362,7 @@ fn model_plan(
         alias,
         reference: m.model.trim().to_owned(),
         llama_version: m.llama_version,
-        backend: m.backend.map(Spanned::into_inner),
+        backend,
         llama_server: m.llama_server,
         args: m.args.map(Spanned::into_inner).unwrap_or_default(),
         ctx_size: m.ctx_size,
@@ -431,9 +424,6 @@ fn typed_key_in_args(
     }
     None
 }
-
-/// The backends `--backend` accepts.
-const BACKENDS: [&str; 5] = ["auto", "cpu", "cuda", "metal", "vulkan"];
 
 /// Models from repeated `--model [alias=]ref`; an alias defaults to the model's own
 /// (the reference as given, or a path's file stem).
@@ -664,7 +654,7 @@ start_timeout = "90s"
                 alias: "chat".into(),
                 reference: "owner/repo:Q4_K_M".into(),
                 llama_version: Some("b11312".into()),
-                backend: Some("cpu".into()),
+                backend: Some(lmcpp::toolchain::Backend::Cpu),
                 args: vec!["--temp".into(), "0.7".into()],
                 ctx_size: Some(8192),
                 parallel: Some(2),
