@@ -21,8 +21,9 @@ use crate::cache::CacheLayout;
 use crate::error::{Error, Result};
 use crate::progress::no_progress;
 use crate::toolchain::cmake::find_or_bootstrap;
-use crate::toolchain::recipe::{BuildDriver, DEFAULT_LOCK_TIMEOUT, Installed, Toolchain};
+use crate::toolchain::handle::{BuildDriver, DEFAULT_LOCK_TIMEOUT, Toolchain};
 use crate::toolchain::request::ToolchainRequest;
+use crate::toolchain::state::Installed;
 
 /// Environment variable the installed `llama-server` path is exported as (`env!`-readable).
 pub const SERVER_ENV: &str = "LMCPP_LLAMA_SERVER";

@@ -8,10 +8,9 @@ use crate::error::{Error, Result};
 use crate::lock::{current_holder, lock_exclusive};
 use crate::progress::SharedProgress;
 use crate::toolchain::backend::Backend;
-use crate::toolchain::recipe::{
-    EntryState, EntryStatus, Installed, Toolchain, installed_from, read_state,
-};
+use crate::toolchain::handle::Toolchain;
 use crate::toolchain::request::ToolchainRequest;
+use crate::toolchain::state::{EntryState, EntryStatus, Installed, installed_from, read_state};
 
 /// One cache entry as shown by `list`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +127,7 @@ impl Toolchain {
     pub async fn validate(&self, request: &ToolchainRequest) -> Result<Installed> {
         let installed = self.ensure_cached(request).await?;
         let runner = crate::toolchain::target::Runner::for_target(&request.target_or_host());
-        crate::toolchain::recipe::run_binary_with(&runner, &installed.llama_server, "--version")
+        crate::toolchain::binary::run_binary_with(&runner, &installed.llama_server, "--version")
             .await?;
         Ok(installed)
     }
@@ -202,7 +201,7 @@ impl Toolchain {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 // Scratch dirs belong to a locked entry while in use.
-                let key = if let Some(fp) = crate::toolchain::recipe::scratch_owner(&name) {
+                let key = if let Some(fp) = crate::toolchain::state::scratch_owner(&name) {
                     fp.to_owned()
                 } else if let Some(rest) = name.strip_prefix(".tmp-") {
                     rest.trim_end_matches(".extracting").to_owned()
