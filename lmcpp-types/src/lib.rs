@@ -28,6 +28,7 @@
 //! | [`router`] | router mode: `GET /models`, `POST /models/load`, `POST /models/unload`, `/models/sse` |
 //! | [`args`] | `ServerArgs`: every `llama-server` flag, rendered to argv |
 //! | [`class`] | `Class` and `Classify`: what an error means, shared by every lmcpp error |
+//! | [`percent`] | percent-decoding of query values and paths |
 //! | [`sse`] | the incremental Server-Sent Events parser the client streams with |
 //! | [`schema`] | JSON Schemas of the request/response types (feature `schemars`) |
 //!
@@ -52,6 +53,7 @@ pub mod lora;
 pub mod metrics;
 pub mod native;
 pub mod openai;
+pub mod percent;
 pub mod props;
 pub mod responses;
 pub mod router;

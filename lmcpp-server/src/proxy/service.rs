@@ -497,32 +497,7 @@ pub(crate) fn model_in_query(query: &str) -> Option<String> {
         .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
         .find(|(name, _)| *name == "model")?
         .1;
-    percent_decode(value)
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+    lmcpp_types::percent::decode_query(value)
 }
 
 /// `X-Api-Key`, the other header a client may carry the key in.

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use super::resume::suffixed;
 use super::sink::{copy_hashing, file_head};
 use super::spec::{Content, DownloadSpec, Downloaded};
-use super::url::percent_decode;
 use crate::error::{IoContext, Result, join_error};
 use crate::progress::{ProgressEvent, SharedProgress};
+use lmcpp_types::percent::decode_lossy as percent_decode;
 
 /// Maps `file://` URLs and plain paths to a local path; `None` for http(s).
 pub(super) fn local_source(url: &str) -> Result<Option<PathBuf>> {

@@ -23,8 +23,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower_service::Service;
 
-use super::url::percent_decode;
 use crate::error::Result;
+use lmcpp_types::percent::decode_lossy as percent_decode;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -1,29 +1,6 @@
 //! URL text helpers shared by the downloader and its callers: percent-decoding and the one
 //! rule for naming a file after a URL.
 
-/// Decodes `%XX` escapes; malformed escapes stay as they are, invalid UTF-8 is replaced.
-pub(crate) fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let hex = |c: u8| (c as char).to_digit(16);
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                b.get(i + 1).copied().and_then(hex),
-                b.get(i + 2).copied().and_then(hex),
-            )
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The file name a URL (or a plain path) names: its last path segment without query or
 /// fragment, made safe with [`safe_file_name`]; `None` when there is no such segment (a
 /// bare host, a trailing slash only, or a name with a `:`).
@@ -87,8 +64,6 @@ mod tests {
             assert_eq!(url_file_name(url).as_deref(), want, "{url}");
         }
         assert_eq!(safe_file_name("../etc/passwd"), "_etc_passwd");
-        assert_eq!(percent_decode("a%20b%2"), "a b%2");
-        assert_eq!(percent_decode("%zz%41"), "%zzA");
     }
 
     proptest! {
