@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: every benchmark with its reference tools in place, then the ratio
-//! lines once more at the end.
+//! lines once more at the end (`cargo xtask bench swap`: the proxy's swap thrash one alone).
 //!
 //! The `/tokenize` throughput benchmark compares the client with the `oha` load generator.
 //! Without `oha` that ratio is missing, and a different `oha` build is a different
@@ -30,19 +30,32 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let prepared = prepare()?;
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let oha = ensure_oha(&cargo, &root)?;
-    eprintln!("xtask: oha {}", oha.display());
+    let swap_only = args == ["swap"];
+    // The swap thrash benchmark compares the proxy with itself: no reference tool.
+    let oha = if swap_only {
+        None
+    } else {
+        let oha = ensure_oha(&cargo, &root)?;
+        eprintln!("xtask: oha {}", oha.display());
+        Some(oha)
+    };
 
     let mut cmd = Command::new(&cargo);
     cmd.arg("bench");
     if args.is_empty() {
         cmd.arg("--workspace");
     }
+    // `swap`: the proxy's swap thrash benchmark alone (batches per model against first
+    // come first served).
+    let swap = ["-p", "lmcpp-server", "--bench", "proxy", "--", "swap"].map(String::from);
+    let args = if swap_only { &swap[..] } else { args };
     cmd.args(args)
         .current_dir(&root)
-        .env("LMCPP_OHA", &oha)
         .env("LMCPP_TEST_PATHS", &prepared.paths_json)
         .stdout(Stdio::piped());
+    if let Some(oha) = &oha {
+        cmd.env("LMCPP_OHA", oha);
+    }
     eprintln!("xtask: running {cmd:?}");
     let mut child = cmd.spawn().context("running cargo bench")?;
     let mut ratios = Vec::new();

@@ -10,6 +10,7 @@ use lmcpp_test_support::PreparedPaths;
 mod blocking;
 mod names;
 mod proxy;
+mod proxy_router;
 mod proxy_target;
 mod real_clients;
 mod rpc;

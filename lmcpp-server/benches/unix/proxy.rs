@@ -1,6 +1,7 @@
 //! Benchmarks of the multi-model proxy against the same llama-server reached directly,
 //! run side by side and reported as ratios: `/tokenize` throughput, streaming time to
-//! first chunk, and the first request to a stopped model vs a bare launch-to-ready.
+//! first chunk, and the first request to a stopped model vs a bare launch-to-ready; and
+//! the proxy's batches per model against first come first served (`swap.rs`).
 //!
 //! Needs the prerequisites of the end-to-end tests (`cargo xtask prepare`).
 //!
@@ -75,6 +76,9 @@
 //! - First request to a stopped model: +1.5 to +22 ms over a bare launch-to-ready in
 //!   the same runs (target +25 ms).
 #![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs)]
+
+#[path = "swap.rs"]
+mod swap;
 
 use std::{
     path::Path,
@@ -557,13 +561,17 @@ pub(crate) fn main() {
     // it, and must not spend half a minute benchmarking.
     if !std::env::args().any(|a| a == "--bench") {
         println!(
-            "lmcpp proxy benchmarks: run them with `cargo bench -p lmcpp-server --bench proxy`"
+            "lmcpp proxy benchmarks: run them with `cargo bench -p lmcpp-server --bench proxy` (`-- swap` for the swap thrash one alone)"
         );
         return;
     }
-    tokio::runtime::Builder::new_multi_thread()
+    let only_swap = std::env::args().any(|a| a == "swap");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .unwrap()
-        .block_on(run());
+        .unwrap();
+    if !only_swap {
+        runtime.block_on(run());
+    }
+    runtime.block_on(swap::run());
 }

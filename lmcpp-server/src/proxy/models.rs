@@ -218,6 +218,18 @@ struct Slot {
     counters: Counters,
 }
 
+impl Slot {
+    /// Whether a request waiting for this model would be let through once it is ready:
+    /// any, unless it drains, then one that came before it began to.
+    fn takes_a_waiter(&self) -> bool {
+        let oldest = self.waiting.values().next();
+        match self.drain_after {
+            None => oldest.is_some(),
+            Some(t) => oldest.is_some_and(|a| *a <= t),
+        }
+    }
+}
+
 /// What the proxy counts per model for its metrics.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Counters {
@@ -620,6 +632,9 @@ impl Models {
                     "stopping"
                 }
                 Phase::Ready(_) if slot.in_flight > 0 => "busy",
+                // Requests released by its start (or arriving meanwhile) that have not
+                // reached it yet: stopping it now would serve none of them.
+                Phase::Ready(_) if slot.takes_a_waiter() => "requests waiting",
                 // A draining model's newer requests wait for it to stop: it is not kept
                 // for them.
                 Phase::Ready(_)

@@ -1993,9 +1993,20 @@ async fn a_full_queue_is_a_429_with_retry_after_and_a_gone_client_leaves_the_que
     assert_eq!(full.status, 429);
     let body: Value = serde_json::from_slice(&full.body).unwrap();
     assert_eq!(body["error"]["max_queue"], 2);
+    // No start has finished yet: retry in a second.
+    let head = raw_exchange(
+        &socket,
+        "POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("\r\nretry-after: 1\r\n"),
+        "{head}"
+    );
     assert_eq!(
         metric(&client, "lmcpp_proxy_rejected_total", "a").await,
-        1.0
+        2.0
     );
     drop(gone);
     let mut left = 2.0;
@@ -2099,4 +2110,42 @@ async fn past_the_bound_the_busy_model_takes_no_newer_request_until_the_waiting_
     assert_eq!((status, body["server"].as_str()), (200, Some("a")));
     // a was stopped for b and started again for its later request.
     assert_eq!((a.starts(), a.stops(), b.starts()), (2, 1, 1));
+}
+
+/// `n` requests alternating between `a` and `b`, all sent at once (in that order), and
+/// their statuses.
+async fn alternating(client: &crate::Client, n: usize) -> Vec<u16> {
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let client = client.clone();
+        let model = if i % 2 == 0 { "a" } else { "b" };
+        sent.push(tokio::spawn(async move {
+            post(&client, "/x", json!({"model": model})).await.0
+        }));
+        // Each arrives after the one before.
+        tokio::task::yield_now().await;
+    }
+    let mut statuses = Vec::new();
+    for s in sent {
+        statuses.push(s.await.unwrap());
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn alternating_requests_for_two_models_that_do_not_fit_together_are_served_in_two_batches() {
+    let (a, b, rig) = one_fits(Duration::from_secs(3600)).await;
+    let statuses = alternating(&rig.proxy.client(), 16).await;
+    assert_eq!(statuses, [200; 16]);
+    // One start each: every request of a model that waited for its start is served
+    // before that model makes room for the other.
+    assert_eq!((a.starts(), b.starts()), (1, 1));
+}
+
+#[tokio::test]
+async fn first_come_first_served_swaps_on_every_alternation() {
+    let (a, b, rig) = one_fits(Duration::ZERO).await;
+    let statuses = alternating(&rig.proxy.client(), 8).await;
+    assert_eq!(statuses, [200; 8]);
+    assert_eq!((a.starts(), b.starts()), (4, 4));
 }

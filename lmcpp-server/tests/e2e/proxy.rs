@@ -247,15 +247,12 @@ async fn an_idle_model_stops_after_its_keep_alive() {
 }
 
 #[tokio::test]
-async fn eviction_makes_room_but_never_stops_a_busy_model() {
+async fn eviction_makes_room_but_never_stops_a_busy_model_and_a_full_queue_is_a_429() {
     let dir = tempfile::tempdir().unwrap();
     let launch = demo(&paths(), dir.path(), false);
-    let proxy = proxy(
-        dir.path(),
-        100,
-        vec![model("chat", &launch, 60), model("coder", &launch, 60)],
-    )
-    .await;
+    let mut chat = model("chat", &launch, 60);
+    chat.max_queue = Some(1);
+    let proxy = proxy(dir.path(), 100, vec![chat, model("coder", &launch, 60)]).await;
     let client = proxy.client();
     client.completion(&completion("chat", 2)).await.unwrap();
     let chat_pid = view(&proxy, "chat").pid.unwrap();
@@ -266,30 +263,83 @@ async fn eviction_makes_room_but_never_stops_a_busy_model() {
         "the evicted server was stopped before the next loaded"
     );
 
-    // A stream left unread keeps coder busy: chat cannot evict it.
+    // A stream left unread keeps coder busy: chat cannot evict it, and waits for it.
     let mut stream = client
         .completion_stream(&completion("coder", 1500))
         .await
         .unwrap();
     stream.next().await.unwrap().unwrap();
-    let refused = client.completion(&completion("chat", 2)).await.unwrap_err();
-    let Error::Api {
-        status: 503, error, ..
-    } = &refused
-    else {
-        panic!("{refused:?}")
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move { client.completion(&completion("chat", 2)).await }
+    });
+    let queued = |metrics: &lmcpp_types::metrics::Metrics| {
+        metrics
+            .samples()
+            .find(|s| s.name == "lmcpp_proxy_queued" && s.labels["model"] == "chat")
+            .map(|s| s.value)
     };
-    assert!(
-        error.message.contains("`coder`") && error.message.contains("busy"),
-        "{}",
-        error.message
-    );
-    assert_eq!(error.extra["holders"][0]["state"], "busy");
+    let mut seen = None;
+    for _ in 0..3000 {
+        seen = queued(&client.proxy_metrics().await.unwrap());
+        if seen == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, Some(1.0), "chat's request waits for coder's room");
+    // Its queue holds one: the next is refused at once, with when to retry.
+    let full = client
+        .raw(
+            http::Method::POST,
+            "/completion",
+            Some(serde_json::to_vec(&completion("chat", 2)).unwrap().into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(full.status, 429);
+    assert!(full.body.starts_with(b"{\"error\""), "{:?}", full.body);
     assert_eq!(state(&proxy, "coder"), ModelState::Ready);
     drop(stream);
-    assert!(eventually(WAIT, || view(&proxy, "coder").in_flight == 0).await);
-    client.completion(&completion("chat", 2)).await.unwrap();
+    waiting.await.unwrap().unwrap();
     assert_eq!(state(&proxy, "coder"), ModelState::Stopped);
+    assert_eq!(state(&proxy, "chat"), ModelState::Ready);
+    proxy.stop().await.unwrap();
+}
+
+/// Requests alternating between two models that do not fit together, all in flight at
+/// once, are served in one batch per model: two starts, not one per request.
+#[tokio::test]
+async fn alternating_requests_are_served_in_batches_not_a_swap_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let launch = demo(&paths(), dir.path(), false);
+    let proxy = proxy(
+        dir.path(),
+        100,
+        vec![model("chat", &launch, 60), model("coder", &launch, 60)],
+    )
+    .await;
+    let client = proxy.client();
+    let mut sent = Vec::new();
+    for i in 0..8 {
+        let client = client.clone();
+        let alias = if i % 2 == 0 { "chat" } else { "coder" };
+        sent.push(tokio::spawn(async move {
+            client.completion(&completion(alias, 2)).await
+        }));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for s in sent {
+        s.await.unwrap().unwrap();
+    }
+    assert_eq!(launch.launches(), 2);
+    let metrics = client.proxy_metrics().await.unwrap();
+    let evictions: f64 = metrics
+        .samples()
+        .filter(|s| s.name == "lmcpp_proxy_evictions_total")
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(evictions, 1.0);
     proxy.stop().await.unwrap();
 }
 

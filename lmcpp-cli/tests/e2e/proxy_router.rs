@@ -1,0 +1,171 @@
+//! `lmcpp serve` of several models to a client written for llama-server's router mode:
+//! list, load, use and unload through the router routes, the router's status events
+//! (`/models/sse`), and the proxy's own typed events (`/lmcpp/events`) and metrics
+//! (`/lmcpp/metrics`), against real llama-servers.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lmcpp::server::{Client, Endpoint, ModelEventKind, StopReason};
+use lmcpp::types::openai::chat::{ChatCompletionRequest, ChatMessage};
+use lmcpp::types::router::{ModelRequest, ModelState};
+use serde_json::{Value, json};
+
+use super::Env;
+
+/// The keys of the recorded router's model entry (`cargo xtask fixtures`) but the ones
+/// the proxy documents as not given.
+fn router_keys(name: &str) -> Vec<String> {
+    let path = lmcpp_test_support::workspace_root()
+        .join("lmcpp-types/tests/fixtures")
+        .join(format!("{name}.json"));
+    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let entry = &fixture["data"][0];
+    let mut keys: Vec<String> = entry.as_object().unwrap().keys().cloned().collect();
+    keys.extend(
+        entry["status"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| *k != "preset")
+            .map(|k| format!("status.{k}")),
+    );
+    keys
+}
+
+fn missing(keys: &[String], entry: &Value) -> Vec<String> {
+    keys.iter()
+        .filter(|k| match k.strip_prefix("status.") {
+            Some(k) => entry["status"].get(k).is_none(),
+            None => entry.get(k.as_str()).is_none(),
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_router_client_lists_loads_uses_and_unloads_models_behind_lmcpp_serve() {
+    let env = Env::new();
+    let a = format!("a={}", env.model());
+    let b = format!("b={}", env.model());
+    let record = env.json(&["serve", "--model", &a, "--model", &b, "--detach"]);
+    let endpoint: Endpoint = serde_json::from_value(record["endpoint"].clone()).unwrap();
+    let client = Client::new(endpoint);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut router_events = client.router_events().await.unwrap();
+        let mut own_events = client.proxy_events().await.unwrap();
+
+        // List: both known, neither loaded, in the router's shape.
+        let list: Value = client.get("/models").await.unwrap();
+        let entry = &list["data"][0];
+        assert_eq!(
+            (&entry["id"], &entry["status"]["value"]),
+            (&json!("a"), &json!("unloaded"))
+        );
+        assert_eq!(
+            missing(&router_keys("router_models"), entry),
+            Vec::<String>::new()
+        );
+        // The router's own `/props`, by which the web UI offers its model picker.
+        let props: Value = client.get("/props").await.unwrap();
+        assert_eq!(props["role"], "router");
+
+        // Load, then the entry is the loaded router's, with what llama-server said.
+        let a_req = ModelRequest::new("a");
+        assert!(client.load_model(&a_req).await.unwrap().success);
+        let list: Value = client.get("/models").await.unwrap();
+        let entry = &list["data"][0];
+        assert_eq!(entry["status"]["value"], "loaded");
+        assert_eq!(
+            missing(&router_keys("router_models_loaded"), entry),
+            Vec::<String>::new()
+        );
+        assert!(entry["meta"]["n_params"].as_u64().is_some(), "{entry}");
+        let argv = entry["status"]["args"].as_array().unwrap();
+        assert!(
+            argv[0].as_str().unwrap().ends_with("llama-server"),
+            "{argv:?}"
+        );
+        let typed = client.router_models().await.unwrap();
+        let states: Vec<ModelState> = typed
+            .data
+            .iter()
+            .map(|m| m.status.as_ref().unwrap().value.clone())
+            .collect();
+        assert_eq!(states, [ModelState::Loaded, ModelState::Unloaded]);
+
+        // Use: a request naming it, and a GET route with `?model=`.
+        let mut chat = ChatCompletionRequest::new(vec![ChatMessage::user("Hi")]).max_tokens(2);
+        chat.model = Some("a".into());
+        client.chat_completions(&chat).await.unwrap();
+        let props: Value = client.get("/props?model=a").await.unwrap();
+        assert!(props.get("role").is_none_or(|r| r != "router"), "{props}");
+        assert!(props["default_generation_settings"].is_object(), "{props}");
+
+        // Unload.
+        assert!(client.unload_model(&a_req).await.unwrap().success);
+        let typed = client.router_models().await.unwrap();
+        assert_eq!(
+            typed.data[0].status.as_ref().unwrap().value,
+            ModelState::Unloaded
+        );
+
+        // The router's status events, and the proxy's typed ones, in order.
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let event = tokio::time::timeout(Duration::from_secs(30), router_events.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (event.model.as_str(), event.event.as_str()),
+                ("a", "status_change")
+            );
+            statuses.push(event.data.unwrap());
+        }
+        assert_eq!(
+            statuses,
+            [
+                json!({"status": "loading"}),
+                json!({"status": "loaded"}),
+                json!({"status": "unloaded", "exit_code": 0}),
+            ]
+        );
+        let mut kinds = Vec::new();
+        for _ in 0..3 {
+            let event = tokio::time::timeout(Duration::from_secs(30), own_events.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            kinds.push(event.kind);
+        }
+        assert_eq!(
+            kinds,
+            [
+                ModelEventKind::Starting,
+                ModelEventKind::Ready,
+                ModelEventKind::Stopped {
+                    reason: StopReason::Unloaded
+                }
+            ]
+        );
+
+        // The proxy's own metrics.
+        let metrics = client.proxy_metrics().await.unwrap();
+        let value = |name: &str, model: &str| {
+            metrics
+                .samples()
+                .find(|s| {
+                    s.name == name && s.labels.get("model").map(String::as_str) == Some(model)
+                })
+                .map(|s| s.value)
+        };
+        assert_eq!(value("lmcpp_proxy_requests_total", "a"), Some(3.0));
+        assert_eq!(value("lmcpp_proxy_load_seconds_count", "a"), Some(1.0));
+        assert_eq!(value("lmcpp_proxy_requests_total", "b"), Some(0.0));
+        assert!(value("lmcpp_proxy_load_seconds_sum", "a").unwrap() > 0.0);
+    });
+}
