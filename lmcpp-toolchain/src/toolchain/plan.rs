@@ -143,8 +143,6 @@ pub fn plan(request: &ToolchainRequest, target_os: &str, target_arch: &str) -> P
     } else {
         request.backend
     };
-    let repo = request.github_repo.trim_end_matches('/');
-    let api = request.github_api.trim_end_matches('/');
     let tag = request.version.tag.as_deref();
     let cuda_label = request
         .cuda_label
@@ -155,64 +153,11 @@ pub fn plan(request: &ToolchainRequest, target_os: &str, target_arch: &str) -> P
         .sources
         .iter()
         .map(|s| {
-            let mode_skip = if s.is_prebuilt() && !request.mode.allows_prebuilt() {
-                Some(format!(
-                    "{} mode does not install prebuilt binaries",
-                    request.mode
-                ))
-            } else if !s.is_prebuilt() && !request.mode.allows_build() {
-                Some(format!("{} mode does not build from source", request.mode))
-            } else {
-                None
-            };
-            let (locations, skip) = match s {
-                Source::GithubRelease => match (&assets, tag) {
-                    // The listing names the assets and their digests; the names planned
-                    // here are what it is expected to contain.
-                    (Some(Ok(_)), Some(t)) => (vec![format!("{api}/releases/tags/{t}")], None),
-                    (Some(Err(why)), _) => (vec![], Some(why.clone())),
-                    _ => (
-                        vec![],
-                        Some(format!(
-                            "no release tag is known for llama.cpp {}; request a release tag (b<N>) to install a prebuilt",
-                            request.version.label()
-                        )),
-                    ),
-                },
-                Source::GithubSource if tag.is_none() && request.version.commit.is_empty() => (
-                    vec![],
-                    Some(format!(
-                        "no tag or commit is known for llama.cpp {}",
-                        request.version.label()
-                    )),
-                ),
-                Source::GithubSource => {
-                    let r = tag.map_or_else(
-                        || format!("{repo}/archive/{}.tar.gz", request.version.commit),
-                        |t| format!("{repo}/archive/refs/tags/{t}.tar.gz"),
-                    );
-                    (vec![r], None)
-                }
-                Source::PypiSdist => match &request.version.pypi {
-                    Some(p) => (
-                        vec![format!("pip download llama-cpp-python=={}", p.version)],
-                        None,
-                    ),
-                    None => (
-                        vec![],
-                        Some("no llama-cpp-python version vendors this llama.cpp".into()),
-                    ),
-                },
-                Source::LocalDir(p) => (vec![p.display().to_string()], None),
-                Source::LocalArchive { path, .. } => (vec![path.display().to_string()], None),
-                Source::Url { url, .. } | Source::PrebuiltUrl { url, .. } => {
-                    (vec![url.clone()], None)
-                }
-            };
+            let (locations, skip) = locate(request, s, assets.as_ref());
             PlannedSource {
                 source: s.clone(),
                 locations,
-                skip: mode_skip.or(skip),
+                skip: mode_skip(request, s).or(skip),
             }
         })
         .collect();
@@ -236,6 +181,74 @@ pub fn plan(request: &ToolchainRequest, target_os: &str, target_arch: &str) -> P
         cmake_args: cmake_args(request, backend, target_os),
         build_targets,
         artefacts,
+    }
+}
+
+/// Why `request`'s mode passes over source `s`, if it does.
+fn mode_skip(request: &ToolchainRequest, s: &Source) -> Option<String> {
+    if s.is_prebuilt() && !request.mode.allows_prebuilt() {
+        Some(format!(
+            "{} mode does not install prebuilt binaries",
+            request.mode
+        ))
+    } else if !s.is_prebuilt() && !request.mode.allows_build() {
+        Some(format!("{} mode does not build from source", request.mode))
+    } else {
+        None
+    }
+}
+
+/// Where source `s` of `request` is fetched from, or why it cannot be (its locations are
+/// then empty); `assets` are the prebuilt asset names planned for the release tag, if any.
+fn locate(
+    request: &ToolchainRequest,
+    s: &Source,
+    assets: Option<&Result<Vec<String>, String>>,
+) -> (Vec<String>, Option<String>) {
+    let repo = request.github_repo.trim_end_matches('/');
+    let api = request.github_api.trim_end_matches('/');
+    let tag = request.version.tag.as_deref();
+    match s {
+        Source::GithubRelease => match (assets, tag) {
+            // The listing names the assets and their digests; the names planned
+            // here are what it is expected to contain.
+            (Some(Ok(_)), Some(t)) => (vec![format!("{api}/releases/tags/{t}")], None),
+            (Some(Err(why)), _) => (vec![], Some(why.clone())),
+            _ => (
+                vec![],
+                Some(format!(
+                    "no release tag is known for llama.cpp {}; request a release tag (b<N>) to install a prebuilt",
+                    request.version.label()
+                )),
+            ),
+        },
+        Source::GithubSource if tag.is_none() && request.version.commit.is_empty() => (
+            vec![],
+            Some(format!(
+                "no tag or commit is known for llama.cpp {}",
+                request.version.label()
+            )),
+        ),
+        Source::GithubSource => {
+            let r = tag.map_or_else(
+                || format!("{repo}/archive/{}.tar.gz", request.version.commit),
+                |t| format!("{repo}/archive/refs/tags/{t}.tar.gz"),
+            );
+            (vec![r], None)
+        }
+        Source::PypiSdist => match &request.version.pypi {
+            Some(p) => (
+                vec![format!("pip download llama-cpp-python=={}", p.version)],
+                None,
+            ),
+            None => (
+                vec![],
+                Some("no llama-cpp-python version vendors this llama.cpp".into()),
+            ),
+        },
+        Source::LocalDir(p) => (vec![p.display().to_string()], None),
+        Source::LocalArchive { path, .. } => (vec![path.display().to_string()], None),
+        Source::Url { url, .. } | Source::PrebuiltUrl { url, .. } => (vec![url.clone()], None),
     }
 }
 

@@ -225,20 +225,8 @@ impl BinaryFlags {
         pinned: Option<&FlagInfo>,
         out: &mut Vec<String>,
     ) -> Result<(), Error> {
-        // The binary's spelling: the flag itself, or another spelling of the same pinned
-        // option that this binary knows (a rename). A `--no-x` spelling keeps its sense.
         let negated = flag.starts_with("--no-");
-        let spelled = if self.accepts(flag) {
-            Some(flag.to_owned())
-        } else {
-            pinned.and_then(|p| {
-                p.flags
-                    .iter()
-                    .filter(|f| f.starts_with("--no-") == negated)
-                    .find(|f| self.accepts(f))
-                    .map(|f| (*f).to_owned())
-            })
-        };
+        let spelled = self.spelling(flag, negated, pinned);
         // A switch this binary knows only by its negation (`--no-webui` without `--webui`)
         // is on by default there: turning it on means leaving it out.
         let only_negation = !negated
@@ -276,51 +264,86 @@ impl BinaryFlags {
                 out.push(spelled);
                 out.push(v);
             }
-            // The pinned version takes a value where this binary has a switch.
-            (Some(v), None) => {
-                let lower = v.to_ascii_lowercase();
-                if TRUTHY.contains(&lower.as_str()) {
-                    out.push(spelled);
-                } else if FALSY.contains(&lower.as_str()) || lower == "auto" {
-                    // Off (or the binary's own default): the switch's negation if it has
-                    // one, else leaving the switch out.
-                    let base = spelled.trim_start_matches("--");
-                    let neg = opt.flags.iter().find(|f| *f == &format!("--no-{base}"));
-                    if let Some(neg) = neg
-                        && lower != "auto"
-                    {
-                        out.push(neg.clone());
-                    }
-                } else {
-                    return Err(self.unsupported(
-                        flag,
-                        Some(&v),
-                        "this llama-server has it as a switch without a value".into(),
-                    ));
-                }
-            }
-            // A switch of the pinned version that this binary wants a value for.
-            (None, Some(_)) => match opt.choices() {
-                Some(c) if c.iter().any(|x| x == "on") => {
-                    out.push(spelled);
-                    out.push("on".into());
-                }
-                Some(c) if c.iter().any(|x| x == "true") => {
-                    out.push(spelled);
-                    out.push("true".into());
-                }
-                _ => {
-                    return Err(self.unsupported(
-                        flag,
-                        None,
-                        format!(
-                            "this llama-server wants a value ({})",
-                            opt.hint.clone().unwrap_or_default()
-                        ),
-                    ));
-                }
-            },
+            (Some(v), None) => self.value_as_switch(flag, spelled, &v, opt, out)?,
+            (None, Some(_)) => self.switch_as_value(flag, spelled, opt, out)?,
         }
+        Ok(())
+    }
+
+    /// The binary's spelling of `flag`: the flag itself, or another spelling of the same
+    /// pinned option that this binary knows (a rename). A `--no-x` spelling keeps its sense.
+    fn spelling(&self, flag: &str, negated: bool, pinned: Option<&FlagInfo>) -> Option<String> {
+        if self.accepts(flag) {
+            return Some(flag.to_owned());
+        }
+        pinned.and_then(|p| {
+            p.flags
+                .iter()
+                .filter(|f| f.starts_with("--no-") == negated)
+                .find(|f| self.accepts(f))
+                .map(|f| (*f).to_owned())
+        })
+    }
+
+    /// The pinned version takes a value where this binary has a switch: a true value is
+    /// the switch, a false one its negation (or nothing), `auto` the binary's default.
+    fn value_as_switch(
+        &self,
+        flag: &str,
+        spelled: String,
+        v: &str,
+        opt: &HelpOption,
+        out: &mut Vec<String>,
+    ) -> Result<(), Error> {
+        let lower = v.to_ascii_lowercase();
+        if TRUTHY.contains(&lower.as_str()) {
+            out.push(spelled);
+        } else if FALSY.contains(&lower.as_str()) || lower == "auto" {
+            // Off (or the binary's own default): the switch's negation if it has
+            // one, else leaving the switch out.
+            let base = spelled.trim_start_matches("--");
+            let neg = opt.flags.iter().find(|f| *f == &format!("--no-{base}"));
+            if let Some(neg) = neg
+                && lower != "auto"
+            {
+                out.push(neg.clone());
+            }
+        } else {
+            return Err(self.unsupported(
+                flag,
+                Some(v),
+                "this llama-server has it as a switch without a value".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A switch of the pinned version that this binary wants a value for: `on` or `true`
+    /// when it takes one of them.
+    fn switch_as_value(
+        &self,
+        flag: &str,
+        spelled: String,
+        opt: &HelpOption,
+        out: &mut Vec<String>,
+    ) -> Result<(), Error> {
+        let on = opt.choices().and_then(|c| {
+            ["on", "true"]
+                .into_iter()
+                .find(|x| c.iter().any(|y| y == x))
+        });
+        let Some(on) = on else {
+            return Err(self.unsupported(
+                flag,
+                None,
+                format!(
+                    "this llama-server wants a value ({})",
+                    opt.hint.clone().unwrap_or_default()
+                ),
+            ));
+        };
+        out.push(spelled);
+        out.push(on.into());
         Ok(())
     }
 }

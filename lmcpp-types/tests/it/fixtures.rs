@@ -215,7 +215,7 @@ fn fixtures_cover_every_endpoint() {
 }
 
 #[test]
-fn typed_values_of_key_fixtures() {
+fn typed_values_of_native_fixtures() {
     let tok: TokenizeResponse = serde_json::from_str(&body("tokenize_bytes")).expect("tokenize");
     assert!(
         tok.tokens.iter().any(
@@ -247,7 +247,10 @@ fn typed_values_of_key_fixtures() {
             .is_some_and(|c| c.stop && c.stop_type.is_some())
     );
     assert!(chunks.iter().any(|c| c.prompt_progress.is_some()));
+}
 
+#[test]
+fn typed_values_of_openai_fixtures() {
     let chat: ChatCompletionResponse = serde_json::from_str(&body("chat_logprobs")).expect("chat");
     assert_eq!(chat.choices[0].finish_reason, Some(FinishReason::Length));
     assert!(
@@ -264,6 +267,15 @@ fn typed_values_of_key_fixtures() {
     let usage_chunk: ChatCompletionChunk = events[events.len() - 2].json().expect("usage chunk");
     assert!(usage_chunk.usage.is_some_and(|u| u.total_tokens > 0));
 
+    let e: OaiEmbeddingResponse =
+        serde_json::from_str(&body("v1_embeddings_base64")).expect("embeddings");
+    assert!(matches!(e.data[0].embedding, EmbeddingVector::Base64(_)));
+    let e: OaiEmbeddingResponse = serde_json::from_str(&body("v1_embeddings")).expect("embeddings");
+    assert!(matches!(&e.data[0].embedding, EmbeddingVector::Float(v) if v.len() == 64));
+}
+
+#[test]
+fn typed_values_of_responses_and_messages_fixtures() {
     let m: MessagesResponse = serde_json::from_str(&body("messages")).expect("messages");
     assert!(matches!(m.content[0], ContentBlock::Text { .. }));
     let evs: Vec<MessagesStreamEvent> = parse_sse(&body("messages_stream"))
@@ -285,13 +297,10 @@ fn typed_values_of_key_fixtures() {
             .any(|o| matches!(o, responses::OutputItem::Message { .. })),
         "{r:?}"
     );
+}
 
-    let e: OaiEmbeddingResponse =
-        serde_json::from_str(&body("v1_embeddings_base64")).expect("embeddings");
-    assert!(matches!(e.data[0].embedding, EmbeddingVector::Base64(_)));
-    let e: OaiEmbeddingResponse = serde_json::from_str(&body("v1_embeddings")).expect("embeddings");
-    assert!(matches!(&e.data[0].embedding, EmbeddingVector::Float(v) if v.len() == 64));
-
+#[test]
+fn typed_values_of_error_router_and_metrics_fixtures() {
     let err: ErrorBody = serde_json::from_str(&body("error_context_exceeded")).expect("error");
     assert_eq!(err.error.kind, ErrorType::ExceedContextSize);
     let err: ErrorBody = serde_json::from_str(&body("error_not_found")).expect("error");
