@@ -110,6 +110,7 @@ impl Lmcpp {
 }
 
 /// Configures and starts a supervised server. See [`Lmcpp::builder`].
+#[derive(Clone)]
 pub struct LmcppBuilder {
     home: Option<PathBuf>,
     model: Option<String>,

@@ -25,6 +25,7 @@
 #[cfg(feature = "blocking")]
 pub mod blocking;
 mod facade;
+mod proxy;
 
 pub use facade::{
     DEFAULT_MODEL, DEMO_MODEL, Error, Lmcpp, LmcppBuilder, ModelResolution, Resolved, Running,
@@ -34,6 +35,9 @@ pub use lmcpp_server as server;
 pub use lmcpp_toolchain as toolchain;
 pub use lmcpp_types as types;
 pub use lmcpp_types::{Class, Classify};
+pub use proxy::{
+    LineSink, ModelEstimate, PreparedProxy, ProxyBuilder, ProxyModel, estimate_options,
+};
 
 /// The README's Rust examples, compiled as doc tests so they stay true.
 #[doc = include_str!("../../README.md")]

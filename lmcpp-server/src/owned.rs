@@ -68,20 +68,9 @@ fn owned(flag: &str, setting: &'static str) -> Error {
 /// lmcpp sets itself among passthrough `llama-server` arguments. Values of known flags
 /// are skipped, so `--alias --host` names an alias, as llama-server reads it.
 pub(crate) fn check_server_args(extra: &[String]) -> Result<()> {
-    let mut args = extra.iter();
-    while let Some(arg) = args.next() {
-        let (name, inline_value) = match arg.split_once('=') {
-            Some((name, _)) => (name, true),
-            None => (arg.as_str(), false),
-        };
-        let Some(info) = FlagInfo::lookup(name) else {
-            continue;
-        };
-        if let Some(setting) = owned_setting(info) {
-            return Err(owned(name, setting));
-        }
-        if info.value.is_some() && !inline_value {
-            args.next();
+    for flag in lmcpp_types::args::passthrough::read(extra) {
+        if let Some(setting) = flag.info.and_then(owned_setting) {
+            return Err(owned(flag.name, setting));
         }
     }
     Ok(())

@@ -17,6 +17,7 @@
 
 mod generated;
 pub mod help;
+pub mod passthrough;
 
 pub use generated::{FLAGS, ServerArgs};
 
