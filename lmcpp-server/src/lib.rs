@@ -73,9 +73,10 @@ pub use platform::{default_runtime_dir, parent_pid, private_dir_name, total_memo
 pub use proxy::{
     DEFAULT_KEEP_ALIVE, DEFAULT_LOAD_TIMEOUT, DEFAULT_MAX_PASS_OVER, DEFAULT_PROXY_MAX_BODY,
     DEFAULT_PROXY_MAX_HEADER, DEFAULT_PROXY_MAX_HEADERS, DEFAULT_READ_STALL_TIMEOUT,
-    DEFAULT_WRITE_STALL_TIMEOUT, EVENTS_PATH, Launch, LaunchError, MAX_ALIAS_LEN, METRICS_PATH,
-    MODEL_EVENT_CAPACITY, ModelEvent, ModelEventKind, ModelSpec, ModelState, ModelView, Proxy,
-    ProxyOptions, SSE_PING, StopReason, default_memory_budget,
+    DEFAULT_WRITE_STALL_TIMEOUT, EVENTS_PATH, Launch, LaunchError, MAX_ALIAS_LEN,
+    MAX_SLOT_CACHE_BYTES, METRICS_PATH, MODEL_EVENT_CAPACITY, ModelEvent, ModelEventKind,
+    ModelSpec, ModelState, ModelView, Proxy, ProxyOptions, SSE_PING, StopReason,
+    default_memory_budget,
 };
 pub use registry::{Entry, ProcessKind, Registry, ServerRecord, StaleReason, StopOutcome};
 pub use rpc::{

@@ -81,10 +81,20 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
     let log_path = registry.dir().join(format!("{id}.log"));
     let log = Arc::new(ProxyLog::open(&log_path)?);
 
+    // The KV caches of the models that keep theirs, this proxy's own (removed when it
+    // stops): `<cache root>/kv/<proxy id>/<alias>`.
+    let kv_root = match plan.models.iter().any(|m| m.keep_kv_cache) {
+        true => Some(kv_root(ctx, &id)?),
+        false => None,
+    };
     let mut specs = Vec::with_capacity(plan.models.len());
     let mut shown_models = Vec::with_capacity(plan.models.len());
     for model in &plan.models {
-        let (spec, shown) = model_spec(ctx, &args, &plan, model, &log).await?;
+        let kv = kv_root
+            .as_ref()
+            .filter(|_| model.keep_kv_cache)
+            .map(|root| root.join(kv_dir_name(&model.alias)));
+        let (spec, shown) = model_spec(ctx, &args, &plan, model, kv, &log).await?;
         specs.push(spec);
         shown_models.push(shown);
     }
@@ -137,6 +147,9 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
     };
     log.line(format_args!("{signal}: stopping the proxy and its models"));
     log::while_stopping(&log, &mut events, proxy.stop()).await?;
+    if let Some(root) = &kv_root {
+        let _ = std::fs::remove_dir_all(root);
+    }
     log.line("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -280,6 +293,7 @@ async fn model_spec(
     args: &ServeArgs,
     plan: &Plan,
     model: &ModelPlan,
+    kv: Option<PathBuf>,
     log: &Arc<ProxyLog>,
 ) -> Result<(ModelSpec, String)> {
     let estimate_opts = estimate_options(model).map_err(|e| {
@@ -339,7 +353,10 @@ async fn model_spec(
         reference: model.reference.clone(),
         alias: model.alias.clone(),
         request,
-        args: server_args(model, args),
+        args: ServerArgs {
+            slot_save_path: kv.clone(),
+            ..server_args(model, args)
+        },
         ready_timeout: model.start_timeout.unwrap_or(plan.start_timeout),
         no_mmproj: args.no_mmproj,
         log: Arc::clone(log),
@@ -349,6 +366,7 @@ async fn model_spec(
     spec.keep_alive = model.keep_alive;
     spec.pinned = model.pinned;
     spec.max_queue = model.max_queue;
+    spec.slot_cache = kv;
     // A binary given by path is whatever version it is; the record of its server says.
     spec.llama_version = if launch_binary_given {
         None
@@ -366,6 +384,30 @@ async fn model_spec(
         if model.pinned { ", pinned" } else { "" }
     );
     Ok((spec, line))
+}
+
+/// Where a proxy's models keep their KV caches: `<cache root>/kv/<proxy id>`.
+fn kv_root(ctx: &Ctx, id: &str) -> Result<PathBuf> {
+    let store = ctx.store()?;
+    let cache_root = store.root().parent().unwrap_or(store.root());
+    Ok(cache_root.join("kv").join(id))
+}
+
+/// A directory name for an alias: its characters outside `[A-Za-z0-9._-]` as `_`, and
+/// its length and a hash so that two aliases never share one.
+fn kv_dir_name(alias: &str) -> String {
+    let plain: String = alias
+        .chars()
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '.' | '_' | '-' => c,
+            _ => '_',
+        })
+        .collect();
+    // FNV-1a: stable across runs and platforms, unlike the std hasher.
+    let hash = alias.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{plain}-{hash:016x}")
 }
 
 /// The server arguments of one model: its own, the command line's `--rpc`, and the web

@@ -1,7 +1,8 @@
 //! `lmcpp serve` of several models to a client written for llama-server's router mode:
 //! list, load, use and unload through the router routes, the router's status events
 //! (`/models/sse`), and the proxy's own typed events (`/lmcpp/events`) and metrics
-//! (`/lmcpp/metrics`), against real llama-servers.
+//! (`/lmcpp/metrics`), against real llama-servers; and a model's KV cache kept across an
+//! unload (`keep_kv_cache`).
 
 use std::time::Duration;
 
@@ -168,4 +169,52 @@ fn a_router_client_lists_loads_uses_and_unloads_models_behind_lmcpp_serve() {
         assert_eq!(value("lmcpp_proxy_requests_total", "b"), Some(0.0));
         assert!(value("lmcpp_proxy_load_seconds_sum", "a").unwrap() > 0.0);
     });
+}
+
+/// `keep_kv_cache = true` in the config: a long prompt, an unload, the same prompt again,
+/// and the server evaluates only what was not cached; the cache goes with the proxy.
+#[test]
+fn a_model_that_keeps_its_kv_cache_evaluates_only_new_tokens_after_an_unload() {
+    let env = Env::new();
+    let config = env.dir.path().join("lmcpp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[models]]\nalias = \"chat\"\nmodel = {:?}\nctx_size = 2048\nkeep_kv_cache = true\n",
+            env.model()
+        ),
+    )
+    .unwrap();
+    let record = env.json(&["serve", "--config", config.to_str().unwrap(), "--detach"]);
+    let endpoint: Endpoint = serde_json::from_value(record["endpoint"].clone()).unwrap();
+    let client = Client::new(endpoint);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let long: lmcpp::types::native::completion::CompletionRequest = serde_json::from_value(json!({
+        "model": "chat", "prompt": "Once upon a time there was a model. ".repeat(20),
+        "n_predict": 2, "temperature": 0.0, "cache_prompt": true
+    }))
+    .unwrap();
+    let kv_root = env.dir.path().join("home/kv");
+    rt.block_on(async {
+        let evaluated = |r: lmcpp::types::native::completion::CompletionResponse| {
+            r.timings.and_then(|t| t.prompt_n).unwrap()
+        };
+        let first = evaluated(client.completion(&long).await.unwrap());
+        assert!(
+            client
+                .unload_model(&ModelRequest::new("chat"))
+                .await
+                .unwrap()
+                .success
+        );
+        let second = evaluated(client.completion(&long).await.unwrap());
+        assert!(second * 10 < first, "{second} of {first} evaluated again");
+    });
+    assert!(kv_root.is_dir(), "the cache lives in the cache root");
+    env.ok(&["stop", "--all"]);
+    let left: Vec<_> = std::fs::read_dir(&kv_root).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "the proxy's KV caches go with it: {left:?}"
+    );
 }

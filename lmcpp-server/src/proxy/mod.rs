@@ -6,6 +6,7 @@
 mod entry;
 mod events;
 mod feed;
+mod kv;
 mod listen;
 mod metrics;
 mod models;
@@ -42,6 +43,7 @@ use crate::{
 
 pub use events::{EVENTS_PATH, MODEL_EVENT_CAPACITY, ModelEvent, ModelEventKind, StopReason};
 pub use feed::SSE_PING;
+pub use kv::MAX_SLOT_CACHE_BYTES;
 pub use metrics::METRICS_PATH;
 pub use spec::{DEFAULT_KEEP_ALIVE, Launch, LaunchError, MAX_ALIAS_LEN, ModelSpec};
 pub use view::{ModelState, ModelView};

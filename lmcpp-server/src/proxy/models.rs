@@ -10,6 +10,7 @@
 
 use std::{
     collections::BTreeMap,
+    path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant, SystemTime},
 };
@@ -18,13 +19,16 @@ use futures_util::future::BoxFuture;
 use http::HeaderValue;
 use tokio::sync::{Notify, oneshot, watch};
 
+use super::kv;
 use super::{
     entry::{self, ServerEntry},
     events::{Emitter, ModelEvent, ModelEventKind, StopReason},
     spec::{self, Launch, LaunchError, ModelSpec},
     view::{ModelState, ModelView},
 };
-use crate::{endpoint::Endpoint, pool::Pool, server::Server, supervised::EXIT_TAIL_LINES};
+use crate::{
+    client::Client, endpoint::Endpoint, pool::Pool, server::Server, supervised::EXIT_TAIL_LINES,
+};
 
 /// How long the proxy waits for one model server to stop before it gives up waiting
 /// (the server's own stop is bounded by its grace period plus 5 s).
@@ -147,6 +151,7 @@ pub(crate) struct Conf {
     pinned: bool,
     llama_version: Option<String>,
     max_queue: Option<usize>,
+    slot_cache: Option<PathBuf>,
     starter: Arc<dyn Start>,
 }
 
@@ -163,6 +168,7 @@ impl Conf {
             pinned: spec.pinned,
             llama_version: spec.llama_version,
             max_queue: spec.max_queue,
+            slot_cache: spec.slot_cache,
             starter,
         }
     }
@@ -259,6 +265,8 @@ pub(crate) struct Running {
     generation: u64,
     /// Asks the task that owns the server to stop it (and why); it answers when it has.
     stop: Mutex<Option<StopSender>>,
+    /// A client of the server for the proxy's own calls (its KV cache).
+    control: Client,
 }
 
 /// How a stop is asked of the task that owns a server: why, and where to answer.
@@ -714,7 +722,17 @@ impl Models {
                 slot.drain_after = None;
                 self.bump();
                 let models = Arc::clone(self);
+                let keep = match reason {
+                    StopReason::KeepAlive { .. }
+                    | StopReason::Evicted { .. }
+                    | StopReason::Unloaded => self.confs[index].slot_cache.clone(),
+                    _ => None,
+                };
                 tokio::spawn(async move {
+                    // Idle: nothing changes its slots while they are saved.
+                    if let Some(dir) = keep {
+                        kv::save(&running.control, &dir, &models.confs[index].alias).await;
+                    }
                     running.stop(reason).await;
                     {
                         let mut table = lock(&models.table);
@@ -896,8 +914,16 @@ impl Models {
             let _ = tokio::time::timeout(STOP_WAIT, done.wait_for(|d| *d)).await;
         }
         tracing::debug!(model = %conf.alias, "starting model server");
+        if let Some(dir) = &conf.slot_cache {
+            // llama-server refuses a `--slot-save-path` that is not a directory yet.
+            kv::ensure_dir(dir, &conf.alias).await;
+        }
         let launched = Instant::now();
         let result = conf.starter.start().await;
+        // Before it is published, so that no request reaches it first.
+        if let (Ok(instance), Some(dir)) = (&result, &conf.slot_cache) {
+            kv::restore(&control_client(instance.as_ref()), dir, &conf.alias).await;
+        }
         let outcome = match self.publish(index, generation, result, launched.elapsed()) {
             Ok(Ok(running)) => {
                 self.describe(index, running).await;
@@ -1011,6 +1037,7 @@ impl Models {
             server_id: instance.server_id().map(str::to_owned),
             generation,
             stop: Mutex::new(None),
+            control: control_client(instance),
         }
     }
 
@@ -1245,6 +1272,15 @@ fn start_refused(e: &AcquireError) -> ModelEventKind {
     }
 }
 
+/// A client of a model server for the proxy's own calls, with the server's key.
+fn control_client(instance: &dyn Instance) -> Client {
+    let mut client = Client::builder(instance.endpoint().clone());
+    if let Some(key) = instance.api_key() {
+        client = client.api_key(key);
+    }
+    client.build()
+}
+
 /// One model as [`Models::listed`] reports it.
 pub(crate) struct Listed {
     pub(crate) view: ModelView,
@@ -1314,6 +1350,7 @@ mod tests {
                 pinned: matches!(state, S::Pinned),
                 llama_version: None,
                 max_queue: None,
+                slot_cache: None,
                 starter: Arc::new(NeverStarts),
             })
             .collect();
@@ -1333,6 +1370,7 @@ mod tests {
                     server_id: None,
                     generation: 0,
                     stop: Mutex::new(None),
+                    control: Client::new(Endpoint::unix("/nonexistent.sock")),
                 }))
             };
             slot.last_used = Some(now);

@@ -136,6 +136,11 @@ pub struct ModelSpec {
     pub estimate_bytes: u64,
     /// How long the server may stay idle before it is stopped; `None` keeps it running.
     pub keep_alive: Option<Duration>,
+    /// Where its KV cache is kept while its server is stopped for being idle, evicted or
+    /// unloaded: each slot is saved there before the stop and restored into the next
+    /// server before any request reaches it. The [`Launch`] must start the server with
+    /// `--slot-save-path` set to this directory. `None`: not kept.
+    pub slot_cache: Option<std::path::PathBuf>,
     /// How many requests may wait for it at once (for its start, for room in the
     /// budget, or for their turn); one more is refused with a 429 and `Retry-After`.
     /// `None`: no bound.
@@ -158,6 +163,7 @@ impl ModelSpec {
             keep_alive: Some(DEFAULT_KEEP_ALIVE),
             pinned: false,
             max_queue: None,
+            slot_cache: None,
             launch,
             llama_version: None,
         }

@@ -343,6 +343,59 @@ async fn alternating_requests_are_served_in_batches_not_a_swap_each() {
     proxy.stop().await.unwrap();
 }
 
+/// A model unloaded with its KV cache kept: the same long prompt afterwards is evaluated
+/// only past what was cached (the server's own `timings.prompt_n`); a cache file the
+/// server cannot read is skipped and the prompt evaluated whole.
+#[tokio::test]
+async fn the_kv_cache_survives_an_unload_and_a_damaged_one_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let slots = dir.path().join("slots");
+    let mut launch = demo(&paths(), dir.path(), false);
+    Arc::get_mut(&mut launch).unwrap().opts.args.slot_save_path = Some(slots.clone());
+    let mut chat = model("chat", &launch, 0);
+    chat.slot_cache = Some(slots.clone());
+    let proxy = proxy(dir.path(), 100, vec![chat]).await;
+    let client = proxy.client();
+    let unload = lmcpp_types::router::ModelRequest::new("chat");
+    let long: CompletionRequest = req(json!({
+        "model": "chat", "prompt": "Once upon a time there was a model. ".repeat(20),
+        "n_predict": 2, "temperature": 0.0, "cache_prompt": true
+    }));
+    let evaluated = |r: &lmcpp_types::native::completion::CompletionResponse| {
+        r.timings.as_ref().and_then(|t| t.prompt_n).unwrap()
+    };
+    let first = evaluated(&client.completion(&long).await.unwrap());
+    assert!(
+        first > 100,
+        "the whole prompt is evaluated at first: {first}"
+    );
+    assert!(client.unload_model(&unload).await.unwrap().success);
+    let saved: Vec<_> = std::fs::read_dir(&slots).unwrap().collect();
+    assert!(!saved.is_empty(), "a slot was saved");
+
+    let second = evaluated(&client.completion(&long).await.unwrap());
+    assert!(
+        second * 10 < first,
+        "after the restore only the new tokens are evaluated: {second} of {first}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&slots).unwrap().count(),
+        0,
+        "restored files are removed"
+    );
+
+    assert!(client.unload_model(&unload).await.unwrap().success);
+    for file in std::fs::read_dir(&slots).unwrap() {
+        std::fs::write(file.unwrap().path(), b"not a slot file").unwrap();
+    }
+    let third = evaluated(&client.completion(&long).await.unwrap());
+    assert_eq!(
+        third, first,
+        "a damaged cache is skipped, the prompt evaluated whole"
+    );
+    proxy.stop().await.unwrap();
+}
+
 // Kills the server with a signal, as a crash would.
 #[cfg(unix)]
 #[tokio::test]

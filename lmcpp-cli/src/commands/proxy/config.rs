@@ -81,6 +81,9 @@ pub(crate) struct ModelPlan {
     pub(crate) start_timeout: Option<Duration>,
     /// How many requests may wait for it at once (`None`: no bound).
     pub(crate) max_queue: Option<usize>,
+    /// Keep its KV cache (slot save and restore) when its server is stopped for being
+    /// idle, evicted or unloaded.
+    pub(crate) keep_kv_cache: bool,
 }
 
 /// A memory budget as written: bytes, or a share of the machine's RAM.
@@ -145,6 +148,8 @@ struct ModelEntry {
     memory: Option<Spanned<String>>,
     start_timeout: Option<Spanned<DurationText>>,
     max_queue: Option<Spanned<u64>>,
+    #[serde(default)]
+    keep_kv_cache: bool,
 }
 
 /// A duration as TOML allows writing it: `"5m"`, `"90s"`, `"1h30m"`, `"0"`, or an integer
@@ -343,6 +348,22 @@ fn model_plan(
             ));
         }
     }
+    if m.keep_kv_cache
+        && let Some(args) = &m.args
+        && args
+            .get_ref()
+            .iter()
+            .any(|a| a == "--slot-save-path" || a.starts_with("--slot-save-path="))
+    {
+        return Err(at(
+            args.span(),
+            &key("args"),
+            format!(
+                "\"--slot-save-path\" is where `keep_kv_cache` of model {alias:?} keeps its \
+                 cache; keep one: remove `keep_kv_cache` or \"--slot-save-path\" from args"
+            ),
+        ));
+    }
     let max_queue = match &m.max_queue {
         None => None,
         Some(n) => match usize::try_from(*n.get_ref()) {
@@ -374,6 +395,7 @@ fn model_plan(
         memory,
         start_timeout,
         max_queue,
+        keep_kv_cache: m.keep_kv_cache,
     })
 }
 
@@ -626,6 +648,7 @@ ctx_size = 8192
 parallel = 2
 pinned = true
 max_queue = 16
+keep_kv_cache = true
 
 [[models]]
 alias = "embed"
@@ -661,6 +684,7 @@ start_timeout = "90s"
                 keep_alive: Some(Duration::from_secs(600)),
                 pinned: true,
                 max_queue: Some(16),
+                keep_kv_cache: true,
                 ..ModelPlan::default()
             }
         );
@@ -731,6 +755,10 @@ start_timeout = "90s"
             (
                 format!("{m}max_queue = 0\n"),
                 &["line 4", "max_queue", "at least 1"],
+            ),
+            (
+                format!("{m}keep_kv_cache = true\nargs = [\"--slot-save-path=/x\"]\n"),
+                &["line 5", "keep_kv_cache", "--slot-save-path"],
             ),
             (
                 format!("max_pass_over = \"a while\"\n{m}"),
