@@ -69,6 +69,68 @@ fn kinds(registry: &Registry) -> Vec<(ProcessKind, String, bool)> {
     v
 }
 
+/// What every worker's log shows once the server used it: the model's tensors and computed
+/// graphs in its command log, or (an rpc-server without one) only the connection.
+fn served_markers() -> &'static [&'static str] {
+    if crate::support::supports().rpc_debug_log() {
+        &["[set_tensor]", "[graph_compute]"]
+    } else {
+        crate::support::supports().lacks(
+            "two_loopback_workers_serve_then_fail_typed_and_recover",
+            "an rpc-server command log (GGML_RPC_DEBUG)",
+            "each worker logged the server's connection",
+        );
+        &["Accepted client connection"]
+    }
+}
+
+fn assert_workers_logged(workers: &[&RpcWorker], markers: &[&str]) {
+    for w in workers {
+        let log = std::fs::read_to_string(w.log_path()).unwrap();
+        for marker in markers {
+            assert!(
+                log.contains(marker),
+                "worker {} log lacks {marker}:\n{}",
+                w.address(),
+                w.log_tail(20).unwrap().join("\n")
+            );
+        }
+    }
+}
+
+/// SIGKILLs `worker`: the next request through `server` fails in transport, the server
+/// exits on the lost connection, and its handle reports that exit as `RpcWorkerLost`.
+async fn kill_and_see_the_server_fail_typed(worker: &RpcWorker, server: &Server, addrs: &[String]) {
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &worker.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(eventually(Duration::from_secs(10), || worker.exit_status().is_some()).await);
+    match complete(server).await {
+        Err(Error::Transport { .. }) => {}
+        other => panic!("expected the request to fail with a transport error, got {other:?}"),
+    }
+    // llama-server aborts on the lost connection (it may take a while: it prints a
+    // backtrace first); the handle classifies that exit.
+    assert!(
+        eventually(Duration::from_secs(60), || server.exit_status().is_some()).await,
+        "llama-server kept running without its worker"
+    );
+    match server.rpc_worker_lost() {
+        Some(Error::RpcWorkerLost {
+            workers, log_tail, ..
+        }) => {
+            assert_eq!(workers, addrs);
+            assert!(
+                log_tail[0].contains("Remote RPC server crashed"),
+                "{log_tail:?}"
+            );
+        }
+        other => panic!("expected RpcWorkerLost, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_loopback_workers_serve_then_fail_typed_and_recover() {
     let dir = tempfile::tempdir().unwrap();
@@ -85,29 +147,8 @@ async fn two_loopback_workers_serve_then_fail_typed_and_recover() {
         .await
         .expect("completion through both workers");
 
-    // Both workers received the model's tensors and computed graphs, as their command logs
-    // show; an rpc-server without a command log shows only the connection.
-    let markers: &[&str] = if crate::support::supports().rpc_debug_log() {
-        &["[set_tensor]", "[graph_compute]"]
-    } else {
-        crate::support::supports().lacks(
-            "two_loopback_workers_serve_then_fail_typed_and_recover",
-            "an rpc-server command log (GGML_RPC_DEBUG)",
-            "each worker logged the server's connection",
-        );
-        &["Accepted client connection"]
-    };
-    for w in [&w1, &w2] {
-        let log = std::fs::read_to_string(w.log_path()).unwrap();
-        for marker in markers {
-            assert!(
-                log.contains(marker),
-                "worker {} log lacks {marker}:\n{}",
-                w.address(),
-                w.log_tail(20).unwrap().join("\n")
-            );
-        }
-    }
+    let markers = served_markers();
+    assert_workers_logged(&[&w1, &w2], markers);
     let mut expected = vec![
         (ProcessKind::Server, server1.id().to_owned(), true),
         (ProcessKind::RpcWorker, w1.id().to_owned(), true),
@@ -123,35 +164,8 @@ async fn two_loopback_workers_serve_then_fail_typed_and_recover() {
     }
 
     // Kill worker 1 outright: llama-server has no way to continue without it.
-    let (w1_id, w1_port, w1_pid) = (w1.id().to_owned(), w1.port(), w1.pid());
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &w1_pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    assert!(eventually(Duration::from_secs(10), || w1.exit_status().is_some()).await);
-    match complete(&server1).await {
-        Err(Error::Transport { .. }) => {}
-        other => panic!("expected the request to fail with a transport error, got {other:?}"),
-    }
-    // llama-server aborts on the lost connection (it may take a while: it prints a
-    // backtrace first); the handle classifies that exit.
-    assert!(
-        eventually(Duration::from_secs(60), || server1.exit_status().is_some()).await,
-        "llama-server kept running without its worker"
-    );
-    match server1.rpc_worker_lost() {
-        Some(Error::RpcWorkerLost {
-            workers, log_tail, ..
-        }) => {
-            assert_eq!(workers, addrs);
-            assert!(
-                log_tail[0].contains("Remote RPC server crashed"),
-                "{log_tail:?}"
-            );
-        }
-        other => panic!("expected RpcWorkerLost, got {other:?}"),
-    }
+    let (w1_id, w1_port) = (w1.id().to_owned(), w1.port());
+    kill_and_see_the_server_fail_typed(&w1, &server1, &addrs).await;
     // The registry reports the dead worker (and the dead server) as stale.
     let listed = registry.list().unwrap();
     let w1_entry = listed.iter().find_map(|e| match e {
