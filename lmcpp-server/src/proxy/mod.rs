@@ -174,15 +174,29 @@ impl ProxyOptions {
 ///   and wait until it is ready, or stop it now and wait until its server has exited,
 ///   as llama-server's router does. Unloading is refused with a 409 while requests are
 ///   in flight, and while the model loads (`"state": "loading"`): the start is not
-///   cancelled, as other requests may wait for it.
+///   cancelled, as other requests may wait for it. `GET /models/sse` streams each model's
+///   status changes in the router's shape, and `GET /props` naming no model on a proxy
+///   of several is the router's own (`role: "router"`).
+/// - [`EVENTS_PATH`] streams every [`ModelEvent`] as Server-Sent Events
+///   ([`Client::proxy_events`]); [`METRICS_PATH`] is the proxy's own Prometheus text per
+///   model ([`Client::proxy_metrics`]); `/metrics?model=` stays the model server's.
+/// - A request whose model cannot serve it at once waits in that model's queue (its
+///   start, room in the budget, or its turn; [`ModelSpec::max_queue`] bounds it, a 429
+///   with `Retry-After` beyond), and leaves it when its client goes away. A start that
+///   does not fit beside busy, loading or just-started models waits for them (a model
+///   with a request in flight, or with waiting requests it would take, is never
+///   evicted); meanwhile they take newer requests for up to
+///   [`ProxyOptions::max_pass_over`], then drain.
+/// - A model with a [`ModelSpec::slot_cache`] keeps its KV cache across idle stops.
 /// - Any other request goes to the model its JSON body names in `model` (or `?model=`),
 ///   or to the only model when there is one and it names none; an unknown name is a 404
 ///   naming the models. The model's server is started if needed, and the answer (an
 ///   event stream too) is passed through as it arrives.
 /// - Errors are llama-server's JSON shape: 401 (key), 404 (unknown model), 400 (no
 ///   model named), 413 (body over the cap), 431 (head over the caps), 502 (the start
-///   failed, with `log_tail`; or the server did not answer), 503 (still loading at the
-///   load timeout, no room in the memory budget, and `the proxy is stopping` for every
+///   failed, with `log_tail`; or the server did not answer), 429 (its queue is full),
+///   503 (still loading, or still waiting for room, at the load timeout; a model that
+///   could never fit beside the pinned ones; and `the proxy is stopping` for every
 ///   request still waiting for a model when [`Proxy::stop`] is called or the proxy is
 ///   dropped).
 /// - Memory: a model counts against the budget from the moment its start is decided
