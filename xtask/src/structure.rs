@@ -23,7 +23,7 @@ const CRATES: &[&str] = &[
 ];
 
 /// The longest function allowed, in lines from `fn` to its closing brace.
-const MAX_FN_LINES: usize = 120;
+const MAX_FN_LINES: usize = 100;
 
 /// Functions allowed past the limit: generated code and data tables (file, function or
 /// `*` for the whole file, why).
@@ -45,6 +45,11 @@ const LONG_OK: &[(&str, &str, &str)] = &[
     ),
     (
         "lmcpp-toolchain/src/error/mod.rs",
+        "table",
+        "one example of every error variant",
+    ),
+    (
+        "lmcpp-toolchain/src/download/error.rs",
         "table",
         "one example of every error variant",
     ),

@@ -152,6 +152,73 @@ fn assert_no_tokio_workers(pid: u32) {
     );
 }
 
+/// `ps --json` lists the proxy `id` with both models ready, each with its own server (also
+/// listed, under the proxy and the alias) and the estimate `expected`; returns each model
+/// server's pid and id.
+fn assert_ps_shows_the_proxy_and_its_models(
+    ps: &Value,
+    id: &str,
+    expected: &Value,
+) -> Vec<(u64, String)> {
+    let entries = ps.as_array().unwrap();
+    let proxy = entries
+        .iter()
+        .find(|e| e["id"] == id)
+        .unwrap_or_else(|| panic!("proxy {id} not in ps: {ps}"));
+    assert_eq!(proxy["kind"], "proxy");
+    let models = proxy["models"].as_array().unwrap();
+    let mut pids = Vec::new();
+    for (m, alias) in models.iter().zip(["a", "b"]) {
+        assert_eq!(m["alias"], alias, "{m}");
+        assert_eq!(m["state"], "ready", "{m}");
+        assert_eq!(&m["estimate_bytes"], expected, "{m}");
+        assert!(m["last_used"].as_u64().is_some(), "{m}");
+        let server = m["server_id"].as_str().unwrap();
+        let record = entries
+            .iter()
+            .find(|e| e["id"] == server)
+            .unwrap_or_else(|| panic!("model server {server} not in ps: {ps}"));
+        assert_eq!(record["proxy"], id, "{record}");
+        assert_eq!(record["alias"], alias, "{record}");
+        let pid = m["pid"].as_u64().unwrap();
+        assert_eq!(record["pid"], pid);
+        assert!(pid_alive(pid));
+        pids.push((pid, server.to_owned()));
+    }
+    assert_eq!(models.len(), 2);
+    pids
+}
+
+/// What the real server made of the context (its `log`) agrees with the estimate's
+/// reading (`inspected`, for `-c 4096 -np 2`): two slots of 2048 cells (each llama-server
+/// phrases the slot's size one of these ways), and (where the server logs it) the KV
+/// cache size.
+fn assert_log_agrees_with_the_estimate(log: &str, inspected: &Value) {
+    let slot_sizes = ["n_ctx_slot = 2048", "new slot, n_ctx = 2048"];
+    assert!(
+        log.contains("n_slots = 2") && slot_sizes.iter().any(|p| log.contains(p)),
+        "{log}"
+    );
+    let kv = inspected["kv_cache_bytes"].as_u64().unwrap() as f64 / f64::from(1 << 20);
+    let kv_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("llama_kv_cache") && l.contains("cells"))
+        .collect();
+    for line in &kv_lines {
+        assert!(
+            line.contains(&format!("size = {kv:>7.2} MiB")),
+            "{kv}: {line}"
+        );
+    }
+    if kv_lines.is_empty() {
+        crate::supports().lacks(
+            "two_aliases_behind_one_endpoint_and_no_orphans_after_sigkill",
+            "a `llama_kv_cache` size line in its log at the default verbosity",
+            "its slots have the context the estimate assumed",
+        );
+    }
+}
+
 #[test]
 fn two_aliases_behind_one_endpoint_and_no_orphans_after_sigkill() {
     let env = Env::new();
@@ -201,62 +268,12 @@ fn two_aliases_behind_one_endpoint_and_no_orphans_after_sigkill() {
         "2",
     ])["memory"]
         .clone();
-    let expected = inspected["total_bytes"].clone();
-    let ps = env.json(&["ps"]);
-    let entries = ps.as_array().unwrap();
-    let proxy = entries
-        .iter()
-        .find(|e| e["id"] == id)
-        .unwrap_or_else(|| panic!("proxy {id} not in ps: {ps}"));
-    assert_eq!(proxy["kind"], "proxy");
-    let models = proxy["models"].as_array().unwrap();
-    let mut pids = Vec::new();
-    for (m, alias) in models.iter().zip(["a", "b"]) {
-        assert_eq!(m["alias"], alias, "{m}");
-        assert_eq!(m["state"], "ready", "{m}");
-        assert_eq!(m["estimate_bytes"], expected, "{m}");
-        assert!(m["last_used"].as_u64().is_some(), "{m}");
-        let server = m["server_id"].as_str().unwrap();
-        let record = entries
-            .iter()
-            .find(|e| e["id"] == server)
-            .unwrap_or_else(|| panic!("model server {server} not in ps: {ps}"));
-        assert_eq!(record["proxy"], id, "{record}");
-        assert_eq!(record["alias"], alias, "{record}");
-        let pid = m["pid"].as_u64().unwrap();
-        assert_eq!(record["pid"], pid);
-        assert!(pid_alive(pid));
-        pids.push((pid, server.to_owned()));
-    }
-    assert_eq!(models.len(), 2);
+    let pids =
+        assert_ps_shows_the_proxy_and_its_models(&env.json(&["ps"]), id, &inspected["total_bytes"]);
 
-    // What the real server made of the context agrees with the estimate's reading: two
-    // slots of 2048 cells (each llama-server phrases the slot's size one of these ways),
-    // and (where the server logs it) the KV cache size.
+    // What the real server made of the context agrees with the estimate's reading.
     let log = env.ok(&["logs", &pids[0].1, "-n", "400"]);
-    let slot_sizes = ["n_ctx_slot = 2048", "new slot, n_ctx = 2048"];
-    assert!(
-        log.contains("n_slots = 2") && slot_sizes.iter().any(|p| log.contains(p)),
-        "{log}"
-    );
-    let kv = inspected["kv_cache_bytes"].as_u64().unwrap() as f64 / f64::from(1 << 20);
-    let kv_lines: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("llama_kv_cache") && l.contains("cells"))
-        .collect();
-    for line in &kv_lines {
-        assert!(
-            line.contains(&format!("size = {kv:>7.2} MiB")),
-            "{kv}: {line}"
-        );
-    }
-    if kv_lines.is_empty() {
-        crate::supports().lacks(
-            "two_aliases_behind_one_endpoint_and_no_orphans_after_sigkill",
-            "a `llama_kv_cache` size line in its log at the default verbosity",
-            "its slots have the context the estimate assumed",
-        );
-    }
+    assert_log_agrees_with_the_estimate(&log, &inspected);
 
     // SIGKILL of `lmcpp serve`: no chance to clean up, and still no model server left.
     drop(serving);

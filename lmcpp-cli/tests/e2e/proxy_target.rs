@@ -83,6 +83,44 @@ fn complete(env: &Env, target: &[&str]) -> Value {
     env.json(&args)
 }
 
+/// `metrics` of model b through the proxy `id`, as text (by the default target) and as
+/// samples: its counter of predicted tokens counts what b predicted.
+fn assert_b_metrics_count_its_tokens(env: &Env, id: &str) {
+    let text = env.ok(&["metrics", "--model", "b"]);
+    assert!(text.contains("llamacpp:tokens_predicted_total"), "{text}");
+    let samples = env.json(&["metrics", "--server", id, "--model", "b"]);
+    let predicted = samples
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "llamacpp:tokens_predicted_total")
+        .unwrap_or_else(|| panic!("{samples}"));
+    assert!(predicted["value"].as_f64().unwrap() >= 4.0, "{samples}");
+}
+
+/// One turn of `lmcpp chat -n 3 <target>` ("Hi", then `/exit`); its stdout.
+fn chat_one_turn(env: &Env, target: &[&str]) -> String {
+    let mut chat = env
+        .cmd(&[&["chat", "-n", "3"][..], target].concat())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    chat.stdin
+        .take()
+        .unwrap()
+        .write_all(b"Hi\n/exit\n")
+        .unwrap();
+    let out = chat.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn client_commands_reach_a_proxy_by_id_alias_or_as_the_only_one_running() {
     let env = Env::new();
@@ -125,16 +163,7 @@ fn client_commands_reach_a_proxy_by_id_alias_or_as_the_only_one_running() {
         "client_commands_reach_a_proxy_by_id_alias_or_as_the_only_one_running",
     );
     // GETs name their model in the query: b's metrics count what b predicted.
-    let text = env.ok(&["metrics", "--model", "b"]);
-    assert!(text.contains("llamacpp:tokens_predicted_total"), "{text}");
-    let samples = env.json(&["metrics", "--server", id, "--model", "b"]);
-    let predicted = samples
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "llamacpp:tokens_predicted_total")
-        .unwrap_or_else(|| panic!("{samples}"));
-    assert!(predicted["value"].as_f64().unwrap() >= 4.0, "{samples}");
+    assert_b_metrics_count_its_tokens(&env, id);
     // The proxy answers its own health, whichever models run.
     assert_eq!(env.ok(&["health"]).trim(), "ok");
 
@@ -151,25 +180,8 @@ fn client_commands_reach_a_proxy_by_id_alias_or_as_the_only_one_running() {
         "b",
     ]);
     assert_eq!(streamed.trim_end_matches('\n'), by_id["content"]);
-    let mut chat = env
-        .cmd(&["chat", "-n", "3", "--server", id, "--model", "a"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    chat.stdin
-        .take()
-        .unwrap()
-        .write_all(b"Hi\n/exit\n")
-        .unwrap();
-    let out = chat.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
+    let answer = chat_one_turn(&env, &["--server", id, "--model", "a"]);
+    assert_eq!(answer.lines().count(), 1, "{answer}");
 
     // Both model servers run now, and the proxy is still the only target: its model
     // servers are its own, not servers to talk to behind its back.

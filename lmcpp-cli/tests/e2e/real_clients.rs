@@ -15,7 +15,8 @@ use async_openai::Client;
 use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
 use async_openai::types::chat::{
-    ChatCompletionRequestUserMessage, CreateChatCompletionRequestArgs, FinishReason,
+    ChatCompletionRequestUserMessage, ChatCompletionResponseStream,
+    CreateChatCompletionRequestArgs, CreateChatCompletionResponse, FinishReason,
 };
 use async_openai::types::completions::CreateCompletionRequestArgs;
 use async_openai::types::embeddings::{CreateEmbeddingRequestArgs, EmbeddingInput};
@@ -82,6 +83,61 @@ async fn within<T, E: std::fmt::Display>(
     }
 }
 
+/// A chat answer under [`ALIAS`] (asked for at most 6 tokens): one choice with content,
+/// finished by length or stop, and a usage that adds up.
+fn assert_chat_answer(chat: &CreateChatCompletionResponse) {
+    assert_eq!(chat.model, ALIAS, "{chat:?}");
+    assert_eq!(chat.object, "chat.completion");
+    assert_eq!(chat.choices.len(), 1, "{chat:?}");
+    let choice = &chat.choices[0];
+    assert!(choice.message.content.is_some(), "{chat:?}");
+    assert!(
+        matches!(
+            choice.finish_reason,
+            Some(FinishReason::Length | FinishReason::Stop)
+        ),
+        "{chat:?}"
+    );
+    let usage = chat
+        .usage
+        .as_ref()
+        .expect("a chat answer reports its usage");
+    assert!(
+        (1..=6).contains(&usage.completion_tokens) && usage.prompt_tokens > 0,
+        "{usage:?}"
+    );
+    assert_eq!(
+        usage.total_tokens,
+        usage.prompt_tokens + usage.completion_tokens
+    );
+}
+
+/// The text of a streamed chat, checking its chunks: more than one, all under [`ALIAS`],
+/// one id across them and exactly one finish.
+async fn streamed_chat_text(mut stream: ChatCompletionResponseStream) -> String {
+    let (mut ids, mut finishes, mut text, mut chunks) = (Vec::new(), 0, String::new(), 0);
+    loop {
+        let next = tokio::time::timeout(REQUEST_TIMEOUT, stream.next())
+            .await
+            .expect("the next chunk within the timeout");
+        let Some(chunk) = next else { break };
+        let chunk = chunk.unwrap_or_else(|e| panic!("chat stream chunk: {e}"));
+        chunks += 1;
+        assert_eq!(chunk.object, "chat.completion.chunk", "{chunk:?}");
+        assert_eq!(chunk.model, ALIAS, "{chunk:?}");
+        ids.push(chunk.id.clone());
+        for c in &chunk.choices {
+            finishes += usize::from(c.finish_reason.is_some());
+            text.push_str(c.delta.content.as_deref().unwrap_or_default());
+        }
+    }
+    ids.dedup();
+    assert!(chunks > 1, "{chunks} chunks");
+    assert_eq!(ids.len(), 1, "one id across the chunks: {ids:?}");
+    assert_eq!(finishes, 1, "exactly one chunk finishes the answer");
+    text
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_openai_chats_streams_completes_and_lists_the_model_by_its_alias() {
     let dir = tempfile::tempdir().unwrap();
@@ -113,53 +169,12 @@ async fn async_openai_chats_streams_completes_and_lists_the_model_by_its_alias()
         .build()
         .unwrap();
     let chat = within("chat", client.chat().create(request.clone())).await;
-    assert_eq!(chat.model, ALIAS, "{chat:?}");
-    assert_eq!(chat.object, "chat.completion");
-    assert_eq!(chat.choices.len(), 1, "{chat:?}");
+    assert_chat_answer(&chat);
     let choice = &chat.choices[0];
-    assert!(choice.message.content.is_some(), "{chat:?}");
-    assert!(
-        matches!(
-            choice.finish_reason,
-            Some(FinishReason::Length | FinishReason::Stop)
-        ),
-        "{chat:?}"
-    );
-    let usage = chat
-        .usage
-        .as_ref()
-        .expect("a chat answer reports its usage");
-    assert!(
-        (1..=6).contains(&usage.completion_tokens) && usage.prompt_tokens > 0,
-        "{usage:?}"
-    );
-    assert_eq!(
-        usage.total_tokens,
-        usage.prompt_tokens + usage.completion_tokens
-    );
 
     // The same chat streamed: one id across the chunks, one finish, the same greedy text.
-    let mut stream = within("chat stream", client.chat().create_stream(request)).await;
-    let (mut ids, mut finishes, mut text, mut chunks) = (Vec::new(), 0, String::new(), 0);
-    loop {
-        let next = tokio::time::timeout(REQUEST_TIMEOUT, stream.next())
-            .await
-            .expect("the next chunk within the timeout");
-        let Some(chunk) = next else { break };
-        let chunk = chunk.unwrap_or_else(|e| panic!("chat stream chunk: {e}"));
-        chunks += 1;
-        assert_eq!(chunk.object, "chat.completion.chunk", "{chunk:?}");
-        assert_eq!(chunk.model, ALIAS, "{chunk:?}");
-        ids.push(chunk.id.clone());
-        for c in &chunk.choices {
-            finishes += usize::from(c.finish_reason.is_some());
-            text.push_str(c.delta.content.as_deref().unwrap_or_default());
-        }
-    }
-    ids.dedup();
-    assert!(chunks > 1, "{chunks} chunks");
-    assert_eq!(ids.len(), 1, "one id across the chunks: {ids:?}");
-    assert_eq!(finishes, 1, "exactly one chunk finishes the answer");
+    let stream = within("chat stream", client.chat().create_stream(request)).await;
+    let text = streamed_chat_text(stream).await;
     assert_eq!(Some(text.as_str()), choice.message.content.as_deref());
 
     // A legacy completion by the same name agrees with the native /completion.
@@ -668,6 +683,38 @@ fn curl_routes_by_alias(proxy: &ServedProxy) -> String {
     streamed
 }
 
+/// Embeddings of two texts by `embed` (started with pooling), one vector per text of the
+/// demo model's width; `a` (without) refuses them, naming `--embeddings`.
+async fn embeddings_by_embed_and_refused_by_a(client: &Client<OpenAIConfig>) {
+    let n_embd = lmcpp::toolchain::gguf::read_gguf(&crate::paths().demo_model)
+        .unwrap()
+        .summary()
+        .embedding_length
+        .unwrap();
+    let embed = |alias: &str| {
+        CreateEmbeddingRequestArgs::default()
+            .model(alias)
+            .input(EmbeddingInput::StringArray(vec![
+                "first text".to_owned(),
+                "a second, longer text".to_owned(),
+            ]))
+            .build()
+            .unwrap()
+    };
+    let answer = within("embeddings", client.embeddings().create(embed("embed"))).await;
+    assert_eq!(answer.model, "embed", "{answer:?}");
+    assert_eq!(answer.data.len(), 2, "{answer:?}");
+    for e in &answer.data {
+        assert_eq!(u64::try_from(e.embedding.len()).unwrap(), n_embd);
+    }
+    let body = refusal(
+        tokio::time::timeout(REQUEST_TIMEOUT, client.embeddings().create(embed("a")))
+            .await
+            .expect("an answer within the timeout"),
+    );
+    assert!(body.contains("--embeddings"), "{body}");
+}
+
 #[test]
 fn async_openai_and_curl_reach_each_alias_of_a_proxy() {
     let proxy = ServedProxy::start();
@@ -726,36 +773,7 @@ fn async_openai_and_curl_reach_each_alias_of_a_proxy() {
     assert_eq!(done.choices[0].text, streamed);
 
     // Embeddings by `embed`, the model started with pooling; `a` has none and says so.
-    let n_embd = lmcpp::toolchain::gguf::read_gguf(&crate::paths().demo_model)
-        .unwrap()
-        .summary()
-        .embedding_length
-        .unwrap();
-    let embed = |alias: &str| {
-        CreateEmbeddingRequestArgs::default()
-            .model(alias)
-            .input(EmbeddingInput::StringArray(vec![
-                "first text".to_owned(),
-                "a second, longer text".to_owned(),
-            ]))
-            .build()
-            .unwrap()
-    };
-    let answer = rt.block_on(within(
-        "embeddings",
-        client.embeddings().create(embed("embed")),
-    ));
-    assert_eq!(answer.model, "embed", "{answer:?}");
-    assert_eq!(answer.data.len(), 2, "{answer:?}");
-    for e in &answer.data {
-        assert_eq!(u64::try_from(e.embedding.len()).unwrap(), n_embd);
-    }
-    let body = refusal(rt.block_on(async {
-        tokio::time::timeout(REQUEST_TIMEOUT, client.embeddings().create(embed("a")))
-            .await
-            .expect("an answer within the timeout")
-    }));
-    assert!(body.contains("--embeddings"), "{body}");
+    rt.block_on(embeddings_by_embed_and_refused_by_a(&client));
 
     // Three models used, three servers: each its own llama-server process.
     assert_eq!(proxy.states(), ["a:ready", "b:ready", "embed:ready"]);
