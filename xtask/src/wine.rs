@@ -50,6 +50,12 @@ const WINE_SHORTFALLS: &[(&str, &str, &str, &str)] = &[
          semantics) or refuses to open a file pending deletion",
     ),
     (
+        "lmcpp-cli",
+        "it",
+        "library::the_library_alone_pulls_in_none_of_the_commands_crates",
+        "runs cargo tree, and the Wine prefix has no cargo",
+    ),
+    (
         "lmcpp-toolchain",
         "it",
         "hub_cache::a_blob_huggingface_hub_is_downloading_is_waited_for",

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use lmcpp_test_support::PreparedPaths;
 
 mod blocking;
+mod library_proxy;
 mod names;
 mod proxy;
 mod proxy_router;

@@ -9,6 +9,7 @@ mod alias;
 mod bad_input;
 mod docs;
 mod gc;
+mod library;
 mod model;
 mod proxy;
 #[cfg(unix)]
