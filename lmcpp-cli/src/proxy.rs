@@ -85,6 +85,10 @@ pub struct ProxyModel {
     pub toolchain_request: Option<ToolchainRequest>,
     /// Its own `llama-server` binary instead of one from the toolchain cache.
     pub llama_server: Option<PathBuf>,
+    /// A directory where its slots' KV caches are saved when its server stops for being
+    /// idle or evicted, and restored at its next start (llama-server's `--slot-save-path`;
+    /// see `ModelSpec::slot_cache`); `None`: the cache goes with the server.
+    pub slot_cache: Option<PathBuf>,
 }
 
 impl ProxyModel {
@@ -101,6 +105,7 @@ impl ProxyModel {
             start_timeout: None,
             toolchain_request: None,
             llama_server: None,
+            slot_cache: None,
         }
     }
 }
@@ -257,6 +262,7 @@ impl ProxyBuilder {
             spec.keep_alive = model.keep_alive;
             spec.pinned = model.pinned;
             spec.max_queue = model.max_queue;
+            spec.slot_cache = model.slot_cache.clone();
             // A binary given by path is whatever version it is; its server's record says.
             let given = model.llama_server.is_some() || self.llama_server.is_some();
             let request = model.toolchain_request.as_ref().unwrap_or(&self.request);
@@ -282,13 +288,17 @@ impl ProxyBuilder {
             .toolchain_request
             .clone()
             .unwrap_or_else(|| self.request.clone());
+        let mut args = model.args.clone();
+        if model.slot_cache.is_some() {
+            args.slot_save_path.clone_from(&model.slot_cache);
+        }
         let mut builder = Lmcpp::builder()
             .model(model.model.clone())
             .alias(model.alias.clone())
             .no_mmproj(self.no_mmproj)
             .toolchain_request(request)
             .transport(TransportChoice::default())
-            .args(model.args.clone())
+            .args(args)
             .ready_timeout(model.start_timeout.unwrap_or(self.start_timeout))
             .progress(self.progress.clone());
         if let Some(home) = &self.home {
@@ -535,4 +545,56 @@ pub fn estimate_options(args: &ServerArgs) -> Result<EstimateOptions, String> {
         }
     }
     Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn memory_flags_among_the_server_arguments_reach_the_estimate() {
+        let with = |args: &[&str]| {
+            estimate_options(&ServerArgs {
+                extra: args.iter().map(|s| (*s).to_owned()).collect(),
+                ..ServerArgs::default()
+            })
+        };
+        let o = with(&[
+            "--temp",
+            "0",
+            "-c",
+            "8192",
+            "--parallel=2",
+            "-ctk",
+            "q8_0",
+            "--cache-type-v=q4_0",
+            "-kvu",
+            "-ub",
+            "256",
+        ])
+        .unwrap();
+        assert_eq!(o.ctx_size, Some(8192));
+        assert_eq!(o.parallel, Some(2));
+        assert_eq!(o.cache_type_k, KvCacheType::Q8_0);
+        assert_eq!(o.cache_type_v, KvCacheType::Q4_0);
+        assert!(o.kv_unified);
+        assert_eq!(o.ubatch, 256);
+        assert!(!with(&["-kvu", "--no-kv-unified"]).unwrap().kv_unified);
+        assert_eq!(with(&["-np", "-1"]).unwrap().parallel, None);
+        // A value that looks like a flag is the value, as llama-server reads it.
+        assert!(with(&["--alias", "-c"]).unwrap().ctx_size.is_none());
+        for bad in [&["-c"][..], &["-c", "lots"], &["-ctk", "q3_k"]] {
+            assert!(with(bad).is_err(), "{bad:?}");
+        }
+        // The typed fields count too.
+        let typed = ServerArgs {
+            ctx_size: Some(512),
+            parallel: Some(3),
+            ..ServerArgs::default()
+        };
+        let o = estimate_options(&typed).unwrap();
+        assert_eq!((o.ctx_size, o.parallel), (Some(512), Some(3)));
+    }
 }

@@ -17,17 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use futures_util::future::BoxFuture;
 use lmcpp::server::{
-    HttpPort, Launch, LaunchError, ModelSpec, ModelView, Proxy, ProxyOptions, Server, ServerRecord,
-    TransportChoice, default_memory_budget,
+    HttpPort, ModelView, ProxyOptions, ServerRecord, TransportChoice, default_memory_budget,
 };
-use lmcpp::toolchain::SharedProgress;
-use lmcpp::toolchain::ToolchainRequest;
-use lmcpp::toolchain::demo::DemoOptions;
-use lmcpp::toolchain::gguf::estimate::{EstimateOptions, KvCacheType, estimate_path};
-use lmcpp::toolchain::models::{ModelSource, PullOptions, demo_model_path};
 use lmcpp::types::args::ServerArgs;
+use lmcpp::{ModelEstimate, ProxyModel};
 use serde::Serialize;
 
 use super::ctx::{Ctx, human_size};
@@ -35,7 +29,6 @@ use crate::cli::ServeArgs;
 use crate::exit::BadInput;
 use crate::shutdown::Shutdown;
 pub(crate) use config::{ModelPlan, Plan};
-use lmcpp::Classify;
 use log::ProxyLog;
 
 /// How long a detached `lmcpp serve` may take to write its proxy's record.
@@ -87,18 +80,6 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
         true => Some(kv_root(ctx, &id)?),
         false => None,
     };
-    let mut specs = Vec::with_capacity(plan.models.len());
-    let mut shown_models = Vec::with_capacity(plan.models.len());
-    for model in &plan.models {
-        let kv = kv_root
-            .as_ref()
-            .filter(|_| model.keep_kv_cache)
-            .map(|root| root.join(kv_dir_name(&model.alias)));
-        let (spec, shown) = model_spec(ctx, &args, &plan, model, kv, &log).await?;
-        specs.push(spec);
-        shown_models.push(shown);
-    }
-
     let mut opts = ProxyOptions::new(budget);
     opts.transport = transport;
     opts.runtime_dir = ctx.runtime_dir.clone();
@@ -109,8 +90,33 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
     opts.log_path = Some(log_path);
     // `--detach` runs this command again with the id it chose: that process is detached.
     opts.detached = args.proxy_id.is_some();
+    let lines = Arc::clone(&log);
+    let mut builder = lmcpp::Lmcpp::proxy()
+        .options(opts)
+        .toolchain_request(args.toolchain.request(ctx.home.as_deref()).await?)
+        .start_timeout(plan.start_timeout)
+        .no_mmproj(args.no_mmproj)
+        .progress(ctx.progress.clone())
+        .lines(Arc::new(move |line: &str| lines.line(line)));
+    if let Some(home) = &ctx.home {
+        builder = builder.home(home);
+    }
+    for model in &plan.models {
+        let kv = kv_root
+            .as_ref()
+            .filter(|_| model.keep_kv_cache)
+            .map(|root| root.join(kv_dir_name(&model.alias)));
+        builder = builder.model(proxy_model(ctx, &args, model, kv).await?);
+    }
+    let prepared = builder.prepare().await?;
+    let shown_models: Vec<String> = plan
+        .models
+        .iter()
+        .zip(prepared.estimates())
+        .map(|(model, estimate)| shown_model(model, estimate))
+        .collect();
     let proxy = tokio::select! {
-        proxy = Proxy::start(opts, specs) => proxy?,
+        proxy = prepared.start() => proxy?,
         signal = shutdown.recv() => {
             log.line(format_args!("{signal} during start-up; nothing left running"));
             return Ok(ExitCode::SUCCESS);
@@ -287,40 +293,14 @@ fn transport(plan: &Plan, args: &ServeArgs) -> TransportChoice {
     }
 }
 
-/// One model's spec for the proxy, and a line describing it for the user.
-async fn model_spec(
+/// One model of the plan as the library takes it: its own toolchain request when it
+/// names a llama.cpp version or backend, its binary, its server arguments.
+async fn proxy_model(
     ctx: &Ctx,
     args: &ServeArgs,
-    plan: &Plan,
     model: &ModelPlan,
-    kv: Option<PathBuf>,
-    log: &Arc<ProxyLog>,
-) -> Result<(ModelSpec, String)> {
-    let estimate_opts = estimate_options(model).map_err(|e| {
-        BadInput(format!(
-            "model {}: {e}; fix its llama-server arguments",
-            model.alias
-        ))
-    })?;
-    let (estimate, how) = match model.memory {
-        Some(bytes) => (bytes, "as configured".to_owned()),
-        None => match offline_path(ctx, model, args.no_mmproj).await {
-            Some(path) => match estimate_path(&path, &estimate_opts).await {
-                Ok(e) => (
-                    e.total_bytes,
-                    format!("estimated for {} cells of context", e.ctx_size),
-                ),
-                Err(e) => (0, format!("unknown ({e}); set `memory` in the config")),
-            },
-            None => (
-                0,
-                "unknown until the model is fetched (at its first request); set `memory` \
-                 in the config to count it"
-                    .to_owned(),
-            ),
-        },
-    };
-
+    slot_cache: Option<PathBuf>,
+) -> Result<ProxyModel> {
     let llama_server = model
         .llama_server
         .clone()
@@ -332,58 +312,41 @@ async fn model_spec(
             bin.display()
         );
     }
-    let mut toolchain = args.toolchain.clone();
-    if let Some(v) = &model.llama_version {
-        toolchain.version = Some(v.clone());
+    let mut spec = ProxyModel::new(model.alias.clone(), model.reference.clone());
+    if model.llama_version.is_some() || model.backend.is_some() {
+        let mut toolchain = args.toolchain.clone();
+        if let Some(v) = &model.llama_version {
+            toolchain.version = Some(v.clone());
+        }
+        if let Some(b) = model.backend {
+            toolchain.backend = b;
+        }
+        spec.toolchain_request = Some(toolchain.request(ctx.home.as_deref()).await?);
     }
-    if let Some(b) = model.backend {
-        toolchain.backend = b;
-    }
-    let request = toolchain.request(ctx.home.as_deref()).await?;
-    let launch_binary_given = llama_server.is_some();
-    let version_label = request.version.label();
-    let launch = FacadeLaunch {
-        // A configured `memory` is what the user wants counted; otherwise the estimate is
-        // taken again from the model on disk before each start (`Launch::prepare`).
-        estimate: model.memory.is_none().then(|| estimate_opts.clone()),
-        home: ctx.home.clone(),
-        runtime_dir: ctx.runtime_dir.clone(),
-        llama_server,
-        progress: ctx.progress.clone(),
-        reference: model.reference.clone(),
-        alias: model.alias.clone(),
-        request,
-        args: ServerArgs {
-            slot_save_path: kv.clone(),
-            ..server_args(model, args)
-        },
-        ready_timeout: model.start_timeout.unwrap_or(plan.start_timeout),
-        no_mmproj: args.no_mmproj,
-        log: Arc::clone(log),
-    };
-    let mut spec = ModelSpec::new(model.alias.clone(), Arc::new(launch));
-    spec.estimate_bytes = estimate;
+    spec.llama_server = llama_server;
+    spec.args = server_args(model, args);
+    spec.memory = model.memory;
     spec.keep_alive = model.keep_alive;
     spec.pinned = model.pinned;
     spec.max_queue = model.max_queue;
-    spec.slot_cache = kv;
-    // A binary given by path is whatever version it is; the record of its server says.
-    spec.llama_version = if launch_binary_given {
-        None
-    } else {
-        Some(version_label)
-    };
-    let line = format!(
-        "{} = {}: memory {} ({how}), keep-alive {}{}",
+    spec.start_timeout = model.start_timeout;
+    spec.slot_cache = slot_cache;
+    Ok(spec)
+}
+
+/// The line describing a model when the proxy starts.
+fn shown_model(model: &ModelPlan, estimate: &ModelEstimate) -> String {
+    format!(
+        "{} = {}: memory {} ({}), keep-alive {}{}",
         model.alias,
         model.reference,
-        human_size(estimate),
+        human_size(estimate.bytes),
+        estimate.how,
         model
             .keep_alive
             .map_or_else(|| "never stops".to_owned(), |d| format!("{}s", d.as_secs())),
         if model.pinned { ", pinned" } else { "" }
-    );
-    Ok((spec, line))
+    )
 }
 
 /// Where a proxy's models keep their KV caches: `<cache root>/kv/<proxy id>`.
@@ -423,212 +386,6 @@ fn server_args(model: &ModelPlan, args: &ServeArgs) -> ServerArgs {
         pooling: model.pooling.clone(),
         ui: Some(false),
         ..ServerArgs::default()
-    }
-}
-
-/// The estimate's options from a model's settings and its llama-server arguments (the
-/// flags that change the memory a server takes: context, slots, cache types, ubatch).
-fn estimate_options(model: &ModelPlan) -> Result<EstimateOptions, String> {
-    let mut o = EstimateOptions::default();
-    o.ctx_size = model.ctx_size;
-    o.parallel = model.parallel;
-    let mut it = model.args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with('-') => (f, Some(v.to_owned())),
-            _ => (arg.as_str(), None),
-        };
-        let takes_value = matches!(
-            flag,
-            "-c" | "--ctx-size"
-                | "-np"
-                | "--parallel"
-                | "-ctk"
-                | "--cache-type-k"
-                | "-ctv"
-                | "--cache-type-v"
-                | "-ub"
-                | "--ubatch-size"
-        );
-        let value = if takes_value {
-            match inline.or_else(|| it.next().cloned()) {
-                Some(v) => v,
-                None => return Err(format!("{flag} needs a value")),
-            }
-        } else {
-            String::new()
-        };
-        let number = |v: &str| -> Result<i64, String> {
-            v.trim()
-                .parse::<i64>()
-                .map_err(|_| format!("{flag} {v}: not a number"))
-        };
-        let cache_type = |v: &str| {
-            KvCacheType::parse(v).ok_or_else(|| {
-                format!(
-                    "{flag} {v}: not a cache type llama-server knows ({})",
-                    KvCacheType::names().collect::<Vec<_>>().join(", ")
-                )
-            })
-        };
-        match flag {
-            "-c" | "--ctx-size" => o.ctx_size = u64::try_from(number(&value)?).ok(),
-            // Negative is llama-server's "auto".
-            "-np" | "--parallel" => o.parallel = u64::try_from(number(&value)?).ok(),
-            "-ctk" | "--cache-type-k" => o.cache_type_k = cache_type(&value)?,
-            "-ctv" | "--cache-type-v" => o.cache_type_v = cache_type(&value)?,
-            "-ub" | "--ubatch-size" => {
-                o.ubatch = u64::try_from(number(&value)?).unwrap_or(o.ubatch);
-            }
-            "-kvu" | "--kv-unified" => o.kv_unified = true,
-            "-no-kvu" | "--no-kv-unified" => o.kv_unified = false,
-            _ => {}
-        }
-    }
-    Ok(o)
-}
-
-/// The model's file when it is on disk already (a path, the demo model, or a cached
-/// reference), found without any network; `None` otherwise.
-async fn offline_path(ctx: &Ctx, model: &ModelPlan, no_mmproj: bool) -> Option<PathBuf> {
-    let reference = model.reference.as_str();
-    let path = Path::new(reference);
-    if path.is_file() {
-        return Some(path.to_path_buf());
-    }
-    if reference == lmcpp::DEMO_MODEL {
-        let toolchain = ctx.toolchain().ok()?;
-        let demo = demo_model_path(toolchain.layout(), DemoOptions::default().seed);
-        return demo.is_file().then_some(demo);
-    }
-    let source = ModelSource::parse(reference).ok()?;
-    let mut pull = PullOptions::cache_only();
-    pull.no_mmproj = no_mmproj;
-    ctx.store()
-        .ok()?
-        .pull(&source, &pull)
-        .await
-        .ok()
-        .map(|m| m.path)
-}
-
-/// Starts one model's server through the facade: toolchain and model ensured as for
-/// `lmcpp serve`, the alias passed, the web UI off, on a private Unix socket; the start,
-/// and its server or its failure, go to the proxy's log.
-struct FacadeLaunch {
-    /// How to estimate the model's memory once it is on disk; `None` when the config fixes it.
-    estimate: Option<EstimateOptions>,
-    home: Option<PathBuf>,
-    runtime_dir: Option<PathBuf>,
-    llama_server: Option<PathBuf>,
-    progress: SharedProgress,
-    reference: String,
-    alias: String,
-    request: ToolchainRequest,
-    args: ServerArgs,
-    ready_timeout: Duration,
-    no_mmproj: bool,
-    log: Arc<ProxyLog>,
-}
-
-impl FacadeLaunch {
-    /// The facade's builder for this model, as `lmcpp serve` would start it.
-    fn builder(&self) -> lmcpp::LmcppBuilder {
-        let mut builder = lmcpp::Lmcpp::builder()
-            .model(self.reference.clone())
-            .alias(self.alias.clone())
-            .no_mmproj(self.no_mmproj)
-            .toolchain_request(self.request.clone())
-            .transport(TransportChoice::default())
-            .args(self.args.clone())
-            .ready_timeout(self.ready_timeout)
-            .progress(self.progress.clone());
-        if let Some(home) = &self.home {
-            builder = builder.home(home);
-        }
-        if let Some(dir) = &self.runtime_dir {
-            builder = builder.runtime_dir(dir);
-        }
-        if let Some(bin) = &self.llama_server {
-            builder = builder.llama_server(bin);
-        }
-        builder
-    }
-}
-
-impl Launch for FacadeLaunch {
-    /// Logs the start (the proxy prepares before each launch, so the line comes before
-    /// a download), ensures the toolchain and the model (so a model pulled at its first
-    /// request is counted with its real size before the budget is checked) and estimates
-    /// its memory.
-    fn prepare(&self) -> BoxFuture<'static, Result<Option<u64>, LaunchError>> {
-        let (log, alias) = (Arc::clone(&self.log), self.alias.clone());
-        log.line(format_args!("model {alias}: starting {}", self.reference));
-        let Some(opts) = self.estimate.clone() else {
-            return Box::pin(async { Ok(None) });
-        };
-        let builder = self.builder();
-        Box::pin(async move {
-            let resolved = match builder.resolve().await {
-                Ok(resolved) => resolved,
-                Err(e) => {
-                    let e = launch_error(e);
-                    log.line(format_args!(
-                        "model {alias}: failed to start: {}",
-                        e.message
-                    ));
-                    return Err(e);
-                }
-            };
-            match estimate_path(&resolved.model.path, &opts).await {
-                Ok(e) => Ok(Some(e.total_bytes)),
-                Err(e) => {
-                    log.line(format_args!(
-                        "model {alias}: memory estimate unknown ({e}); counted as before"
-                    ));
-                    Ok(None)
-                }
-            }
-        })
-    }
-
-    fn launch(&self) -> BoxFuture<'static, Result<Server, LaunchError>> {
-        let builder = self.builder();
-        let (log, alias) = (Arc::clone(&self.log), self.alias.clone());
-        Box::pin(async move {
-            match builder.start().await {
-                Ok(running) => {
-                    let server = running.server;
-                    log.line(format_args!(
-                        "model {alias}: ready (server {}, pid {})",
-                        server.id(),
-                        server.pid()
-                    ));
-                    Ok(server)
-                }
-                Err(e) => {
-                    let e = launch_error(e);
-                    log.line(format_args!(
-                        "model {alias}: failed to start: {}",
-                        e.message
-                    ));
-                    Err(e)
-                }
-            }
-        })
-    }
-}
-
-/// The facade's error as the proxy tells it to every waiting request.
-fn launch_error(e: lmcpp::Error) -> LaunchError {
-    match e {
-        lmcpp::Error::Server(e) => e.into(),
-        other => LaunchError {
-            message: other.to_string(),
-            log_tail: Vec::new(),
-            user_error: other.is_user_error(),
-            exit_code: None,
-        },
     }
 }
 
@@ -757,40 +514,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-
-    #[test]
-    fn memory_flags_among_the_server_arguments_reach_the_estimate() {
-        let with = |args: &[&str]| {
-            estimate_options(&ModelPlan {
-                args: args.iter().map(|s| (*s).to_owned()).collect(),
-                ..ModelPlan::default()
-            })
-        };
-        let o = with(&[
-            "--temp",
-            "0",
-            "-c",
-            "8192",
-            "--parallel=2",
-            "-ctk",
-            "q8_0",
-            "--cache-type-v=q4_0",
-            "-kvu",
-            "-ub",
-            "256",
-        ])
-        .unwrap();
-        assert_eq!(o.ctx_size, Some(8192));
-        assert_eq!(o.parallel, Some(2));
-        assert_eq!(o.cache_type_k, KvCacheType::Q8_0);
-        assert_eq!(o.cache_type_v, KvCacheType::Q4_0);
-        assert!(o.kv_unified);
-        assert_eq!(o.ubatch, 256);
-        assert_eq!(with(&["-np", "-1"]).unwrap().parallel, None);
-        for bad in [&["-c"][..], &["-c", "lots"], &["-ctk", "q3_k"]] {
-            assert!(with(bad).is_err(), "{bad:?}");
-        }
-    }
 
     fn serve_args(argv: &[&str]) -> ServeArgs {
         use clap::Parser;
