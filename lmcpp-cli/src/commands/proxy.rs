@@ -90,25 +90,10 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
     opts.log_path = Some(log_path);
     // `--detach` runs this command again with the id it chose: that process is detached.
     opts.detached = args.proxy_id.is_some();
-    let lines = Arc::clone(&log);
-    let mut builder = lmcpp::Lmcpp::proxy()
-        .options(opts)
-        .toolchain_request(args.toolchain.request(ctx.home.as_deref()).await?)
-        .start_timeout(plan.start_timeout)
-        .no_mmproj(args.no_mmproj)
-        .progress(ctx.progress.clone())
-        .lines(Arc::new(move |line: &str| lines.line(line)));
-    if let Some(home) = &ctx.home {
-        builder = builder.home(home);
-    }
-    for model in &plan.models {
-        let kv = kv_root
-            .as_ref()
-            .filter(|_| model.keep_kv_cache)
-            .map(|root| root.join(kv_dir_name(&model.alias)));
-        builder = builder.model(proxy_model(ctx, &args, model, kv).await?);
-    }
-    let prepared = builder.prepare().await?;
+    let prepared = proxy_builder(ctx, &args, &plan, opts, kv_root.as_deref(), &log)
+        .await?
+        .prepare()
+        .await?;
     let shown_models: Vec<String> = plan
         .models
         .iter()
@@ -291,6 +276,35 @@ fn transport(plan: &Plan, args: &ServeArgs) -> TransportChoice {
             TransportChoice::PublicHttp { bind, port }
         }
     }
+}
+
+/// The library's builder for the plan: its models, each model's start logged to `log`.
+async fn proxy_builder(
+    ctx: &Ctx,
+    args: &ServeArgs,
+    plan: &Plan,
+    opts: ProxyOptions,
+    kv_root: Option<&Path>,
+    log: &Arc<ProxyLog>,
+) -> Result<lmcpp::ProxyBuilder> {
+    let lines = Arc::clone(log);
+    let mut builder = lmcpp::Lmcpp::proxy()
+        .options(opts)
+        .toolchain_request(args.toolchain.request(ctx.home.as_deref()).await?)
+        .start_timeout(plan.start_timeout)
+        .no_mmproj(args.no_mmproj)
+        .progress(ctx.progress.clone())
+        .lines(Arc::new(move |line: &str| lines.line(line)));
+    if let Some(home) = &ctx.home {
+        builder = builder.home(home);
+    }
+    for model in &plan.models {
+        let kv = kv_root
+            .filter(|_| model.keep_kv_cache)
+            .map(|root| root.join(kv_dir_name(&model.alias)));
+        builder = builder.model(proxy_model(ctx, args, model, kv).await?);
+    }
+    Ok(builder)
 }
 
 /// One model of the plan as the library takes it: its own toolchain request when it
