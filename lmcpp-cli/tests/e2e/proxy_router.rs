@@ -112,47 +112,7 @@ fn a_router_client_lists_loads_uses_and_unloads_models_behind_lmcpp_serve() {
             ModelState::Unloaded
         );
 
-        // The router's status events, and the proxy's typed ones, in order.
-        let mut statuses = Vec::new();
-        for _ in 0..3 {
-            let event = tokio::time::timeout(Duration::from_secs(30), router_events.next())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
-            assert_eq!(
-                (event.model.as_str(), event.event.as_str()),
-                ("a", "status_change")
-            );
-            statuses.push(event.data.unwrap());
-        }
-        assert_eq!(
-            statuses,
-            [
-                json!({"status": "loading"}),
-                json!({"status": "loaded"}),
-                json!({"status": "unloaded", "exit_code": 0}),
-            ]
-        );
-        let mut kinds = Vec::new();
-        for _ in 0..3 {
-            let event = tokio::time::timeout(Duration::from_secs(30), own_events.next())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
-            kinds.push(event.kind);
-        }
-        assert_eq!(
-            kinds,
-            [
-                ModelEventKind::Starting,
-                ModelEventKind::Ready,
-                ModelEventKind::Stopped {
-                    reason: StopReason::Unloaded
-                }
-            ]
-        );
+        events_in_order(&mut router_events, &mut own_events).await;
 
         // The proxy's own metrics.
         let metrics = client.proxy_metrics().await.unwrap();
@@ -216,5 +176,54 @@ fn a_model_that_keeps_its_kv_cache_evaluates_only_new_tokens_after_an_unload() {
     assert!(
         left.is_empty(),
         "the proxy's KV caches go with it: {left:?}"
+    );
+}
+
+/// The router's status events of `a`'s load and unload, and the proxy's typed ones, in
+/// order.
+async fn events_in_order(
+    router_events: &mut lmcpp::server::EventStream<lmcpp::types::router::ModelsEvent>,
+    own_events: &mut lmcpp::server::EventStream<lmcpp::server::ModelEvent>,
+) {
+    // The router's status events, and the proxy's typed ones, in order.
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let event = tokio::time::timeout(Duration::from_secs(30), router_events.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (event.model.as_str(), event.event.as_str()),
+            ("a", "status_change")
+        );
+        statuses.push(event.data.unwrap());
+    }
+    assert_eq!(
+        statuses,
+        [
+            json!({"status": "loading"}),
+            json!({"status": "loaded"}),
+            json!({"status": "unloaded", "exit_code": 0}),
+        ]
+    );
+    let mut kinds = Vec::new();
+    for _ in 0..3 {
+        let event = tokio::time::timeout(Duration::from_secs(30), own_events.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        kinds.push(event.kind);
+    }
+    assert_eq!(
+        kinds,
+        [
+            ModelEventKind::Starting,
+            ModelEventKind::Ready,
+            ModelEventKind::Stopped {
+                reason: StopReason::Unloaded
+            }
+        ]
     );
 }

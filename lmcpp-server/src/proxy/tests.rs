@@ -597,8 +597,13 @@ fn keys(entry: &Value) -> Vec<&str> {
     keys
 }
 
-#[tokio::test]
-async fn the_listing_carries_what_each_model_server_says_under_the_proxy_fields() {
+/// The aliases of [`listing_rig`], in order.
+const LISTING_ALIASES: [&str; 5] = ["a", "huge", "garbage", "typed", "silent"];
+
+/// A proxy of fakes whose `/v1/models` answers: `a` what llama-server sends plus fields
+/// that try to take the proxy's, and the others too large, not JSON, badly typed, or
+/// nothing.
+async fn listing_rig() -> (Arc<FakeStart>, Rig) {
     let a = FakeStart::with("a", Some("upstream-key"), None, false);
     // A server's entry that tries to rename the model and set its state, beside what
     // llama-server really sends (meta, aliases, tags, the Ollama-style entry).
@@ -625,7 +630,7 @@ async fn the_listing_carries_what_each_model_server_says_under_the_proxy_fields(
     let silent = FakeStart::new("silent");
     silent.listing.set(Bytes::new());
     let fakes = [&a, &huge, &garbage, &typed, &silent];
-    let aliases = ["a", "huge", "garbage", "typed", "silent"];
+    let aliases = LISTING_ALIASES;
     let rig = rig(
         |_| {},
         aliases
@@ -635,6 +640,13 @@ async fn the_listing_carries_what_each_model_server_says_under_the_proxy_fields(
             .collect(),
     )
     .await;
+    (a, rig)
+}
+
+#[tokio::test]
+async fn the_listing_carries_what_each_model_server_says_under_the_proxy_fields() {
+    let (a, rig) = listing_rig().await;
+    let aliases = LISTING_ALIASES;
     let client = rig.proxy.client();
     let before = listing(&client).await;
     for alias in aliases {

@@ -348,6 +348,34 @@ fn model_plan(
             ));
         }
     }
+    Ok(ModelPlan {
+        max_queue: queue_and_kv_cache(at, &key, &m, &alias)?,
+        alias,
+        reference: m.model.trim().to_owned(),
+        llama_version: m.llama_version,
+        backend,
+        llama_server: m.llama_server,
+        args: m.args.map(Spanned::into_inner).unwrap_or_default(),
+        ctx_size: m.ctx_size,
+        parallel: m.parallel,
+        embeddings: m.embeddings.unwrap_or(false),
+        pooling: m.pooling,
+        keep_alive,
+        pinned: m.pinned,
+        memory,
+        start_timeout,
+        keep_kv_cache: m.keep_kv_cache,
+    })
+}
+
+/// A model's `max_queue` (at least 1) and its `keep_kv_cache` beside its `args` (which
+/// must not set `--slot-save-path` then).
+fn queue_and_kv_cache(
+    at: &impl Fn(std::ops::Range<usize>, &str, String) -> BadInput,
+    key: &impl Fn(&str) -> String,
+    m: &ModelEntry,
+    alias: &str,
+) -> Result<Option<usize>, BadInput> {
     if m.keep_kv_cache
         && let Some(args) = &m.args
         && args
@@ -364,7 +392,7 @@ fn model_plan(
             ),
         ));
     }
-    let max_queue = match &m.max_queue {
+    Ok(match &m.max_queue {
         None => None,
         Some(n) => match usize::try_from(*n.get_ref()) {
             Ok(n) if n > 0 => Some(n),
@@ -378,24 +406,6 @@ fn model_plan(
                 ));
             }
         },
-    };
-    Ok(ModelPlan {
-        alias,
-        reference: m.model.trim().to_owned(),
-        llama_version: m.llama_version,
-        backend,
-        llama_server: m.llama_server,
-        args: m.args.map(Spanned::into_inner).unwrap_or_default(),
-        ctx_size: m.ctx_size,
-        parallel: m.parallel,
-        embeddings: m.embeddings.unwrap_or(false),
-        pooling: m.pooling,
-        keep_alive,
-        pinned: m.pinned,
-        memory,
-        start_timeout,
-        max_queue,
-        keep_kv_cache: m.keep_kv_cache,
     })
 }
 
