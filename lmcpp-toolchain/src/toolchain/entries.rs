@@ -273,9 +273,6 @@ pub(super) fn plan_here(request: &ToolchainRequest, cross: Option<&CrossBuild>) 
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::toolchain::backend::Probes;
-    use crate::toolchain::request::Mode;
-    use lmcpp_types::Classify;
 
     fn windows() -> Target {
         "x86_64-pc-windows-gnu".parse().unwrap()
@@ -286,7 +283,7 @@ mod tests {
         let spec = cross_spec(&windows(), &"linux-x86_64".parse().unwrap())
             .unwrap()
             .unwrap();
-        CrossBuild::resolve(spec, |n| Some(PathBuf::from("/usr/bin").join(n))).unwrap()
+        CrossBuild::resolve(spec, |n| Some(PathBuf::from(format!("/usr/bin/{n}")))).unwrap()
     }
 
     #[test]
@@ -315,6 +312,9 @@ mod tests {
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
     #[tokio::test]
     async fn cross_targets_resolve_to_cpu_and_unsupported_builds_are_refused_up_front() {
+        use crate::toolchain::backend::Probes;
+        use crate::toolchain::request::Mode;
+        use lmcpp_types::Classify;
         let dir = tempfile::tempdir().unwrap();
         // Probes claiming every device: a cross target must not look at them.
         let probes = Probes {
