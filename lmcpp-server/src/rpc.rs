@@ -33,7 +33,8 @@ use crate::{
     owned::check_rpc_args,
     registry::{ProcessKind, ServerRecord},
     supervised::{
-        EnvVars, Launch, PORT_ATTEMPTS, Prepared, ProcessOptions, Supervised, fixed_port, free_port,
+        EnvVars, PORT_ATTEMPTS, Prepared, ProcessOptions, SpawnAttempt, Supervised, fixed_port,
+        free_port,
     },
 };
 
@@ -186,7 +187,7 @@ impl RpcWorker {
                 None => free_port(host)?,
             };
             let mut process = prepared
-                .spawn(Launch {
+                .spawn(SpawnAttempt {
                     args: opts.argv(port),
                     env: Vec::new(),
                     endpoint: Endpoint::http(opts.host.to_string(), port),

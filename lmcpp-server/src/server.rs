@@ -19,8 +19,8 @@ use crate::{
     rpc::{WORKER_CHECK_TIMEOUT, check_workers},
     runtime::{ensure_private_dir, socket_path},
     supervised::{
-        EXIT_TAIL_LINES, EnvVars, Launch, PORT_ATTEMPTS, Prepared, ProcessOptions, Supervised,
-        check_binary, fixed_port, free_port,
+        EXIT_TAIL_LINES, EnvVars, PORT_ATTEMPTS, Prepared, ProcessOptions, SpawnAttempt,
+        Supervised, check_binary, fixed_port, free_port,
     },
 };
 
@@ -401,7 +401,7 @@ fn resolve_keeping_name(path: &Path) -> Result<PathBuf> {
 
 /// Everything fixed before the first spawn attempt.
 #[derive(Debug)]
-struct Plan {
+struct LaunchPlan {
     opts: LaunchOptions,
     prepared: Prepared,
     model: PathBuf,
@@ -411,7 +411,7 @@ struct Plan {
     recorded_key: Option<String>,
 }
 
-impl Plan {
+impl LaunchPlan {
     fn prepare(mut opts: LaunchOptions) -> Result<Self> {
         let generated = opts.check_owned()?;
         let recorded_key = if generated {
@@ -535,7 +535,7 @@ impl Plan {
         }
         let process = self
             .prepared
-            .spawn(Launch {
+            .spawn(SpawnAttempt {
                 args,
                 env,
                 endpoint: endpoint.clone(),
@@ -566,7 +566,7 @@ impl Attempt {
     /// HTTP threads, as passed or, when lmcpp passed none, as logged (older versions).
     /// The client is replaced, and with it the pool the health probes used, whose idle
     /// connection would otherwise keep one of those threads.
-    fn cap_connections(&mut self, plan: &Plan) {
+    fn cap_connections(&mut self, plan: &LaunchPlan) {
         // The number lmcpp passed needs no log read; only a server started without it
         // (a binary without the flag, or the flag among the raw arguments) is asked.
         let threads = plan.http_threads().or_else(|| {
@@ -597,7 +597,7 @@ impl Attempt {
 /// dies without running destructors.
 #[derive(Debug)]
 pub struct Server {
-    plan: Plan,
+    plan: LaunchPlan,
     current: Attempt,
     port_attempts: u32,
 }
@@ -610,7 +610,7 @@ impl Server {
             .transport
             .http()
             .map_or(HttpPort::Auto, |(_, port)| port);
-        let plan = Plan::prepare(opts)?;
+        let plan = LaunchPlan::prepare(opts)?;
         // llama-server aborts on an unreachable worker with a core-dump-sized log and no
         // typed reason; name the worker before anything is spawned instead.
         check_workers(&plan.opts.args.rpc, WORKER_CHECK_TIMEOUT).await?;
@@ -978,7 +978,7 @@ mod tests {
         let mut opts = LaunchOptions::router(&exe, &models);
         opts.runtime_dir = Some(d.join("run"));
         opts.args.model = Some("/elsewhere.gguf".into());
-        let plan = Plan::prepare(opts).unwrap();
+        let plan = LaunchPlan::prepare(opts).unwrap();
         let (argv, _) = plan.argv(&Endpoint::http("127.0.0.1", 8080)).unwrap();
         let at = argv.iter().position(|a| a == "--models-dir").unwrap();
         assert_eq!(
@@ -993,7 +993,7 @@ mod tests {
         let mut missing = LaunchOptions::router(&exe, d.join("none"));
         missing.runtime_dir = Some(d.join("run"));
         assert!(matches!(
-            Plan::prepare(missing),
+            LaunchPlan::prepare(missing),
             Err(Error::ModelNotFound { .. })
         ));
     }

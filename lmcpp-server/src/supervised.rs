@@ -68,7 +68,7 @@ pub(crate) struct Prepared {
 
 /// What one spawn attempt runs: the parts that differ between attempts and kinds.
 #[derive(Debug)]
-pub(crate) struct Launch {
+pub(crate) struct SpawnAttempt {
     /// The command line after the binary.
     pub(crate) args: Vec<String>,
     /// Environment added to [`ProcessOptions::env`] for this attempt (secrets).
@@ -135,15 +135,15 @@ impl Prepared {
 
     /// Starts one attempt and records it; from the moment this returns, dropping the
     /// handle stops the process and removes its record.
-    pub(crate) async fn spawn(&self, launch: Launch) -> Result<Supervised> {
+    pub(crate) async fn spawn(&self, attempt: SpawnAttempt) -> Result<Supervised> {
         let log_start = std::fs::metadata(&self.log_path)
             .map(|m| m.len())
             .unwrap_or(0);
         let mut env = self.opts.env.clone();
-        env.extend(launch.env);
+        env.extend(attempt.env);
         let child = spawn(SpawnSpec {
             program: self.exe.clone(),
-            args: launch.args.clone(),
+            args: attempt.args.clone(),
             cwd: self.cwd.clone(),
             env,
             env_remove: self.opts.env_remove.clone(),
@@ -161,11 +161,11 @@ impl Prepared {
             start_time: identity.start_time,
             spawned_exe: identity.exe,
             boot_id: platform::boot_id(),
-            endpoint: launch.endpoint,
-            model: launch.model,
-            api_key: launch.api_key,
+            endpoint: attempt.endpoint,
+            model: attempt.model,
+            api_key: attempt.api_key,
             log_path: self.log_path.clone(),
-            args: launch.args,
+            args: attempt.args,
             detached: self.opts.detached,
             started_at_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)

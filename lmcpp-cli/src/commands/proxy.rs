@@ -28,7 +28,7 @@ use super::ctx::{Ctx, human_size};
 use crate::cli::ServeArgs;
 use crate::exit::BadInput;
 use crate::shutdown::Shutdown;
-pub(crate) use config::{ModelPlan, Plan};
+pub(crate) use config::{ModelPlan, ServePlan};
 use log::ProxyLog;
 
 /// How long a detached `lmcpp serve` may take to write its proxy's record.
@@ -156,7 +156,7 @@ struct ShownProxy<'a> {
 
 /// The plan from `--config` or from the `--model` list, with the options that cannot go
 /// with several models refused.
-fn plan(args: &ServeArgs) -> Result<Plan> {
+fn plan(args: &ServeArgs) -> Result<ServePlan> {
     if args.alias.is_some() {
         return Err(BadInput(
             "--alias names the one model of a single server; with several models write \
@@ -207,7 +207,7 @@ fn plan(args: &ServeArgs) -> Result<Plan> {
             }
             plan
         }
-        None => Plan {
+        None => ServePlan {
             memory_budget: None,
             http: false,
             port: None,
@@ -242,7 +242,7 @@ fn plan(args: &ServeArgs) -> Result<Plan> {
 }
 
 /// The proxy's API key: the variable the config names, else `LLAMA_API_KEY`.
-fn api_key(plan: &Plan, args: &ServeArgs) -> Result<Option<String>> {
+fn api_key(plan: &ServePlan, args: &ServeArgs) -> Result<Option<String>> {
     match &plan.api_key_env {
         Some(name) => match std::env::var(name) {
             Ok(key) if !key.is_empty() => Ok(Some(key)),
@@ -258,7 +258,7 @@ fn api_key(plan: &Plan, args: &ServeArgs) -> Result<Option<String>> {
 
 /// Where the proxy listens: the command line's `--http`/`--port`/`--bind`, else the
 /// config's transport, else a Unix socket.
-fn transport(plan: &Plan, args: &ServeArgs) -> TransportChoice {
+fn transport(plan: &ServePlan, args: &ServeArgs) -> TransportChoice {
     let port = args
         .port
         .or(plan.port)
@@ -282,7 +282,7 @@ fn transport(plan: &Plan, args: &ServeArgs) -> TransportChoice {
 async fn proxy_builder(
     ctx: &Ctx,
     args: &ServeArgs,
-    plan: &Plan,
+    plan: &ServePlan,
     opts: ProxyOptions,
     kv_root: Option<&Path>,
     log: &Arc<ProxyLog>,

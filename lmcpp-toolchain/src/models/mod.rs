@@ -35,10 +35,9 @@
 //! The files: `store` (the handle, its layout and locks), `options`, `refs` (the stored
 //! references), `pull` (local files, URLs, and what a ref gives to load), `pull_hf` (Hugging
 //! Face repositories and the hub cache), `manage` (list, resolve, inspect, remove),
-//! `verify`; and below them `source` (what a reference is), `hf`, `hub`, `pick`, `demo`,
+//! `verify`; and below them `source` (what a reference is), `hf`, `hub`, `pick`,
 //! `error`.
 
-mod demo;
 pub(crate) mod error;
 mod hf;
 mod hub;
@@ -52,7 +51,7 @@ mod source;
 mod store;
 mod verify;
 
-pub use demo::{demo_model_path, ensure_demo_model};
+pub use crate::demo::{demo_model_path, ensure_demo_model};
 pub use error::Error;
 pub use hf::{DEFAULT_HF_ENDPOINT, HfToken, default_token_file, resolve_endpoint};
 pub use hub::resolve_hub_cache;

@@ -53,7 +53,7 @@ pub struct PulledModel {
 }
 
 /// Resolved download of one file into lmcpp's own area.
-pub(super) struct Plan {
+pub(super) struct FetchPlan {
     pub(super) url: String,
     pub(super) file_name: String,
     pub(super) sha256: Option<String>,
@@ -186,7 +186,7 @@ impl ModelStore {
     /// Known digest: download straight to the blob (the downloader verifies while
     /// streaming and publishes only a match). Unknown: download under the reference's
     /// key, then move the file to the blob named by the digest computed while streaming.
-    async fn fetch_blob(&self, plan: &Plan, key: &str) -> Result<(Downloaded, LockGuard)> {
+    async fn fetch_blob(&self, plan: &FetchPlan, key: &str) -> Result<(Downloaded, LockGuard)> {
         let progress = &self.inner.progress;
         let (dest, known) = match &plan.sha256 {
             Some(sha) => (self.blob_path(sha), true),
@@ -321,9 +321,9 @@ impl ModelStore {
     }
 
     /// Resolves a URL to what to download.
-    fn plan(&self, source: &ModelSource) -> Result<Plan> {
+    fn plan(&self, source: &ModelSource) -> Result<FetchPlan> {
         match source {
-            ModelSource::Url(url) => Ok(Plan {
+            ModelSource::Url(url) => Ok(FetchPlan {
                 url: url.clone(),
                 file_name: url_file_name(url).unwrap_or_else(|| "model.gguf".to_owned()),
                 sha256: None,

@@ -6,7 +6,7 @@ use super::hf;
 use super::hub::{self, HubRepo};
 use super::options::PullOptions;
 use super::pick::{self, Chosen, DefaultRule};
-use super::pull::{Plan, PulledModel, base_name};
+use super::pull::{FetchPlan, PulledModel, base_name};
 use super::refs::{ModelRef, RefFile, now};
 use super::source::{HfSelector, HfSource, ModelSource};
 use super::store::ModelStore;
@@ -39,7 +39,7 @@ impl HfPlan {
         self,
         src: &HfSource,
         endpoint: &str,
-    ) -> Result<std::result::Result<HubPlan, Plan>> {
+    ) -> Result<std::result::Result<HubPlan, FetchPlan>> {
         let with_sha = |c: &Chosen| c.sha256.clone().map(|s| (c.clone(), s));
         let parts: Option<Vec<_>> = self.parts.iter().map(with_sha).collect();
         let mmproj = self.mmproj.as_ref().map(with_sha);
@@ -54,7 +54,7 @@ impl HfPlan {
             }));
         }
         match (self.parts.as_slice(), &self.mmproj) {
-            ([one], None) => Ok(Err(Plan {
+            ([one], None) => Ok(Err(FetchPlan {
                 url: hf::resolve_url(endpoint, src, &one.path),
                 file_name: base_name(&one.path).to_owned(),
                 sha256: one.sha256.clone(),

@@ -1,5 +1,5 @@
 //! What a multi-model `lmcpp serve` runs: the TOML config file (`--config lmcpp.toml`) or
-//! the repeated `--model [alias=]ref`, read into one [`Plan`]. Pure parsing and checks, no
+//! the repeated `--model [alias=]ref`, read into one [`ServePlan`]. Pure parsing and checks, no
 //! I/O beyond the text handed in, so every refusal is table-tested.
 //!
 //! A bad file is refused with its path, the line (from the TOML parser, or from the span
@@ -27,7 +27,7 @@ const SEE: &str = "see \"The configuration file\" in docs/serving.md for every k
 
 /// Everything a multi-model serve needs to know, from a file or from the command line.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Plan {
+pub(crate) struct ServePlan {
     /// The budget the running models' estimates must fit (`None`: the default share of RAM).
     pub(crate) memory_budget: Option<Budget>,
     /// HTTP on loopback instead of a Unix socket.
@@ -171,7 +171,7 @@ impl DurationText {
 }
 
 /// Reads a config file's text; `path` names it in every error.
-pub(crate) fn parse_file(path: &Path, text: &str) -> Result<Plan, BadInput> {
+pub(crate) fn parse_file(path: &Path, text: &str) -> Result<ServePlan, BadInput> {
     let shown = path.display();
     let file: File = toml::from_str(text)
         .map_err(|e| BadInput(format!("{shown}: {}\n{SEE}", e.to_string().trim_end())))?;
@@ -253,7 +253,7 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<Plan, BadInput> {
         let model = model_plan(&at, i, m, &models, default_keep_alive)?;
         models.push(model);
     }
-    Ok(Plan {
+    Ok(ServePlan {
         memory_budget,
         http,
         port: file.port,
@@ -634,7 +634,7 @@ mod tests {
 
     use super::*;
 
-    fn parse(text: &str) -> Result<Plan, String> {
+    fn parse(text: &str) -> Result<ServePlan, String> {
         parse_file(Path::new("/etc/lmcpp.toml"), text).map_err(|e| e.0)
     }
 

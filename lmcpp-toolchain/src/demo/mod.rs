@@ -8,10 +8,14 @@
 //! (rank pooling without a classifier head scores by the last token's embedding). The
 //! bytes depend only on the vocab file and [`DemoOptions`].
 
+mod cache;
+
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 use crate::gguf::{GgufValue, GgufWriter, read_gguf};
+
+pub use cache::{demo_model_path, ensure_demo_model};
 
 /// The vocab GGUF, relative to a llama.cpp source tree, that the demo model takes its
 /// tokenizer from.

@@ -1,11 +1,11 @@
 //! The demo model in the model cache: where the generated demo model of a seed lives
 //! (`<root>/models/demo/demo-<seed>.gguf`) and writing it there once, with the vocabulary
-//! of a llama.cpp source tree. The GGUF itself is written by [`crate::demo`].
+//! of a llama.cpp source tree. The GGUF itself is written by the module above ([`crate::demo`]).
 
 use std::path::{Path, PathBuf};
 
+use super::{DEMO_VOCAB, DemoOptions, write_demo_model};
 use crate::cache::CacheLayout;
-use crate::demo::{DEMO_VOCAB, DemoOptions, write_demo_model};
 use crate::error::{Error, IoContext, Result};
 
 /// Where the model cache at `layout` keeps the demo model whose weights come from `seed`.
