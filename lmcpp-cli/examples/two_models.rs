@@ -21,9 +21,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let a = args.next().unwrap_or_else(|| "demo".to_owned());
     let b = args.next().unwrap_or_else(|| "demo".to_owned());
-    let mut small = ProxyModel::new("small", a);
+    let mut small = ProxyModel::new("small", a.parse()?);
     small.args.ctx_size = Some(256);
-    let mut large = ProxyModel::new("large", b);
+    let mut large = ProxyModel::new("large", b.parse()?);
     large.args.ctx_size = Some(1024);
     let mut builder = Lmcpp::proxy()
         .memory_budget(4 << 30)

@@ -14,12 +14,7 @@ use lmcpp_toolchain::{
 use lmcpp_types::args::ServerArgs;
 use lmcpp_types::{Class, Classify};
 
-/// The model name that selects the generated demo model.
-pub const DEMO_MODEL: &str = "demo";
-
-/// The model `lmcpp run` uses when none is given: a small real instruct model. Its SHA-256
-/// is the one Hugging Face reports for the file (checked while downloading).
-pub const DEFAULT_MODEL: &str = "Qwen/Qwen2.5-0.5B-Instruct-GGUF:qwen2.5-0.5b-instruct-q4_k_m.gguf";
+use crate::model_ref::{DEFAULT_MODEL, DEMO_MODEL, ModelRef};
 
 /// How long `run` waits to connect to the hub for the default model before falling back.
 const DEFAULT_MODEL_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -97,6 +92,10 @@ impl ModelResolution {
     }
 }
 
+/// A model text that did not parse, kept (as its message) until `resolve` reports it.
+#[derive(Debug, Clone)]
+struct InvalidModel(String);
+
 /// Entry point of the high-level API.
 #[derive(Debug)]
 pub struct Lmcpp;
@@ -113,7 +112,9 @@ impl Lmcpp {
 #[derive(Clone)]
 pub struct LmcppBuilder {
     home: Option<PathBuf>,
-    model: Option<String>,
+    /// The model as parsed when it was given (an invalid one fails `resolve`, before
+    /// anything is fetched).
+    model: Result<ModelRef, InvalidModel>,
     request: ToolchainRequest,
     transport: TransportChoice,
     args: ServerArgs,
@@ -140,7 +141,7 @@ impl Default for LmcppBuilder {
     fn default() -> Self {
         Self {
             home: None,
-            model: Some(DEMO_MODEL.to_owned()),
+            model: Ok(ModelRef::Demo),
             request: ToolchainRequest::default(),
             transport: TransportChoice::default(),
             args: ServerArgs::default(),
@@ -156,17 +157,27 @@ impl Default for LmcppBuilder {
 
 impl LmcppBuilder {
     /// The model: a path, a URL, Hugging Face `owner/repo[:file|:quant][@revision]`, or
-    /// [`DEMO_MODEL`].
+    /// [`DEMO_MODEL`], parsed here ([`ModelRef::parse`]); an invalid one is the error of
+    /// [`LmcppBuilder::resolve`], before anything is fetched.
     pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.model = Some(model.into());
+        let text = model.into();
+        self.model = ModelRef::parse(&text).map_err(|e| InvalidModel(e.to_string()));
+        self
+    }
+
+    /// The model, parsed already.
+    pub fn model_ref(mut self, model: ModelRef) -> Self {
+        self.model = Ok(model);
         self
     }
 
     /// Like [`LmcppBuilder::model`], where `None` means [`DEFAULT_MODEL`] when the network
     /// allows it and the demo model (with a notice in [`ModelResolution::notice`]) when not.
-    pub fn model_or_default(mut self, model: Option<String>) -> Self {
-        self.model = model;
-        self
+    pub fn model_or_default(self, model: Option<String>) -> Self {
+        match model {
+            Some(text) => self.model(text),
+            None => self.model_ref(ModelRef::Default),
+        }
     }
 
     /// The name to serve the model under (`--alias`) instead of the reference as given.
@@ -251,6 +262,9 @@ impl LmcppBuilder {
     /// Ensures the toolchain and the model without starting anything, so a caller can
     /// look at them first (e.g. to reuse a server that already runs them).
     pub async fn resolve(self) -> Result<Resolved, Error> {
+        let model = self.model.clone().map_err(|InvalidModel(message)| {
+            Error::Toolchain(lmcpp_toolchain::Error::InvalidRequest { reason: message })
+        })?;
         let toolchain = Toolchain::new(self.home.as_deref())?;
         let (binary, installed) = match &self.llama_server {
             Some(binary) => (binary.clone(), None),
@@ -267,7 +281,7 @@ impl LmcppBuilder {
             self.progress.clone(),
         )?;
         let model = resolve_model(
-            self.model.as_deref(),
+            &model,
             &store,
             toolchain.layout(),
             installed.as_ref(),
@@ -470,7 +484,7 @@ pub async fn demo_model(
 /// URL or Hugging Face, verified and cached). `pull` carries the alias override and
 /// whether to leave out a multimodal projector.
 pub async fn resolve_model(
-    model: Option<&str>,
+    model: &ModelRef,
     store: &ModelStore,
     layout: &CacheLayout,
     installed: Option<&Installed>,
@@ -479,19 +493,18 @@ pub async fn resolve_model(
 ) -> Result<ModelResolution, Error> {
     let alias = pull.alias.as_deref();
     match model {
-        Some(DEMO_MODEL) => Ok(ModelResolution {
+        ModelRef::Demo => Ok(ModelResolution {
             alias: alias.unwrap_or(DEMO_MODEL).to_owned(),
             ..ModelResolution::local(ensure_demo_model(layout, installed).await?, None)
         }),
-        Some(reference) => {
-            let local = Path::new(reference);
-            if local.is_file() {
-                return Ok(ModelResolution::local(local.to_path_buf(), alias));
-            }
-            let pulled = store.pull_str(reference, pull).await?;
+        ModelRef::Source(ModelSource::Local(path)) if path.is_file() => {
+            Ok(ModelResolution::local(path.clone(), alias))
+        }
+        ModelRef::Source(source) => {
+            let pulled = store.pull(source, pull).await?;
             Ok(ModelResolution::pulled(pulled))
         }
-        None => {
+        ModelRef::Default => {
             progress.event(ProgressEvent::Stage {
                 name: format!("fetching the default model {DEFAULT_MODEL}"),
             });

@@ -25,16 +25,18 @@
 #[cfg(feature = "blocking")]
 pub mod blocking;
 mod facade;
+mod model_ref;
 mod proxy;
 
 pub use facade::{
-    DEFAULT_MODEL, DEMO_MODEL, Error, Lmcpp, LmcppBuilder, ModelResolution, Resolved, Running,
-    demo_model, ensure_demo_model, resolve_model,
+    Error, Lmcpp, LmcppBuilder, ModelResolution, Resolved, Running, demo_model, ensure_demo_model,
+    resolve_model,
 };
 pub use lmcpp_server as server;
 pub use lmcpp_toolchain as toolchain;
 pub use lmcpp_types as types;
 pub use lmcpp_types::{Class, Classify};
+pub use model_ref::{DEFAULT_MODEL, DEMO_MODEL, ModelRef};
 pub use proxy::{
     LineSink, ModelEstimate, PreparedProxy, ProxyBuilder, ProxyModel, estimate_options,
 };

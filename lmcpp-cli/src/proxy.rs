@@ -5,12 +5,12 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), lmcpp::Error> {
-//! use lmcpp::{Lmcpp, ProxyModel};
+//! use lmcpp::{Lmcpp, ModelRef, ProxyModel};
 //!
 //! let proxy = Lmcpp::proxy()
 //!     .memory_budget(8 << 30)
-//!     .model(ProxyModel::new("chat", "Qwen/Qwen2.5-0.5B-Instruct-GGUF:q4_k_m"))
-//!     .model(ProxyModel::new("tiny", "demo"))
+//!     .model(ProxyModel::new("chat", "Qwen/Qwen2.5-0.5B-Instruct-GGUF:q4_k_m".parse()?))
+//!     .model(ProxyModel::new("tiny", ModelRef::Demo))
 //!     .start()
 //!     .await?;
 //! let models = proxy.client().models().await?;
@@ -26,7 +26,7 @@
 //! estimated) before it checks the budget, and the launch then starts what was prepared,
 //! resolving nothing twice.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,7 +44,8 @@ use lmcpp_toolchain::{SharedProgress, Toolchain, ToolchainRequest, no_progress};
 use lmcpp_types::Classify;
 use lmcpp_types::args::ServerArgs;
 
-use crate::facade::{DEMO_MODEL, Error, Lmcpp, LmcppBuilder, Resolved};
+use crate::facade::{Error, Lmcpp, LmcppBuilder, Resolved};
+use crate::model_ref::ModelRef;
 
 /// Where the lines describing each model's start go (`lmcpp serve` writes them to the
 /// proxy's log).
@@ -65,9 +66,8 @@ impl Lmcpp {
 pub struct ProxyModel {
     /// The name clients ask for (`"model"` in a request, `?model=` on a GET).
     pub alias: String,
-    /// A path, a URL, Hugging Face `owner/repo[:file|:quant][@revision]`, or
-    /// [`DEMO_MODEL`], as for [`LmcppBuilder::model`].
-    pub model: String,
+    /// The model, as for [`LmcppBuilder::model_ref`].
+    pub model: ModelRef,
     /// Its server's arguments (model, host, port and API key are lmcpp's).
     pub args: ServerArgs,
     /// The memory it takes, when known better than the estimate from its file.
@@ -93,10 +93,10 @@ pub struct ProxyModel {
 
 impl ProxyModel {
     /// A model served under `alias`, with the defaults of every other setting.
-    pub fn new(alias: impl Into<String>, model: impl Into<String>) -> Self {
+    pub fn new(alias: impl Into<String>, model: ModelRef) -> Self {
         Self {
             alias: alias.into(),
-            model: model.into(),
+            model,
             args: ServerArgs::default(),
             memory: None,
             keep_alive: Some(lmcpp_server::DEFAULT_KEEP_ALIVE),
@@ -253,7 +253,7 @@ impl ProxyBuilder {
                 estimate: model.memory.is_none().then(|| estimate_opts.clone()),
                 builder: self.builder_for(model),
                 alias: model.alias.clone(),
-                reference: model.model.clone(),
+                reference: model.model.to_string(),
                 lines: Arc::clone(&lines),
                 prepared: Arc::new(Mutex::new(None)),
             };
@@ -293,7 +293,7 @@ impl ProxyBuilder {
             args.slot_save_path.clone_from(&model.slot_cache);
         }
         let mut builder = Lmcpp::builder()
-            .model(model.model.clone())
+            .model_ref(model.model.clone())
             .alias(model.alias.clone())
             .no_mmproj(self.no_mmproj)
             .toolchain_request(request)
@@ -339,17 +339,19 @@ impl ProxyBuilder {
 
     /// The model's file when it is on disk already (a path, the demo model, or a cached
     /// reference), found without any network; `None` otherwise.
-    async fn offline_path(&self, reference: &str) -> Option<PathBuf> {
-        let path = Path::new(reference);
-        if path.is_file() {
-            return Some(path.to_path_buf());
-        }
-        if reference == DEMO_MODEL {
-            let toolchain = Toolchain::new(self.home.as_deref()).ok()?;
-            let demo = demo_model_path(toolchain.layout(), DemoOptions::default().seed);
-            return demo.is_file().then_some(demo);
-        }
-        let source = ModelSource::parse(reference).ok()?;
+    async fn offline_path(&self, model: &ModelRef) -> Option<PathBuf> {
+        let source = match model {
+            ModelRef::Source(ModelSource::Local(path)) => {
+                return path.is_file().then(|| path.clone());
+            }
+            ModelRef::Demo => {
+                let toolchain = Toolchain::new(self.home.as_deref()).ok()?;
+                let demo = demo_model_path(toolchain.layout(), DemoOptions::default().seed);
+                return demo.is_file().then_some(demo);
+            }
+            ModelRef::Default => ModelSource::parse(crate::model_ref::DEFAULT_MODEL).ok()?,
+            ModelRef::Source(source) => source.clone(),
+        };
         let mut pull = PullOptions::cache_only();
         pull.no_mmproj = self.no_mmproj;
         let store = ModelStore::new(ModelStoreOptions {

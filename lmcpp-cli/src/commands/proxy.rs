@@ -197,10 +197,6 @@ fn plan(args: &ServeArgs) -> Result<ServePlan> {
             // Files named relative to the config are found next to it.
             let dir = path.parent().unwrap_or(Path::new("."));
             for m in &mut plan.models {
-                let beside = dir.join(&m.reference);
-                if Path::new(&m.reference).is_relative() && beside.is_file() {
-                    m.reference = beside.to_string_lossy().into_owned();
-                }
                 if let Some(bin) = m.llama_server.as_mut().filter(|b| b.is_relative()) {
                     *bin = dir.join(&*bin);
                 }
@@ -326,7 +322,7 @@ async fn proxy_model(
             bin.display()
         );
     }
-    let mut spec = ProxyModel::new(model.alias.clone(), model.reference.clone());
+    let mut spec = ProxyModel::new(model.alias.clone(), model.model.clone());
     if model.llama_version.is_some() || model.backend.is_some() {
         let mut toolchain = args.toolchain.clone();
         if let Some(v) = &model.llama_version {

@@ -10,9 +10,9 @@ use crate::{Env, pid_alive};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_models_behind_the_library_proxy_answer_and_stop_with_it() {
     let env = Env::new();
-    let mut small = ProxyModel::new("small", env.model());
+    let mut small = ProxyModel::new("small", env.model().parse().unwrap());
     small.args.ctx_size = Some(256);
-    let mut large = ProxyModel::new("large", env.model());
+    let mut large = ProxyModel::new("large", env.model().parse().unwrap());
     large.args.ctx_size = Some(1024);
     let mut options = lmcpp::server::ProxyOptions::new(4 << 30);
     options.runtime_dir = Some(env.dir.path().join("run"));

@@ -162,3 +162,20 @@ fn timeout_bounds_a_request_to_a_server_that_never_answers() {
         );
     }
 }
+
+/// A model reference is parsed where it enters: a bad one is exit 2 before any toolchain
+/// is looked for or fetched.
+#[test]
+fn a_bad_model_reference_is_refused_before_anything_is_fetched() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["run", "--model", "just some words", "hello"][..],
+        &["serve", "--model", "https://"],
+    ] {
+        let out = lmcpp(dir.path(), args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("model"), "{args:?}: {err}");
+        assert!(!dir.path().join("home/toolchains").exists(), "{args:?}");
+    }
+}

@@ -29,9 +29,23 @@ fn bad_configs_and_option_mixes_exit_2_naming_the_problem() {
         "ctx.toml",
         "[[models]]\nalias = \"a\"\nmodel = \"demo\"\nctx_size = 512\nargs = [\"-c\", \"1024\"]\n",
     );
+    let bad_model = file(
+        "model.toml",
+        "[[models]]\nalias = \"a\"\nmodel = \"just some words\"\n",
+    );
     let missing = dir.path().join("missing.toml");
     let missing = missing.to_str().unwrap();
     let table: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        // A model reference is parsed where it is read: the file's line and key, or the
+        // --model entry, before anything is fetched or started.
+        (
+            vec!["serve", "--config", &bad_model],
+            vec!["model.toml, line 2, models[0].model", "just some words"],
+        ),
+        (
+            vec!["serve", "--model", "a=demo", "--model", "b=just words"],
+            vec!["--model b=just words", "owner/repo"],
+        ),
         (
             vec!["serve", "--config", &unknown],
             vec!["unknown.toml", "line 4", "keep_alive_s", "docs/serving.md"],

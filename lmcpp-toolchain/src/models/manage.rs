@@ -10,7 +10,7 @@ use super::error::Error;
 use super::hub::HubRepo;
 use super::options::PullOptions;
 use super::pull::local_model;
-use super::refs::ModelRef;
+use super::refs::StoredRef;
 use super::source::ModelSource;
 use super::store::{ModelStore, delete_file};
 use crate::digest::Sha256;
@@ -24,7 +24,7 @@ use crate::lock::{LockGuard, lock_exclusive};
 pub struct CachedModel {
     /// The stored reference.
     #[serde(flatten)]
-    pub reference: ModelRef,
+    pub reference: StoredRef,
     /// The blob.
     pub blob: PathBuf,
     /// Whether the blob is present with the recorded size.
@@ -86,7 +86,7 @@ impl ModelStore {
 
     /// Takes the locks of every blob of `refs`, in digest order (so two callers never
     /// wait on each other crosswise).
-    async fn lock_blobs(&self, refs: &[ModelRef]) -> Result<Vec<LockGuard>> {
+    async fn lock_blobs(&self, refs: &[StoredRef]) -> Result<Vec<LockGuard>> {
         let shas: BTreeSet<String> = refs
             .iter()
             .flat_map(|r| r.files().into_iter().map(|(_, s, _)| s.to_owned()))
@@ -100,7 +100,7 @@ impl ModelStore {
 
     /// Deletes the blobs of `gone` that no remaining ref uses (callers hold their locks
     /// and have forgotten `gone`); returns the bytes freed.
-    fn delete_unused(&self, gone: &[ModelRef]) -> Result<u64> {
+    fn delete_unused(&self, gone: &[StoredRef]) -> Result<u64> {
         let remaining = self.all_refs()?;
         let mut freed = 0;
         let mut seen = BTreeSet::new();
@@ -181,7 +181,7 @@ impl ModelStore {
         for sha in &shas {
             _guards.push(self.lock_blob(sha).await?);
         }
-        let refs: Vec<ModelRef> = self
+        let refs: Vec<StoredRef> = self
             .all_refs()?
             .into_iter()
             .filter(|r| r.uses(&sha256))
@@ -211,7 +211,7 @@ impl ModelStore {
     }
 
     /// Deletes a ref, its by-name links and its snapshot links in the hub cache.
-    fn forget(&self, r: &ModelRef) -> Result<()> {
+    fn forget(&self, r: &StoredRef) -> Result<()> {
         if let (Some(dir), Some(commit)) = (&r.hub_dir, &r.commit) {
             let repo = HubRepo::at(dir.clone());
             for (path, _, _) in r.files() {

@@ -59,7 +59,7 @@ pub use manage::{CachedModel, RemovedModel, inspect};
 pub use options::{ModelStoreOptions, PullOptions};
 pub use pick::{MMPROJ_PREFERENCE, QUANT_PREFERENCE};
 pub use pull::PulledModel;
-pub use refs::{ModelRef, RefFile};
+pub use refs::{RefFile, StoredRef};
 pub use source::{DEFAULT_REVISION, HfSelector, HfSource, ModelSource};
 pub use store::ModelStore;
 pub use verify::{VerifyReport, VerifyStatus};

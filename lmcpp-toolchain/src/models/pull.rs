@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::error::Error;
 use super::hub::HubRepo;
 use super::options::PullOptions;
-use super::refs::{ModelRef, now};
+use super::refs::{StoredRef, now};
 use super::source::ModelSource;
 use super::store::ModelStore;
 use crate::digest::Sha256;
@@ -154,7 +154,7 @@ impl ModelStore {
         // The blob's lock stays held until the ref below is written.
         let (done, _blob_guard) = self.fetch_blob(&plan, &key).await?;
 
-        let reference = ModelRef {
+        let reference = StoredRef {
             source: source.to_string(),
             key: key.clone(),
             url: plan.url,
@@ -269,7 +269,7 @@ impl ModelStore {
     pub(super) fn model_from_ref(
         &self,
         source: &ModelSource,
-        r: &ModelRef,
+        r: &StoredRef,
         opts: &PullOptions,
         transferred: u64,
     ) -> Option<PulledModel> {

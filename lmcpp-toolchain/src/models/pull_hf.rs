@@ -7,7 +7,7 @@ use super::hub::{self, HubRepo};
 use super::options::PullOptions;
 use super::pick::{self, Chosen, DefaultRule};
 use super::pull::{FetchPlan, PulledModel, base_name};
-use super::refs::{ModelRef, RefFile, now};
+use super::refs::{RefFile, StoredRef, now};
 use super::source::{HfSelector, HfSource, ModelSource};
 use super::store::ModelStore;
 use crate::digest::Sha256;
@@ -153,7 +153,7 @@ impl ModelStore {
         };
         let n = plan.parts.len();
         let (first, first_sha) = files[0];
-        let reference = ModelRef {
+        let reference = StoredRef {
             source: source.to_string(),
             key: key.to_owned(),
             url: hf::resolve_url(&self.inner.endpoint, src, &first.path),
@@ -242,7 +242,7 @@ impl ModelStore {
         // A pick made only because the network is off is not remembered: online, the same
         // reference means what the hub picks.
         let remember = rule == DefaultRule::FirstOnly || src.selector != HfSelector::Default;
-        let reference = ModelRef {
+        let reference = StoredRef {
             source: source.to_string(),
             key: key.to_owned(),
             url: hf::resolve_url(&self.inner.endpoint, src, &first.path),

@@ -1,4 +1,4 @@
-//! References: what each pulled reference resolved to ([`ModelRef`], `refs/<key>.json`),
+//! References: what each pulled reference resolved to ([`StoredRef`], `refs/<key>.json`),
 //! written atomically with its by-name link, read back, and forgotten.
 
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use crate::error::{IoContext, Result};
 /// What a pulled reference resolved to, as stored in `refs/<key>.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
-pub struct ModelRef {
+pub struct StoredRef {
     /// The reference as given (normalised).
     pub source: String,
     /// Its cache key (the ref file's stem).
@@ -62,7 +62,7 @@ pub struct RefFile {
     pub size: u64,
 }
 
-impl ModelRef {
+impl StoredRef {
     /// Every file's (repository path, SHA-256, size): the model's parts, then the projector.
     pub(super) fn files(&self) -> Vec<(&str, &str, u64)> {
         let first = (
@@ -95,7 +95,7 @@ pub(super) fn now() -> u64 {
 
 impl ModelStore {
     /// Where a ref's blob `sha256` lives (the hub cache or lmcpp's `blobs/`).
-    pub(super) fn ref_blob(&self, r: &ModelRef, sha256: &str) -> PathBuf {
+    pub(super) fn ref_blob(&self, r: &StoredRef, sha256: &str) -> PathBuf {
         match &r.hub_dir {
             Some(dir) => HubRepo::at(dir.clone()).blob(sha256),
             None => self.blob_path(sha256),
@@ -103,7 +103,7 @@ impl ModelStore {
     }
 
     /// The by-name link of a ref in lmcpp's area (`by-name/<key>/<file name>`).
-    pub(super) fn link_path(&self, r: &ModelRef) -> PathBuf {
+    pub(super) fn link_path(&self, r: &StoredRef) -> PathBuf {
         self.inner.root.join("by-name").join(&r.key).join(
             Some(safe_file_name(&r.file_name))
                 .filter(|n| !n.is_empty())
@@ -113,7 +113,7 @@ impl ModelStore {
 
     /// Writes the ref atomically and, for a file in lmcpp's area, (re)creates its by-name
     /// link.
-    pub(super) fn publish_ref(&self, r: &ModelRef) -> Result<()> {
+    pub(super) fn publish_ref(&self, r: &StoredRef) -> Result<()> {
         let json = serde_json::to_vec_pretty(r).map_err(|e| crate::Error::State {
             path: self.ref_path(&r.key),
             message: e.to_string(),
@@ -138,13 +138,13 @@ impl ModelStore {
     }
 
     /// The ref at `path`; `None` when it is absent or damaged.
-    pub(super) fn read_ref(&self, path: &Path) -> Result<Option<ModelRef>> {
+    pub(super) fn read_ref(&self, path: &Path) -> Result<Option<StoredRef>> {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(crate::Error::io("read", path, e)),
         };
-        match serde_json::from_slice::<ModelRef>(&bytes) {
+        match serde_json::from_slice::<StoredRef>(&bytes) {
             Ok(mut r) => match Sha256::parse(&r.sha256) {
                 Ok(d) => {
                     r.sha256 = d.into();
@@ -158,7 +158,7 @@ impl ModelStore {
     }
 
     /// Every readable ref, sorted by source.
-    pub(super) fn all_refs(&self) -> Result<Vec<ModelRef>> {
+    pub(super) fn all_refs(&self) -> Result<Vec<StoredRef>> {
         let dir = self.inner.root.join("refs");
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&dir).ctx("read directory", &dir)? {

@@ -53,8 +53,10 @@ pub(crate) struct ServePlan {
 pub(crate) struct ModelPlan {
     /// The name clients select it by.
     pub(crate) alias: String,
-    /// What to load: a path, URL, Hugging Face reference or `demo`.
+    /// What to load, as written: a path, URL, Hugging Face reference or `demo`.
     pub(crate) reference: String,
+    /// That, parsed where it was read (a path relative to the config's folder found there).
+    pub(crate) model: lmcpp::ModelRef,
     /// `--llama-version` for this model (`None`: the command line's, else the pinned one).
     pub(crate) llama_version: Option<String>,
     /// `--backend` for this model.
@@ -173,6 +175,7 @@ impl DurationText {
 /// Reads a config file's text; `path` names it in every error.
 pub(crate) fn parse_file(path: &Path, text: &str) -> Result<ServePlan, BadInput> {
     let shown = path.display();
+    let dir = path.parent().unwrap_or(Path::new("."));
     let file: File = toml::from_str(text)
         .map_err(|e| BadInput(format!("{shown}: {}\n{SEE}", e.to_string().trim_end())))?;
     // An error about a value: the file, the line of the value, the key, and what to do.
@@ -250,7 +253,7 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<ServePlan, BadInput>
 
     let mut models: Vec<ModelPlan> = Vec::with_capacity(file.models.len());
     for (i, m) in file.models.into_iter().enumerate() {
-        let model = model_plan(&at, i, m, &models, default_keep_alive)?;
+        let model = model_plan(&at, i, m, &models, default_keep_alive, dir)?;
         models.push(model);
     }
     Ok(ServePlan {
@@ -273,6 +276,7 @@ fn model_plan(
     m: ModelEntry,
     taken: &[ModelPlan],
     default_keep_alive: Option<Duration>,
+    dir: &Path,
 ) -> Result<ModelPlan, BadInput> {
     let key = |k: &str| format!("models[{i}].{k}");
     let alias = m.alias.get_ref().trim().to_owned();
@@ -286,13 +290,8 @@ fn model_plan(
             format!("{alias:?} is used twice; give every model its own alias"),
         ));
     }
-    if m.model.trim().is_empty() {
-        return Err(at(
-            m.alias.span(),
-            &key("model"),
-            "is empty; name a path, URL, owner/repo[:quant] or demo".to_owned(),
-        ));
-    }
+    let model =
+        config_model(dir, m.model.trim()).map_err(|e| at(m.alias.span(), &key("model"), e))?;
     let backend = match &m.backend {
         None => None,
         Some(b) => Some(
@@ -352,6 +351,7 @@ fn model_plan(
         max_queue: queue_and_kv_cache(at, &key, &m, &alias)?,
         alias,
         reference: m.model.trim().to_owned(),
+        model,
         llama_version: m.llama_version,
         backend,
         llama_server: m.llama_server,
@@ -466,7 +466,9 @@ pub(crate) fn models_from_args(
     let mut models: Vec<ModelPlan> = Vec::with_capacity(refs.len());
     for given in refs {
         let (alias, reference) = split_alias(given, &exists);
-        let alias = alias.unwrap_or_else(|| default_alias(reference));
+        let model = lmcpp::ModelRef::parse(reference)
+            .map_err(|e| BadInput(format!("--model {given}: {e}")))?;
+        let alias = alias.unwrap_or_else(|| model.alias());
         if let Some(problem) = alias_problem(&alias) {
             return Err(BadInput(format!(
                 "--model {given}: alias {alias:?} {problem}; write --model ALIAS=MODEL"
@@ -481,6 +483,7 @@ pub(crate) fn models_from_args(
         models.push(ModelPlan {
             alias,
             reference: reference.to_owned(),
+            model,
             keep_alive: Some(DEFAULT_KEEP_ALIVE),
             ..ModelPlan::default()
         });
@@ -508,13 +511,18 @@ fn split_alias(given: &str, exists: impl Fn(&str) -> bool) -> (Option<String>, &
     }
 }
 
-/// The alias a model gets when none is given, as the single-server path names it.
-fn default_alias(reference: &str) -> String {
-    if reference == lmcpp::DEMO_MODEL {
-        return reference.to_owned();
+/// A model named in a config file: a relative path is looked for next to the file first,
+/// then the text is what [`lmcpp::ModelRef::parse`] makes of it; the problem otherwise.
+fn config_model(dir: &Path, text: &str) -> Result<lmcpp::ModelRef, String> {
+    if text.is_empty() {
+        return Err("is empty; name a path, URL, owner/repo[:quant] or demo".to_owned());
     }
-    lmcpp::toolchain::models::ModelSource::parse(reference)
-        .map_or_else(|_| reference.to_owned(), |s| s.alias())
+    let beside = dir.join(text);
+    if !text.is_empty() && Path::new(text).is_relative() && beside.is_file() {
+        let local = lmcpp::toolchain::models::ModelSource::Local(beside);
+        return Ok(lmcpp::ModelRef::Source(local));
+    }
+    lmcpp::ModelRef::parse(text).map_err(|e| e.to_string())
 }
 
 /// Why `alias` cannot be an alias (the proxy's rule: 1 to 128 printable ASCII characters,
@@ -686,6 +694,7 @@ start_timeout = "90s"
             ModelPlan {
                 alias: "chat".into(),
                 reference: "owner/repo:Q4_K_M".into(),
+                model: "owner/repo:Q4_K_M".parse().unwrap(),
                 llama_version: Some("b11312".into()),
                 backend: Some(lmcpp::toolchain::Backend::Cpu),
                 args: vec!["--temp".into(), "0.7".into()],
