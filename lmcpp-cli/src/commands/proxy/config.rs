@@ -16,7 +16,6 @@ use lmcpp::server::{DEFAULT_KEEP_ALIVE, DEFAULT_LOAD_TIMEOUT, DEFAULT_MAX_PASS_O
 /// not killed and retried for ever, as a start-up limit equal to how long a request waits
 /// would do; a request gives up after `load_timeout` while the start goes on.
 pub(crate) const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60 * 60);
-use lmcpp::types::args::FlagInfo;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -435,23 +434,13 @@ fn typed_key_in_args(
     args: &[String],
     written: impl Fn(&str) -> bool,
 ) -> Option<(&'static str, String)> {
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, _)) if name.starts_with('-') => (name, true),
-            _ => (arg.as_str(), false),
-        };
-        let Some(info) = FlagInfo::lookup(name) else {
-            continue;
-        };
+    for flag in lmcpp::types::args::passthrough::read(args) {
+        let Some(info) = flag.info else { continue };
         if let Some((typed, _)) = TYPED_KEYS
             .iter()
             .find(|(typed, fields)| fields.contains(&info.field) && written(typed))
         {
-            return Some((typed, name.to_owned()));
-        }
-        if info.value.is_some() && !inline {
-            it.next();
+            return Some((typed, flag.name.to_owned()));
         }
     }
     None
