@@ -69,6 +69,9 @@ pub struct ModelResolution {
     /// The multimodal projector pulled with the model, passed as `--mmproj` (see
     /// [`LmcppBuilder::no_mmproj`]).
     pub mmproj: Option<PathBuf>,
+    /// The speculative draft model's file, passed as the draft model (see
+    /// [`LmcppBuilder::draft`]).
+    pub draft: Option<PathBuf>,
 }
 
 impl ModelResolution {
@@ -79,6 +82,7 @@ impl ModelResolution {
             notice: None,
             alias,
             mmproj: None,
+            draft: None,
         }
     }
 
@@ -88,6 +92,7 @@ impl ModelResolution {
             notice: None,
             alias: pulled.alias,
             mmproj: pulled.mmproj,
+            draft: None,
         }
     }
 }
@@ -124,6 +129,7 @@ pub struct LmcppBuilder {
     detached: bool,
     llama_server: Option<PathBuf>,
     pull: PullOptions,
+    draft: Option<ModelRef>,
 }
 
 impl std::fmt::Debug for LmcppBuilder {
@@ -151,6 +157,7 @@ impl Default for LmcppBuilder {
             detached: false,
             llama_server: None,
             pull: PullOptions::default(),
+            draft: None,
         }
     }
 }
@@ -190,6 +197,13 @@ impl LmcppBuilder {
     /// model's repository ships; by default it is pulled and passed as `--mmproj`.
     pub fn no_mmproj(mut self, no_mmproj: bool) -> Self {
         self.pull.no_mmproj = no_mmproj;
+        self
+    }
+
+    /// A small model of the same vocabulary for speculative decoding: resolved like the
+    /// model (pulled if need be) and passed as llama-server's draft model.
+    pub fn draft(mut self, draft: ModelRef) -> Self {
+        self.draft = Some(draft);
         self
     }
 
@@ -289,6 +303,23 @@ impl LmcppBuilder {
             &self.pull,
         )
         .await?;
+        let mut model = model;
+        if let Some(draft) = &self.draft {
+            let pull = PullOptions {
+                no_mmproj: true,
+                ..PullOptions::default()
+            };
+            let resolved = resolve_model(
+                draft,
+                &store,
+                toolchain.layout(),
+                installed.as_ref(),
+                &self.progress,
+                &pull,
+            )
+            .await?;
+            model.draft = Some(resolved.path);
+        }
         let mut launch = LaunchOptions::new(&binary, &model.path);
         launch.args = with_model_args(self.args, &model);
         launch.transport = self.transport;
@@ -323,20 +354,22 @@ impl LmcppBuilder {
 /// Adds `--alias` and `--mmproj` for `model`, unless the arguments already set them (as
 /// fields or among the pass-through arguments, where llama-server would see them twice).
 fn with_model_args(mut args: ServerArgs, model: &ModelResolution) -> ServerArgs {
-    let passed = |flags: &[&str]| {
-        args.extra.iter().any(|a| {
-            let name = a.split('=').next().unwrap_or(a);
-            flags.contains(&name)
-        })
+    let passed = |fields: &[&str]| {
+        lmcpp_types::args::passthrough::read(&args.extra)
+            .iter()
+            .any(|f| f.info.is_some_and(|i| fields.contains(&i.field)))
     };
-    if args.alias.is_empty() && !passed(&["-a", "--alias"]) {
+    if args.alias.is_empty() && !passed(&["alias"]) {
         args.alias = vec![model.alias.clone()];
     }
     if args.mmproj.is_none()
         && args.mmproj_url.is_none()
-        && !passed(&["-mm", "--mmproj", "-mmu", "--mmproj-url", "--no-mmproj"])
+        && !passed(&["mmproj", "mmproj_url", "mmproj_auto"])
     {
         args.mmproj = model.mmproj.clone();
+    }
+    if args.spec_draft_model.is_none() && !passed(&["spec_draft_model"]) {
+        args.spec_draft_model = model.draft.clone();
     }
     args
 }

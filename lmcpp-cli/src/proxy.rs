@@ -89,6 +89,9 @@ pub struct ProxyModel {
     /// idle or evicted, and restored at its next start (llama-server's `--slot-save-path`;
     /// see `ModelSpec::slot_cache`); `None`: the cache goes with the server.
     pub slot_cache: Option<PathBuf>,
+    /// A small model of the same vocabulary its server drafts tokens with (speculative
+    /// decoding); its memory is counted with the model's.
+    pub draft: Option<ModelRef>,
 }
 
 impl ProxyModel {
@@ -106,6 +109,7 @@ impl ProxyModel {
             toolchain_request: None,
             llama_server: None,
             slot_cache: None,
+            draft: None,
         }
     }
 }
@@ -310,12 +314,32 @@ impl ProxyBuilder {
         if let Some(bin) = model.llama_server.as_ref().or(self.llama_server.as_ref()) {
             builder = builder.llama_server(bin);
         }
+        if let Some(draft) = &model.draft {
+            builder = builder.draft(draft.clone());
+        }
         builder
     }
 
-    /// The model's memory from its file when that is on disk already.
+    /// The model's memory (its draft's included) from their files when those are on disk
+    /// already.
     async fn estimate(&self, model: &ProxyModel, opts: &EstimateOptions) -> ModelEstimate {
-        let (bytes, how) = match self.offline_path(&model.model).await {
+        let mut estimate = self.estimate_one(model, &model.model, opts).await;
+        if let Some(draft) = &model.draft {
+            let of_draft = self.estimate_one(model, draft, opts).await;
+            estimate.bytes = estimate.bytes.saturating_add(of_draft.bytes);
+            estimate.how = format!("{}; draft {}", estimate.how, of_draft.how);
+        }
+        estimate
+    }
+
+    /// One file's memory, for `model`.
+    async fn estimate_one(
+        &self,
+        model: &ProxyModel,
+        file: &ModelRef,
+        opts: &EstimateOptions,
+    ) -> ModelEstimate {
+        let (bytes, how) = match self.offline_path(file).await {
             Some(path) => match estimate_path(&path, opts).await {
                 Ok(e) => (
                     e.total_bytes,
@@ -448,18 +472,22 @@ impl Launch for ModelLaunch {
                 lines(&format!("model {alias}: failed to start: {}", e.message));
                 e
             })?;
-            let bytes = match &estimate {
-                None => None,
-                Some(opts) => match estimate_path(&resolved.model.path, opts).await {
-                    Ok(e) => Some(e.total_bytes),
-                    Err(e) => {
-                        lines(&format!(
-                            "model {alias}: memory estimate unknown ({e}); counted as before"
-                        ));
-                        None
+            let mut bytes = None;
+            if let Some(opts) = &estimate {
+                let files = std::iter::once(&resolved.model.path).chain(&resolved.model.draft);
+                for file in files {
+                    match estimate_path(file, opts).await {
+                        Ok(e) => *bytes.get_or_insert(0u64) += e.total_bytes,
+                        Err(e) => {
+                            lines(&format!(
+                                "model {alias}: memory estimate unknown ({e}); counted as before"
+                            ));
+                            bytes = None;
+                            break;
+                        }
                     }
-                },
-            };
+                }
+            }
             *lock(&slot) = Some(resolved);
             Ok(bytes)
         })

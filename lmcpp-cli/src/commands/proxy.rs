@@ -341,6 +341,7 @@ async fn proxy_model(
     spec.max_queue = model.max_queue;
     spec.start_timeout = model.start_timeout;
     spec.slot_cache = slot_cache;
+    spec.draft = model.draft.clone();
     Ok(spec)
 }
 

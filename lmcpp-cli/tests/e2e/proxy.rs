@@ -634,3 +634,67 @@ fn a_models_start_is_limited_by_its_start_timeout_not_by_the_load_timeout() {
     assert!(started.elapsed() < Duration::from_secs(30), "{err}");
     assert_eq!(chat("calm").unwrap().model, "calm");
 }
+
+/// `draft` in a config: the model's server drafts with the other model (passed as its
+/// draft model), answers, and the draft's memory is counted with the model's.
+#[test]
+fn a_draft_model_is_passed_to_its_server_and_counted_with_it() {
+    let env = Env::new();
+    let config = env.dir.path().join("draft.toml");
+    let demo = env.model();
+    std::fs::write(
+        &config,
+        format!(
+            "memory_budget = \"2GiB\"\n\n[[models]]\nalias = \"drafted\"\nmodel = \"{demo}\"\n\
+             draft = \"{demo}\"\nctx_size = 512\n\n[[models]]\nalias = \"plain\"\n\
+             model = \"{demo}\"\nctx_size = 512\n"
+        ),
+    )
+    .unwrap();
+    let record = env.json(&["serve", "--config", config.to_str().unwrap(), "--detach"]);
+    let id = record["id"].as_str().unwrap().to_owned();
+    let answer = env.ok(&[
+        "complete",
+        "--server",
+        &id,
+        "--model",
+        "drafted",
+        "-n",
+        "4",
+        "Once upon a time",
+    ]);
+    assert!(!answer.trim().is_empty());
+    let ps = env.json(&["ps"]);
+    let entries = ps.as_array().unwrap();
+    let proxy = entries.iter().find(|e| e["id"] == id.as_str()).unwrap();
+    let model = |alias: &str| {
+        proxy["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["alias"] == alias)
+            .unwrap_or_else(|| panic!("{alias} not under the proxy: {ps}"))
+            .clone()
+    };
+    let (drafted, plain) = (model("drafted"), model("plain"));
+    let bytes = |m: &serde_json::Value| m["estimate_bytes"].as_u64().unwrap();
+    assert!(bytes(&drafted) > bytes(&plain), "{drafted} vs {plain}");
+    let server = entries
+        .iter()
+        .find(|e| e["id"] == drafted["server_id"])
+        .unwrap_or_else(|| panic!("drafted's server not in ps: {ps}"));
+    let args: Vec<&str> = server["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    let at = args
+        .iter()
+        .position(|a| {
+            lmcpp::types::args::FlagInfo::lookup(a).is_some_and(|i| i.field == "spec_draft_model")
+        })
+        .unwrap_or_else(|| panic!("no draft model among {args:?}"));
+    assert_eq!(args.get(at + 1), Some(&demo), "{args:?}");
+    env.ok(&["stop", &id]);
+}

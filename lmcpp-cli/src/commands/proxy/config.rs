@@ -56,6 +56,8 @@ pub(crate) struct ModelPlan {
     pub(crate) reference: String,
     /// That, parsed where it was read (a path relative to the config's folder found there).
     pub(crate) model: lmcpp::ModelRef,
+    /// The speculative draft model its server drafts tokens with (`draft`).
+    pub(crate) draft: Option<lmcpp::ModelRef>,
     /// `--llama-version` for this model (`None`: the command line's, else the pinned one).
     pub(crate) llama_version: Option<String>,
     /// `--backend` for this model.
@@ -151,6 +153,7 @@ struct ModelEntry {
     max_queue: Option<Spanned<u64>>,
     #[serde(default)]
     keep_kv_cache: bool,
+    draft: Option<Spanned<String>>,
 }
 
 /// A duration as TOML allows writing it: `"5m"`, `"90s"`, `"1h30m"`, `"0"`, or an integer
@@ -327,6 +330,7 @@ fn model_plan(
             "parallel" => m.parallel.is_some(),
             "embeddings" => m.embeddings.is_some(),
             "pooling" => m.pooling.is_some(),
+            "draft" => m.draft.is_some(),
             // `alias` and `model` are required, so always written.
             _ => true,
         };
@@ -348,6 +352,7 @@ fn model_plan(
     }
     Ok(ModelPlan {
         max_queue: queue_and_kv_cache(at, &key, &m, &alias)?,
+        draft: draft_of(at, &key, &m, dir)?,
         alias,
         reference: m.model.trim().to_owned(),
         model,
@@ -369,6 +374,19 @@ fn model_plan(
 
 /// A model's `max_queue` (at least 1) and its `keep_kv_cache` beside its `args` (which
 /// must not set `--slot-save-path` then).
+/// The draft model of a `[[models]]` table, parsed as its `model` is.
+fn draft_of(
+    at: &impl Fn(std::ops::Range<usize>, &str, String) -> BadInput,
+    key: &impl Fn(&str) -> String,
+    m: &ModelEntry,
+    dir: &Path,
+) -> Result<Option<lmcpp::ModelRef>, BadInput> {
+    m.draft
+        .as_ref()
+        .map(|d| config_model(dir, d.get_ref().trim()).map_err(|e| at(d.span(), &key("draft"), e)))
+        .transpose()
+}
+
 fn queue_and_kv_cache(
     at: &impl Fn(std::ops::Range<usize>, &str, String) -> BadInput,
     key: &impl Fn(&str) -> String,
@@ -377,10 +395,9 @@ fn queue_and_kv_cache(
 ) -> Result<Option<usize>, BadInput> {
     if m.keep_kv_cache
         && let Some(args) = &m.args
-        && args
-            .get_ref()
+        && lmcpp::types::args::passthrough::read(args.get_ref())
             .iter()
-            .any(|a| a == "--slot-save-path" || a.starts_with("--slot-save-path="))
+            .any(|f| f.info.is_some_and(|i| i.field == "slot_save_path"))
     {
         return Err(at(
             args.span(),
@@ -421,6 +438,7 @@ fn positive(text: &DurationText) -> Result<Duration, String> {
 const TYPED_KEYS: &[(&str, &[&str])] = &[
     ("alias", &["alias"]),
     ("model", &["model", "model_url", "hf_repo", "docker_repo"]),
+    ("draft", &["spec_draft_model"]),
     ("ctx_size", &["ctx_size"]),
     ("parallel", &["parallel"]),
     ("embeddings", &["embeddings"]),
@@ -836,6 +854,7 @@ start_timeout = "90s"
             "parallel" => "parallel = 2\n",
             "embeddings" => "embeddings = false\n",
             "pooling" => "pooling = \"mean\"\n",
+            "draft" => "draft = \"demo\"\n",
             _ => "",
         };
         let head = "[[models]]\nalias = \"chat\"\nmodel = \"demo\"\n";
