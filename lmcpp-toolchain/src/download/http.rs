@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 
-use super::proxy::{Proxies, ProxyConnector};
+use super::http_proxy::{HttpProxies, ProxyConnector};
 use crate::error::{Error, Result};
 
 /// The client the downloader sends through.
@@ -37,7 +37,7 @@ pub(super) struct Sent {
 /// What [`send`] needs besides the request itself.
 pub(super) struct SendOptions<'a> {
     pub(super) client: &'a HttpsClient,
-    pub(super) proxies: &'a Proxies,
+    pub(super) proxies: &'a HttpProxies,
     pub(super) user_agent: &'a str,
     pub(super) idle_timeout: Duration,
     pub(super) max_redirects: usize,

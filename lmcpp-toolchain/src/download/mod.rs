@@ -23,8 +23,8 @@
 
 pub(crate) mod error;
 mod http;
+mod http_proxy;
 mod local;
-mod proxy;
 mod resume;
 mod sink;
 mod spec;
@@ -46,9 +46,9 @@ use hyper_util::rt::TokioExecutor;
 use self::http::{
     HttpsClient, SendOptions, Sent, content_length, error_chain, header_etag, retry_after,
 };
+pub use self::http_proxy::HttpProxies;
+use self::http_proxy::ProxyConnector;
 use self::local::{copy_local, local_source};
-pub use self::proxy::Proxies;
-use self::proxy::ProxyConnector;
 use self::resume::Resume;
 pub(crate) use self::resume::suffixed;
 pub use self::sink::sha256_file;
@@ -141,7 +141,7 @@ type Connector = hyper_rustls::HttpsConnector<ProxyConnector>;
 pub struct Downloader {
     client: HttpsClient,
     opts: Arc<DownloadOptions>,
-    proxies: Arc<Proxies>,
+    proxies: Arc<HttpProxies>,
 }
 
 impl std::fmt::Debug for Downloader {
@@ -196,13 +196,13 @@ const REPORT_STEP: u64 = 256 << 10;
 
 impl Downloader {
     /// Builds a downloader: rustls (the `ring` provider) trusting the webpki roots and the
-    /// system's CA bundle, and the proxies of the environment ([`Proxies::from_env`]).
+    /// system's CA bundle, and the proxies of the environment ([`HttpProxies::from_env`]).
     pub fn new(opts: DownloadOptions) -> Result<Self> {
-        Self::with_proxies(opts, Proxies::from_env())
+        Self::with_proxies(opts, HttpProxies::from_env())
     }
 
     /// Like [`Downloader::new`] with explicit proxies instead of the environment's.
-    pub fn with_proxies(opts: DownloadOptions, proxies: Proxies) -> Result<Self> {
+    pub fn with_proxies(opts: DownloadOptions, proxies: HttpProxies) -> Result<Self> {
         let proxies = Arc::new(proxies);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
@@ -591,7 +591,7 @@ impl Downloader {
 }
 
 /// The TLS + TCP connector: rustls with the `ring` provider over direct or proxied TCP.
-fn connector(opts: &DownloadOptions, proxies: Arc<Proxies>) -> Result<Connector> {
+fn connector(opts: &DownloadOptions, proxies: Arc<HttpProxies>) -> Result<Connector> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -599,7 +599,7 @@ fn connector(opts: &DownloadOptions, proxies: Arc<Proxies>) -> Result<Connector>
             url: String::new(),
             message: format!("tls setup: {e}"),
         })?
-        .with_root_certificates(proxy::root_store())
+        .with_root_certificates(http_proxy::root_store())
         .with_no_client_auth();
     let mut http = HttpConnector::new();
     http.enforce_http(false);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use lmcpp_test_support::file_url;
 use lmcpp_toolchain::download::Error as DownloadError;
-use lmcpp_toolchain::download::{Content, Proxies, sha256_file};
+use lmcpp_toolchain::download::{Content, HttpProxies, sha256_file};
 use lmcpp_toolchain::{DownloadOptions, DownloadSpec, Downloader, Error, no_progress};
 use sha2::{Digest, Sha256};
 
@@ -613,7 +613,7 @@ async fn without_length_or_digest_only_a_whole_gguf_is_accepted() {
     assert_eq!(d.sha256, sha(&gguf));
 }
 
-fn proxied(proxies: Proxies) -> Downloader {
+fn proxied(proxies: HttpProxies) -> Downloader {
     Downloader::with_proxies(downloader(0).options().clone(), proxies).unwrap()
 }
 
@@ -625,7 +625,8 @@ async fn plain_http_goes_through_the_proxy_with_its_credentials() {
     let body = payload(20_000);
     proxy.route("/files/m.bin", Route::file(body.clone()));
     let addr = proxy.base().trim_start_matches("http://").to_owned();
-    let dl = proxied(Proxies::new(Some(&format!("http://us%3Aer:pw@{addr}")), None, None).unwrap());
+    let dl =
+        proxied(HttpProxies::new(Some(&format!("http://us%3Aer:pw@{addr}")), None, None).unwrap());
     let dir = tempfile::tempdir().unwrap();
     let d = dl
         .fetch(
@@ -649,7 +650,7 @@ async fn loopback_urls_never_use_the_proxy() {
     server.route("/f", Route::file(payload(1000)));
     // A proxy that nobody listens on: any use of it would fail the download.
     let dl = proxied(
-        Proxies::new(Some("http://127.0.0.1:9"), Some("http://127.0.0.1:9"), None).unwrap(),
+        HttpProxies::new(Some("http://127.0.0.1:9"), Some("http://127.0.0.1:9"), None).unwrap(),
     );
     let dir = tempfile::tempdir().unwrap();
     dl.fetch(
@@ -681,7 +682,8 @@ async fn https_goes_through_a_connect_tunnel() {
             .unwrap();
         String::from_utf8(head).unwrap()
     });
-    let dl = proxied(Proxies::new(None, Some(&format!("http://user:pw@{addr}")), None).unwrap());
+    let dl =
+        proxied(HttpProxies::new(None, Some(&format!("http://user:pw@{addr}")), None).unwrap());
     let dir = tempfile::tempdir().unwrap();
     let err = dl
         .fetch(

@@ -1,4 +1,4 @@
-//! Proxies and trust roots for remote URLs: `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and
+//! HttpProxies and trust roots for remote URLs: `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and
 //! `NO_PROXY` (and their lower-case forms) as curl reads them, and the system's CA bundle
 //! next to the built-in webpki roots.
 //!
@@ -29,20 +29,20 @@ use lmcpp_types::percent::decode_lossy as percent_decode;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where requests go: directly, or through an HTTP proxy. Build with
-/// [`Proxies::from_env`] (what [`Downloader::new`](super::Downloader::new) uses),
-/// [`Proxies::none`] or [`Proxies::new`].
+/// [`HttpProxies::from_env`] (what [`Downloader::new`](super::Downloader::new) uses),
+/// [`HttpProxies::none`] or [`HttpProxies::new`].
 #[derive(Clone, Default)]
-pub struct Proxies {
+pub struct HttpProxies {
     http: Option<Proxy>,
     https: Option<Proxy>,
     no_proxy: Vec<String>,
 }
 
-impl std::fmt::Debug for Proxies {
+impl std::fmt::Debug for HttpProxies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Proxy credentials are secrets; show only where the proxies are.
         let show = |p: &Option<Proxy>| p.as_ref().map(|p| format!("{}:{}", p.host, p.port));
-        f.debug_struct("Proxies")
+        f.debug_struct("HttpProxies")
             .field("http", &show(&self.http))
             .field("https", &show(&self.https))
             .field("no_proxy", &self.no_proxy)
@@ -59,7 +59,7 @@ pub(super) struct Proxy {
     authorization: Option<String>,
 }
 
-impl Proxies {
+impl HttpProxies {
     /// No proxy at all.
     pub fn none() -> Self {
         Self::default()
@@ -310,11 +310,11 @@ impl hyper::rt::Write for ProxyStream {
     }
 }
 
-/// The TCP connector under TLS: direct, or to the proxy that [`Proxies`] names.
+/// The TCP connector under TLS: direct, or to the proxy that [`HttpProxies`] names.
 #[derive(Clone)]
 pub(super) struct ProxyConnector {
     http: HttpConnector,
-    proxies: Arc<Proxies>,
+    proxies: Arc<HttpProxies>,
     /// Longest wait for the proxy's answer to `CONNECT`.
     handshake_timeout: Duration,
 }
@@ -322,7 +322,7 @@ pub(super) struct ProxyConnector {
 impl ProxyConnector {
     pub(super) fn new(
         http: HttpConnector,
-        proxies: Arc<Proxies>,
+        proxies: Arc<HttpProxies>,
         handshake_timeout: Duration,
     ) -> Self {
         Self {
@@ -476,7 +476,7 @@ mod tests {
 
     #[test]
     fn proxies_are_chosen_per_scheme_and_bypassed_per_rule() {
-        let p = Proxies::new(
+        let p = HttpProxies::new(
             Some("http://proxy.corp:3128"),
             Some("proxy.corp:8443"),
             Some("internal.corp, .lan,10.0.0.0/8 ,fd00::/8, exact.example:8080"),
@@ -502,9 +502,9 @@ mod tests {
         for (u, want) in cases {
             assert_eq!(at(u), want.map(|(h, p)| (h.to_owned(), p)), "{u}");
         }
-        let all = Proxies::new(Some("http://p"), None, Some("*")).unwrap();
+        let all = HttpProxies::new(Some("http://p"), None, Some("*")).unwrap();
         assert!(all.for_uri(&uri("http://anything/x")).is_none());
-        assert!(Proxies::none().for_uri(&uri("https://h/x")).is_none());
+        assert!(HttpProxies::none().for_uri(&uri("https://h/x")).is_none());
     }
 
     #[test]
@@ -525,7 +525,7 @@ mod tests {
         assert!(!err.to_string().contains("secret"), "{err}");
         let shown = format!(
             "{:?}",
-            Proxies::new(Some("http://u:secret@p:1"), None, None).unwrap()
+            HttpProxies::new(Some("http://u:secret@p:1"), None, None).unwrap()
         );
         assert!(!shown.contains("secret"), "{shown}");
     }
