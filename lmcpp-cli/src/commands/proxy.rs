@@ -9,20 +9,19 @@
 //! registry record is there.
 
 mod config;
+mod detach;
 mod log;
+mod record;
 
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
-use lmcpp::server::{
-    HttpPort, ModelView, ProxyOptions, ServerRecord, TransportChoice, default_memory_budget,
-};
+use anyhow::Result;
+use lmcpp::server::{HttpPort, ProxyOptions, TransportChoice, default_memory_budget};
 use lmcpp::types::args::ServerArgs;
 use lmcpp::{ModelEstimate, ProxyModel};
-use serde::Serialize;
 
 use super::ctx::{Ctx, human_size};
 use crate::cli::ServeArgs;
@@ -30,11 +29,8 @@ use crate::exit::BadInput;
 use crate::shutdown::Shutdown;
 pub(crate) use config::{ModelPlan, ServePlan};
 use log::ProxyLog;
-
-/// How long a detached `lmcpp serve` may take to write its proxy's record.
-const DETACH_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long `lmcpp ps` waits for a proxy's model list.
-const PS_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) use record::proxy_models;
+use record::{ShownProxy, fresh_id};
 
 /// Whether `args` ask for the proxy rather than today's single server: a config file,
 /// several models, or an option only the proxy has.
@@ -56,7 +52,7 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
         None => default_memory_budget(),
     };
     if args.detach {
-        return detach(ctx, budget, api_key.as_deref()).await;
+        return detach::detach(ctx, budget, api_key.as_deref()).await;
     }
     let mut shutdown = Shutdown::listen()?;
     let transport = transport(&plan, &args);
@@ -143,15 +139,6 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
     }
     log.line("stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// What `serve --json` prints for a proxy: its registry record, the budget and its models.
-#[derive(Serialize)]
-struct ShownProxy<'a> {
-    #[serde(flatten)]
-    record: &'a ServerRecord,
-    memory_budget: u64,
-    models: Vec<ModelView>,
 }
 
 /// The plan from `--config` or from the `--model` list, with the options that cannot go
@@ -398,126 +385,6 @@ fn server_args(model: &ModelPlan, args: &ServeArgs) -> ServerArgs {
         ui: Some(false),
         ..ServerArgs::default()
     }
-}
-
-/// `--detach`: runs this `lmcpp serve` again in the background under a chosen id, with its
-/// output in the proxy's log, and returns when the proxy's record is there (or the
-/// background process failed, with its log's last lines).
-async fn detach(ctx: &Ctx, budget: u64, api_key: Option<&str>) -> Result<ExitCode> {
-    let registry = ctx.registry();
-    registry.ensure_dir()?;
-    let id = fresh_id();
-    let log_path = registry.dir().join(format!("{id}.log"));
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("cannot create the log {}", log_path.display()))?;
-    let exe = std::env::current_exe().context("cannot find the lmcpp binary to run again")?;
-    // The same command line without --detach (and before any `--`, where llama-server's
-    // arguments begin), plus the id the record will carry.
-    let mut argv: Vec<std::ffi::OsString> = Vec::new();
-    let mut passthrough = false;
-    for a in std::env::args_os().skip(1) {
-        if a == "--" {
-            passthrough = true;
-        }
-        if passthrough || a != "--detach" {
-            argv.push(a);
-        }
-    }
-    let at = argv.iter().position(|a| a == "--").unwrap_or(argv.len());
-    argv.splice(at..at, ["--proxy-id".into(), id.clone().into()]);
-    let mut command = tokio::process::Command::new(exe);
-    command
-        .args(&argv)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().context("cannot share the log file")?)
-        .stderr(log);
-    // Its own process group: the terminal's Ctrl-C and hang-up are not for it (on Windows
-    // a group of its own and no console: CREATE_NEW_PROCESS_GROUP | DETACHED_PROCESS).
-    #[cfg(unix)]
-    command.process_group(0);
-    #[cfg(windows)]
-    command.creation_flags(0x0000_0200 | 0x0000_0008);
-    let mut child = command
-        .spawn()
-        .context("cannot start lmcpp in the background")?;
-    let deadline = Instant::now() + DETACH_TIMEOUT;
-    let record = loop {
-        if let Ok(record) = registry.get(&id) {
-            break record;
-        }
-        if let Some(status) = child.try_wait()? {
-            let tail = lmcpp::server::Registry::new(registry.dir())
-                .log_tail(&id, 20)
-                .unwrap_or_default();
-            let tail = if tail.is_empty() {
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            } else {
-                tail.join("\n")
-            };
-            anyhow::bail!("the background lmcpp serve exited ({status}); its output:\n{tail}");
-        }
-        if Instant::now() > deadline {
-            let _ = child.start_kill();
-            anyhow::bail!(
-                "the background lmcpp serve wrote no record within {}s; see {}",
-                DETACH_TIMEOUT.as_secs(),
-                log_path.display()
-            );
-        }
-        // The child writes its record once its endpoint is bound; polling the registry
-        // needs no channel to a process that must outlive us.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let shown = ShownProxy {
-        record: &record,
-        memory_budget: budget,
-        models: proxy_models(&record, api_key)
-            .await
-            .map_err(|e| anyhow::anyhow!("the background proxy {} gives {e}", record.id))?,
-    };
-    ctx.output(&shown, || {
-        println!("{} {}", record.id, record.endpoint);
-        Ok(())
-    })?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// A registry id for a proxy: `p` and 11 hex digits from the clock and pid.
-fn fresh_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let mixed = (nanos as u64) ^ (u64::from(std::process::id()) << 40);
-    format!("p{:011x}", mixed & 0xfff_ffff_ffff)
-}
-
-/// A proxy's models as it reports them in `/v1/models` (what `lmcpp ps` shows under it),
-/// or why it did not answer.
-pub(crate) async fn proxy_models(
-    record: &ServerRecord,
-    api_key: Option<&str>,
-) -> Result<Vec<ModelView>, String> {
-    let mut builder = lmcpp::server::Client::builder(record.endpoint.clone())
-        .timeout(Some(PS_TIMEOUT))
-        .connect_timeout(PS_TIMEOUT);
-    if let Some(key) = api_key {
-        builder = builder.api_key(key);
-    }
-    let list = builder
-        .build()
-        .models()
-        .await
-        .map_err(|e| format!("no model list: {e}"))?;
-    list.data
-        .iter()
-        .map(|m| {
-            let view = m
-                .extra
-                .get("lmcpp")
-                .ok_or_else(|| format!("{} has no lmcpp state; not an lmcpp proxy?", m.id))?;
-            serde_json::from_value(view.clone()).map_err(|e| format!("{}: {e}", m.id))
-        })
-        .collect()
 }
 
 #[cfg(test)]
