@@ -70,6 +70,9 @@ pub enum GcKind {
     /// A server log whose server is no longer running (collected by callers that know the
     /// server registry; this crate does not).
     Log,
+    /// The saved KV caches of a multi-model proxy that is no longer running
+    /// (`<cache root>/kv/<proxy id>`; collected by callers that know the registry).
+    KvCache,
 }
 
 impl std::fmt::Display for GcKind {
@@ -82,6 +85,7 @@ impl std::fmt::Display for GcKind {
             Self::Lock => "lock",
             Self::Link => "link",
             Self::Log => "log",
+            Self::KvCache => "kv-cache",
             Self::Probe => "probe",
         })
     }

@@ -349,9 +349,14 @@ fn shown_model(model: &ModelPlan, estimate: &ModelEstimate) -> String {
 
 /// Where a proxy's models keep their KV caches: `<cache root>/kv/<proxy id>`.
 fn kv_root(ctx: &Ctx, id: &str) -> Result<PathBuf> {
-    let store = ctx.store()?;
-    let cache_root = store.root().parent().unwrap_or(store.root());
-    Ok(cache_root.join("kv").join(id))
+    let layout = lmcpp::toolchain::CacheLayout::resolve(ctx.home.as_deref())?;
+    Ok(kv_dir(layout.root()).join(id))
+}
+
+/// Where proxies keep their models' KV caches, one folder per proxy id (which `lmcpp gc`
+/// removes once that proxy no longer runs).
+pub(crate) fn kv_dir(cache_root: &Path) -> PathBuf {
+    cache_root.join("kv")
 }
 
 /// A directory name for an alias: its characters outside `[A-Za-z0-9._-]` as `_`, and

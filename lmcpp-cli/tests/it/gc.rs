@@ -102,3 +102,51 @@ fn gc_lists_with_dry_run_then_removes_old_leftovers_and_logs() {
     assert!(out.status.success());
     assert!(!fresh.exists() && !new_log.exists());
 }
+
+/// The KV caches a proxy saved are its own (`<home>/kv/<proxy id>`): one killed before it
+/// could remove them leaves them behind, and `gc` removes them once they are old enough
+/// and no running proxy has that id.
+#[test]
+fn a_dead_proxys_kv_caches_are_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = dir.path().join("home/kv/p0123456789ab");
+    std::fs::create_dir_all(kv.join("chat-0011")).unwrap();
+    std::fs::write(kv.join("chat-0011/slot-0.bin"), [7u8; 4096]).unwrap();
+
+    // Just written: kept by the default age.
+    let out = lmcpp(dir.path(), &["--json", "gc", "--dry-run"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !v["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["kind"] == "kv-cache"),
+        "{v}"
+    );
+
+    let out = lmcpp(dir.path(), &["--json", "gc", "--older-than", "0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kv_items: Vec<&serde_json::Value> = v["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "kv-cache")
+        .collect();
+    assert_eq!(kv_items.len(), 1, "{v}");
+    assert_eq!(
+        std::path::Path::new(kv_items[0]["path"].as_str().unwrap()),
+        kv
+    );
+    assert!(!kv.exists());
+}
