@@ -77,6 +77,8 @@
 //!   the same runs (target +25 ms).
 #![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs)]
 
+#[path = "router.rs"]
+mod router;
 #[path = "swap.rs"]
 mod swap;
 
@@ -297,7 +299,7 @@ struct Contenders<'a> {
 impl Contenders<'_> {
     /// `/tokenize` req/s at `concurrency` directly, through the relay and through the
     /// proxy, alternating, best of [`LOAD_ROUNDS`] each; prints the ratios and the CPU.
-    async fn tokenize(&self, concurrency: usize, setup: &str) {
+    async fn tokenize(&self, concurrency: usize, setup: &str) -> f64 {
         let (mut proxied, mut bare, mut relayed) = (0.0f64, 0.0f64, 0.0f64);
         let (mut bare_cpu, mut proxied_cpu, mut relay_cpu) =
             (Cpu::default(), Cpu::default(), Cpu::default());
@@ -332,6 +334,7 @@ impl Contenders<'_> {
             relay_cpu.per_request(),
             proxied_cpu.per_request()
         );
+        proxied
     }
 }
 
@@ -510,9 +513,11 @@ async fn run() {
         proxy: &through,
         server_pid: &pid,
     };
-    for concurrency in [1, CONCURRENCY] {
-        contenders.tokenize(concurrency, "").await;
+    let mut proxy_rps = [0.0f64; 2];
+    for (i, concurrency) in [1, CONCURRENCY].into_iter().enumerate() {
+        proxy_rps[i] = contenders.tokenize(concurrency, "").await;
     }
+    let mut proxy_ttfc = 0.0;
     for (drain, how) in [(true, "read to the end"), (false, "dropped after it")] {
         // The three in a rotating order, so that none always follows the same one.
         let contenders = [&direct, &relay.client, &through];
@@ -527,6 +532,9 @@ async fn run() {
             }
         }
         let [d, r, p] = times.map(median);
+        if drain {
+            proxy_ttfc = p;
+        }
         println!(
             "streaming time to first chunk, stream {how} (median of {TTFC_RUNS}): direct {d:.2} ms, through the proxy {p:.2} ms, ratio {:.3} (target <= 1.05); the byte relay {r:.2} ms, ratio {:.3}",
             p / d,
@@ -554,6 +562,12 @@ async fn run() {
         "first request to a stopped model (median of {LAUNCH_RUNS}): launch-to-ready + request {bare:.1} ms, through the proxy {proxied:.1} ms, overhead {:.1} ms (target <= 25 ms); fastest {bare_min:.1} vs {proxied_min:.1} ms",
         proxied - bare
     );
+    let numbers = router::ProxyNumbers {
+        rps: proxy_rps,
+        ttfc_ms: proxy_ttfc,
+        cold_ms: proxied,
+    };
+    router::run(&paths, dir.path(), &numbers).await;
 }
 
 pub(crate) fn main() {
