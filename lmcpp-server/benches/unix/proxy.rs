@@ -134,6 +134,7 @@ async fn proxy(paths: &PreparedPaths, dir: &Path) -> Proxy {
 /// process: its tasks never queue behind the load client's.
 struct ProxyThread {
     client: Client,
+    endpoint: Endpoint,
     server_id: String,
 
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -165,7 +166,8 @@ impl ProxyThread {
         // Built here, so that its connections are driven by the load client's runtime
         // (a client's connection tasks run where they were opened).
         Self {
-            client: Client::new(endpoint),
+            client: Client::new(endpoint.clone()),
+            endpoint,
             server_id,
             stop: Some(stop),
             done: Some(done),
@@ -518,6 +520,23 @@ async fn run() {
         proxy_rps[i] = contenders.tokenize(concurrency, "").await;
     }
     let mut proxy_ttfc = 0.0;
+    // The same three by `oha`, from outside the bench process.
+    let unix = |e: &Endpoint| match e {
+        Endpoint::Unix { socket } => socket.clone(),
+        other => panic!("not a Unix socket: {other:?}"),
+    };
+    let sockets = [
+        upstream.clone(),
+        dir.path().join("relay.sock"),
+        unix(&proxy.endpoint),
+    ];
+    let proxy_oha = router::oha().map(|oha| {
+        [1, CONCURRENCY].map(|c| {
+            sockets
+                .clone()
+                .map(|s| router::oha_rps(&oha, &s, "demo", c).unwrap_or(0.0))
+        })
+    });
     for (drain, how) in [(true, "read to the end"), (false, "dropped after it")] {
         // The three in a rotating order, so that none always follows the same one.
         let contenders = [&direct, &relay.client, &through];
@@ -566,6 +585,7 @@ async fn run() {
         rps: proxy_rps,
         ttfc_ms: proxy_ttfc,
         cold_ms: proxied,
+        oha: proxy_oha,
     };
     router::run(&paths, dir.path(), &numbers).await;
 }

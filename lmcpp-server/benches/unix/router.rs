@@ -4,7 +4,7 @@
 //! [`super::CONCURRENCY`], the first streamed chunk, and the first request to a model the
 //! router has not loaded, each printed beside the proxy's number from the same run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -12,6 +12,42 @@ use lmcpp_server::{Client, LaunchOptions, Server, TransportChoice};
 use lmcpp_test_support::PreparedPaths;
 use lmcpp_types::native::{completion::CompletionRequest, tokenize::TokenizeRequest};
 use serde_json::{Value, json};
+
+/// `oha` on `PATH` or in `LMCPP_OHA` (`cargo xtask bench` installs one): the HTTP load
+/// tool that measures all four the same way, from outside.
+pub(crate) fn oha() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("LMCPP_OHA") {
+        return Some(PathBuf::from(p));
+    }
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("oha"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// `/tokenize` req/s that `oha` measures on a Unix socket at `concurrency`, the model
+/// named in the body (a single llama-server and the byte relay ignore it).
+pub(crate) fn oha_rps(oha: &Path, socket: &Path, model: &str, concurrency: usize) -> Option<f64> {
+    let body = json!({"content": "The quick brown fox jumps over the lazy dog", "model": model});
+    let out = std::process::Command::new(oha)
+        .args(["--no-tui", "--output-format", "json"])
+        .args([
+            "-z",
+            &format!("{}s", super::LOAD_SECS),
+            "-c",
+            &concurrency.to_string(),
+        ])
+        .args(["-m", "POST", "-H", "content-type: application/json"])
+        .args(["-d", &body.to_string()])
+        .arg("--unix-socket")
+        .arg(socket)
+        .arg("http://localhost/tokenize")
+        .output()
+        .ok()?;
+    let json: Value = serde_json::from_slice(&out.stdout).ok()?;
+    json["summary"]["requestsPerSec"].as_f64()
+}
 
 /// What the proxy measured in the same run, for the ratios.
 pub(crate) struct ProxyNumbers {
@@ -21,6 +57,9 @@ pub(crate) struct ProxyNumbers {
     pub(crate) ttfc_ms: f64,
     /// Median milliseconds of the first request to a stopped model.
     pub(crate) cold_ms: f64,
+    /// `oha`'s `/tokenize` req/s at concurrency 1 and [`super::CONCURRENCY`]: direct, the
+    /// byte relay, the proxy (`None` without `oha`).
+    pub(crate) oha: Option<[[f64; 3]; 2]>,
 }
 
 /// The router of `paths`' llama-server over a folder holding the demo model; `None` (with
@@ -118,6 +157,20 @@ pub(crate) async fn run(paths: &PreparedPaths, dir: &Path, proxy: &ProxyNumbers)
         times.push(ttfc_ms(&client, &model).await);
     }
     let ttfc = super::median(times);
+    let socket = match server.endpoint() {
+        lmcpp_server::Endpoint::Unix { socket } => Some(socket.clone()),
+        _ => None,
+    };
+    let by_oha = oha()
+        .zip(socket)
+        .zip(proxy.oha)
+        .map(|((oha, socket), others)| {
+            [1, super::CONCURRENCY]
+                .map(|c| oha_rps(&oha, &socket, &model, c).unwrap_or(0.0))
+                .into_iter()
+                .zip(others)
+                .collect::<Vec<_>>()
+        });
     server.stop().await.unwrap();
     let cold = super::median(cold);
     println!(
@@ -142,4 +195,17 @@ pub(crate) async fn run(paths: &PreparedPaths, dir: &Path, proxy: &ProxyNumbers)
         proxy.cold_ms,
         proxy.cold_ms - cold
     );
+    let Some(by_oha) = by_oha else {
+        println!("  measured by oha: skipped (no oha; `cargo xtask bench` installs one)");
+        return;
+    };
+    for ((router, [direct, relay, proxied]), concurrency) in
+        by_oha.into_iter().zip([1, super::CONCURRENCY])
+    {
+        println!(
+            "  oha /tokenize, concurrency {concurrency}: direct {direct:.0}, byte relay {relay:.0}, proxy {proxied:.0}, router {router:.0} req/s; ratio proxy/relay {:.2}, ratio proxy/router {:.2}",
+            proxied / relay,
+            proxied / router
+        );
+    }
 }
