@@ -484,6 +484,21 @@ async fn proxied_first_ms(paths: &PreparedPaths, dir: &Path) -> f64 {
     ms
 }
 
+/// `/tokenize` req/s by `oha` at concurrency 1 and [`CONCURRENCY`]: directly, through the
+/// byte relay and through the proxy (`None` without oha).
+fn oha_three(upstream: &Path, relay: &Path, proxy: &Endpoint) -> Option<[[f64; 3]; 2]> {
+    let Endpoint::Unix { socket } = proxy else {
+        panic!("the proxy listens on {proxy:?}, not a Unix socket");
+    };
+    let sockets = [upstream.to_owned(), relay.to_owned(), socket.clone()];
+    let oha = router::oha()?;
+    Some([1, CONCURRENCY].map(|c| {
+        sockets
+            .clone()
+            .map(|s| router::oha_rps(&oha, &s, "demo", c).unwrap_or(0.0))
+    }))
+}
+
 async fn run() {
     let paths = lmcpp_test_support::prepared();
     let dir = tempfile::tempdir().unwrap();
@@ -521,22 +536,7 @@ async fn run() {
     }
     let mut proxy_ttfc = 0.0;
     // The same three by `oha`, from outside the bench process.
-    let unix = |e: &Endpoint| match e {
-        Endpoint::Unix { socket } => socket.clone(),
-        other => panic!("not a Unix socket: {other:?}"),
-    };
-    let sockets = [
-        upstream.clone(),
-        dir.path().join("relay.sock"),
-        unix(&proxy.endpoint),
-    ];
-    let proxy_oha = router::oha().map(|oha| {
-        [1, CONCURRENCY].map(|c| {
-            sockets
-                .clone()
-                .map(|s| router::oha_rps(&oha, &s, "demo", c).unwrap_or(0.0))
-        })
-    });
+    let proxy_oha = oha_three(&upstream, &dir.path().join("relay.sock"), &proxy.endpoint);
     for (drain, how) in [(true, "read to the end"), (false, "dropped after it")] {
         // The three in a rotating order, so that none always follows the same one.
         let contenders = [&direct, &relay.client, &through];
