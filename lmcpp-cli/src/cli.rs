@@ -341,6 +341,10 @@ pub(crate) struct ServeArgs {
     /// Do not pull and pass the multimodal projector (`mmproj*.gguf`) of a Hugging Face model.
     #[arg(long)]
     pub(crate) no_mmproj: bool,
+    /// A small model of the same vocabulary to draft tokens with (speculative decoding),
+    /// named as --model is; with several models, `draft` per model in the config.
+    #[arg(long, value_name = "MODEL", value_parser = model_ref)]
+    pub(crate) draft: Option<lmcpp::ModelRef>,
     /// Turn on llama-server's web UI (off unless asked); its URL is printed.
     #[arg(long, requires = "http")]
     pub(crate) webui: bool,
@@ -514,6 +518,12 @@ pub(crate) struct GcArgs {
 pub(crate) struct SchemaArgs {
     /// Type name (default: list the names).
     pub(crate) name: Option<String>,
+}
+
+/// A model reference, parsed where it is given (an error is exit 2 before anything runs).
+fn model_ref(text: &str) -> Result<lmcpp::ModelRef, String> {
+    text.parse()
+        .map_err(|e: lmcpp::toolchain::Error| e.to_string())
 }
 
 /// A positive number of seconds, fractions allowed (`0.5`, `30`).

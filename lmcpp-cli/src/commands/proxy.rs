@@ -144,6 +144,14 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
 /// The plan from `--config` or from the `--model` list, with the options that cannot go
 /// with several models refused.
 fn plan(args: &ServeArgs) -> Result<ServePlan> {
+    if args.draft.is_some() {
+        return Err(BadInput(
+            "--draft drafts for the one model of a single server; with several models write \
+             `draft = \"MODEL\"` for each model in a config (--config)"
+                .to_owned(),
+        )
+        .into());
+    }
     if args.alias.is_some() {
         return Err(BadInput(
             "--alias names the one model of a single server; with several models write \

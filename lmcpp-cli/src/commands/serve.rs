@@ -52,6 +52,9 @@ pub(crate) async fn serve(ctx: &Ctx, mut args: ServeArgs) -> Result<ExitCode> {
     if let Some(alias) = &args.alias {
         builder = builder.alias(alias);
     }
+    if let Some(draft) = &args.draft {
+        builder = builder.draft(draft.clone());
+    }
     let start = builder
         .no_mmproj(args.no_mmproj)
         .toolchain_request(args.toolchain.request(ctx.home.as_deref()).await?)

@@ -635,6 +635,32 @@ fn a_models_start_is_limited_by_its_start_timeout_not_by_the_load_timeout() {
     assert_eq!(chat("calm").unwrap().model, "calm");
 }
 
+/// `lmcpp serve --draft`: one server drafting with a second model, passed as its draft.
+#[test]
+fn a_single_server_drafts_with_the_draft_model_given() {
+    let env = Env::new();
+    let demo = env.model();
+    let record = env.json(&["serve", "--model", demo, "--draft", demo, "--detach"]);
+    let id = record["id"].as_str().unwrap().to_owned();
+    let answer = env.ok(&["complete", "--server", &id, "-n", "4", "Once upon a time"]);
+    assert!(!answer.trim().is_empty());
+    assert_eq!(draft_of(&record), Some(demo.to_owned()), "{record}");
+    env.ok(&["stop", &id]);
+}
+
+/// The draft model among a server record's arguments, in any spelling the binary knows.
+fn draft_of(record: &serde_json::Value) -> Option<String> {
+    let args: Vec<&str> = record["args"]
+        .as_array()?
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    let at = args.iter().position(|a| {
+        lmcpp::types::args::FlagInfo::lookup(a).is_some_and(|i| i.field == "spec_draft_model")
+    })?;
+    args.get(at + 1).map(|s| (*s).to_owned())
+}
+
 /// `draft` in a config: the model's server drafts with the other model (passed as its
 /// draft model), answers, and the draft's memory is counted with the model's.
 #[test]
@@ -683,18 +709,6 @@ fn a_draft_model_is_passed_to_its_server_and_counted_with_it() {
         .iter()
         .find(|e| e["id"] == drafted["server_id"])
         .unwrap_or_else(|| panic!("drafted's server not in ps: {ps}"));
-    let args: Vec<&str> = server["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|a| a.as_str())
-        .collect();
-    let at = args
-        .iter()
-        .position(|a| {
-            lmcpp::types::args::FlagInfo::lookup(a).is_some_and(|i| i.field == "spec_draft_model")
-        })
-        .unwrap_or_else(|| panic!("no draft model among {args:?}"));
-    assert_eq!(args.get(at + 1), Some(&demo), "{args:?}");
+    assert_eq!(draft_of(server), Some(demo.to_owned()), "{server}");
     env.ok(&["stop", &id]);
 }

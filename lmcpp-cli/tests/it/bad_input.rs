@@ -179,3 +179,23 @@ fn a_bad_model_reference_is_refused_before_anything_is_fetched() {
         assert!(!dir.path().join("home/toolchains").exists(), "{args:?}");
     }
 }
+
+/// `--draft` is parsed where it is given, and belongs to a single server: with several
+/// models each gets its own in the config.
+#[test]
+fn a_draft_is_one_servers_and_parsed_where_given() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_bad_input(
+        dir.path(),
+        &["serve", "--model", "demo", "--draft", "just some words"],
+        "owner/repo",
+    );
+    assert_bad_input(
+        dir.path(),
+        &[
+            "serve", "--model", "a=demo", "--model", "b=demo", "--draft", "demo",
+        ],
+        "`draft = \"MODEL\"`",
+    );
+    assert!(!dir.path().join("home/toolchains").exists());
+}
