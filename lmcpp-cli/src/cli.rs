@@ -344,7 +344,7 @@ pub(crate) struct ServeArgs {
     /// A small model of the same vocabulary to draft tokens with (speculative decoding),
     /// named as --model is; with several models, `draft` per model in the config.
     #[arg(long, value_name = "MODEL", value_parser = model_ref)]
-    pub(crate) draft: Option<lmcpp::ModelRef>,
+    pub(crate) draft: Option<Box<lmcpp::ModelRef>>,
     /// Turn on llama-server's web UI (off unless asked); its URL is printed.
     #[arg(long, requires = "http")]
     pub(crate) webui: bool,
@@ -521,8 +521,9 @@ pub(crate) struct SchemaArgs {
 }
 
 /// A model reference, parsed where it is given (an error is exit 2 before anything runs).
-fn model_ref(text: &str) -> Result<lmcpp::ModelRef, String> {
+fn model_ref(text: &str) -> Result<Box<lmcpp::ModelRef>, String> {
     text.parse()
+        .map(Box::new)
         .map_err(|e: lmcpp::toolchain::Error| e.to_string())
 }
 

@@ -53,7 +53,7 @@ pub(crate) async fn serve(ctx: &Ctx, mut args: ServeArgs) -> Result<ExitCode> {
         builder = builder.alias(alias);
     }
     if let Some(draft) = &args.draft {
-        builder = builder.draft(draft.clone());
+        builder = builder.draft((**draft).clone());
     }
     let start = builder
         .no_mmproj(args.no_mmproj)
