@@ -53,7 +53,9 @@ impl LmcppBuilder {
             .enable_all()
             .build()
             .map_err(|e| Error::Runtime(e.to_string()))?;
-        let inner = rt.block_on(self.start())?;
+        // On the heap: the start's future is larger than a Windows main thread's stack
+        // allows in a debug build.
+        let inner = rt.block_on(Box::pin(self.start()))?;
         Ok(Running {
             inner,
             rt: Arc::new(rt),

@@ -41,7 +41,9 @@ fn main() -> ExitCode {
     // A `println!` to a closed stdout panics; unwinding stops what the command started,
     // and the closed stdout then ends the command quietly, like an error saying so.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        runtime.block_on(commands::dispatch(cli))
+        // On the heap: a command's future (the largest of them, inline in `dispatch`'s) is
+        // bigger than Windows gives a main thread (1 MiB) in a debug build.
+        runtime.block_on(Box::pin(commands::dispatch(cli)))
     }));
     let result = match outcome {
         Ok(result) => result,
