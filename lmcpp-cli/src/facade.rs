@@ -354,11 +354,11 @@ impl LmcppBuilder {
 /// Adds `--alias` and `--mmproj` for `model`, unless the arguments already set them (as
 /// fields or among the pass-through arguments, where llama-server would see them twice).
 fn with_model_args(mut args: ServerArgs, model: &ModelResolution) -> ServerArgs {
-    let passed = |fields: &[&str]| {
-        lmcpp_types::args::passthrough::read(&args.extra)
-            .iter()
-            .any(|f| f.info.is_some_and(|i| fields.contains(&i.field)))
-    };
+    let given: Vec<&str> = lmcpp_types::args::passthrough::read(&args.extra)
+        .iter()
+        .filter_map(|f| f.info.map(|i| i.field))
+        .collect();
+    let passed = |fields: &[&str]| given.iter().any(|f| fields.contains(f));
     if args.alias.is_empty() && !passed(&["alias"]) {
         args.alias = vec![model.alias.clone()];
     }

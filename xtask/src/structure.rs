@@ -680,11 +680,7 @@ mod tests {
     fn a_pair_importing_each_other_is_a_cycle_and_a_re_export_is_followed() {
         let dir = tempfile_dir();
         let src = dir.join("src");
-        let write = |rel: &str, text: &str| {
-            let p = src.join(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, text).unwrap();
-        };
+        let write = |rel: &str, text: &str| write_file(&src.join(rel), text);
         write(
             "lib.rs",
             "mod a;\nmod b;\nmod c;\npub use c::inner::Thing;\n",
@@ -703,11 +699,7 @@ mod tests {
     fn a_circle_of_three_through_a_re_export_is_found() {
         let dir = tempfile_dir();
         let src = dir.join("src");
-        let write = |rel: &str, text: &str| {
-            let p = src.join(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, text).unwrap();
-        };
+        let write = |rel: &str, text: &str| write_file(&src.join(rel), text);
         write(
             "lib.rs",
             "mod area;\nmod error;\nmod wrap;\nmod leaf;\npub use error::Error;\n",
@@ -718,6 +710,12 @@ mod tests {
         write("leaf.rs", "pub fn x() {}\n");
         assert_eq!(cycles(&src).unwrap(), [["area.rs", "error.rs", "wrap.rs"]]);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Writes `text` to `path`, making its folders.
+    fn write_file(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -35,6 +35,18 @@ fn registry_dir(dir: &Path) -> PathBuf {
     dir.join("run").join(format!("lmcpp-{user}"))
 }
 
+/// `lmcpp --json gc ARGS`, which must succeed, as JSON.
+fn gc_json(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let all = [&["--json", "gc"][..], args].concat();
+    let out = lmcpp(dir, &all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn gc_lists_with_dry_run_then_removes_old_leftovers_and_logs() {
     let dir = tempfile::tempdir().unwrap();
@@ -50,13 +62,7 @@ fn gc_lists_with_dry_run_then_removes_old_leftovers_and_logs() {
     let new_log = registry_dir(dir.path()).join("ba9876543210.log");
     std::fs::write(&new_log, b"recent log\n").unwrap();
 
-    let out = lmcpp(dir.path(), &["--json", "gc", "--dry-run"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = gc_json(dir.path(), &["--dry-run"]);
     assert_eq!(v["dry_run"], true);
     let listed: Vec<(String, String)> = v["removed"]
         .as_array()
@@ -114,13 +120,7 @@ fn a_dead_proxys_kv_caches_are_collected() {
     std::fs::write(kv.join("chat-0011/slot-0.bin"), [7u8; 4096]).unwrap();
 
     // Just written: kept by the default age.
-    let out = lmcpp(dir.path(), &["--json", "gc", "--dry-run"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = gc_json(dir.path(), &["--dry-run"]);
     assert!(
         !v["removed"]
             .as_array()
@@ -130,13 +130,7 @@ fn a_dead_proxys_kv_caches_are_collected() {
         "{v}"
     );
 
-    let out = lmcpp(dir.path(), &["--json", "gc", "--older-than", "0"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = gc_json(dir.path(), &["--older-than", "0"]);
     let kv_items: Vec<&serde_json::Value> = v["removed"]
         .as_array()
         .unwrap()

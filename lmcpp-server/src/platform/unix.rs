@@ -129,7 +129,6 @@ pub(crate) fn fill_random(buf: &mut [u8]) -> io::Result<()> {
 }
 
 /// The signal that ended a process, if one did.
-#[cfg(test)]
 pub(crate) fn exit_signal(status: &ExitStatus) -> Option<i32> {
     std::os::unix::process::ExitStatusExt::signal(status)
 }

@@ -455,6 +455,11 @@ pub(crate) fn signal_verified(pid: u32, verify: impl Fn() -> bool, stop: Stop) -
     sent.then_some(false)
 }
 
+/// The signal that ended a process: none on Windows, where every exit has a code.
+pub(crate) fn exit_signal(_status: &ExitStatus) -> Option<i32> {
+    None
+}
+
 /// An `ExitStatus` for a child whose status could not be read.
 pub(crate) fn unknown_exit() -> ExitStatus {
     ExitStatus::from_raw(0)

@@ -60,14 +60,9 @@ impl LaunchError {
 /// An exit status as one number: the exit code, or `128 + N` for signal `N` (as a shell
 /// reports it); `None` where neither is known.
 pub(crate) fn exit_code(status: &std::process::ExitStatus) -> Option<i32> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(signal) = status.signal() {
-            return Some(128 + signal);
-        }
-    }
-    status.code()
+    crate::platform::exit_signal(status)
+        .map(|signal| 128 + signal)
+        .or_else(|| status.code())
 }
 
 impl std::fmt::Display for LaunchError {
