@@ -50,7 +50,7 @@ pub use download::{DownloadOptions, DownloadSpec, Downloaded, Downloader, Probe}
 pub use error::{Error, Result, SourceAttempt};
 pub use fingerprint::Fingerprint;
 pub use lmcpp_types::{Class, Classify};
-pub use lock::{FileLockGuard, LockGuard, lock_exclusive, lock_exclusive_blocking};
+pub use lock::{FileLockGuard, LockGuard, lock_exclusive, lock_exclusive_blocking, same_file};
 pub use plan::{Plan, plan};
 pub use progress::{NoProgress, Progress, ProgressEvent, SharedProgress, no_progress};
 pub use toolchain::{

@@ -314,32 +314,35 @@ fn open_lock_file(path: &Path) -> Result<File> {
     o.open(path).ctx("open lock file", path)
 }
 
-/// Whether `file` is still the file at `path` (it was not unlinked or replaced).
+/// Whether `file` is still the file at `path` (it was not unlinked or replaced). Windows
+/// lets a file open elsewhere be deleted too (std opens with FILE_SHARE_DELETE), so the
+/// same race exists there.
 fn still_linked(file: &File, path: &Path) -> bool {
+    if cfg!(not(any(unix, windows))) {
+        return true;
+    }
+    File::open(path).is_ok_and(|at_path| same_file(file, &at_path))
+}
+
+/// Whether two open files are one file: the same device and inode on Unix, the same
+/// volume and file index on Windows (`false` where neither can be read).
+pub fn same_file(a: &File, b: &File) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        match (file.metadata(), std::fs::metadata(path)) {
+        match (a.metadata(), b.metadata()) {
             (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
             _ => false,
         }
     }
     #[cfg(windows)]
     {
-        // Windows lets a file open elsewhere be deleted (std opens with FILE_SHARE_DELETE),
-        // so the same race exists; the volume and file index say which file a handle is.
-        match std::fs::File::open(path) {
-            Ok(at_path) => match (windows_file_id(file), windows_file_id(&at_path)) {
-                (Some(a), Some(b)) => a == b,
-                _ => false,
-            },
-            Err(_) => false,
-        }
+        matches!((windows_file_id(a), windows_file_id(b)), (Some(x), Some(y)) if x == y)
     }
     #[cfg(not(any(unix, windows)))]
     {
-        let _ = (file, path);
-        true
+        let _ = (a, b);
+        false
     }
 }
 

@@ -49,46 +49,16 @@ impl ProxyLog {
     }
 }
 
-/// Whether this process's stderr is `file` (same device and inode).
-#[cfg(unix)]
+/// Whether this process's stderr is `file`.
 fn stderr_is(file: &File) -> bool {
-    use std::os::fd::AsFd;
-    use std::os::unix::fs::MetadataExt;
-    // A duplicate of fd 2, so its metadata is read without closing stderr afterwards.
-    let stderr = std::io::stderr()
-        .as_fd()
-        .try_clone_to_owned()
-        .map(File::from);
-    match (stderr.and_then(|s| s.metadata()), file.metadata()) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
-}
-
-/// Whether this process's stderr is `file` (same volume and file index).
-#[cfg(windows)]
-fn stderr_is(file: &File) -> bool {
-    use std::os::windows::io::{AsHandle, AsRawHandle, RawHandle};
-    use windows_sys::Win32::Storage::FileSystem::{
-        BY_HANDLE_FILE_INFORMATION, GetFileInformationByHandle,
-    };
-    fn id(handle: RawHandle) -> Option<(u32, u32, u32)> {
-        let mut info: BY_HANDLE_FILE_INFORMATION = unsafe { std::mem::zeroed() };
-        // SAFETY: `handle` is open for the duration of the call and `info` is a valid,
-        // writable record of the type the function fills.
-        let ok = unsafe { GetFileInformationByHandle(handle, &mut info) };
-        (ok != 0).then_some((
-            info.dwVolumeSerialNumber,
-            info.nFileIndexHigh,
-            info.nFileIndexLow,
-        ))
-    }
-    let stderr = std::io::stderr();
-    let stderr = stderr.as_handle();
-    match (id(stderr.as_raw_handle()), id(file.as_raw_handle())) {
-        (Some(a), Some(b)) => a == b,
-        _ => false,
-    }
+    // A duplicate of stderr's descriptor (or handle), so that it is not closed afterwards.
+    #[cfg(unix)]
+    let stderr = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned();
+    #[cfg(windows)]
+    let stderr = std::os::windows::io::AsHandle::as_handle(&std::io::stderr()).try_clone_to_owned();
+    stderr
+        .map(File::from)
+        .is_ok_and(|stderr| lmcpp::toolchain::same_file(&stderr, file))
 }
 
 /// Logs what happens to the models outside a launch, from the proxy's events as they
