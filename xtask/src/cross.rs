@@ -203,7 +203,11 @@ pub(crate) fn cargo(root: &Path, target: Target) -> Result<Command> {
     let path = std::env::var("PATH").unwrap_or_default();
     cmd.env("PATH", format!("/usr/bin:{path}"))
         .env("RUSTC", RUSTC)
-        .env("RUSTC_BOOTSTRAP", "1");
+        .env("RUSTC_BOOTSTRAP", "1")
+        // No debuginfo and no incremental state: with them every Windows test binary
+        // weighed 300 MB and the cross target directory 30 GB. Panics still name file:line.
+        .env("CARGO_PROFILE_DEV_DEBUG", "false")
+        .env("CARGO_INCREMENTAL", "0");
     let suffix = target.env_suffix();
     match target.os {
         Os::Apple => {
