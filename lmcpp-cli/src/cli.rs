@@ -307,6 +307,11 @@ pub(crate) struct ServeArgs {
     /// docs/serving.md, "The configuration file").
     #[arg(long, value_name = "FILE", conflicts_with = "model")]
     pub(crate) config: Option<PathBuf>,
+    /// With --config: apply the file again whenever it changes, as SIGHUP does (new models
+    /// appear, removed ones stop once their requests finish, changed ones restart at their
+    /// next request; a file with an error is refused and the running models stay).
+    #[arg(long, requires = "config")]
+    pub(crate) watch: bool,
     /// With several models: what the running models' memory estimates may add up to, e.g.
     /// 12GiB or 75% (default: 75% of RAM); idle models are stopped to make room.
     #[arg(long, value_name = "SIZE")]

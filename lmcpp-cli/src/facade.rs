@@ -143,6 +143,32 @@ impl std::fmt::Debug for LmcppBuilder {
     }
 }
 
+impl LmcppBuilder {
+    /// Everything that decides which server this builder starts, as text (secrets only
+    /// as a hash, progress not at all): equal fingerprints start the same server. A
+    /// proxy's reload keeps a model's running server while its fingerprint is unchanged.
+    pub(crate) fn fingerprint(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut secrets = std::collections::hash_map::DefaultHasher::new();
+        self.args.secret_env().hash(&mut secrets);
+        format!(
+            "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {} {:?} {:?} {:?} secrets {:016x}",
+            self.home,
+            self.model,
+            self.request,
+            self.transport,
+            self.args,
+            self.runtime_dir,
+            self.ready_timeout,
+            self.detached,
+            self.llama_server,
+            self.pull,
+            self.draft,
+            secrets.finish()
+        )
+    }
+}
+
 impl Default for LmcppBuilder {
     fn default() -> Self {
         Self {

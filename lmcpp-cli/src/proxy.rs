@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use lmcpp_server::{
-    Launch, LaunchError, ModelSpec, Proxy, ProxyOptions, Server, TransportChoice,
+    Launch, LaunchError, ModelSpec, Proxy, ProxyOptions, ReloadReport, Server, TransportChoice,
     default_memory_budget,
 };
 use lmcpp_toolchain::demo::DemoOptions;
@@ -253,9 +253,12 @@ impl ProxyBuilder {
                 },
                 None => self.estimate(model, &estimate_opts).await,
             };
+            let builder = self.builder_for(model);
+            // What the launch does: its builder, and whether it estimates the memory.
+            let fingerprint = format!("{} memory {:?}", builder.fingerprint(), model.memory);
             let launch = ModelLaunch {
                 estimate: model.memory.is_none().then(|| estimate_opts.clone()),
-                builder: self.builder_for(model),
+                builder,
                 alias: model.alias.clone(),
                 reference: model.model.to_string(),
                 lines: Arc::clone(&lines),
@@ -267,6 +270,7 @@ impl ProxyBuilder {
             spec.pinned = model.pinned;
             spec.max_queue = model.max_queue;
             spec.slot_cache = model.slot_cache.clone();
+            spec.fingerprint = Some(fingerprint);
             // A binary given by path is whatever version it is; its server's record says.
             let given = model.llama_server.is_some() || self.llama_server.is_some();
             let request = model.toolchain_request.as_ref().unwrap_or(&self.request);
@@ -428,6 +432,17 @@ impl PreparedProxy {
     /// Opens the endpoint; models start at their first request.
     pub async fn start(self) -> Result<Proxy, Error> {
         Ok(Proxy::start(self.options, self.specs).await?)
+    }
+
+    /// Makes these the models of a running `proxy`, with this builder's memory budget
+    /// (see `Proxy::reload`): a model whose alias, model, arguments, binary and
+    /// toolchain are unchanged keeps its server and takes its new keep-alive, pinning
+    /// and queue bound; a changed one restarts at its next request; a removed one stops
+    /// once its requests have finished; a new one starts at its first request. The
+    /// endpoint's other options (transport, API key, timeouts) stay as the proxy was
+    /// started with them.
+    pub async fn reload(self, proxy: &mut Proxy) -> Result<ReloadReport, Error> {
+        Ok(proxy.reload(self.specs, self.options.memory_budget).await?)
     }
 }
 

@@ -6,6 +6,9 @@
 
 use anyhow::{Context, Result};
 
+/// The name [`Shutdown::recv`] gives SIGHUP (never received on Windows).
+pub(crate) const HANGUP: &str = "SIGHUP";
+
 /// Listens for the signals from creation on, so one that arrives while a server starts
 /// is not lost (and does not kill lmcpp mid-way).
 pub(crate) struct Shutdown {
@@ -47,7 +50,7 @@ mod os {
     pub(super) const KINDS: &[(&str, SignalKind)] = &[
         ("SIGINT", SignalKind::interrupt()),
         ("SIGTERM", SignalKind::terminate()),
-        ("SIGHUP", SignalKind::hangup()),
+        (super::HANGUP, SignalKind::hangup()),
     ];
 
     pub(super) fn listen(kind: SignalKind) -> std::io::Result<Listener> {

@@ -75,7 +75,7 @@ pub use proxy::{
     DEFAULT_PROXY_MAX_HEADER, DEFAULT_PROXY_MAX_HEADERS, DEFAULT_READ_STALL_TIMEOUT,
     DEFAULT_WRITE_STALL_TIMEOUT, EVENTS_PATH, Launch, LaunchError, MAX_ALIAS_LEN,
     MAX_SLOT_CACHE_BYTES, METRICS_PATH, MODEL_EVENT_CAPACITY, ModelEvent, ModelEventKind,
-    ModelSpec, ModelState, ModelView, Proxy, ProxyOptions, SSE_PING, StopReason,
+    ModelSpec, ModelState, ModelView, Proxy, ProxyOptions, ReloadReport, SSE_PING, StopReason,
     default_memory_budget,
 };
 pub use registry::{Entry, ProcessKind, Registry, ServerRecord, StaleReason, StopOutcome};

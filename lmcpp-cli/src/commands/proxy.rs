@@ -12,6 +12,7 @@ mod config;
 mod detach;
 mod log;
 mod record;
+mod reload;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,6 +32,7 @@ pub(crate) use config::{ModelPlan, ServePlan};
 use log::ProxyLog;
 pub(crate) use record::proxy_models;
 use record::{ShownProxy, fresh_id};
+use reload::{ConfigWatch, Reloader, has_terminal};
 
 /// Whether `args` ask for the proxy rather than today's single server: a config file,
 /// several models, or an option only the proxy has.
@@ -55,6 +57,8 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
         return detach::detach(ctx, budget, api_key.as_deref()).await;
     }
     let mut shutdown = Shutdown::listen()?;
+    // Whether a SIGHUP may be the terminal going away (see `hangup_stops`).
+    let had_terminal = has_terminal();
     let transport = transport(&plan, &args);
     // The id is chosen here (a detached proxy is given it), so the log its record names
     // is this process's to write from the start.
@@ -72,10 +76,7 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
 
     // The KV caches of the models that keep theirs, this proxy's own (removed when it
     // stops): `<cache root>/kv/<proxy id>/<alias>`.
-    let kv_root = match plan.models.iter().any(|m| m.keep_kv_cache) {
-        true => Some(kv_root(ctx, &id)?),
-        false => None,
-    };
+    let kv_root = kv_root(ctx, &id)?;
     let mut opts = ProxyOptions::new(budget);
     opts.transport = transport;
     opts.runtime_dir = ctx.runtime_dir.clone();
@@ -86,7 +87,7 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
     opts.log_path = Some(log_path);
     // `--detach` runs this command again with the id it chose: that process is detached.
     opts.detached = args.proxy_id.is_some();
-    let prepared = proxy_builder(ctx, &args, &plan, opts, kv_root.as_deref(), &log)
+    let prepared = proxy_builder(ctx, &args, &plan, opts.clone(), &kv_root, &log)
         .await?
         .prepare()
         .await?;
@@ -96,7 +97,7 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
         .zip(prepared.estimates())
         .map(|(model, estimate)| shown_model(model, estimate))
         .collect();
-    let proxy = tokio::select! {
+    let mut proxy = tokio::select! {
         proxy = prepared.start() => proxy?,
         signal = shutdown.recv() => {
             log.line(format_args!("{signal} during start-up; nothing left running"));
@@ -124,21 +125,71 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
     for line in &shown_models {
         log.line(format_args!("  {line}"));
     }
-    log.line(format_args!(
-        "Ctrl-C, SIGTERM or SIGHUP (or `lmcpp stop {}`) to stop",
-        proxy.id()
-    ));
-    let signal = tokio::select! {
-        signal = shutdown.recv() => signal,
-        never = log::follow(&log, &mut events) => match never {},
+    log.line(stop_hint(&args, proxy.id()));
+    let detached = opts.detached;
+    let mut watch = args
+        .config
+        .as_deref()
+        .filter(|_| args.watch)
+        .map(ConfigWatch::new);
+    let mut reloader = Reloader {
+        ctx,
+        args: &args,
+        log: &log,
+        kv_root: &kv_root,
+        options: opts,
+        plan,
+    };
+    let signal = loop {
+        let changed = async {
+            match &mut watch {
+                Some(watch) => watch.changed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            signal = shutdown.recv() => {
+                if signal != crate::shutdown::HANGUP
+                    || hangup_stops(&args, detached, had_terminal)
+                {
+                    break signal;
+                }
+                reloader.reload(&mut proxy, signal).await;
+            }
+            () = changed => reloader.reload(&mut proxy, "the config file changed").await,
+            never = log::follow(&log, &mut events) => match never {},
+        }
     };
     log.line(format_args!("{signal}: stopping the proxy and its models"));
     log::while_stopping(&log, &mut events, proxy.stop()).await?;
-    if let Some(root) = &kv_root {
-        let _ = std::fs::remove_dir_all(root);
-    }
+    let _ = std::fs::remove_dir_all(&kv_root);
     log.line("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The log line saying how to stop the proxy (and reload its config).
+fn stop_hint(args: &ServeArgs, id: &str) -> String {
+    let stop = format!("`lmcpp stop {id}`");
+    match &args.config {
+        Some(path) => format!(
+            "Ctrl-C or SIGTERM (or {stop}) to stop; SIGHUP applies {} again{}",
+            path.display(),
+            if args.watch {
+                ", as does saving it"
+            } else {
+                ""
+            }
+        ),
+        None => format!("Ctrl-C, SIGTERM or SIGHUP (or {stop}) to stop"),
+    }
+}
+
+/// Whether a SIGHUP stops the proxy rather than reloading its config: without a config
+/// it stops, as for a closed terminal; with one it reloads, unless the proxy runs in
+/// the foreground of a terminal that has gone away (closing the terminal still stops
+/// it). A detached proxy always reloads: its SIGHUP is sent on purpose.
+fn hangup_stops(args: &ServeArgs, detached: bool, had_terminal: bool) -> bool {
+    args.config.is_none() || (!detached && had_terminal && !has_terminal())
 }
 
 /// The plan from `--config` or from the `--model` list, with the options that cannot go
@@ -275,7 +326,7 @@ async fn proxy_builder(
     args: &ServeArgs,
     plan: &ServePlan,
     opts: ProxyOptions,
-    kv_root: Option<&Path>,
+    kv_root: &Path,
     log: &Arc<ProxyLog>,
 ) -> Result<lmcpp::ProxyBuilder> {
     let lines = Arc::clone(log);
@@ -290,9 +341,9 @@ async fn proxy_builder(
         builder = builder.home(home);
     }
     for model in &plan.models {
-        let kv = kv_root
-            .filter(|_| model.keep_kv_cache)
-            .map(|root| root.join(kv_dir_name(&model.alias)));
+        let kv = model
+            .keep_kv_cache
+            .then(|| kv_root.join(kv_dir_name(&model.alias)));
         builder = builder.model(proxy_model(ctx, args, model, kv).await?);
     }
     Ok(builder)

@@ -11,6 +11,7 @@ mod blocking;
 mod library_proxy;
 mod names;
 mod proxy;
+mod proxy_reload;
 mod proxy_router;
 mod proxy_target;
 mod real_clients;

@@ -30,6 +30,13 @@ pub const MODEL_EVENT_CAPACITY: usize = 256;
 /// id when its server had started). A ready server ends with exactly one
 /// [`Stopped`](ModelEventKind::Stopped) (sent once it has exited) or
 /// [`Died`](ModelEventKind::Died).
+///
+/// A reload ([`Proxy::reload`](crate::Proxy::reload)) announces each model it touched:
+/// [`Added`](ModelEventKind::Added), [`Removed`](ModelEventKind::Removed) (its server, if
+/// one runs, is [`Stopped`](ModelEventKind::Stopped) with [`StopReason::Removed`] once
+/// its requests have finished), [`Replaced`](ModelEventKind::Replaced) (likewise with
+/// [`StopReason::Replaced`]; the next request starts the new configuration) or
+/// [`Updated`](ModelEventKind::Updated) (settings changed in place, the server kept).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct ModelEvent {
@@ -86,6 +93,18 @@ pub enum ModelEventKind {
         #[serde(default)]
         exit_code: Option<i32>,
     },
+    /// A reload added the model; it starts at its first request.
+    Added,
+    /// A reload removed the model: it takes no new request, and its server stops once
+    /// the requests in flight have finished.
+    Removed,
+    /// A reload changed how the model starts (its model, binary or arguments): the
+    /// running server, if any, finishes its requests and stops; the next request starts
+    /// the new configuration.
+    Replaced,
+    /// A reload changed only how the proxy treats the model (keep-alive, pinning, queue
+    /// bound, estimate): applied at once, its server kept.
+    Updated,
 }
 
 /// Why the proxy stopped a model's server ([`ModelEventKind::Stopped`]).
@@ -107,6 +126,11 @@ pub enum StopReason {
     Unloaded,
     /// The proxy stops.
     ProxyStopping,
+    /// A reload removed the model (stopped once its requests had finished).
+    Removed,
+    /// A reload changed how the model starts (stopped once its requests had finished;
+    /// the next request starts the new configuration).
+    Replaced,
 }
 
 /// The sending side, owned by the lifecycle.

@@ -22,12 +22,13 @@ pub const SSE_PING: Duration = Duration::from_secs(15);
 /// A stream of SSE frames.
 pub(crate) type Feed = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
 
-/// The SSE frames of every event `events` receives, each rendered by `render`, until the
-/// proxy stops (`stopping` turns true) or the channel closes.
+/// The SSE frames of every event `events` receives, each rendered by `render` (an event
+/// it renders as `None` is not sent), until the proxy stops (`stopping` turns true) or
+/// the channel closes.
 pub(crate) fn feed(
     events: broadcast::Receiver<ModelEvent>,
     stopping: watch::Receiver<bool>,
-    render: fn(&ModelEvent) -> Value,
+    render: fn(&ModelEvent) -> Option<Value>,
 ) -> Feed {
     let mut ping = tokio::time::interval(SSE_PING);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -36,14 +37,19 @@ pub(crate) fn feed(
     Box::pin(stream::unfold(
         state,
         move |(mut events, mut stopping, mut ping)| async move {
-            let frame = tokio::select! {
-                received = events.recv() => match received {
-                    Ok(event) => format!("data: {}\n\n", render(&event)),
-                    Err(broadcast::error::RecvError::Lagged(n)) => format!(": lagged {n}\n\n"),
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
-                _ = stopping.wait_for(|s| *s) => return None,
-                _ = ping.tick() => ": ping\n\n".to_owned(),
+            let frame = loop {
+                break tokio::select! {
+                    received = events.recv() => match received {
+                        Ok(event) => match render(&event) {
+                            Some(json) => format!("data: {json}\n\n"),
+                            None => continue,
+                        },
+                        Err(broadcast::error::RecvError::Lagged(n)) => format!(": lagged {n}\n\n"),
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                    _ = stopping.wait_for(|s| *s) => return None,
+                    _ = ping.tick() => ": ping\n\n".to_owned(),
+                };
             };
             Some((Bytes::from(frame), (events, stopping, ping)))
         },
@@ -51,6 +57,6 @@ pub(crate) fn feed(
 }
 
 /// A [`ModelEvent`] as `/lmcpp/events` sends it: its own JSON.
-pub(crate) fn own_json(event: &ModelEvent) -> Value {
-    serde_json::to_value(event).unwrap_or(Value::Null)
+pub(crate) fn own_json(event: &ModelEvent) -> Option<Value> {
+    serde_json::to_value(event).ok()
 }

@@ -139,7 +139,7 @@ async fn restore_all(client: &Client, dir: &Path, alias: &str) {
 }
 
 /// Removes the slot files in `dir`.
-async fn clear(dir: &Path) {
+pub(crate) async fn clear(dir: &Path) {
     let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
         return;
     };

@@ -45,6 +45,7 @@ pub use events::{EVENTS_PATH, MODEL_EVENT_CAPACITY, ModelEvent, ModelEventKind, 
 pub use feed::SSE_PING;
 pub use kv::MAX_SLOT_CACHE_BYTES;
 pub use metrics::METRICS_PATH;
+pub use models::ReloadReport;
 pub use spec::{DEFAULT_KEEP_ALIVE, Launch, LaunchError, MAX_ALIAS_LEN, ModelSpec};
 pub use view::{ModelState, ModelView};
 
@@ -377,6 +378,49 @@ impl Proxy {
     /// Every configured model with its state, in configuration order.
     pub fn models(&self) -> Vec<ModelView> {
         self.models.views()
+    }
+
+    /// Takes `models` as the proxy's models from now on, and `memory_budget` as its
+    /// budget, without dropping a request (what `lmcpp serve --config` does on SIGHUP
+    /// and, with `--watch`, when the file changes). Models are matched by alias:
+    /// - a model not configured before is added, and starts at its first request;
+    /// - a model no longer given takes no new request; its server, if one runs, stops
+    ///   once the requests in flight have finished, and a request still waiting for it
+    ///   gets a 404;
+    /// - a model whose start changed ([`ModelSpec::fingerprint`], or without one its
+    ///   `launch`) is replaced: its running server finishes its requests and stops, and
+    ///   the next request (or one that waited) starts the new configuration;
+    /// - any other model keeps its server, with its keep-alive, pinning, queue bound
+    ///   and estimate taken from `models`.
+    ///
+    /// Checked as [`Proxy::start`] checks its models: on an error nothing changes. Each
+    /// change is announced as a [`ModelEvent`], and the registry record lists the new
+    /// aliases.
+    pub async fn reload(
+        &mut self,
+        models: Vec<ModelSpec>,
+        memory_budget: u64,
+    ) -> Result<ReloadReport> {
+        self.reload_with(models, memory_budget, Conf::from_spec)
+    }
+
+    /// [`Proxy::reload`] with each model's starter made by `conf`.
+    pub(crate) fn reload_with(
+        &mut self,
+        models: Vec<ModelSpec>,
+        memory_budget: u64,
+        conf: impl FnMut(ModelSpec) -> Conf,
+    ) -> Result<ReloadReport> {
+        check_models(&models, memory_budget)?;
+        let aliases: Vec<String> = models.iter().map(|m| m.alias.clone()).collect();
+        let confs = models.into_iter().map(conf).collect();
+        let report = self.models.reload(confs, memory_budget);
+        self.record.model = PathBuf::from(aliases.join(","));
+        self.record.args = aliases;
+        if let Err(e) = self.registry.write(&self.record) {
+            tracing::warn!(error = %e, "the proxy's registry record still lists the models before the reload");
+        }
+        Ok(report)
     }
 
     /// A receiver of what happens to the models: each start, ready server, failed

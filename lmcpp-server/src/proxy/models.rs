@@ -143,7 +143,9 @@ impl Start for Launcher {
     }
 }
 
-/// What never changes about a model.
+/// A model's configuration: how it starts (`starter`, `slot_cache`, identified by
+/// `fingerprint` or `launch`), fixed for its slot, and how the proxy treats it, which a
+/// reload may change in place (the slot's `Arc<Conf>` is replaced).
 pub(crate) struct Conf {
     pub(crate) alias: String,
     estimate: u64,
@@ -153,11 +155,17 @@ pub(crate) struct Conf {
     max_queue: Option<usize>,
     slot_cache: Option<PathBuf>,
     starter: Arc<dyn Start>,
+    fingerprint: Option<String>,
+    /// The spec's launch, compared by identity when there is no fingerprint.
+    launch: Option<Arc<dyn Launch>>,
 }
 
 impl Conf {
     pub(crate) fn from_spec(spec: ModelSpec) -> Self {
-        Self::new(spec.clone(), Arc::new(Launcher(spec.launch)))
+        let launch = Arc::clone(&spec.launch);
+        let mut conf = Self::new(spec, Arc::new(Launcher(Arc::clone(&launch))));
+        conf.launch = Some(launch);
+        conf
     }
 
     pub(crate) fn new(spec: ModelSpec, starter: Arc<dyn Start>) -> Self {
@@ -170,9 +178,43 @@ impl Conf {
             max_queue: spec.max_queue,
             slot_cache: spec.slot_cache,
             starter,
+            fingerprint: spec.fingerprint,
+            launch: None,
         }
     }
+
+    /// Whether `other` starts the same server: equal fingerprints, or without them the
+    /// same launch; and the same KV cache directory.
+    fn same_start(&self, other: &Self) -> bool {
+        let same = match (
+            &self.fingerprint,
+            &other.fingerprint,
+            &self.launch,
+            &other.launch,
+        ) {
+            (Some(a), Some(b), _, _) => a == b,
+            (None, None, Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        same && self.slot_cache == other.slot_cache
+    }
+
+    /// Whether `other` treats the model the same (the settings a reload changes in
+    /// place).
+    fn same_settings(&self, other: &Self) -> bool {
+        (self.estimate, self.keep_alive, self.pinned, self.max_queue)
+            == (
+                other.estimate,
+                other.keep_alive,
+                other.pinned,
+                other.max_queue,
+            )
+            && self.llama_version == other.llama_version
+    }
 }
+
+/// A server whose start was abandoned, to be stopped, and why.
+type Abandoned = (Box<dyn Instance>, StopReason);
 
 /// The outcome of one start, as its waiters see it.
 type Outcome = Option<Result<(), AcquireError>>;
@@ -195,6 +237,13 @@ enum Phase {
 }
 
 struct Slot {
+    /// Its configuration (replaced in place by a reload that changes only settings).
+    conf: Arc<Conf>,
+    /// Set when a reload removed or replaced it (why, as its server's stop will say): it
+    /// takes no new request, its requests waiting move to its successor (or are told it
+    /// was removed), and its server stops once idle. A retired slot stays in the table,
+    /// so indices never move, and counts against the budget while its server runs.
+    retired: Option<StopReason>,
     phase: Phase,
     /// The memory estimate: the configured one, replaced by what the last
     /// [`Start::prepare`] returned.
@@ -222,9 +271,33 @@ struct Slot {
     /// up waiting is told.
     blocked: Option<AcquireError>,
     counters: Counters,
+    /// Set for the slot of a replaced model until its first start, which removes what
+    /// the old configuration left in the KV cache directory (another model's cache, or
+    /// one of other arguments) instead of restoring it.
+    stale_kv_cache: bool,
 }
 
 impl Slot {
+    fn new(conf: Conf) -> Self {
+        Self {
+            estimate: conf.estimate,
+            conf: Arc::new(conf),
+            retired: None,
+            phase: Phase::Stopped,
+            in_flight: 0,
+            last_used: None,
+            generation: 0,
+            fresh_until: None,
+            entry: None,
+            argv: Arc::new([]),
+            waiting: BTreeMap::new(),
+            drain_after: None,
+            blocked: None,
+            counters: Counters::default(),
+            stale_kv_cache: false,
+        }
+    }
+
     /// Whether a request waiting for this model would be let through once it is ready:
     /// any, unless it drains, then one that came before it began to.
     fn takes_a_waiter(&self) -> bool {
@@ -306,6 +379,8 @@ pub(crate) enum AcquireError {
     },
     /// The proxy is stopping.
     ShuttingDown,
+    /// A reload removed the model while the request waited for it.
+    Removed,
     /// Its queue holds `max` requests already.
     QueueFull {
         max: usize,
@@ -315,7 +390,12 @@ pub(crate) enum AcquireError {
 }
 
 struct Table {
+    /// Every slot ever configured, retired ones included; indices never move.
     slots: Vec<Slot>,
+    /// The slots of the models configured now, in configuration order.
+    order: Vec<usize>,
+    /// Bytes the running and loading models' estimates may add up to.
+    budget: u64,
     shutting_down: bool,
     /// The arrival number of the next waiting request.
     next_arrival: u64,
@@ -326,9 +406,7 @@ struct Table {
 
 /// Every model's configuration and state.
 pub(crate) struct Models {
-    confs: Vec<Conf>,
     table: Mutex<Table>,
-    budget: u64,
     /// Wakes the keep-alive task when a model becomes ready or dies (a request ending
     /// only moves an expiry later, which the task finds when it looks).
     changed: Notify,
@@ -342,6 +420,9 @@ pub(crate) struct Models {
     /// Bumped when a model is ready, stops, fails, goes idle while a start waits for
     /// room, or a waiting request leaves: what waiting starts and requests look again on.
     tick: watch::Sender<u64>,
+    /// Bumped by every reload: waiting requests look again whether their model was
+    /// removed or replaced.
+    reloads: watch::Sender<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -363,8 +444,13 @@ impl Drop for InFlight {
         let slot = &mut table.slots[self.index];
         slot.in_flight = slot.in_flight.saturating_sub(1);
         slot.last_used = Some(Instant::now());
+        let retired_idle = slot.in_flight == 0 && slot.retired.is_some();
         if slot.in_flight == 0 && table.room_waiters > 0 {
             self.models.bump();
+        }
+        if retired_idle {
+            // Its last request is done: the keep-alive task stops its server.
+            self.models.changed.notify_one();
         }
         // No wake-up of the keep-alive task: it already plans to look at this model no
         // later than a keep-alive from now (see `Models::expire`), and a wake-up per
@@ -414,37 +500,107 @@ enum Wait {
 
 impl Models {
     pub(crate) fn new(confs: Vec<Conf>, budget: u64, pass_over: Duration) -> Self {
-        let slots = confs
-            .iter()
-            .map(|conf| Slot {
-                phase: Phase::Stopped,
-                estimate: conf.estimate,
-                in_flight: 0,
-                last_used: None,
-                generation: 0,
-                fresh_until: None,
-                entry: None,
-                argv: Arc::new([]),
-                waiting: BTreeMap::new(),
-                drain_after: None,
-                blocked: None,
-                counters: Counters::default(),
-            })
-            .collect();
+        let slots: Vec<Slot> = confs.into_iter().map(Slot::new).collect();
         Self {
-            confs,
             table: Mutex::new(Table {
+                order: (0..slots.len()).collect(),
                 slots,
+                budget,
                 shutting_down: false,
                 next_arrival: 0,
                 room_waiters: 0,
             }),
-            budget,
             changed: Notify::new(),
             stopping: watch::channel(false).0,
             events: Emitter::new(),
             pass_over,
             tick: watch::channel(0).0,
+            reloads: watch::channel(0).0,
+        }
+    }
+
+    /// Takes `confs` as the models from now on (`budget` their memory budget), matched to
+    /// the running ones by alias: a model whose start is unchanged keeps its slot (and
+    /// server) with the new settings; a changed one gets a new slot and the old one is
+    /// retired (its server stops once idle), as is a model no longer configured. The
+    /// caller has checked the aliases and the budget.
+    pub(crate) fn reload(self: &Arc<Self>, confs: Vec<Conf>, budget: u64) -> ReloadReport {
+        let mut table = lock(&self.table);
+        table.budget = budget;
+        let before = std::mem::take(&mut table.order);
+        let mut report = ReloadReport::default();
+        let mut order = Vec::with_capacity(confs.len());
+        // The slots before the reload that a model of the new configuration took over.
+        let mut matched = Vec::new();
+        for conf in confs {
+            let alias = conf.alias.clone();
+            let old = before
+                .iter()
+                .copied()
+                .find(|&i| table.slots[i].conf.alias == alias);
+            matched.extend(old);
+            let kind = match old {
+                Some(i) if table.slots[i].conf.same_start(&conf) => {
+                    let slot = &mut table.slots[i];
+                    let same = slot.conf.same_settings(&conf);
+                    if matches!(slot.phase, Phase::Stopped | Phase::Failed(_)) {
+                        slot.estimate = conf.estimate;
+                    }
+                    slot.conf = Arc::new(conf);
+                    order.push(i);
+                    if same {
+                        report.unchanged.push(alias);
+                        continue;
+                    }
+                    report.updated.push(alias.clone());
+                    ModelEventKind::Updated
+                }
+                Some(i) => {
+                    let counters = table.slots[i].counters;
+                    self.retire(&mut table, i, StopReason::Replaced);
+                    let mut slot = Slot::new(conf);
+                    // One model to its clients: its counters go on, and a KV cache the
+                    // old configuration saved is not restored into the new one.
+                    slot.counters = counters;
+                    slot.stale_kv_cache = true;
+                    table.slots.push(slot);
+                    order.push(table.slots.len() - 1);
+                    report.replaced.push(alias.clone());
+                    ModelEventKind::Replaced
+                }
+                None => {
+                    table.slots.push(Slot::new(conf));
+                    order.push(table.slots.len() - 1);
+                    report.added.push(alias.clone());
+                    ModelEventKind::Added
+                }
+            };
+            self.events.emit(&alias, None, None, kind);
+        }
+        for i in before.into_iter().filter(|i| !matched.contains(i)) {
+            let alias = table.slots[i].conf.alias.clone();
+            self.retire(&mut table, i, StopReason::Removed);
+            self.events
+                .emit(&alias, None, None, ModelEventKind::Removed);
+            report.removed.push(alias);
+        }
+        table.order = order;
+        drop(table);
+        self.reloads.send_modify(|r| *r = r.wrapping_add(1));
+        self.bump();
+        self.changed.notify_one();
+        report
+    }
+
+    /// Marks slot `index` retired for `reason`: a start in progress is abandoned when it
+    /// ends (its server stopped), and an idle server stops now; a busy one stops when
+    /// its last request ends (the keep-alive task sees to it).
+    fn retire(self: &Arc<Self>, table: &mut Table, index: usize, reason: StopReason) {
+        let slot = &mut table.slots[index];
+        slot.retired = Some(reason.clone());
+        slot.drain_after = None;
+        if matches!(slot.phase, Phase::Ready(_)) && slot.in_flight == 0 {
+            self.begin_stop(table, index, false, reason);
         }
     }
 
@@ -464,17 +620,38 @@ impl Models {
     }
 
     /// Announces an event about model `index` with no server concerned.
-    fn emit(&self, index: usize, kind: ModelEventKind) {
-        self.events.emit(&self.confs[index].alias, None, None, kind);
+    fn emit(&self, table: &Table, index: usize, kind: ModelEventKind) {
+        self.events
+            .emit(&table.slots[index].conf.alias, None, None, kind);
     }
 
-    pub(crate) fn confs(&self) -> &[Conf] {
-        &self.confs
+    /// The configuration of slot `index`.
+    fn conf(&self, index: usize) -> Arc<Conf> {
+        Arc::clone(&lock(&self.table).slots[index].conf)
     }
 
-    /// The index of `alias`.
+    /// The aliases of the models configured now, in configuration order.
+    pub(crate) fn aliases(&self) -> Vec<String> {
+        let table = lock(&self.table);
+        table
+            .order
+            .iter()
+            .map(|&i| table.slots[i].conf.alias.clone())
+            .collect()
+    }
+
+    /// The slot of `alias` among the models configured now.
     pub(crate) fn find(&self, alias: &str) -> Option<usize> {
-        self.confs.iter().position(|c| c.alias == alias)
+        find_in(&lock(&self.table), alias)
+    }
+
+    /// The slot and alias of the only model configured, when there is one.
+    pub(crate) fn only(&self) -> Option<(usize, String)> {
+        let table = lock(&self.table);
+        match table.order[..] {
+            [only] => Some((only, table.slots[only].conf.alias.clone())),
+            _ => None,
+        }
     }
 
     /// A ready server for model `index`, started if needed (one start for all who ask
@@ -488,12 +665,27 @@ impl Models {
         let arrived = Instant::now();
         let deadline = tokio::time::Instant::now() + load_timeout;
         let mut stopping = self.stopping.subscribe();
+        let mut reloads = self.reloads.subscribe();
+        let mut index = index;
         let mut queued: Option<Queued> = None;
         loop {
             let wait = {
                 let mut table = lock(&self.table);
                 if table.shutting_down {
                     return Err(AcquireError::ShuttingDown);
+                }
+                if table.slots[index].retired.is_some() {
+                    // A reload removed or replaced the model: the request goes to what
+                    // now has its alias (into that one's queue), or is told it is gone.
+                    let alias = table.slots[index].conf.alias.clone();
+                    let Some(now) = find_in(&table, &alias) else {
+                        return Err(AcquireError::Removed);
+                    };
+                    index = now;
+                    drop(table);
+                    // Leaves the old queue (its drop takes the lock).
+                    queued = None;
+                    continue;
                 }
                 let slot = &mut table.slots[index];
                 match &slot.phase {
@@ -553,10 +745,13 @@ impl Models {
             tokio::select! {
                 waited = tokio::time::timeout_at(deadline, waited) => match waited {
                     Err(_) => return Err(self.timed_out(index, load_timeout)),
+                    // A start a reload abandoned: the loop moves the request on.
+                    Ok(Err(_)) if lock(&self.table).slots[index].retired.is_some() => {}
                     Ok(Err(e)) => return Err(e),
                     Ok(Ok(())) => {}
                 },
                 _ = stopping.wait_for(|s| *s) => return Err(AcquireError::ShuttingDown),
+                _ = reloads.changed() => {}
             }
         }
     }
@@ -571,7 +766,7 @@ impl Models {
         let arrival = table.next_arrival;
         table.next_arrival += 1;
         let slot = &mut table.slots[index];
-        if let Some(max) = self.confs[index].max_queue
+        if let Some(max) = slot.conf.max_queue
             && slot.waiting.len() >= max
         {
             slot.counters.rejected += 1;
@@ -611,7 +806,7 @@ impl Models {
         slot.generation += 1;
         slot.phase = Phase::Preparing(rx.clone());
         let generation = slot.generation;
-        self.emit(index, ModelEventKind::Starting);
+        self.emit(table, index, ModelEventKind::Starting);
         tokio::spawn(Arc::clone(self).run_start(index, generation, tx));
         rx
     }
@@ -629,7 +824,8 @@ impl Models {
         // (rank, last use, index): stopping ones first, they go anyway.
         let mut freeable = Vec::new();
         let mut holders = Vec::new();
-        for (i, (slot, conf)) in table.slots.iter().zip(&self.confs).enumerate() {
+        for (i, slot) in table.slots.iter().enumerate() {
+            let conf = &slot.conf;
             let why = match &slot.phase {
                 Phase::Stopped | Phase::Failed(_) | Phase::Preparing(_) => continue,
                 _ if i == index => continue,
@@ -640,6 +836,11 @@ impl Models {
                     "stopping"
                 }
                 Phase::Ready(_) if slot.in_flight > 0 => "busy",
+                // A model a reload retired goes when idle, whatever waits for it.
+                Phase::Ready(_) if slot.retired.is_some() => {
+                    freeable.push((0, slot.last_used, i));
+                    "idle"
+                }
                 // Requests released by its start (or arriving meanwhile) that have not
                 // reached it yet: stopping it now would serve none of them.
                 Phase::Ready(_) if slot.takes_a_waiter() => "requests waiting",
@@ -660,7 +861,8 @@ impl Models {
             used = used.saturating_add(slot.estimate);
             holders.push((conf.alias.clone(), slot.estimate, why));
         }
-        let fits = |used: u64| used.saturating_add(need) <= self.budget;
+        let budget = table.budget;
+        let fits = |used: u64| used.saturating_add(need) <= budget;
         freeable.sort();
         let mut chosen = Vec::new();
         for (_, _, i) in freeable {
@@ -674,18 +876,22 @@ impl Models {
             holders.retain(|(_, _, why)| !matches!(*why, "idle" | "stopping"));
             return Err(AcquireError::NoRoom {
                 estimate: need,
-                budget: self.budget,
+                budget,
                 holders,
             });
         }
         let mut waits = Vec::new();
+        let for_model = table.slots[index].conf.alias.clone();
         for i in chosen {
             if let Phase::Ready(_) = table.slots[i].phase {
-                tracing::debug!(model = %self.confs[i].alias, for_model = %self.confs[index].alias, "stopping an idle model to make room");
+                tracing::debug!(model = %table.slots[i].conf.alias, %for_model, "stopping an idle model to make room");
                 table.slots[i].counters.evictions += 1;
             }
-            let reason = StopReason::Evicted {
-                for_model: self.confs[index].alias.clone(),
+            let reason = match &table.slots[i].retired {
+                Some(retired) => retired.clone(),
+                None => StopReason::Evicted {
+                    for_model: for_model.clone(),
+                },
             };
             waits.extend(self.begin_stop(table, i, true, reason));
         }
@@ -722,16 +928,17 @@ impl Models {
                 slot.drain_after = None;
                 self.bump();
                 let models = Arc::clone(self);
+                let conf = Arc::clone(&slot.conf);
                 let keep = match reason {
                     StopReason::KeepAlive { .. }
                     | StopReason::Evicted { .. }
-                    | StopReason::Unloaded => self.confs[index].slot_cache.clone(),
+                    | StopReason::Unloaded => conf.slot_cache.clone(),
                     _ => None,
                 };
                 tokio::spawn(async move {
                     // Idle: nothing changes its slots while they are saved.
                     if let Some(dir) = keep {
-                        kv::save(&running.control, &dir, &models.confs[index].alias).await;
+                        kv::save(&running.control, &dir, &conf.alias).await;
                     }
                     running.stop(reason).await;
                     {
@@ -820,17 +1027,17 @@ impl Models {
         generation: u64,
         prepared: Option<Result<Option<u64>, LaunchError>>,
     ) -> Room {
-        if table.shutting_down || table.slots[index].generation != generation {
-            // Only the proxy's stop abandons a start (no other start can begin
-            // meanwhile): the start ends here, with no server.
-            let reason = StopReason::ProxyStopping;
-            self.emit(index, ModelEventKind::Stopped { reason });
+        if let Some(reason) = abandoned(table, index, generation) {
+            // The proxy's stop or a reload abandoned the start (no other start can
+            // begin meanwhile): it ends here, with no server.
+            self.emit(table, index, ModelEventKind::Stopped { reason });
             return Room::End(AcquireError::ShuttingDown);
         }
         let room = match prepared {
             Some(Err(e)) => Err(AcquireError::Start(Arc::new(e))),
             Some(Ok(estimate)) => {
-                table.slots[index].estimate = estimate.unwrap_or(self.confs[index].estimate);
+                let slot = &mut table.slots[index];
+                slot.estimate = estimate.unwrap_or(slot.conf.estimate);
                 self.make_room(table, index)
             }
             None => self.make_room(table, index),
@@ -851,7 +1058,7 @@ impl Models {
                 if matches!(e, AcquireError::Start(_)) {
                     slot.counters.load_failures += 1;
                 }
-                self.emit(index, start_refused(&e));
+                self.emit(table, index, start_refused(&e));
                 Room::End(e)
             }
         }
@@ -862,16 +1069,16 @@ impl Models {
         let pinned: u64 = table
             .slots
             .iter()
-            .zip(&self.confs)
             .enumerate()
-            .filter(|(i, (slot, conf))| {
+            .filter(|(i, slot)| {
                 *i != index
-                    && conf.pinned
+                    && slot.conf.pinned
+                    && slot.retired.is_none()
                     && matches!(slot.phase, Phase::Ready(_) | Phase::Loading(_))
             })
-            .map(|(_, (slot, _))| slot.estimate)
+            .map(|(_, slot)| slot.estimate)
             .fold(0, u64::saturating_add);
-        pinned.saturating_add(table.slots[index].estimate) <= self.budget
+        pinned.saturating_add(table.slots[index].estimate) <= table.budget
     }
 
     /// The pass-over bound for a start of model `index` that waits for room: once its
@@ -883,15 +1090,16 @@ impl Models {
         let oldest = table.slots[index].waiting.values().next().copied()?;
         let mark = oldest + self.pass_over;
         let mut next = (mark > now).then_some(mark);
-        for (i, (slot, conf)) in table.slots.iter_mut().zip(&self.confs).enumerate() {
-            if i == index || conf.pinned {
+        let for_model = table.slots[index].conf.alias.clone();
+        for (i, slot) in table.slots.iter_mut().enumerate() {
+            if i == index || slot.conf.pinned || slot.retired.is_some() {
                 continue;
             }
             if !matches!(slot.phase, Phase::Ready(_) | Phase::Loading(_)) {
                 continue;
             }
             if mark <= now && slot.drain_after.is_none_or(|t| t > mark) {
-                tracing::debug!(model = %conf.alias, for_model = %self.confs[index].alias, "draining: another model was passed over for the bound");
+                tracing::debug!(model = %slot.conf.alias, %for_model, "draining: another model was passed over for the bound");
                 slot.drain_after = Some(mark);
             }
             if let Some(fresh) = slot.fresh_until.filter(|t| *t > now) {
@@ -904,7 +1112,7 @@ impl Models {
     /// Prepares the model, makes room for it, starts its server, and publishes the
     /// outcome to the waiters.
     async fn run_start(self: Arc<Self>, index: usize, generation: u64, tx: watch::Sender<Outcome>) {
-        let conf = &self.confs[index];
+        let conf = self.conf(index);
         let prepared = conf.starter.prepare().await;
         let Some(waits) = self.room_for(index, generation, prepared, &tx).await else {
             return;
@@ -917,6 +1125,9 @@ impl Models {
         if let Some(dir) = &conf.slot_cache {
             // llama-server refuses a `--slot-save-path` that is not a directory yet.
             kv::ensure_dir(dir, &conf.alias).await;
+            if std::mem::take(&mut lock(&self.table).slots[index].stale_kv_cache) {
+                kv::clear(dir).await;
+            }
         }
         let launched = Instant::now();
         let result = conf.starter.start().await;
@@ -930,12 +1141,10 @@ impl Models {
                 Ok(())
             }
             Ok(Err(e)) => Err(e),
-            Err(abandoned) => {
+            Err((abandoned, reason)) => {
                 let (id, pid) = (abandoned.server_id().map(str::to_owned), abandoned.pid());
                 abandoned.stop().await;
-                let kind = ModelEventKind::Stopped {
-                    reason: StopReason::ProxyStopping,
-                };
+                let kind = ModelEventKind::Stopped { reason };
                 self.events.emit(&conf.alias, id.as_deref(), pid, kind);
                 Err(AcquireError::ShuttingDown)
             }
@@ -945,17 +1154,18 @@ impl Models {
     }
 
     /// Records the result of a start: the model is ready (and its server watched) or
-    /// failed. A server whose start was abandoned meanwhile (the proxy is stopping) is
-    /// handed back to be stopped.
+    /// failed. A server whose start was abandoned meanwhile (the proxy is stopping, or a
+    /// reload retired the model) is handed back to be stopped, with why.
     fn publish(
         self: &Arc<Self>,
         index: usize,
         generation: u64,
         result: Result<Box<dyn Instance>, LaunchError>,
         took: Duration,
-    ) -> Result<Result<Arc<Running>, AcquireError>, Box<dyn Instance>> {
+    ) -> Result<Result<Arc<Running>, AcquireError>, Abandoned> {
         let mut table = lock(&self.table);
-        let current = !table.shutting_down && table.slots[index].generation == generation;
+        let abandoned = abandoned(&table, index, generation);
+        let current = abandoned.is_none();
         match result {
             Ok(instance) if current => {
                 let running = Arc::new(self.running(instance.as_ref(), generation));
@@ -969,16 +1179,16 @@ impl Models {
                 slot.counters.loads += 1;
                 slot.counters.load_total += took;
                 self.bump();
-                let (alias, id, pid) = (
-                    &self.confs[index].alias,
-                    instance.server_id(),
-                    instance.pid(),
-                );
-                self.events.emit(alias, id, pid, ModelEventKind::Ready);
-                tokio::spawn(Arc::clone(self).supervise(index, generation, instance, stop_rx));
+                let conf = Arc::clone(&slot.conf);
+                let (id, pid) = (instance.server_id(), instance.pid());
+                self.events
+                    .emit(&conf.alias, id, pid, ModelEventKind::Ready);
+                let supervised =
+                    Arc::clone(self).supervise(index, conf, generation, instance, stop_rx);
+                tokio::spawn(supervised);
                 Ok(Ok(running))
             }
-            Ok(instance) => Err(instance),
+            Ok(instance) => Err((instance, abandoned.unwrap_or(StopReason::ProxyStopping))),
             Err(e) => {
                 let e = Arc::new(e);
                 if current {
@@ -988,7 +1198,11 @@ impl Models {
                 table.slots[index].counters.load_failures += 1;
                 self.bump();
                 let (message, exit_code) = (e.message.clone(), e.exit_code);
-                self.emit(index, ModelEventKind::StartFailed { message, exit_code });
+                self.emit(
+                    &table,
+                    index,
+                    ModelEventKind::StartFailed { message, exit_code },
+                );
                 Ok(Err(AcquireError::Start(e)))
             }
         }
@@ -1001,7 +1215,7 @@ impl Models {
         let models = Arc::clone(self);
         let asked = tokio::spawn(async move {
             let Some(entry) = entry::fetch(&running.pool, running.auth.as_ref()).await else {
-                tracing::debug!(model = %models.confs[index].alias, "the model server's /v1/models gave no entry");
+                tracing::debug!(model = %models.conf(index).alias, "the model server's /v1/models gave no entry");
                 return;
             };
             let mut table = lock(&models.table);
@@ -1046,6 +1260,7 @@ impl Models {
     async fn supervise(
         self: Arc<Self>,
         index: usize,
+        conf: Arc<Conf>,
         generation: u64,
         instance: Box<dyn Instance>,
         stop: oneshot::Receiver<(StopReason, oneshot::Sender<()>)>,
@@ -1054,7 +1269,7 @@ impl Models {
             exited = instance.exited() => Err(exited),
             asked = stop => Ok(asked.ok()),
         };
-        let alias = &self.confs[index].alias;
+        let alias = &conf.alias;
         match asked {
             Ok(asked) => {
                 let (id, pid) = (instance.server_id().map(str::to_owned), instance.pid());
@@ -1126,8 +1341,17 @@ impl Models {
         let mut table = lock(&self.table);
         let mut expired = Vec::new();
         let mut next: Option<Instant> = None;
-        for (i, conf) in self.confs.iter().enumerate() {
+        for i in 0..table.slots.len() {
             let slot = &table.slots[i];
+            if let (Phase::Ready(_), Some(reason), 0) = (&slot.phase, &slot.retired, slot.in_flight)
+            {
+                // A reload retired it and its last request has ended.
+                let reason = reason.clone();
+                self.begin_stop(&mut table, i, false, reason);
+                expired.push(i);
+                continue;
+            }
+            let conf = Arc::clone(&slot.conf);
             let (Phase::Ready(_), Some(keep)) = (&slot.phase, conf.keep_alive) else {
                 continue;
             };
@@ -1160,10 +1384,11 @@ impl Models {
         let table = lock(&self.table);
         let (now, wall) = (Instant::now(), SystemTime::now());
         table
-            .slots
+            .order
             .iter()
-            .zip(&self.confs)
-            .map(|(slot, conf)| {
+            .map(|&i| {
+                let slot = &table.slots[i];
+                let conf = &slot.conf;
                 let (state, running, error, exit_code) = match &slot.phase {
                     // A server being stopped still counts against the budget, but takes
                     // no requests: to clients the model is stopped.
@@ -1251,6 +1476,46 @@ impl Models {
     }
 }
 
+/// Why a start of slot `index` (its `generation`) no longer counts, if it does not: the
+/// proxy stops, or a reload retired the model.
+fn abandoned(table: &Table, index: usize, generation: u64) -> Option<StopReason> {
+    let slot = &table.slots[index];
+    if table.shutting_down || slot.generation != generation {
+        Some(StopReason::ProxyStopping)
+    } else {
+        slot.retired.clone()
+    }
+}
+
+/// The slot of `alias` among the models configured now.
+fn find_in(table: &Table, alias: &str) -> Option<usize> {
+    table
+        .order
+        .iter()
+        .copied()
+        .find(|&i| table.slots[i].conf.alias == alias)
+}
+
+/// What [`Proxy::reload`](crate::Proxy::reload) did, by alias, each list in
+/// configuration order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReloadReport {
+    /// Models that were not configured before; each starts at its first request.
+    pub added: Vec<String>,
+    /// Models no longer configured: they take no new request, and a running server
+    /// stops once its requests in flight have finished.
+    pub removed: Vec<String>,
+    /// Models whose start changed (model, binary, arguments): the running server
+    /// finishes its requests and stops; the next request starts the new configuration.
+    pub replaced: Vec<String>,
+    /// Models whose settings changed (keep-alive, pinning, queue bound, estimate),
+    /// applied at once to the running server.
+    pub updated: Vec<String>,
+    /// Models left as they were.
+    pub unchanged: Vec<String>,
+}
+
 /// The event of a start refused before its server was launched.
 fn start_refused(e: &AcquireError) -> ModelEventKind {
     match e {
@@ -1266,6 +1531,7 @@ fn start_refused(e: &AcquireError) -> ModelEventKind {
         },
         AcquireError::LoadTimeout(_)
         | AcquireError::ShuttingDown
+        | AcquireError::Removed
         | AcquireError::QueueFull { .. } => ModelEventKind::Stopped {
             reason: StopReason::ProxyStopping,
         },
@@ -1352,6 +1618,8 @@ mod tests {
                 max_queue: None,
                 slot_cache: None,
                 starter: Arc::new(NeverStarts),
+                fingerprint: None,
+                launch: None,
             })
             .collect();
         let models = Arc::new(Models::new(confs, budget, Duration::from_secs(30)));
@@ -1411,13 +1679,12 @@ mod tests {
                 let claimed: Vec<String> = table
                     .slots
                     .iter()
-                    .zip(&models.confs)
                     .zip(states)
-                    .filter(|((slot, _), (_, s))| {
+                    .filter(|(slot, (_, s))| {
                         matches!(slot.phase, Phase::Stopping { promised: true, .. })
                             && !matches!(s, S::Stopping { promised: true })
                     })
-                    .map(|((_, c), _)| c.alias.clone())
+                    .map(|(slot, _)| slot.conf.alias.clone())
                     .collect();
                 assert_eq!(claimed.len(), waits.len());
                 Ok(claimed)

@@ -86,9 +86,13 @@ pub(crate) fn props(models: usize) -> Value {
 /// `{"model", "event": "status_change", "data": {"status", "exit_code"?}}`. A model
 /// that ends up not running (stopped, failed, refused, dead) is `unloaded` with the
 /// exit code of its server (0 for a stop the proxy asked for or a start refused for
-/// room; 1 for a start that failed without an exit).
-pub(crate) fn sse_event(event: &ModelEvent) -> Value {
+/// room; 1 for a start that failed without an exit). A model a reload adds or removes
+/// is announced `unloaded`; a replaced or updated one has no status change of its own
+/// (its old server's stop is one) and sends nothing.
+pub(crate) fn sse_event(event: &ModelEvent) -> Option<Value> {
     let (status, exit_code) = match &event.kind {
+        ModelEventKind::Added | ModelEventKind::Removed => ("unloaded", None),
+        ModelEventKind::Replaced | ModelEventKind::Updated => return None,
         ModelEventKind::Starting => ("loading", None),
         ModelEventKind::Ready => ("loaded", None),
         ModelEventKind::StartFailed { exit_code, .. } => ("unloaded", Some(exit_code.unwrap_or(1))),
@@ -99,5 +103,5 @@ pub(crate) fn sse_event(event: &ModelEvent) -> Value {
     if let Some(code) = exit_code {
         data["exit_code"] = json!(code);
     }
-    json!({"model": event.alias, "event": "status_change", "data": data})
+    Some(json!({"model": event.alias, "event": "status_change", "data": data}))
 }

@@ -161,6 +161,12 @@ impl Reply {
                         .collect(),
                 )
             }
+            AcquireError::Removed => Self::new(
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                format!("model `{alias}` was removed by a reload of the proxy's configuration while the request waited for it"),
+            )
+            .with("model", json!(alias)),
             AcquireError::ShuttingDown => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable_error",
@@ -241,8 +247,7 @@ impl Service {
         let body = self.read_body(&parts.headers, body).await?;
         let named = model_in_body(&body)
             .or_else(|| parts.uri.query().and_then(model_in_query).map(Cow::Owned));
-        let index = self.route(named.as_deref())?;
-        let alias = self.models.confs()[index].alias.clone();
+        let (index, alias) = self.route(named.as_deref())?;
         if parts.method == Method::POST {
             match parts.uri.path() {
                 "/models/load" => return self.load(index, &alias).await,
@@ -351,30 +356,26 @@ impl Service {
         .closing()
     }
 
-    /// The model a request names, or the only one when it names none.
-    fn route(&self, named: Option<&str>) -> Result<usize, Reply> {
-        let confs = self.models.confs();
+    /// The model a request names, or the only one when it names none: its slot and
+    /// alias.
+    fn route(&self, named: Option<&str>) -> Result<(usize, String), Reply> {
+        let found = match named {
+            Some(alias) => self.models.find(alias).map(|i| (i, alias.to_owned())),
+            None => self.models.only(),
+        };
+        if let Some(found) = found {
+            return Ok(found);
+        }
+        let aliases = self.models.aliases();
         let known = || {
-            confs
+            aliases
                 .iter()
-                .map(|c| format!("`{}`", c.alias))
+                .map(|a| format!("`{a}`"))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
         match named {
-            Some(alias) => self.models.find(alias).ok_or_else(|| {
-                Reply::new(
-                    StatusCode::NOT_FOUND,
-                    "not_found_error",
-                    format!(
-                        "model `{}` is not served here; the models are {}",
-                        alias.escape_debug(),
-                        known()
-                    ),
-                )
-                .with("models", confs.iter().map(|c| json!(c.alias)).collect())
-            }),
-            None if confs.len() == 1 => Ok(0),
+            Some(alias) => Err(not_served(alias, &known(), &aliases)),
             None => Err(Reply::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
@@ -411,17 +412,19 @@ impl Service {
             "/models/sse" => self.events(router::sse_event),
             EVENTS_PATH => self.events(feed::own_json),
             METRICS_PATH => text_response(metrics::render(&self.models.listed())),
-            "/props"
-                if self.models.confs().len() > 1 && query.and_then(model_in_query).is_none() =>
-            {
-                json_response(StatusCode::OK, &router::props(self.models.confs().len()))
+            "/props" if query.and_then(model_in_query).is_none() => {
+                let models = self.models.aliases().len();
+                if models < 2 {
+                    return None;
+                }
+                json_response(StatusCode::OK, &router::props(models))
             }
             _ => return None,
         })
     }
 
     /// An event stream of the proxy's model events, each rendered by `render`.
-    fn events(&self, render: fn(&ModelEvent) -> Value) -> Response<ProxyBody> {
+    fn events(&self, render: fn(&ModelEvent) -> Option<Value>) -> Response<ProxyBody> {
         let body = feed::feed(self.models.events(), self.models.stopping(), render);
         let mut res = Response::new(ProxyBody::Events(body));
         let headers = res.headers_mut();
@@ -432,6 +435,20 @@ impl Service {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         res
     }
+}
+
+/// The 404 of a request naming a model not served here: what the models are (`known`,
+/// as text, and `aliases` in the body).
+fn not_served(alias: &str, known: &str, aliases: &[String]) -> Reply {
+    Reply::new(
+        StatusCode::NOT_FOUND,
+        "not_found_error",
+        format!(
+            "model `{}` is not served here; the models are {known}",
+            alias.escape_debug()
+        ),
+    )
+    .with("models", aliases.iter().map(|a| json!(a)).collect())
 }
 
 fn text_response(text: String) -> Response<ProxyBody> {

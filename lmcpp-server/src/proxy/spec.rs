@@ -146,6 +146,12 @@ pub struct ModelSpec {
     pub launch: Arc<dyn Launch>,
     /// The llama.cpp version, shown in listings.
     pub llama_version: Option<String>,
+    /// Everything that decides what server `launch` starts (its binary, model and
+    /// arguments), as text. On [`Proxy::reload`](crate::Proxy::reload) a model whose
+    /// fingerprint is unchanged keeps its running server (its other settings are
+    /// applied in place); a changed one is replaced. `None`: the model is unchanged only
+    /// when it is given the same `launch` (the same `Arc`).
+    pub fingerprint: Option<String>,
 }
 
 impl ModelSpec {
@@ -161,6 +167,7 @@ impl ModelSpec {
             slot_cache: None,
             launch,
             llama_version: None,
+            fingerprint: None,
         }
     }
 }
@@ -173,6 +180,7 @@ impl std::fmt::Debug for ModelSpec {
             .field("keep_alive", &self.keep_alive)
             .field("pinned", &self.pinned)
             .field("llama_version", &self.llama_version)
+            .field("fingerprint", &self.fingerprint)
             .finish_non_exhaustive()
     }
 }

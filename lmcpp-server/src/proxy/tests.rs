@@ -2161,3 +2161,214 @@ async fn first_come_first_served_swaps_on_every_alternation() {
     assert_eq!(statuses, [200; 8]);
     assert_eq!((a.starts(), b.starts()), (4, 4));
 }
+
+/// A spec whose start is identified by `fingerprint`.
+fn fingerprinted(alias: &str, fingerprint: &str) -> ModelSpec {
+    let mut spec = spec(alias, 0);
+    spec.fingerprint = Some(fingerprint.to_owned());
+    spec.keep_alive = None;
+    spec
+}
+
+/// Reloads `rig`'s proxy with these models and their fake starts.
+fn reload(rig: &mut Rig, models: Vec<(ModelSpec, Arc<FakeStart>)>) -> crate::Result<ReloadReport> {
+    let mut starts: std::collections::VecDeque<_> =
+        models.iter().map(|(_, start)| Arc::clone(start)).collect();
+    let specs = models.into_iter().map(|(spec, _)| spec).collect();
+    rig.proxy.reload_with(specs, 1 << 40, |spec| {
+        let start = starts.pop_front().unwrap();
+        Conf::new(spec, Arc::new(start) as Arc<dyn Start>)
+    })
+}
+
+/// The server a request for `alias` reached, or the status of its refusal.
+async fn served_by(client: &crate::Client, alias: &str) -> Result<String, (u16, Value)> {
+    match post(client, "/x", json!({"model": alias})).await {
+        (200, answer) => Ok(answer["server"].as_str().unwrap().to_owned()),
+        refused => Err(refused),
+    }
+}
+
+#[tokio::test]
+async fn a_reload_adds_updates_replaces_and_removes_models_without_dropping_a_request() {
+    let (a, b, c) = (
+        FakeStart::new("a"),
+        FakeStart::new("b"),
+        FakeStart::new("c"),
+    );
+    let mut rig = rig(
+        |_| {},
+        vec![
+            (fingerprinted("a", "a1"), a.clone()),
+            (fingerprinted("b", "b1"), b.clone()),
+            (fingerprinted("c", "c1"), c.clone()),
+        ],
+    )
+    .await;
+    let client = rig.proxy.client();
+    // `a` streams (in flight until its client goes away); `b` and `c` ran one request.
+    let mut stream = client
+        .stream::<_, Value>("/stream", &json!({"model": "a"}))
+        .await
+        .unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap()["n"], 1);
+    assert_eq!(served_by(&client, "b").await, Ok("b".into()));
+    assert_eq!(served_by(&client, "c").await, Ok("c".into()));
+    // The first receiver has every event since the start; a later one from now on.
+    drop(rig.proxy.events());
+    let mut events = rig.proxy.events();
+
+    let (c2, d) = (FakeStart::new("c2"), FakeStart::new("d"));
+    let mut b_kept = fingerprinted("b", "b1");
+    b_kept.keep_alive = Some(Duration::from_secs(600));
+    let report = reload(
+        &mut rig,
+        vec![
+            (fingerprinted("d", "d1"), d.clone()),
+            (b_kept, FakeStart::new("unused")),
+            (fingerprinted("c", "c2"), c2.clone()),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        report,
+        ReloadReport {
+            added: vec!["d".into()],
+            removed: vec!["a".into()],
+            replaced: vec!["c".into()],
+            updated: vec!["b".into()],
+            unchanged: vec![],
+        }
+    );
+    use ModelEventKind::*;
+    let mut got = next_events(&mut events, 5).await;
+    got.sort_by(|x, y| format!("{x:?}").cmp(&format!("{y:?}")));
+    assert_eq!(
+        got,
+        [
+            ev("a", None, Removed),
+            ev("b", None, Updated),
+            ev("c", None, Replaced),
+            ev("c", Some("c"), stopped(StopReason::Replaced)),
+            ev("d", None, Added),
+        ]
+    );
+    // The listing and the record follow the new configuration, in its order.
+    let aliases: Vec<String> = rig.proxy.models().into_iter().map(|m| m.alias).collect();
+    assert_eq!(aliases, ["d", "b", "c"]);
+    assert_eq!(rig.proxy.record().args, ["d", "b", "c"]);
+    // `b` kept its server and took its new keep-alive.
+    assert_eq!(served_by(&client, "b").await, Ok("b".into()));
+    assert_eq!((b.starts(), b.stops()), (1, 0));
+    let view = rig
+        .proxy
+        .models()
+        .into_iter()
+        .find(|m| m.alias == "b")
+        .unwrap();
+    assert_eq!(view.keep_alive_secs, Some(600));
+    // `c`: the idle old server stopped at once; the next request starts the new one.
+    assert_eq!(c.stops(), 1);
+    assert_eq!(served_by(&client, "c").await, Ok("c2".into()));
+    assert_eq!(served_by(&client, "d").await, Ok("d".into()));
+    // `a` takes no new request, but its stream goes on until its client leaves; then its
+    // server stops.
+    let (status, body) = served_by(&client, "a").await.unwrap_err();
+    assert_eq!(status, 404, "{body}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        a.stops(),
+        0,
+        "a server with a request in flight is not stopped"
+    );
+    drop(stream);
+    eventually("a stops once its stream ended", || a.stops() == 1).await;
+    let removed = ev("a", Some("a"), stopped(StopReason::Removed));
+    let mut seen = Vec::new();
+    while !seen.contains(&removed) {
+        seen.extend(next_events(&mut events, 1).await);
+    }
+    // The same configuration again changes nothing.
+    let mut b_same = fingerprinted("b", "b1");
+    b_same.keep_alive = Some(Duration::from_secs(600));
+    let same = reload(
+        &mut rig,
+        vec![
+            (fingerprinted("d", "d1"), FakeStart::new("unused")),
+            (b_same, FakeStart::new("unused")),
+            (fingerprinted("c", "c2"), FakeStart::new("unused")),
+        ],
+    )
+    .unwrap();
+    assert_eq!(same.unchanged, ["d", "b", "c"]);
+    assert_eq!(served_by(&client, "c").await, Ok("c2".into()));
+    assert_eq!(c2.starts(), 1);
+}
+
+#[tokio::test]
+async fn requests_waiting_for_a_replaced_model_move_to_the_new_one_and_those_for_a_removed_one_get_a_404()
+ {
+    let gate = Arc::new(Semaphore::new(0));
+    let a = FakeStart::with("a", None, Some(Arc::clone(&gate)), false);
+    let b = FakeStart::with("b", None, Some(Arc::clone(&gate)), false);
+    let mut rig = rig(
+        |_| {},
+        vec![
+            (fingerprinted("a", "a1"), a.clone()),
+            (fingerprinted("b", "b1"), b.clone()),
+        ],
+    )
+    .await;
+    let client = rig.proxy.client();
+    let waiting = |alias: &'static str| {
+        let client = client.clone();
+        tokio::spawn(async move { served_by(&client, alias).await })
+    };
+    let (for_a, for_b) = (waiting("a"), waiting("b"));
+    eventually("both are loading", || a.starts() == 1 && b.starts() == 1).await;
+    let a2 = FakeStart::new("a2");
+    reload(&mut rig, vec![(fingerprinted("a", "a2"), a2.clone())]).unwrap();
+    assert_eq!(for_a.await.unwrap(), Ok("a2".into()));
+    let (status, body) = for_b.await.unwrap().unwrap_err();
+    assert_eq!(status, 404);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("removed by a reload"),
+        "{body}"
+    );
+    // The abandoned starts end with their servers stopped, not serving.
+    gate.add_permits(2);
+    eventually("both abandoned servers are stopped", || {
+        a.stops() == 1 && b.stops() == 1
+    })
+    .await;
+    assert_eq!(served_by(&client, "a").await, Ok("a2".into()));
+    assert_eq!(a2.starts(), 1);
+}
+
+#[tokio::test]
+async fn a_reload_that_does_not_check_out_changes_nothing() {
+    let (a, mut rig) = solo().await;
+    let client = rig.proxy.client();
+    assert_eq!(served_by(&client, "a").await, Ok("a".into()));
+    let mut too_big = fingerprinted("b", "b1");
+    too_big.estimate_bytes = u64::MAX;
+    for models in [
+        vec![],
+        vec![fingerprinted("b", "1"), fingerprinted("b", "2")],
+        vec![fingerprinted("bad alias", "1")],
+        vec![too_big],
+    ] {
+        let with_starts = models
+            .into_iter()
+            .map(|m| (m, FakeStart::new("unused")))
+            .collect();
+        let e = reload(&mut rig, with_starts).unwrap_err();
+        assert!(matches!(e, Error::ProxyConfig { .. }), "{e}");
+    }
+    assert_eq!(served_by(&client, "a").await, Ok("a".into()));
+    assert_eq!((a.starts(), a.stops()), (1, 0));
+    assert_eq!(rig.proxy.record().args, ["a"]);
+}

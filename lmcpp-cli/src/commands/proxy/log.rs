@@ -130,6 +130,15 @@ pub(crate) fn line(event: &ModelEvent) -> Option<String> {
         } if event.server_id.is_none() && event.pid.is_none() => {
             format!("model {alias}: start abandoned (the proxy is stopping)")
         }
+        ModelEventKind::Stopped {
+            reason: reason @ (StopReason::Removed | StopReason::Replaced),
+        } if event.server_id.is_none() && event.pid.is_none() => {
+            let why = match reason {
+                StopReason::Removed => "the reload removed the model",
+                _ => "the reload changed how it starts; the next request starts the new one",
+            };
+            format!("model {alias}: start abandoned ({why})")
+        }
         ModelEventKind::Stopped { reason } => {
             let why = match reason {
                 StopReason::KeepAlive { keep_alive_ms } => {
@@ -140,6 +149,12 @@ pub(crate) fn line(event: &ModelEvent) -> Option<String> {
                 }
                 StopReason::Unloaded => "unloaded by request".to_owned(),
                 StopReason::ProxyStopping => "the proxy is stopping".to_owned(),
+                StopReason::Removed => {
+                    "the reload removed the model; its requests had finished".to_owned()
+                }
+                StopReason::Replaced => "the reload changed how it starts; its requests had \
+                                         finished, and the next request starts the new one"
+                    .to_owned(),
                 _ => "for a reason this lmcpp does not know".to_owned(),
             };
             format!("model {alias}: {server} stopped ({why})")
@@ -155,7 +170,8 @@ pub(crate) fn line(event: &ModelEvent) -> Option<String> {
             human_size(*estimate_bytes),
             human_size(*budget_bytes)
         ),
-        // The launch logs these, with the model's reference.
+        // The launch logs these, with the model's reference; the reload logs what it
+        // changed in one line.
         _ => return None,
     })
 }
@@ -236,6 +252,28 @@ mod tests {
                     "model a: not started: it needs an estimated 3.0 GiB and the memory budget of 4.0 GiB is held by models that cannot be stopped now (busy, pinned or loading)",
                 ),
             ),
+            (
+                true,
+                stopped(json!({"type": "removed"})),
+                Some(
+                    "model a: server s1 stopped (the reload removed the model; its requests had finished)",
+                ),
+            ),
+            (
+                true,
+                stopped(json!({"type": "replaced"})),
+                Some(
+                    "model a: server s1 stopped (the reload changed how it starts; its requests had finished, and the next request starts the new one)",
+                ),
+            ),
+            (
+                false,
+                stopped(json!({"type": "removed"})),
+                Some("model a: start abandoned (the reload removed the model)"),
+            ),
+            // The reload logs what it changed in one line.
+            (false, json!({"type": "added"}), None),
+            (false, json!({"type": "replaced"}), None),
             // The launch logs these, with the model's reference: not twice.
             (false, json!({"type": "starting"}), None),
             (true, json!({"type": "ready"}), None),
