@@ -36,7 +36,9 @@ pub const MODEL_EVENT_CAPACITY: usize = 256;
 /// one runs, is [`Stopped`](ModelEventKind::Stopped) with [`StopReason::Removed`] once
 /// its requests have finished), [`Replaced`](ModelEventKind::Replaced) (likewise with
 /// [`StopReason::Replaced`]; the next request starts the new configuration) or
-/// [`Updated`](ModelEventKind::Updated) (settings changed in place, the server kept).
+/// [`Updated`](ModelEventKind::Updated) (settings changed in place, the server kept);
+/// then one [`Reloaded`](ModelEventKind::Reloaded) whose alias is `*`, as the router's
+/// `models_reload` event names every model.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct ModelEvent {
@@ -105,6 +107,9 @@ pub enum ModelEventKind {
     /// A reload changed only how the proxy treats the model (keep-alive, pinning, queue
     /// bound, estimate): applied at once, its server kept.
     Updated,
+    /// A reload was applied (after the events of each model it changed). Its alias is
+    /// `*`: it concerns the whole list of models, which a client may read again.
+    Reloaded,
 }
 
 /// Why the proxy stopped a model's server ([`ModelEventKind::Stopped`]).

@@ -585,6 +585,7 @@ impl Models {
             report.removed.push(alias);
         }
         table.order = order;
+        self.events.emit("*", None, None, ModelEventKind::Reloaded);
         drop(table);
         self.reloads.send_modify(|r| *r = r.wrapping_add(1));
         self.bump();

@@ -86,13 +86,19 @@ pub(crate) fn props(models: usize) -> Value {
 /// `{"model", "event": "status_change", "data": {"status", "exit_code"?}}`. A model
 /// that ends up not running (stopped, failed, refused, dead) is `unloaded` with the
 /// exit code of its server (0 for a stop the proxy asked for or a start refused for
-/// room; 1 for a start that failed without an exit). A model a reload adds or removes
-/// is announced `unloaded`; a replaced or updated one has no status change of its own
-/// (its old server's stop is one) and sends nothing.
+/// room; 1 for a start that failed without an exit). A reload is the router's one
+/// `{"model": "*", "event": "models_reload"}` (on which its clients list the models
+/// again); the per-model events of a reload have no status change of their own (an old
+/// server's stop is one) and send nothing.
 pub(crate) fn sse_event(event: &ModelEvent) -> Option<Value> {
     let (status, exit_code) = match &event.kind {
-        ModelEventKind::Added | ModelEventKind::Removed => ("unloaded", None),
-        ModelEventKind::Replaced | ModelEventKind::Updated => return None,
+        ModelEventKind::Reloaded => {
+            return Some(json!({"model": event.alias, "event": "models_reload"}));
+        }
+        ModelEventKind::Added
+        | ModelEventKind::Removed
+        | ModelEventKind::Replaced
+        | ModelEventKind::Updated => return None,
         ModelEventKind::Starting => ("loading", None),
         ModelEventKind::Ready => ("loaded", None),
         ModelEventKind::StartFailed { exit_code, .. } => ("unloaded", Some(exit_code.unwrap_or(1))),

@@ -2217,6 +2217,7 @@ async fn a_reload_adds_updates_replaces_and_removes_models_without_dropping_a_re
     // The first receiver has every event since the start; a later one from now on.
     drop(rig.proxy.events());
     let mut events = rig.proxy.events();
+    let mut router = client.router_events().await.unwrap();
 
     let (c2, d) = (FakeStart::new("c2"), FakeStart::new("d"));
     let mut b_kept = fingerprinted("b", "b1");
@@ -2241,11 +2242,12 @@ async fn a_reload_adds_updates_replaces_and_removes_models_without_dropping_a_re
         }
     );
     use ModelEventKind::*;
-    let mut got = next_events(&mut events, 5).await;
+    let mut got = next_events(&mut events, 6).await;
     got.sort_by(|x, y| format!("{x:?}").cmp(&format!("{y:?}")));
     assert_eq!(
         got,
         [
+            ev("*", None, Reloaded),
             ev("a", None, Removed),
             ev("b", None, Updated),
             ev("c", None, Replaced),
@@ -2253,6 +2255,19 @@ async fn a_reload_adds_updates_replaces_and_removes_models_without_dropping_a_re
             ev("d", None, Added),
         ]
     );
+    // Router clients get the router's one `models_reload` (and c's old server's stop).
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), router.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let event = serde_json::to_value(&event).unwrap();
+        if event == json!({"model": "*", "event": "models_reload"}) {
+            break;
+        }
+        assert_eq!(event["model"], "c", "{event}");
+    }
     // The listing and the record follow the new configuration, in its order.
     let aliases: Vec<String> = rig.proxy.models().into_iter().map(|m| m.alias).collect();
     assert_eq!(aliases, ["d", "b", "c"]);

@@ -274,6 +274,7 @@ mod tests {
             // The reload logs what it changed in one line.
             (false, json!({"type": "added"}), None),
             (false, json!({"type": "replaced"}), None),
+            (false, json!({"type": "reloaded"}), None),
             // The launch logs these, with the model's reference: not twice.
             (false, json!({"type": "starting"}), None),
             (true, json!({"type": "ready"}), None),
