@@ -54,6 +54,7 @@ fn a_router_client_lists_loads_uses_and_unloads_models_behind_lmcpp_serve() {
     let client = Client::new(endpoint);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
+        let real = real_router_events(&env).await;
         let mut router_events = client.router_events().await.unwrap();
         let mut own_events = client.proxy_events().await.unwrap();
 
@@ -112,7 +113,7 @@ fn a_router_client_lists_loads_uses_and_unloads_models_behind_lmcpp_serve() {
             ModelState::Unloaded
         );
 
-        events_in_order(&mut router_events, &mut own_events).await;
+        events_in_order(&mut router_events, &mut own_events, real).await;
 
         // The proxy's own metrics.
         let metrics = client.proxy_metrics().await.unwrap();
@@ -180,33 +181,52 @@ fn a_model_that_keeps_its_kv_cache_evaluates_only_new_tokens_after_an_unload() {
 }
 
 /// The router's status events of `a`'s load and unload, and the proxy's typed ones, in
-/// order.
+/// order: the same events, each with the keys and JSON types of the events the real
+/// router of this llama-server sends for a load and an unload (where it has a router).
 async fn events_in_order(
     router_events: &mut lmcpp::server::EventStream<lmcpp::types::router::ModelsEvent>,
     own_events: &mut lmcpp::server::EventStream<lmcpp::server::ModelEvent>,
+    real: Option<Vec<Value>>,
 ) {
-    // The router's status events, and the proxy's typed ones, in order.
-    let mut statuses = Vec::new();
-    for _ in 0..3 {
+    let mut ours = Vec::new();
+    while ours
+        .last()
+        .is_none_or(|e: &Value| e["data"]["status"] != "unloaded")
+    {
         let event = tokio::time::timeout(Duration::from_secs(30), router_events.next())
             .await
             .unwrap()
             .unwrap()
             .unwrap();
-        assert_eq!(
-            (event.model.as_str(), event.event.as_str()),
-            ("a", "status_change")
-        );
-        statuses.push(event.data.unwrap());
+        assert_eq!(event.model, "a", "{event:?}");
+        ours.push(serde_json::to_value(&event).unwrap());
     }
     assert_eq!(
-        statuses,
+        steps(&ours),
         [
-            json!({"status": "loading"}),
-            json!({"status": "loaded"}),
-            json!({"status": "unloaded", "exit_code": 0}),
-        ]
+            ("model_status", "loading"),
+            ("status_change", "loading"),
+            ("status_change", "loaded"),
+            ("status_change", "unloaded"),
+        ],
+        "{ours:?}"
     );
+    assert_eq!(ours[3]["data"]["exit_code"], 0);
+    assert_eq!(ours[2]["data"]["info"]["id"], "a");
+    if let Some(real) = real {
+        assert_eq!(
+            steps(&ours),
+            steps(&real),
+            "ours {ours:?}\nthe router's {real:?}"
+        );
+        for (mine, theirs) in ours.iter().zip(dedup(&real)) {
+            let gaps = shape_gaps(theirs, mine, &["data.progress"]);
+            assert!(
+                gaps.is_empty(),
+                "{gaps:?}: ours {mine}, the router's {theirs}"
+            );
+        }
+    }
     let mut kinds = Vec::new();
     for _ in 0..3 {
         let event = tokio::time::timeout(Duration::from_secs(30), own_events.next())
@@ -226,4 +246,134 @@ async fn events_in_order(
             }
         ]
     );
+}
+
+/// Each event's `event` and `data.status`, a repeat of the previous one left out (the
+/// router sends one `loading` per progress report).
+fn steps(events: &[Value]) -> Vec<(&str, &str)> {
+    dedup(events)
+        .into_iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap_or_default(),
+                e["data"]["status"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn dedup(events: &[Value]) -> Vec<&Value> {
+    let mut kept: Vec<&Value> = Vec::new();
+    for e in events {
+        let same = kept.last().is_some_and(|k| {
+            k["event"] == e["event"] && k["data"]["status"] == e["data"]["status"]
+        });
+        if !same {
+            kept.push(e);
+        }
+    }
+    kept
+}
+
+/// The keys of `theirs` (and of its objects, one level down) that `ours` lacks or holds
+/// with another JSON type, but those in `skip`.
+fn shape_gaps(theirs: &Value, ours: &Value, skip: &[&str]) -> Vec<String> {
+    let kind = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let mut gaps = Vec::new();
+    let Some(top) = theirs.as_object() else {
+        return gaps;
+    };
+    for (key, value) in top {
+        let inner = value.as_object().into_iter().flatten();
+        let pairs = std::iter::once((key.clone(), value, &ours[key.as_str()]))
+            .chain(inner.map(|(k, v)| (format!("{key}.{k}"), v, &ours[key.as_str()][k.as_str()])));
+        for (at, want, got) in pairs {
+            if !skip.contains(&at.as_str()) && kind(want) != kind(got) {
+                gaps.push(format!(
+                    "{at}: {} where the router has {}",
+                    kind(got),
+                    kind(want)
+                ));
+            }
+        }
+    }
+    gaps
+}
+
+/// What the real router of this llama-server sends on `/models/sse` while its one model
+/// (the demo model) is loaded and unloaded; `None`, said in the lacks report, when this
+/// llama-server has no router mode.
+async fn real_router_events(env: &Env) -> Option<Vec<Value>> {
+    use lmcpp::server::{HttpPort, LaunchOptions, Server, TransportChoice};
+    const TEST: &str = "a_router_client_lists_loads_uses_and_unloads_models_behind_lmcpp_serve";
+    let supports = crate::supports();
+    if !supports.flag("--models-dir") {
+        supports.lacks(
+            TEST,
+            "router mode (--models-dir)",
+            "the proxy's events are the status changes of a load and an unload, in order",
+        );
+        return None;
+    }
+    let models = env.dir.path().join("router-models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::copy(env.model(), models.join("demo.gguf")).unwrap();
+    let mut opts = LaunchOptions::router(&env.paths.llama_server, &models);
+    opts.runtime_dir = Some(env.dir.path().join("router-run"));
+    opts.transport = TransportChoice::Http(HttpPort::Auto);
+    opts.args.ctx_size = Some(512);
+    if supports.flag("--no-models-autoload") {
+        opts.args.extra = vec!["--no-models-autoload".into()];
+    }
+    let server = Server::launch(opts).await.unwrap();
+    let client = server.client();
+    let mut events = match client.router_events().await {
+        Ok(events) => events,
+        Err(lmcpp::server::Error::Unsupported { .. }) => {
+            supports.lacks(
+                TEST,
+                "/models/sse in router mode",
+                "the proxy's events are the status changes of a load and an unload, in order",
+            );
+            server.stop().await.unwrap();
+            return None;
+        }
+        Err(e) => panic!("the router's /models/sse: {e}"),
+    };
+    let list: Value = client.get("/models").await.unwrap();
+    let id = list["data"][0]["id"].as_str().unwrap().to_owned();
+    let req = ModelRequest::new(id.as_str());
+    assert!(client.load_model(&req).await.unwrap().success);
+    let mut seen = Vec::new();
+    let mut next = async || {
+        let event = tokio::time::timeout(Duration::from_secs(30), events.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        serde_json::to_value(&event).unwrap()
+    };
+    // A load answers before its model is loaded: wait for the router to say so.
+    while seen
+        .last()
+        .is_none_or(|e: &Value| e["data"]["status"] != "loaded")
+    {
+        seen.push(next().await);
+    }
+    assert!(client.unload_model(&req).await.unwrap().success);
+    while seen
+        .last()
+        .is_none_or(|e: &Value| e["data"]["status"] != "unloaded")
+    {
+        seen.push(next().await);
+    }
+    server.stop().await.unwrap();
+    Some(seen)
 }

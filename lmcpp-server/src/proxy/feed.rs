@@ -7,7 +7,7 @@
 //! clients' idle timeouts) alive and finds a client that went away. The stream ends when
 //! the proxy stops.
 
-use std::{pin::Pin, time::Duration};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures_util::{Stream, stream};
@@ -22,13 +22,17 @@ pub const SSE_PING: Duration = Duration::from_secs(15);
 /// A stream of SSE frames.
 pub(crate) type Feed = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
 
+/// How a feed renders one event: the JSON of each frame it sends for it (none, one, or
+/// several, as the router sends two for a start).
+pub(crate) type Render = Arc<dyn Fn(&ModelEvent) -> Vec<Value> + Send + Sync>;
+
 /// The SSE frames of every event `events` receives, each rendered by `render` (an event
-/// it renders as `None` is not sent), until the proxy stops (`stopping` turns true) or
+/// it renders as nothing is not sent), until the proxy stops (`stopping` turns true) or
 /// the channel closes.
 pub(crate) fn feed(
     events: broadcast::Receiver<ModelEvent>,
     stopping: watch::Receiver<bool>,
-    render: fn(&ModelEvent) -> Option<Value>,
+    render: Render,
 ) -> Feed {
     let mut ping = tokio::time::interval(SSE_PING);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -36,27 +40,33 @@ pub(crate) fn feed(
     let state = (events, stopping, ping);
     Box::pin(stream::unfold(
         state,
-        move |(mut events, mut stopping, mut ping)| async move {
-            let frame = loop {
-                break tokio::select! {
-                    received = events.recv() => match received {
-                        Ok(event) => match render(&event) {
-                            Some(json) => format!("data: {json}\n\n"),
-                            None => continue,
+        move |(mut events, mut stopping, mut ping)| {
+            let render = Arc::clone(&render);
+            async move {
+                let frame = loop {
+                    break tokio::select! {
+                        received = events.recv() => match received {
+                            Ok(event) => {
+                                let frames = render(&event);
+                                if frames.is_empty() {
+                                    continue;
+                                }
+                                frames.iter().map(|json| format!("data: {json}\n\n")).collect()
+                            }
+                            Err(broadcast::error::RecvError::Lagged(n)) => format!(": lagged {n}\n\n"),
+                            Err(broadcast::error::RecvError::Closed) => return None,
                         },
-                        Err(broadcast::error::RecvError::Lagged(n)) => format!(": lagged {n}\n\n"),
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    },
-                    _ = stopping.wait_for(|s| *s) => return None,
-                    _ = ping.tick() => ": ping\n\n".to_owned(),
+                        _ = stopping.wait_for(|s| *s) => return None,
+                        _ = ping.tick() => ": ping\n\n".to_owned(),
+                    };
                 };
-            };
-            Some((Bytes::from(frame), (events, stopping, ping)))
+                Some((Bytes::from(frame), (events, stopping, ping)))
+            }
         },
     ))
 }
 
 /// A [`ModelEvent`] as `/lmcpp/events` sends it: its own JSON.
-pub(crate) fn own_json(event: &ModelEvent) -> Option<Value> {
-    serde_json::to_value(event).ok()
+pub(crate) fn own_json(event: &ModelEvent) -> Vec<Value> {
+    serde_json::to_value(event).into_iter().collect()
 }

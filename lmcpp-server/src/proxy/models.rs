@@ -1379,6 +1379,11 @@ impl Models {
         self.listed().into_iter().map(|l| l.view).collect()
     }
 
+    /// Model `alias` as [`Models::listed`] reports it, if it is configured.
+    pub(crate) fn listed_one(&self, alias: &str) -> Option<Listed> {
+        self.listed().into_iter().find(|l| l.view.alias == alias)
+    }
+
     /// Every model as reported to users, with what its server last said about it, its
     /// last command line, its queue and its counters.
     pub(crate) fn listed(&self) -> Vec<Listed> {

@@ -82,32 +82,40 @@ pub(crate) fn props(models: usize) -> Value {
     })
 }
 
-/// A [`ModelEvent`] as the router's `/models/sse` sends a status change:
-/// `{"model", "event": "status_change", "data": {"status", "exit_code"?}}`. A model
-/// that ends up not running (stopped, failed, refused, dead) is `unloaded` with the
-/// exit code of its server (0 for a stop the proxy asked for or a start refused for
-/// room; 1 for a start that failed without an exit). A reload is the router's one
-/// `{"model": "*", "event": "models_reload"}` (on which its clients list the models
-/// again); the per-model events of a reload have no status change of their own (an old
-/// server's stop is one) and send nothing.
-pub(crate) fn sse_event(event: &ModelEvent) -> Option<Value> {
-    let (status, exit_code) = match &event.kind {
-        ModelEventKind::Reloaded => {
-            return Some(json!({"model": event.alias, "event": "models_reload"}));
+/// A [`ModelEvent`] as the router's `/models/sse` sends it: a status change is
+/// `{"model", "event": "status_change", "data": {"status", ...}}`, where a start is
+/// preceded by the router's `model_status` of `loading`, a loaded model carries `info`
+/// (its listing entry, from `info`), and a model that ends up not running (stopped,
+/// failed, refused, dead) is `unloaded` with the exit code of its server (0 for a stop the
+/// proxy asked for or a start refused for room; 1 for a start that failed without an
+/// exit). A reload is the router's one `{"model": "*", "event": "models_reload"}` (on
+/// which its clients list the models again); the per-model events of a reload have no
+/// status change of their own (an old server's stop is one) and send nothing. The
+/// router's load `progress` has no counterpart and is left out.
+pub(crate) fn sse_event(event: &ModelEvent, info: impl FnOnce() -> Option<Value>) -> Vec<Value> {
+    let change =
+        |data: Value| json!({"model": event.alias, "event": "status_change", "data": data});
+    let unloaded = |code: i32| change(json!({"status": "unloaded", "exit_code": code}));
+    match &event.kind {
+        ModelEventKind::Starting => vec![
+            json!({"model": event.alias, "event": "model_status", "data": {"status": "loading"}}),
+            change(json!({"status": "loading"})),
+        ],
+        ModelEventKind::Ready => {
+            let mut data = json!({"status": "loaded"});
+            if let Some(info) = info() {
+                data["info"] = info;
+            }
+            vec![change(data)]
         }
+        ModelEventKind::StartFailed { exit_code, .. } | ModelEventKind::Died { exit_code, .. } => {
+            vec![unloaded(exit_code.unwrap_or(1))]
+        }
+        ModelEventKind::NoRoom { .. } | ModelEventKind::Stopped { .. } => vec![unloaded(0)],
+        ModelEventKind::Reloaded => vec![json!({"model": event.alias, "event": "models_reload"})],
         ModelEventKind::Added
         | ModelEventKind::Removed
         | ModelEventKind::Replaced
-        | ModelEventKind::Updated => return None,
-        ModelEventKind::Starting => ("loading", None),
-        ModelEventKind::Ready => ("loaded", None),
-        ModelEventKind::StartFailed { exit_code, .. } => ("unloaded", Some(exit_code.unwrap_or(1))),
-        ModelEventKind::Died { exit_code, .. } => ("unloaded", Some(exit_code.unwrap_or(1))),
-        ModelEventKind::NoRoom { .. } | ModelEventKind::Stopped { .. } => ("unloaded", Some(0)),
-    };
-    let mut data = json!({ "status": status });
-    if let Some(code) = exit_code {
-        data["exit_code"] = json!(code);
+        | ModelEventKind::Updated => Vec::new(),
     }
-    Some(json!({"model": event.alias, "event": "status_change", "data": data}))
 }

@@ -409,8 +409,22 @@ impl Service {
     fn own_get(&self, path: &str, query: Option<&str>) -> Option<Response<ProxyBody>> {
         Some(match path {
             "/v1/models" | "/models" => json_response(StatusCode::OK, &self.listing()),
-            "/models/sse" => self.events(router::sse_event),
-            EVENTS_PATH => self.events(feed::own_json),
+            "/models/sse" => {
+                // A loaded model's `info` is its listing entry when the event is sent.
+                let (models, created) = (Arc::clone(&self.models), self.created);
+                self.events(Arc::new(move |event: &ModelEvent| {
+                    router::sse_event(event, || {
+                        let l = models.listed_one(&event.alias)?;
+                        Some(router::model_entry(
+                            &l.view,
+                            l.entry.as_deref(),
+                            &l.argv,
+                            created,
+                        ))
+                    })
+                }))
+            }
+            EVENTS_PATH => self.events(Arc::new(feed::own_json)),
             METRICS_PATH => text_response(metrics::render(&self.models.listed())),
             "/props" if query.and_then(model_in_query).is_none() => {
                 let models = self.models.aliases().len();
@@ -424,7 +438,7 @@ impl Service {
     }
 
     /// An event stream of the proxy's model events, each rendered by `render`.
-    fn events(&self, render: fn(&ModelEvent) -> Option<Value>) -> Response<ProxyBody> {
+    fn events(&self, render: feed::Render) -> Response<ProxyBody> {
         let body = feed::feed(self.models.events(), self.models.stopping(), render);
         let mut res = Response::new(ProxyBody::Events(body));
         let headers = res.headers_mut();

@@ -1864,7 +1864,7 @@ async fn models_sse_and_lmcpp_events_stream_each_transition_as_it_happens() {
     assert!(client.unload_model(&load).await.unwrap().success);
     b.kill();
     let mut seen = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let event = tokio::time::timeout(Duration::from_secs(10), router.next())
             .await
             .unwrap()
@@ -1872,9 +1872,20 @@ async fn models_sse_and_lmcpp_events_stream_each_transition_as_it_happens() {
             .unwrap();
         seen.push(serde_json::to_value(&event).unwrap());
     }
+    // A loaded model's `info` is its listing entry, as the router's is.
+    let info = seen[2]["data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("info")
+        .unwrap();
+    assert_eq!(
+        (&info["id"], &info["object"]),
+        (&json!("b"), &json!("model"))
+    );
     assert_eq!(
         seen,
         [
+            json!({"model": "b", "event": "model_status", "data": {"status": "loading"}}),
             json!({"model": "b", "event": "status_change", "data": {"status": "loading"}}),
             json!({"model": "b", "event": "status_change", "data": {"status": "loaded"}}),
             json!({"model": "b", "event": "status_change",
