@@ -1,6 +1,17 @@
 //! The `lmcpp` command.
 
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+#![allow(clippy::print_stdout)]
+
+/// A line for the user on stderr, as `eprintln!` writes it, but one that never panics: a
+/// line that cannot be written is dropped (the terminal was closed, and its hang-up is
+/// stopping a server or proxy, which must still stop in order). `eprintln!` is linted out
+/// of this crate.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 mod cli;
 mod closed_stdout;
@@ -34,7 +45,7 @@ fn main() -> ExitCode {
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say!("error: cannot start the async runtime: {e}");
             return ExitCode::from(EXIT_FAILURE);
         }
     };
@@ -56,7 +67,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) if closed_stdout::is_closed_stdout_error(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            say!("error: {err:#}");
             exit::code(&err)
         }
     }

@@ -53,9 +53,8 @@ fn spinner_style() -> ProgressStyle {
         .unwrap_or_else(|_| ProgressStyle::default_spinner())
 }
 
-#[allow(clippy::print_stderr)]
 fn line(text: &str) {
-    eprintln!("{text}");
+    say!("{text}");
 }
 
 impl Progress for Renderer {

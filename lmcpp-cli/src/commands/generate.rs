@@ -90,14 +90,15 @@ pub(crate) async fn chat(ctx: &Ctx, args: ChatArgs) -> Result<ExitCode> {
     }
     let interactive = std::io::stdin().is_terminal();
     if interactive {
-        eprintln!("lmcpp: chatting; /exit or Ctrl-D to leave");
+        say!("lmcpp: chatting; /exit or Ctrl-D to leave");
     }
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     loop {
         if interactive {
-            eprint!("> ");
-            std::io::stderr().flush()?;
+            // A prompt that cannot be shown is no reason to stop reading.
+            let mut stderr = std::io::stderr();
+            let _ = write!(stderr, "> ").and_then(|()| stderr.flush());
         }
         let Some(line) = lines.next() else { break };
         let line = line?;
@@ -130,7 +131,7 @@ pub(crate) async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         .resolve()
         .await?;
     if let Some(notice) = &resolved.model.notice {
-        eprintln!("lmcpp: {notice}");
+        say!("lmcpp: {notice}");
     }
     let req = chat_request(&[ChatMessage::user(args.prompt)], &args.gen_opts);
     // Reuse a server this tool already runs for the same model and binary.
@@ -138,9 +139,10 @@ pub(crate) async fn run(ctx: &Ctx, args: RunArgs) -> Result<ExitCode> {
         same_file(&r.model, &resolved.model.path) && same_file(&r.exe, resolved.binary())
     });
     if let Some(record) = reuse {
-        eprintln!(
+        say!(
             "lmcpp: using running server {} ({})",
-            record.id, record.endpoint
+            record.id,
+            record.endpoint
         );
         let client = keyed_client(record.endpoint, args.api_key.as_deref());
         stream_chat(&client, &req).await?;

@@ -51,13 +51,13 @@ async fn pull(ctx: &Ctx, args: PullArgs) -> Result<ExitCode> {
         // What `owner/repo` alone chose, the other parts and the projector, on stderr so
         // stdout stays one path.
         if let Some(file) = &pulled.repo_file {
-            eprintln!("lmcpp: {} is {file}", pulled.alias);
+            say!("lmcpp: {} is {file}", pulled.alias);
         }
         if pulled.parts.len() > 1 {
-            eprintln!("lmcpp: {} parts, all next to the first", pulled.parts.len());
+            say!("lmcpp: {} parts, all next to the first", pulled.parts.len());
         }
         if let Some(mmproj) = &pulled.mmproj {
-            eprintln!("lmcpp: multimodal projector {}", mmproj.display());
+            say!("lmcpp: multimodal projector {}", mmproj.display());
         }
         Ok(())
     })?;

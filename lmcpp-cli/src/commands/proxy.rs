@@ -32,7 +32,7 @@ pub(crate) use config::{ModelPlan, ServePlan};
 use log::ProxyLog;
 pub(crate) use record::proxy_models;
 use record::{ShownProxy, fresh_id};
-use reload::{ConfigWatch, Reloader, has_terminal};
+use reload::{Reloader, has_terminal};
 
 /// Whether `args` ask for the proxy rather than today's single server: a config file,
 /// several models, or an option only the proxy has.
@@ -126,12 +126,6 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
         log.line(format_args!("  {line}"));
     }
     log.line(stop_hint(&args, proxy.id()));
-    let detached = opts.detached;
-    let mut watch = args
-        .config
-        .as_deref()
-        .filter(|_| args.watch)
-        .map(ConfigWatch::new);
     let mut reloader = Reloader {
         ctx,
         args: &args,
@@ -140,26 +134,9 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
         options: opts,
         plan,
     };
-    let signal = loop {
-        let changed = async {
-            match &mut watch {
-                Some(watch) => watch.changed().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            signal = shutdown.recv() => {
-                if signal != crate::shutdown::HANGUP
-                    || hangup_stops(&args, detached, had_terminal)
-                {
-                    break signal;
-                }
-                reloader.reload(&mut proxy, signal).await;
-            }
-            () = changed => reloader.reload(&mut proxy, "the config file changed").await,
-            never = log::follow(&log, &mut events) => match never {},
-        }
-    };
+    let signal = reloader
+        .serve(&mut proxy, &mut shutdown, &mut events, had_terminal)
+        .await;
     log.line(format_args!("{signal}: stopping the proxy and its models"));
     log::while_stopping(&log, &mut events, proxy.stop()).await?;
     let _ = std::fs::remove_dir_all(&kv_root);
@@ -182,14 +159,6 @@ fn stop_hint(args: &ServeArgs, id: &str) -> String {
         ),
         None => format!("Ctrl-C, SIGTERM or SIGHUP (or {stop}) to stop"),
     }
-}
-
-/// Whether a SIGHUP stops the proxy rather than reloading its config: without a config
-/// it stops, as for a closed terminal; with one it reloads, unless the proxy runs in
-/// the foreground of a terminal that has gone away (closing the terminal still stops
-/// it). A detached proxy always reloads: its SIGHUP is sent on purpose.
-fn hangup_stops(args: &ServeArgs, detached: bool, had_terminal: bool) -> bool {
-    args.config.is_none() || (!detached && had_terminal && !has_terminal())
 }
 
 /// The plan from `--config` or from the `--model` list, with the options that cannot go
@@ -310,7 +279,7 @@ fn transport(plan: &ServePlan, args: &ServeArgs) -> TransportChoice {
         (true, None) => TransportChoice::Http(port),
         (true, Some(bind)) => {
             if !bind.is_loopback() {
-                eprintln!(
+                say!(
                     "lmcpp: warning: serving on {bind}: anyone who can reach it can use these \
                      models; set an API key"
                 );
@@ -362,7 +331,7 @@ async fn proxy_model(
         .clone()
         .or_else(|| ctx.llama_server.clone());
     if let (Some(bin), Some(version)) = (&llama_server, &model.llama_version) {
-        eprintln!(
+        say!(
             "lmcpp: warning: model {} runs {}, not a toolchain of llama_version {version}",
             model.alias,
             bin.display()

@@ -33,7 +33,7 @@ pub(crate) async fn serve(ctx: &Ctx, mut args: ServeArgs) -> Result<ExitCode> {
         (true, None) => TransportChoice::Http(port),
         (true, Some(bind)) => {
             if !bind.is_loopback() {
-                eprintln!(
+                say!(
                     "lmcpp: warning: serving on {bind}: anyone who can reach it can use this server{}",
                     if args.api_key.is_none() {
                         "; set LLAMA_API_KEY to require a key"
@@ -67,12 +67,12 @@ pub(crate) async fn serve(ctx: &Ctx, mut args: ServeArgs) -> Result<ExitCode> {
     let running = tokio::select! {
         running = start => running?,
         signal = shutdown.recv() => {
-            eprintln!("lmcpp: {signal} during start-up; nothing left running");
+            say!("lmcpp: {signal} during start-up; nothing left running");
             return Ok(ExitCode::SUCCESS);
         }
     };
     if let Some(notice) = &running.model.notice {
-        eprintln!("lmcpp: {notice}");
+        say!("lmcpp: {notice}");
     }
     let record = running.server.record().clone();
     let shown = Shown::new(&record);
@@ -81,13 +81,13 @@ pub(crate) async fn serve(ctx: &Ctx, mut args: ServeArgs) -> Result<ExitCode> {
         Ok(())
     })?;
     if args.webui && matches!(record.endpoint, Endpoint::Http { .. }) {
-        eprintln!("lmcpp: web UI at {}/", record.endpoint);
+        say!("lmcpp: web UI at {}/", record.endpoint);
     }
     if args.detach {
         let _ = running.server.detach();
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!(
+    say!(
         "lmcpp: serving {} ({}) on {} (log {}); Ctrl-C, SIGTERM or SIGHUP to stop",
         running.model.alias,
         running.model.path.display(),
@@ -97,7 +97,7 @@ pub(crate) async fn serve(ctx: &Ctx, mut args: ServeArgs) -> Result<ExitCode> {
     let server = running.server;
     tokio::select! {
         signal = shutdown.recv() => {
-            eprintln!("lmcpp: {signal}: stopping the server");
+            say!("lmcpp: {signal}: stopping the server");
             server.stop().await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -160,7 +160,7 @@ pub(crate) async fn rpc_worker(ctx: &Ctx, args: RpcWorkerArgs) -> Result<ExitCod
     opts.ready_timeout = Duration::from_secs(args.ready_timeout);
     opts.detached = args.detach;
     if !host.is_loopback() {
-        eprintln!(
+        say!(
             "lmcpp: warning: ggml RPC is unauthenticated; anyone who can reach {host} can use \
              this worker. Only run it on a trusted network."
         );
@@ -177,7 +177,7 @@ pub(crate) async fn rpc_worker(ctx: &Ctx, args: RpcWorkerArgs) -> Result<ExitCod
         let _ = worker.detach();
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!(
+    say!(
         "lmcpp: rpc worker listening on {} (log {}); point a server at it with \
          `lmcpp serve --rpc {}`; Ctrl-C to stop",
         worker.address(),

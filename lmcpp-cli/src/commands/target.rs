@@ -243,7 +243,7 @@ async fn start_for_command(ctx: &Ctx, t: &TargetArgs, model: &str) -> Result<Tar
         .start()
         .await?;
     if let Some(notice) = &running.model.notice {
-        eprintln!("lmcpp: {notice}");
+        say!("lmcpp: {notice}");
     }
     Ok(Target {
         client: running.client(),

@@ -225,3 +225,71 @@ fn hangup(pid: u64) {
         .unwrap();
     assert!(status.success());
 }
+
+/// `cmd` as one line for `sh -c`: its environment changes, program and arguments, each
+/// quoted.
+#[cfg(target_os = "linux")]
+fn shell_line(cmd: &std::process::Command) -> String {
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
+    let mut words = vec!["env".to_owned()];
+    // `env` takes its options (`-u NAME`) before the assignments.
+    for (key, _) in cmd.get_envs().filter(|(_, v)| v.is_none()) {
+        words.extend(["-u".to_owned(), quote(key)]);
+    }
+    for (key, value) in cmd.get_envs() {
+        if let Some(v) = value {
+            let set = format!("{}={}", key.to_string_lossy(), v.to_string_lossy());
+            words.push(quote(set.as_ref()));
+        }
+    }
+    words.push(quote(cmd.get_program()));
+    words.extend(cmd.get_args().map(quote));
+    words.join(" ")
+}
+
+/// In a terminal (a pseudo-terminal that `script` holds), SIGHUP reloads a foreground
+/// proxy's config; closing the terminal still stops it, in order: its log says so to the
+/// end (no line to the gone terminal stops it half-way), and its model server is gone.
+#[cfg(target_os = "linux")]
+#[test]
+fn closing_its_terminal_stops_a_foreground_proxy_that_a_sighup_reloads() {
+    let env = Env::new();
+    let config = env.dir.path().join("lmcpp.toml");
+    save(&config, &model(&env, "a", 512));
+    let serve = env.cmd(&["serve", "--config", config.to_str().unwrap()]);
+    let mut terminal = std::process::Command::new("script")
+        .args(["-qfec", &shell_line(&serve), "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut record = Value::Null;
+    wait_for("the proxy is listed", || {
+        record = env
+            .json(&["ps"])
+            .as_array()
+            .and_then(|all| all.iter().find(|e| e["kind"] == "proxy").cloned())
+            .unwrap_or(Value::Null);
+        !record.is_null()
+    });
+    let (id, pid) = (
+        record["id"].as_str().unwrap().to_owned(),
+        record["pid"].as_u64().unwrap(),
+    );
+    complete(&env, &id, "a");
+    let server = pid_of(&env, &id, "a");
+    hangup(pid);
+    log_with(&env, &id, "reloaded: no model changed");
+    assert!(pid_alive(pid), "a SIGHUP with the terminal open reloads");
+    // The terminal goes: `script` ends, and the kernel hangs up the proxy's session.
+    let _ = terminal.kill();
+    let _ = terminal.wait();
+    wait_for("the proxy stops", || !pid_alive(pid));
+    wait_for("its model server stops", || !pid_alive(server));
+    let log = std::fs::read_to_string(record["log_path"].as_str().unwrap()).unwrap();
+    assert!(
+        log.contains("lmcpp: SIGHUP: stopping the proxy and its models\n")
+            && log.ends_with("lmcpp: stopped\n"),
+        "{log}"
+    );
+}

@@ -2231,17 +2231,7 @@ async fn a_reload_adds_updates_replaces_and_removes_models_without_dropping_a_re
     let mut router = client.router_events().await.unwrap();
 
     let (c2, d) = (FakeStart::new("c2"), FakeStart::new("d"));
-    let mut b_kept = fingerprinted("b", "b1");
-    b_kept.keep_alive = Some(Duration::from_secs(600));
-    let report = reload(
-        &mut rig,
-        vec![
-            (fingerprinted("d", "d1"), d.clone()),
-            (b_kept, FakeStart::new("unused")),
-            (fingerprinted("c", "c2"), c2.clone()),
-        ],
-    )
-    .unwrap();
+    let report = reload(&mut rig, moved_to(&d, &c2)).unwrap();
     assert_eq!(
         report,
         ReloadReport {
@@ -2252,33 +2242,7 @@ async fn a_reload_adds_updates_replaces_and_removes_models_without_dropping_a_re
             unchanged: vec![],
         }
     );
-    use ModelEventKind::*;
-    let mut got = next_events(&mut events, 6).await;
-    got.sort_by(|x, y| format!("{x:?}").cmp(&format!("{y:?}")));
-    assert_eq!(
-        got,
-        [
-            ev("*", None, Reloaded),
-            ev("a", None, Removed),
-            ev("b", None, Updated),
-            ev("c", None, Replaced),
-            ev("c", Some("c"), stopped(StopReason::Replaced)),
-            ev("d", None, Added),
-        ]
-    );
-    // Router clients get the router's one `models_reload` (and c's old server's stop).
-    loop {
-        let event = tokio::time::timeout(Duration::from_secs(10), router.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let event = serde_json::to_value(&event).unwrap();
-        if event == json!({"model": "*", "event": "models_reload"}) {
-            break;
-        }
-        assert_eq!(event["model"], "c", "{event}");
-    }
+    assert_reload_events(&mut events, &mut router).await;
     // The listing and the record follow the new configuration, in its order.
     let aliases: Vec<String> = rig.proxy.models().into_iter().map(|m| m.alias).collect();
     assert_eq!(aliases, ["d", "b", "c"]);
@@ -2315,20 +2279,57 @@ async fn a_reload_adds_updates_replaces_and_removes_models_without_dropping_a_re
         seen.extend(next_events(&mut events, 1).await);
     }
     // The same configuration again changes nothing.
-    let mut b_same = fingerprinted("b", "b1");
-    b_same.keep_alive = Some(Duration::from_secs(600));
-    let same = reload(
-        &mut rig,
-        vec![
-            (fingerprinted("d", "d1"), FakeStart::new("unused")),
-            (b_same, FakeStart::new("unused")),
-            (fingerprinted("c", "c2"), FakeStart::new("unused")),
-        ],
-    )
-    .unwrap();
+    let same = reload(&mut rig, moved_to(&d, &c2)).unwrap();
     assert_eq!(same.unchanged, ["d", "b", "c"]);
     assert_eq!(served_by(&client, "c").await, Ok("c2".into()));
     assert_eq!(c2.starts(), 1);
+}
+
+/// The configuration the reload test moves to: `d` added, `b` with a new keep-alive, `c`
+/// started another way.
+fn moved_to(d: &Arc<FakeStart>, c2: &Arc<FakeStart>) -> Vec<(ModelSpec, Arc<FakeStart>)> {
+    let mut b = fingerprinted("b", "b1");
+    b.keep_alive = Some(Duration::from_secs(600));
+    vec![
+        (fingerprinted("d", "d1"), d.clone()),
+        (b, FakeStart::new("unused")),
+        (fingerprinted("c", "c2"), c2.clone()),
+    ]
+}
+
+/// The events of the reload in `a_reload_adds_updates_replaces_and_removes_models…`: one
+/// per model it touched, the final `reloaded` and the stop of c's old idle server; router
+/// clients get the router's one `models_reload` (and that stop).
+async fn assert_reload_events(
+    events: &mut tokio::sync::broadcast::Receiver<ModelEvent>,
+    router: &mut crate::EventStream<lmcpp_types::router::ModelsEvent>,
+) {
+    use ModelEventKind::*;
+    let mut got = next_events(events, 6).await;
+    got.sort_by(|x, y| format!("{x:?}").cmp(&format!("{y:?}")));
+    assert_eq!(
+        got,
+        [
+            ev("*", None, Reloaded),
+            ev("a", None, Removed),
+            ev("b", None, Updated),
+            ev("c", None, Replaced),
+            ev("c", Some("c"), stopped(StopReason::Replaced)),
+            ev("d", None, Added),
+        ]
+    );
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), router.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let event = serde_json::to_value(&event).unwrap();
+        if event == json!({"model": "*", "event": "models_reload"}) {
+            break;
+        }
+        assert_eq!(event["model"], "c", "{event}");
+    }
 }
 
 #[tokio::test]

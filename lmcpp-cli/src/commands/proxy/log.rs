@@ -37,15 +37,15 @@ impl ProxyLog {
         Ok(Self { file })
     }
 
-    /// One line: `lmcpp: <text>` on stderr and in the log.
+    /// One line: `lmcpp: <text>` in the log and on stderr (while there is one).
     pub(crate) fn line(&self, text: impl Display) {
-        eprintln!("lmcpp: {text}");
         if let Some(file) = &self.file
             && let Ok(mut file) = file.lock()
         {
             // A log that cannot be written must not stop the proxy; stderr has the line.
             let _ = writeln!(file, "lmcpp: {text}");
         }
+        say!("lmcpp: {text}");
     }
 }
 

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
-use lmcpp::server::{Proxy, ProxyOptions, ReloadReport, default_memory_budget};
+use lmcpp::server::{ModelEvent, Proxy, ProxyOptions, ReloadReport, default_memory_budget};
+use tokio::sync::broadcast::Receiver;
 
 use super::config::ServePlan;
 use super::log::ProxyLog;
@@ -20,6 +21,7 @@ use super::{plan, proxy_builder, shown_model};
 use crate::cli::ServeArgs;
 use crate::commands::ctx::Ctx;
 use crate::exit::BadInput;
+use crate::shutdown::{HANGUP, Shutdown};
 
 /// How often `--watch` looks at the file.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
@@ -38,6 +40,44 @@ pub(super) struct Reloader<'a> {
 }
 
 impl Reloader<'_> {
+    /// Follows the proxy's events into the log until a signal stops it, applying the
+    /// config again on SIGHUP (unless that means stop, see [`hangup_stops`]) and, with
+    /// `--watch`, when the file changes. Returns the signal that stops it.
+    pub(super) async fn serve(
+        &mut self,
+        proxy: &mut Proxy,
+        shutdown: &mut Shutdown,
+        events: &mut Receiver<ModelEvent>,
+        had_terminal: bool,
+    ) -> &'static str {
+        let log = self.log;
+        let detached = self.options.detached;
+        let mut watch = self
+            .args
+            .config
+            .as_deref()
+            .filter(|_| self.args.watch)
+            .map(ConfigWatch::new);
+        loop {
+            let changed = async {
+                match &mut watch {
+                    Some(watch) => watch.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                signal = shutdown.recv() => {
+                    if signal != HANGUP || hangup_stops(self.args, detached, had_terminal) {
+                        return signal;
+                    }
+                    self.reload(proxy, signal).await;
+                }
+                () = changed => self.reload(proxy, "the config file changed").await,
+                never = super::log::follow(log, events) => match never {},
+            }
+        }
+    }
+
     /// Reads the config file again and applies it to `proxy`, saying in the log what
     /// changed, or why nothing did. `why` says what asked for it.
     pub(super) async fn reload(&mut self, proxy: &mut Proxy, why: &str) {
@@ -137,6 +177,14 @@ fn summary(report: &ReloadReport) -> String {
     } else {
         format!("reloaded: {}", parts.join("; "))
     }
+}
+
+/// Whether a SIGHUP stops the proxy rather than reloading its config: without a config
+/// it stops, as for a closed terminal; with one it reloads, unless the proxy runs in
+/// the foreground of a terminal that has gone away (closing the terminal still stops
+/// it). A detached proxy always reloads: its SIGHUP is sent on purpose.
+fn hangup_stops(args: &ServeArgs, detached: bool, had_terminal: bool) -> bool {
+    args.config.is_none() || (!detached && had_terminal && !has_terminal())
 }
 
 /// Whether the process still has the terminal it may have started in: `false` once a
