@@ -9,6 +9,13 @@ use anyhow::{Context, Result};
 /// The name [`Shutdown::recv`] gives SIGHUP (never received on Windows).
 pub(crate) const HANGUP: &str = "SIGHUP";
 
+/// What stops a foreground process, as its start-up line tells the user.
+pub(crate) const STOPPED_BY: &str = os::STOPPED_BY;
+
+/// The same but SIGHUP, for a proxy that reloads its config on it; `None` where there is
+/// no SIGHUP.
+pub(crate) const STOPPED_BY_BUT_HANGUP: Option<&str> = os::STOPPED_BY_BUT_HANGUP;
+
 /// Listens for the signals from creation on, so one that arrives while a server starts
 /// is not lost (and does not kill lmcpp mid-way).
 pub(crate) struct Shutdown {
@@ -47,6 +54,9 @@ mod os {
 
     pub(super) type Listener = Signal;
 
+    pub(super) const STOPPED_BY: &str = "Ctrl-C, SIGTERM or SIGHUP";
+    pub(super) const STOPPED_BY_BUT_HANGUP: Option<&str> = Some("Ctrl-C or SIGTERM");
+
     pub(super) const KINDS: &[(&str, SignalKind)] = &[
         ("SIGINT", SignalKind::interrupt()),
         ("SIGTERM", SignalKind::terminate()),
@@ -73,6 +83,9 @@ mod os {
         CtrlBreak,
         CtrlClose,
     }
+
+    pub(super) const STOPPED_BY: &str = "Ctrl-C, Ctrl-Break or closing the console";
+    pub(super) const STOPPED_BY_BUT_HANGUP: Option<&str> = None;
 
     pub(super) enum Listener {
         CtrlC(CtrlC),

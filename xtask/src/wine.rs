@@ -132,6 +132,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             continue;
         }
         place_beside(&dll, &exe.path)?;
+        // The binaries a test runs (`CARGO_BIN_EXE_lmcpp`) are one folder up from it.
+        if let Some(profile_dir) = exe.path.parent().and_then(Path::parent) {
+            place_beside(&dll, &profile_dir.join("lmcpp.exe"))?;
+        }
         let log = logs.join(format!("{}-{}-{}.log", exe.package, exe.target, exe.kind));
         let ran = Instant::now();
         let tally = run_one(&root, exe, &prefix, &log)?;

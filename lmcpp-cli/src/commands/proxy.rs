@@ -147,9 +147,9 @@ pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
 /// The log line saying how to stop the proxy (and reload its config).
 fn stop_hint(args: &ServeArgs, id: &str) -> String {
     let stop = format!("`lmcpp stop {id}`");
-    match &args.config {
-        Some(path) => format!(
-            "Ctrl-C or SIGTERM (or {stop}) to stop; SIGHUP applies {} again{}",
+    match (&args.config, crate::shutdown::STOPPED_BY_BUT_HANGUP) {
+        (Some(path), Some(by)) => format!(
+            "{by} (or {stop}) to stop; SIGHUP applies {} again{}",
             path.display(),
             if args.watch {
                 ", as does saving it"
@@ -157,7 +157,12 @@ fn stop_hint(args: &ServeArgs, id: &str) -> String {
                 ""
             }
         ),
-        None => format!("Ctrl-C, SIGTERM or SIGHUP (or {stop}) to stop"),
+        (Some(path), None) if args.watch => format!(
+            "{} (or {stop}) to stop; saving {} applies it again",
+            crate::shutdown::STOPPED_BY,
+            path.display()
+        ),
+        _ => format!("{} (or {stop}) to stop", crate::shutdown::STOPPED_BY),
     }
 }
 

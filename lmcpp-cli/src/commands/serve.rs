@@ -88,11 +88,12 @@ pub(crate) async fn serve(ctx: &Ctx, mut args: ServeArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     say!(
-        "lmcpp: serving {} ({}) on {} (log {}); Ctrl-C, SIGTERM or SIGHUP to stop",
+        "lmcpp: serving {} ({}) on {} (log {}); {} to stop",
         running.model.alias,
         running.model.path.display(),
         record.endpoint,
-        record.log_path.display()
+        record.log_path.display(),
+        crate::shutdown::STOPPED_BY
     );
     let server = running.server;
     tokio::select! {

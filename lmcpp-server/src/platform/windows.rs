@@ -38,10 +38,10 @@ use windows_sys::Win32::{
             SetInformationJobObject, TerminateJobObject,
         },
         Threading::{
-            CREATE_NEW_PROCESS_GROUP, DETACHED_PROCESS, GetCurrentProcess, GetExitCodeProcess,
-            GetProcessTimes, INFINITE, OpenProcess, OpenProcessToken, PROCESS_NAME_WIN32,
-            PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_TERMINATE, QueryFullProcessImageNameW,
-            TerminateProcess, WaitForSingleObject,
+            CREATE_NEW_PROCESS_GROUP, CREATE_SUSPENDED, DETACHED_PROCESS, GetCurrentProcess,
+            GetExitCodeProcess, GetProcessTimes, INFINITE, OpenProcess, OpenProcessToken,
+            PROCESS_NAME_WIN32, PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_TERMINATE,
+            QueryFullProcessImageNameW, TerminateProcess, WaitForSingleObject,
         },
     },
 };
@@ -305,19 +305,23 @@ pub(crate) struct Pending {
 }
 
 /// Prepares `cmd`: a process group of its own (so a console control event can reach it
-/// alone); a detached child also leaves lmcpp's console.
+/// alone); a detached child also leaves lmcpp's console. An attached child is created
+/// suspended and runs only once [`Pending::adopt`] has put it in its Job object: there is
+/// no moment in which lmcpp could die and leave it running outside one (dying between
+/// the two leaves a process that never ran a line).
 pub(crate) fn contain(cmd: &mut Command, detached: bool) -> io::Result<Pending> {
     let flags = if detached {
         CREATE_NEW_PROCESS_GROUP | DETACHED_PROCESS
     } else {
-        CREATE_NEW_PROCESS_GROUP
+        CREATE_NEW_PROCESS_GROUP | CREATE_SUSPENDED
     };
     cmd.creation_flags(flags);
     Ok(Pending { detached })
 }
 
 impl Pending {
-    /// After a successful spawn: puts an attached child in a kill-on-close Job object.
+    /// After a successful spawn: puts an attached child in a kill-on-close Job object,
+    /// then lets it run. On an error the caller kills the child (still suspended).
     pub(crate) fn adopt(self, child: &Child) -> io::Result<Group> {
         let process = open(
             child.id(),
@@ -338,6 +342,7 @@ impl Pending {
             if ok == 0 {
                 return Err(io::Error::last_os_error());
             }
+            resume(child.id())?;
             Some(job)
         };
         Ok(Group {
@@ -345,6 +350,51 @@ impl Pending {
             job,
             process,
         })
+    }
+}
+
+/// Resumes the threads of process `pid`, created suspended (its one main thread).
+fn resume(pid: u32) -> io::Result<()> {
+    use windows_sys::Win32::Foundation::INVALID_HANDLE_VALUE;
+    use windows_sys::Win32::System::Diagnostics::ToolHelp::{
+        CreateToolhelp32Snapshot, TH32CS_SNAPTHREAD, THREADENTRY32, Thread32First, Thread32Next,
+    };
+    use windows_sys::Win32::System::Threading::{OpenThread, ResumeThread, THREAD_SUSPEND_RESUME};
+    // SAFETY: plain call; the handle is owned (and closed) below.
+    let snapshot = unsafe { CreateToolhelp32Snapshot(TH32CS_SNAPTHREAD, 0) };
+    if snapshot == INVALID_HANDLE_VALUE || snapshot.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a handle we just opened and own.
+    let snapshot = unsafe { OwnedHandle::from_raw_handle(snapshot as RawHandle) };
+    let snapshot_handle = snapshot.as_raw_handle() as HANDLE;
+    // SAFETY: plain data, with its size set as the API requires.
+    let mut entry: THREADENTRY32 = unsafe { std::mem::zeroed() };
+    entry.dwSize = std::mem::size_of::<THREADENTRY32>() as u32;
+    let mut resumed = 0;
+    // SAFETY: a snapshot handle and an entry of the declared size.
+    let mut more = unsafe { Thread32First(snapshot_handle, &mut entry) } != 0;
+    while more {
+        if entry.th32OwnerProcessID == pid {
+            // SAFETY: plain call; the handle is owned (and closed) below.
+            let thread = unsafe { OpenThread(THREAD_SUSPEND_RESUME, 0, entry.th32ThreadID) };
+            if !thread.is_null() {
+                // SAFETY: a handle we just opened and own.
+                let thread = unsafe { OwnedHandle::from_raw_handle(thread as RawHandle) };
+                // SAFETY: a thread handle with suspend/resume access.
+                if unsafe { ResumeThread(thread.as_raw_handle() as HANDLE) } != u32::MAX {
+                    resumed += 1;
+                }
+            }
+        }
+        // SAFETY: as for the first entry.
+        more = unsafe { Thread32Next(snapshot_handle, &mut entry) } != 0;
+    }
+    match resumed {
+        0 => Err(io::Error::other(format!(
+            "cannot resume process {pid}, created suspended until it was in its Job object"
+        ))),
+        _ => Ok(()),
     }
 }
 

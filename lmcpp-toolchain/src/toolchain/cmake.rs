@@ -248,22 +248,25 @@ pub(crate) async fn run_logged(
 
 /// Watches the parent from inside the build's process group: when lmcpp is gone (killed,
 /// even with SIGKILL, so no destructor runs), the whole group — cmake, make and every
-/// compiler — is killed within a second instead of building on as an orphan.
+/// compiler — is killed within a second instead of building on as an orphan. The parent
+/// pid comes from `/proc` (Linux) or `ps` (macOS and other Unix).
 const WATCHDOG: &str = r#"parent=$1; shift
 "$@" &
 child=$!
 trap 'kill -KILL 0' TERM INT HUP
 while kill -0 "$child" 2>/dev/null; do
-  now=$(cut -d' ' -f4 /proc/$$/stat 2>/dev/null || echo "$parent")
+  now=$(cut -d' ' -f4 /proc/$$/stat 2>/dev/null || ps -o ppid= -p $$ 2>/dev/null | tr -d ' ')
+  now=${now:-$parent}
   if [ "$now" != "$parent" ]; then kill -KILL 0; fi
   sleep 1
 done
 wait "$child""#;
 
-/// Runs `cmd` under [`WATCHDOG`] in a process group of its own (Linux), so the build is
-/// contained like a supervised server: it ends with lmcpp.
+/// Runs `cmd` under [`WATCHDOG`] in a process group of its own (Unix), so the build is
+/// contained like a supervised server: it ends with lmcpp. (On Windows a build is not
+/// contained: see docs/platforms.md.)
 fn contained(cmd: Command) -> Command {
-    if !cfg!(target_os = "linux") {
+    if !cfg!(unix) {
         return cmd;
     }
     let std_cmd = cmd.as_std();
