@@ -207,12 +207,7 @@ fn plan(args: &ServeArgs) -> Result<ServePlan> {
         .transpose()?;
     let mut plan = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                BadInput(format!(
-                    "cannot read the config file {}: {e}; check the path given to --config",
-                    path.display()
-                ))
-            })?;
+            let text = config::read_file(path)?;
             let mut plan = config::parse_file(path, &text)?;
             // Files named relative to the config are found next to it.
             let dir = path.parent().unwrap_or(Path::new("."));

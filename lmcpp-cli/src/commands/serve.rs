@@ -21,6 +21,16 @@ use crate::shutdown::Shutdown;
 
 /// `lmcpp serve`: starts a server and stays with it (or leaves it running with `--detach`).
 pub(crate) async fn serve(ctx: &Ctx, mut args: ServeArgs) -> Result<ExitCode> {
+    // clap drops `requires = "config"` once --model (which --config conflicts with) is
+    // given, so the pairing is checked here.
+    if args.watch && args.config.is_none() {
+        return Err(crate::exit::BadInput(
+            "--watch applies a config file again when it changes; give the file with --config \
+             FILE (models given with --model are read once)"
+                .to_owned(),
+        )
+        .into());
+    }
     if proxy::wants_proxy(&args) {
         return proxy::serve_many(ctx, args).await;
     }

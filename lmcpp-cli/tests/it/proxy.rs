@@ -35,6 +35,12 @@ fn bad_configs_and_option_mixes_exit_2_naming_the_problem() {
     );
     let missing = dir.path().join("missing.toml");
     let missing = missing.to_str().unwrap();
+    // Not a config file: a folder, one far too large, one not UTF-8 (and below, a FIFO).
+    let folder = dir.path().to_str().unwrap();
+    let huge = file("huge.toml", &"#".repeat((1 << 20) + 1));
+    let binary = dir.path().join("binary.toml");
+    std::fs::write(&binary, b"[[models]]\nalias = \"\xff\"\n").unwrap();
+    let binary = binary.to_str().unwrap();
     let table: Vec<(Vec<&str>, Vec<&str>)> = vec![
         // A model reference is parsed where it is read: the file's line and key, or the
         // --model entry, before anything is fetched or started.
@@ -93,6 +99,26 @@ fn bad_configs_and_option_mixes_exit_2_naming_the_problem() {
             vec!["serve", "--config", &unknown, "--model", "demo"],
             vec!["cannot be used with"],
         ),
+        (
+            vec!["serve", "--config", folder],
+            vec!["not a regular file", "--config"],
+        ),
+        (
+            vec!["serve", "--config", &huge],
+            vec!["huge.toml", "larger than 1024 KiB"],
+        ),
+        (
+            vec!["serve", "--config", binary],
+            vec!["binary.toml", "not UTF-8"],
+        ),
+        (
+            vec!["serve", "--model", "a=demo", "--model", "b=demo", "--watch"],
+            vec!["--watch", "--config FILE"],
+        ),
+        (
+            vec!["serve", "--model", "demo", "--watch"],
+            vec!["--watch", "--config FILE"],
+        ),
     ];
     for (args, words) in table {
         let out = lmcpp(dir.path(), &args);
@@ -101,6 +127,20 @@ fn bad_configs_and_option_mixes_exit_2_naming_the_problem() {
         for w in words {
             assert!(err.contains(w), "{args:?}: {w:?} not in {err}");
         }
+    }
+    // A FIFO would block whoever reads it (the proxy itself, on a reload): refused unread.
+    #[cfg(unix)]
+    {
+        let fifo = dir.path().join("fifo.toml");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let out = lmcpp(dir.path(), &["serve", "--config", fifo.to_str().unwrap()]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("not a regular file"), "{err}");
     }
 }
 

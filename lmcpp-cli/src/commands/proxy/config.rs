@@ -174,6 +174,36 @@ impl DurationText {
     }
 }
 
+/// The largest config file read: a config of many models is a few KiB.
+pub(crate) const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The text of the config file at `path`: a regular file (a FIFO or a device would block
+/// the proxy that reads it again on SIGHUP) of at most [`MAX_CONFIG_BYTES`], in UTF-8.
+pub(crate) fn read_file(path: &Path) -> Result<String, BadInput> {
+    use std::io::Read;
+    let shown = path.display();
+    let refuse = |problem: String| {
+        BadInput(format!(
+            "cannot read the config file {shown}: {problem}; check the path given to --config"
+        ))
+    };
+    let meta = std::fs::metadata(path).map_err(|e| refuse(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(refuse("it is not a regular file".to_owned()));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| refuse(e.to_string()))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(refuse(format!(
+            "it is larger than {} KiB, which no config of models needs",
+            MAX_CONFIG_BYTES >> 10
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| refuse("it is not UTF-8 text".to_owned()))
+}
+
 /// Reads a config file's text; `path` names it in every error.
 pub(crate) fn parse_file(path: &Path, text: &str) -> Result<ServePlan, BadInput> {
     let shown = path.display();

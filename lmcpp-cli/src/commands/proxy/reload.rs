@@ -214,7 +214,7 @@ impl ConfigWatch {
             path: path.to_owned(),
             stamp: stamp(path),
             unsettled: false,
-            content: std::fs::read(path).ok(),
+            content: read_text(path).ok(),
         }
     }
 
@@ -231,8 +231,9 @@ impl ConfigWatch {
             if !std::mem::take(&mut self.unsettled) {
                 continue;
             }
-            // Gone (between an editor's delete and write): wait for it to come back.
-            let Ok(content) = std::fs::read(&self.path) else {
+            // Gone (between an editor's delete and write): wait for it to come back. What is
+            // not a file of a config's size is not read here (the reload says why).
+            let Ok(content) = read_text(&self.path) else {
                 continue;
             };
             if self.content.as_ref() != Some(&content) {
@@ -241,6 +242,11 @@ impl ConfigWatch {
             }
         }
     }
+}
+
+/// The config file's bytes as the reload would read them.
+fn read_text(path: &Path) -> Result<Vec<u8>, BadInput> {
+    super::config::read_file(path).map(String::into_bytes)
 }
 
 /// A file's size and modification time; `None` when it cannot be read.
