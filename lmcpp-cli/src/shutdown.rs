@@ -2,7 +2,9 @@
 //! managers, `kill`) and SIGHUP (a closed terminal); on Windows the console's Ctrl-C,
 //! Ctrl-Break (what lmcpp itself sends to stop a process group gracefully) and close
 //! events. Each stops the server gracefully, where the default action would kill lmcpp and
-//! leave the kernel (or the Job object) to kill the server.
+//! leave the kernel (or the Job object) to kill the server. A proxy with a config file
+//! takes SIGHUP as "read the file again" instead, unless its terminal is gone
+//! (`commands/proxy/reload.rs`).
 
 use anyhow::{Context, Result};
 
