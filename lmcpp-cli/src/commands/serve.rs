@@ -19,18 +19,22 @@ use crate::cli::{LogsArgs, RpcWorkerArgs, ServeArgs, StopArgs};
 use crate::exit::BadInput;
 use crate::shutdown::Shutdown;
 
-/// `lmcpp serve`: starts a server and stays with it (or leaves it running with `--detach`).
-pub(crate) async fn serve(ctx: &Ctx, mut args: ServeArgs) -> Result<ExitCode> {
-    // clap drops `requires = "config"` once --model (which --config conflicts with) is
-    // given, so the pairing is checked here.
-    if args.watch && args.config.is_none() {
-        return Err(crate::exit::BadInput(
+/// Refuses `--watch` without `--config`: clap drops `requires = "config"` once --model
+/// (which --config conflicts with) is given.
+fn no_watch_without_config(args: &ServeArgs) -> Result<(), crate::exit::BadInput> {
+    match args.watch && args.config.is_none() {
+        true => Err(crate::exit::BadInput(
             "--watch applies a config file again when it changes; give the file with --config \
              FILE (models given with --model are read once)"
                 .to_owned(),
-        )
-        .into());
+        )),
+        false => Ok(()),
     }
+}
+
+/// `lmcpp serve`: starts a server and stays with it (or leaves it running with `--detach`).
+pub(crate) async fn serve(ctx: &Ctx, mut args: ServeArgs) -> Result<ExitCode> {
+    no_watch_without_config(&args)?;
     if proxy::wants_proxy(&args) {
         return proxy::serve_many(ctx, args).await;
     }

@@ -35,12 +35,6 @@ fn bad_configs_and_option_mixes_exit_2_naming_the_problem() {
     );
     let missing = dir.path().join("missing.toml");
     let missing = missing.to_str().unwrap();
-    // Not a config file: a folder, one far too large, one not UTF-8 (and below, a FIFO).
-    let folder = dir.path().to_str().unwrap();
-    let huge = file("huge.toml", &"#".repeat((1 << 20) + 1));
-    let binary = dir.path().join("binary.toml");
-    std::fs::write(&binary, b"[[models]]\nalias = \"\xff\"\n").unwrap();
-    let binary = binary.to_str().unwrap();
     let table: Vec<(Vec<&str>, Vec<&str>)> = vec![
         // A model reference is parsed where it is read: the file's line and key, or the
         // --model entry, before anything is fetched or started.
@@ -99,26 +93,6 @@ fn bad_configs_and_option_mixes_exit_2_naming_the_problem() {
             vec!["serve", "--config", &unknown, "--model", "demo"],
             vec!["cannot be used with"],
         ),
-        (
-            vec!["serve", "--config", folder],
-            vec!["not a regular file", "--config"],
-        ),
-        (
-            vec!["serve", "--config", &huge],
-            vec!["huge.toml", "larger than 1024 KiB"],
-        ),
-        (
-            vec!["serve", "--config", binary],
-            vec!["binary.toml", "not UTF-8"],
-        ),
-        (
-            vec!["serve", "--model", "a=demo", "--model", "b=demo", "--watch"],
-            vec!["--watch", "--config FILE"],
-        ),
-        (
-            vec!["serve", "--model", "demo", "--watch"],
-            vec!["--watch", "--config FILE"],
-        ),
     ];
     for (args, words) in table {
         let out = lmcpp(dir.path(), &args);
@@ -128,7 +102,45 @@ fn bad_configs_and_option_mixes_exit_2_naming_the_problem() {
             assert!(err.contains(w), "{args:?}: {w:?} not in {err}");
         }
     }
-    // A FIFO would block whoever reads it (the proxy itself, on a reload): refused unread.
+}
+
+/// What is not a config file is refused unread (a FIFO would block whoever reads it, the
+/// proxy itself on a reload), and `--watch` needs one.
+#[test]
+fn what_is_not_a_config_file_is_bad_input_and_watch_needs_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = dir.path().join("huge.toml");
+    std::fs::write(&huge, "#".repeat((1 << 20) + 1)).unwrap();
+    let binary = dir.path().join("binary.toml");
+    std::fs::write(&binary, b"[[models]]\nalias = \"\xff\"\n").unwrap();
+    let config = |path: &std::path::Path| {
+        vec![
+            "serve".to_owned(),
+            "--config".to_owned(),
+            path.display().to_string(),
+        ]
+    };
+    let words = |w: &[&'static str]| w.to_vec();
+    let mut table: Vec<(Vec<String>, Vec<&str>)> = vec![
+        (
+            config(dir.path()),
+            words(&["not a regular file", "--config"]),
+        ),
+        (config(&huge), words(&["huge.toml", "larger than 1024 KiB"])),
+        (config(&binary), words(&["binary.toml", "not UTF-8"])),
+        (
+            ["serve", "--model", "a=demo", "--model", "b=demo", "--watch"]
+                .map(String::from)
+                .to_vec(),
+            words(&["--watch", "--config FILE"]),
+        ),
+        (
+            ["serve", "--model", "demo", "--watch"]
+                .map(String::from)
+                .to_vec(),
+            words(&["--watch", "--config FILE"]),
+        ),
+    ];
     #[cfg(unix)]
     {
         let fifo = dir.path().join("fifo.toml");
@@ -137,10 +149,16 @@ fn bad_configs_and_option_mixes_exit_2_naming_the_problem() {
             .status()
             .unwrap();
         assert!(made.success());
-        let out = lmcpp(dir.path(), &["serve", "--config", fifo.to_str().unwrap()]);
+        table.push((config(&fifo), words(&["not a regular file"])));
+    }
+    for (args, words) in table {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = lmcpp(dir.path(), &args);
         let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(2), "{err}");
-        assert!(err.contains("not a regular file"), "{err}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        for w in words {
+            assert!(err.contains(w), "{args:?}: {w:?} not in {err}");
+        }
     }
 }
 
