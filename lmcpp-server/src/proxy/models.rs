@@ -600,6 +600,13 @@ impl Models {
         let slot = &mut table.slots[index];
         slot.retired = Some(reason.clone());
         slot.drain_after = None;
+        // A removed model's saved KV cache (kept while it was stopped) has no next start
+        // to restore it into.
+        if let (StopReason::Removed, Phase::Stopped | Phase::Failed(_), Some(dir)) =
+            (&reason, &slot.phase, slot.conf.slot_cache.clone())
+        {
+            tokio::spawn(async move { kv::clear(&dir).await });
+        }
         if matches!(slot.phase, Phase::Ready(_)) && slot.in_flight == 0 {
             self.begin_stop(table, index, false, reason);
         }

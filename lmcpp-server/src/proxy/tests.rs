@@ -2399,3 +2399,32 @@ async fn a_reload_that_does_not_check_out_changes_nothing() {
     assert_eq!((a.starts(), a.stops()), (1, 0));
     assert_eq!(rig.proxy.record().args, ["a"]);
 }
+
+#[tokio::test]
+async fn a_removed_models_saved_kv_cache_is_cleared_and_nothing_else_in_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("kv-a");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(cache.join("slot-0.bin"), b"saved").unwrap();
+    std::fs::write(cache.join("notes.txt"), b"the user's").unwrap();
+    let mut a = fingerprinted("a", "a1");
+    a.slot_cache = Some(cache.clone());
+    let mut rig = rig(
+        |_| {},
+        vec![
+            (a, FakeStart::new("a")),
+            (fingerprinted("b", "b1"), FakeStart::new("b")),
+        ],
+    )
+    .await;
+    reload(
+        &mut rig,
+        vec![(fingerprinted("b", "b1"), FakeStart::new("b"))],
+    )
+    .unwrap();
+    eventually("the saved slot is gone", || {
+        !cache.join("slot-0.bin").exists()
+    })
+    .await;
+    assert!(cache.join("notes.txt").exists());
+}
