@@ -48,11 +48,7 @@ pub(crate) fn wants_proxy(args: &ServeArgs) -> bool {
 pub(crate) async fn serve_many(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
     let plan = plan(&args)?;
     let api_key = api_key(&plan, &args)?;
-    let mem_total = lmcpp::server::total_memory();
-    let budget = match plan.memory_budget {
-        Some(b) => b.bytes(mem_total).map_err(BadInput)?,
-        None => default_memory_budget(),
-    };
+    let budget = memory_budget(&plan)?;
     if args.detach {
         return detach::detach(ctx, budget, api_key.as_deref()).await;
     }
@@ -164,6 +160,14 @@ fn stop_hint(args: &ServeArgs, id: &str) -> String {
         ),
         _ => format!("{} (or {stop}) to stop", crate::shutdown::STOPPED_BY),
     }
+}
+
+/// The plan's memory budget in bytes (by default a share of this machine's memory).
+fn memory_budget(plan: &ServePlan) -> Result<u64> {
+    Ok(match plan.memory_budget {
+        Some(b) => b.bytes(lmcpp::server::total_memory()).map_err(BadInput)?,
+        None => default_memory_budget(),
+    })
 }
 
 /// The plan from `--config` or from the `--model` list, with the options that cannot go

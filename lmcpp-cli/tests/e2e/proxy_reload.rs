@@ -30,17 +30,7 @@ fn save(config: &Path, text: &str) {
 
 /// The proxy `id`'s models as `ps` lists them: alias, and the pid of a running server.
 fn models(env: &Env, id: &str) -> Vec<(String, Option<u64>)> {
-    let ps = env.json(&["ps"]);
-    let proxy = ps
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["id"] == id)
-        .unwrap_or_else(|| panic!("proxy {id} not in ps: {ps}"))
-        .clone();
-    proxy["models"]
-        .as_array()
-        .unwrap()
+    crate::proxy_target::ps_models(env, id)
         .iter()
         .map(|m| (m["alias"].as_str().unwrap().to_owned(), m["pid"].as_u64()))
         .collect()

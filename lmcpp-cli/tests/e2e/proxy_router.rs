@@ -193,11 +193,7 @@ async fn events_in_order(
         .last()
         .is_none_or(|e: &Value| e["data"]["status"] != "unloaded")
     {
-        let event = tokio::time::timeout(Duration::from_secs(30), router_events.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let event = next_event(router_events).await;
         assert_eq!(event.model, "a", "{event:?}");
         ours.push(serde_json::to_value(&event).unwrap());
     }
@@ -237,12 +233,7 @@ async fn events_in_order(
     }
     let mut kinds = Vec::new();
     for _ in 0..3 {
-        let event = tokio::time::timeout(Duration::from_secs(30), own_events.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        kinds.push(event.kind);
+        kinds.push(next_event(own_events).await.kind);
     }
     assert_eq!(
         kinds,
@@ -360,14 +351,7 @@ async fn real_router_events(env: &Env) -> Option<Vec<Value>> {
     let req = ModelRequest::new(id.as_str());
     assert!(client.load_model(&req).await.unwrap().success);
     let mut seen = Vec::new();
-    let mut next = async || {
-        let event = tokio::time::timeout(Duration::from_secs(30), events.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        serde_json::to_value(&event).unwrap()
-    };
+    let mut next = async || serde_json::to_value(next_event(&mut events).await).unwrap();
     // A load answers before its model is loaded: wait for the router to say so.
     while seen
         .last()
@@ -384,4 +368,15 @@ async fn real_router_events(env: &Env) -> Option<Vec<Value>> {
     }
     server.stop().await.unwrap();
     Some(seen)
+}
+
+/// The next event of `stream`, within 30 s.
+async fn next_event<T: serde::de::DeserializeOwned>(
+    stream: &mut lmcpp::server::EventStream<T>,
+) -> T {
+    tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
 }

@@ -290,8 +290,8 @@ fn a_detached_proxy_logs_each_line_once() {
     }
 }
 
-/// `alias:state` of each model of the proxy `id`, as `lmcpp ps --json` reports them.
-pub(crate) fn model_states(env: &Env, id: &str) -> Vec<String> {
+/// The models of the proxy `id`, as `lmcpp ps --json` lists them.
+pub(crate) fn ps_models(env: &Env, id: &str) -> Vec<serde_json::Value> {
     let ps = env.json(&["ps"]);
     let proxy = ps
         .as_array()
@@ -302,6 +302,12 @@ pub(crate) fn model_states(env: &Env, id: &str) -> Vec<String> {
     proxy["models"]
         .as_array()
         .unwrap_or_else(|| panic!("no models: {proxy}"))
+        .clone()
+}
+
+/// `alias:state` of each model of the proxy `id`, as `lmcpp ps --json` reports them.
+pub(crate) fn model_states(env: &Env, id: &str) -> Vec<String> {
+    ps_models(env, id)
         .iter()
         .map(|m| {
             format!(

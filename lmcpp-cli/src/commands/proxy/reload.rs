@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
-use lmcpp::server::{ModelEvent, Proxy, ProxyOptions, ReloadReport, default_memory_budget};
+use lmcpp::server::{ModelEvent, Proxy, ProxyOptions, ReloadReport};
 use tokio::sync::broadcast::Receiver;
 
 use super::config::ServePlan;
 use super::log::ProxyLog;
-use super::{plan, proxy_builder, shown_model};
+use super::{memory_budget, plan, proxy_builder, shown_model};
 use crate::cli::ServeArgs;
 use crate::commands::ctx::Ctx;
 use crate::exit::BadInput;
@@ -96,10 +96,7 @@ impl Reloader<'_> {
 
     async fn apply(&mut self, proxy: &mut Proxy) -> Result<ReloadReport> {
         let plan = plan(self.args)?;
-        let budget = match plan.memory_budget {
-            Some(b) => b.bytes(lmcpp::server::total_memory()).map_err(BadInput)?,
-            None => default_memory_budget(),
-        };
+        let budget = memory_budget(&plan)?;
         let fixed = restart_only(&self.plan, &plan);
         let mut options = self.options.clone();
         options.memory_budget = budget;
