@@ -2428,3 +2428,75 @@ async fn a_removed_models_saved_kv_cache_is_cleared_and_nothing_else_in_its_fold
     .await;
     assert!(cache.join("notes.txt").exists());
 }
+
+/// A generated configuration: some of the models `a` to `d` in any order, each with how
+/// it starts (`0` or `1`) and whether it has a keep-alive.
+fn generated_config() -> impl proptest::strategy::Strategy<Value = Vec<(String, u8, bool)>> {
+    use proptest::prelude::*;
+    proptest::collection::vec(proptest::option::of((0u8..2, any::<bool>())), 4)
+        .prop_filter("at least one model", |v| v.iter().any(Option::is_some))
+        .prop_map(|v| {
+            v.into_iter()
+                .zip(["a", "b", "c", "d"])
+                .filter_map(|(m, alias)| m.map(|(start, keep)| (alias.to_owned(), start, keep)))
+                .collect::<Vec<_>>()
+        })
+        .prop_shuffle()
+}
+
+/// A generated model as the proxy takes it; its fake server is named alias and start.
+fn generated_model(model: &(String, u8, bool)) -> (ModelSpec, Arc<FakeStart>) {
+    let (alias, start, keep) = model;
+    let name = format!("{alias}{start}");
+    let mut spec = fingerprinted(alias, &name);
+    spec.keep_alive = keep.then_some(Duration::from_secs(60));
+    (spec, FakeStart::new(&name))
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 32, ..Default::default() })]
+
+    /// Whatever sequence of configurations is reloaded, each reload says exactly what it
+    /// added, removed, replaced, updated and left alone, lists the models in the new
+    /// order, and every model is then served by a server of its current configuration.
+    #[test]
+    fn any_sequence_of_reloads_reports_each_change_and_serves_the_current_configuration(
+        configs in proptest::collection::vec(generated_config(), 2..5)
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut rig = rig(|_| {}, configs[0].iter().map(generated_model).collect()).await;
+            let client = rig.proxy.client();
+            let mut before: &Vec<(String, u8, bool)> = &configs[0];
+            for config in &configs[1..] {
+                let report =
+                    reload(&mut rig, config.iter().map(generated_model).collect()).unwrap();
+                let mut expected = ReloadReport::default();
+                for (alias, start, keep) in config {
+                    let list = match before.iter().find(|m| &m.0 == alias) {
+                        None => &mut expected.added,
+                        Some((_, was, _)) if was != start => &mut expected.replaced,
+                        Some((_, _, kept)) if kept != keep => &mut expected.updated,
+                        Some(_) => &mut expected.unchanged,
+                    };
+                    list.push(alias.clone());
+                }
+                expected.removed = before
+                    .iter()
+                    .filter(|m| !config.iter().any(|n| n.0 == m.0))
+                    .map(|m| m.0.clone())
+                    .collect();
+                assert_eq!(report, expected);
+                let aliases: Vec<String> = config.iter().map(|m| m.0.clone()).collect();
+                let listed: Vec<String> =
+                    rig.proxy.models().into_iter().map(|m| m.alias).collect();
+                assert_eq!(&listed, &aliases);
+                assert_eq!(&rig.proxy.record().args, &aliases);
+                for (alias, start, _) in config {
+                    assert_eq!(served_by(&client, alias).await, Ok(format!("{alias}{start}")));
+                }
+                before = config;
+            }
+        });
+    }
+}
